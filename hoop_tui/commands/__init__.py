@@ -1,0 +1,1 @@
+"""One module per group of `hoop-tui` subcommands; each exposes `register(subparsers)`."""

@@ -1,0 +1,5 @@
+"""The data path: everything between a caller and a target.
+
+Protocol logic is sans-IO (bytes in, events out); thin asyncio shells do the I/O. This package
+never imports Textual; it hands what it sees to `storage` for recording.
+"""
