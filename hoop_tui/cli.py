@@ -11,10 +11,10 @@ import sys
 from collections.abc import Sequence
 
 from hoop_tui import __version__
-from hoop_tui.commands import recordings
+from hoop_tui.commands import local, recordings
 from hoop_tui.errors import CommandError
 
-COMMAND_MODULES = (recordings,)
+COMMAND_MODULES = (local, recordings)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,78 @@
+"""What several commands share: finding the data directory, and a progress bar on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from hoop_tui.errors import CommandError
+from proxy.config import ConfigError, load_config, resolve_config_path
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="gateway configuration (default: $HOOP_CONFIG, then ./gateway.toml)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="use this data directory instead of the one the configuration names",
+    )
+
+
+def data_dir_from(args: argparse.Namespace) -> Path:
+    """--data-dir, else [gateway].data_dir of the configuration."""
+    if getattr(args, "data_dir", None):
+        return Path(args.data_dir)
+    try:
+        return load_config(resolve_config_path(args.config)).data_dir
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def gateway_id_from(args: argparse.Namespace) -> str:
+    import os
+
+    if getattr(args, "data_dir", None):
+        return os.uname().nodename
+    try:
+        return load_config(resolve_config_path(args.config)).gateway_id
+    except ConfigError:
+        return os.uname().nodename
+
+
+class Progress:
+    """A one-line progress bar on stderr, shown only when stderr is a terminal and the work
+    takes long enough to be worth watching."""
+
+    def __init__(self, label: str, *, delay_s: float = 0.5) -> None:
+        self.label = label
+        self.enabled = sys.stderr.isatty()
+        self._started = time.monotonic()
+        self._delay_s = delay_s
+        self._last_draw = 0.0
+        self._drawn = False
+
+    def update(self, done: int, total: int) -> None:
+        if not self.enabled or total <= 0:
+            return
+        now = time.monotonic()
+        if now - self._started < self._delay_s or now - self._last_draw < 0.1:
+            return
+        self._last_draw = now
+        fraction = min(1.0, done / total)
+        width = 30
+        filled = int(fraction * width)
+        bar = "#" * filled + "-" * (width - filled)
+        sys.stderr.write(f"\r{self.label} [{bar}] {fraction:6.1%}")
+        sys.stderr.flush()
+        self._drawn = True
+
+    def finish(self) -> None:
+        if self._drawn:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()

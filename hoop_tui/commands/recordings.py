@@ -1,0 +1,335 @@
+"""Commands on recordings and the session catalogue: info, verify, export, import-cast,
+sessions and prune."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from hoop_tui.commands.common import (
+    Progress,
+    add_config_arguments,
+    data_dir_from,
+    gateway_id_from,
+)
+from hoop_tui.errors import CommandError
+from replay.asciicast import (
+    CastError,
+    export_cast,
+    header_for_cast,
+    read_cast,
+    write_cast_recording,
+)
+from replay.export import export_jsonl, export_text
+from storage.catalogue import SessionQuery, SqliteCatalogue
+from storage.reader import RecordingError, RecordingReader, format_time
+from storage.recorder import recording_path
+from storage.signing import (
+    PUBLIC_KEY_NAME,
+    SigningKeyError,
+    load_or_create_signing_key,
+    load_public_key,
+)
+from storage.verify import verify_recording
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> int:
+    """'90d', '12h', '10m', '30s', '1w' (or a sum like '1h30m') -> seconds."""
+    parts = re.findall(r"(\d+)([smhdw])", text.strip())
+    if not parts or "".join(n + u for n, u in parts) != text.strip():
+        raise ValueError(f"{text!r} is not a duration like 90d, 12h, 10m or 30s")
+    return sum(int(number) * DURATION_UNITS[unit] for number, unit in parts)
+
+
+def parse_when(text: str) -> int:
+    """A point in time, as microseconds since the epoch: an ISO date or time (UTC unless it
+    says otherwise), or a duration meaning that long ago ('2h', '7d')."""
+    try:
+        return int((time.time() - parse_duration(text)) * 1_000_000)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is neither a duration (7d) nor an ISO date/time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1_000_000)
+
+
+def format_epoch_us(value: int | None) -> str:
+    if value is None:
+        return "-"
+    return datetime.fromtimestamp(value / 1_000_000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@contextmanager
+def open_recording(path: str) -> Iterator[RecordingReader]:
+    try:
+        reader = RecordingReader.open(path)
+    except FileNotFoundError:
+        raise CommandError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CommandError(f"{path}: is a directory, not a recording") from None
+    except OSError as exc:
+        raise CommandError(f"{path}: cannot read: {exc.strerror}") from None
+    except RecordingError as exc:
+        raise CommandError(f"{path}: {exc}") from None
+    with reader:
+        yield reader
+
+
+@contextmanager
+def output_stream(path: str | None) -> Iterator[IO[str]]:
+    if path is None or path == "-":
+        yield sys.stdout
+        return
+    try:
+        handle = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise CommandError(f"{path}: cannot write: {exc.strerror}") from None
+    with handle:
+        yield handle
+
+
+# -- info -----------------------------------------------------------------------------------------
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    with open_recording(args.file) as reader:
+        info = recording_info(reader)
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return 0
+    header = info["header"]
+    print(f"file:       {args.file}")
+    print(f"session:    {header['session_id']}")
+    who = header["user"] + (" (service account)" if header["service_account"] else "")
+    print(f"user:       {who}")
+    print(f"target:     {header['target']} ({header['protocol']})")
+    print(f"client:     {header['client'] or '-'}")
+    print(f"started:    {format_epoch_us(header['started_at_us'])} UTC")
+    print(f"duration:   {format_time(info['duration_us'])}")
+    if header["term"]:
+        print(f"terminal:   {header['term']} {header['cols']}x{header['rows']}")
+    print(f"gateway:    {header['gateway_id'] or '-'}")
+    print(f"size:       {info['size']} bytes in {info['frames']} frames")
+    print(f"events:     {info['events']}")
+    for name, count in sorted(info["counts"].items()):
+        print(f"  {name:<16}{count}")
+    print(f"status:     {info['status']}")
+    return 0
+
+
+def recording_info(reader: RecordingReader) -> dict[str, Any]:
+    if reader.complete and reader.trailer is not None:
+        counts = dict(reader.trailer.get("counts", {}))
+        status = f"complete, ended: {reader.trailer.get('end_reason')}"
+    else:
+        tally: Counter[str] = Counter(event.name for event in reader.events())
+        counts = dict(tally)
+        status = reader.describe_problem() or (
+            "incomplete: no trailer (the writer stopped before the session ended)"
+        )
+    return {
+        "header": reader.header.to_map(),
+        "size": reader.size,
+        "frames": reader.frame_count,
+        "events": sum(counts.values()),
+        "counts": counts,
+        "duration_us": reader.last_us,
+        "complete": reader.complete,
+        "status": status,
+    }
+
+
+# -- verify ---------------------------------------------------------------------------------------
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    key_path = Path(args.key) if args.key else data_dir_from(args) / PUBLIC_KEY_NAME
+    try:
+        public_key = load_public_key(key_path)
+    except SigningKeyError as exc:
+        raise CommandError(f"{exc} (give the gateway's public key with --key FILE)") from None
+    failures = 0
+    for name in args.files:
+        progress = Progress(f"verifying {name}")
+        report = verify_recording(Path(name), public_key, progress.update)
+        progress.finish()
+        print(report.summary())
+        failures += not report.ok
+    return 1 if failures else 0
+
+
+# -- export / import ------------------------------------------------------------------------------
+
+EXPORTERS = {"asciicast": export_cast, "text": export_text, "jsonl": export_jsonl}
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    with open_recording(args.file) as reader, output_stream(args.output) as out:
+        EXPORTERS[args.format](reader, out)
+        problem = reader.describe_problem()
+    if problem:
+        print(f"hoop-tui: warning: {args.file}: {problem}", file=sys.stderr)
+    return 0
+
+
+def cmd_import_cast(args: argparse.Namespace) -> int:
+    source = Path(args.file)
+    try:
+        cast = read_cast(source)
+    except CastError as exc:
+        raise CommandError(str(exc)) from None
+    data_dir = data_dir_from(args)
+    signer = load_or_create_signing_key(data_dir)
+    header = header_for_cast(cast, signer, gateway_id=gateway_id_from(args), source=source)
+    out_path = Path(args.output) if args.output else recording_path(data_dir, header)
+    try:
+        summary = write_cast_recording(cast, header, out_path, signer)
+    except FileExistsError:
+        raise CommandError(f"{out_path}: already exists; choose another -o") from None
+    except OSError as exc:
+        raise CommandError(f"{out_path}: cannot write: {exc.strerror}") from None
+    if not args.output:
+        catalogue = SqliteCatalogue.in_data_dir(data_dir)
+        catalogue.add_session(header, out_path)
+        catalogue.finish_session(summary)
+    print(f"imported {len(cast.events)} events into {out_path}")
+    return 0
+
+
+# -- sessions / prune -----------------------------------------------------------------------------
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    try:
+        query = SessionQuery(
+            user=args.user,
+            target=args.target,
+            protocol=args.protocol,
+            since_us=parse_when(args.since) if args.since else None,
+            until_us=parse_when(args.until) if args.until else None,
+            limit=args.limit,
+        )
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    rows = SqliteCatalogue.in_data_dir(data_dir_from(args)).find_sessions(query)
+    if args.json:
+        print(json.dumps([row.to_json() for row in rows], indent=2))
+        return 0
+    if not rows:
+        print("no sessions match", file=sys.stderr)
+        return 0
+    print(
+        f"{'SESSION':<10} {'STARTED (UTC)':<19} {'USER':<12} {'TARGET':<14} {'PROTO':<9} "
+        f"{'EVENTS':>7} {'DENY':>4} {'HOLD':>4}  END"
+    )
+    for row in rows:
+        print(
+            f"{row.id[:8]:<10} {format_epoch_us(row.started_at_us):<19} {row.user[:12]:<12} "
+            f"{row.target[:14]:<14} {row.protocol[:9]:<9} {row.events:>7} {row.denies:>4} "
+            f"{row.holds:>4}  {row.end_reason or 'live'}"
+        )
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    try:
+        age_s = parse_duration(args.older_than)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    cutoff_us = int((time.time() - age_s) * 1_000_000)
+    catalogue = SqliteCatalogue.in_data_dir(data_dir_from(args))
+    old = [
+        row
+        for row in catalogue.find_sessions(SessionQuery(until_us=cutoff_us))
+        if row.ended_at_us is not None and row.ended_at_us < cutoff_us
+    ]
+    freed = 0
+    for row in old:
+        path = Path(row.path)
+        if args.dry_run:
+            print(f"would remove {row.id} ({format_epoch_us(row.started_at_us)}) {path}")
+            continue
+        try:
+            freed += path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise CommandError(
+                f"{path}: cannot remove: {exc.strerror}; nothing else removed"
+            ) from None
+        catalogue.remove_session(row.id)
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {len(old)} session(s) older than {args.older_than}, {freed} bytes freed")
+    return 0
+
+
+# -- registration ---------------------------------------------------------------------------------
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    info = subparsers.add_parser("info", help="show a recording's header, size and contents")
+    info.add_argument("file", help="a recording (.hrec)")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(handler=cmd_info)
+
+    verify = subparsers.add_parser(
+        "verify",
+        help="check recordings' hash chains and signatures",
+        description="Exit 0 only when every file is complete, unaltered and signed by the "
+        "gateway's key; otherwise name the first bad offset and the last good time.",
+    )
+    verify.add_argument("files", nargs="+", metavar="FILE")
+    verify.add_argument("--key", metavar="FILE", help="the gateway's recording public key")
+    add_config_arguments(verify)
+    verify.set_defaults(handler=cmd_verify)
+
+    export = subparsers.add_parser(
+        "export", help="write a recording as asciicast, text or JSON lines"
+    )
+    export.add_argument("file")
+    export.add_argument("--format", choices=sorted(EXPORTERS), default="text")
+    export.add_argument("-o", "--output", metavar="OUT", help="output file (default: stdout)")
+    export.set_defaults(handler=cmd_export)
+
+    importer = subparsers.add_parser(
+        "import-cast",
+        help="turn an asciicast v2 file into a signed recording",
+        description="Without -o the recording goes into the data directory and its catalogue.",
+    )
+    importer.add_argument("file", metavar="FILE.cast")
+    importer.add_argument("-o", "--output", metavar="OUT")
+    add_config_arguments(importer)
+    importer.set_defaults(handler=cmd_import_cast)
+
+    sessions = subparsers.add_parser("sessions", help="list catalogued sessions")
+    sessions.add_argument("--user")
+    sessions.add_argument("--target")
+    sessions.add_argument("--protocol")
+    sessions.add_argument("--since", help="ISO date/time, or a duration ago (7d)")
+    sessions.add_argument("--until", help="ISO date/time, or a duration ago")
+    sessions.add_argument("--limit", type=int)
+    sessions.add_argument("--json", action="store_true")
+    add_config_arguments(sessions)
+    sessions.set_defaults(handler=cmd_sessions)
+
+    prune = subparsers.add_parser("prune", help="delete old recordings and their catalogue rows")
+    prune.add_argument("--older-than", required=True, metavar="AGE", help="for example 90d")
+    prune.add_argument("--dry-run", action="store_true", help="list what would go")
+    add_config_arguments(prune)
+    prune.set_defaults(handler=cmd_prune)

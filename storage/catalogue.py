@@ -1,0 +1,231 @@
+"""The session catalogue: one row per recorded session, searchable by user, target and time.
+
+`Catalogue` is the small interface the rest of hoop_tui uses; `SqliteCatalogue` is the
+embedded default (a file in the data directory, safe to use from the gateway, its recording
+threads and the command line at the same time). A fleet of gateways can later put the same
+interface on a shared PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from storage.schema import RecordingHeader
+from storage.writer import RecordingSummary
+
+CATALOGUE_NAME = "catalogue.db"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id            TEXT PRIMARY KEY,
+    path          TEXT NOT NULL,
+    user          TEXT NOT NULL,
+    service_account INTEGER NOT NULL DEFAULT 0,
+    target        TEXT NOT NULL,
+    protocol      TEXT NOT NULL,
+    client        TEXT NOT NULL DEFAULT '',
+    gateway_id    TEXT NOT NULL DEFAULT '',
+    started_at_us INTEGER NOT NULL,
+    ended_at_us   INTEGER,
+    end_reason    TEXT,
+    size          INTEGER NOT NULL DEFAULT 0,
+    events        INTEGER NOT NULL DEFAULT 0,
+    denies        INTEGER NOT NULL DEFAULT 0,
+    holds         INTEGER NOT NULL DEFAULT 0,
+    counts        TEXT NOT NULL DEFAULT '{}',
+    verdicts      TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user, started_at_us);
+CREATE INDEX IF NOT EXISTS sessions_target ON sessions (target, started_at_us);
+CREATE INDEX IF NOT EXISTS sessions_started ON sessions (started_at_us);
+"""
+
+
+@dataclass(slots=True)
+class SessionRow:
+    id: str
+    path: str
+    user: str
+    service_account: bool
+    target: str
+    protocol: str
+    client: str
+    gateway_id: str
+    started_at_us: int
+    ended_at_us: int | None
+    end_reason: str | None
+    size: int
+    events: int
+    denies: int
+    holds: int
+    counts: dict[str, int]
+    verdicts: dict[str, int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "path": self.path,
+            "user": self.user,
+            "service_account": self.service_account,
+            "target": self.target,
+            "protocol": self.protocol,
+            "client": self.client,
+            "gateway_id": self.gateway_id,
+            "started_at_us": self.started_at_us,
+            "ended_at_us": self.ended_at_us,
+            "end_reason": self.end_reason,
+            "size": self.size,
+            "events": self.events,
+            "denies": self.denies,
+            "holds": self.holds,
+            "counts": self.counts,
+            "verdicts": self.verdicts,
+        }
+
+
+@dataclass(slots=True)
+class SessionQuery:
+    user: str | None = None
+    target: str | None = None
+    protocol: str | None = None
+    since_us: int | None = None
+    until_us: int | None = None
+    unfinished_only: bool = False
+    limit: int | None = None
+
+
+class Catalogue(Protocol):
+    def add_session(self, header: RecordingHeader, path: Path) -> None: ...
+    def finish_session(self, summary: RecordingSummary) -> None: ...
+    def find_sessions(self, query: SessionQuery) -> list[SessionRow]: ...
+    def get_session(self, session_id: str) -> SessionRow | None: ...
+    def remove_session(self, session_id: str) -> None: ...
+
+
+class SqliteCatalogue:
+    """The embedded catalogue. Each call opens its own short connection, so any thread or
+    process may use it; WAL keeps readers and the writer out of each other's way."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+
+    @classmethod
+    def in_data_dir(cls, data_dir: Path) -> SqliteCatalogue:
+        return cls(data_dir / CATALOGUE_NAME)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        try:
+            yield db
+        finally:
+            db.close()
+
+    def add_session(self, header: RecordingHeader, path: Path) -> None:
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO sessions (id, path, user, service_account, target, protocol, client,"
+                " gateway_id, started_at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    header.session_id,
+                    str(path),
+                    header.user,
+                    int(header.service_account),
+                    header.target,
+                    header.protocol,
+                    header.client,
+                    header.gateway_id,
+                    header.started_at_us,
+                ),
+            )
+
+    def finish_session(self, summary: RecordingSummary) -> None:
+        header = summary.header
+        verdicts = summary.verdicts
+        with self._connect() as db:
+            db.execute(
+                "UPDATE sessions SET ended_at_us = ?, end_reason = ?, size = ?, events = ?,"
+                " denies = ?, holds = ?, counts = ?, verdicts = ? WHERE id = ?",
+                (
+                    header.started_at_us + summary.end_us,
+                    summary.end_reason,
+                    summary.size,
+                    summary.event_count,
+                    verdicts.get("deny", 0),
+                    summary.counts.get("hold_requested", 0),
+                    json.dumps(summary.counts, sort_keys=True),
+                    json.dumps(verdicts, sort_keys=True),
+                    header.session_id,
+                ),
+            )
+
+    def find_sessions(self, query: SessionQuery) -> list[SessionRow]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("user", query.user),
+            ("target", query.target),
+            ("protocol", query.protocol),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if query.since_us is not None:
+            clauses.append("COALESCE(ended_at_us, 9223372036854775807) >= ?")
+            params.append(query.since_us)
+        if query.until_us is not None:
+            clauses.append("started_at_us <= ?")
+            params.append(query.until_us)
+        if query.unfinished_only:
+            clauses.append("ended_at_us IS NULL")
+        sql = "SELECT * FROM sessions"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY started_at_us DESC"
+        if query.limit is not None:
+            sql += " LIMIT ?"
+            params.append(query.limit)
+        with self._connect() as db:
+            return [_row(r) for r in db.execute(sql, params)]
+
+    def get_session(self, session_id: str) -> SessionRow | None:
+        with self._connect() as db:
+            found = db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        return None if found is None else _row(found)
+
+    def remove_session(self, session_id: str) -> None:
+        with self._connect() as db:
+            db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+
+
+def _row(found: sqlite3.Row) -> SessionRow:
+    return SessionRow(
+        id=found["id"],
+        path=found["path"],
+        user=found["user"],
+        service_account=bool(found["service_account"]),
+        target=found["target"],
+        protocol=found["protocol"],
+        client=found["client"],
+        gateway_id=found["gateway_id"],
+        started_at_us=found["started_at_us"],
+        ended_at_us=found["ended_at_us"],
+        end_reason=found["end_reason"],
+        size=found["size"],
+        events=found["events"],
+        denies=found["denies"],
+        holds=found["holds"],
+        counts=json.loads(found["counts"]),
+        verdicts=json.loads(found["verdicts"]),
+    )

@@ -1,0 +1,81 @@
+"""The gateway's Ed25519 recording key: created once in the data directory, used to sign the
+hash chain of every recording so an auditor can prove nobody edited it.
+
+The private key stays owner-only in `data_dir/recording_key`; the public half, in OpenSSH
+format, goes to `data_dir/recording_key.pub` for whoever verifies recordings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+PRIVATE_KEY_NAME = "recording_key"
+PUBLIC_KEY_NAME = "recording_key.pub"
+
+
+class SigningKeyError(Exception):
+    """A key file that cannot be read or is not an Ed25519 key."""
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).digest()[:16].hex()
+
+
+def load_or_create_signing_key(data_dir: Path) -> Ed25519PrivateKey:
+    """The data directory's signing key, created (mode 0600) on first use."""
+    path = data_dir / PRIVATE_KEY_NAME
+    if path.exists():
+        return load_private_key(path)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(pem)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    (data_dir / PUBLIC_KEY_NAME).write_bytes(public + b" hoop-tui recording signer\n")
+    return key
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError) as exc:
+        raise SigningKeyError(f"{path}: cannot load the recording signing key: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SigningKeyError(f"{path}: the recording signing key is not an Ed25519 key")
+    return key
+
+
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    """A verifying key from an OpenSSH public key line, a PEM public key, or a PEM private key."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SigningKeyError(f"{path}: cannot read: {exc.strerror}") from None
+    loaded: object
+    try:
+        if data.startswith(b"ssh-ed25519 "):
+            loaded = serialization.load_ssh_public_key(b" ".join(data.split()[:2]))
+        elif b"PRIVATE KEY" in data:
+            private = serialization.load_pem_private_key(data, password=None)
+            loaded = private.public_key()
+        else:
+            loaded = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
+        raise SigningKeyError(f"{path}: not a readable public key: {exc}") from None
+    if not isinstance(loaded, Ed25519PublicKey):
+        raise SigningKeyError(f"{path}: not an Ed25519 key")
+    return loaded

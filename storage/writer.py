@@ -1,0 +1,228 @@
+"""The recording writer: a thread that turns events into a recording file, so that packing,
+compression, hashing and disk writes never run on the event loop that forwards traffic.
+
+`record()` only timestamps the event and appends it to a bounded queue. The thread closes a
+frame at least once a second, at once after a security-relevant event, and whenever 512 KiB
+are pending; it signs the chain at most every five seconds. When the queue overflows or the
+disk fails, the writer does not drop anything silently: it marks itself failed, tells its owner
+through `on_failure`, and every later `record()` raises RecordingFailed, so the owner can end
+the session (fail closed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from storage.encoder import FRAME_TARGET_RAW, RecordingEncoder
+from storage.schema import EVENTS, SECURITY_CODES, EventType, RecordingHeader
+
+# A little under the one second we promise, so scheduling delays stay inside the promise.
+FRAME_INTERVAL_S = 0.8
+CHECKPOINT_INTERVAL_S = 5.0
+IDLE_WAIT_S = 1.0
+DEFAULT_MAX_PENDING = 16384
+WAKE_BACKLOG = 1024
+
+
+class RecordingFailed(Exception):
+    """The recording cannot be written any more; the session must not go on unrecorded."""
+
+
+@dataclass(slots=True)
+class RecordingSummary:
+    """What a closed recording holds, for the session catalogue."""
+
+    path: Path
+    header: RecordingHeader
+    size: int
+    event_count: int
+    end_us: int
+    end_reason: str
+    counts: dict[str, int] = field(default_factory=dict)
+    verdicts: dict[str, int] = field(default_factory=dict)
+
+
+_Item = tuple[int, int, tuple[Any, ...]]
+
+
+class RecordingWriter:
+    """Writes one session's recording on its own thread. See the module docstring."""
+
+    def __init__(
+        self,
+        path: Path,
+        header: RecordingHeader,
+        signer: Ed25519PrivateKey,
+        *,
+        on_failure: Callable[[BaseException], None] | None = None,
+        on_closed: Callable[[RecordingSummary], None] | None = None,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        clock_us: Callable[[], int] | None = None,
+        fsync: bool = True,
+    ) -> None:
+        self.path = path
+        self.header = header
+        self._encoder = RecordingEncoder(header, signer)
+        self._on_failure = on_failure
+        self._on_closed = on_closed
+        self._max_pending = max_pending
+        self._fsync = fsync
+        self._clock_us = clock_us or _monotonic_us
+        self._t0_us = self._clock_us()
+        self._queue: deque[_Item] = deque()
+        self._wake = threading.Event()
+        self._idle = True
+        self._closing: tuple[int, str] | None = None
+        self._failure: BaseException | None = None
+        self._summary: RecordingSummary | None = None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        self._thread = threading.Thread(
+            target=self._run, name=f"recording-{header.session_id[:8]}", daemon=True
+        )
+        self._thread.start()
+
+    # -- called by the owner (usually the event loop) -----------------------------------------
+
+    @property
+    def failed(self) -> BaseException | None:
+        return self._failure
+
+    def elapsed_us(self) -> int:
+        return self._clock_us() - self._t0_us
+
+    def record(self, etype: EventType, *values: Any) -> None:
+        """Queue an event stamped now. Fields are positional, in the order of the event table."""
+        self.record_at(self._clock_us() - self._t0_us, etype, *values)
+
+    def record_at(self, time_us: int, etype: EventType, *values: Any) -> None:
+        """Queue an event with an explicit time (microseconds since the session start)."""
+        if self._failure is not None:
+            raise RecordingFailed(f"recording {self.path.name} has failed: {self._failure}")
+        if self._closing is not None:
+            raise RecordingFailed(f"recording {self.path.name} is closed")
+        if len(values) > len(EVENTS[etype].fields):
+            raise TypeError(f"{etype.name} takes at most {len(EVENTS[etype].fields)} fields")
+        queue = self._queue
+        if len(queue) >= self._max_pending:
+            self._fail(RecordingFailed("recording queue is full: the disk is not keeping up"))
+            raise RecordingFailed(f"recording {self.path.name} has failed: {self._failure}")
+        code = int(etype)
+        queue.append((code, time_us, values))
+        if self._idle or code in SECURITY_CODES or len(queue) >= WAKE_BACKLOG:
+            self._wake.set()
+
+    def close(self, reason: str) -> RecordingSummary:
+        """Write the end of the session and wait for the file to be complete on disk.
+
+        Blocks until the writer thread is done (call it through `asyncio.to_thread` from the
+        event loop). Raises RecordingFailed when the recording could not be completed."""
+        if self._closing is None:
+            self._closing = (self._clock_us() - self._t0_us, reason)
+        self._wake.set()
+        self._thread.join()
+        if self._summary is None:
+            raise RecordingFailed(f"recording {self.path.name} is incomplete: {self._failure}")
+        return self._summary
+
+    # -- the writer thread ---------------------------------------------------------------------
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._failure is not None:
+            return
+        self._failure = exc
+        self._wake.set()
+        if self._on_failure is not None:
+            # The owner's callback must not stop the writer from reporting the failure.
+            with contextlib.suppress(Exception):
+                self._on_failure(exc)
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    def _run(self) -> None:
+        encoder = self._encoder
+        frame_deadline: float | None = None
+        last_checkpoint = time.monotonic()
+        try:
+            self._write(encoder.start())
+            while self._failure is None:
+                if not self._queue:
+                    if self._closing is not None:
+                        break
+                    # Say we are idle before the last look at the queue, so an event queued
+                    # in between either is seen here or wakes us.
+                    self._idle = encoder.pending_count == 0
+                    if not self._queue:
+                        timeout = IDLE_WAIT_S
+                        if frame_deadline is not None:
+                            timeout = max(0.0, frame_deadline - time.monotonic())
+                        self._wake.wait(timeout)
+                    self._wake.clear()
+                    self._idle = False
+                self._drain(encoder)
+                now = time.monotonic()
+                if encoder.pending_count == 0:
+                    frame_deadline = None
+                elif frame_deadline is None:
+                    frame_deadline = now + FRAME_INTERVAL_S
+                elif now >= frame_deadline:
+                    self._write(encoder.flush_frame())
+                    frame_deadline = None
+                if (
+                    now - last_checkpoint >= CHECKPOINT_INTERVAL_S
+                    and encoder.frames_since_checkpoint > 0
+                ):
+                    self._write(encoder.checkpoint())
+                    if self._fsync:
+                        os.fsync(self._fd)
+                    last_checkpoint = now
+            if self._failure is None and self._closing is not None:
+                self._finish(encoder, *self._closing)
+        except Exception as exc:
+            self._fail(exc)
+        finally:
+            os.close(self._fd)
+
+    def _drain(self, encoder: RecordingEncoder) -> None:
+        queue = self._queue
+        while queue:
+            code, time_us, values = queue.popleft()
+            encoder.add(code, time_us, values)
+            if encoder.pending_security or encoder.pending_bytes >= FRAME_TARGET_RAW:
+                self._write(encoder.flush_frame())
+
+    def _finish(self, encoder: RecordingEncoder, end_us: int, reason: str) -> None:
+        self._write(encoder.finish(max(end_us, encoder.totals.last_us), reason))
+        if self._fsync:
+            os.fsync(self._fd)
+        totals = encoder.totals
+        self._summary = RecordingSummary(
+            path=self.path,
+            header=self.header,
+            size=encoder.offset,
+            event_count=totals.event_count,
+            end_us=totals.last_us,
+            end_reason=reason,
+            counts=dict(totals.counts),
+            verdicts=dict(totals.verdicts),
+        )
+        if self._on_closed is not None:
+            self._on_closed(self._summary)
+
+
+def _monotonic_us() -> int:
+    return time.monotonic_ns() // 1000

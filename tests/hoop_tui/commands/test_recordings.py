@@ -1,0 +1,221 @@
+"""The recording commands as a user runs them: real `hoop-tui` processes, real files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from storage.catalogue import SessionQuery, SqliteCatalogue
+from storage.recorder import new_session_id, start_recording
+from storage.schema import EventType
+from storage.signing import load_or_create_signing_key
+from tests.storage.helpers import SAMPLE_EVENTS, make_header, write_recording
+
+
+def hoop(*args: str, cwd: Path | None = None, stdin: str | None = None):
+    return subprocess.run(
+        [sys.executable, "-m", "hoop_tui.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        input=stdin,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    directory = tmp_path / "data"
+    load_or_create_signing_key(directory)
+    return directory
+
+
+@pytest.fixture
+def recording(data_dir) -> Path:
+    path = data_dir / "s.hrec"
+    write_recording(path, SAMPLE_EVENTS, load_or_create_signing_key(data_dir))
+    return path
+
+
+def test_info_shows_who_where_and_what(recording):
+    result = hoop("info", str(recording))
+    assert result.returncode == 0, result.stderr
+    assert "user:       alice" in result.stdout
+    assert "target:     web1 (ssh)" in result.stdout
+    assert "complete, ended: client closed" in result.stdout
+    as_json = json.loads(hoop("info", str(recording), "--json").stdout)
+    assert as_json["counts"]["output"] == 3
+    assert as_json["complete"] is True
+
+
+def test_verify_passes_an_intact_file_and_names_the_bad_offset_otherwise(data_dir, recording):
+    ok = hoop("verify", str(recording), "--data-dir", str(data_dir))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ": OK," in ok.stdout
+    damaged = bytearray(recording.read_bytes())
+    damaged[400] ^= 0x40
+    bad = recording.with_name("bad.hrec")
+    bad.write_bytes(bytes(damaged))
+    result = hoop("verify", str(recording), str(bad), "--data-dir", str(data_dir))
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].endswith("signed to the end (00:00:02.500)")
+    assert "FAILED at offset" in lines[1] and "last good time" in lines[1]
+    assert "Traceback" not in result.stderr
+
+
+def test_verify_with_an_explicit_key_and_a_wrong_one(tmp_path, recording, data_dir):
+    right = hoop("verify", str(recording), "--key", str(data_dir / "recording_key.pub"))
+    assert right.returncode == 0
+    other = tmp_path / "other.pem"
+    from cryptography.hazmat.primitives import serialization
+
+    other.write_bytes(
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    wrong = hoop("verify", str(recording), "--key", str(other))
+    assert wrong.returncode == 1
+    assert "not by the given key" in wrong.stdout
+
+
+def test_verify_without_any_key_says_what_to_do(tmp_path, recording):
+    result = hoop("verify", str(recording), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("hoop-tui: ")
+    assert "--config" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "not a hoop-tui recording"),
+        (b"garbage" * 10, "not a hoop-tui recording"),
+        (b"HOOPREC\x07" + b"\0" * 50, "unsupported format version 7"),
+        (b"HOOPREC\x01H\xff\xff\xff\xff", "block claims 4294967295 bytes"),
+    ],
+)
+def test_bad_files_get_one_line_errors(tmp_path, content, message):
+    path = tmp_path / "bad.hrec"
+    path.write_bytes(content)
+    for command in ("info", "export"):
+        result = hoop(command, str(path))
+        assert result.returncode == 1
+        assert message in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert "no such file" in hoop("info", str(tmp_path / "missing")).stderr
+
+
+def test_export_text_is_a_readable_transcript(recording):
+    result = hoop("export", str(recording), "--format", "text")
+    assert result.returncode == 0, result.stderr
+    assert "a.txt  b.txt" in result.stdout
+    assert "caf\u00e9 \u6f22\u5b57" in result.stdout
+    assert "[00:00:00.600] command (shell): ls" in result.stdout
+    assert "\x1b" not in result.stdout
+
+
+def test_export_jsonl_is_lossless(tmp_path, data_dir):
+    path = data_dir / "bin.hrec"
+    events = [(EventType.OUTPUT, 10, (0, b"\xff\xfe raw")), (EventType.OUTPUT, 20, (0, b"ok"))]
+    write_recording(path, events, load_or_create_signing_key(data_dir))
+    lines = [
+        json.loads(x) for x in hoop("export", str(path), "--format", "jsonl").stdout.splitlines()
+    ]
+    assert lines[0] == {"t": 1e-05, "type": "output", "channel": 0, "data_b64": "//4gcmF3"}
+    assert lines[1]["data"] == "ok"
+    assert lines[-1]["type"] == "session_end"
+
+
+def test_export_asciicast_plays_in_asciinema(tmp_path, recording):
+    cast = tmp_path / "s.cast"
+    result = hoop("export", str(recording), "--format", "asciicast", "-o", str(cast))
+    assert result.returncode == 0, result.stderr
+    header = json.loads(cast.read_text().splitlines()[0])
+    assert header["version"] == 2 and header["width"] == 80
+    shown = subprocess.run(
+        ["asciinema", "cat", str(cast)], capture_output=True, text=True, timeout=30
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == "$ a.txt  b.txt\n$ caf\u00e9 \u6f22\u5b57\n"  # text mode folds CRLF
+
+
+def test_import_cast_round_trip_into_the_catalogue(tmp_path, data_dir, recording):
+    cast = tmp_path / "s.cast"
+    hoop("export", str(recording), "--format", "asciicast", "-o", str(cast))
+    result = hoop("import-cast", str(cast), "--data-dir", str(data_dir))
+    assert result.returncode == 0, result.stderr
+    imported = Path(result.stdout.split(" into ")[1].strip())
+    assert hoop("verify", str(imported), "--data-dir", str(data_dir)).returncode == 0
+    again = tmp_path / "again.cast"
+    hoop("export", str(imported), "--format", "asciicast", "-o", str(again))
+    original_events = cast.read_text().splitlines()[1:]
+    assert again.read_text().splitlines()[1:] == original_events
+    listed = json.loads(hoop("sessions", "--data-dir", str(data_dir), "--json").stdout)
+    assert [row["protocol"] for row in listed] == ["asciicast"]
+
+
+def test_import_cast_rejects_bad_casts_with_the_line(tmp_path, data_dir):
+    cast = tmp_path / "bad.cast"
+    cast.write_text('{"version": 2, "width": 80, "height": 24}\n[0.5, "o", "hi"]\n[oops\n')
+    result = hoop("import-cast", str(cast), "--data-dir", str(data_dir))
+    assert result.returncode == 1
+    assert f"{cast}:3: not JSON" in result.stderr
+    cast.write_text('{"version": 1}\n')
+    assert (
+        "not an asciicast v2 header"
+        in hoop("import-cast", str(cast), "--data-dir", str(data_dir)).stderr
+    )
+
+
+def _catalogued(data_dir: Path, user: str, target: str, age_days: float) -> Path:
+    started = int((time.time() - age_days * 86400) * 1_000_000)
+    header = make_header(new_session_id(), user=user, target=target, started_at_us=started)
+    writer = start_recording(data_dir, header)
+    writer.record(EventType.OUTPUT, 0, b"x")
+    return writer.close("client closed").path
+
+
+def test_sessions_filters_and_prune_removes_files_with_rows(tmp_path, data_dir):
+    old = _catalogued(data_dir, "alice", "web1", 100)
+    recent = _catalogued(data_dir, "bob", "db1", 1)
+    listing = hoop("sessions", "--data-dir", str(data_dir))
+    assert "alice" in listing.stdout and "bob" in listing.stdout
+    only_bob = json.loads(
+        hoop("sessions", "--data-dir", str(data_dir), "--user", "bob", "--json").stdout
+    )
+    assert [r["target"] for r in only_bob] == ["db1"]
+    since = json.loads(
+        hoop("sessions", "--data-dir", str(data_dir), "--since", "7d", "--json").stdout
+    )
+    assert [r["user"] for r in since] == ["bob"]
+    dry = hoop("prune", "--older-than", "90d", "--dry-run", "--data-dir", str(data_dir))
+    assert "would remove 1 session" in dry.stdout and old.exists()
+    result = hoop("prune", "--older-than", "90d", "--data-dir", str(data_dir))
+    assert result.returncode == 0, result.stderr
+    assert "removed 1 session(s)" in result.stdout
+    assert not old.exists() and recent.exists()
+    rows = SqliteCatalogue.in_data_dir(data_dir).find_sessions(SessionQuery())
+    assert [r.user for r in rows] == ["bob"]
+    bad = hoop("prune", "--older-than", "ninety days", "--data-dir", str(data_dir))
+    assert bad.returncode == 1 and "not a duration like 90d" in bad.stderr
+
+
+def test_config_file_names_the_data_dir(tmp_path, data_dir):
+    _catalogued(data_dir, "carol", "web9", 0)
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[gateway]\ndata_dir = "{data_dir}"\n')
+    assert "carol" in hoop("sessions", cwd=tmp_path).stdout
+    assert "carol" in hoop("sessions", "--config", str(config)).stdout
+    config.write_text("[gateway]\ndata_dir = 5\n")
+    broken = hoop("sessions", cwd=tmp_path)
+    assert broken.returncode == 1
+    assert "gateway.toml: gateway.data_dir: must be a non-empty string" in broken.stderr
