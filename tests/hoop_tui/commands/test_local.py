@@ -1,0 +1,89 @@
+"""`hoop-tui up` and `hoop-tui rec`, run as a user would: as processes, with and without a
+terminal."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from storage.catalogue import SessionQuery, SqliteCatalogue
+from storage.reader import RecordingReader
+from storage.schema import EventType
+
+
+def test_up_sets_up_records_verifies_and_shows_the_demo(tmp_path):
+    data_dir = tmp_path / "hoop-data"
+    result = subprocess.run(
+        [sys.executable, "-m", "hoop_tui.cli", "up", "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    assert ": OK," in result.stdout
+    assert "UTF-8 survives: \u2713 \u6f22\u5b57" in result.stdout
+    assert "session end: exit status 0" in result.stdout
+    assert (data_dir / "gateway.toml").exists()
+    (row,) = SqliteCatalogue.in_data_dir(data_dir).find_sessions(SessionQuery())
+    assert row.protocol == "local" and row.end_reason == "exit status 0"
+
+
+def _read_until(fd: int, needle: bytes, timeout: float = 15) -> bytes:
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while needle not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    return seen
+
+
+def test_rec_relays_an_interactive_shell_and_records_both_directions(tmp_path):
+    data_dir = tmp_path / "data"
+    env = dict(os.environ, PS1="rec$ ", TERM="xterm")
+    pid, master = pty.fork()
+    if pid == 0:
+        os.execvpe(
+            sys.executable,
+            [
+                sys.executable,
+                "-m",
+                "hoop_tui.cli",
+                "rec",
+                "--data-dir",
+                str(data_dir),
+                "--",
+                "/bin/sh",
+            ],
+            env,
+        )
+    try:
+        assert b"rec$ " in _read_until(master, b"rec$ ")
+        os.write(master, b"echo hello-$((6*7))\r")
+        assert b"hello-42" in _read_until(master, b"hello-42")
+        os.write(master, b"exit 3\r")
+        _read_until(master, b"recorded")
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(master)
+    assert os.waitstatus_to_exitcode(status) == 3
+    (row,) = SqliteCatalogue.in_data_dir(data_dir).find_sessions(SessionQuery())
+    with RecordingReader.open(Path(row.path)) as reader:
+        events = list(reader.events())
+    typed = b"".join(e["data"] for e in events if e.type is EventType.INPUT)
+    shown = b"".join(e["data"] for e in events if e.type is EventType.OUTPUT)
+    assert b"echo hello-$((6*7))\r" in typed
+    assert b"hello-42" in shown
+    assert [e["status"] for e in events if e.type is EventType.EXIT_STATUS] == [3]
