@@ -53,7 +53,7 @@ def test_the_requester_cannot_approve_their_own_hold(broker):
 
 def test_only_approver_groups_decide(broker):
     hold = _hold(broker)
-    with pytest.raises(DecisionRefused, match="dave is not in an approver group .*oncall"):
+    with pytest.raises(DecisionRefused, match=r"dave is not in an approver group .*oncall"):
         broker.decide_hold(hold.id, DAVE, approve=True, reason="", now=T0)
 
 
@@ -61,7 +61,7 @@ def test_two_of_two_needs_two_different_people(broker):
     hold = _hold(broker, approvals=2)
     first = broker.decide_hold(hold.id, BOB, approve=True, reason="ok", now=T0 + 1)
     assert first.status is HoldStatus.PENDING
-    with pytest.raises(DecisionRefused, match="already approved .* 2 different approvers"):
+    with pytest.raises(DecisionRefused, match=r"already approved .* 2 different approvers"):
         broker.decide_hold(hold.id, BOB, approve=True, reason="again", now=T0 + 2)
     second = broker.decide_hold(hold.id, CAROL, approve=True, reason="ok", now=T0 + 3)
     assert second.status is HoldStatus.APPROVED
