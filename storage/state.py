@@ -220,13 +220,18 @@ class SqliteState:
             row = db.execute("SELECT body FROM holds WHERE id = ?", (hold_id,)).fetchone()
         return None if row is None else _hold(json.loads(row[0]))
 
-    def list_holds(self, status: HoldStatus | None = None) -> list[Hold]:
-        sql, params = "SELECT body FROM holds", ()
+    def _bodies(self, table: str, order: str, status: str | None) -> list[dict[str, Any]]:
+        sql = f"SELECT body FROM {table}"
+        params: tuple[str, ...] = ()
         if status is not None:
-            sql, params = sql + " WHERE status = ?", (str(status),)
+            sql, params = sql + " WHERE status = ?", (status,)
         with self._connect() as db:
-            rows = db.execute(sql + " ORDER BY created_at", params).fetchall()
-        return [_hold(json.loads(row[0])) for row in rows]
+            rows = db.execute(f"{sql} ORDER BY {order}", params).fetchall()
+        return [json.loads(row[0]) for row in rows]
+
+    def list_holds(self, status: HoldStatus | None = None) -> list[Hold]:
+        bodies = self._bodies("holds", "created_at", None if status is None else str(status))
+        return [_hold(body) for body in bodies]
 
     def save_grant(self, grant: Grant) -> None:
         with self._connect() as db:
@@ -242,12 +247,8 @@ class SqliteState:
         return None if row is None else _grant(json.loads(row[0]))
 
     def list_grants(self, status: GrantStatus | None = None) -> list[Grant]:
-        sql, params = "SELECT body FROM grants", ()
-        if status is not None:
-            sql, params = sql + " WHERE status = ?", (str(status),)
-        with self._connect() as db:
-            rows = db.execute(sql + " ORDER BY requested_at", params).fetchall()
-        return [_grant(json.loads(row[0])) for row in rows]
+        bodies = self._bodies("grants", "requested_at", None if status is None else str(status))
+        return [_grant(body) for body in bodies]
 
     def append_audit(self, entry: AuditEntry) -> None:
         with self._connect() as db:
