@@ -220,12 +220,16 @@ class ApprovalBroker:
         self._audit(now, person.name, f"grant_{grant.status}", grant.id, reason=reason)
         return grant
 
-    def revoke_grant(self, grant_id: str, *, by: str, reason: str, now: float) -> Grant:
+    def revoke_grant(self, grant_id: str, person: Person, *, reason: str, now: float) -> Grant:
+        """Its holder may give a grant up; an approver may take it away."""
         grant = self.store.get_grant(grant_id)
         if grant is None:
             raise DecisionRefused(f"no grant {grant_id}")
+        if person.name != grant.user and not person.groups.intersection(grant.approvers):
+            raise DecisionRefused(f"{person.name} may not revoke grant {grant_id}")
         if grant.status not in (GrantStatus.ACTIVE, GrantStatus.REQUESTED):
             raise DecisionRefused(f"grant {grant_id} is already {grant.status}")
+        by = person.name
         grant.status = GrantStatus.REVOKED
         grant.decided_at = now
         grant.note = reason or "revoked"

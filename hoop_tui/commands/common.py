@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
 
 from hoop_tui.errors import CommandError
 from proxy.config import ConfigError, load_config, resolve_config_path
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> int:
+    """'90d', '12h', '10m', '30s', '1w' (or a sum like '1h30m') -> seconds."""
+    parts = re.findall(r"(\d+)([smhdw])", text.strip())
+    if not parts or "".join(n + u for n, u in parts) != text.strip():
+        raise ValueError(f"{text!r} is not a duration like 90d, 12h, 10m or 30s")
+    return sum(int(number) * DURATION_UNITS[unit] for number, unit in parts)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from collections import Counter
@@ -20,6 +19,7 @@ from hoop_tui.commands.common import (
     add_config_arguments,
     data_dir_from,
     gateway_id_from,
+    parse_duration,
 )
 from hoop_tui.errors import CommandError
 from replay.asciicast import (
@@ -40,16 +40,6 @@ from storage.signing import (
     load_public_key,
 )
 from storage.verify import verify_recording
-
-DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_duration(text: str) -> int:
-    """'90d', '12h', '10m', '30s', '1w' (or a sum like '1h30m') -> seconds."""
-    parts = re.findall(r"(\d+)([smhdw])", text.strip())
-    if not parts or "".join(n + u for n, u in parts) != text.strip():
-        raise ValueError(f"{text!r} is not a duration like 90d, 12h, 10m or 30s")
-    return sum(int(number) * DURATION_UNITS[unit] for number, unit in parts)
 
 
 def parse_when(text: str) -> int:

@@ -137,10 +137,12 @@ def test_revoke_and_the_audit_log(broker):
         user="alice", target="web1", duration_s=60, reason="fix", approvers=["oncall"], now=T0
     )
     broker.decide_grant(grant.id, BOB, approve=True, reason="ok", now=T0 + 1)
-    broker.revoke_grant(grant.id, by="carol", reason="done early", now=T0 + 2)
+    with pytest.raises(DecisionRefused, match="dave may not revoke"):
+        broker.revoke_grant(grant.id, DAVE, reason="mine now", now=T0 + 2)
+    broker.revoke_grant(grant.id, CAROL, reason="done early", now=T0 + 2)
     assert broker.live_grant("alice", "web1", T0 + 3) is None
     with pytest.raises(DecisionRefused, match="already revoked"):
-        broker.revoke_grant(grant.id, by="carol", reason="", now=T0 + 4)
+        broker.revoke_grant(grant.id, ALICE, reason="", now=T0 + 4)
     log = [(e.actor, e.action, e.subject) for e in broker.store.audit_log()]
     assert log == [
         ("alice", "grant_requested", grant.id),

@@ -1,0 +1,213 @@
+"""Scripting the approval broker: holds, approve, deny, grants, request, revoke, audit.
+
+Decisions go through the running gateway's control socket, so the gateway knows who acts and
+resumes the waiting session at once. Listings read the same socket.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from hoop_tui.commands.common import add_config_arguments, data_dir_from, parse_duration
+from hoop_tui.errors import CommandError
+from proxy.control import ControlClient, ControlError, socket_path
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _left(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    seconds = int(epoch - time.time())
+    if seconds <= 0:
+        return "due"
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def call_gateway(args: argparse.Namespace, op: str, **call_args: Any) -> Any:
+    """One request to the running gateway; its refusals become one-line errors."""
+
+    async def run() -> Any:
+        client = await ControlClient.connect(socket_path(data_dir_from(args)))
+        try:
+            return await client.call(op, **call_args)
+        finally:
+            await client.close()
+
+    try:
+        return asyncio.run(run())
+    except ControlError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _print_json_or(args: argparse.Namespace, value: Any, show: Callable[[Any], None]) -> int:
+    if args.json:
+        print(json.dumps(value, indent=2))
+    else:
+        show(value)
+    return 0
+
+
+def cmd_holds(args: argparse.Namespace) -> int:
+    holds = call_gateway(args, "holds.list", status="all" if args.all else "pending")
+
+    def show(rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            print("no held commands")
+            return
+        print(
+            f"{'ID':<10} {'USER':<10} {'TARGET':<12} {'RULE':<22} {'LEFT':<8} {'STATUS':<9} COMMAND"
+        )
+        for hold in rows:
+            votes = (
+                f"{len([d for d in hold['decisions'] if d['approve']])}/{hold['approvals_needed']}"
+            )
+            status = hold["status"] if hold["status"] != "pending" else f"pending {votes}"
+            print(
+                f"{hold['id']:<10} {hold['user'][:10]:<10} {hold['target'][:12]:<12} "
+                f"{hold['rule'][:22]:<22} {_left(hold['expires_at']):<8} {status:<9} "
+                f"{hold['command']}"
+            )
+
+    return _print_json_or(args, holds, show)
+
+
+def _decide(args: argparse.Namespace, approve: bool) -> int:
+    op = "grants.decide" if args.id.startswith("g-") else "holds.decide"
+    result = call_gateway(args, op, id=args.id, approve=approve, reason=args.reason or "")
+    verb = "approved" if approve else "denied"
+    if result["status"] == "pending":
+        got = len([d for d in result["decisions"] if d["approve"]])
+        print(f"{args.id}: approval recorded ({got} of {result['approvals_needed']})")
+    else:
+        print(f"{args.id}: {verb}")
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    return _decide(args, approve=True)
+
+
+def cmd_deny(args: argparse.Namespace) -> int:
+    return _decide(args, approve=False)
+
+
+def cmd_grants(args: argparse.Namespace) -> int:
+    grants = call_gateway(args, "grants.list")
+    if not args.all:
+        grants = [g for g in grants if g["status"] in ("requested", "active")]
+
+    def show(rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            print("no grants")
+            return
+        print(f"{'ID':<10} {'USER':<10} {'TARGET':<12} {'STATUS':<10} {'LEFT':<8} REASON")
+        for grant in rows:
+            print(
+                f"{grant['id']:<10} {grant['user'][:10]:<10} {grant['target'][:12]:<12} "
+                f"{grant['status']:<10} {_left(grant['expires_at']):<8} {grant['reason']}"
+            )
+
+    return _print_json_or(args, grants, show)
+
+
+def cmd_request(args: argparse.Namespace) -> int:
+    try:
+        duration_s = parse_duration(args.duration)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    grant = call_gateway(
+        args,
+        "grants.request",
+        target=args.target,
+        duration_s=duration_s,
+        reason=args.reason,
+        approvers=args.approvers or [],
+    )
+    print(
+        f"{grant['id']}: access to {grant['target']} for {args.duration} requested; "
+        "an approver must approve it (hoop-tui approve " + grant["id"] + ")"
+    )
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    call_gateway(args, "grants.revoke", id=args.id, reason=args.reason or "")
+    print(f"{args.id}: revoked; sessions relying on it are ended")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    entries = call_gateway(args, "audit", limit=args.limit)
+
+    def show(rows: list[dict[str, Any]]) -> None:
+        for entry in rows:
+            detail = " ".join(f"{k}={v}" for k, v in entry["detail"].items() if v not in ("", None))
+            print(
+                f"{_when(entry['at'])}  {entry['actor']:<10} {entry['action']:<16} "
+                f"{entry['subject']}  {detail}".rstrip()
+            )
+
+    return _print_json_or(args, entries, show)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    def add(
+        name: str, help_text: str, handler: Callable[[argparse.Namespace], int]
+    ) -> argparse.ArgumentParser:
+        parser = subparsers.add_parser(name, help=help_text)
+        add_config_arguments(parser)
+        parser.set_defaults(handler=handler)
+        return parser
+
+    holds = add("holds", "list held commands waiting for approval", cmd_holds)
+    holds.add_argument("--all", action="store_true", help="include decided and expired holds")
+    holds.add_argument("--json", action="store_true")
+
+    approve = add(
+        "approve", "approve a held command (h-...) or an access grant (g-...)", cmd_approve
+    )
+    approve.add_argument("id")
+    approve.add_argument("--reason", default="")
+
+    deny = add("deny", "deny a held command or an access grant", cmd_deny)
+    deny.add_argument("id")
+    deny.add_argument("--reason", required=True)
+
+    grants = add("grants", "list just-in-time access grants", cmd_grants)
+    grants.add_argument("--all", action="store_true", help="include ended grants")
+    grants.add_argument("--json", action="store_true")
+
+    request = add("request", "request time-bound access to a target", cmd_request)
+    request.add_argument("target")
+    request.add_argument(
+        "--for",
+        dest="duration",
+        required=True,
+        metavar="DURATION",
+        help="how long, for example 1h or 30m",
+    )
+    request.add_argument("--reason", required=True)
+    request.add_argument(
+        "--approvers", nargs="*", metavar="GROUP", help="approver groups (default: the target's)"
+    )
+
+    revoke = add("revoke", "end an access grant now", cmd_revoke)
+    revoke.add_argument("id")
+    revoke.add_argument("--reason", default="")
+
+    audit = add("audit", "who decided what, and when", cmd_audit)
+    audit.add_argument("--limit", type=int)
+    audit.add_argument("--json", action="store_true")

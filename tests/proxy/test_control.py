@@ -1,0 +1,198 @@
+"""The control API over a real UNIX socket: pushed hold events, decisions from the command
+line, withdrawal, expiry, identities and bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import stat
+import sys
+import time
+
+import pytest
+
+from proxy.approvals import ApprovalService
+from proxy.broker import ApprovalBroker, Person
+from proxy.control import ControlClient, ControlError, ControlServer, socket_path
+from storage.state import HoldStatus, SqliteState
+
+OS_USER = getpass.getuser()
+BOB = Person("bob", frozenset({"oncall"}))
+
+
+@pytest.fixture
+async def gateway(tmp_path):
+    """The approval side of a gateway: broker, control socket, expiry task."""
+    operators = {OS_USER: BOB}
+    control = ControlServer(socket_path(tmp_path), operators.get)
+    ended = []
+    service = ApprovalService(
+        ApprovalBroker(SqliteState.in_data_dir(tmp_path), "gw-1"),
+        control,
+        on_grant_ended=ended.append,
+        grant_approvers=lambda target: ["oncall"],
+    )
+    await control.start()
+    service.start()
+    service.ended_grants = ended
+    service.operators = operators
+    service.data_dir = tmp_path
+    yield service
+    await service.stop()
+    await control.stop()
+
+
+def _hold_request(**overrides):
+    request = {
+        "session_id": "s1",
+        "user": "alice",
+        "target": "web1",
+        "command": "systemctl restart nginx",
+        "rule": "restarts-need-review",
+        "approvers": ["oncall"],
+        "approvals": 1,
+        "timeout_s": 600,
+    }
+    request.update(overrides)
+    return request
+
+
+async def hoop(data_dir, *args):
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hoop_tui.cli",
+        *args,
+        "--data-dir",
+        str(data_dir),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_the_socket_is_owner_only(gateway):
+    mode = stat.S_IMODE(os.stat(socket_path(gateway.data_dir)).st_mode)
+    assert mode == 0o600
+
+
+async def test_a_hold_is_pushed_at_once_and_released_from_the_command_line(gateway):
+    watcher = await ControlClient.connect(socket_path(gateway.data_dir))
+    assert await watcher.call("subscribe", topics=["holds"]) == ["holds"]
+    events = watcher.events()
+    created_at = time.monotonic()
+    session = asyncio.ensure_future(gateway.request_hold(**_hold_request()))
+    created = await asyncio.wait_for(anext(events), 5)
+    pushed_after = time.monotonic() - created_at
+    assert created["event"] == "hold.created"
+    hold_id = created["data"]["id"]
+    assert created["data"]["command"] == "systemctl restart nginx"
+    assert pushed_after < 0.5
+
+    code, out, err = await hoop(gateway.data_dir, "holds")
+    assert code == 0, err
+    assert hold_id in out and "systemctl restart nginx" in out and "pending 0/1" in out
+
+    code, out, err = await hoop(gateway.data_dir, "approve", hold_id, "--reason", "go ahead")
+    assert code == 0, err
+    assert f"{hold_id}: approved" in out
+    decided = await asyncio.wait_for(session, 5)
+    assert decided.status is HoldStatus.APPROVED and decided.approved_by == ["bob"]
+    pushed = await asyncio.wait_for(anext(events), 5)
+    assert pushed["event"] == "hold.decided" and pushed["data"]["status"] == "approved"
+
+    code, out, _ = await hoop(gateway.data_dir, "audit")
+    assert "bob" in out and "hold_approve" in out and "go ahead" in out
+    await watcher.close()
+
+
+async def test_deny_needs_a_reason_and_reaches_the_session(gateway):
+    session = asyncio.ensure_future(gateway.request_hold(**_hold_request()))
+    await asyncio.sleep(0.05)
+    (hold,) = gateway.broker.pending_holds()
+    code, _, err = await hoop(gateway.data_dir, "deny", hold.id)
+    assert code == 2 and "--reason" in err
+    code, _, err = await hoop(gateway.data_dir, "deny", hold.id, "--reason", "not now")
+    assert code == 0, err
+    assert (await asyncio.wait_for(session, 5)).status is HoldStatus.DENIED
+
+
+async def test_self_approval_is_refused_with_the_reason(gateway):
+    gateway.operators[OS_USER] = Person("alice", frozenset({"oncall"}))
+    session = asyncio.ensure_future(gateway.request_hold(**_hold_request()))
+    await asyncio.sleep(0.05)
+    (hold,) = gateway.broker.pending_holds()
+    code, _, err = await hoop(gateway.data_dir, "approve", hold.id)
+    assert code == 1
+    assert err.strip() == "hoop-tui: you cannot decide your own request; another approver must"
+    assert not session.done()
+    session.cancel()
+
+
+async def test_cancelling_the_wait_withdraws_the_hold(gateway):
+    watcher = await ControlClient.connect(socket_path(gateway.data_dir))
+    await watcher.call("subscribe", topics=["holds"])
+    events = watcher.events()
+    session = asyncio.ensure_future(gateway.request_hold(**_hold_request()))
+    created = await asyncio.wait_for(anext(events), 5)
+    session.cancel()  # Ctrl-C at the user's terminal, or the client vanished
+    withdrawn = await asyncio.wait_for(anext(events), 5)
+    assert withdrawn["data"]["id"] == created["data"]["id"]
+    assert withdrawn["data"]["status"] == "withdrawn"
+    await watcher.close()
+
+
+async def test_a_hold_times_out_on_its_own(gateway):
+    started = time.monotonic()
+    hold = await asyncio.wait_for(gateway.request_hold(**_hold_request(timeout_s=0.3)), 5)
+    assert hold.status is HoldStatus.EXPIRED
+    assert 0.25 < time.monotonic() - started < 2
+
+
+async def test_grants_from_request_to_revoke_end_sessions(gateway):
+    gateway.operators[OS_USER] = Person("alice", frozenset({"dev"}))
+    code, out, err = await hoop(
+        gateway.data_dir, "request", "web1", "--for", "1h", "--reason", "incident 7"
+    )
+    assert code == 0, err
+    grant_id = out.split(":")[0]
+    gateway.operators[OS_USER] = BOB
+    code, out, err = await hoop(gateway.data_dir, "approve", grant_id)
+    assert code == 0, err
+    assert gateway.broker.live_grant("alice", "web1", time.time()) is not None
+    code, out, _ = await hoop(gateway.data_dir, "grants")
+    assert grant_id in out and "active" in out
+    code, out, err = await hoop(gateway.data_dir, "revoke", grant_id, "--reason", "done")
+    assert code == 0, err
+    assert [g.id for g in gateway.ended_grants] == [grant_id]
+    assert gateway.broker.live_grant("alice", "web1", time.time()) is None
+
+
+async def test_an_unmapped_os_user_is_turned_away(gateway):
+    gateway.operators.clear()
+    client = await ControlClient.connect(socket_path(gateway.data_dir))
+    with pytest.raises(ControlError, match="not mapped to a gateway identity"):
+        await client.call("whoami")
+    await client.close()
+
+
+async def test_garbage_on_the_socket_gets_an_error_and_others_are_unaffected(gateway):
+    reader, writer = await asyncio.open_unix_connection(str(socket_path(gateway.data_dir)))
+    writer.write(b"\xc1\xc1\xc1 definitely not msgpack")
+    await writer.drain()
+    reply = await asyncio.wait_for(reader.read(1000), 5)
+    assert b"malformed control message" in reply
+    writer.close()
+    client = await ControlClient.connect(socket_path(gateway.data_dir))
+    assert (await client.call("whoami"))["name"] == "bob"
+    with pytest.raises(ControlError, match="unknown operation 'nope'"):
+        await client.call("nope")
+    await client.close()
+
+
+async def test_no_gateway_running_says_what_to_do(tmp_path):
+    code, _, err = await hoop(tmp_path, "holds")
+    assert code == 1
+    assert "cannot reach the gateway" in err and "is `hoop-tui gateway` running?" in err
