@@ -188,14 +188,4 @@ def write_cast_recording(
             if encoder.pending_bytes >= FRAME_TARGET_RAW:
                 out.write(encoder.flush_frame())
         out.write(encoder.finish(end_us, IMPORTED))
-    totals = encoder.totals
-    return RecordingSummary(
-        path=out_path,
-        header=header,
-        size=encoder.offset,
-        event_count=totals.event_count,
-        end_us=totals.last_us,
-        end_reason=IMPORTED,
-        counts=dict(totals.counts),
-        verdicts=dict(totals.verdicts),
-    )
+    return RecordingSummary.of(out_path, encoder, IMPORTED)

@@ -51,6 +51,21 @@ class RecordingSummary:
     counts: dict[str, int] = field(default_factory=dict)
     verdicts: dict[str, int] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, path: Path, encoder: RecordingEncoder, reason: str) -> RecordingSummary:
+        """The summary of a file `encoder` has finished."""
+        totals = encoder.totals
+        return cls(
+            path=path,
+            header=encoder.header,
+            size=encoder.offset,
+            event_count=totals.event_count,
+            end_us=totals.last_us,
+            end_reason=reason,
+            counts=dict(totals.counts),
+            verdicts=dict(totals.verdicts),
+        )
+
 
 _Item = tuple[int, int, tuple[Any, ...]]
 
@@ -209,17 +224,7 @@ class RecordingWriter:
         self._write(encoder.finish(max(end_us, encoder.totals.last_us), reason))
         if self._fsync:
             os.fsync(self._fd)
-        totals = encoder.totals
-        self._summary = RecordingSummary(
-            path=self.path,
-            header=self.header,
-            size=encoder.offset,
-            event_count=totals.event_count,
-            end_us=totals.last_us,
-            end_reason=reason,
-            counts=dict(totals.counts),
-            verdicts=dict(totals.verdicts),
-        )
+        self._summary = RecordingSummary.of(self.path, encoder, reason)
         if self._on_closed is not None:
             self._on_closed(self._summary)
 
