@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from proxy.broker import ApprovalBroker, DecisionRefused
+from proxy.broker import ApprovalBroker, DecisionRefused, Person
 from proxy.control import Caller, ControlServer
 from storage.state import Grant, Hold, HoldStatus
 
@@ -36,7 +36,7 @@ class ApprovalService:
     ) -> None:
         self.broker = broker
         self.control = control
-        self._clock = clock
+        self.clock = clock
         self._on_grant_ended = on_grant_ended
         self._grant_approvers = grant_approvers or (lambda target: [])
         self._waiters: dict[str, asyncio.Future[Hold]] = {}
@@ -55,7 +55,7 @@ class ApprovalService:
 
     def start(self, live_sessions: set[str] | None = None) -> None:
         """Expire what a previous run left behind, then watch deadlines."""
-        for hold in self.broker.expire_holds(self._clock(), live_sessions=live_sessions or set()):
+        for hold in self.broker.expire_holds(self.clock(), live_sessions=live_sessions or set()):
             self._publish_hold("hold.decided", hold)
         self._expiry_task = asyncio.ensure_future(self._expire_forever())
 
@@ -69,7 +69,7 @@ class ApprovalService:
 
     async def request_hold(self, **request: Any) -> Hold:
         """Create a hold and wait for its outcome. Cancelling the wait withdraws the hold."""
-        hold = self.broker.request_hold(now=self._clock(), **request)
+        hold = self.broker.request_hold(now=self.clock(), **request)
         return await self.wait_for(hold)
 
     async def wait_for(self, hold: Hold) -> Hold:
@@ -81,7 +81,7 @@ class ApprovalService:
             return await future
         except asyncio.CancelledError:
             with contextlib.suppress(DecisionRefused):
-                withdrawn = self.broker.withdraw_hold(hold.id, by=hold.user, now=self._clock())
+                withdrawn = self.broker.withdraw_hold(hold.id, by=hold.user, now=self.clock())
                 self._publish_hold("hold.decided", withdrawn)
             raise
         finally:
@@ -99,11 +99,11 @@ class ApprovalService:
     async def _expire_forever(self) -> None:
         while True:
             deadline = self.broker.next_deadline()
-            timeout = None if deadline is None else max(0.0, deadline - self._clock())
+            timeout = None if deadline is None else max(0.0, deadline - self.clock())
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
-            now = self._clock()
+            now = self.clock()
             for hold in self.broker.expire_holds(now):
                 self._publish_hold("hold.decided", hold)
             for grant in self.broker.expire_grants(now):
@@ -118,16 +118,21 @@ class ApprovalService:
         holds = self.broker.store.list_holds(None if status == "all" else HoldStatus(status))
         return [hold.to_json() for hold in holds]
 
-    async def _decide_hold(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+    def decide_hold(self, hold_id: str, person: Person, *, approve: bool, reason: str) -> Hold:
+        """One person's decision, pushed to subscribers and to the waiting session."""
         hold = self.broker.decide_hold(
+            hold_id, person, approve=approve, reason=reason, now=self.clock()
+        )
+        event = "hold.updated" if hold.status is HoldStatus.PENDING else "hold.decided"
+        self._publish_hold(event, hold)
+        return hold
+
+    async def _decide_hold(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+        hold = self.decide_hold(
             str(args["id"]),
             caller.person,
             approve=bool(args["approve"]),
             reason=str(args.get("reason") or ""),
-            now=self._clock(),
-        )
-        self._publish_hold(
-            "hold.decided" if hold.status is not HoldStatus.PENDING else "hold.updated", hold
         )
         return hold.to_json()
 
@@ -146,7 +151,7 @@ class ApprovalService:
             duration_s=int(args["duration_s"]),
             reason=str(args.get("reason") or ""),
             approvers=approvers,
-            now=self._clock(),
+            now=self.clock(),
         )
         self.control.publish(GRANTS_TOPIC, "grant.requested", grant.to_json())
         return grant.to_json()
@@ -157,7 +162,7 @@ class ApprovalService:
             caller.person,
             approve=bool(args["approve"]),
             reason=str(args.get("reason") or ""),
-            now=self._clock(),
+            now=self.clock(),
         )
         self.control.publish(GRANTS_TOPIC, "grant.decided", grant.to_json())
         self._wake.set()
@@ -168,7 +173,7 @@ class ApprovalService:
             str(args["id"]),
             caller.person,
             reason=str(args.get("reason") or ""),
-            now=self._clock(),
+            now=self.clock(),
         )
         self.control.publish(GRANTS_TOPIC, "grant.ended", grant.to_json())
         if self._on_grant_ended is not None:
