@@ -156,28 +156,34 @@ class ApprovalService:
         self.control.publish(GRANTS_TOPIC, "grant.requested", grant.to_json())
         return grant.to_json()
 
-    async def _decide_grant(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+    def decide_grant(self, grant_id: str, person: Person, *, approve: bool, reason: str) -> Grant:
         grant = self.broker.decide_grant(
+            grant_id, person, approve=approve, reason=reason, now=self.clock()
+        )
+        self.control.publish(GRANTS_TOPIC, "grant.decided", grant.to_json())
+        self._wake.set()  # its expiry is a new deadline
+        return grant
+
+    def revoke_grant(self, grant_id: str, person: Person, *, reason: str) -> Grant:
+        grant = self.broker.revoke_grant(grant_id, person, reason=reason, now=self.clock())
+        self.control.publish(GRANTS_TOPIC, "grant.ended", grant.to_json())
+        if self._on_grant_ended is not None:
+            self._on_grant_ended(grant)
+        return grant
+
+    async def _decide_grant(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+        grant = self.decide_grant(
             str(args["id"]),
             caller.person,
             approve=bool(args["approve"]),
             reason=str(args.get("reason") or ""),
-            now=self.clock(),
         )
-        self.control.publish(GRANTS_TOPIC, "grant.decided", grant.to_json())
-        self._wake.set()
         return grant.to_json()
 
     async def _revoke_grant(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
-        grant = self.broker.revoke_grant(
-            str(args["id"]),
-            caller.person,
-            reason=str(args.get("reason") or ""),
-            now=self.clock(),
+        grant = self.revoke_grant(
+            str(args["id"]), caller.person, reason=str(args.get("reason") or "")
         )
-        self.control.publish(GRANTS_TOPIC, "grant.ended", grant.to_json())
-        if self._on_grant_ended is not None:
-            self._on_grant_ended(grant)
         return grant.to_json()
 
     async def _audit(self, caller: Caller, args: dict[str, Any]) -> list[dict[str, Any]]:

@@ -103,6 +103,7 @@ class ControlServer:
         self._identify = identify
         self._handlers: dict[str, Handler] = {"subscribe": self._subscribe, "whoami": self._whoami}
         self._callers: set[Caller] = set()
+        self._listeners: list[Callable[[str, str, dict[str, Any]], None]] = []
         self._server: asyncio.AbstractServer | None = None
 
     def register(self, op: str, handler: Handler) -> None:
@@ -128,8 +129,16 @@ class ControlServer:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
+    def listen(self, listener: Callable[[str, str, dict[str, Any]], None]) -> Callable[[], None]:
+        """Receive every published (topic, event, data) in-process, as the SSH console does;
+        returns the function that stops it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
     def publish(self, topic: str, event: str, data: dict[str, Any]) -> None:
-        """Push an event to every caller subscribed to `topic`."""
+        """Push an event to every caller subscribed to `topic`, and to in-process listeners."""
+        for listener in list(self._listeners):
+            listener(topic, event, data)
         message = {"event": event, "data": data}
         for caller in list(self._callers):
             if topic in caller.topics:

@@ -1,0 +1,159 @@
+"""The line-mode approver console: `ssh -t -p 2222 bob@gateway console`.
+
+An on-call approver away from the gateway host logs in like anyone else and gets a small
+console: held commands and grant requests appear as they happen, and `approve` / `deny` decide
+them as that person. Transport-free: it reads lines and writes text through two callables, so
+the SSH server (or a test) supplies the I/O.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from proxy.approvals import GRANTS_TOPIC, HOLDS_TOPIC, ApprovalService
+from proxy.broker import DecisionRefused, Person
+from storage.state import HoldStatus
+
+HELP = """commands:
+  holds                       list held commands
+  grants                      list grant requests and live grants
+  approve ID [REASON...]      approve a hold (h-...) or a grant request (g-...)
+  deny ID REASON...           deny it, with a reason
+  revoke ID [REASON...]       end a grant now
+  help                        this list
+  quit                        leave the console
+new holds and requests are shown as they arrive."""
+
+ReadLine = Callable[[], Awaitable[str | None]]
+Write = Callable[[str], None]
+
+
+def describe_hold(hold: dict[str, Any], now: float) -> str:
+    approvals = len([d for d in hold["decisions"] if d["approve"]])
+    left = max(0, int(hold["expires_at"] - now))
+    return (
+        f"{hold['id']}  {hold['user']}@{hold['target']}  {hold['command']}\n"
+        f"    rule {hold['rule']}, {approvals}/{hold['approvals_needed']} approvals from "
+        f"{', '.join(hold['approvers'])}, {left // 60}m{left % 60:02d}s left"
+    )
+
+
+def describe_grant(grant: dict[str, Any]) -> str:
+    hours = grant["duration_s"] / 3600
+    return (
+        f"{grant['id']}  {grant['user']} -> {grant['target']} for {hours:g}h: "
+        f"{grant['reason']} [{grant['status']}]"
+    )
+
+
+class Console:
+    """One approver's console session."""
+
+    def __init__(
+        self,
+        service: ApprovalService,
+        person: Person,
+        read_line: ReadLine,
+        write: Write,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.service = service
+        self.person = person
+        self._read_line = read_line
+        self._write = write
+        self._clock = clock
+
+    def _on_event(self, topic: str, event: str, data: dict[str, Any]) -> None:
+        if topic == HOLDS_TOPIC and event == "hold.created":
+            self._write(f"\a\n[new hold] {describe_hold(data, self._clock())}\n")
+        elif topic == HOLDS_TOPIC and event == "hold.decided":
+            self._write(f"\n[{data['id']}] {data['status']}\n")
+        elif topic == GRANTS_TOPIC and event == "grant.requested":
+            self._write(f"\a\n[grant request] {describe_grant(data)}\n")
+
+    async def run(self) -> None:
+        stop_listening = self.service.control.listen(self._on_event)
+        groups = ", ".join(sorted(self.person.groups)) or "no groups"
+        self._write(f"hoop console for {self.person.name} ({groups}). Type help.\n")
+        self._show_holds()
+        try:
+            while True:
+                self._write("hoop> ")
+                line = await self._read_line()
+                if line is None:
+                    return
+                try:
+                    words = shlex.split(line)
+                except ValueError as exc:
+                    self._write(f"error: {exc}\n")
+                    continue
+                if not words:
+                    continue
+                if words[0] in ("quit", "exit"):
+                    return
+                self._command(words[0], words[1:])
+        finally:
+            stop_listening()
+
+    def _command(self, name: str, args: list[str]) -> None:
+        handlers: dict[str, Callable[[list[str]], None]] = {
+            "help": lambda _: self._write(HELP + "\n"),
+            "holds": lambda _: self._show_holds(),
+            "grants": lambda _: self._show_grants(),
+            "approve": lambda a: self._decide(a, approve=True),
+            "deny": lambda a: self._decide(a, approve=False),
+            "revoke": self._revoke,
+        }
+        handler = handlers.get(name)
+        if handler is None:
+            self._write(f"unknown command {name!r}; type help\n")
+            return
+        try:
+            handler(args)
+        except DecisionRefused as exc:
+            self._write(f"refused: {exc}\n")
+
+    def _show_holds(self) -> None:
+        holds = self.service.broker.store.list_holds(HoldStatus.PENDING)
+        if not holds:
+            self._write("no held commands\n")
+        now = self._clock()
+        for hold in holds:
+            self._write(describe_hold(hold.to_json(), now) + "\n")
+
+    def _show_grants(self) -> None:
+        grants = [
+            g
+            for g in self.service.broker.store.list_grants()
+            if g.status in ("requested", "active")
+        ]
+        if not grants:
+            self._write("no grant requests or live grants\n")
+        for grant in grants:
+            self._write(describe_grant(grant.to_json()) + "\n")
+
+    def _decide(self, args: list[str], *, approve: bool) -> None:
+        if not args:
+            self._write(f"usage: {'approve ID [REASON]' if approve else 'deny ID REASON'}\n")
+            return
+        item_id, reason = args[0], " ".join(args[1:])
+        if item_id.startswith("g-"):
+            self.service.decide_grant(item_id, self.person, approve=approve, reason=reason)
+            self._write(f"{item_id}: {'approved' if approve else 'denied'}\n")
+            return
+        hold = self.service.decide_hold(item_id, self.person, approve=approve, reason=reason)
+        if hold.status is HoldStatus.PENDING:
+            self._write(
+                f"{item_id}: approval recorded ({len(hold.approved_by)} of "
+                f"{hold.approvals_needed})\n"
+            )
+
+    def _revoke(self, args: list[str]) -> None:
+        if not args:
+            self._write("usage: revoke ID [REASON]\n")
+            return
+        self.service.revoke_grant(args[0], self.person, reason=" ".join(args[1:]))
+        self._write(f"{args[0]}: revoked\n")

@@ -1,0 +1,122 @@
+"""The approver console: live holds, decisions as the logged-in person, refusals explained."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from proxy.approvals import ApprovalService
+from proxy.broker import ApprovalBroker, Person
+from proxy.console import Console
+from proxy.control import ControlServer, socket_path
+from storage.state import GrantStatus, HoldStatus, SqliteState
+
+BOB = Person("bob", frozenset({"oncall"}))
+
+
+@pytest.fixture
+async def service(tmp_path):
+    control = ControlServer(socket_path(tmp_path), lambda os_user: None)
+    approvals = ApprovalService(ApprovalBroker(SqliteState.in_data_dir(tmp_path), "gw"), control)
+    approvals.start()
+    yield approvals
+    await approvals.stop()
+
+
+class Screen:
+    def __init__(self) -> None:
+        self.text = ""
+        self.lines: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def write(self, text: str) -> None:
+        self.text += text
+
+    async def until(self, needle: str) -> None:
+        for _ in range(200):
+            if needle in self.text:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"{needle!r} never shown; screen:\n{self.text}")
+
+
+async def _run(service, person, screen):
+    console = Console(service, person, screen.lines.get, screen.write)
+    return asyncio.ensure_future(console.run())
+
+
+async def test_a_new_hold_appears_and_is_approved_from_the_console(service):
+    screen = Screen()
+    running = await _run(service, BOB, screen)
+    await screen.until("no held commands")
+    waiting = asyncio.ensure_future(
+        service.request_hold(
+            session_id="s",
+            user="alice",
+            target="web1",
+            command="systemctl restart nginx",
+            rule="restarts",
+            approvers=["oncall"],
+            approvals=1,
+            timeout_s=600,
+        )
+    )
+    await screen.until("[new hold]")
+    (hold,) = service.broker.pending_holds()
+    assert f"{hold.id}  alice@web1  systemctl restart nginx" in screen.text
+    assert "0/1 approvals from oncall, 10m00s left" in screen.text or "9m59s" in screen.text
+    await screen.lines.put(f"approve {hold.id} looks fine")
+    assert (await asyncio.wait_for(waiting, 5)).status is HoldStatus.APPROVED
+    await screen.until(f"[{hold.id}] approved")
+    await screen.lines.put("quit")
+    await asyncio.wait_for(running, 5)
+
+
+async def test_refusals_and_unknown_commands_are_explained(service):
+    screen = Screen()
+    running = await _run(service, Person("alice", frozenset({"oncall"})), screen)
+    waiting = asyncio.ensure_future(
+        service.request_hold(
+            session_id="s",
+            user="alice",
+            target="web1",
+            command="reboot",
+            rule="r",
+            approvers=["oncall"],
+            approvals=1,
+            timeout_s=600,
+        )
+    )
+    await screen.until("[new hold]")
+    (hold,) = service.broker.pending_holds()
+    await screen.lines.put(f"approve {hold.id}")
+    await screen.until("refused: you cannot decide your own request")
+    await screen.lines.put("deny")
+    await screen.until("usage: deny ID REASON")
+    await screen.lines.put("frobnicate")
+    await screen.until("unknown command 'frobnicate'; type help")
+    await screen.lines.put(None)
+    await asyncio.wait_for(running, 5)
+    waiting.cancel()
+
+
+async def test_grants_are_listed_and_decided(service):
+    grant = service.broker.request_grant(
+        user="alice",
+        target="db1",
+        duration_s=3600,
+        reason="migration",
+        approvers=["oncall"],
+        now=service.clock(),
+    )
+    screen = Screen()
+    running = await _run(service, BOB, screen)
+    await screen.lines.put("grants")
+    await screen.until(f"{grant.id}  alice -> db1 for 1h: migration [requested]")
+    await screen.lines.put(f"approve {grant.id}")
+    await screen.until(f"{grant.id}: approved")
+    assert service.broker.store.get_grant(grant.id).status is GrantStatus.ACTIVE
+    await screen.lines.put(f"revoke {grant.id} done")
+    await screen.until(f"{grant.id}: revoked")
+    await screen.lines.put("quit")
+    await asyncio.wait_for(running, 5)
