@@ -41,6 +41,7 @@ FRAME_TARGET_RAW = 512 * 1024
 MAX_EVENT_DATA = 1024 * 1024
 SPLITTABLE = frozenset({int(EventType.OUTPUT), int(EventType.INPUT)})
 _VERDICT = int(EventType.VERDICT)
+_NAMES = {int(code): spec.name for code, spec in EVENTS.items()}
 
 
 def chain_next(previous: bytes, kind: bytes, body: bytes) -> bytes:
@@ -85,7 +86,8 @@ class RecordingEncoder:
         self.header = header
         self._signer = signer
         self._compressor = zstandard.ZstdCompressor(level=level, write_checksum=True)
-        self._packer = msgpack.Packer(use_bin_type=True, autoreset=False)
+        self._pack = msgpack.Packer(use_bin_type=True).pack
+        self._raw = bytearray()  # the open frame's packed events
         self._chain = chain_start()
         self._offset = 0
         self._seq = 0
@@ -106,8 +108,7 @@ class RecordingEncoder:
 
     @property
     def pending_bytes(self) -> int:
-        with self._packer.getbuffer() as view:
-            return len(view)
+        return len(self._raw)
 
     @property
     def pending_count(self) -> int:
@@ -138,11 +139,11 @@ class RecordingEncoder:
         if self._pending_count == 0:
             self._frame_base_us = totals.last_us
             self._frame_first_us = time_us
-        self._packer.pack([code, time_us - totals.last_us, *values])
+        self._raw += self._pack([code, time_us - totals.last_us, *values])
         totals.last_us = time_us
         self._pending_count += 1
         totals.event_count += 1
-        totals.counts[EVENTS[EventType(code)].name] += 1
+        totals.counts[_NAMES[code]] += 1
         if code in SECURITY_CODES:
             self.pending_security = True
             if code == _VERDICT and len(values) > 1:
@@ -152,8 +153,8 @@ class RecordingEncoder:
         """Close the open frame; b"" when it holds nothing."""
         if self._pending_count == 0:
             return b""
-        raw = self._packer.bytes()
-        self._packer.reset()
+        raw = self._raw
+        self._raw = bytearray()
         payload = self._compressor.compress(raw)
         head = FRAME_HEAD.pack(
             self._seq,

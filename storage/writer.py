@@ -11,6 +11,7 @@ the session (fail closed).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import threading
@@ -24,13 +25,18 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from storage.encoder import FRAME_TARGET_RAW, RecordingEncoder
+from storage.encoder import SPLITTABLE as _BULK
 from storage.schema import EVENTS, SECURITY_CODES, EventType, RecordingHeader
 
 # A little under the one second we promise, so scheduling delays stay inside the promise.
 FRAME_INTERVAL_S = 0.8
 CHECKPOINT_INTERVAL_S = 5.0
 IDLE_WAIT_S = 1.0
-DEFAULT_MAX_PENDING = 16384
+DEFAULT_MAX_PENDING = 65536  # events waiting for the writer thread
+DEFAULT_MAX_PENDING_BYTES = 256 * 1024 * 1024  # past this the recording fails (closed)
+HIGH_WATER_BYTES = 16 * 1024 * 1024  # past this the owner should stop reading (congested)
+LOW_WATER_BYTES = 4 * 1024 * 1024  # ...and may read again once the backlog is below this
+SMALL_EVENT_BYTES = 256  # what a queued event without bulk data is counted as
 WAKE_BACKLOG = 1024
 
 
@@ -67,7 +73,7 @@ class RecordingSummary:
         )
 
 
-_Item = tuple[int, int, tuple[Any, ...]]
+_Item = tuple[int, int, tuple[Any, ...], int]  # code, time, fields, size for the backlog
 
 
 class RecordingWriter:
@@ -82,6 +88,7 @@ class RecordingWriter:
         on_failure: Callable[[BaseException], None] | None = None,
         on_closed: Callable[[RecordingSummary], None] | None = None,
         max_pending: int = DEFAULT_MAX_PENDING,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         clock_us: Callable[[], int] | None = None,
         fsync: bool = True,
     ) -> None:
@@ -91,6 +98,11 @@ class RecordingWriter:
         self._on_failure = on_failure
         self._on_closed = on_closed
         self._max_pending = max_pending
+        self._max_pending_bytes = max_pending_bytes
+        # Two counters, each written by one thread only, so their difference needs no lock.
+        self._queued_bytes = 0
+        self._written_bytes = 0
+        self._drain_waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = deque()
         self._fsync = fsync
         self._clock_us = clock_us or _monotonic_us
         self._t0_us = self._clock_us()
@@ -102,6 +114,11 @@ class RecordingWriter:
         self._summary: RecordingSummary | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        try:  # the header is written here, so the file is a valid recording from the start
+            self._write(self._encoder.start())
+        except OSError:
+            os.close(self._fd)
+            raise
         self._thread = threading.Thread(
             target=self._run, name=f"recording-{header.session_id[:8]}", daemon=True
         )
@@ -112,6 +129,24 @@ class RecordingWriter:
     @property
     def failed(self) -> BaseException | None:
         return self._failure
+
+    @property
+    def backlog_bytes(self) -> int:
+        return self._queued_bytes - self._written_bytes
+
+    @property
+    def congested(self) -> bool:
+        """True when the owner should stop reading its sources until `drained()`."""
+        return self.backlog_bytes > HIGH_WATER_BYTES
+
+    async def drained(self) -> None:
+        """Wait until the backlog is small again (flow control for a fast source)."""
+        if self.backlog_bytes <= LOW_WATER_BYTES or self._failure is not None:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._drain_waiters.append((asyncio.get_running_loop(), future))
+        self._wake.set()
+        await future
 
     def elapsed_us(self) -> int:
         return self._clock_us() - self._t0_us
@@ -129,11 +164,13 @@ class RecordingWriter:
         if len(values) > len(EVENTS[etype].fields):
             raise TypeError(f"{etype.name} takes at most {len(EVENTS[etype].fields)} fields")
         queue = self._queue
-        if len(queue) >= self._max_pending:
-            self._fail(RecordingFailed("recording queue is full: the disk is not keeping up"))
-            raise RecordingFailed(f"recording {self.path.name} has failed: {self._failure}")
         code = int(etype)
-        queue.append((code, time_us, values))
+        size = len(values[1]) if code in _BULK and len(values) > 1 else SMALL_EVENT_BYTES
+        if len(queue) >= self._max_pending or self.backlog_bytes + size > self._max_pending_bytes:
+            self._fail(RecordingFailed("recording queue is full: the recorder cannot keep up"))
+            raise RecordingFailed(f"recording {self.path.name} has failed: {self._failure}")
+        self._queued_bytes += size
+        queue.append((code, time_us, values, size))
         if self._idle or code in SECURITY_CODES or len(queue) >= WAKE_BACKLOG:
             self._wake.set()
 
@@ -173,7 +210,6 @@ class RecordingWriter:
         frame_deadline: float | None = None
         last_checkpoint = time.monotonic()
         try:
-            self._write(encoder.start())
             while self._failure is None:
                 if not self._queue:
                     if self._closing is not None:
@@ -211,14 +247,25 @@ class RecordingWriter:
             self._fail(exc)
         finally:
             os.close(self._fd)
+            self._release_drain_waiters()
 
     def _drain(self, encoder: RecordingEncoder) -> None:
         queue = self._queue
         while queue:
-            code, time_us, values = queue.popleft()
+            code, time_us, values, size = queue.popleft()
             encoder.add(code, time_us, values)
+            self._written_bytes += size
             if encoder.pending_security or encoder.pending_bytes >= FRAME_TARGET_RAW:
                 self._write(encoder.flush_frame())
+            if self._drain_waiters and self.backlog_bytes <= LOW_WATER_BYTES:
+                self._release_drain_waiters()
+        self._release_drain_waiters()
+
+    def _release_drain_waiters(self) -> None:
+        waiters = self._drain_waiters
+        while waiters:
+            loop, future = waiters.popleft()
+            loop.call_soon_threadsafe(_resolve, future)
 
     def _finish(self, encoder: RecordingEncoder, end_us: int, reason: str) -> None:
         self._write(encoder.finish(max(end_us, encoder.totals.last_us), reason))
@@ -227,6 +274,11 @@ class RecordingWriter:
         self._summary = RecordingSummary.of(self.path, encoder, reason)
         if self._on_closed is not None:
             self._on_closed(self._summary)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _monotonic_us() -> int:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from storage.reader import RecordingReader
 from storage.schema import EVENTS, EventType
 from storage.verify import verify_recording
-from storage.writer import RecordingFailed, RecordingWriter
+from storage.writer import LOW_WATER_BYTES, RecordingFailed, RecordingWriter
 from tests.storage.helpers import make_header
 
 REPO = Path(__file__).resolve().parents[2]
@@ -236,3 +236,29 @@ def test_any_event_sequence_round_trips(tmp_path, signer, events):
     assert got[:-1] == expected
     assert got[-1][0] is EventType.SESSION_END
     assert verify_recording(path, signer.public_key()).ok
+
+
+async def test_a_fast_source_is_told_to_wait_instead_of_failing(tmp_path, signer):
+    """Flow control: past the high-water mark the writer says `congested`, and `drained()`
+    returns once the backlog is small again; nothing is lost or failed."""
+    writer = _writer(tmp_path / "s.hrec", signer)
+    blob = os.urandom(1024 * 1024)
+    for _ in range(40):
+        writer.record(EventType.OUTPUT, 0, blob)
+    assert writer.congested
+    await writer.drained()
+    assert writer.backlog_bytes <= LOW_WATER_BYTES
+    summary = writer.close("done")
+    assert summary.event_count == 41 and writer.failed is None
+
+
+def test_the_byte_budget_is_a_hard_limit(tmp_path, signer):
+    failures: list[BaseException] = []
+    writer = _writer(
+        tmp_path / "s.hrec", signer, max_pending_bytes=4 * 1024 * 1024, on_failure=failures.append
+    )
+    blob = os.urandom(1024 * 1024)
+    with pytest.raises(RecordingFailed, match="cannot keep up"):
+        for _ in range(100):
+            writer.record(EventType.OUTPUT, 0, blob)
+    assert failures
