@@ -80,10 +80,14 @@ class FrameInfo:
 def read_block_head(handle: BinaryIO, offset: int, size: int) -> BlockHead:
     """The kind and length of the block at `offset`, checked against the file and the format."""
     handle.seek(offset)
-    raw = handle.read(BLOCK_HEAD.size)
+    return parse_block_head(handle.read(BLOCK_HEAD.size), offset, size)
+
+
+def parse_block_head(raw: bytes, offset: int, size: int) -> BlockHead:
+    """A block head from its first bytes (more may follow in `raw`; they are ignored)."""
     if len(raw) < BLOCK_HEAD.size:
         raise RecordingError(offset, "truncated block head")
-    kind, length = BLOCK_HEAD.unpack(raw)
+    kind, length = BLOCK_HEAD.unpack_from(raw)
     if kind not in KNOWN_KINDS:
         raise RecordingError(offset, f"unknown block kind {kind!r}")
     if length > MAX_BLOCK_BODY:
@@ -284,17 +288,21 @@ class RecordingReader:
     def _scan(self) -> None:
         """Rebuild the index from block heads; stop, and say why, at the first bad block."""
         handle = self._handle
+        fd = handle.fileno()
         offset = self.header_end
         expected_seq = 0
         last_us = 0
+        heads_size = BLOCK_HEAD.size + FRAME_HEAD.size
         while offset < self.size:
             try:
-                head = read_block_head(handle, offset, self.size)
+                # One read per block: its head and, for a frame, the frame's fixed header.
+                raw = os.pread(fd, heads_size, offset)
+                head = parse_block_head(raw, offset, self.size)
                 if head.kind == KIND_HEADER:
                     raise RecordingError(offset, "a second header block")
                 if head.kind == KIND_FRAME:
-                    handle.seek(offset + BLOCK_HEAD.size)
-                    info = parse_frame_info(handle.read(min(head.length, FRAME_HEAD.size)), offset)
+                    frame_head = raw[BLOCK_HEAD.size : BLOCK_HEAD.size + head.length]
+                    info = parse_frame_info(frame_head, offset)
                     if info.seq != expected_seq or info.base_us != last_us:
                         raise RecordingError(
                             offset, f"frame {info.seq} does not follow frame {expected_seq - 1}"
