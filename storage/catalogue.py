@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -114,52 +113,49 @@ class SqliteCatalogue:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        sqlite.create(path, _SCHEMA)
+        self._db = sqlite.Database(path, _SCHEMA)
 
     @classmethod
     def in_data_dir(cls, data_dir: Path) -> SqliteCatalogue:
         return cls(data_dir / CATALOGUE_NAME)
 
-    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
-        return sqlite.connect(self.path)
-
     def add_session(self, header: RecordingHeader, path: Path) -> None:
-        with self._connect() as db:
-            db.execute(
-                "INSERT INTO sessions (id, path, user, service_account, target, protocol, client,"
-                " gateway_id, started_at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    header.session_id,
-                    str(path),
-                    header.user,
-                    int(header.service_account),
-                    header.target,
-                    header.protocol,
-                    header.client,
-                    header.gateway_id,
-                    header.started_at_us,
-                ),
-            )
+        db = self._db.connection()
+        db.execute(
+            "INSERT INTO sessions (id, path, user, service_account, target, protocol, client,"
+            " gateway_id, started_at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                header.session_id,
+                str(path),
+                header.user,
+                int(header.service_account),
+                header.target,
+                header.protocol,
+                header.client,
+                header.gateway_id,
+                header.started_at_us,
+            ),
+        )
 
     def finish_session(self, summary: RecordingSummary) -> None:
         header = summary.header
         verdicts = summary.verdicts
-        with self._connect() as db:
-            db.execute(
-                "UPDATE sessions SET ended_at_us = ?, end_reason = ?, size = ?, events = ?,"
-                " denies = ?, holds = ?, counts = ?, verdicts = ? WHERE id = ?",
-                (
-                    header.started_at_us + summary.end_us,
-                    summary.end_reason,
-                    summary.size,
-                    summary.event_count,
-                    verdicts.get("deny", 0),
-                    summary.counts.get("hold_requested", 0),
-                    json.dumps(summary.counts, sort_keys=True),
-                    json.dumps(verdicts, sort_keys=True),
-                    header.session_id,
-                ),
-            )
+        db = self._db.connection()
+        db.execute(
+            "UPDATE sessions SET ended_at_us = ?, end_reason = ?, size = ?, events = ?,"
+            " denies = ?, holds = ?, counts = ?, verdicts = ? WHERE id = ?",
+            (
+                header.started_at_us + summary.end_us,
+                summary.end_reason,
+                summary.size,
+                summary.event_count,
+                verdicts.get("deny", 0),
+                summary.counts.get("hold_requested", 0),
+                json.dumps(summary.counts, sort_keys=True),
+                json.dumps(verdicts, sort_keys=True),
+                header.session_id,
+            ),
+        )
 
     def find_sessions(self, query: SessionQuery) -> list[SessionRow]:
         clauses: list[str] = []
@@ -187,17 +183,17 @@ class SqliteCatalogue:
         if query.limit is not None:
             sql += " LIMIT ?"
             params.append(query.limit)
-        with self._connect() as db:
-            return [_row(r) for r in db.execute(sql, params)]
+        db = self._db.connection()
+        return [_row(r) for r in db.execute(sql, params)]
 
     def get_session(self, session_id: str) -> SessionRow | None:
-        with self._connect() as db:
-            found = db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        db = self._db.connection()
+        found = db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
         return None if found is None else _row(found)
 
     def remove_session(self, session_id: str) -> None:
-        with self._connect() as db:
-            db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+        db = self._db.connection()
+        db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
 
 
 def _row(found: sqlite3.Row) -> SessionRow:

@@ -1,27 +1,32 @@
-"""The one way hoop_tui opens its embedded SQLite files: short connections, WAL, autocommit,
-so the gateway, its recording threads and the command line can share a file safely."""
+"""The one way hoop_tui opens its embedded SQLite files: WAL, autocommit, one long-lived
+connection per thread, so the gateway, its recording threads and the command line can share a
+file safely and a statement costs microseconds, not a checkpoint."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
 from pathlib import Path
 
 
-@contextmanager
-def connect(path: Path) -> Iterator[sqlite3.Connection]:
-    db = sqlite3.connect(path, timeout=30, isolation_level=None)
-    db.row_factory = sqlite3.Row
-    try:
-        yield db
-    finally:
-        db.close()
+class Database:
+    """A SQLite file with its tables. `connection()` gives this thread's connection."""
 
-
-def create(path: Path, schema: str) -> None:
-    """Make sure the file, its directory and its tables exist."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with connect(path) as db:
+    def __init__(self, path: Path, schema: str) -> None:
+        self.path = path
+        self._local = threading.local()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = self.connection()
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(schema)
+
+    def connection(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            # With WAL, NORMAL syncs at checkpoints rather than on every commit: a crash of
+            # the process loses nothing, a power cut at most the last commits.
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        return db

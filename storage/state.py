@@ -9,8 +9,6 @@ connection, so the gateway and the command line can use it at once.
 from __future__ import annotations
 
 import json
-import sqlite3
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -192,25 +190,22 @@ class SqliteState:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        sqlite.create(path, _SCHEMA)
+        self._db = sqlite.Database(path, _SCHEMA)
 
     @classmethod
     def in_data_dir(cls, data_dir: Path) -> SqliteState:
         return cls(data_dir / STATE_NAME)
 
-    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
-        return sqlite.connect(self.path)
-
     def save_hold(self, hold: Hold) -> None:
-        with self._connect() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO holds (id, status, created_at, body) VALUES (?, ?, ?, ?)",
-                (hold.id, str(hold.status), hold.created_at, json.dumps(hold.to_json())),
-            )
+        db = self._db.connection()
+        db.execute(
+            "INSERT OR REPLACE INTO holds (id, status, created_at, body) VALUES (?, ?, ?, ?)",
+            (hold.id, str(hold.status), hold.created_at, json.dumps(hold.to_json())),
+        )
 
     def get_hold(self, hold_id: str) -> Hold | None:
-        with self._connect() as db:
-            row = db.execute("SELECT body FROM holds WHERE id = ?", (hold_id,)).fetchone()
+        db = self._db.connection()
+        row = db.execute("SELECT body FROM holds WHERE id = ?", (hold_id,)).fetchone()
         return None if row is None else _hold(json.loads(row[0]))
 
     def _bodies(self, table: str, order: str, status: str | None) -> list[dict[str, Any]]:
@@ -218,8 +213,8 @@ class SqliteState:
         params: tuple[str, ...] = ()
         if status is not None:
             sql, params = sql + " WHERE status = ?", (status,)
-        with self._connect() as db:
-            rows = db.execute(f"{sql} ORDER BY {order}", params).fetchall()
+        db = self._db.connection()
+        rows = db.execute(f"{sql} ORDER BY {order}", params).fetchall()
         return [json.loads(row[0]) for row in rows]
 
     def list_holds(self, status: HoldStatus | None = None) -> list[Hold]:
@@ -227,16 +222,15 @@ class SqliteState:
         return [_hold(body) for body in bodies]
 
     def save_grant(self, grant: Grant) -> None:
-        with self._connect() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO grants (id, status, requested_at, body)"
-                " VALUES (?, ?, ?, ?)",
-                (grant.id, str(grant.status), grant.requested_at, json.dumps(grant.to_json())),
-            )
+        db = self._db.connection()
+        db.execute(
+            "INSERT OR REPLACE INTO grants (id, status, requested_at, body) VALUES (?, ?, ?, ?)",
+            (grant.id, str(grant.status), grant.requested_at, json.dumps(grant.to_json())),
+        )
 
     def get_grant(self, grant_id: str) -> Grant | None:
-        with self._connect() as db:
-            row = db.execute("SELECT body FROM grants WHERE id = ?", (grant_id,)).fetchone()
+        db = self._db.connection()
+        row = db.execute("SELECT body FROM grants WHERE id = ?", (grant_id,)).fetchone()
         return None if row is None else _grant(json.loads(row[0]))
 
     def list_grants(self, status: GrantStatus | None = None) -> list[Grant]:
@@ -244,19 +238,19 @@ class SqliteState:
         return [_grant(body) for body in bodies]
 
     def append_audit(self, entry: AuditEntry) -> None:
-        with self._connect() as db:
-            db.execute(
-                "INSERT INTO audit (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
-                (entry.at, entry.actor, entry.action, entry.subject, json.dumps(entry.detail)),
-            )
+        db = self._db.connection()
+        db.execute(
+            "INSERT INTO audit (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
+            (entry.at, entry.actor, entry.action, entry.subject, json.dumps(entry.detail)),
+        )
 
     def audit_log(self, limit: int | None = None) -> list[AuditEntry]:
         sql = "SELECT at, actor, action, subject, detail FROM audit ORDER BY seq DESC"
         params: tuple[int, ...] = ()
         if limit is not None:
             sql, params = sql + " LIMIT ?", (limit,)
-        with self._connect() as db:
-            rows = db.execute(sql, params).fetchall()
+        db = self._db.connection()
+        rows = db.execute(sql, params).fetchall()
         return [AuditEntry(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in reversed(rows)]
 
 
