@@ -1,0 +1,122 @@
+"""Carrying out a verdict: record it, refuse with a clear message, or hold the command until an
+approver decides. Shared by every place a command is seen (SSH exec, shell lines, SQL), so a
+hold looks and is recorded the same everywhere.
+
+Fail closed: a review verdict with no approval service to reach is a denial.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from proxy.approvals import ApprovalService
+from proxy.policy import Action, Verdict
+from storage.schema import EventType
+from storage.state import Hold, HoldStatus
+
+DENIED_EXIT_STATUS = 126  # what a shell reports for a command that cannot be executed
+
+
+class SessionRecord(Protocol):
+    """What enforcement needs from a session: its id and a way to record events."""
+
+    session_id: str
+
+    def record(self, event: EventType, *fields: object) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happens to the command: it runs, or it does not and `message` says why."""
+
+    allowed: bool
+    message: str = ""
+    hold: Hold | None = None
+
+    def machine_line(self, verdict: Verdict) -> str:
+        """One line an agent can parse: a human prefix, then JSON."""
+        detail = {
+            "verdict": "allow" if self.allowed else "deny",
+            "rule": verdict.rule,
+            "reason": self.message,
+            "hold": self.hold.id if self.hold else None,
+            "hold_status": str(self.hold.status) if self.hold else None,
+        }
+        return f"hoop: {self.message} {json.dumps(detail, sort_keys=True)}"
+
+
+class Enforcer:
+    """Applies verdicts for one gateway. `notify` callbacks show progress to the caller."""
+
+    def __init__(self, approvals: ApprovalService | None) -> None:
+        self.approvals = approvals
+
+    async def enforce(
+        self,
+        session: SessionRecord,
+        *,
+        user: str,
+        target: str,
+        channel: int,
+        command: str,
+        verdict: Verdict,
+        notify: Callable[[str], None] = lambda text: None,
+    ) -> Outcome:
+        session.record(
+            EventType.VERDICT, channel, verdict.action.value, verdict.rule or "", verdict.message
+        )
+        if verdict.action is Action.ALLOW:
+            return Outcome(True)
+        if verdict.action is Action.DENY:
+            return Outcome(False, f"denied: {verdict.describe()}")
+        if self.approvals is None:
+            return Outcome(
+                False, "denied: this command needs approval and no approver can be reached"
+            )
+        review = verdict.review
+        assert review is not None
+        hold = self.approvals.broker.request_hold(
+            session_id=session.session_id,
+            user=user,
+            target=target,
+            command=command,
+            rule=verdict.rule or "",
+            approvers=list(review.approvers),
+            approvals=review.approvals,
+            timeout_s=review.timeout_seconds,
+            now=self.approvals.clock(),
+        )
+        session.record(EventType.HOLD_REQUESTED, hold.id, command, hold.rule, list(hold.approvers))
+        notify(
+            f"held as {hold.id} by rule {hold.rule}: waiting for {review.approvals} approval(s) "
+            f"from {', '.join(review.approvers)} (expires in {_minutes(review.timeout_seconds)})"
+        )
+        try:
+            decided = await self.approvals.wait_for(hold)
+        finally:
+            final = self.approvals.broker.store.get_hold(hold.id) or hold
+            last = final.decisions[-1] if final.decisions else None
+            session.record(
+                EventType.HOLD_DECIDED,
+                hold.id,
+                str(final.status),
+                last.by if last else "gateway",
+                last.reason if last else str(final.status),
+            )
+        if decided.status is HoldStatus.APPROVED:
+            return Outcome(True, f"{hold.id} approved by {', '.join(decided.approved_by)}", decided)
+        reason = {
+            HoldStatus.DENIED: lambda: (
+                f"{hold.id} denied by {decided.decisions[-1].by}: {decided.decisions[-1].reason}"
+            ),
+            HoldStatus.EXPIRED: lambda: f"{hold.id} expired without a decision",
+            HoldStatus.WITHDRAWN: lambda: f"{hold.id} withdrawn",
+        }[decided.status]()
+        return Outcome(False, reason, decided)
+
+
+def _minutes(seconds: int) -> str:
+    return f"{seconds // 60}m" if seconds >= 60 else f"{seconds}s"

@@ -1,0 +1,696 @@
+"""The command line as the user sees it when they press Enter, read off the session's output.
+
+Keystrokes are not replayed: readline editing, history recall, tab completion and
+reverse-search all end up on the screen, so the gateway reads the line from a cheap emulation
+of the rows the line occupies (what JumpServer and Warpgate do). Sans-IO: feed output bytes
+and input bytes; input comes back as events that say what may be forwarded now and what must
+wait for a verdict.
+
+Cheap on purpose: when output holds a line feed and the user is not editing, only the text after
+the last line feed is modelled, so bulk output costs one `rfind` per packet. The model keeps at
+most `MAX_ROWS` rows, handles CR, LF, BS, TAB, autowrap at the terminal width, CSI K / J
+(erase), A B C D G (cursor moves), @ P X (insert, delete, erase characters), H (taken as a
+redraw from the top, as Ctrl-L does), ESC 7 / 8, and skips OSC, DCS and other strings. It
+ignores colours and character sets. It does not handle scroll regions, insert mode (IRM), or
+absolute cursor positions inside the line; a program using those gets lines marked uncertain
+or, at worst, a line the policy reads differently and holds.
+
+A full-screen program (alternate screen, `CSI ?1049h`, also 1047 and 47) switches modelling
+off; the caller skips inspection there, since keys typed into vim or less are not commands.
+"""
+
+from __future__ import annotations
+
+import codecs
+import enum
+import re
+import unicodedata
+from dataclasses import dataclass, field
+
+MAX_ROWS = 64
+MAX_PASTE_BYTES = 1024 * 1024
+BULK_OUTPUT_BYTES = 4096
+MAX_SEQUENCE_CHARS = 256
+ANSWER_BURST_S = 0.1  # how long one answer to keys may keep arriving in pieces
+ENTER_KEYS = frozenset({b"\r", b"\n", b"\x0f"})  # CR, Ctrl-J, Ctrl-O all accept a line
+CANCEL_KEYS = frozenset({b"\x03"})  # Ctrl-C abandons the line: the next key starts a new one
+PASTE_START = b"\x1b[200~"
+PASTE_END = b"\x1b[201~"
+_ALT_SCREEN_MODES = frozenset({"1049", "1047", "47"})
+_ALT_SCREEN_BYTES = re.compile(rb"\x1b\[\?(?:1049|1047|47)([hl])")
+_REVERSE_SEARCH = re.compile(r"^\((?:reverse|bck|fwd|i)-i-search\)`[^']*': ?(.*)$")
+_PASSWORD_PROMPT = re.compile(r"(pass(word|phrase)|PIN|token|secret)[^:]*:\s*$", re.IGNORECASE)
+
+
+# ---------------------------------------------------------------------------------------------
+# Events
+
+
+@dataclass(frozen=True, slots=True)
+class CommandLine:
+    """What the user submitted, as the screen shows it.
+
+    `certain` is False when the screen cannot be trusted for this line; `reason` says why.
+    The caller then waits for output and asks `LineDetector.current_line()` again, or applies
+    the unparsable default. `echoed` is False when keys were typed but nothing appeared (echo
+    off: a password prompt or `stty -echo`); `password_prompt` says the row looks like one.
+    """
+
+    text: str
+    prompt: str
+    certain: bool = True
+    reason: str = ""
+    full_screen: bool = False
+    echoed: bool = True
+    password_prompt: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Input bytes that may go to the target now."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Enter:
+    """The user pressed Enter: hold `data` until a verdict, then forward or drop it, then
+    feed `rest` (the input after the Enter) again. `paste` is the text of `rest` when it holds
+    more lines (a paste without bracketed-paste markers), so the whole paste can be judged
+    before any of it is forwarded; each line is still read off the screen in its turn."""
+
+    line: CommandLine
+    data: bytes
+    rest: bytes = b""
+    paste: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Paste:
+    """A bracketed paste: hold `data` until every line of `combined` (the current line with
+    the paste put in at the cursor) is judged. The shell only inserts the text; it runs
+    when the user presses Enter, which is judged again off the screen."""
+
+    text: str
+    combined: str
+    data: bytes
+    full_screen: bool = False
+
+
+InputEvent = Forward | Enter | Paste
+
+
+# ---------------------------------------------------------------------------------------------
+# The rows the current line occupies
+
+
+@dataclass(slots=True)
+class _Row:
+    cells: list[str] = field(default_factory=list)
+    wrapped: bool = False  # the row before this one continues here (autowrap, not a newline)
+
+    def text(self) -> str:
+        return "".join(self.cells).rstrip()
+
+
+class _Rows:
+    """A few terminal rows with a cursor: enough to hold a prompt and the line being edited."""
+
+    def __init__(self, columns: int) -> None:
+        self.columns = max(2, columns)
+        self.rows: list[_Row] = [_Row()]
+        self.row = 0
+        self.col = 0
+        self.wrap_pending = False
+        self.saved = (0, 0)
+        self.dropped = 0  # rows dropped off the top since the start, to keep indexes stable
+
+    def reset(self, col: int = 0) -> None:
+        self.dropped += len(self.rows)
+        self.rows = [_Row()]
+        self.row = 0
+        self.col = min(col, self.columns - 1)
+        self.wrap_pending = False
+
+    def copy(self) -> _Rows:
+        clone = _Rows(self.columns)
+        clone.rows = [_Row(list(row.cells), row.wrapped) for row in self.rows]
+        clone.row, clone.col, clone.wrap_pending = self.row, self.col, self.wrap_pending
+        clone.saved, clone.dropped = self.saved, self.dropped
+        return clone
+
+    # -- printing
+    def put(self, char: str) -> None:
+        if unicodedata.combining(char) and self.col > 0:
+            cells = self.rows[self.row].cells
+            if len(cells) >= self.col:
+                cells[self.col - 1] += char
+            return
+        width = 2 if unicodedata.east_asian_width(char) in "WF" else 1
+        if self.wrap_pending or self.col + width > self.columns:
+            self._wrap()
+        cells = self._cells_to(self.col + width)
+        cells[self.col] = char
+        if width == 2:
+            cells[self.col + 1] = ""
+        self.col += width
+        if self.col >= self.columns:
+            self.col = self.columns - 1
+            self.wrap_pending = True
+
+    def _wrap(self) -> None:
+        self.wrap_pending = False
+        self.col = 0
+        self._down(wrapped=True)
+
+    def _cells_to(self, end: int) -> list[str]:
+        cells = self.rows[self.row].cells
+        if len(cells) < end:
+            cells.extend(" " * (end - len(cells)))
+        return cells
+
+    # -- controls
+    def carriage_return(self) -> None:
+        self.col = 0
+        self.wrap_pending = False
+
+    def line_feed(self) -> None:
+        self.wrap_pending = False
+        self._down(wrapped=False)
+
+    def _down(self, *, wrapped: bool) -> None:
+        self.row += 1
+        if self.row == len(self.rows):
+            self.rows.append(_Row(wrapped=wrapped))
+        elif wrapped:
+            self.rows[self.row].wrapped = True
+        if len(self.rows) > MAX_ROWS:
+            excess = len(self.rows) - MAX_ROWS
+            del self.rows[:excess]
+            self.row -= excess
+            self.dropped += excess
+
+    def backspace(self) -> None:
+        self.wrap_pending = False
+        self.col = max(0, self.col - 1)
+
+    def tab(self) -> None:
+        self.col = min(self.columns - 1, (self.col // 8 + 1) * 8)
+
+    def up(self, count: int) -> None:
+        self.wrap_pending = False
+        self.row = max(0, self.row - count)
+
+    def down(self, count: int) -> None:
+        self.wrap_pending = False
+        for _ in range(min(count, MAX_ROWS)):
+            self._down(wrapped=False)
+
+    def forward(self, count: int) -> None:
+        self.wrap_pending = False
+        self.col = min(self.columns - 1, self.col + count)
+
+    def back(self, count: int) -> None:
+        self.wrap_pending = False
+        self.col = max(0, self.col - count)
+
+    def column(self, col: int) -> None:
+        self.wrap_pending = False
+        self.col = min(self.columns - 1, max(0, col))
+
+    def erase_line(self, mode: int) -> None:
+        cells = self.rows[self.row].cells
+        if mode == 0:
+            del cells[self.col :]
+        elif mode == 1:
+            self._cells_to(self.col + 1)[: self.col + 1] = " " * (self.col + 1)
+        else:
+            cells.clear()
+
+    def erase_display(self, mode: int) -> None:
+        if mode == 0:
+            self.erase_line(0)
+            del self.rows[self.row + 1 :]
+        elif mode == 1:
+            for row in self.rows[: self.row]:
+                row.cells.clear()
+            self.erase_line(1)
+        else:
+            for row in self.rows:
+                row.cells.clear()
+
+    def insert_blanks(self, count: int) -> None:
+        cells = self._cells_to(self.col)
+        cells[self.col : self.col] = " " * min(count, self.columns)
+        del cells[self.columns :]
+
+    def delete_chars(self, count: int) -> None:
+        del self.rows[self.row].cells[self.col : self.col + count]
+
+    def erase_chars(self, count: int) -> None:
+        cells = self.rows[self.row].cells
+        end = min(len(cells), self.col + count)
+        cells[self.col : end] = " " * max(0, end - self.col)
+
+    # -- reading
+    def text_from(self, row: int, col: int) -> str:
+        """The logical line from (row, col) to the last non-empty row: wrapped rows joined
+        as they are, rows after a newline joined with "\\n"."""
+        last = max(self.row, row)
+        while last > row and not self.rows[last].text():
+            last -= 1
+        parts: list[str] = []
+        for index in range(row, last + 1):
+            current = self.rows[index]
+            cells = current.cells[col:] if index == row else current.cells
+            if index > row:
+                parts.append("" if current.wrapped else "\n")
+            text = "".join(cells)
+            parts.append(text.ljust(self.columns - (col if index == row else 0)))
+        return "\n".join(part.rstrip() for part in "".join(parts).split("\n"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The output parser: one handler per state
+
+
+class _Out(enum.Enum):
+    GROUND = "ground"
+    ESCAPE = "escape"
+    CSI = "csi"
+    STRING = "string"  # OSC, DCS, SOS, PM, APC: skipped up to BEL or ESC \
+    STRING_ESCAPE = "string-escape"
+
+
+class _Phase(enum.Enum):
+    """Where the user is: output arriving after an Enter, or editing a line at a prompt."""
+
+    WAITING = "waiting"
+    EDITING = "editing"
+
+
+class _In(enum.Enum):
+    GROUND = "ground"
+    ESCAPE = "escape"
+    CSI = "csi"
+    SS3 = "ss3"
+    PASTE = "paste"
+
+
+class LineDetector:
+    """Feed it the session's output and the user's input; it says where each line starts and
+    what the user submits. One per shell channel."""
+
+    def __init__(self, columns: int = 80) -> None:
+        self._rows = _Rows(columns)
+        self._unsolicited = False  # output arrived mid-line that no key asked for
+        self._answer_until: float | None = None  # end of the burst answering the last keys
+        self._redraw_expected = False  # after a resize the shell redraws the line by itself
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._out_state = _Out.GROUND
+        self._sequence = ""
+        self._out_handlers = {
+            _Out.GROUND: self._out_ground,
+            _Out.ESCAPE: self._out_escape,
+            _Out.CSI: self._out_csi,
+            _Out.STRING: self._out_string,
+            _Out.STRING_ESCAPE: self._out_string_escape,
+        }
+        self.full_screen = False
+        self.bracketed_paste = False  # the application asked for bracketed paste (?2004h)
+        self._phase = _Phase.WAITING
+        self._prompt_row = 0  # absolute index (rows dropped + index)
+        self._prompt_col = 0
+        self._prompt = ""
+        self._typed = False  # printable keys since the prompt
+        self._echo_seen = False  # the line after the prompt was non-empty at some point
+        self._keys_since_output = 0  # keys the terminal may not have shown yet
+        self._in_state = _In.GROUND
+        self._held = bytearray()  # an escape sequence that may still become a paste start
+        self._paste = bytearray()
+        self._in_handlers = {
+            _In.GROUND: self._in_ground,
+            _In.ESCAPE: self._in_escape,
+            _In.CSI: self._in_csi,
+            _In.SS3: self._in_ss3,
+            _In.PASTE: self._in_paste,
+        }
+
+    # -- configuration
+    def resize(self, columns: int) -> None:
+        """The terminal's width changed: rows already drawn keep their cells, and the shell
+        may redraw the line without a key being pressed."""
+        self._rows.columns = max(2, columns)
+        self._redraw_expected = True
+
+    # -- output
+    def feed_output(self, data: bytes, now: float | None = None) -> None:
+        """Bytes the target sent to the user's terminal.
+
+        Pass `now` (any monotonic clock, in seconds) to catch output that nobody's keys asked
+        for arriving while a line is typed: a background program could draw a harmless line
+        over the one the shell holds. Output is an answer when keys were sent since the last
+        output, or within `ANSWER_BURST_S` after such an answer (a redraw in several packets);
+        anything else makes the line uncertain."""
+        if not data:
+            return
+        if now is not None:
+            self._note_output_time(now)
+        self._keys_since_output = 0
+        newline = data.rfind(b"\n")
+        if newline >= 0 and (self._phase is _Phase.WAITING or len(data) > BULK_OUTPUT_BYTES):
+            self._skip_to(data, newline)
+            data = data[newline + 1 :]
+        for char in self._decoder.decode(data):
+            self._out_handlers[self._out_state](char)
+        if (
+            self._phase is _Phase.EDITING
+            and not self._echo_seen
+            and not self.full_screen
+            and self._line_text()
+        ):
+            self._echo_seen = True
+
+    def _note_output_time(self, now: float) -> None:
+        if self._keys_since_output or self._redraw_expected:
+            self._answer_until = now + ANSWER_BURST_S
+            self._redraw_expected = False
+        elif (
+            self._phase is _Phase.EDITING
+            and not self.full_screen
+            and (self._answer_until is None or now > self._answer_until)
+        ):
+            self._unsolicited = True
+
+    def _skip_to(self, data: bytes, newline: int) -> None:
+        """Bulk output: only what follows the last line feed can be on the current row.
+        Switches of the alternate screen in the skipped part still count."""
+        toggles = _ALT_SCREEN_BYTES.findall(data, 0, newline)
+        if toggles:
+            self.full_screen = toggles[-1] == b"h"
+        self._decoder.reset()
+        self._out_state = _Out.GROUND
+        self._sequence = ""
+        if not self.full_screen:
+            self._rows.reset()
+
+    def _out_ground(self, char: str) -> None:
+        if char == "\x1b":
+            self._out_state = _Out.ESCAPE
+            self._sequence = ""
+        elif self.full_screen:
+            return
+        elif char >= " " and char != "\x7f":
+            self._rows.put(char)
+        elif char == "\r":
+            self._rows.carriage_return()
+        elif char in "\n\x0b\x0c":
+            self._rows.line_feed()
+        elif char == "\b":
+            self._rows.backspace()
+        elif char == "\t":
+            self._rows.tab()
+
+    def _out_escape(self, char: str) -> None:
+        self._out_state = _Out.GROUND
+        if char == "[":
+            self._out_state = _Out.CSI
+        elif char in "]PX^_":
+            self._out_state = _Out.STRING
+        elif char in " #%()*+-./":
+            self._out_state = _Out.ESCAPE  # an intermediate byte: the next one ends it
+        elif self.full_screen:
+            return
+        elif char == "7":
+            self._rows.saved = (self._rows.row, self._rows.col)
+        elif char == "8":
+            row, col = self._rows.saved
+            self._rows.row = min(row, len(self._rows.rows) - 1)
+            self._rows.column(col)
+        elif char == "M":
+            self._rows.up(1)
+        elif char in "DE":
+            self._rows.line_feed()
+            if char == "E":
+                self._rows.carriage_return()
+        elif char == "c":
+            self._rows.reset()
+
+    def _out_csi(self, char: str) -> None:
+        if "\x40" <= char <= "\x7e":
+            self._out_state = _Out.GROUND
+            self._csi(self._sequence, char)
+        elif char == "\x1b":
+            self._out_state = _Out.ESCAPE
+        elif len(self._sequence) < MAX_SEQUENCE_CHARS:
+            self._sequence += char
+        else:
+            self._out_state = _Out.GROUND
+
+    def _out_string(self, char: str) -> None:
+        if char == "\x07":
+            self._out_state = _Out.GROUND
+        elif char == "\x1b":
+            self._out_state = _Out.STRING_ESCAPE
+
+    def _out_string_escape(self, char: str) -> None:
+        self._out_state = _Out.GROUND if char == "\\" else _Out.STRING
+
+    def _csi(self, parameters: str, final: str) -> None:
+        if parameters.startswith("?"):
+            if final in "hl":
+                modes = parameters[1:].split(";")
+                if _ALT_SCREEN_MODES.intersection(modes):
+                    self.full_screen = final == "h"
+                if "2004" in modes:
+                    self.bracketed_paste = final == "h"
+            return
+        if self.full_screen or not re.fullmatch(r"[0-9;]*", parameters):
+            return
+        numbers = [int(part) if part else 0 for part in parameters.split(";")]
+        first = numbers[0] if numbers else 0
+        count = max(1, first)
+        rows = self._rows
+        handlers = {
+            "K": lambda: rows.erase_line(first),
+            "J": lambda: rows.erase_display(first),
+            "A": lambda: rows.up(count),
+            "B": lambda: rows.down(count),
+            "C": lambda: rows.forward(count),
+            "D": lambda: rows.back(count),
+            "G": lambda: rows.column(count - 1),
+            "@": lambda: rows.insert_blanks(count),
+            "P": lambda: rows.delete_chars(count),
+            "X": lambda: rows.erase_chars(count),
+            "H": lambda: rows.reset(max(1, numbers[1] if len(numbers) > 1 else 1) - 1),
+            "f": lambda: rows.reset(max(1, numbers[1] if len(numbers) > 1 else 1) - 1),
+        }
+        handler = handlers.get(final)
+        if handler is not None:
+            handler()
+
+    # -- input
+    def feed_input(self, data: bytes) -> list[InputEvent]:
+        """Bytes the user typed, parsed up to the first Enter, as events in order: `Forward`
+        (send now), `Paste` (a whole bracketed paste: hold it, and every event after it, until
+        it is judged) and at most one `Enter`, last.
+
+        Bytes after an Enter are not looked at: they come back in `Enter.rest`. While the
+        Enter is held, `current_line()` may be read again as output arrives (with
+        `settled=True` once the output went quiet); once the Enter was forwarded or dropped,
+        call `line_finished()`, then feed `rest`.
+        """
+        events: list[InputEvent] = []
+        pending = bytearray()
+        for index in range(len(data)):
+            byte = data[index : index + 1]
+            outcome = self._in_handlers[self._in_state](byte)
+            if outcome is _KeyOutcome.FORWARD:
+                pending += self._take_held() + byte
+            elif outcome is _KeyOutcome.KEEP:
+                continue
+            elif outcome is _KeyOutcome.PASTE_DONE:
+                if pending:
+                    events.append(Forward(bytes(pending)))
+                    pending.clear()
+                events.append(self._finish_paste())
+            elif outcome is _KeyOutcome.ENTER:
+                pending += self._take_held()
+                if pending:
+                    events.append(Forward(bytes(pending)))
+                rest = data[index + 1 :]
+                events.append(Enter(self.current_line(), byte, rest, _paste_text(rest)))
+                return events
+        if self.full_screen and self._held:
+            pending += self._take_held()
+        if pending:
+            events.append(Forward(bytes(pending)))
+        return events
+
+    def _take_held(self) -> bytes:
+        held, self._held = bytes(self._held), bytearray()
+        return held
+
+    def _in_ground(self, byte: bytes) -> _KeyOutcome:
+        if byte == b"\x1b":
+            self._in_state = _In.ESCAPE
+            self._held = bytearray(byte) if not self.full_screen else bytearray()
+            return _KeyOutcome.KEEP if not self.full_screen else _KeyOutcome.FORWARD
+        if byte in ENTER_KEYS:
+            return _KeyOutcome.ENTER
+        if byte in CANCEL_KEYS:
+            self._after_enter()
+            return _KeyOutcome.FORWARD
+        self._note_key()
+        return _KeyOutcome.FORWARD
+
+    def _in_escape(self, byte: bytes) -> _KeyOutcome:
+        self._in_state = {b"[": _In.CSI, b"O": _In.SS3}.get(byte, _In.GROUND)
+        self._note_key()
+        return self._hold_if_paste_start(byte)
+
+    def _in_csi(self, byte: bytes) -> _KeyOutcome:
+        if 0x40 <= byte[0] <= 0x7E:
+            self._in_state = _In.GROUND
+            if bytes(self._held) + byte == PASTE_START:
+                self._held = bytearray()
+                self._in_state = _In.PASTE
+                self._paste = bytearray(PASTE_START)
+                return _KeyOutcome.KEEP
+        return self._hold_if_paste_start(byte)
+
+    def _in_ss3(self, byte: bytes) -> _KeyOutcome:
+        self._in_state = _In.GROUND
+        return _KeyOutcome.FORWARD
+
+    def _in_paste(self, byte: bytes) -> _KeyOutcome:
+        self._paste += byte
+        if self._paste.endswith(PASTE_END) or len(self._paste) > MAX_PASTE_BYTES:
+            self._in_state = _In.GROUND
+            return _KeyOutcome.PASTE_DONE
+        return _KeyOutcome.KEEP
+
+    def _hold_if_paste_start(self, byte: bytes) -> _KeyOutcome:
+        """Keep an escape sequence back only while it may still become a paste start."""
+        if self._held and PASTE_START.startswith(bytes(self._held) + byte):
+            self._held += byte
+            return _KeyOutcome.KEEP
+        return _KeyOutcome.FORWARD
+
+    def _finish_paste(self) -> Paste:
+        data = bytes(self._paste)
+        self._paste = bytearray()
+        body = data[len(PASTE_START) :]
+        body = body.removesuffix(PASTE_END)
+        text = _paste_text(body) or ""
+        combined = self._combined(text)
+        self._note_key()
+        return Paste(text, combined, data, self.full_screen)
+
+    def _note_key(self) -> None:
+        if self._phase is _Phase.WAITING:
+            self._start_editing()
+        self._typed = True
+        self._keys_since_output += 1
+
+    def _start_editing(self) -> None:
+        """The first key after an Enter: the row up to the cursor is the prompt."""
+        rows = self._rows
+        self._phase = _Phase.EDITING
+        self._prompt_row = rows.dropped + rows.row
+        self._prompt_col = rows.col
+        self._prompt = "".join(rows.rows[rows.row].cells[: rows.col])
+        self._typed = False
+        self._echo_seen = False
+        self._unsolicited = False
+
+    def line_finished(self) -> None:
+        """Call once the held Enter was forwarded or the line dropped: output from here on is
+        the command's (or a fresh prompt), and the next key starts a new line."""
+        self._after_enter()
+
+    def _after_enter(self) -> None:
+        self._phase = _Phase.WAITING
+        self._keys_since_output = 0
+
+    # -- reading the line
+    def current_line(self, *, settled: bool = False) -> CommandLine:
+        """The line as it stands now, prompt removed. While an Enter is held it may be read
+        again as output arrives; `settled=True` says the caller waited and the output went
+        quiet, so keys that still show nothing were not echoed (a password, `stty -echo`)."""
+        if self.full_screen:
+            return CommandLine("", "", False, "a full-screen program is active", True)
+        if self._phase is _Phase.WAITING:
+            self._start_editing()
+        text, certain, reason = self._located_text()
+        password = bool(_PASSWORD_PROMPT.search(self._prompt))
+        echoed = True
+        if (
+            self._typed
+            and not self._echo_seen
+            and not text
+            and (settled or not self._keys_since_output)
+        ):
+            echoed = False
+            certain, reason = False, "keys were typed but the terminal showed nothing (echo off)"
+        elif self._keys_since_output and not settled:
+            certain, reason = False, "keys were sent that the terminal has not shown yet"
+        elif self._unsolicited:
+            certain, reason = (
+                False,
+                (
+                    "output no key asked for arrived while the line was typed (a background "
+                    "program?): the screen may not show what the shell holds"
+                ),
+            )
+        return CommandLine(text, self._prompt, certain, reason, False, echoed, password)
+
+    def _line_text(self) -> str:
+        return self._located_text()[0]
+
+    def _located_text(self) -> tuple[str, bool, str]:
+        rows = self._rows
+        index = self._prompt_row - rows.dropped
+        if (
+            0 <= index < len(rows.rows)
+            and "".join(rows.rows[index].cells[: self._prompt_col]) == self._prompt
+        ):
+            return rows.text_from(index, self._prompt_col), True, ""
+        current = rows.rows[rows.row].text()
+        search = _REVERSE_SEARCH.match(current)
+        if search:
+            return search.group(1).rstrip(), True, ""
+        prompt = self._prompt.rstrip()
+        for candidate in range(len(rows.rows) - 1, -1, -1):
+            row_text = "".join(rows.rows[candidate].cells)
+            if prompt and row_text.startswith(self._prompt):
+                return rows.text_from(candidate, len(self._prompt)), True, ""
+        start = rows.row
+        while start > 0 and rows.rows[start].wrapped:
+            start -= 1
+        return rows.text_from(start, 0), False, "the prompt is no longer on the screen"
+
+    def _combined(self, pasted: str) -> str:
+        """The current line with `pasted` put in at the cursor."""
+        text, _, _ = self._located_text()
+        rows = self._rows
+        index = self._prompt_row - rows.dropped
+        if self._phase is _Phase.EDITING and 0 <= index <= rows.row:
+            cut = (rows.row - index) * rows.columns + rows.col - self._prompt_col
+            if cut >= 0:
+                before = text[:cut].ljust(cut)
+                return before + pasted + text[cut:]
+        return text + pasted
+
+
+class _KeyOutcome(enum.Enum):
+    FORWARD = "forward"
+    KEEP = "keep"  # held back for now (part of a possible paste start, or of a paste)
+    ENTER = "enter"
+    PASTE_DONE = "paste-done"
+
+
+def _paste_text(data: bytes) -> str | None:
+    """Text of input that holds a line end followed by more: several lines sent at once."""
+    text = data.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
+    return text if text.strip("\n") else None

@@ -1,0 +1,876 @@
+"""Rules -> verdict: who may run what where, decided in order, first match wins. Pure.
+
+The gateway config's `[[rules]]` table becomes `Rule` objects here, validated whole, with errors
+that name the rule, the key and what is wrong. A rule matches on who (users, groups, service
+accounts), where (targets) and what (`shell` globs over each simple command, `exec` globs over
+an exec request's whole command string, `sql` statement classes) and gives an action: allow,
+deny (with a message) or review (approver groups, approvals needed, a timeout).
+
+Uncertainty is never allowed silently. A simple command whose program is unknown (`$X -rf /`)
+gets the `[policy] unparsable` action (review or deny); so does a command that only *may*
+match a deny rule, depending on what a variable or glob expands to (`rm $F` against
+`rm -rf *`). A `review` rule that may match still holds for review. An `allow` rule only
+allows what it matches for every possible expansion.
+
+Just-in-time access (`jit = true` on a target) is decided by `may_start_session`, given the
+live grants and the time, which the caller passes in.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any, Protocol
+
+from proxy.config import ConfigError
+from proxy.line_detector import CommandLine
+from proxy.shell import (
+    LineResult,
+    OptionsFirst,
+    Piece,
+    SimpleCommand,
+    Unparsable,
+    analyse_line,
+    analyse_paste,
+)
+
+DEFAULT_REVIEW_TIMEOUT = "10m"
+MAX_REVIEW_TIMEOUT_SECONDS = 7 * 24 * 3600
+
+
+class Action(enum.Enum):
+    ALLOW = "allow"
+    REVIEW = "review"
+    DENY = "deny"
+
+    @property
+    def severity(self) -> int:
+        return _SEVERITY[self]
+
+
+_SEVERITY = {Action.ALLOW: 0, Action.REVIEW: 1, Action.DENY: 2}
+
+
+class Basis(enum.Enum):
+    """Why a verdict came out the way it did, for the user's message and the audit log."""
+
+    RULE = "rule"  # a rule matched
+    MAY_MATCH = "may-match"  # a restricting rule matches for some values of an expansion
+    OPAQUE = "opaque"  # the program is only known at run time
+    UNPARSABLE = "unparsable"  # the parser could not read the line
+    DEFAULT = "default"  # no rule matched
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is asking. Groups come from the identity source (config or LDAP)."""
+
+    name: str
+    groups: frozenset[str] = frozenset()
+    service_account: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    """How a hold is decided: distinct approvals from members of `approvers` within a time."""
+
+    approvers: tuple[str, ...]
+    approvals: int
+    timeout_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The decision for one request. `command` is the simple command (as the user reads it)
+    that caused a deny or review; `rule` is None when a default decided."""
+
+    action: Action
+    basis: Basis
+    message: str
+    rule: str | None = None
+    command: str | None = None
+    review: Review | None = None
+
+    @property
+    def approvers(self) -> tuple[str, ...]:
+        return self.review.approvers if self.review else ()
+
+    @property
+    def approvals(self) -> int:
+        return self.review.approvals if self.review else 0
+
+    @property
+    def timeout_seconds(self) -> int | None:
+        return self.review.timeout_seconds if self.review else None
+
+    def describe(self) -> str:
+        """One line for a person: `deny by rule no-recursive-delete: rm -rf / (...)`."""
+        by = {
+            Basis.DEFAULT: "no rule matched",
+            Basis.UNPARSABLE: "the line cannot be parsed",
+            Basis.OPAQUE: "the program is unknown until it runs",
+        }.get(self.basis, "")
+        text = f"{self.action.value} by rule {self.rule}" if self.rule else self.action.value
+        if by and not self.rule:
+            text += f" ({by})"
+        if self.command:
+            text += f": {self.command}"
+        if self.message:
+            text += f" ({self.message})"
+        return text
+
+
+# ---------------------------------------------------------------------------------------------
+# Glob matching with unknown pieces
+
+
+class Match(enum.Enum):
+    NEVER = "never"
+    SOMETIMES = "sometimes"  # for some values of the unknown pieces
+    ALWAYS = "always"  # whatever the unknown pieces turn out to be
+
+
+@dataclass(frozen=True, slots=True)
+class _CharClass:
+    chars: frozenset[str]
+    ranges: tuple[tuple[str, str], ...]
+    negated: bool
+
+    def contains(self, char: str) -> bool:
+        inside = char in self.chars or any(low <= char <= high for low, high in self.ranges)
+        return inside != self.negated
+
+
+class _Star(enum.Enum):
+    STAR = "*"
+
+
+class _AnyChar(enum.Enum):
+    ONE = "?"
+
+
+_Token = str | _CharClass | _Star | _AnyChar
+MAX_CONFIGURATIONS = 512
+MAX_CACHED_STATE_SETS = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Glob:
+    """A shell-style glob (`*`, `?`, `[...]`, `\\x` escapes) matched against a whole text
+    whose pieces may be UNKNOWN. Runs of blanks in the pattern count as one space."""
+
+    pattern: str
+    tokens: tuple[_Token, ...]
+    alphabet: frozenset[str]  # one character per class of characters the pattern tells apart
+    prefix: str  # the literal text every match starts with: most subjects fail on it at once
+    # What any string can lead to from one set of states: computed once per set, so a line
+    # full of `$X` words costs no more than a line with one.
+    _reachable: dict[frozenset[int], frozenset[frozenset[int]] | None] = field(
+        default_factory=dict, compare=False, hash=False, repr=False
+    )
+
+    @staticmethod
+    def compile(pattern: str) -> Glob:
+        normalised = " ".join(pattern.split())
+        tokens = _glob_tokens(normalised)
+        alphabet: set[str] = set()
+        for token in tokens:
+            if isinstance(token, str):
+                alphabet.add(token)
+            elif isinstance(token, _CharClass):
+                alphabet.update(token.chars)
+                for low, high in token.ranges:
+                    alphabet.update((low, high))
+        alphabet.add(_fresh_char(tokens))
+        prefix = ""
+        for token in tokens:
+            if not isinstance(token, str):
+                break
+            prefix += token
+        return Glob(normalised, tokens, frozenset(alphabet), prefix)
+
+    def match_text(self, text: str) -> bool:
+        return self.match((text,)) is Match.ALWAYS
+
+    def match(self, subject: Sequence[Piece]) -> Match:
+        """Run the pattern's automaton over the subject. An UNKNOWN piece may be any string,
+        so it turns one set of states into the sets reachable by every string; the answer is
+        ALWAYS if every such set accepts, SOMETIMES if some do."""
+        head = subject[0] if subject and isinstance(subject[0], str) else ""
+        overlap = min(len(head), len(self.prefix))
+        if head[:overlap] != self.prefix[:overlap]:
+            return Match.NEVER
+        configurations: set[frozenset[int]] = {self._closure({0})}
+        for piece in subject:
+            if isinstance(piece, str):
+                configurations = {self._step_text(states, piece) for states in configurations}
+            else:
+                reachable = self._any_string(configurations)
+                if reachable is None:
+                    return Match.SOMETIMES
+                configurations = reachable
+        end = len(self.tokens)
+        accepting = [end in states for states in configurations]
+        if all(accepting):
+            return Match.ALWAYS
+        return Match.SOMETIMES if any(accepting) else Match.NEVER
+
+    def _closure(self, states: Iterable[int]) -> frozenset[int]:
+        result = set(states)
+        pending = list(result)
+        while pending:
+            state = pending.pop()
+            if state < len(self.tokens) and self.tokens[state] is _Star.STAR:
+                following = state + 1
+                if following not in result:
+                    result.add(following)
+                    pending.append(following)
+        return frozenset(result)
+
+    def _step(self, states: frozenset[int], char: str) -> frozenset[int]:
+        following: set[int] = set()
+        for state in states:
+            if state >= len(self.tokens):
+                continue
+            token = self.tokens[state]
+            if token is _Star.STAR:
+                following.add(state)
+            elif (
+                token is _AnyChar.ONE
+                or (isinstance(token, str) and token == char)
+                or (isinstance(token, _CharClass) and token.contains(char))
+            ):
+                following.add(state + 1)
+        return self._closure(following)
+
+    def _step_text(self, states: frozenset[int], text: str) -> frozenset[int]:
+        for char in text:
+            if not states:
+                break
+            states = self._step(states, char)
+        return states
+
+    def _any_string(self, start: set[frozenset[int]]) -> set[frozenset[int]] | None:
+        result: set[frozenset[int]] = set()
+        for states in start:
+            reachable = self._reachable_from(states)
+            if reachable is None:
+                return None
+            result.update(reachable)
+            if len(result) > MAX_CONFIGURATIONS:
+                return None
+        return result
+
+    def _reachable_from(self, states: frozenset[int]) -> frozenset[frozenset[int]] | None:
+        if states in self._reachable:
+            return self._reachable[states]
+        seen = {states}
+        pending = [states]
+        complete = True
+        while pending and complete:
+            current = pending.pop()
+            for char in self.alphabet:
+                following = self._step(current, char)
+                if following not in seen:
+                    seen.add(following)
+                    pending.append(following)
+            complete = len(seen) <= MAX_CONFIGURATIONS
+        result = frozenset(seen) if complete else None
+        if len(self._reachable) < MAX_CACHED_STATE_SETS:
+            self._reachable[states] = result
+        return result
+
+
+def _glob_tokens(pattern: str) -> tuple[_Token, ...]:
+    tokens: list[_Token] = []
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\" and index + 1 < len(pattern):
+            tokens.append(pattern[index + 1])
+            index += 2
+        elif char == "*":
+            if not tokens or tokens[-1] is not _Star.STAR:
+                tokens.append(_Star.STAR)
+            index += 1
+        elif char == "?":
+            tokens.append(_AnyChar.ONE)
+            index += 1
+        elif char == "[":
+            parsed = _char_class(pattern, index)
+            if parsed is None:
+                tokens.append("[")
+                index += 1
+            else:
+                token, index = parsed
+                tokens.append(token)
+        else:
+            tokens.append(char)
+            index += 1
+    return tuple(tokens)
+
+
+def _char_class(pattern: str, start: int) -> tuple[_CharClass, int] | None:
+    index = start + 1
+    negated = index < len(pattern) and pattern[index] in "!^"
+    if negated:
+        index += 1
+    chars: set[str] = set()
+    ranges: list[tuple[str, str]] = []
+    first = True
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "]" and not first:
+            return _CharClass(frozenset(chars), tuple(ranges), negated), index + 1
+        if index + 2 < len(pattern) and pattern[index + 1] == "-" and pattern[index + 2] != "]":
+            ranges.append((char, pattern[index + 2]))
+            index += 3
+        else:
+            chars.add(char)
+            index += 1
+        first = False
+    return None
+
+
+def _fresh_char(tokens: Sequence[_Token]) -> str:
+    """A character no literal or class of the pattern names: it stands for all the others."""
+
+    def named(candidate: str) -> bool:
+        return any(
+            (isinstance(token, str) and token == candidate)
+            or (isinstance(token, _CharClass) and token.contains(candidate) != token.negated)
+            for token in tokens
+        )
+
+    return next(c for c in ("\x00", "\x01", "\x02", "\ufffd", "\U0010fffd") if not named(c))
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One `[[rules]]` entry. Empty who/where lists mean everyone/everywhere; a rule without
+    `shell`, `exec` or `sql` matches every request of those callers on those targets."""
+
+    index: int
+    name: str
+    action: Action
+    message: str = ""
+    users: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    service_accounts: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
+    shell: tuple[Glob, ...] = ()
+    shell_options: tuple[OptionsPattern, ...] = ()  # deny and review: any option spelling
+    exec: tuple[Glob, ...] = ()
+    sql: frozenset[str] = frozenset()
+    review: Review | None = None
+
+    @property
+    def catch_all(self) -> bool:
+        return not (self.shell or self.exec or self.sql)
+
+    def applies_to(self, caller: Caller, target: str) -> bool:
+        return self._who(caller) and (
+            not self.targets or any(fnmatchcase(target, pattern) for pattern in self.targets)
+        )
+
+    def _who(self, caller: Caller) -> bool:
+        if not (self.users or self.groups or self.service_accounts):
+            return True
+        if _listed(caller.name, self.users):
+            return True
+        if caller.service_account and _listed(caller.name, self.service_accounts):
+            return True
+        return any(_listed(group, self.groups) for group in caller.groups)
+
+
+def _listed(name: str, names: Sequence[str]) -> bool:
+    return "*" in names or name in names
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The rules in order, and what happens when none matches or a line cannot be read."""
+
+    rules: tuple[Rule, ...] = ()
+    default: Action = Action.ALLOW
+    unparsable: Action = Action.REVIEW
+    review: Review = Review((), 1, 600)  # for holds that no rule asked for
+
+    def rule(self, name: str) -> Rule | None:
+        return next((rule for rule in self.rules if rule.name == name), None)
+
+
+_RULE_KEYS = frozenset(
+    {
+        "name",
+        "users",
+        "groups",
+        "service_accounts",
+        "targets",
+        "shell",
+        "exec",
+        "sql",
+        "action",
+        "message",
+        "approvers",
+        "approvals",
+        "timeout",
+    }
+)
+_POLICY_KEYS = frozenset({"default", "unparsable", "approvers", "approvals", "timeout"})
+_TIMEOUT_PART = re.compile(r"(\d+)([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_timeout(value: object) -> int:
+    """Seconds from `"10m"`, `"1h30m"`, `"45s"`, `"2d"` or a bare integer of seconds."""
+    if isinstance(value, bool):
+        raise ValueError('must be a duration such as "10m", "1h30m" or 600 (seconds)')
+    if isinstance(value, int):
+        seconds = value
+    elif isinstance(value, str) and value.strip():
+        text = value.strip().replace(" ", "")
+        if text.isdigit():
+            seconds = int(text)
+        else:
+            parts = _TIMEOUT_PART.findall(text)
+            if "".join(number + unit for number, unit in parts) != text:
+                raise ValueError(
+                    f'{value!r} is not a duration: use digits with s, m, h or d, e.g. "10m"'
+                )
+            seconds = sum(int(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+    else:
+        raise ValueError('must be a duration such as "10m", "1h30m" or 600 (seconds)')
+    if seconds <= 0:
+        raise ValueError("must be longer than zero")
+    if seconds > MAX_REVIEW_TIMEOUT_SECONDS:
+        raise ValueError("must be at most 7 days (7d)")
+    return seconds
+
+
+def parse_policy(raw: Mapping[str, Any], path: Path | str) -> Policy:
+    """The `[policy]` table and `[[rules]]` of a parsed config file, validated whole."""
+    section = raw.get("policy", {})
+    if not isinstance(section, dict):
+        raise ConfigError(path, "policy", "must be a table ([policy])")
+    for key in section:
+        if key not in _POLICY_KEYS:
+            raise ConfigError(path, f"policy.{key}", f"unknown key (known: {_known(_POLICY_KEYS)})")
+    default = _action(section.get("default", "allow"), path, "policy.default")
+    unparsable = _action(section.get("unparsable", "review"), path, "policy.unparsable")
+    if unparsable is Action.ALLOW:
+        raise ConfigError(
+            path,
+            "policy.unparsable",
+            'must be "review" or "deny": lines the gateway cannot read are never allowed unseen',
+        )
+    review = _review(section, path, "policy", approvers_required=False)
+    assert review is not None
+    rules = parse_rules(raw.get("rules", []), path)
+    return Policy(rules, default, unparsable, review)
+
+
+def parse_rules(raw_rules: object, path: Path | str) -> tuple[Rule, ...]:
+    """`[[rules]]` as tomllib gives it (a list of tables) -> rules, in order."""
+    if not isinstance(raw_rules, list):
+        raise ConfigError(path, "rules", "must be an array of tables ([[rules]])")
+    rules: list[Rule] = []
+    names: dict[str, int] = {}
+    for index, entry in enumerate(raw_rules, start=1):
+        rule = _parse_rule(entry, index, path)
+        if rule.name in names:
+            raise ConfigError(
+                path,
+                _rule_key(index, rule.name, "name"),
+                f"the name is already used by rule #{names[rule.name]}; names must be unique "
+                "because verdicts and the audit log refer to them",
+            )
+        names[rule.name] = index
+        rules.append(rule)
+    return tuple(rules)
+
+
+def _parse_rule(entry: object, index: int, path: Path | str) -> Rule:
+    if not isinstance(entry, dict):
+        raise ConfigError(path, f"rules #{index}", "must be a table ([[rules]])")
+    raw_name = entry.get("name", f"rule-{index}")
+    if not isinstance(raw_name, str) or not raw_name.strip():
+        raise ConfigError(path, _rule_key(index, None, "name"), "must be a non-empty string")
+    name = raw_name.strip()
+
+    def key(field: str) -> str:
+        return _rule_key(index, name, field)
+
+    for entry_key in entry:
+        if entry_key not in _RULE_KEYS:
+            raise ConfigError(path, key(entry_key), f"unknown key (known: {_known(_RULE_KEYS)})")
+    if "action" not in entry:
+        raise ConfigError(path, key("action"), 'missing: say "allow", "deny" or "review"')
+    action = _action(entry["action"], path, key("action"))
+    message = entry.get("message", "")
+    if not isinstance(message, str):
+        raise ConfigError(path, key("message"), "must be a string")
+    if action is not Action.REVIEW:
+        for field in ("approvers", "approvals", "timeout"):
+            if field in entry:
+                raise ConfigError(path, key(field), 'only means something with action = "review"')
+    review = (
+        _review(entry, path, f"rules #{index} ({name})", approvers_required=True)
+        if (action is Action.REVIEW)
+        else None
+    )
+    sql = _strings(entry, "sql", path, key("sql"))
+    for class_name in sql:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", class_name):
+            raise ConfigError(
+                path, key("sql"), f"{class_name!r} is not a statement class name (lower_snake)"
+            )
+    shell_patterns = _patterns(entry, "shell", path, key("shell"))
+    return Rule(
+        index=index,
+        name=name,
+        action=action,
+        message=message.strip(),
+        users=_strings(entry, "users", path, key("users")),
+        groups=_strings(entry, "groups", path, key("groups")),
+        service_accounts=_strings(entry, "service_accounts", path, key("service_accounts")),
+        targets=_strings(entry, "targets", path, key("targets")),
+        shell=tuple(Glob.compile(p) for p in shell_patterns),
+        shell_options=tuple(
+            form
+            for form in (OptionsPattern.compile(p) for p in shell_patterns)
+            if form is not None and action is not Action.ALLOW
+        ),
+        exec=tuple(Glob.compile(p) for p in _patterns(entry, "exec", path, key("exec"))),
+        sql=frozenset(sql),
+        review=review,
+    )
+
+
+_PATTERN_SHORT_OPTIONS = re.compile(r"-[A-Za-z0-9]+")
+_PATTERN_LONG_OPTION = re.compile(r"--[A-Za-z0-9][A-Za-z0-9_-]*(=[^*?\[\]\\]*)?")
+
+
+@dataclass(frozen=True, slots=True)
+class OptionsPattern:
+    """A restricting pattern read the way GNU getopt reads a command: it requires at least
+    its short option letters, in any spelling and position, and matches the rest (program,
+    sorted long options, operands in order) as a glob. So `rm -rf *` also meets `rm -r -f /`,
+    `rm -fr /`, `rm -rfv /` and `rm / -rf`."""
+
+    letters: frozenset[str]
+    rest: Glob
+
+    @staticmethod
+    def compile(pattern: str) -> OptionsPattern | None:
+        words = pattern.split()
+        letters: set[str] = set()
+        long_options: list[str] = []
+        operands: list[str] = []
+        ended = False
+        for word in words[1:]:
+            if ended:
+                operands.append(word)
+            elif word == "--":
+                ended = True
+            elif _PATTERN_SHORT_OPTIONS.fullmatch(word):
+                letters.update(word[1:])
+            elif _PATTERN_LONG_OPTION.fullmatch(word):
+                long_options.append(word)
+            else:
+                operands.append(word)
+        if not words or not letters:
+            return None
+        rest = " ".join([words[0], *sorted(long_options), *operands])
+        return OptionsPattern(frozenset(letters), Glob.compile(rest))
+
+    def match(self, command: OptionsFirst) -> Match:
+        if not self.letters <= command.letters:
+            return Match.NEVER
+        return self.rest.match(command.rest)
+
+
+def _rule_key(index: int, name: str | None, field: str) -> str:
+    return f"rules #{index} ({name}).{field}" if name else f"rules #{index}.{field}"
+
+
+def _known(keys: Collection[str]) -> str:
+    return ", ".join(sorted(keys))
+
+
+def _action(value: object, path: Path | str, key: str) -> Action:
+    try:
+        return Action(value)
+    except ValueError:
+        raise ConfigError(
+            path, key, f'{value!r} is not an action: say "allow", "deny" or "review"'
+        ) from None
+
+
+def _review(
+    table: Mapping[str, Any], path: Path | str, prefix: str, *, approvers_required: bool
+) -> Review:
+    approvers = _strings(table, "approvers", path, f"{prefix}.approvers")
+    if approvers_required and not approvers:
+        raise ConfigError(
+            path, f"{prefix}.approvers", 'a review needs approver groups, e.g. ["oncall"]'
+        )
+    approvals = table.get("approvals", 1)
+    if isinstance(approvals, bool) or not isinstance(approvals, int) or approvals < 1:
+        raise ConfigError(path, f"{prefix}.approvals", "must be a whole number, 1 or more")
+    if approvals > 16:
+        raise ConfigError(path, f"{prefix}.approvals", "must be at most 16")
+    try:
+        timeout = parse_timeout(table.get("timeout", DEFAULT_REVIEW_TIMEOUT))
+    except ValueError as exc:
+        raise ConfigError(path, f"{prefix}.timeout", str(exc)) from None
+    return Review(approvers, approvals, timeout)
+
+
+def _strings(table: Mapping[str, Any], field: str, path: Path | str, key: str) -> tuple[str, ...]:
+    value = table.get(field, [])
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise ConfigError(path, key, 'must be a list of non-empty strings, e.g. ["dev"]')
+    return tuple(value)
+
+
+def _patterns(table: Mapping[str, Any], field: str, path: Path | str, key: str) -> tuple[str, ...]:
+    value = table.get(field, [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(
+        isinstance(item, str) and item.strip() for item in value
+    ):
+        raise ConfigError(path, key, 'must be a glob string, or a list of them, e.g. "rm -rf *"')
+    return tuple(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Deciding
+
+
+def decide_shell(policy: Policy, caller: Caller, target: str, line: LineResult | str) -> Verdict:
+    """The verdict for one line typed into a shell: the most severe verdict of its simple
+    commands (the first of equals), each decided by the first rule that matches it."""
+    result = analyse_line(line) if isinstance(line, str) else line
+    if isinstance(result, Unparsable):
+        return _unparsable(policy, result)
+    return (
+        _worst(_decide_command(policy, caller, target, command) for command in result.commands)
+        or _NOTHING_RUNS
+    )
+
+
+def decide_paste(
+    policy: Policy, caller: Caller, target: str, lines: Sequence[LineResult]
+) -> Verdict:
+    """A multi-line paste (from `shell.analyse_paste`): the most severe verdict of its lines."""
+    return _worst(decide_shell(policy, caller, target, line) for line in lines) or _NOTHING_RUNS
+
+
+def decide_command_line(
+    policy: Policy, caller: Caller, target: str, line: CommandLine
+) -> Verdict | None:
+    """The verdict for a line read off the screen by the line detector, or None when there
+    is nothing to inspect: a full-screen program is active, or a secret was typed at what
+    looks like a password prompt. A line the screen cannot vouch for is unparsable."""
+    if line.full_screen:
+        return None
+    if not line.echoed and line.password_prompt:
+        return None
+    if not line.certain:
+        return _unparsable_message(policy, line.text or None, line.reason)
+    if "\n" in line.text:
+        return decide_paste(policy, caller, target, analyse_paste(line.text))
+    return decide_shell(policy, caller, target, line.text)
+
+
+def decide_exec(policy: Policy, caller: Caller, target: str, command: str) -> Verdict:
+    """An SSH exec request, inspected in full: the whole string against `exec` patterns, and
+    every simple command in it against `shell` patterns and catch-all rules; most severe wins."""
+    whole: Verdict | None = None
+    for rule in policy.rules:
+        if not rule.exec or not rule.applies_to(caller, target):
+            continue
+        verdict = _rule_verdict(policy, rule, [g.match((command,)) for g in rule.exec], command)
+        if verdict is not None:
+            whole = verdict
+            break
+    result = analyse_line(command, interactive=False)
+    if isinstance(result, Unparsable):
+        parts: Verdict | None = _unparsable(policy, result)
+    else:
+        parts = _worst(
+            _decide_command(policy, caller, target, simple) for simple in result.commands
+        )
+    return _worst(v for v in (whole, parts) if v is not None) or _default(policy)
+
+
+def decide_sql(
+    policy: Policy, caller: Caller, target: str, classes: Collection[str], statement: str = ""
+) -> Verdict:
+    """One SQL statement, given its classes (the PostgreSQL layer classifies): the first rule
+    whose `sql` classes intersect them, or a catch-all rule, decides."""
+    for rule in policy.rules:
+        if not rule.applies_to(caller, target) or rule.shell or rule.exec:
+            continue
+        if rule.catch_all or rule.sql.intersection(classes):
+            return _from_rule(rule, statement or None, Basis.RULE)
+    if "unparsable" in classes:
+        return _unparsable_message(policy, statement or None, "the SQL parser rejected it")
+    return _default(policy)
+
+
+def _decide_command(policy: Policy, caller: Caller, target: str, command: SimpleCommand) -> Verdict:
+    subject = command.subject()
+    options_first = command.options_first()
+    for rule in policy.rules:
+        if rule.exec and not rule.shell:
+            continue
+        if rule.sql and not rule.shell:
+            continue
+        if not rule.applies_to(caller, target):
+            continue
+        matches = [Match.ALWAYS] if rule.catch_all else [g.match(subject) for g in rule.shell]
+        if options_first is not None:
+            matches.extend(form.match(options_first) for form in rule.shell_options)
+        if command.opaque is not None and rule.action is Action.ALLOW:
+            continue  # an allow cannot vouch for a program nobody can name yet
+        verdict = _rule_verdict(policy, rule, matches, command.text)
+        if verdict is not None:
+            if command.opaque is not None and verdict.basis is Basis.MAY_MATCH:
+                return _unparsable_message(policy, command.text, command.opaque, Basis.OPAQUE)
+            return verdict
+    if command.opaque is not None:
+        return _unparsable_message(policy, command.text, command.opaque, basis=Basis.OPAQUE)
+    return _default(policy)
+
+
+def _rule_verdict(
+    policy: Policy, rule: Rule, matches: Sequence[Match], command: str
+) -> Verdict | None:
+    """The rule's verdict if it matches; a may-match of a restricting rule is uncertain."""
+    if Match.ALWAYS in matches:
+        return _from_rule(rule, command, Basis.RULE)
+    if Match.SOMETIMES in matches and rule.action is not Action.ALLOW:
+        if rule.action is Action.REVIEW:
+            return _from_rule(rule, command, Basis.MAY_MATCH)
+        why = f"it may match rule {rule.name}, depending on what the shell expands"
+        verdict = _unparsable_message(policy, command, why, basis=Basis.MAY_MATCH)
+        return Verdict(
+            verdict.action, Basis.MAY_MATCH, verdict.message, rule.name, command, verdict.review
+        )
+    return None
+
+
+def _from_rule(rule: Rule, command: str | None, basis: Basis) -> Verdict:
+    if rule.action is Action.DENY:
+        message = rule.message or f"denied by rule {rule.name}"
+    elif rule.action is Action.REVIEW:
+        assert rule.review is not None
+        message = rule.message or f"needs approval from {', '.join(rule.review.approvers)}"
+    else:
+        message = rule.message
+    if basis is Basis.MAY_MATCH:
+        message += " (it may match, depending on what the shell expands)"
+    return Verdict(rule.action, basis, message, rule.name, command, rule.review)
+
+
+def _unparsable(policy: Policy, result: Unparsable) -> Verdict:
+    return _unparsable_message(policy, result.line, result.reason)
+
+
+def _unparsable_message(
+    policy: Policy, command: str | None, why: str, basis: Basis = Basis.UNPARSABLE
+) -> Verdict:
+    action = policy.unparsable
+    prefix = "denied" if action is Action.DENY else "needs review"
+    review = policy.review if action is Action.REVIEW else None
+    return Verdict(action, basis, f"{prefix}: {why}", None, command, review)
+
+
+def _default(policy: Policy) -> Verdict:
+    if policy.default is Action.ALLOW:
+        return Verdict(Action.ALLOW, Basis.DEFAULT, "")
+    review = policy.review if policy.default is Action.REVIEW else None
+    return Verdict(policy.default, Basis.DEFAULT, "no rule allows it", None, None, review)
+
+
+_NOTHING_RUNS = Verdict(Action.ALLOW, Basis.DEFAULT, "")  # an empty line or a comment
+
+
+def _worst(verdicts: Iterable[Verdict]) -> Verdict | None:
+    worst: Verdict | None = None
+    for verdict in verdicts:
+        if worst is None or verdict.action.severity > worst.action.severity:
+            worst = verdict
+            if worst.action is Action.DENY:
+                break
+    return worst
+
+
+# ---------------------------------------------------------------------------------------------
+# Just-in-time access
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """Time-boxed access for one user to one target. Times are seconds since the epoch."""
+
+    id: str
+    user: str
+    target: str
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SessionAccess:
+    """Whether a session may start; `grant` is the one it relies on (the session must end
+    when that grant expires or is revoked), None when the target needs no grant."""
+
+    allowed: bool
+    reason: str
+    grant: GrantLike | None = None
+
+
+class GrantLike(Protocol):
+    """Any grant record with these fields will do (the broker's own, or `Grant`)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def user(self) -> str: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def expires_at(self) -> float: ...
+
+
+def may_start_session(
+    user: str, target: str, *, requires_jit: bool, grants: Iterable[GrantLike], now: float
+) -> SessionAccess:
+    """A JIT target needs a live grant for this user and target; the longest-lived one is
+    used, so the session is not ended early when another grant would still cover it."""
+    if not requires_jit:
+        return SessionAccess(True, "the target does not require just-in-time access")
+    live = [
+        grant
+        for grant in grants
+        if grant.user == user and grant.target == target and grant.expires_at > now
+    ]
+    if not live:
+        return SessionAccess(
+            False,
+            f"{target} requires just-in-time access and {user} has no live grant: "
+            f"request one with `hoop-tui request {target} --for 1h --reason ...`",
+        )
+    grant = max(live, key=lambda item: item.expires_at)
+    return SessionAccess(True, f"grant {grant.id} is live", grant)
