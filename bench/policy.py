@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import os
 import pty
@@ -51,13 +52,20 @@ POLICY = parse_policy(
     "bench",
 )
 ALICE = Caller("alice", frozenset({"dev"}))
-LINES = [
-    "ls -la /tmp | grep -v cache | head -n 3",
-    'echo "$(date +%s)" && true',
-    "for i in 1 2 3; do echo $i; done",
-    "cat /etc/hostname; uname -s",
-    "sudo -n true 2>/dev/null || echo no-sudo",
-    "bash -c 'echo nested'",
+LINES = [  # {n} makes every line new, so no verdict comes from a cache
+    "ls -la /tmp/{n} | grep -v cache | head -n 3",
+    'echo "$(date +%s)" {n} && true',
+    "for i in 1 2 {n}; do echo $i; done",
+    "cat /etc/hostname /dev/null{n} 2>/dev/null; uname -s",
+    "sudo -n true {n} 2>/dev/null || echo no-sudo",
+    "bash -c 'echo nested {n}'",
+    # plain lines, the most common kind typed at a prompt
+    "ls -la /var/log/app{n}",
+    "tail -n 50 /var/log/syslog.{n}",
+    "systemctl status nginx-{n}",
+    "df -h /srv/{n}",
+    "id -u {n}",
+    "ps aux --sort=-rss",
 ]
 
 
@@ -96,6 +104,15 @@ class Bash:
             except TimeoutError:
                 return
 
+    async def prompt(self) -> None:
+        """Wait for bash's prompt after a command, so typing starts where a user's would."""
+        for _ in range(200):
+            if self.buffer.endswith(b"$ "):
+                return
+            self.output.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.output.wait(), 0.05)
+
     def close(self) -> None:
         asyncio.get_running_loop().remove_reader(self.master)
         os.close(self.master)
@@ -130,7 +147,8 @@ async def enter_delay(lines: int) -> tuple[list[float], list[float]]:
     bash.on_output = gate.output
     direct: list[float] = []
     for number in range(lines):
-        text = LINES[number % len(LINES)]
+        text = LINES[number % len(LINES)].format(n=number)
+        await bash.prompt()
         gate.input(text.encode())
         await bash.settle()
         entered_at = time.perf_counter()
@@ -138,6 +156,7 @@ async def enter_delay(lines: int) -> tuple[list[float], list[float]]:
         await bash.settle()
         # Baseline: the same line again, Enter written straight to bash.
         gate.detector.line_finished()
+        await bash.prompt()
         os.write(bash.master, text.encode())
         await bash.settle()
         bash.output.clear()

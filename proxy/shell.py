@@ -328,10 +328,40 @@ _TIME_KEYWORD = re.compile(r"(?:^|(?<=[;&|(\n]))([ \t]*)(time(?:[ \t]+-p)?)(?=[ 
 _DOUBLE_BRACKETS = re.compile(r"(?:^|(?<=[\s;&|(!]))\[\[(?=\s)|(?<=\s)\]\](?=$|[\s;&|)])")
 
 
+# A line of plain words: no quoting, expansion, globbing, redirection, operator or comment,
+# and no assignment or reserved word in command position. Most typed commands look like this.
+_PLAIN_WORD = r"[A-Za-z0-9_./:,+@%=-]+"
+_PLAIN_LINE = re.compile(rf"[ \t]*[A-Za-z0-9_./:,+@%-]+(?:[ \t]+{_PLAIN_WORD})*[ \t]*")
+_WORD_SPAN = re.compile(_PLAIN_WORD)
+_RESERVED = frozenset(
+    {
+        "if", "then", "else", "elif", "fi", "case", "esac", "for", "select", "while",
+        "until", "do", "done", "in", "function", "time", "coproc",
+    }
+)  # fmt: skip
+
+
+def _plain_command(source: str) -> list[Any] | None:
+    """The tree bashlex would build for a line of plain words, built directly: parsing is
+    most of a verdict's cost, and this is most lines. None when the line is not that simple."""
+    if not _PLAIN_LINE.fullmatch(source):
+        return None
+    words = [
+        bashlex.ast.node(kind="word", word=m.group(), pos=(m.start(), m.end()), parts=[])
+        for m in _WORD_SPAN.finditer(source)
+    ]
+    if words[0].word in _RESERVED:
+        return None
+    return [bashlex.ast.node(kind="command", parts=words, pos=(words[0].pos[0], words[-1].pos[1]))]
+
+
 def _parse(source: str) -> list[Any]:
     """bashlex, retried once with same-length rewrites of two constructs it does not support:
     the `time` keyword (blanked: what it times is still analysed) and `[[ ... ]]` (read as
     `[ ... ]`, which can only find extra commands, never hide one)."""
+    plain = _plain_command(source)
+    if plain is not None:
+        return plain
     try:
         return list(bashlex.parse(source))
     except NotImplementedError:

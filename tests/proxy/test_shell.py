@@ -405,3 +405,25 @@ def test_analyse_line_never_raises_on_shell_like_text(text: str) -> None:
 def test_analyse_paste_never_raises(text: str) -> None:
     for result in analyse_paste(text):
         assert isinstance(result, ShellAnalysis | Unparsable)
+
+
+_plain_words = st.from_regex(r"[A-Za-z0-9_./:,+@%=-]{1,12}", fullmatch=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    first=st.from_regex(r"[A-Za-z0-9_./:,+@%-]{1,12}", fullmatch=True),
+    rest=st.lists(_plain_words, max_size=6),
+    gaps=st.lists(st.sampled_from([" ", "  ", "\t", " \t"]), min_size=8, max_size=8),
+)
+def test_the_plain_line_shortcut_builds_what_bashlex_builds(first, rest, gaps):
+    """Lines of plain words skip bashlex; the tree must be the one bashlex would build."""
+    import bashlex
+
+    from proxy.shell import _plain_command
+
+    line = gaps[0] + first + "".join(g + w for g, w in zip(gaps[1:], rest, strict=False)) + gaps[-1]
+    fast = _plain_command(line)
+    if fast is None:  # a reserved word in command position takes the long way
+        return
+    assert [tree.dump() for tree in fast] == [tree.dump() for tree in bashlex.parse(line)]
