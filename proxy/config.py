@@ -1,18 +1,30 @@
 """The gateway configuration: one TOML file, read once, validated whole before anything starts.
 
 Errors name the file, the key and what is wrong, so a broken config never half-starts a gateway.
-Sections beyond `[gateway]` are added by the features that need them.
+Sections beyond `[gateway]` are added by the features that need them; `raw` keeps the whole
+parsed file for sections this module does not know. The reference is docs/configuration.md.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
+import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncssh
+
 DEFAULT_CONFIG_NAME = "gateway.toml"
+DEFAULT_SSH_LISTEN = "127.0.0.1:2222"
+DEFAULT_ENV_ALLOW = ("LANG", "LC_*")
+LOGIN_SEPARATOR = "+"
+FORWARDING_KINDS = ("local", "remote")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+DURATION_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
 class ConfigError(Exception):
@@ -26,12 +38,79 @@ class ConfigError(Exception):
         super().__init__(where + problem)
 
 
+@dataclass(frozen=True, slots=True)
+class UserConfig:
+    """A local user. A service account is key-only: an agent, never a person typing."""
+
+    name: str
+    password_hash: str | None = None
+    authorized_keys: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    service_account: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LdapConfig:
+    """Where LDAP users are checked: a bind as the user proves the password."""
+
+    url: str
+    user_dn: str
+    group_base: str | None = None
+    timeout: float = 5.0
+    start_tls: bool = False
+    bind_dn: str | None = None
+    bind_password_env: str | None = None
+
+    def dn_for(self, user: str) -> str:
+        return self.user_dn.replace("{user}", escape_dn_value(user))
+
+
+@dataclass(frozen=True, slots=True)
+class TargetConfig:
+    """A server the gateway logs in to with a credential only the gateway holds."""
+
+    name: str
+    protocol: str
+    host: str
+    port: int
+    user: str = ""
+    key_file: Path | None = None
+    password_env: str | None = None
+    host_key: str | None = None
+    groups: tuple[str, ...] = ()
+    forwarding: tuple[str, ...] = ()
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def allows(self, groups: tuple[str, ...] | frozenset[str]) -> bool:
+        """`*` in a target's groups admits every authenticated identity."""
+        return "*" in self.groups or any(group in self.groups for group in groups)
+
+
+@dataclass(frozen=True, slots=True)
+class SshSettings:
+    """The SSH listener of the gateway."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 2222
+    host_names: tuple[str, ...] = ()
+    idle_timeout: float | None = None
+    login_timeout: float = 60.0
+    env_allow: tuple[str, ...] = DEFAULT_ENV_ALLOW
+
+    def env_allowed(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.env_allow)
+
+
 @dataclass(slots=True)
 class GatewayConfig:
     path: Path
     data_dir: Path
     gateway_id: str
     raw: dict[str, Any]
+    ssh: SshSettings = field(default_factory=SshSettings)
+    users: dict[str, UserConfig] = field(default_factory=dict)
+    ldap: LdapConfig | None = None
+    targets: dict[str, TargetConfig] = field(default_factory=dict)
 
 
 def resolve_config_path(explicit: str | None) -> Path:
@@ -69,4 +148,307 @@ def load_config(path: Path) -> GatewayConfig:
     gateway_id = gateway.get("id", os.uname().nodename)
     if not isinstance(gateway_id, str) or not gateway_id:
         raise ConfigError(path, "gateway.id", "must be a non-empty string")
-    return GatewayConfig(path=path, data_dir=resolved, gateway_id=gateway_id, raw=raw)
+    reader = _Reader(path)
+    return GatewayConfig(
+        path=path,
+        data_dir=resolved,
+        gateway_id=gateway_id,
+        raw=raw,
+        ssh=reader.ssh_settings(gateway),
+        users=reader.users(raw.get("users", [])),
+        ldap=reader.ldap(raw.get("ldap")),
+        targets=reader.targets(raw.get("targets", [])),
+    )
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a string such as "90", "500ms", "10m", "1.5h"; ValueError if not."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := DURATION_PATTERN.match(value)):
+        seconds = float(match.group(1)) * DURATION_UNITS[match.group(2)]
+    else:
+        raise ValueError('expected a duration such as 30, "500ms", "10m" or "2h"')
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+def parse_host_port(value: str, default_port: int) -> tuple[str, int]:
+    """Split "host:port" (or "[v6]:port", or a bare host); ValueError if the port is bad."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep:
+        return value, default_port
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"bad port {port_text!r}")
+    return host, int(port_text)
+
+
+def escape_dn_value(value: str) -> str:
+    """Escape a value for use inside a DN (RFC 4514), so a user name cannot change the DN."""
+    out = []
+    for index, char in enumerate(value):
+        if char in ',+"\\<>;=' or (char == "#" and index == 0) or ord(char) < 32:
+            out.append(f"\\{ord(char):02x}" if ord(char) < 32 else "\\" + char)
+        elif char == " " and index in (0, len(value) - 1):
+            out.append("\\ ")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+class _Reader:
+    """Validates the sections one key at a time, naming the file and key in every error."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(self.path, key, problem)
+
+    def string(self, table: dict[str, Any], key: str, where: str, required: bool = False) -> str:
+        value = table.get(key)
+        if value is None:
+            if required:
+                raise self.error(f"{where}.{key}", "missing (a non-empty string is required)")
+            return ""
+        if not isinstance(value, str) or (required and not value):
+            raise self.error(f"{where}.{key}", "must be a non-empty string")
+        return value
+
+    def string_list(self, table: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
+        value = table.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self.error(f"{where}.{key}", "must be a list of non-empty strings")
+        return tuple(value)
+
+    def boolean(self, table: dict[str, Any], key: str, where: str, default: bool) -> bool:
+        value = table.get(key, default)
+        if not isinstance(value, bool):
+            raise self.error(f"{where}.{key}", "must be true or false")
+        return value
+
+    def duration(self, table: dict[str, Any], key: str, where: str) -> float | None:
+        if key not in table:
+            return None
+        try:
+            seconds = parse_duration(table[key])
+        except ValueError as exc:
+            raise self.error(f"{where}.{key}", str(exc)) from None
+        return seconds or None
+
+    def known_keys(self, table: dict[str, Any], allowed: set[str], where: str) -> None:
+        for key in table:
+            if key not in allowed:
+                raise self.error(
+                    f"{where}.{key}", f"unknown key (known: {', '.join(sorted(allowed))})"
+                )
+
+    def ssh_settings(self, gateway: dict[str, Any]) -> SshSettings:
+        listen = gateway.get("ssh_listen", DEFAULT_SSH_LISTEN)
+        if not isinstance(listen, str) or not listen:
+            raise self.error("gateway.ssh_listen", 'must be a string "host:port"')
+        try:
+            host, port = parse_host_port(listen, 2222)
+        except ValueError as exc:
+            raise self.error("gateway.ssh_listen", f'must be "host:port": {exc}') from None
+        host_names = self.string_list(gateway, "ssh_host_names", "gateway")
+        env_allow = gateway.get("env_allow", list(DEFAULT_ENV_ALLOW))
+        if not isinstance(env_allow, list) or not all(isinstance(v, str) for v in env_allow):
+            raise self.error("gateway.env_allow", "must be a list of variable names or globs")
+        login_timeout = self.duration(gateway, "login_timeout", "gateway") or 60.0
+        return SshSettings(
+            listen_host=host or "0.0.0.0",
+            listen_port=port,
+            host_names=host_names,
+            idle_timeout=self.duration(gateway, "idle_timeout", "gateway"),
+            login_timeout=login_timeout,
+            env_allow=tuple(env_allow),
+        )
+
+    def users(self, entries: object) -> dict[str, UserConfig]:
+        if not isinstance(entries, list):
+            raise self.error("users", "must be an array of tables ([[users]])")
+        users: dict[str, UserConfig] = {}
+        for index, entry in enumerate(entries):
+            where = f"users[{index}]"
+            if not isinstance(entry, dict):
+                raise self.error(where, "must be a table")
+            self.known_keys(
+                entry,
+                {"name", "password_hash", "authorized_keys", "groups", "service_account"},
+                where,
+            )
+            name = self.string(entry, "name", where, required=True)
+            if LOGIN_SEPARATOR in name or not NAME_PATTERN.match(name):
+                raise self.error(f"{where}.name", "may hold letters, digits, '.', '_' and '-' only")
+            if name in users:
+                raise self.error(f"{where}.name", f"user {name!r} is defined twice")
+            password_hash = self.string(entry, "password_hash", where) or None
+            if password_hash is not None and not password_hash.startswith("$scrypt$"):
+                raise self.error(
+                    f"{where}.password_hash", "is not a hash made by `hoop-tui hash-password`"
+                )
+            keys = self.string_list(entry, "authorized_keys", where)
+            for key_index, key in enumerate(keys):
+                try:
+                    asyncssh.import_authorized_keys(key)
+                except (ValueError, asyncssh.KeyImportError) as exc:
+                    raise self.error(
+                        f"{where}.authorized_keys[{key_index}]", f"not a public key: {exc}"
+                    ) from None
+            service = self.boolean(entry, "service_account", where, False)
+            if service and password_hash:
+                raise self.error(
+                    f"{where}.password_hash", "a service account logs in with keys only"
+                )
+            if service and not keys:
+                raise self.error(
+                    f"{where}.authorized_keys", "a service account needs at least one key"
+                )
+            users[name] = UserConfig(
+                name=name,
+                password_hash=password_hash,
+                authorized_keys=keys,
+                groups=self.string_list(entry, "groups", where),
+                service_account=service,
+            )
+        return users
+
+    def ldap(self, section: object) -> LdapConfig | None:
+        if section is None:
+            return None
+        if not isinstance(section, dict):
+            raise self.error("ldap", "must be a table ([ldap])")
+        self.known_keys(
+            section,
+            {
+                "url",
+                "user_dn",
+                "group_base",
+                "timeout",
+                "start_tls",
+                "bind_dn",
+                "bind_password_env",
+            },
+            "ldap",
+        )
+        url = self.string(section, "url", "ldap", required=True)
+        if not url.startswith(("ldap://", "ldaps://")):
+            raise self.error("ldap.url", 'must start with "ldap://" or "ldaps://"')
+        user_dn = self.string(section, "user_dn", "ldap", required=True)
+        if "{user}" not in user_dn:
+            raise self.error("ldap.user_dn", "must contain {user}, replaced by the login name")
+        return LdapConfig(
+            url=url,
+            user_dn=user_dn,
+            group_base=self.string(section, "group_base", "ldap") or None,
+            timeout=self.duration(section, "timeout", "ldap") or 5.0,
+            start_tls=self.boolean(section, "start_tls", "ldap", False),
+            bind_dn=self.string(section, "bind_dn", "ldap") or None,
+            bind_password_env=self.string(section, "bind_password_env", "ldap") or None,
+        )
+
+    def targets(self, entries: object) -> dict[str, TargetConfig]:
+        if not isinstance(entries, list):
+            raise self.error("targets", "must be an array of tables ([[targets]])")
+        targets: dict[str, TargetConfig] = {}
+        for index, entry in enumerate(entries):
+            where = f"targets[{index}]"
+            if not isinstance(entry, dict):
+                raise self.error(where, "must be a table")
+            name = self.string(entry, "name", where, required=True)
+            if LOGIN_SEPARATOR in name or not NAME_PATTERN.match(name):
+                raise self.error(f"{where}.name", "may hold letters, digits, '.', '_' and '-' only")
+            if name in targets:
+                raise self.error(f"{where}.name", f"target {name!r} is defined twice")
+            protocol = entry.get("protocol", "ssh")
+            if protocol not in ("ssh", "postgres"):
+                raise self.error(f"{where}.protocol", 'must be "ssh" or "postgres"')
+            host = self.string(entry, "host", where, required=True)
+            port = entry.get("port", 22 if protocol == "ssh" else 5432)
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+                raise self.error(f"{where}.port", "must be a port number (1-65535)")
+            groups = self.string_list(entry, "groups", where)
+            if not groups:
+                raise self.error(f"{where}.groups", 'must name who may use it (["*"] for everyone)')
+            if protocol == "ssh":
+                targets[name] = self.ssh_target(entry, where, name, host, port, groups)
+            else:
+                targets[name] = TargetConfig(
+                    name=name,
+                    protocol=protocol,
+                    host=host,
+                    port=port,
+                    user=self.string(entry, "user", where),
+                    groups=groups,
+                    raw=entry,
+                )
+        return targets
+
+    def ssh_target(
+        self,
+        entry: dict[str, Any],
+        where: str,
+        name: str,
+        host: str,
+        port: int,
+        groups: tuple[str, ...],
+    ) -> TargetConfig:
+        user = self.string(entry, "user", where, required=True)
+        key_text = self.string(entry, "key_file", where)
+        key_file: Path | None = None
+        if key_text:
+            key_file = Path(key_text)
+            if not key_file.is_absolute():
+                key_file = (self.path.parent / key_file).resolve()
+            try:
+                asyncssh.read_private_key(key_file)
+            except OSError as exc:
+                raise self.error(
+                    f"{where}.key_file", f"cannot read {key_file}: {exc.strerror}"
+                ) from None
+            except (ValueError, asyncssh.KeyImportError) as exc:
+                raise self.error(
+                    f"{where}.key_file", f"{key_file} is not an unencrypted private key: {exc}"
+                ) from None
+        password_env = self.string(entry, "password_env", where) or None
+        if key_file is None and password_env is None:
+            raise self.error(where, "needs key_file or password_env: the gateway's credential")
+        host_key = self.string(entry, "host_key", where) or None
+        if host_key is None:
+            raise self.error(
+                f"{where}.host_key",
+                "missing: pin the target's host key (for example from `ssh-keyscan`)",
+            )
+        try:
+            asyncssh.import_public_key(host_key)
+        except (ValueError, asyncssh.KeyImportError) as exc:
+            raise self.error(f"{where}.host_key", f"not a public key: {exc}") from None
+        forwarding = self.string_list(entry, "port_forwarding", where)
+        for kind in forwarding:
+            if kind not in FORWARDING_KINDS:
+                raise self.error(
+                    f"{where}.port_forwarding", 'may only list "local" (-L) and "remote" (-R)'
+                )
+        if entry.get("agent_forwarding", False) is not False:
+            raise self.error(
+                f"{where}.agent_forwarding", "agent forwarding is not supported by this gateway"
+            )
+        return TargetConfig(
+            name=name,
+            protocol="ssh",
+            host=host,
+            port=port,
+            user=user,
+            key_file=key_file,
+            password_env=password_env,
+            host_key=host_key,
+            groups=groups,
+            forwarding=forwarding,
+            raw=entry,
+        )

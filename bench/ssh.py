@@ -1,0 +1,253 @@
+"""SSH gateway benchmarks, each a ratio against direct OpenSSH measured in the same run.
+
+    python3 bench/ssh.py [--size-mb 512] [--echo-count 500] [--sessions 200]
+
+Starts a private sshd (the target) and the gateway as a separate process (`hoop-tui gateway`,
+recording on, as in production), then measures with the same cipher on every leg:
+
+1. bulk exec output: `ssh ... 'head -c N /dev/zero'` through the real OpenSSH client, direct
+   to sshd, through the gateway with `alice+web1` and through it with `-J` (the inner
+   connection is encrypted twice between client and gateway);
+2. keystroke echo: one byte written to a raw-mode `cat` on a PTY and read back, p50 and p99,
+   direct and through the gateway;
+3. N concurrent interactive sessions through the gateway, each typing a key every ~100 ms:
+   echo p50/p99 over all of them, and the gateway's resident memory per session.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import asyncssh
+
+from tests.fixtures.processes import free_port, stop, wait_for_port
+from tests.fixtures.sshd import Sshd, keygen, start_sshd
+
+CIPHER = "aes128-gcm@openssh.com"
+
+
+class Setup:
+    def __init__(self, directory: Path, sshd: Sshd, gateway: subprocess.Popen[bytes], port: int):
+        self.directory = directory
+        self.sshd = sshd
+        self.gateway = gateway
+        self.port = port
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.directory / "ssh_config"
+
+
+def start(directory: Path) -> Setup:
+    sshd = start_sshd(directory / "sshd")
+    alice_public = keygen(directory / "alice_key", "alice")
+    port = free_port()
+    config = directory / "gateway.toml"
+    config.write_text(
+        f"""[gateway]
+data_dir = "{directory}/data"
+ssh_listen = "127.0.0.1:{port}"
+
+[[users]]
+name = "alice"
+authorized_keys = ["{alice_public}"]
+groups = ["dev"]
+
+[[targets]]
+name = "web1"
+host = "127.0.0.1"
+port = {sshd.port}
+user = "{sshd.user}"
+key_file = "{sshd.key_file}"
+host_key = "{sshd.host_key}"
+groups = ["dev"]
+"""
+    )
+    hoop = [sys.executable, "-m", "hoop_tui.cli", "gateway", "--config", str(config)]
+    ca_line = subprocess.run([*hoop, "--known-hosts"], capture_output=True, text=True, check=True)
+    (directory / "known_hosts").write_text(
+        f"{ca_line.stdout}[127.0.0.1]:{sshd.port} {sshd.host_key}\n"
+    )
+    (directory / "ssh_config").write_text(
+        f"""Host *
+  UserKnownHostsFile {directory}/known_hosts
+  GlobalKnownHostsFile /dev/null
+  StrictHostKeyChecking yes
+  IdentitiesOnly yes
+  IdentityAgent none
+  BatchMode yes
+  Ciphers {CIPHER}
+  IdentityFile {directory}/alice_key
+  IdentityFile {sshd.key_file}
+  ControlMaster no
+"""
+    )
+    log = directory / "gateway.log"
+    with log.open("wb") as log_file:
+        gateway = subprocess.Popen(hoop, stdout=log_file, stderr=log_file)
+    wait_for_port(port, gateway, log)
+    return Setup(directory, sshd, gateway, port)
+
+
+def bulk(setup: Setup, how: str, size: int) -> float:
+    """MB/s of `head -c size /dev/zero` over ssh, output discarded by the client."""
+    base = ["ssh", "-F", str(setup.ssh_config)]
+    if how == "direct":
+        argv = [*base, "-p", str(setup.sshd.port), f"{setup.sshd.user}@127.0.0.1"]
+    elif how == "gateway":
+        argv = [*base, "-p", str(setup.port), "alice+web1@127.0.0.1"]
+    else:
+        argv = [*base, "-J", f"alice@127.0.0.1:{setup.port}", "web1"]
+    started = time.perf_counter()
+    result = subprocess.run(
+        [*argv, f"head -c {size} /dev/zero"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"{how}: {result.stderr.decode()}")
+    return size / elapsed / 1e6
+
+
+async def open_echo(setup: Setup, via_gateway: bool) -> asyncssh.SSHClientConnection:
+    if via_gateway:
+        host, port, user, key = "127.0.0.1", setup.port, "alice+web1", setup.directory / "alice_key"
+    else:
+        host, port, user, key = "127.0.0.1", setup.sshd.port, setup.sshd.user, setup.sshd.key_file
+    return await asyncssh.connect(
+        host,
+        port,
+        username=user,
+        client_keys=[str(key)],
+        known_hosts=None,
+        agent_path=None,
+        config=None,
+        encryption_algs=[CIPHER],
+    )
+
+
+async def echo_session(conn: asyncssh.SSHClientConnection) -> asyncssh.SSHClientProcess[bytes]:
+    process = await conn.create_process(
+        "stty raw -echo; echo ready; exec cat", term_type="xterm", encoding=None
+    )
+    await process.stdout.readuntil(b"ready")
+    await process.stdout.read(2)  # the \r\n after ready
+    return process
+
+
+async def keystrokes(
+    process: asyncssh.SSHClientProcess[bytes], count: int, pause: float = 0.0
+) -> list[float]:
+    """Round trips, in ms, of one byte written and read back."""
+    samples = []
+    for index in range(count):
+        key = bytes([97 + index % 26])
+        started = time.perf_counter()
+        process.stdin.write(key)
+        echoed = await process.stdout.readexactly(1)
+        samples.append((time.perf_counter() - started) * 1000)
+        assert echoed == key, (echoed, key)
+        if pause:
+            await asyncio.sleep(pause * random.uniform(0.5, 1.5))
+    return samples
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def echo(setup: Setup, via_gateway: bool, count: int) -> tuple[float, float]:
+    async with await open_echo(setup, via_gateway) as conn:
+        process = await echo_session(conn)
+        await keystrokes(process, 50)  # warm up
+        samples = await keystrokes(process, count)
+        process.stdin.write_eof()
+        return statistics.median(samples), percentile(samples, 0.99)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def concurrent(
+    setup: Setup, sessions: int, keys_each: int, via_gateway: bool = True
+) -> tuple[float, float, float]:
+    """Echo p50 and p99 over `sessions` sessions typing at once, and gateway KiB per session."""
+    before = rss_kib(setup.gateway.pid)
+    conns: list[asyncssh.SSHClientConnection] = []
+    processes = []
+    for start in range(0, sessions, 20):  # sshd's MaxStartups: open in batches
+        batch = await asyncio.gather(
+            *(open_echo(setup, via_gateway) for _ in range(start, min(sessions, start + 20)))
+        )
+        conns += batch
+        processes += await asyncio.gather(*(echo_session(conn) for conn in batch))
+    during = rss_kib(setup.gateway.pid)
+    await asyncio.gather(*(keystrokes(p, 3, pause=0.1) for p in processes))  # warm up
+    results = await asyncio.gather(*(keystrokes(p, keys_each, pause=0.1) for p in processes))
+    for conn in conns:
+        conn.close()
+    samples = [sample for result in results for sample in result]
+    per_session_kib = (during - before) / sessions
+    return statistics.median(samples), percentile(samples, 0.99), per_session_kib
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mb", type=int, default=512)
+    parser.add_argument("--echo-count", type=int, default=500)
+    parser.add_argument("--sessions", type=int, default=200)
+    parser.add_argument("--keys-each", type=int, default=30)
+    args = parser.parse_args()
+    size = args.size_mb * 1_000_000
+    with tempfile.TemporaryDirectory(prefix="hoop-bench-") as temp:
+        setup = start(Path(temp))
+        try:
+            print(f"cipher {CIPHER}, {os.cpu_count()} CPUs, {args.size_mb} MB per bulk run")
+            direct = bulk(setup, "direct", size)
+            through = bulk(setup, "gateway", size)
+            jumped = bulk(setup, "jump", size)
+            print(f"bulk exec output: direct {direct:.0f} MB/s")
+            print(
+                f"  gateway alice+web1, recorded: {through:.0f} MB/s  ratio {through / direct:.2f}"
+            )
+            print(f"  gateway -J web1, recorded:    {jumped:.0f} MB/s  ratio {jumped / direct:.2f}")
+            d50, d99 = await echo(setup, False, args.echo_count)
+            g50, g99 = await echo(setup, True, args.echo_count)
+            print(f"keystroke echo: direct p50 {d50:.2f} ms p99 {d99:.2f} ms")
+            print(
+                f"  gateway p50 {g50:.2f} ms p99 {g99:.2f} ms; "
+                f"added p50 {g50 - d50:.2f} ms p99 {g99 - d99:.2f} ms"
+            )
+            b50, b99, _ = await concurrent(setup, args.sessions, args.keys_each, False)
+            print(
+                f"{args.sessions} concurrent sessions typing, direct: echo p50 {b50:.2f} ms "
+                f"p99 {b99:.2f} ms"
+            )
+            c50, c99, per = await concurrent(setup, args.sessions, args.keys_each)
+            print(
+                f"{args.sessions} concurrent sessions typing: echo p50 {c50:.2f} ms p99 "
+                f"{c99:.2f} ms; gateway memory {per:.0f} KiB per session"
+            )
+        finally:
+            setup.gateway.terminate()
+            setup.gateway.wait(10)
+            stop(setup.sshd.process)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,383 @@
+"""Who is calling: local users (scrypt password hashes, public keys) and LDAP users.
+
+The SSH server asks this module, never the config directly, so every identity source answers the
+same questions: does this password prove this user, which keys may log in as this user, which
+groups does the user belong to. LDAP is checked by binding as the user, so the gateway never
+sees a directory password hash. When the directory is unreachable, LDAP logins fail closed with
+a message that says so; local users keep working.
+
+Repeated failures are slowed down per (client address, user name), so a password-guessing
+burst costs the gateway sleeping tasks, not CPU, and other users are served as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import logging
+import math
+import os
+import secrets
+import time
+import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import asyncssh
+
+from proxy.config import GatewayConfig, LdapConfig, UserConfig
+
+with warnings.catch_warnings():  # ldap3 imports names pyasn1 has deprecated; not ours to fix
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import ldap3
+    from ldap3.core import exceptions as ldap_exceptions
+    from ldap3.utils.conv import escape_filter_chars
+    from ldap3.utils.dn import parse_dn
+
+log = logging.getLogger("hoop.auth")
+
+# scrypt cost: 2**14 * 8 * 128 bytes = 16 MiB and about 50 ms per check on a small server.
+SCRYPT_LOG_N = 14
+SCRYPT_R = 8
+SCRYPT_P = 1
+SCRYPT_MAXMEM = 64 * 1024 * 1024
+HASH_PREFIX = "$scrypt$"
+
+LDAP_UNAVAILABLE_MESSAGE = (
+    "hoop: the user directory (LDAP) is unreachable, so directory logins are refused for now; "
+    "try again later or ask an administrator.\r\n"
+)
+
+
+def hash_password(password: str, *, log_n: int = SCRYPT_LOG_N) -> str:
+    """A self-describing scrypt hash: `$scrypt$ln=14,r=8,p=1$<salt>$<hash>` (base64)."""
+    salt = secrets.token_bytes(16)
+    digest = _scrypt(password, salt, log_n, SCRYPT_R, SCRYPT_P)
+    return f"{HASH_PREFIX}ln={log_n},r={SCRYPT_R},p={SCRYPT_P}${_b64(salt)}${_b64(digest)}"
+
+
+def verify_password(password: str, encoded: str) -> bool:
+    """True when `password` matches `encoded`; a malformed hash never matches."""
+    try:
+        _, _, params, salt_text, digest_text = encoded.split("$")
+        values = dict(item.split("=", 1) for item in params.split(","))
+        log_n, r, p = int(values["ln"]), int(values["r"]), int(values["p"])
+        salt, expected = _unb64(salt_text), _unb64(digest_text)
+    except (ValueError, KeyError):
+        return False
+    if not 1 <= log_n <= 20 or not 1 <= r <= 32 or not 1 <= p <= 16:
+        return False
+    return hmac.compare_digest(_scrypt(password, salt, log_n, r, p, len(expected)), expected)
+
+
+def _scrypt(password: str, salt: bytes, log_n: int, r: int, p: int, size: int = 32) -> bytes:
+    return hashlib.scrypt(
+        password.encode("utf-8"), salt=salt, n=2**log_n, r=r, p=p, maxmem=SCRYPT_MAXMEM, dklen=size
+    )
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii").rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """An authenticated caller, as recorded and as policies see it."""
+
+    name: str
+    groups: frozenset[str]
+    service_account: bool = False
+    source: str = "local"
+
+
+class DirectoryUnavailable(Exception):
+    """LDAP could not be asked; the login is refused (fail closed)."""
+
+
+@dataclass(slots=True)
+class _Attempts:
+    failures: int = 0
+    pending: int = 0
+    next_at: float = 0.0
+    last_failure: float = 0.0
+
+
+@dataclass(slots=True)
+class LoginThrottle:
+    """Spaces out attempts per (client address, user name) once they keep failing.
+
+    Pure bookkeeping with an injected clock: `reserve` says how long to wait before checking an
+    attempt, `failed`/`succeeded` report its outcome. Attempts waiting their turn count as
+    failures-to-be, so a burst of simultaneous guesses is spread out, not checked at once.
+    """
+
+    free_attempts: int = 3
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+    forget_after: float = 900.0
+    clock: Callable[[], float] = time.monotonic
+    _keys: dict[tuple[str, str], _Attempts] = field(default_factory=dict)
+
+    def reserve(self, key: tuple[str, str]) -> float:
+        now = self.clock()
+        state = self._keys.get(key)
+        if state is None or (state.pending == 0 and now - state.last_failure > self.forget_after):
+            state = self._keys[key] = _Attempts()
+        start = max(now, state.next_at)
+        state.next_at = start + self.spacing(state.failures + state.pending)
+        state.pending += 1
+        return start - now
+
+    def spacing(self, failures: int) -> float:
+        if failures < self.free_attempts:
+            return 0.0
+        return float(min(self.base_delay * 2 ** (failures - self.free_attempts), self.max_delay))
+
+    def failed(self, key: tuple[str, str]) -> int:
+        state = self._keys.setdefault(key, _Attempts())
+        state.pending = max(0, state.pending - 1)
+        state.failures += 1
+        state.last_failure = self.clock()
+        return state.failures
+
+    def succeeded(self, key: tuple[str, str]) -> None:
+        state = self._keys.get(key)
+        if state is not None:
+            state.pending = max(0, state.pending - 1)
+            if state.pending == 0:
+                del self._keys[key]
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+class Directory:
+    """LDAP lookups with ldap3, run in worker threads (ldap3 is blocking)."""
+
+    def __init__(self, config: LdapConfig) -> None:
+        self.config = config
+
+    def _server(self) -> ldap3.Server:
+        return ldap3.Server(
+            self.config.url, connect_timeout=self.config.timeout, get_info=ldap3.NONE
+        )
+
+    def _connect(self, user: str | None, password: str | None) -> ldap3.Connection:
+        """An open, bound connection; DirectoryUnavailable when the server cannot be reached."""
+        conn = ldap3.Connection(
+            self._server(),
+            user=user,
+            password=password,
+            receive_timeout=max(1, math.ceil(self.config.timeout)),  # ldap3 wants whole seconds
+            auto_bind=ldap3.AUTO_BIND_NONE,
+            raise_exceptions=False,
+        )
+        try:
+            conn.open()
+            if self.config.start_tls:
+                conn.start_tls()
+        except ldap_exceptions.LDAPException as exc:
+            raise DirectoryUnavailable(f"{self.config.url}: {exc}") from None
+        return conn
+
+    def check_password(self, name: str, password: str) -> frozenset[str] | None:
+        """Bind as the user; their groups on success, None when the password is wrong."""
+        if not password:
+            return None  # an empty password would be an anonymous bind, which always succeeds
+        dn = self.config.dn_for(name)
+        conn = self._connect(dn, password)
+        try:
+            try:
+                bound = conn.bind()
+            except ldap_exceptions.LDAPException as exc:
+                raise DirectoryUnavailable(f"{self.config.url}: {exc}") from None
+            if not bound:
+                if conn.result and conn.result.get("result") == 49:  # invalidCredentials
+                    return None
+                if conn.result and conn.result.get("result") in (32, 34, 53):
+                    return None  # no such object, bad DN, unwilling (e.g. disabled)
+                raise DirectoryUnavailable(f"{self.config.url}: bind failed: {conn.result}")
+            return self._groups(conn, dn)
+        finally:
+            conn.unbind()
+
+    def lookup(self, name: str) -> tuple[list[str], frozenset[str]] | None:
+        """The user's sshPublicKey values and groups, or None when the user does not exist."""
+        password = os.environ.get(self.config.bind_password_env or "", None)
+        conn = self._connect(self.config.bind_dn, password if self.config.bind_dn else None)
+        try:
+            try:
+                if not conn.bind():
+                    raise DirectoryUnavailable(f"{self.config.url}: lookup bind refused")
+                dn = self.config.dn_for(name)
+                conn.search(
+                    dn, "(objectClass=*)", ldap3.BASE, attributes=["sshPublicKey"], size_limit=1
+                )
+            except ldap_exceptions.LDAPException as exc:
+                raise DirectoryUnavailable(f"{self.config.url}: {exc}") from None
+            if not conn.entries:
+                return None
+            values = conn.entries[0].entry_attributes_as_dict.get("sshPublicKey", [])
+            keys = [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+            return keys, self._groups(conn, dn)
+        finally:
+            conn.unbind()
+
+    def _groups(self, conn: ldap3.Connection, dn: str) -> frozenset[str]:
+        groups: set[str] = set()
+        try:
+            conn.search(dn, "(objectClass=*)", ldap3.BASE, attributes=["memberOf"])
+            for entry in conn.entries:
+                for group_dn in entry.entry_attributes_as_dict.get("memberOf", []):
+                    groups.add(_first_rdn_value(str(group_dn)))
+            if self.config.group_base:
+                conn.search(
+                    self.config.group_base,
+                    f"(&(objectClass=groupOfNames)(member={escape_filter_chars(dn)}))",
+                    ldap3.SUBTREE,
+                    attributes=["cn"],
+                )
+                for entry in conn.entries:
+                    groups.update(str(cn) for cn in entry.entry_attributes_as_dict.get("cn", []))
+        except ldap_exceptions.LDAPException as exc:
+            raise DirectoryUnavailable(f"{self.config.url}: {exc}") from None
+        groups.discard("")
+        return frozenset(groups)
+
+
+def _first_rdn_value(dn: str) -> str:
+    try:
+        return str(parse_dn(dn)[0][1])
+    except (ldap_exceptions.LDAPException, IndexError):
+        return ""
+
+
+@dataclass(frozen=True, slots=True)
+class LoginResult:
+    """An identity, or why not. `message` is shown to the caller (an SSH auth banner)."""
+
+    identity: Identity | None
+    message: str = ""
+
+
+class Authenticator:
+    """Answers the SSH server's questions about callers, from local users and LDAP."""
+
+    def __init__(self, config: GatewayConfig, throttle: LoginThrottle | None = None) -> None:
+        self.users: dict[str, UserConfig] = config.users
+        self.directory = Directory(config.ldap) if config.ldap else None
+        self.throttle = throttle if throttle is not None else LoginThrottle()
+        self._hash_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hoop-hash")
+        self._ldap_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hoop-ldap")
+        self._typical_check = 0.05  # seconds a password check takes, learnt as checks happen
+
+    def close(self) -> None:
+        self._hash_pool.shutdown(wait=False, cancel_futures=True)
+        self._ldap_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _run(self, pool: ThreadPoolExecutor, func: Callable[..., object], *args: object):  # type: ignore[no-untyped-def]
+        return await asyncio.get_running_loop().run_in_executor(pool, func, *args)
+
+    async def check_password(self, name: str, password: str, client_host: str) -> LoginResult:
+        key = (client_host, name)
+        wait = self.throttle.reserve(key)
+        if wait > 0:
+            await asyncio.sleep(wait)
+        try:
+            result = await self._check_password(name, password)
+        except BaseException:
+            self.throttle.failed(key)
+            raise
+        self._account(key, name, client_host, result, "password")
+        return result
+
+    async def _check_password(self, name: str, password: str) -> LoginResult:
+        user = self.users.get(name)
+        if user is not None and user.password_hash is not None:
+            started = time.monotonic()
+            ok = await self._run(self._hash_pool, verify_password, password, user.password_hash)
+            self._typical_check += (time.monotonic() - started - self._typical_check) / 8
+            return LoginResult(_local_identity(user) if ok else None)
+        if user is not None or self.directory is None:
+            # No hash to check: answer after as long as a check takes, without spending CPU
+            # on it, so a flood of made-up names neither reveals them nor delays real checks.
+            await asyncio.sleep(self._typical_check)
+            return LoginResult(None)
+        try:
+            groups = await self._run(self._ldap_pool, self.directory.check_password, name, password)
+        except Exception as exc:  # unreachable, or anything unexpected: fail closed
+            log.error("LDAP unreachable, refusing directory login of %r: %s", name, exc)
+            return LoginResult(None, LDAP_UNAVAILABLE_MESSAGE)
+        if groups is None:
+            return LoginResult(None)
+        assert isinstance(groups, frozenset)
+        return LoginResult(Identity(name, groups, service_account=False, source="ldap"))
+
+    async def authorized_keys(
+        self, name: str
+    ) -> tuple[asyncssh.SSHAuthorizedKeys | None, LoginResult]:
+        """The authorized keys that may log in as `name`, with the identity they would prove."""
+        user = self.users.get(name)
+        if user is not None:
+            return _authorized(user.authorized_keys), LoginResult(_local_identity(user))
+        if self.directory is None:
+            return None, LoginResult(None)
+        try:
+            found = await self._run(self._ldap_pool, self.directory.lookup, name)
+        except Exception as exc:  # unreachable, or anything unexpected: fail closed
+            log.error("LDAP unreachable, refusing directory key login of %r: %s", name, exc)
+            return None, LoginResult(None, LDAP_UNAVAILABLE_MESSAGE)
+        if found is None:
+            return None, LoginResult(None)
+        assert isinstance(found, tuple)
+        lines, groups = found
+        identity = Identity(name, groups, service_account=False, source="ldap")
+        return _authorized(lines), LoginResult(identity)
+
+    def key_attempt_failed(self, name: str, client_host: str) -> None:
+        """A public key offered for `name` was not one of its keys (clients try several)."""
+        log.info("public key not accepted for %r from %s", name, client_host)
+
+    def _account(
+        self, key: tuple[str, str], name: str, client_host: str, result: LoginResult, how: str
+    ) -> None:
+        if result.identity is not None:
+            self.throttle.succeeded(key)
+            return
+        failures = self.throttle.failed(key)
+        if failures > self.throttle.free_attempts:
+            log.warning(
+                "failed %s login for %r from %s (%d failures; slowing down further attempts)",
+                how,
+                name,
+                client_host,
+                failures,
+            )
+        else:
+            log.warning("failed %s login for %r from %s", how, name, client_host)
+
+
+def _local_identity(user: UserConfig) -> Identity:
+    return Identity(
+        user.name, frozenset(user.groups), service_account=user.service_account, source="local"
+    )
+
+
+def _authorized(lines: tuple[str, ...] | list[str]) -> asyncssh.SSHAuthorizedKeys | None:
+    """Parse key lines one by one, so one bad LDAP value does not lock out the others."""
+    good = []
+    for line in lines:
+        try:
+            asyncssh.import_authorized_keys(line)
+        except (ValueError, asyncssh.KeyImportError):
+            log.warning("ignoring a public key that does not parse: %.40s...", line)
+            continue
+        good.append(line.strip())
+    return asyncssh.import_authorized_keys("\n".join(good) + "\n") if good else None

@@ -1,0 +1,476 @@
+"""The bridge of one session channel: caller <-> gateway <-> target, every byte recorded.
+
+`CallerChannel` is the asyncssh server session the caller talks to; when the caller asks for a
+shell, a command or a subsystem it opens the same on the target (`TargetChannel`) with the same
+terminal, allowed environment and size, then relays both ways. Each byte is recorded before it
+is forwarded. Flow control is end to end: when one side's send buffer fills, the other side's
+reading pauses, so a slow caller slows the target down instead of filling the gateway's memory.
+
+The exec command is recorded as its own event before the target sees it; this is also where the
+command inspection of the policy engine plugs in (`ChannelInspector`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+import asyncssh
+
+from proxy.ssh.link import RecordingUnavailable, TargetLink
+from proxy.ssh.scp import Direction, ScpObserver
+from proxy.ssh.sftp import FileOperation, SftpObserver
+from proxy.ssh.upstream import TargetUnavailable
+from storage.schema import EventType
+
+log = logging.getLogger("hoop.ssh")
+
+# Let the target send big packets: fewer packets to decrypt per byte relayed.
+TARGET_WINDOW = 8 * 1024 * 1024
+TARGET_PACKET = 256 * 1024
+
+SIGNALS = {
+    "HUP": 1,
+    "INT": 2,
+    "QUIT": 3,
+    "ILL": 4,
+    "ABRT": 6,
+    "FPE": 8,
+    "KILL": 9,
+    "USR1": 10,
+    "SEGV": 11,
+    "USR2": 12,
+    "PIPE": 13,
+    "ALRM": 14,
+    "TERM": 15,
+}
+
+
+class ChannelInspector(Protocol):
+    """Decides whether an exec command may run (the policy engine plugs in here).
+
+    `check_exec` returns None to let the command run, or the line to show on the caller's
+    stderr when it may not; while it waits (a hold), `notify` shows progress to the caller.
+    An inspector may also offer `shell_gate(link, channel, columns, to_target=, to_caller=)`,
+    returning a `ShellGate` that judges each line of an interactive shell at Enter.
+    """
+
+    async def check_exec(
+        self,
+        link: TargetLink,
+        channel: int,
+        command: str,
+        notify: Callable[[str], None] = ...,
+    ) -> str | None: ...
+
+
+class ShellGate(Protocol):
+    """Sits between the caller's keys and the target for one PTY shell (see proxy/shell_gate)."""
+
+    def input(self, data: bytes) -> None: ...
+
+    def output(self, data: bytes) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class AllowAll:
+    async def check_exec(
+        self,
+        link: TargetLink,
+        channel: int,
+        command: str,
+        notify: Callable[[str], None] = lambda text: None,
+    ) -> str | None:
+        return None
+
+
+class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
+    """A session channel from the caller, bridged to a session channel on the target."""
+
+    def __init__(self, link: TargetLink, inspector: ChannelInspector | None = None) -> None:
+        self.link = link
+        self.inspector = inspector or AllowAll()
+        self.chan: asyncssh.SSHServerChannel[bytes] | None = None
+        self.target: asyncssh.SSHClientChannel[bytes] | None = None
+        self.number = -1
+        self.kind = ""
+        self.command: str | None = None
+        self.subsystem: str | None = None
+        self.term_type = ""
+        self.term_size: tuple[int, int, int, int] = (0, 0, 0, 0)
+        self.term_modes: Mapping[int, int] = {}
+        self.sftp: SftpObserver | None = None
+        self.scp: ScpObserver | None = None
+        self.early: list[tuple[bytes, int | None]] = []
+        self.early_eof = False
+        self.gate: ShellGate | None = None
+        self.paused_by: set[str] = set()  # why the caller's channel is not being read
+        self.target_paused_by: set[str] = set()  # why the target's channel is not being read
+        self.closed = False  # the caller's channel is gone
+        self.ending = False  # we have started closing the caller's channel
+        self._closed_event = asyncio.Event()
+
+    # -- requests from the caller, before the session starts ---------------------------------
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+        self.chan = chan
+
+    def pty_requested(
+        self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Mapping[int, int]
+    ) -> bool:
+        self.term_type, self.term_size, self.term_modes = term_type, term_size, term_modes
+        return True
+
+    def shell_requested(self) -> bool:
+        self.kind = "shell"
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        self.kind, self.command = "exec", command
+        self.scp = ScpObserver.for_command(command)
+        return True
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        if subsystem != "sftp":
+            return False
+        self.kind, self.subsystem = "subsystem", subsystem
+        self.sftp = SftpObserver()
+        return True
+
+    def session_started(self) -> None:
+        # asyncssh resumes reading right after this returns; data that comes before the target
+        # is ready is kept in `early` and pauses the channel (see data_received).
+        self.paused_by.add("starting")
+        self.link.spawn(self._start())
+
+    # -- opening the target side ---------------------------------------------------------------
+
+    async def _start(self) -> None:
+        assert self.chan is not None
+        try:
+            upstream = await self.link.ready()
+        except TargetUnavailable as exc:
+            self._fail(f"hoop: {exc}")
+            return
+        cols, rows = self.term_size[:2]
+        try:
+            self.link.ensure_recording(self.term_type, cols, rows)
+        except RecordingUnavailable:
+            self._fail("hoop: the session cannot be recorded, so the gateway refuses it")
+            return
+        if self.closed or self.link.ended:
+            return
+        self.number = self.link.add_channel(self)
+        detail = self.kind if self.subsystem is None else f"subsystem {self.subsystem}"
+        if self.term_type:
+            detail += f" pty {self.term_type} {cols}x{rows}"
+        if not self.link.record(EventType.CHANNEL_OPEN, self.number, "session", detail):
+            return
+        if self.command is not None:
+            if not self.link.record(EventType.EXEC, self.number, self.command.encode()):
+                return
+            refusal = await self.inspector.check_exec(
+                self.link, self.number, self.command, notify=self._notify
+            )
+            if refusal is not None:
+                self._fail(refusal, status=126)
+                return
+        env: dict[str | bytes, str | bytes] = {
+            key: value
+            for key, value in self.chan.get_environment().items()
+            if self.link.config.ssh.env_allowed(key)
+        }
+        try:
+            target_chan, _ = await upstream.create_session(
+                lambda: TargetChannel(self),
+                command=self.command,
+                subsystem=self.subsystem,
+                env=env,
+                term_type=self.term_type or None,
+                term_size=self.term_size if self.term_type else None,
+                term_modes=self.term_modes if self.term_type else None,
+                encoding=None,
+                window=TARGET_WINDOW,
+                max_pktsize=TARGET_PACKET,
+            )
+        except (asyncssh.ChannelOpenError, asyncssh.Error, OSError) as exc:
+            reason = getattr(exc, "reason", "") or str(exc)
+            self._fail(f"hoop: target {self.link.target.name} refused the session: {reason}")
+            return
+        self.target = target_chan
+        if self.closed:
+            target_chan.close()
+            return
+        if self.target_paused_by:
+            target_chan.pause_reading()
+        make_gate = getattr(self.inspector, "shell_gate", None)
+        if self.kind == "shell" and self.term_type and make_gate is not None:
+            self.gate = make_gate(
+                self.link,
+                self.number,
+                cols or 80,
+                to_target=self._gate_to_target,
+                to_caller=self._gate_to_caller,
+            )
+        early, self.early = self.early, []
+        for data, datatype in early:
+            self._forward_input(data, datatype)
+        if self.early_eof:
+            target_chan.write_eof()
+        self._resume("starting")
+
+    @property
+    def writable(self) -> bool:
+        return self.chan is not None and not self.closed and not self.ending
+
+    def _notify(self, text: str) -> None:
+        """A progress line for the caller (for example a held command's ticking wait)."""
+        if self.writable:
+            assert self.chan is not None
+            self.link.record(EventType.OUTPUT, self.number, text.encode())
+            with contextlib.suppress(BrokenPipeError):
+                self.chan.write_stderr(text.encode())
+
+    def _gate_to_target(self, data: bytes) -> None:
+        if self.target is not None:
+            self.target.write(data)
+
+    def _gate_to_caller(self, data: bytes) -> None:
+        if self.writable and self.link.record(EventType.OUTPUT, self.number, data):
+            assert self.chan is not None
+            with contextlib.suppress(BrokenPipeError):
+                self.chan.write(data)
+
+    def _fail(self, message: str, status: int = 255) -> None:
+        """Tell the caller why on stderr and end the channel with `status`."""
+        if not self.writable:
+            return
+        assert self.chan is not None
+        self.ending = True
+        text = message.rstrip() + "\r\n"
+        if self.number >= 0:
+            self.link.record(EventType.OUTPUT, self.number, text.encode())
+        with contextlib.suppress(BrokenPipeError):  # the caller may be closing at this moment
+            self.chan.write_stderr(text.encode())
+            self.chan.exit(status)
+
+    # -- caller -> target ----------------------------------------------------------------------
+
+    def data_received(self, data: bytes, datatype: int | None) -> None:
+        if self.target is None:
+            self.early.append((data, datatype))
+            if self.chan is not None:
+                self.chan.pause_reading()
+            return
+        self._forward_input(data, datatype)
+
+    def _forward_input(self, data: bytes, datatype: int | None) -> None:
+        assert self.target is not None
+        if not self.link.record(EventType.INPUT, self.number, data):
+            return
+        self.link.touch()
+        if self.sftp is not None:
+            self._file_operations(self.sftp.client_data(data))
+        elif self.scp is not None and self.scp.direction is Direction.UPLOAD:
+            self._file_operations(self.scp.feed(data))
+        if self.gate is not None:
+            self.gate.input(data)  # the gate forwards it, holding an Enter until judged
+        else:
+            self.target.write(data)
+
+    def eof_received(self) -> bool:
+        if self.target is None:
+            self.early_eof = True
+        else:
+            self.target.write_eof()
+        return True
+
+    def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
+        self.term_size = (width, height, pixwidth, pixheight)
+        if self.target is not None and self.link.record(
+            EventType.RESIZE, self.number, width, height
+        ):
+            self.target.change_terminal_size(width, height, pixwidth, pixheight)
+
+    def signal_received(self, signal: str) -> None:
+        if self.target is not None and self.link.record(EventType.SIGNAL, self.number, signal):
+            self.target.send_signal(signal)
+
+    def break_received(self, msec: int) -> bool:
+        if self.target is not None and self.link.record(EventType.SIGNAL, self.number, "BREAK"):
+            self.target.send_break(msec)
+            return True
+        return False
+
+    # -- flow control ----------------------------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        self._pause_target("caller-full")
+
+    def resume_writing(self) -> None:
+        self._resume_target("caller-full")
+
+    def pause_for_recording(self, paused: bool) -> None:
+        """The recorder is behind (or has caught up): stop (or restart) reading both sides."""
+        if paused:
+            self._pause("recorder")
+            self._pause_target("recorder")
+        else:
+            self._resume("recorder")
+            self._resume_target("recorder")
+
+    def _pause_target(self, reason: str) -> None:
+        if not self.target_paused_by and self.target is not None:
+            self.target.pause_reading()
+        self.target_paused_by.add(reason)
+
+    def _resume_target(self, reason: str) -> None:
+        self.target_paused_by.discard(reason)
+        if not self.target_paused_by and self.target is not None:
+            self.target.resume_reading()
+
+    def _pause(self, reason: str) -> None:
+        if not self.paused_by and self.chan is not None:
+            self.chan.pause_reading()
+        self.paused_by.add(reason)
+
+    def _resume(self, reason: str) -> None:
+        self.paused_by.discard(reason)
+        if not self.paused_by and self.chan is not None and not self.closed:
+            self.chan.resume_reading()
+
+    # -- target -> caller ------------------------------------------------------------------------
+
+    def target_data(self, data: bytes, datatype: int | None) -> None:
+        if not self.writable:
+            return
+        assert self.chan is not None
+        if not self.link.record(EventType.OUTPUT, self.number, data):
+            return
+        self.link.touch()
+        if self.sftp is not None:
+            self._file_operations(self.sftp.target_data(data))
+        elif self.scp is not None and self.scp.direction is Direction.DOWNLOAD and not datatype:
+            self._file_operations(self.scp.feed(data))
+        with contextlib.suppress(BrokenPipeError):
+            self.chan.write(data, datatype)
+        if self.gate is not None:
+            self.gate.output(data)
+
+    def target_eof(self) -> None:
+        if self.writable:
+            assert self.chan is not None
+            with contextlib.suppress(BrokenPipeError):
+                self.chan.write_eof()
+
+    def target_closed(
+        self,
+        status: int | None,
+        signal: tuple[str, bool, str, str] | None,
+        exc: Exception | None = None,
+    ) -> None:
+        """The target ended the channel: pass on how (exit status or signal) and close."""
+        self.target = None
+        self._close_gate()
+        if exc is not None and status is None and signal is None:
+            self._fail(f"hoop: connection to {self.link.target.name} lost: {exc}")
+            return
+        if not self.writable:
+            return
+        assert self.chan is not None
+        self.ending = True
+        self._finish_file_operations("session ended")
+        if signal is not None:
+            name, core_dumped, message, lang = signal
+            self.link.record(EventType.EXIT_STATUS, self.number, 128 + SIGNALS.get(name, 0))
+            self.link.record(EventType.SIGNAL, self.number, f"exit-signal {name}")
+            self.chan.exit_with_signal(name, core_dumped, message, lang)
+        elif status is not None:
+            self.link.record(EventType.EXIT_STATUS, self.number, status)
+            self.chan.exit(status)
+        else:
+            self.chan.close()
+
+    def _finish_file_operations(self, reason: str) -> None:
+        if self.sftp is not None:
+            self._file_operations(self.sftp.finish(reason))
+        if self.scp is not None:
+            self._file_operations(self.scp.finish())
+
+    def _file_operations(self, operations: list[FileOperation]) -> None:
+        for op in operations:
+            self.link.record(
+                EventType.FILE_TRANSFER, self.number, op.op, op.path, op.size, op.detail
+            )
+
+    # -- the end -----------------------------------------------------------------------------
+
+    def shut_down(self, message: str) -> None:
+        """The link is ending: say why, then close both sides of this channel."""
+        if message:
+            self._fail(message)
+        elif self.writable:
+            assert self.chan is not None
+            self.ending = True
+            self.chan.close()
+        if self.target is not None:
+            self.target.close()
+
+    async def wait_closed(self) -> None:
+        await self._closed_event.wait()
+
+    def _close_gate(self) -> None:
+        if self.gate is not None:
+            gate, self.gate = self.gate, None
+            self.link.spawn(gate.close())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._closed_event.set()
+        self._close_gate()
+        if self.target is not None:
+            self.target.close()
+            self.target = None
+        if self.number >= 0:
+            self._finish_file_operations("channel closed")
+            self.link.record(EventType.CHANNEL_CLOSE, self.number)
+            self.link.remove_channel(self.number)
+
+
+class TargetChannel(asyncssh.SSHClientSession):  # type: ignore[type-arg]
+    """The target end of a bridged session channel; it reports everything to its caller side."""
+
+    def __init__(self, caller: CallerChannel) -> None:
+        self.caller = caller
+        self.chan: asyncssh.SSHClientChannel[bytes] | None = None
+        self.status: int | None = None
+        self.signal: tuple[str, bool, str, str] | None = None
+
+    def connection_made(self, chan: asyncssh.SSHClientChannel[bytes]) -> None:
+        self.chan = chan
+
+    def data_received(self, data: bytes, datatype: int | None) -> None:
+        self.caller.target_data(data, datatype)
+
+    def eof_received(self) -> bool:
+        self.caller.target_eof()
+        return True
+
+    def exit_status_received(self, status: int) -> None:
+        self.status = status
+
+    def exit_signal_received(self, signal: str, core_dumped: bool, msg: str, lang: str) -> None:
+        self.signal = (signal, core_dumped, msg, lang)
+
+    def pause_writing(self) -> None:
+        self.caller._pause("target-full")
+
+    def resume_writing(self) -> None:
+        self.caller._resume("target-full")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.caller.target_closed(self.status, self.signal, exc)

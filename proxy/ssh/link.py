@@ -1,0 +1,295 @@
+"""One caller's connection to one target: the upstream login, the recording, the open channels.
+
+A link exists from the moment the gateway knows who goes where (after the login for
+`alice+web1`, at the forwarding request for `-J`) until either side leaves, the gateway stops or
+the session idles out; `end(reason)` is the one way out and runs once, closing the recording
+with that reason. Recording is fail-closed: a channel that cannot be recorded is refused, and a
+recording that breaks mid-session ends the session; no byte is forwarded before it is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import asyncssh
+
+from proxy.auth import Identity
+from proxy.config import GatewayConfig, TargetConfig
+from proxy.ssh.upstream import TargetUnavailable, connect_target
+from storage.schema import EventType, RecordingHeader
+
+if TYPE_CHECKING:
+    from storage.recorder import RecordingWriter
+
+log = logging.getLogger("hoop.ssh")
+
+CHANNEL_CLOSE_GRACE = 2.0  # seconds a channel gets to flush its last words when a session ends
+
+
+class RecordingUnavailable(Exception):
+    """The session cannot be recorded, so it must not happen."""
+
+
+class Closable(Protocol):
+    """What a link needs from each of its channels to end them."""
+
+    def shut_down(self, message: str) -> None: ...
+
+    async def wait_closed(self) -> None: ...
+
+    def pause_for_recording(self, paused: bool) -> None: ...
+
+
+@dataclass(slots=True)
+class LinkRegistry:
+    """The live links of a gateway, so that stopping it can end each one properly."""
+
+    links: set[TargetLink] = field(default_factory=set)
+
+    async def end_all(self, reason: str, message: str) -> None:
+        await asyncio.gather(*(link.end(reason, message) for link in list(self.links)))
+
+
+class TargetLink:
+    """A caller, a target, the upstream SSH connection and the session recording."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        registry: LinkRegistry,
+        identity: Identity,
+        target: TargetConfig,
+        client: str,
+        mode: str,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.identity = identity
+        self.target = target
+        self.client = client
+        self.mode = mode
+        self.extra = dict(extra or {})
+        self.upstream: asyncssh.SSHClientConnection | None = None
+        self.client_conn: asyncssh.SSHServerConnection | None = None
+        self.recording: RecordingWriter | None = None
+        self.session_id = ""
+        self.channels: dict[int, Closable] = {}
+        self.ended = False
+        self.end_reason = ""
+        self.last_activity = time.monotonic()
+        self._next_channel = 0
+        self._draining = False
+        self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._done = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        registry.links.add(self)
+
+    def __repr__(self) -> str:
+        return f"<link {self.identity.name}->{self.target.name} {self.mode}>"
+
+    # -- the upstream side -------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Log in to the target; TargetUnavailable (with the caller's message) if that fails."""
+        try:
+            self.upstream = await connect_target(self.target, on_lost=self._upstream_lost)
+        except TargetUnavailable as exc:
+            if not self._ready.done():
+                self._ready.set_exception(exc)
+                self._ready.exception()  # retrieved here, so an unused failure is not logged
+            raise
+        log.info(
+            "%s from %s connected to target %s (%s)",
+            self.identity.name,
+            self.client,
+            self.target.name,
+            self.mode,
+        )
+        if not self._ready.done():
+            self._ready.set_result(None)
+        if self.ended:
+            self.upstream.close()
+
+    async def ready(self) -> asyncssh.SSHClientConnection:
+        """Wait for the upstream login started by `connect`; TargetUnavailable if it failed."""
+        await asyncio.shield(self._ready)
+        if self.upstream is None or self.ended:
+            raise TargetUnavailable(f"the session to {self.target.name} has ended")
+        return self.upstream
+
+    def _upstream_lost(self, exc: Exception | None) -> None:
+        self.spawn(self.end("target closed", f"hoop: connection to {self.target.name} lost"))
+
+    # -- recording ---------------------------------------------------------------------------
+
+    def ensure_recording(self, term: str = "", cols: int = 0, rows: int = 0) -> None:
+        """Start the recording with the first channel; RecordingUnavailable if it cannot."""
+        if self.recording is not None:
+            return
+        if self.ended:
+            raise RecordingUnavailable("the session has ended")
+        from storage.recorder import new_session_id, start_recording
+
+        loop = asyncio.get_running_loop()
+        self.session_id = new_session_id()
+        header = RecordingHeader(
+            session_id=self.session_id,
+            user=self.identity.name,
+            target=self.target.name,
+            protocol="ssh",
+            started_at_us=time.time_ns() // 1000,
+            client=self.client,
+            service_account=self.identity.service_account,
+            term=term,
+            cols=cols,
+            rows=rows,
+            gateway_id=self.config.gateway_id,
+            extra={"mode": self.mode, "identity_source": self.identity.source, **self.extra},
+        )
+
+        def on_failure(exc: BaseException) -> None:
+            loop.call_soon_threadsafe(self.recording_broke, exc)
+
+        try:
+            self.recording = start_recording(self.config.data_dir, header, on_failure=on_failure)
+        except Exception as exc:
+            log.error("cannot start the recording for %r: %s", self, exc)
+            raise RecordingUnavailable(str(exc)) from exc
+        log.info(
+            "recording session %s (%s -> %s)", self.session_id, self.identity.name, self.target.name
+        )
+
+    def record(self, event: EventType, *fields: object) -> bool:
+        """Record one event; False (and the session ends) when it cannot be recorded."""
+        if self.recording is None or self.ended:
+            return False
+        from storage.recorder import RecordingFailed
+
+        try:
+            self.recording.record(event, *fields)
+        except RecordingFailed as exc:
+            self.recording_broke(exc)
+            return False
+        if self.recording.congested and not self._draining:
+            self._draining = True
+            self.spawn(self._wait_for_recorder(self.recording))
+        return True
+
+    async def _wait_for_recorder(self, recording: RecordingWriter) -> None:
+        """The recorder is behind: stop reading both sides until it has caught up."""
+        channels = list(self.channels.values())
+        for channel in channels:
+            channel.pause_for_recording(True)
+        try:
+            await recording.drained()
+        finally:
+            self._draining = False
+            for channel in channels:
+                channel.pause_for_recording(False)
+
+    def recording_broke(self, exc: BaseException) -> None:
+        if self.ended:
+            return
+        log.error("recording of session %s failed, ending it: %s", self.session_id, exc)
+        self.spawn(
+            self.end(
+                "recording failed",
+                "hoop: the session recording failed, so the gateway ended the session",
+            )
+        )
+
+    # -- channels ----------------------------------------------------------------------------
+
+    def add_channel(self, channel: Closable) -> int:
+        number = self._next_channel
+        self._next_channel += 1
+        self.channels[number] = channel
+        return number
+
+    def remove_channel(self, number: int) -> None:
+        self.channels.pop(number, None)
+
+    def touch(self) -> None:
+        self.last_activity = time.monotonic()
+
+    def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        """Run a task that belongs to this link, keeping a reference until it finishes."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task of %r failed", self, exc_info=task.exception())
+
+    # -- the end -----------------------------------------------------------------------------
+
+    async def end(self, reason: str, message: str = "") -> None:
+        """End the session once: tell the caller why, close both sides, close the recording."""
+        if self.ended:
+            await self._done.wait()
+            return
+        self.ended = True
+        self.end_reason = reason
+        if not self._ready.done():
+            self._ready.set_exception(TargetUnavailable(message or reason))
+            self._ready.exception()
+        try:
+            await self._close_everything(reason, message)
+        finally:
+            self.registry.links.discard(self)
+            self._done.set()
+        log.info(
+            "session %s of %s to %s ended: %s",
+            self.session_id or "(not recorded)",
+            self.identity.name,
+            self.target.name,
+            reason,
+        )
+
+    async def _close_everything(self, reason: str, message: str) -> None:
+        channels = list(self.channels.values())
+        for channel in channels:
+            try:
+                channel.shut_down(message)
+            except Exception:
+                log.exception("shutting down a channel of %r failed", self)
+        if channels:  # let the goodbye message reach the caller before the connection goes
+            waits = [asyncio.ensure_future(channel.wait_closed()) for channel in channels]
+            _, pending = await asyncio.wait(waits, timeout=CHANNEL_CLOSE_GRACE)
+            for waiting in pending:
+                waiting.cancel()
+        if self.upstream is not None:
+            self.upstream.close()
+        if self.client_conn is not None:
+            self.client_conn.close()
+        if self.recording is not None:
+            recording, self.recording = self.recording, None
+            try:
+                await asyncio.to_thread(recording.close, reason)
+            except Exception as exc:
+                log.error("closing the recording of session %s failed: %s", self.session_id, exc)
+
+
+async def watch_idle(registry: LinkRegistry, timeout: float) -> None:
+    """End links with no traffic for `timeout` seconds; runs for the life of the gateway."""
+    interval = max(0.05, min(timeout / 4, 30.0))
+    while True:
+        await asyncio.sleep(interval)
+        now = time.monotonic()
+        for link in list(registry.links):
+            if not link.ended and now - link.last_activity >= timeout:
+                link.spawn(
+                    link.end(
+                        "idle timeout",
+                        f"hoop: session idle for {timeout:g} s, closed by the gateway",
+                    )
+                )

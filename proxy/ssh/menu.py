@@ -1,0 +1,182 @@
+"""Sessions the gateway answers itself: a refusal notice, and the target menu.
+
+`ssh alice@gateway` names no target: with a terminal, alice gets a numbered list of the targets
+her groups allow and picks one; the channel then becomes an ordinary bridge to that target.
+Without a terminal (`ssh alice@gateway` with a command), the list is printed and the session
+ends, which is also how scripts discover targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import asyncssh
+
+from proxy.config import TargetConfig
+
+if TYPE_CHECKING:
+    from proxy.ssh.channels import CallerChannel
+    from proxy.ssh.server import CallerServer
+
+CTRL_C, CTRL_D, BACKSPACE, DELETE = 0x03, 0x04, 0x08, 0x7F
+
+
+class NoticeChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
+    """A session that only shows a message on stderr and exits with `status`."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        self.message = message
+        self.status = status
+        self.chan: asyncssh.SSHServerChannel[bytes] | None = None
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+        self.chan = chan
+
+    def pty_requested(self, *args: object) -> bool:
+        return True
+
+    def shell_requested(self) -> bool:
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        return True
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        return True
+
+    def session_started(self) -> None:
+        assert self.chan is not None
+        self.chan.write_stderr((self.message.rstrip() + "\r\n").encode())
+        self.chan.exit(self.status)
+
+
+def target_list(targets: list[TargetConfig]) -> str:
+    if not targets:
+        return "You may not use any target through this gateway.\r\n"
+    lines = ["Targets you may use:"]
+    width = max(len(target.name) for target in targets)
+    for number, target in enumerate(targets, 1):
+        lines.append(f"  {number:>2}) {target.name:<{width}}  {target.user}@{target.host}")
+    return "\r\n".join(lines) + "\r\n"
+
+
+class MenuChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
+    """Lists the caller's targets; with a terminal, lets them pick one and bridges to it."""
+
+    PROMPT = b"Target (number or name, empty to quit): "
+
+    def __init__(self, server: CallerServer) -> None:
+        self.server = server
+        assert server.identity is not None
+        self.targets = server.context.allowed_targets(server.identity)
+        self.chan: asyncssh.SSHServerChannel[bytes] | None = None
+        self.term: tuple[str, tuple[int, int, int, int], Mapping[int, int]] | None = None
+        self.line = bytearray()
+        self.bridge: CallerChannel | None = None
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+        self.chan = chan
+
+    def pty_requested(
+        self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Mapping[int, int]
+    ) -> bool:
+        self.term = (term_type, term_size, term_modes)
+        return True
+
+    def shell_requested(self) -> bool:
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        return True
+
+    def session_started(self) -> None:
+        assert self.chan is not None
+        self.chan.write(target_list(self.targets).encode())
+        if self.term is None or not self.targets:
+            name = self.server.login.user
+            hint = f"Connect with: ssh -J {name}@GATEWAY TARGET  or  ssh {name}+TARGET@GATEWAY\r\n"
+            self.chan.write(hint.encode())
+            self.chan.exit(0)
+            return
+        self.chan.write(self.PROMPT)
+
+    def data_received(self, data: bytes, datatype: int | None) -> None:
+        if self.bridge is not None:
+            self.bridge.data_received(data, datatype)
+            return
+        assert self.chan is not None
+        for index, byte in enumerate(data):
+            if byte in (CTRL_C, CTRL_D):
+                self.chan.write(b"\r\n")
+                self.chan.exit(0)
+                return
+            if byte in (BACKSPACE, DELETE):
+                if self.line:
+                    del self.line[-1]
+                    self.chan.write(b"\b \b")
+            elif byte in (0x0D, 0x0A):
+                self.chan.write(b"\r\n")
+                self._choose(self.line.decode("utf-8", "replace").strip())
+                if self.bridge is not None and data[index + 1 :]:
+                    self.bridge.data_received(data[index + 1 :], datatype)
+                return
+            elif 0x20 <= byte < 0x7F and len(self.line) < 256:
+                self.line.append(byte)
+                self.chan.write(bytes([byte]))
+
+    def _choose(self, choice: str) -> None:
+        from proxy.ssh.channels import CallerChannel
+
+        assert self.chan is not None and self.term is not None
+        self.line.clear()
+        if not choice:
+            self.chan.exit(0)
+            return
+        names = [target.name for target in self.targets]
+        if choice.isdigit() and 1 <= int(choice) <= len(names):
+            choice = names[int(choice) - 1]
+        if choice not in names:
+            self.chan.write(f"No target {choice!r} for you here.\r\n".encode() + self.PROMPT)
+            return
+        server = self.server
+        link = server.start_link(choice, "menu")
+        server.link = link
+        link.client_conn = server.conn
+        link.spawn(server._connect(link))
+        bridge = CallerChannel(link, server.context.inspector)
+        bridge.connection_made(self.chan)
+        bridge.pty_requested(*self.term)
+        bridge.shell_requested()
+        self.bridge = bridge
+        bridge.session_started()
+
+    def eof_received(self) -> bool:
+        if self.bridge is not None:
+            return self.bridge.eof_received()
+        return False
+
+    def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
+        if self.term is not None:
+            self.term = (self.term[0], (width, height, pixwidth, pixheight), self.term[2])
+        if self.bridge is not None:
+            self.bridge.terminal_size_changed(width, height, pixwidth, pixheight)
+
+    def signal_received(self, signal: str) -> None:
+        if self.bridge is not None:
+            self.bridge.signal_received(signal)
+
+    def break_received(self, msec: int) -> bool:
+        return self.bridge.break_received(msec) if self.bridge is not None else False
+
+    def pause_writing(self) -> None:
+        if self.bridge is not None:
+            self.bridge.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.bridge is not None:
+            self.bridge.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.bridge is not None:
+            self.bridge.connection_lost(exc)

@@ -1,0 +1,323 @@
+"""Reading the SFTP packets that cross a bridge, to record file operations (sans-IO).
+
+The bridge relays SFTP bytes untouched; it also feeds them here, requests from the caller and
+replies from the target, and records the `FileOperation`s that come out: an open, the bytes read
+and written through each handle when it is closed, a rename, a remove, a mkdir, each with its
+path and outcome. SFTP version 3 (what OpenSSH speaks). A stream that stops making sense is
+not fatal: the observer says so once and stops itemising; the raw bytes are recorded anyway.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+MAX_PACKET = 4 * 1024 * 1024  # far above OpenSSH's 256 KiB; larger means we lost the framing
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+
+OPEN_READ = 0x01
+OPEN_WRITE = 0x02
+OPEN_APPEND = 0x04
+OPEN_CREATE = 0x08
+OPEN_TRUNCATE = 0x10
+
+
+class Packet(IntEnum):
+    INIT = 1
+    VERSION = 2
+    OPEN = 3
+    CLOSE = 4
+    READ = 5
+    WRITE = 6
+    LSTAT = 7
+    FSTAT = 8
+    SETSTAT = 9
+    FSETSTAT = 10
+    OPENDIR = 11
+    READDIR = 12
+    REMOVE = 13
+    MKDIR = 14
+    RMDIR = 15
+    REALPATH = 16
+    STAT = 17
+    RENAME = 18
+    READLINK = 19
+    SYMLINK = 20
+    STATUS = 101
+    HANDLE = 102
+    DATA = 103
+    NAME = 104
+    ATTRS = 105
+    EXTENDED = 200
+    EXTENDED_REPLY = 201
+
+
+STATUS_OK = 0
+STATUS_EOF = 1
+
+
+@dataclass(frozen=True, slots=True)
+class FileOperation:
+    """One thing done to a file, as recorded: `op`, the path as sent, a byte count, an outcome."""
+
+    op: str
+    path: bytes
+    size: int = 0
+    detail: str = ""
+
+
+class MalformedPacket(Exception):
+    pass
+
+
+class _Cursor:
+    """Reads SFTP wire types from one packet body."""
+
+    def __init__(self, body: bytes | memoryview) -> None:
+        self.body = memoryview(body)
+        self.pos = 0
+
+    def u32(self) -> int:
+        if self.pos + 4 > len(self.body):
+            raise MalformedPacket("truncated uint32")
+        (value,) = _U32.unpack_from(self.body, self.pos)
+        self.pos += 4
+        return int(value)
+
+    def u64(self) -> int:
+        if self.pos + 8 > len(self.body):
+            raise MalformedPacket("truncated uint64")
+        (value,) = _U64.unpack_from(self.body, self.pos)
+        self.pos += 8
+        return int(value)
+
+    def string(self) -> bytes:
+        size = self.u32()
+        if self.pos + size > len(self.body):
+            raise MalformedPacket("truncated string")
+        value = bytes(self.body[self.pos : self.pos + size])
+        self.pos += size
+        return value
+
+    def string_length(self) -> int:
+        """Skip a string, returning only its length (WRITE data need not be copied)."""
+        size = self.u32()
+        if self.pos + size > len(self.body):
+            raise MalformedPacket("truncated string")
+        self.pos += size
+        return size
+
+
+class PacketFramer:
+    """Cuts a byte stream into SFTP packets: `feed` bytes, iterate (type, body)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> Iterator[tuple[int, memoryview]]:
+        self._buffer += data
+        offset = 0
+        buffer = self._buffer
+        try:
+            while len(buffer) - offset >= 5:
+                (length,) = _U32.unpack_from(buffer, offset)
+                if length < 1 or length > MAX_PACKET:
+                    raise MalformedPacket(f"packet length {length}")
+                if len(buffer) - offset - 4 < length:
+                    break
+                view = memoryview(buffer)[offset + 5 : offset + 4 + length]
+                kind = buffer[offset + 4]
+                offset += 4 + length
+                try:
+                    yield kind, view
+                finally:
+                    view.release()
+        finally:
+            if offset:
+                del self._buffer[:offset]
+
+
+@dataclass(slots=True)
+class _OpenFile:
+    path: bytes
+    directory: bool
+    flags: int = 0
+    read: int = 0
+    written: int = 0
+
+
+@dataclass(slots=True)
+class _Request:
+    kind: int
+    path: bytes = b""
+    other: bytes = b""
+    handle: bytes = b""
+    size: int = 0
+    flags: int = 0
+
+
+@dataclass(slots=True)
+class SftpObserver:
+    """Pairs requests with replies to produce FileOperations; both directions are fed here."""
+
+    _requests: dict[int, _Request] = field(default_factory=dict)
+    _handles: dict[bytes, _OpenFile] = field(default_factory=dict)
+    _from_client: PacketFramer = field(default_factory=PacketFramer)
+    _from_target: PacketFramer = field(default_factory=PacketFramer)
+    broken: bool = False
+
+    def client_data(self, data: bytes) -> list[FileOperation]:
+        """Bytes the caller sent (requests)."""
+        return self._consume(self._from_client, data, self._request)
+
+    def target_data(self, data: bytes) -> list[FileOperation]:
+        """Bytes the target sent (replies)."""
+        return self._consume(self._from_target, data, self._reply)
+
+    def finish(self, reason: str = "channel closed") -> list[FileOperation]:
+        """Handles still open when the channel ends: report what went through them."""
+        ops: list[FileOperation] = []
+        for open_file in self._handles.values():
+            ops.extend(_closed(open_file, reason))
+        self._handles.clear()
+        self._requests.clear()
+        return ops
+
+    def _consume(self, framer: PacketFramer, data: bytes, handler: object) -> list[FileOperation]:
+        if self.broken:
+            return []
+        ops: list[FileOperation] = []
+        try:
+            for kind, body in framer.feed(data):
+                handler(kind, _Cursor(body), ops)  # type: ignore[operator]
+        except MalformedPacket as exc:
+            self.broken = True
+            ops.append(FileOperation("unparsed", b"", 0, f"SFTP stream not understood: {exc}"))
+        return ops
+
+    def _request(self, kind: int, cursor: _Cursor, ops: list[FileOperation]) -> None:
+        if kind in (Packet.INIT, Packet.VERSION):
+            return
+        request_id = cursor.u32()
+        request = _Request(kind)
+        if kind == Packet.OPEN:
+            request.path = cursor.string()
+            request.flags = cursor.u32()
+        elif kind in (Packet.OPENDIR, Packet.REMOVE, Packet.MKDIR, Packet.RMDIR, Packet.SETSTAT):
+            request.path = cursor.string()
+        elif kind in (Packet.RENAME, Packet.SYMLINK):
+            request.path = cursor.string()
+            request.other = cursor.string()
+        elif kind in (Packet.CLOSE, Packet.READ):
+            request.handle = cursor.string()
+        elif kind == Packet.WRITE:
+            request.handle = cursor.string()
+            cursor.u64()
+            request.size = cursor.string_length()
+        elif kind == Packet.EXTENDED:
+            name = cursor.string()
+            if name in (b"posix-rename@openssh.com", b"hardlink@openssh.com"):
+                request.kind = Packet.RENAME if name.startswith(b"posix") else Packet.SYMLINK
+                request.path = cursor.string()
+                request.other = cursor.string()
+            else:
+                return
+        else:
+            return
+        self._requests[request_id] = request
+
+    def _reply(self, kind: int, cursor: _Cursor, ops: list[FileOperation]) -> None:
+        if kind == Packet.VERSION:
+            return
+        request_id = cursor.u32()
+        request = self._requests.pop(request_id, None)
+        if request is None:
+            return
+        if kind == Packet.HANDLE and request.kind in (Packet.OPEN, Packet.OPENDIR):
+            handle = cursor.string()
+            directory = request.kind == Packet.OPENDIR
+            self._handles[handle] = _OpenFile(request.path, directory, request.flags)
+            if directory:
+                ops.append(FileOperation("list", request.path, 0, "ok"))
+            else:
+                ops.append(FileOperation("open", request.path, 0, _mode(request.flags)))
+        elif kind == Packet.DATA and request.kind == Packet.READ:
+            open_file = self._handles.get(request.handle)
+            if open_file is not None:
+                open_file.read += len(cursor.string())
+        elif kind == Packet.STATUS:
+            self._status(request, cursor, ops)
+
+    def _status(self, request: _Request, cursor: _Cursor, ops: list[FileOperation]) -> None:
+        code = cursor.u32()
+        outcome = "ok" if code == STATUS_OK else f"failed: {_message(cursor, code)}"
+        kind = request.kind
+        if kind == Packet.WRITE:
+            open_file = self._handles.get(request.handle)
+            if open_file is not None and code == STATUS_OK:
+                open_file.written += request.size
+        elif kind == Packet.CLOSE:
+            open_file = self._handles.pop(request.handle, None)
+            if open_file is not None and not open_file.directory:
+                ops.extend(_closed(open_file, outcome))
+        elif kind in (Packet.OPEN, Packet.OPENDIR):
+            op = "open" if kind == Packet.OPEN else "list"
+            ops.append(FileOperation(op, request.path, 0, f"{_mode(request.flags)} {outcome}"))
+        elif kind in _PATH_OPS:
+            detail = outcome
+            if request.other:
+                detail = f"to {_text(request.other)}: {outcome}"
+            ops.append(FileOperation(_PATH_OPS[kind], request.path, 0, detail))
+
+
+_PATH_OPS: dict[int, str] = {
+    Packet.REMOVE: "remove",
+    Packet.MKDIR: "mkdir",
+    Packet.RMDIR: "rmdir",
+    Packet.RENAME: "rename",
+    Packet.SYMLINK: "link",
+    Packet.SETSTAT: "setstat",
+}
+
+
+def _closed(open_file: _OpenFile, outcome: str) -> list[FileOperation]:
+    """What a handle did, once it is closed: a read and/or a write total."""
+    ops = []
+    if (open_file.read or not open_file.written) and (
+        open_file.read or open_file.flags & OPEN_READ
+    ):
+        ops.append(FileOperation("read", open_file.path, open_file.read, outcome))
+    if open_file.written or open_file.flags & OPEN_WRITE:
+        ops.append(FileOperation("write", open_file.path, open_file.written, outcome))
+    return ops
+
+
+def _mode(flags: int) -> str:
+    if not flags:
+        return ""
+    parts = []
+    if flags & OPEN_READ:
+        parts.append("read")
+    if flags & OPEN_WRITE:
+        parts.append("write")
+    if flags & OPEN_APPEND:
+        parts.append("append")
+    if flags & OPEN_CREATE:
+        parts.append("create")
+    if flags & OPEN_TRUNCATE:
+        parts.append("truncate")
+    return "+".join(parts)
+
+
+def _message(cursor: _Cursor, code: int) -> str:
+    try:
+        return _text(cursor.string()) or f"status {code}"
+    except MalformedPacket:
+        return f"status {code}"
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "backslashreplace")
