@@ -1,0 +1,285 @@
+"""The PostgreSQL gateway against direct PostgreSQL, with pgbench, measured in the same run.
+
+    python bench/pg.py               # pgbench -S and TPC-B-like, 10 s each, 8 clients, 2 threads
+    python bench/pg.py --quick       # 3 s each
+    python bench/pg.py --profile     # also prints a cProfile of the gateway during -S
+    python bench/pg.py --diagnose    # also -S through the gateway with recording disabled
+
+Runs, back to back, against the machine's PostgreSQL (127.0.0.1:5432, trust auth, database
+`test`, pgbench tables made with `pgbench -i -s 1` if missing):
+
+1. `pgbench -S -c 8 -j 2 -T N` (one SELECT per transaction, simple protocol) direct;
+2. the same through a bare asyncio byte relay (no framing, no inspection: the floor of any
+   Python proxy on this machine);
+3. the same through the full gateway (framing, pglast classification with its fingerprint
+   cache, policy, recording with fsync'd frames, SCRAM login);
+4. TPC-B-like `pgbench -c 8 -j 2 -T N` direct and through the gateway.
+
+Each gateway line also shows the CPU time this process (gateway, its recording threads) spent
+per transaction, from `os.times()` around the run.
+
+Per-transaction latencies come from pgbench's `-l` logs; the latency the gateway adds is the
+difference of the percentiles (p50, p99) through the gateway and direct. pgbouncer is measured
+only when it is installed (`pgbouncer` on PATH); it is not on this machine.
+
+The gateway runs in this process's event loop (one core at most, like a real deployment of one
+gateway process); pgbench and PostgreSQL share the two cores with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import os
+import pstats
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from proxy.approvals import ApprovalService
+from proxy.broker import ApprovalBroker
+from proxy.config import load_config
+from proxy.control import ControlServer, socket_path
+from proxy.enforcement import Enforcer
+from proxy.pg.scram import make_verifier
+from proxy.pg.server import PgConnection, PgGateway
+from storage.state import SqliteState
+
+PG_HOST, PG_PORT, DATABASE, PG_USER = "127.0.0.1", 5432, "test", "root"
+PASSWORD = "bench-pw"
+
+
+@dataclass
+class Run:
+    name: str
+    tps: float
+    latencies_us: list[int]
+    cpu_s: float = 0.0  # CPU time of this process (the gateway or relay) during the run
+
+    def pct(self, q: float) -> float:
+        if not self.latencies_us:
+            return float("nan")
+        ordered = sorted(self.latencies_us)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1000.0
+
+
+async def pgbench(
+    name: str, port: int, args: list[str], duration: int, clients: int, threads: int, user: str
+) -> Run:
+    workdir = Path(tempfile.mkdtemp(prefix="hoop-pgbench-"))
+    env = dict(os.environ, PGPASSWORD=PASSWORD, PGSSLMODE="disable")
+    argv = [
+        "pgbench",
+        "-h", PG_HOST,
+        "-p", str(port),
+        "-U", user,
+        "-n",
+        "-c", str(clients),
+        "-j", str(threads),
+        "-T", str(duration),
+        "-l", "--log-prefix", str(workdir / "log"),
+        *args,
+        DATABASE,
+    ]  # fmt: skip
+    cpu_before = os.times()
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+    )
+    out, err = await process.communicate()
+    cpu_after = os.times()
+    cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
+    if process.returncode != 0:
+        raise SystemExit(f"pgbench failed ({name}): {err.decode()}")
+    text = out.decode()
+    match = re.search(r"tps = ([\d.]+)", text)
+    tps = float(match.group(1)) if match else 0.0
+    latencies: list[int] = []
+    for log in workdir.glob("log*"):
+        for line in log.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 3:
+                latencies.append(int(parts[2]))
+    shutil.rmtree(workdir, ignore_errors=True)
+    return Run(name, tps, latencies, cpu)
+
+
+class _NoRecording:
+    """Diagnostic only: what the gateway costs without its recording writer."""
+
+    def record(self, *fields: object) -> None:
+        pass
+
+    def close(self, reason: str) -> None:
+        pass
+
+
+def _no_recording(self: PgConnection, params: dict[str, str]) -> None:
+    self.recording = _NoRecording()
+
+
+async def relay_server() -> asyncio.Server:
+    """A bare byte relay: the floor of any Python proxy here."""
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await reader.read(262144):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(PG_HOST, PG_PORT)
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+async def start_gateway(directory: Path) -> tuple[PgGateway, ApprovalService, ControlServer]:
+    data = directory / "data"
+    data.mkdir(parents=True)
+    config_path = directory / "gateway.toml"
+    config_path.write_text(
+        f"""[gateway]
+data_dir = "{data}"
+id = "bench"
+pg_listen = "127.0.0.1:0"
+
+[postgres]
+allow_plain = true
+
+[postgres.scram]
+{PG_USER} = "{make_verifier(PASSWORD, iterations=4096).encode()}"
+
+[[targets]]
+name = "{DATABASE}"
+protocol = "postgres"
+host = "{PG_HOST}"
+port = {PG_PORT}
+database = "{DATABASE}"
+user = "{PG_USER}"
+groups = ["*"]
+
+[[rules]]
+name = "no-ddl"
+sql = ["ddl", "dcl", "copy_program", "set_role", "delete_without_where"]
+action = "deny"
+message = "no schema changes in the benchmark"
+"""
+    )
+    config = load_config(config_path)
+    control = ControlServer(socket_path(data), lambda name: None)
+    service = ApprovalService(ApprovalBroker(SqliteState.in_data_dir(data), "bench"), control)
+    await control.start()
+    service.start()
+    gateway = PgGateway(config, Enforcer(service))
+    await gateway.start()
+    return gateway, service, control
+
+
+async def ensure_tables() -> None:
+    check = await asyncio.create_subprocess_exec(
+        "psql", "-h", PG_HOST, "-p", str(PG_PORT), "-U", PG_USER, "-d", DATABASE, "-Atc",
+        "select count(*) from pgbench_accounts",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    out, _ = await check.communicate()
+    if check.returncode == 0 and out.strip() == b"100000":
+        return
+    init = await asyncio.create_subprocess_exec(
+        "pgbench", "-i", "-q", "-s", "1", "-h", PG_HOST, "-p", str(PG_PORT), "-U", PG_USER, DATABASE
+    )
+    await init.wait()
+
+
+def line(run: Run, base: Run | None) -> str:
+    ratio = f"{run.tps / base.tps:.2f}x" if base and base.tps else "1.00x"
+    added = ""
+    if base is not None:
+        added = (
+            f"  added p50 {run.pct(0.5) - base.pct(0.5):+.3f} ms"
+            f"  p99 {run.pct(0.99) - base.pct(0.99):+.3f} ms"
+        )
+    cpu = f"  cpu {run.cpu_s * 1e6 / max(1, len(run.latencies_us)):.0f} us/tx" if run.cpu_s else ""
+    return (
+        f"{run.name:<28} {run.tps:>9.0f} tps  {ratio:>6}{cpu}  "
+        f"p50 {run.pct(0.5):.3f} ms  p99 {run.pct(0.99):.3f} ms{added}"
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per pgbench run")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="3 s runs")
+    parser.add_argument("--profile", action="store_true", help="profile the gateway during -S")
+    parser.add_argument(
+        "--switch-interval", type=float, default=None, help="sys.setswitchinterval (seconds)"
+    )
+    parser.add_argument("--skip-tpcb", action="store_true", help="only pgbench -S")
+    parser.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="also run -S through the gateway with recording replaced by a no-op (diagnostic)",
+    )
+    args = parser.parse_args()
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
+    duration = 3 if args.quick else args.duration
+    bench = (duration, args.clients, args.threads)
+    await ensure_tables()
+    with tempfile.TemporaryDirectory(prefix="hoop-bench-pg-") as tmp:
+        gateway, service, control = await start_gateway(Path(tmp))
+        relay = await relay_server()
+        relay_port = relay.sockets[0].getsockname()[1]
+        try:
+            print(f"pgbench -S -c {args.clients} -j {args.threads} -T {duration} (simple protocol)")
+            direct = await pgbench("direct", PG_PORT, ["-S"], *bench, PG_USER)
+            print(line(direct, None))
+            bare = await pgbench("bare byte relay", relay_port, ["-S"], *bench, PG_USER)
+            print(line(bare, direct))
+            profiler = cProfile.Profile() if args.profile else None
+            if profiler:
+                profiler.enable()
+            full = await pgbench("gateway", gateway.port, ["-S"], *bench, PG_USER)
+            if profiler:
+                profiler.disable()
+            print(line(full, direct))
+            print(f"gateway / bare relay: {full.tps / bare.tps:.2f}x")
+            if args.diagnose:
+                real = PgConnection._start_recording
+                PgConnection._start_recording = _no_recording  # type: ignore[method-assign]
+                try:
+                    unrecorded = await pgbench(
+                        "gateway, no recording", gateway.port, ["-S"], *bench, PG_USER
+                    )
+                finally:
+                    PgConnection._start_recording = real  # type: ignore[method-assign]
+                print(line(unrecorded, direct))
+            print(f"classifier: {gateway.classifier.hits} hits, {gateway.classifier.misses} misses")
+            print()
+            if profiler:
+                pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+            if args.skip_tpcb:
+                return
+            print(f"pgbench (TPC-B-like) -c {args.clients} -j {args.threads} -T {duration}")
+            tpcb_direct = await pgbench("direct", PG_PORT, [], *bench, PG_USER)
+            print(line(tpcb_direct, None))
+            tpcb = await pgbench("gateway", gateway.port, [], *bench, PG_USER)
+            print(line(tpcb, tpcb_direct))
+            if shutil.which("pgbouncer") is None:
+                print("\npgbouncer: not installed here, not measured")
+        finally:
+            relay.close()
+            await gateway.stop()
+            await service.stop()
+            await control.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

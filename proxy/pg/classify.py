@@ -1,0 +1,629 @@
+"""SQL statements -> statement classes, with the real PostgreSQL parser (pglast). Pure.
+
+A class applies wherever its statement sits: a DELETE inside a CTE, an INSERT in the body of a
+SQL function being created, an UPDATE inside a DO block's PL/pgSQL, the query of an
+`EXPLAIN ANALYZE` or of a `PREPARE`. A string with several statements is classified statement
+by statement (`Classified.statements`), so each can be judged on its own.
+
+The class names are what `[[rules]] sql = [...]` lists; docs/sql-classes.md documents each.
+
+`Classifier` keeps two caches: the exact text, and pglast's fingerprint (the statement with
+its constants taken out), so `... WHERE aid = 1` and `... WHERE aid = 2` are parsed once. A
+statement whose classes depend on a constant (a function body, a DO block, `set_config('role',
+...)`) is never cached by fingerprint, only by its exact text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pglast import parser as pg_parser
+
+# -- the class names --------------------------------------------------------------------------
+READ = "read"
+WRITE = "write"
+DELETE_WITHOUT_WHERE = "delete_without_where"
+UPDATE_WITHOUT_WHERE = "update_without_where"
+DDL = "ddl"
+TRUNCATE = "truncate"
+DCL = "dcl"
+TRANSACTION = "transaction"
+UTILITY = "utility"
+FUNCTION = "function"
+DO_BLOCK = "do_block"
+COPY = "copy"
+COPY_IN = "copy_in"
+COPY_OUT = "copy_out"
+COPY_PROGRAM = "copy_program"
+COPY_FILE = "copy_file"
+SET_ROLE = "set_role"
+READ_WRITE = "read_write"
+SERVER_FUNCTION = "server_function"
+UNPARSABLE = "unparsable"
+
+ALL_CLASSES = frozenset(
+    {
+        READ,
+        WRITE,
+        DELETE_WITHOUT_WHERE,
+        UPDATE_WITHOUT_WHERE,
+        DDL,
+        TRUNCATE,
+        DCL,
+        TRANSACTION,
+        UTILITY,
+        FUNCTION,
+        DO_BLOCK,
+        COPY,
+        COPY_IN,
+        COPY_OUT,
+        COPY_PROGRAM,
+        COPY_FILE,
+        SET_ROLE,
+        READ_WRITE,
+        SERVER_FUNCTION,
+        UNPARSABLE,
+    }
+)
+
+# What a read-only target never lets through, whatever the rules say.
+NOT_READ_ONLY = frozenset(
+    {
+        WRITE,
+        DELETE_WITHOUT_WHERE,
+        UPDATE_WITHOUT_WHERE,
+        DDL,
+        TRUNCATE,
+        DCL,
+        FUNCTION,
+        DO_BLOCK,
+        COPY_IN,
+        COPY_PROGRAM,
+        COPY_FILE,
+        SET_ROLE,
+        READ_WRITE,
+    }
+)
+
+# Statement node types -> classes (nodes not named here: ddl if they look like DDL, else utility).
+_NODE_CLASSES: dict[str, frozenset[str]] = {
+    "SelectStmt": frozenset({READ}),
+    "VariableShowStmt": frozenset({READ}),
+    "InsertStmt": frozenset({WRITE}),
+    "UpdateStmt": frozenset({WRITE}),
+    "DeleteStmt": frozenset({WRITE}),
+    "MergeStmt": frozenset({WRITE}),
+    "TruncateStmt": frozenset({TRUNCATE, WRITE}),
+    "TransactionStmt": frozenset({TRANSACTION}),
+    "GrantStmt": frozenset({DCL}),
+    "GrantRoleStmt": frozenset({DCL}),
+    "CreateRoleStmt": frozenset({DCL}),
+    "AlterRoleStmt": frozenset({DCL}),
+    "AlterRoleSetStmt": frozenset({DCL}),
+    "DropRoleStmt": frozenset({DCL}),
+    "AlterDefaultPrivilegesStmt": frozenset({DCL}),
+    "ReassignOwnedStmt": frozenset({DCL}),
+    "DropOwnedStmt": frozenset({DCL}),
+    "CreateUserMappingStmt": frozenset({DCL}),
+    "AlterUserMappingStmt": frozenset({DCL}),
+    "DropUserMappingStmt": frozenset({DCL}),
+    "CreateFunctionStmt": frozenset({FUNCTION, DDL}),
+    "AlterFunctionStmt": frozenset({FUNCTION, DDL}),
+    "DoStmt": frozenset({DO_BLOCK}),
+    "RefreshMatViewStmt": frozenset({DDL, WRITE}),
+    "AlterSystemStmt": frozenset({DDL}),
+    "IndexStmt": frozenset({DDL}),
+    "ViewStmt": frozenset({DDL}),
+    "RuleStmt": frozenset({DDL}),
+    "CommentStmt": frozenset({DDL}),
+    "RenameStmt": frozenset({DDL}),
+    "SecLabelStmt": frozenset({DDL}),
+    "CompositeTypeStmt": frozenset({DDL}),
+    "ImportForeignSchemaStmt": frozenset({DDL}),
+}
+_DDL_PREFIXES = ("Create", "Alter", "Drop", "Define")
+
+# Functions that act on the server rather than on data.
+_SERVER_FUNCTIONS = frozenset(
+    {
+        "pg_terminate_backend",
+        "pg_cancel_backend",
+        "pg_reload_conf",
+        "pg_rotate_logfile",
+        "pg_promote",
+        "pg_read_file",
+        "pg_read_binary_file",
+        "pg_ls_dir",
+        "pg_stat_file",
+        "lo_import",
+        "lo_export",
+        "dblink",
+        "dblink_exec",
+        "dblink_connect",
+        "pg_file_write",
+        "pg_switch_wal",
+        "pg_create_restore_point",
+        "pg_drop_replication_slot",
+        "pg_create_logical_replication_slot",
+        "pg_create_physical_replication_slot",
+    }
+)
+_RELATION_OBJECTS = frozenset(
+    {
+        "OBJECT_TABLE",
+        "OBJECT_VIEW",
+        "OBJECT_MATVIEW",
+        "OBJECT_SEQUENCE",
+        "OBJECT_INDEX",
+        "OBJECT_FOREIGN_TABLE",
+    }
+)
+_ROLE_SETTINGS = frozenset({"role", "session_authorization"})
+_READ_ONLY_SETTINGS = frozenset({"default_transaction_read_only", "transaction_read_only"})
+_FALSE_WORDS = frozenset({"off", "false", "no", "0", "f", "n", "of"})
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One statement of a string: its text, its classes and the relations it names
+    (`schema.table` or `table` as written; CTE names included), for rules on tables."""
+
+    text: str
+    classes: frozenset[str]
+    tables: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Classified:
+    """A whole string: its statements in order, or the parser's complaint."""
+
+    statements: tuple[Statement, ...]
+    error: str | None = None
+    fingerprint: str | None = None
+
+    @property
+    def classes(self) -> frozenset[str]:
+        out: frozenset[str] = frozenset()
+        for statement in self.statements:
+            out |= statement.classes
+        return out
+
+
+def classify(sql: str) -> Classified:
+    """Parse and classify, without caches."""
+    try:
+        tree = json.loads(pg_parser.parse_sql_json(sql))
+    except pg_parser.ParseError as exc:
+        return Classified((Statement(sql, frozenset({UNPARSABLE})),), error=str(exc.args[0]))
+    encoded = sql.encode("utf-8")
+    statements = []
+    for raw in tree.get("stmts", []):
+        start = raw.get("stmt_location", 0)
+        length = raw.get("stmt_len", 0)
+        chunk = encoded[start : start + length] if length else encoded[start:]
+        text = chunk.decode("utf-8", errors="replace").strip()
+        found = _Walker().run(raw.get("stmt"))
+        statements.append(Statement(text, frozenset(found.classes), frozenset(found.tables)))
+    return Classified(tuple(statements))
+
+
+def _cacheable(sql: str) -> bool:
+    """Classes of this text may be shared by every text with the same fingerprint."""
+    try:
+        tree = json.loads(pg_parser.parse_sql_json(sql))
+    except pg_parser.ParseError:
+        return False
+    return all(_Walker().run(raw.get("stmt")).cacheable for raw in tree.get("stmts", []))
+
+
+class Classifier:
+    """`classify` with an exact-text cache and a fingerprint cache, both bounded (LRU)."""
+
+    def __init__(self, max_entries: int = 4096, max_text: int = 16384) -> None:
+        self.max_entries = max_entries
+        self.max_text = max_text
+        self._by_text: OrderedDict[str, Classified] = OrderedDict()
+        self._by_print: OrderedDict[str, tuple[tuple[frozenset[str], frozenset[str]], ...]] = (
+            OrderedDict()
+        )
+        self.hits = 0
+        self.misses = 0
+
+    def __call__(self, sql: str) -> Classified:
+        return self.classify(sql)
+
+    def classify(self, sql: str) -> Classified:
+        found = self._by_text.get(sql)
+        if found is not None:
+            self._by_text.move_to_end(sql)
+            self.hits += 1
+            return found
+        result = self._classify(sql)
+        if len(sql) <= self.max_text:
+            self._by_text[sql] = result
+            if len(self._by_text) > self.max_entries:
+                self._by_text.popitem(last=False)
+        return result
+
+    def _classify(self, sql: str) -> Classified:
+        try:
+            printed = pg_parser.fingerprint(sql)
+        except pg_parser.ParseError:
+            self.misses += 1
+            return classify(sql)
+        shapes = self._by_print.get(printed)
+        if shapes is not None:
+            self._by_print.move_to_end(printed)
+            self.hits += 1
+            if len(shapes) == 1:
+                return Classified((Statement(sql.strip(), *shapes[0]),), fingerprint=printed)
+            texts = split(sql)
+            if len(texts) == len(shapes):
+                return Classified(
+                    tuple(Statement(t, *shape) for t, shape in zip(texts, shapes, strict=True)),
+                    fingerprint=printed,
+                )
+        self.misses += 1
+        result = classify(sql)
+        if result.error is None and _cacheable(sql):
+            self._by_print[printed] = tuple((s.classes, s.tables) for s in result.statements)
+            if len(self._by_print) > self.max_entries:
+                self._by_print.popitem(last=False)
+        return Classified(result.statements, result.error, printed)
+
+
+def split(sql: str) -> list[str]:
+    """The statements of a string, as texts."""
+    try:
+        return [text.strip() for text in pg_parser.split(sql)]
+    except pg_parser.ParseError:
+        return [sql]
+
+
+# ---------------------------------------------------------------------------------------------
+# Walking the parse tree (pglast's JSON: {"NodeType": {fields}} objects, lists, scalars)
+
+
+@dataclass(slots=True)
+class _Found:
+    classes: set[str]
+    cacheable: bool = True
+    tables: set[str] = field(default_factory=set)
+
+
+class _Walker:
+    """Collects the classes of every statement node in a tree, at any depth."""
+
+    def __init__(self) -> None:
+        self.found = _Found(set())
+        self.depth = 0
+
+    def run(self, node: Any) -> _Found:
+        if node is None:
+            return self.found
+        self.walk(node)
+        if not self.found.classes:
+            self.found.classes.add(UTILITY)
+        return self.found
+
+    def walk(self, node: Any) -> None:
+        self.depth += 1
+        if self.depth > 500:  # pglast has its own limit; this keeps Python's stack safe
+            self.found.classes.add(UNPARSABLE)
+            self.depth -= 1
+            return
+        try:
+            if isinstance(node, list):
+                for item in node:
+                    self.walk(item)
+            elif isinstance(node, dict):
+                for key, value in node.items():
+                    if key[:1].isupper() and isinstance(value, dict):
+                        self.visit(key, value)
+                    elif isinstance(value, dict | list):
+                        if key == "relation" and isinstance(value, dict) and "relname" in value:
+                            self.range_var(value)  # a target table, written without a node
+                        self.walk(value)
+        finally:
+            self.depth -= 1
+
+    def visit(self, kind: str, fields: dict[str, Any]) -> None:
+        handler = _HANDLERS.get(kind)
+        if handler is not None:
+            if handler(self, fields):
+                return  # the handler walked (or deliberately skipped) the children
+        elif kind.endswith("Stmt"):
+            if kind in _NODE_CLASSES:
+                self.found.classes |= _NODE_CLASSES[kind]
+            elif kind.startswith(_DDL_PREFIXES) or kind in ("CreateStmt", "CreateTableAsStmt"):
+                self.found.classes.add(DDL)
+            else:
+                self.found.classes.add(UTILITY)
+        self.walk(fields)
+
+    # -- handlers: return True when they have walked the children themselves -----------------
+
+    def select(self, fields: dict[str, Any]) -> bool:
+        self.found.classes.add(READ)
+        if fields.get("intoClause"):
+            self.found.classes |= {DDL, WRITE}
+        return False
+
+    def delete(self, fields: dict[str, Any]) -> bool:
+        self.found.classes.add(WRITE)
+        if _no_condition(fields.get("whereClause")):
+            self.found.classes.add(DELETE_WITHOUT_WHERE)
+        return False
+
+    def update(self, fields: dict[str, Any]) -> bool:
+        self.found.classes.add(WRITE)
+        if _no_condition(fields.get("whereClause")):
+            self.found.classes.add(UPDATE_WITHOUT_WHERE)
+        return False
+
+    def range_var(self, fields: dict[str, Any]) -> bool:
+        name = str(fields.get("relname") or "")
+        schema = fields.get("schemaname")
+        if name:
+            self.found.tables.add(f"{schema}.{name}" if schema else name)
+        return False
+
+    def drop(self, fields: dict[str, Any]) -> bool:
+        self.found.classes.add(DDL)
+        if fields.get("removeType") in _RELATION_OBJECTS:
+            for item in fields.get("objects") or []:
+                parts = item.get("List", {}).get("items", []) if isinstance(item, dict) else []
+                name = ".".join(_string(part) for part in parts)
+                if name:
+                    self.found.tables.add(name)
+        return False
+
+    def insert(self, fields: dict[str, Any]) -> bool:
+        self.found.classes.add(WRITE)
+        source = fields.get("selectStmt")
+        values = source.get("SelectStmt", {}) if isinstance(source, dict) else {}
+        if values.get("valuesLists"):  # INSERT ... VALUES reads nothing by itself
+            self.walk(values.get("valuesLists"))
+            self.walk({k: v for k, v in fields.items() if k != "selectStmt"})
+            return True
+        return False
+
+    def create_table_as(self, fields: dict[str, Any]) -> bool:
+        self.found.classes |= {DDL, WRITE}
+        return False
+
+    def copy(self, fields: dict[str, Any]) -> bool:
+        self.found.classes.add(COPY)
+        if fields.get("is_from"):
+            self.found.classes |= {COPY_IN, WRITE}
+        else:
+            self.found.classes |= {COPY_OUT, READ}
+        if fields.get("is_program"):
+            self.found.classes.add(COPY_PROGRAM)
+        elif fields.get("filename"):
+            self.found.classes.add(COPY_FILE)
+        return False
+
+    def explain(self, fields: dict[str, Any]) -> bool:
+        options = fields.get("options") or []
+        analyze = any(
+            _def_name(option) == "analyze" and not _false_arg(option) for option in options
+        )
+        if analyze:
+            self.walk(fields.get("query"))
+        self.found.classes.add(READ)
+        return True  # without ANALYZE the statement is only planned, never run
+
+    def variable_set(self, fields: dict[str, Any]) -> bool:
+        name = str(fields.get("name") or "").lower()
+        kind = fields.get("kind")
+        if name in _ROLE_SETTINGS:
+            self.found.classes.add(SET_ROLE)
+        elif name in _READ_ONLY_SETTINGS:
+            if kind != "VAR_SET_VALUE" or _false_value(fields.get("args")):
+                self.found.classes.add(READ_WRITE)
+        elif kind == "VAR_RESET_ALL":
+            self.found.classes.add(SET_ROLE)  # RESET ALL resets the role too
+        self.found.classes.add(UTILITY)
+        self.walk(fields.get("args"))
+        return True
+
+    def def_elem(self, fields: dict[str, Any]) -> bool:
+        name = fields.get("defname")
+        if name in _READ_ONLY_SETTINGS and _false_value(fields.get("arg")):
+            self.found.classes.add(READ_WRITE)
+        return False
+
+    def func_call(self, fields: dict[str, Any]) -> bool:
+        names = [_string(part) for part in fields.get("funcname") or []]
+        name = (names[-1] if names else "").lower()
+        if name in _SERVER_FUNCTIONS:
+            self.found.classes.add(SERVER_FUNCTION)
+        if name == "set_config":
+            self.found.cacheable = False
+            args = fields.get("args") or []
+            setting = _const_string(args[0]) if args else None
+            setting = setting.lower() if setting is not None else None
+            if setting is None or setting in _ROLE_SETTINGS:
+                self.found.classes.add(SET_ROLE)
+            if setting is None or setting in _READ_ONLY_SETTINGS:
+                self.found.classes.add(READ_WRITE)
+        return False
+
+    def create_function(self, fields: dict[str, Any]) -> bool:
+        self.found.classes |= {FUNCTION, DDL}
+        self.found.cacheable = False
+        language = "sql"
+        body: str | None = None
+        for option in fields.get("options") or []:
+            name = _def_name(option)
+            arg = option["DefElem"].get("arg")
+            if name == "language":
+                language = (_string(arg) or "sql").lower()
+            elif name == "as":
+                items = arg.get("List", {}).get("items", []) if isinstance(arg, dict) else []
+                if len(items) == 1:  # two items are a C function's file and symbol
+                    body = _string(items[0])
+        if body is not None:
+            self._body(language, body)
+        self.walk(fields.get("sql_body"))  # BEGIN ATOMIC ... END, already parsed
+        return True
+
+    def do_block(self, fields: dict[str, Any]) -> bool:
+        self.found.classes.add(DO_BLOCK)
+        self.found.cacheable = False
+        language = "plpgsql"
+        body = None
+        for option in fields.get("args") or []:
+            name = _def_name(option)
+            arg = option["DefElem"].get("arg")
+            if name == "language":
+                language = (_string(arg) or language).lower()
+            elif name == "as":
+                body = _string(arg)
+        if body is not None:
+            self._body(language, body)
+        return True
+
+    def _body(self, language: str, body: str) -> None:
+        """Classes of the statements inside a function body or DO block, where we can read
+        them: SQL bodies fully, PL/pgSQL bodies statement by statement (best effort: dynamic
+        SQL is only known when it runs)."""
+        if language == "sql":
+            try:
+                tree = json.loads(pg_parser.parse_sql_json(body))
+            except pg_parser.ParseError:
+                return  # PostgreSQL will refuse the function; nothing runs
+            for raw in tree.get("stmts", []):
+                self.walk(raw.get("stmt"))
+        elif language == "plpgsql":
+            for query in _plpgsql_queries(body):
+                try:
+                    tree = json.loads(pg_parser.parse_sql_json(query))
+                except pg_parser.ParseError:
+                    continue
+                for raw in tree.get("stmts", []):
+                    self.walk(raw.get("stmt"))
+
+
+_HANDLERS = {
+    "SelectStmt": _Walker.select,
+    "DeleteStmt": _Walker.delete,
+    "InsertStmt": _Walker.insert,
+    "RangeVar": _Walker.range_var,
+    "DropStmt": _Walker.drop,
+    "UpdateStmt": _Walker.update,
+    "CreateTableAsStmt": _Walker.create_table_as,
+    "CopyStmt": _Walker.copy,
+    "ExplainStmt": _Walker.explain,
+    "VariableSetStmt": _Walker.variable_set,
+    "DefElem": _Walker.def_elem,
+    "FuncCall": _Walker.func_call,
+    "CreateFunctionStmt": _Walker.create_function,
+    "DoStmt": _Walker.do_block,
+}
+
+
+def _plpgsql_queries(body: str) -> Iterator[str]:
+    """The SQL inside a PL/pgSQL body: whole statements as they are, expressions as SELECTs."""
+    tag = "hoop"
+    while f"${tag}$" in body:
+        tag += "_"
+    wrapper = f"CREATE FUNCTION hoop_probe() RETURNS void LANGUAGE plpgsql AS ${tag}${body}${tag}$"
+    try:
+        tree = json.loads(pg_parser.parse_plpgsql_json(wrapper))
+    except (pg_parser.ParseError, ValueError):
+        return
+    stack: list[Any] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            expr = node.get("PLpgSQL_expr")
+            if isinstance(expr, dict) and isinstance(expr.get("query"), str):
+                query = expr["query"]
+                mode = expr.get("parseMode", 0)
+                if mode == 0:
+                    yield query
+                elif mode == 3:  # assignment: `x := expr`
+                    yield "SELECT " + query.partition(":=")[2]
+                else:
+                    yield "SELECT " + query
+            stack.extend(v for v in node.values() if isinstance(v, dict | list))
+
+
+def _no_condition(where: Any) -> bool:
+    """No WHERE, or one that is always true (`WHERE true`, `WHERE 1 = 1`)."""
+    if not where:
+        return True
+    if isinstance(where, dict) and "A_Const" in where:
+        return bool(where["A_Const"].get("boolval", {}).get("boolval") is True)
+    if isinstance(where, dict) and "A_Expr" in where:
+        expr = where["A_Expr"]
+        names = [_string(part) for part in expr.get("name") or []]
+        if expr.get("kind") == "AEXPR_OP" and names == ["="]:
+            left, right = expr.get("lexpr"), expr.get("rexpr")
+            if isinstance(left, dict) and "A_Const" in left and isinstance(right, dict):
+                return bool(_strip_location(left) == _strip_location(right))
+    return False
+
+
+def _strip_location(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _strip_location(v) for k, v in node.items() if k != "location"}
+    if isinstance(node, list):
+        return [_strip_location(v) for v in node]
+    return node
+
+
+def _def_name(option: Any) -> str:
+    if isinstance(option, dict) and "DefElem" in option:
+        return str(option["DefElem"].get("defname", ""))
+    return ""
+
+
+def _false_arg(option: Any) -> bool:
+    return _false_value(option["DefElem"].get("arg")) if _def_name(option) else False
+
+
+def _false_value(arg: Any) -> bool:
+    """A setting's value that means false/off (an A_Const, a String, a list of one)."""
+    if isinstance(arg, list):
+        return len(arg) == 1 and _false_value(arg[0])
+    if not isinstance(arg, dict):
+        return False
+    if "A_Const" in arg:
+        const = arg["A_Const"]
+        if "ival" in const:
+            return not bool(const["ival"].get("ival", 0))
+        if "boolval" in const:
+            return not bool(const["boolval"].get("boolval", False))
+        if "sval" in const:
+            return str(const["sval"].get("sval", "")).lower() in _FALSE_WORDS
+        return False
+    if "Integer" in arg:
+        return not bool(arg["Integer"].get("ival", 0))
+    if "String" in arg:
+        return str(arg["String"].get("sval", "")).lower() in _FALSE_WORDS
+    if "Boolean" in arg:
+        return not bool(arg["Boolean"].get("boolval", False))
+    return False
+
+
+def _string(node: Any) -> str:
+    if isinstance(node, dict) and "String" in node:
+        return str(node["String"].get("sval", ""))
+    return ""
+
+
+def _const_string(node: Any) -> str | None:
+    if isinstance(node, dict) and "A_Const" in node:
+        sval = node["A_Const"].get("sval")
+        if isinstance(sval, dict):
+            return str(sval.get("sval", ""))
+    return None

@@ -1,0 +1,766 @@
+"""One PostgreSQL connection after login, as a sans-IO relay: client bytes and upstream bytes
+in; bytes for each side, and commands, out. The asyncio shell (`server.py`) only moves bytes.
+
+What it does with the traffic:
+
+- Every statement is classified and judged before the upstream sees it: a simple Query (each
+  of its statements), a Parse (judged once; the verdict applies at every Execute of it).
+- An allowed statement is forwarded at once (the fast path never leaves this object). A
+  deny or review becomes a `Judge` command and the session pauses (client bytes queue up,
+  upstream bytes keep flowing) until `judged()` brings the outcome: the statement runs, or
+  the client gets ErrorResponse 42501 and the connection stays usable. In the extended
+  protocol a refusal discards the client's messages until its Sync, as PostgreSQL does.
+- Responses are tracked message by message (what each client message makes the server
+  answer), so replies the gateway makes itself go out in their place in the response stream,
+  and results are recorded against the statement that produced them: columns, row counts,
+  the first rows (capped), timing, errors.
+
+Wire codes go through dispatch tables keyed by the message type.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from proxy.pg import classify as sqlclass
+from proxy.pg.wire import (
+    Backend,
+    Bind,
+    CommandComplete,
+    ErrorResponse,
+    Execute,
+    Frontend,
+    MessageReader,
+    NoticeResponse,
+    Parse,
+    ProtocolError,
+    Query,
+    ReadyForQuery,
+    RowDescription,
+    frame,
+)
+from proxy.policy import Action, Basis, Verdict
+from storage.schema import EventType
+
+INSUFFICIENT_PRIVILEGE = "42501"
+SYNTAX_ERROR = "42601"
+QUERY_CANCELED = "57014"
+PROTOCOL_VIOLATION = "08P01"
+DEFAULT_SAMPLE_ROWS = 20
+MAX_SAMPLE_VALUE = 1024  # bytes of one recorded value; longer values are cut
+_SYNC = frame(Frontend.SYNC)
+
+
+class Recorder(Protocol):
+    """Where events go; False means the recording failed and the session must end."""
+
+    def __call__(self, event: EventType, *fields: object) -> bool: ...
+
+
+Decide = Callable[[sqlclass.Classified], Verdict]
+
+
+@dataclass(frozen=True, slots=True)
+class Judge:
+    """Carry out a verdict that is not a plain allow (deny, or hold for review), then call
+    `PgSession.judged(allowed, message)`."""
+
+    verdict: Verdict
+    statement: str
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    """Close both connections (after sending what is queued for the client)."""
+
+    reason: str
+
+
+Command = Judge | End
+
+
+class UnparsableMode(enum.Enum):
+    POLICY = "policy"  # the `unparsable` class goes to the rules and [policy] unparsable
+    SYNTAX_ERROR = "syntax_error"  # answer with the parser's syntax error, run nothing
+
+
+# ---------------------------------------------------------------------------------------------
+# What the server owes the client: one entry per response-producing client message
+
+
+class Kind(enum.Enum):
+    PARSE = "parse"
+    BIND = "bind"
+    DESCRIBE = "describe"
+    EXECUTE = "execute"
+    CLOSE = "close"
+    SYNC = "sync"
+    QUERY = "query"
+    LOCAL = "local"  # bytes the gateway itself answers with, sent when their turn comes
+    LOCAL_READY = "local_ready"  # a ReadyForQuery with the then current status
+
+
+@dataclass(slots=True)
+class Result:
+    """One statement's result as it streams back."""
+
+    statement: str
+    started_ns: int
+    columns: list[str] | None = None
+    sample: list[list[Any]] = field(default_factory=list)
+    rows: int = 0
+
+
+@dataclass(slots=True)
+class Expect:
+    kind: Kind
+    swallow: bool = False  # the gateway sent it; its answer is not the client's
+    data: bytes = b""
+    name: str = ""  # statement or portal of a Describe/Parse
+    describe_kind: str = ""
+    results: deque[Result] | None = None  # QUERY: one per statement; EXECUTE: one
+    current: Result | None = None
+
+
+@dataclass(slots=True)
+class Prepared:
+    sql: str
+    verdict: Verdict
+    columns: list[str] | None = None
+
+
+@dataclass(slots=True)
+class Portal:
+    statement: str
+    bind: bytes  # the raw Bind body, decoded only when recorded
+    columns: list[str] | None = None
+
+
+class PgSession:
+    """The relay of one logged-in connection. See the module docstring."""
+
+    def __init__(
+        self,
+        decide: Decide,
+        classify: Callable[[str], sqlclass.Classified],
+        record: Recorder,
+        *,
+        sample_rows: int = DEFAULT_SAMPLE_ROWS,
+        unparsable: UnparsableMode = UnparsableMode.POLICY,
+        clock_ns: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        self.decide = decide
+        self.classify = classify
+        self.record = record
+        self.sample_rows = sample_rows
+        self.unparsable = unparsable
+        self.clock_ns = clock_ns
+        self.to_client = bytearray()
+        self.to_upstream = bytearray()
+        self.commands: list[Command] = []
+        self.status = "I"
+        self.closed = False
+        self._client = MessageReader()
+        self._upstream = MessageReader()
+        self._expects: deque[Expect] = deque()
+        self._statements: dict[str, Prepared] = {}
+        self._portals: dict[str, Portal] = {}
+        self._paused: _Pending | None = None
+        self._discarding = False  # after a refusal in the extended protocol, until Sync
+        self._batch_open = False  # extended messages forwarded since the last Sync
+        self._column_cache: dict[bytes, tuple[str, ...]] = {}
+
+    # -- the API of the shell --------------------------------------------------------------------
+
+    @property
+    def paused(self) -> bool:
+        return self._paused is not None
+
+    @property
+    def buffered(self) -> int:
+        """Client bytes read but not yet handled (queued behind a held statement)."""
+        return self._client.buffered
+
+    def take_commands(self) -> list[Command]:
+        commands, self.commands = self.commands, []
+        return commands
+
+    def client_data(self, data: bytes) -> None:
+        """Bytes from the client; may queue output and commands."""
+        if self.closed:
+            return
+        self._client.feed(data)
+        self._pump_client()
+
+    def upstream_data(self, data: bytes) -> None:
+        """Bytes from the upstream server."""
+        if self.closed:
+            return
+        self._upstream.feed(data)
+        try:
+            self._pump_upstream()
+        except ProtocolError as exc:
+            self._fatal(PROTOCOL_VIOLATION, f"hoop: the target broke the protocol: {exc}")
+
+    def judged(self, allowed: bool, message: str = "", sqlstate: str = "") -> None:
+        """The outcome of the pending `Judge`; resumes the client's messages."""
+        pending, self._paused = self._paused, None
+        if pending is None or self.closed:
+            return
+        if allowed:
+            if message:
+                self.notice(message)
+            pending.proceed()
+        else:
+            self._refuse(
+                pending.extended, message, sqlstate or INSUFFICIENT_PRIVILEGE, pending.statement
+            )
+        self._pump_client()
+
+    def notice(self, text: str) -> None:
+        """A NoticeResponse for the client, in its place in the response stream."""
+        self._local(NoticeResponse.make("01000", text, severity="NOTICE").encode())
+
+    def fatal(self, sqlstate: str, message: str) -> None:
+        """End the session with a FATAL error for the client (upstream lost, recording broke)."""
+        self._fatal(sqlstate, message)
+
+    # -- the client side -----------------------------------------------------------------------
+
+    def _pump_client(self) -> None:
+        reader = self._client
+        try:
+            while self._paused is None and not self.closed:
+                span = reader.next_span()
+                if span is None:
+                    return
+                type_code, start, end = span
+                raw = bytes(reader.buffer[start:end])
+                if self._discarding and type_code != Frontend.SYNC:
+                    continue
+                handler = _CLIENT_HANDLERS.get(type_code)
+                if handler is None:
+                    raise ProtocolError(f"unknown frontend message type {chr(type_code)!r}")
+                handler(self, raw)
+        except ProtocolError as exc:
+            self._fatal(PROTOCOL_VIOLATION, f"hoop: invalid message from the client: {exc}")
+
+    def _forward(self, raw: bytes) -> None:
+        self.to_upstream += raw
+
+    def _on_query(self, raw: bytes) -> None:
+        if raw[-1] != 0 or raw.find(b"\x00", 5) != len(raw) - 1:
+            sql = Query.decode(raw[5:]).sql  # raises the precise ProtocolError
+        else:
+            try:
+                sql = raw[5:-1].decode("utf-8")
+            except UnicodeDecodeError:
+                raise ProtocolError("string field is not valid UTF-8") from None
+        found = self.classify(sql)
+        if found.error is not None and self.unparsable is UnparsableMode.SYNTAX_ERROR:
+            self._record(EventType.SQL_STATEMENT, sql, [])
+            self._local_error(SYNTAX_ERROR, found.error)
+            self._local_ready()
+            return
+        verdict = self.decide(found)
+        results: deque[Result] = deque()
+        for statement in found.statements or (sqlclass.Statement(sql, frozenset()),):
+            if not self._record(EventType.SQL_STATEMENT, statement.text, []):
+                return
+            results.append(Result(statement.text, 0))
+
+        def proceed() -> None:
+            now = self.clock_ns()
+            for result in results:
+                result.started_ns = now
+            self._expects.append(Expect(Kind.QUERY, results=results))
+            self._forward(raw)
+
+        self._judge(verdict, sql, proceed, extended=False)
+
+    def _on_parse(self, raw: bytes) -> None:
+        parse = Parse.decode(raw[5:])
+        found = self.classify(parse.sql)
+        if found.error is not None and self.unparsable is UnparsableMode.SYNTAX_ERROR:
+            self._record(EventType.SQL_STATEMENT, parse.sql, [])
+            self._refuse(True, found.error, SYNTAX_ERROR, parse.sql)
+            return
+        verdict = self.decide(found)
+
+        def proceed() -> None:
+            self._statements[parse.name] = Prepared(parse.sql, verdict)
+            self._expects.append(Expect(Kind.PARSE, name=parse.name))
+            self._forward(raw)
+            self._batch_open = True
+
+        if verdict.action is Action.REVIEW:
+            proceed()  # preparing runs nothing: the hold comes at each Execute
+        else:
+            if verdict.action is Action.DENY:
+                self._record(EventType.SQL_STATEMENT, parse.sql, [])
+            self._judge(verdict, parse.sql, proceed, extended=True)
+
+    def _on_bind(self, raw: bytes) -> None:
+        body = raw[5:]
+        portal_end = body.find(b"\x00")
+        statement_end = body.find(b"\x00", portal_end + 1)
+        if portal_end < 0 or statement_end < 0:
+            raise ProtocolError("Bind without portal and statement names")
+        portal = body[:portal_end].decode("utf-8", errors="replace")
+        statement = body[portal_end + 1 : statement_end].decode("utf-8", errors="replace")
+        prepared = self._statements.get(statement)
+        self._portals[portal] = Portal(
+            statement, body, prepared.columns if prepared is not None else None
+        )
+        self._expects.append(Expect(Kind.BIND))
+        self._forward(raw)
+        self._batch_open = True
+
+    def _on_describe(self, raw: bytes) -> None:
+        body = raw[5:]
+        if len(body) < 2 or body[-1] != 0 or body[0] not in b"SP":
+            raise ProtocolError("malformed Describe")
+        name = body[1:-1].decode("utf-8", errors="replace")
+        self._expects.append(Expect(Kind.DESCRIBE, name=name, describe_kind=chr(body[0])))
+        self._forward(raw)
+        self._batch_open = True
+
+    def _on_execute(self, raw: bytes) -> None:
+        execute = Execute.decode(raw[5:])
+        portal = self._portals.get(execute.portal)
+        prepared = self._statements.get(portal.statement) if portal is not None else None
+        sql = prepared.sql if prepared is not None else ""
+
+        params = _params(portal.bind) if portal is not None else []
+        if not self._record(EventType.SQL_STATEMENT, sql, params):
+            return
+
+        def proceed() -> None:
+            result = Result(sql, self.clock_ns(), portal.columns if portal else None)
+            self._expects.append(Expect(Kind.EXECUTE, results=deque([result])))
+            self._forward(raw)
+            self._batch_open = True
+
+        if prepared is None or prepared.verdict.action is Action.ALLOW:
+            proceed()  # unknown here: prepared by an SQL PREPARE, judged when it ran
+        else:
+            self._judge(prepared.verdict, sql, proceed, extended=True)
+
+    def _on_close(self, raw: bytes) -> None:
+        body = raw[5:]
+        if len(body) < 2 or body[-1] != 0 or body[0] not in b"SP":
+            raise ProtocolError("malformed Close")
+        name = body[1:-1].decode("utf-8", errors="replace")
+        (self._statements if body[0] == ord("S") else self._portals).pop(name, None)
+        self._expects.append(Expect(Kind.CLOSE))
+        self._forward(raw)
+        self._batch_open = True
+
+    def _on_sync(self, raw: bytes) -> None:
+        if self._discarding:
+            self._discarding = False
+            self._local_ready()
+            return
+        self._expects.append(Expect(Kind.SYNC))
+        self._forward(raw)
+        self._batch_open = False
+
+    def _on_passthrough(self, raw: bytes) -> None:
+        """Flush and the COPY sub-protocol: no answer of their own."""
+        self._forward(raw)
+
+    def _on_function_call(self, raw: bytes) -> None:
+        self._record(EventType.SQL_STATEMENT, "(fast-path function call)", [])
+        self._record(
+            EventType.VERDICT, 0, "deny", "", "fast-path function calls bypass SQL inspection"
+        )
+        self._local_error(
+            INSUFFICIENT_PRIVILEGE, "hoop: fast-path function calls are not allowed by the gateway"
+        )
+        self._local_ready()
+
+    def _on_terminate(self, raw: bytes) -> None:
+        self._forward(raw)
+        self.closed = True
+        self.commands.append(End("client terminated"))
+
+    def _on_password(self, raw: bytes) -> None:
+        raise ProtocolError("a password message after the login")
+
+    # -- judging ------------------------------------------------------------------------------
+
+    def _judge(
+        self, verdict: Verdict, statement: str, proceed: Callable[[], None], *, extended: bool
+    ) -> None:
+        if verdict.action is Action.ALLOW:
+            if verdict.basis is not Basis.DEFAULT:  # an explicit allow rule: on the record
+                self._record(EventType.VERDICT, 0, "allow", verdict.rule or "", verdict.message)
+            proceed()
+            return
+        self._paused = _Pending(proceed, extended, statement)
+        self.commands.append(Judge(verdict, statement))
+
+    def _refuse(self, extended: bool, message: str, sqlstate: str, statement: str) -> None:
+        if extended:
+            if self._batch_open:
+                # The upstream has earlier messages of this batch: have it finish them, and
+                # keep its ReadyForQuery to ourselves.
+                self._expects.append(Expect(Kind.SYNC, swallow=True))
+                self._forward(_SYNC)
+                self._batch_open = False
+            self._local_error(sqlstate, message)
+            self._discarding = True
+        else:
+            self._local_error(sqlstate, message)
+            self._local_ready()
+
+    def _local_error(self, sqlstate: str, message: str) -> None:
+        self._record(EventType.SQL_ERROR, sqlstate, message)
+        self._local(ErrorResponse.make(sqlstate, message).encode())
+
+    def _local(self, data: bytes) -> None:
+        if self._expects:
+            self._expects.append(Expect(Kind.LOCAL, data=data))
+        else:
+            self.to_client += data
+
+    def _local_ready(self) -> None:
+        if self._expects:
+            self._expects.append(Expect(Kind.LOCAL_READY))
+        else:
+            self.to_client += ReadyForQuery(self.status).encode()
+
+    def _record(self, event: EventType, *fields: object) -> bool:
+        if self.record(event, *fields):
+            return True
+        self._fatal("58030", "hoop: the session recording failed, so the gateway ended the session")
+        return False
+
+    def _fatal(self, sqlstate: str, message: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._expects.clear()
+        self.to_client += ErrorResponse.make(sqlstate, message, severity="FATAL").encode()
+        self.commands.append(End(message))
+
+    # -- the upstream side ---------------------------------------------------------------------
+
+    def _pump_upstream(self) -> None:
+        reader = self._upstream
+        buf = reader.buffer
+        out = self.to_client
+        while not self.closed:
+            span = reader.next_span()
+            if span is None:
+                return
+            type_code, start, end = span
+            handler = _UPSTREAM_HANDLERS.get(type_code)
+            if handler is None:
+                raise ProtocolError(f"unknown backend message type {chr(type_code)!r}")
+            if handler(self, buf, start, end):
+                out += buf[start:end]
+            expects = self._expects
+            if expects and expects[0].kind in _LOCAL_KINDS:
+                self._flush_local()
+
+    def _flush_local(self) -> None:
+        expects = self._expects
+        while expects and expects[0].kind in (Kind.LOCAL, Kind.LOCAL_READY):
+            entry = expects.popleft()
+            if entry.kind is Kind.LOCAL:
+                self.to_client += entry.data
+            else:
+                self.to_client += ReadyForQuery(self.status).encode()
+
+    def _head(self) -> Expect | None:
+        return self._expects[0] if self._expects else None
+
+    def _pop(self, kind: Kind) -> Expect | None:
+        """Finish the head entry if it is `kind` (a lenient relay: unexpected order is passed
+        through, never fatal)."""
+        head = self._head()
+        if head is not None and head.kind is kind:
+            return self._expects.popleft()
+        return None
+
+    def _up_async(self, buf: bytearray, start: int, end: int) -> bool:
+        return True  # notices, notifications, parameter status: straight through
+
+    def _up_parse_complete(self, buf: bytearray, start: int, end: int) -> bool:
+        self._pop(Kind.PARSE)
+        return True
+
+    def _up_bind_complete(self, buf: bytearray, start: int, end: int) -> bool:
+        self._pop(Kind.BIND)
+        return True
+
+    def _up_close_complete(self, buf: bytearray, start: int, end: int) -> bool:
+        self._pop(Kind.CLOSE)
+        return True
+
+    def _up_parameter_description(self, buf: bytearray, start: int, end: int) -> bool:
+        return True  # the first half of a statement Describe; T or n finishes it
+
+    def _up_no_data(self, buf: bytearray, start: int, end: int) -> bool:
+        head = self._head()
+        if head is not None and head.kind is Kind.DESCRIBE:
+            self._describe_done(head, None)
+        return True
+
+    def _up_row_description(self, buf: bytearray, start: int, end: int) -> bool:
+        body = bytes(buf[start + 5 : end])
+        names = self._column_cache.get(body)
+        if names is None:
+            names = tuple(c.name for c in RowDescription.decode(body).columns)
+            if len(self._column_cache) < 256:
+                self._column_cache[body] = names
+        columns = list(names)
+        head = self._head()
+        if head is None:
+            return True
+        if head.kind is Kind.DESCRIBE:
+            self._describe_done(head, columns)
+        else:
+            result = self._result(head)
+            if result is not None:
+                result.columns = columns
+        return True
+
+    def _describe_done(self, head: Expect, columns: list[str] | None) -> None:
+        self._expects.popleft()
+        if head.describe_kind == "S":
+            prepared = self._statements.get(head.name)
+            if prepared is not None:
+                prepared.columns = columns
+        else:
+            portal = self._portals.get(head.name)
+            if portal is not None:
+                portal.columns = columns
+
+    def _result(self, head: Expect) -> Result | None:
+        if head.current is None and head.results:
+            head.current = head.results.popleft()
+        return head.current
+
+    def _up_data_row(self, buf: bytearray, start: int, end: int) -> bool:
+        head = self._head()
+        if head is not None and head.kind in (Kind.QUERY, Kind.EXECUTE):
+            result = self._result(head)
+            if result is not None:
+                result.rows += 1
+                if len(result.sample) < self.sample_rows:
+                    result.sample.append(_row(buf, start + 5, end))
+        return True
+
+    def _up_command_complete(self, buf: bytearray, start: int, end: int) -> bool:
+        head = self._head()
+        if head is not None and head.kind in (Kind.QUERY, Kind.EXECUTE):
+            if buf[end - 1] != 0:
+                raise ProtocolError("CommandComplete tag is not NUL-terminated")
+            tag = CommandComplete(buf[start + 5 : end - 1].decode("utf-8", errors="replace"))
+            result = self._result(head)
+            head.current = None
+            if result is not None:
+                rows = tag.rows
+                self._record(
+                    EventType.SQL_RESULT,
+                    result.columns or [],
+                    rows if rows is not None else result.rows,
+                    result.sample,
+                    (self.clock_ns() - result.started_ns) // 1000,
+                )
+            if head.kind is Kind.EXECUTE:
+                self._expects.popleft()
+        return True
+
+    def _up_empty_query(self, buf: bytearray, start: int, end: int) -> bool:
+        head = self._head()
+        if head is not None and head.kind in (Kind.QUERY, Kind.EXECUTE):
+            self._result(head)
+            head.current = None
+            if head.kind is Kind.EXECUTE:
+                self._expects.popleft()
+        return True
+
+    def _up_portal_suspended(self, buf: bytearray, start: int, end: int) -> bool:
+        head = self._pop(Kind.EXECUTE)
+        if head is not None:
+            result = self._result(head)
+            if result is not None:
+                self._record(
+                    EventType.SQL_RESULT,
+                    result.columns or [],
+                    result.rows,
+                    result.sample,
+                    (self.clock_ns() - result.started_ns) // 1000,
+                )
+        return True
+
+    def _up_error(self, buf: bytearray, start: int, end: int) -> bool:
+        error = ErrorResponse.decode(bytes(buf[start + 5 : end]))
+        self._record(EventType.SQL_ERROR, error.sqlstate, error.message)
+        head = self._head()
+        if head is None:
+            return True
+        if head.kind is Kind.QUERY:
+            self._result(head)
+            head.current = None
+            head.results = deque()  # the rest of the string is not run
+            return True
+        # Extended protocol: the server skips everything until Sync.
+        while self._expects and self._expects[0].kind not in (
+            Kind.SYNC,
+            Kind.LOCAL,
+            Kind.LOCAL_READY,
+        ):
+            self._expects.popleft()
+        return True
+
+    def _up_ready(self, buf: bytearray, start: int, end: int) -> bool:
+        status = buf[start + 5 : end]
+        if len(status) != 1 or status[0] not in b"ITE":
+            raise ProtocolError("bad ReadyForQuery")
+        self.status = chr(status[0])
+        swallow = False
+        while self._expects:
+            head = self._expects[0]
+            if head.kind in (Kind.LOCAL, Kind.LOCAL_READY):
+                break
+            self._expects.popleft()
+            if head.kind in (Kind.SYNC, Kind.QUERY):
+                swallow = head.swallow
+                break
+        return not swallow
+
+    def _up_copy(self, buf: bytearray, start: int, end: int) -> bool:
+        return True  # CopyIn/Out responses, CopyData, CopyDone, FunctionCallResponse
+
+    def _up_login_only(self, buf: bytearray, start: int, end: int) -> bool:
+        raise ProtocolError(f"login message {chr(buf[start])!r} after the login")
+
+
+_LOCAL_KINDS = (Kind.LOCAL, Kind.LOCAL_READY)
+
+
+@dataclass(slots=True)
+class _Pending:
+    proceed: Callable[[], None]
+    extended: bool
+    statement: str
+
+
+_ClientHandler = Callable[[PgSession, bytes], None]
+_CLIENT_HANDLERS: dict[int, _ClientHandler] = {
+    Frontend.QUERY: PgSession._on_query,
+    Frontend.PARSE: PgSession._on_parse,
+    Frontend.BIND: PgSession._on_bind,
+    Frontend.DESCRIBE: PgSession._on_describe,
+    Frontend.EXECUTE: PgSession._on_execute,
+    Frontend.CLOSE: PgSession._on_close,
+    Frontend.SYNC: PgSession._on_sync,
+    Frontend.FLUSH: PgSession._on_passthrough,
+    Frontend.COPY_DATA: PgSession._on_passthrough,
+    Frontend.COPY_DONE: PgSession._on_passthrough,
+    Frontend.COPY_FAIL: PgSession._on_passthrough,
+    Frontend.FUNCTION_CALL: PgSession._on_function_call,
+    Frontend.TERMINATE: PgSession._on_terminate,
+    Frontend.PASSWORD: PgSession._on_password,
+}
+
+_UpstreamHandler = Callable[[PgSession, bytearray, int, int], bool]
+_UPSTREAM_HANDLERS: dict[int, _UpstreamHandler] = {
+    Backend.NOTICE_RESPONSE: PgSession._up_async,
+    Backend.NOTIFICATION_RESPONSE: PgSession._up_async,
+    Backend.PARAMETER_STATUS: PgSession._up_async,
+    Backend.PARSE_COMPLETE: PgSession._up_parse_complete,
+    Backend.BIND_COMPLETE: PgSession._up_bind_complete,
+    Backend.CLOSE_COMPLETE: PgSession._up_close_complete,
+    Backend.PARAMETER_DESCRIPTION: PgSession._up_parameter_description,
+    Backend.NO_DATA: PgSession._up_no_data,
+    Backend.ROW_DESCRIPTION: PgSession._up_row_description,
+    Backend.DATA_ROW: PgSession._up_data_row,
+    Backend.COMMAND_COMPLETE: PgSession._up_command_complete,
+    Backend.EMPTY_QUERY_RESPONSE: PgSession._up_empty_query,
+    Backend.PORTAL_SUSPENDED: PgSession._up_portal_suspended,
+    Backend.ERROR_RESPONSE: PgSession._up_error,
+    Backend.READY_FOR_QUERY: PgSession._up_ready,
+    Backend.COPY_IN_RESPONSE: PgSession._up_copy,
+    Backend.COPY_OUT_RESPONSE: PgSession._up_copy,
+    Backend.COPY_BOTH_RESPONSE: PgSession._up_copy,
+    Backend.COPY_DATA: PgSession._up_copy,
+    Backend.COPY_DONE: PgSession._up_copy,
+    Backend.FUNCTION_CALL_RESPONSE: PgSession._up_copy,
+    Backend.AUTHENTICATION: PgSession._up_login_only,
+    Backend.BACKEND_KEY_DATA: PgSession._up_login_only,
+    Backend.NEGOTIATE_PROTOCOL_VERSION: PgSession._up_login_only,
+}
+
+
+_I16 = struct.Struct("!h")
+_I32 = struct.Struct("!i")
+
+
+def _row(buf: bytearray, pos: int, end: int) -> list[Any]:
+    """A DataRow's values for the record, read in place (the hot path of result sampling)."""
+    if end - pos < 2:
+        raise ProtocolError("DataRow is too short")
+    (count,) = _I16.unpack_from(buf, pos)
+    pos += 2
+    values: list[Any] = []
+    for _ in range(count):
+        if end - pos < 4:
+            raise ProtocolError("DataRow is shorter than its values")
+        (size,) = _I32.unpack_from(buf, pos)
+        pos += 4
+        if size == -1:
+            values.append(None)
+            continue
+        if size < 0 or pos + size > end:
+            raise ProtocolError("DataRow value does not fit the message")
+        values.append(_sample_value(bytes(buf[pos : pos + min(size, MAX_SAMPLE_VALUE)])))
+        pos += size
+    if pos != end:
+        raise ProtocolError("DataRow is longer than its values")
+    return values
+
+
+def _sample_value(value: bytes | None) -> str | bytes | None:
+    if value is None:
+        return None
+    cut = value[:MAX_SAMPLE_VALUE]
+    try:
+        return cut.decode("utf-8")
+    except UnicodeDecodeError:
+        return bytes(cut)
+
+
+def _params(bind_body: bytes) -> list[str | bytes | None]:
+    """A Bind's parameters for the record: text ones as text, binary ones as bytes."""
+    try:
+        bind = Bind.decode(bind_body)
+    except ProtocolError:
+        return []
+    out: list[str | bytes | None] = []
+    for index, value in enumerate(bind.params):
+        if value is None:
+            out.append(None)
+        elif bind.param_format(index) == 0:
+            out.append(value[:MAX_SAMPLE_VALUE].decode("utf-8", errors="replace"))
+        else:
+            out.append(bytes(value[:MAX_SAMPLE_VALUE]))
+    return out
+
+
+def refusal_message(verdict: Verdict) -> str:
+    """What a denied client reads: the rule's message and the rule."""
+    text = verdict.message or "denied by the gateway's policy"
+    if verdict.rule:
+        text += f" (rule {verdict.rule})"
+    return f"hoop: {text}"

@@ -1,0 +1,163 @@
+"""Statement classes, wherever the statement sits, and the fingerprint cache."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from proxy.pg.classify import ALL_CLASSES, Classifier, classify
+
+CASES = [
+    ("select 1", {"read"}),
+    ("values (1)", {"read"}),
+    ("show search_path", {"read"}),
+    ("insert into t values (1)", {"write"}),
+    ("update t set a = 1 where id = 2", {"write"}),
+    ("update t set a = 1", {"write", "update_without_where"}),
+    ("update t set a = 1 where true", {"write", "update_without_where"}),
+    ("delete from t where id = 1", {"write"}),
+    ("delete from t", {"write", "delete_without_where"}),
+    ("delete from t where 1 = 1", {"write", "delete_without_where"}),
+    ("merge into t using s on t.id = s.id when matched then delete", {"write"}),
+    (
+        "with d as (delete from t returning *) select * from d",
+        {"read", "write", "delete_without_where"},
+    ),
+    ("select * from (select 1) x where exists (select 1)", {"read"}),
+    ("drop table t", {"ddl"}),
+    ("create table t (a int)", {"ddl"}),
+    ("alter table t add column b int", {"ddl"}),
+    ("create index on t (a)", {"ddl"}),
+    ("create table t2 as select * from t", {"ddl", "write", "read"}),
+    ("select * into t3 from t", {"ddl", "write", "read"}),
+    ("truncate t", {"truncate", "write"}),
+    ("grant select on t to bob", {"dcl"}),
+    ("revoke all on t from bob", {"dcl"}),
+    ("create role eve login", {"dcl"}),
+    ("alter role eve superuser", {"dcl"}),
+    ("grant admin to eve", {"dcl"}),
+    ("begin", {"transaction"}),
+    ("commit", {"transaction"}),
+    ("savepoint a", {"transaction"}),
+    ("vacuum t", {"utility"}),
+    ("listen ch", {"utility"}),
+    ("set search_path = public", {"utility"}),
+    ("do $$ begin perform 1; end $$", {"do_block", "read"}),
+    ("do $$ begin delete from t; end $$", {"do_block", "write", "delete_without_where"}),
+    ("copy t from stdin", {"copy", "copy_in", "write"}),
+    ("copy t to stdout", {"copy", "copy_out", "read"}),
+    (
+        "copy (delete from t returning *) to stdout",
+        {"copy", "copy_out", "read", "write", "delete_without_where"},
+    ),
+    ("copy t from program 'curl evil'", {"copy", "copy_in", "write", "copy_program"}),
+    ("copy t to program 'gzip > /tmp/x'", {"copy", "copy_out", "read", "copy_program"}),
+    ("copy t from '/etc/passwd'", {"copy", "copy_in", "write", "copy_file"}),
+    ("set role admin", {"set_role", "utility"}),
+    ("set local role admin", {"set_role", "utility"}),
+    ("reset role", {"set_role", "utility"}),
+    ("set session authorization postgres", {"set_role", "utility"}),
+    ("select set_config('role', 'admin', false)", {"read", "set_role"}),
+    ("set default_transaction_read_only = off", {"read_write", "utility"}),
+    ("set transaction read write", {"read_write", "utility"}),
+    ("begin read write", {"read_write", "transaction"}),
+    ("begin read only", {"transaction"}),
+    ("select pg_terminate_backend(42)", {"read", "server_function"}),
+    ("explain delete from t", {"read"}),
+    ("explain analyze delete from t", {"read", "write", "delete_without_where"}),
+    ("prepare p as delete from t", {"utility", "write", "delete_without_where"}),
+    ("selec 1", {"unparsable"}),
+]
+
+
+@pytest.mark.parametrize(("sql", "expected"), CASES, ids=[c[0][:40] for c in CASES])
+def test_classes(sql: str, expected: set[str]) -> None:
+    result = classify(sql)
+    assert result.classes == expected
+    assert expected <= ALL_CLASSES
+
+
+def test_function_bodies_are_judged() -> None:
+    sql_body = "create function f() returns void language sql as $$ delete from t $$"
+    assert {"function", "ddl", "write", "delete_without_where"} <= classify(sql_body).classes
+    atomic = "create function f() returns int language sql begin atomic update t set a = 1; end"
+    assert "update_without_where" in classify(atomic).classes
+    plpgsql = (
+        "create function f() returns void language plpgsql as $f$ "
+        "begin if true then truncate t; end if; end $f$"
+    )
+    assert {"function", "truncate"} <= classify(plpgsql).classes
+    assert (
+        "delete_without_where"
+        not in classify(
+            "create function f() returns void language sql as $$ delete from t where id = 1 $$"
+        ).classes
+    )
+
+
+def test_multiple_statements_are_judged_one_by_one() -> None:
+    result = classify("select 1; drop table t; select 'a;b'")
+    assert [s.classes for s in result.statements] == [{"read"}, {"ddl"}, {"read"}]
+    assert [s.text for s in result.statements] == ["select 1", "drop table t", "select 'a;b'"]
+    accented = classify("select 'é'; delete from t")
+    assert accented.statements[1].text == "delete from t"
+
+
+def test_unparsable_keeps_the_error() -> None:
+    result = classify("delete frm t")
+    assert result.classes == {"unparsable"}
+    assert result.error and "syntax error" in result.error
+
+
+def test_cache_by_fingerprint() -> None:
+    classifier = Classifier()
+    first = classifier("select abalance from pgbench_accounts where aid = 1")
+    second = classifier("select abalance from pgbench_accounts where aid = 2")
+    assert first.classes == second.classes == {"read"}
+    assert first.fingerprint == second.fingerprint
+    assert second.statements[0].text.endswith("aid = 2")
+    assert classifier.hits == 1 and classifier.misses == 1
+    classifier("select abalance from pgbench_accounts where aid = 1")
+    assert classifier.hits == 2
+    # Shapes whose class depends on a constant are never shared by fingerprint.
+    assert classifier("select set_config('search_path', 'x', false)").classes == {"read"}
+    assert "set_role" in classifier("select set_config('role', 'x', false)").classes
+    body = "create function f() returns void language sql as $$ {} $$"
+    assert "write" not in classifier(body.format("select 1")).classes
+    assert "delete_without_where" in classifier(body.format("delete from t")).classes
+    many = classifier("select 1; select 2")
+    again = classifier("select 3; select 4")
+    assert [s.text for s in again.statements] == ["select 3", "select 4"]
+    assert len(many.statements) == 2
+
+
+def test_cache_is_bounded() -> None:
+    classifier = Classifier(max_entries=10)
+    for index in range(50):
+        classifier(f"select {index} from t{index}")
+    assert len(classifier._by_text) <= 10 and len(classifier._by_print) <= 10
+
+
+def test_every_class_is_documented() -> None:
+    doc = (Path(__file__).parents[3] / "docs" / "sql-classes.md").read_text()
+    documented = set(re.findall(r"^### `([a-z_]+)`", doc, re.MULTILINE))
+    assert documented == set(ALL_CLASSES)
+
+
+def test_tables_named_by_a_statement() -> None:
+    def tables(sql: str) -> set[str]:
+        return set(classify(sql).statements[0].tables)
+
+    assert tables("with d as (delete from public.t returning *) select * from d") == {
+        "public.t",
+        "d",
+    }
+    assert tables("insert into x select * from y") == {"x", "y"}
+    assert tables("update s.z set a = 1") == {"s.z"}
+    assert tables("truncate a, b") == {"a", "b"}
+    assert tables("drop table s.q, r") == {"s.q", "r"}
+    classifier = Classifier()
+    classifier("select * from accounts where id = 1")
+    assert classifier("select * from accounts where id = 2").statements[0].tables == {"accounts"}
