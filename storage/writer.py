@@ -2,7 +2,7 @@
 compression, hashing and disk writes never run on the event loop that forwards traffic.
 
 `record()` only timestamps the event and appends it to a bounded queue. The thread closes a
-frame at least once a second, at once after a security-relevant event, and whenever 512 KiB
+frame at least once a second, within 5 ms of a security-relevant event, and whenever 512 KiB
 are pending; it signs the chain at most every five seconds. When the queue overflows or the
 disk fails, the writer does not drop anything silently: it marks itself failed, tells its owner
 through `on_failure`, and every later `record()` raises RecordingFailed, so the owner can end
@@ -30,6 +30,9 @@ from storage.schema import EVENTS, SECURITY_CODES, EventType, RecordingHeader
 
 # A little under the one second we promise, so scheduling delays stay inside the promise.
 FRAME_INTERVAL_S = 0.8
+# A security-relevant event is on disk within this: soon enough that a crash cannot hide it,
+# late enough that a burst of SQL statements shares one frame instead of one each.
+SECURITY_FLUSH_S = 0.005
 CHECKPOINT_INTERVAL_S = 5.0
 IDLE_WAIT_S = 1.0
 DEFAULT_MAX_PENDING = 65536  # events waiting for the writer thread
@@ -228,11 +231,14 @@ class RecordingWriter:
                 now = time.monotonic()
                 if encoder.pending_count == 0:
                     frame_deadline = None
-                elif frame_deadline is None:
-                    frame_deadline = now + FRAME_INTERVAL_S
-                elif now >= frame_deadline:
-                    self._write(encoder.flush_frame())
-                    frame_deadline = None
+                else:
+                    if frame_deadline is None:
+                        frame_deadline = now + FRAME_INTERVAL_S
+                    if encoder.pending_security:
+                        frame_deadline = min(frame_deadline, now + SECURITY_FLUSH_S)
+                    if now >= frame_deadline:
+                        self._write(encoder.flush_frame())
+                        frame_deadline = None
                 if (
                     now - last_checkpoint >= CHECKPOINT_INTERVAL_S
                     and encoder.frames_since_checkpoint > 0
@@ -255,7 +261,7 @@ class RecordingWriter:
             code, time_us, values, size = queue.popleft()
             encoder.add(code, time_us, values)
             self._written_bytes += size
-            if encoder.pending_security or encoder.pending_bytes >= FRAME_TARGET_RAW:
+            if encoder.pending_bytes >= FRAME_TARGET_RAW:
                 self._write(encoder.flush_frame())
             if self._drain_waiters and self.backlog_bytes <= LOW_WATER_BYTES:
                 self._release_drain_waiters()
