@@ -79,6 +79,7 @@ class Bash:
         env = {"PATH": os.environ["PATH"], "TERM": "xterm", "PS1": "$ ", "INPUTRC": "/dev/null"}
         self.pid, self.master = pty.fork()
         if self.pid == 0:
+            os.chdir(tempfile.mkdtemp(prefix="hoop-bench-"))  # whatever is typed lands here
             os.execvpe("bash", ["bash", "--norc", "--noprofile", "-i"], env)
         os.set_blocking(self.master, False)
         self.output = asyncio.Event()

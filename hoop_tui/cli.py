@@ -11,10 +11,18 @@ import sys
 from collections.abc import Sequence
 
 from hoop_tui import __version__
-from hoop_tui.commands import local, recordings
+from hoop_tui.commands import (
+    approvals,
+    gateway,
+    local,
+    policy,
+    recordings,
+    replay,
+    workstation,
+)
 from hoop_tui.errors import CommandError
 
-COMMAND_MODULES = (local, recordings)
+COMMAND_MODULES = (local, recordings, gateway, approvals, policy, replay, workstation)
 
 
 def build_parser() -> argparse.ArgumentParser:

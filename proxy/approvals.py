@@ -139,21 +139,32 @@ class ApprovalService:
     async def _list_grants(self, caller: Caller, args: dict[str, Any]) -> list[dict[str, Any]]:
         return [grant.to_json() for grant in self.broker.store.list_grants()]
 
-    async def _request_grant(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
-        target = str(args["target"])
-        approvers = [str(group) for group in args.get("approvers") or []]
+    def request_grant(
+        self, person: Person, target: str, *, duration_s: int, reason: str, approvers: list[str]
+    ) -> Grant:
+        """A grant request, for the target's approvers unless others are named."""
         approvers = approvers or self._grant_approvers(target)
         if not approvers:
             raise DecisionRefused(f"no approver groups for {target}: name them with --approvers")
         grant = self.broker.request_grant(
-            user=caller.person.name,
+            user=person.name,
             target=target,
-            duration_s=int(args["duration_s"]),
-            reason=str(args.get("reason") or ""),
+            duration_s=duration_s,
+            reason=reason,
             approvers=approvers,
             now=self.clock(),
         )
         self.control.publish(GRANTS_TOPIC, "grant.requested", grant.to_json())
+        return grant
+
+    async def _request_grant(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+        grant = self.request_grant(
+            caller.person,
+            str(args["target"]),
+            duration_s=int(args["duration_s"]),
+            reason=str(args.get("reason") or ""),
+            approvers=[str(group) for group in args.get("approvers") or []],
+        )
         return grant.to_json()
 
     def decide_grant(self, grant_id: str, person: Person, *, approve: bool, reason: str) -> Grant:

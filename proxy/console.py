@@ -8,6 +8,7 @@ the SSH server (or a test) supplies the I/O.
 
 from __future__ import annotations
 
+import re
 import shlex
 import time
 from collections.abc import Awaitable, Callable
@@ -17,12 +18,25 @@ from proxy.approvals import GRANTS_TOPIC, HOLDS_TOPIC, ApprovalService
 from proxy.broker import DecisionRefused, Person
 from storage.state import HoldStatus
 
+DURATION = re.compile(r"(\d+)([smhd])")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int | None:
+    """'30m', '1h', '1h30m' -> seconds; None when it is not a duration."""
+    parts = DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(int(n) * UNITS[u] for n, u in parts)
+
+
 HELP = """commands:
   holds                       list held commands
   grants                      list grant requests and live grants
   approve ID [REASON...]      approve a hold (h-...) or a grant request (g-...)
   deny ID REASON...           deny it, with a reason
   revoke ID [REASON...]       end a grant now
+  request TARGET FOR REASON...  ask for time-bound access (FOR like 30m, 1h)
   help                        this list
   quit                        leave the console
 new holds and requests are shown as they arrive."""
@@ -106,6 +120,7 @@ class Console:
             "approve": lambda a: self._decide(a, approve=True),
             "deny": lambda a: self._decide(a, approve=False),
             "revoke": self._revoke,
+            "request": self._request,
         }
         handler = handlers.get(name)
         if handler is None:
@@ -150,6 +165,22 @@ class Console:
                 f"{item_id}: approval recorded ({len(hold.approved_by)} of "
                 f"{hold.approvals_needed})\n"
             )
+
+    def _request(self, args: list[str]) -> None:
+        if len(args) < 3:
+            self._write("usage: request TARGET FOR REASON...  (for example: request web1 1h fix)\n")
+            return
+        seconds = parse_duration(args[1])
+        if seconds is None:
+            self._write(f"{args[1]!r} is not a duration like 30m or 1h\n")
+            return
+        grant = self.service.request_grant(
+            self.person, args[0], duration_s=seconds, reason=" ".join(args[2:]), approvers=[]
+        )
+        self._write(
+            f"{grant.id}: access to {grant.target} requested; an approver from "
+            f"{', '.join(grant.approvers)} must approve it\n"
+        )
 
     def _revoke(self, args: list[str]) -> None:
         if not args:

@@ -77,7 +77,12 @@ class Enforcer:
                 False, "denied: this command needs approval and no approver can be reached"
             )
         review = verdict.review
-        assert review is not None
+        if review is None or not review.approvers:
+            return Outcome(
+                False,
+                f"denied: {verdict.describe()}: it needs review, and no approver group is "
+                "configured for it ([policy] review approvers)",
+            )
         hold = self.approvals.broker.request_hold(
             session_id=session.session_id,
             user=user,

@@ -72,10 +72,10 @@ def run_gateway_command(args: argparse.Namespace) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("asyncssh").setLevel(logging.INFO if args.verbose else logging.WARNING)
-    from proxy.ssh.gateway import run_gateway
+    from proxy.runtime import run
 
     try:
-        asyncio.run(run_gateway(config))
+        asyncio.run(run(config))
     except OSError as exc:
         raise CommandError(
             f"cannot start the SSH listener on {config.ssh.listen_host}:"

@@ -451,6 +451,8 @@ class PgGateway:
         self.connections: set[PgConnection] = set()
         self.cancel_keys: dict[tuple[int, bytes], PgConnection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Set by the gateway runtime: just-in-time access (None, or why not).
+        self.access_guard: Callable[[Identity, str], str | None] | None = None
 
     @property
     def port(self) -> int:
@@ -468,6 +470,13 @@ class PgGateway:
             limit=READ_SIZE,
         )
         log.info("PostgreSQL gateway listening on %s:%d", self.settings.listen_host, self.port)
+
+    def end_sessions(self, user: str, target: str, reason: str, message: str) -> None:
+        """End the live sessions of `user` on `target` (a grant they relied on ended)."""
+        for conn in list(self.connections):
+            identity, conn_target = conn.identity, conn.target
+            if identity and conn_target and (identity.name, conn_target.name) == (user, target):
+                conn.shutdown(reason, message)
 
     async def stop(self) -> None:
         """Stop accepting, end every session (recordings closed), wait for them."""
@@ -704,6 +713,10 @@ class PgConnection:
         identity = await self._authenticate(user, messages, tls_done)
         if not target.allows(identity.groups):
             raise LoginRefused("42501", f"hoop: {identity.name} may not use {target.name}")
+        guard = self.gateway.access_guard
+        problem = guard(identity, target.name) if guard is not None else None
+        if problem is not None:
+            raise LoginRefused("42501", problem)
         self.identity, self.target = identity, target
         self._start_recording(params)
         await self._connect_upstream(params)

@@ -8,6 +8,7 @@ ends, which is also how scripts discover targets.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -74,6 +75,9 @@ class MenuChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         self.term: tuple[str, tuple[int, int, int, int], Mapping[int, int]] | None = None
         self.line = bytearray()
         self.bridge: CallerChannel | None = None
+        self.command = ""
+        self.console_lines: asyncio.Queue[str | None] | None = None
+        self.console_task: asyncio.Future[None] | None = None
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self.chan = chan
@@ -88,10 +92,14 @@ class MenuChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         return True
 
     def exec_requested(self, command: str) -> bool:
+        self.command = command.strip()
         return True
 
     def session_started(self) -> None:
         assert self.chan is not None
+        if self.command == "console" and self.server.context.console is not None:
+            self._start_console()
+            return
         self.chan.write(target_list(self.targets).encode())
         if self.term is None or not self.targets:
             name = self.server.login.user
@@ -101,9 +109,58 @@ class MenuChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             return
         self.chan.write(self.PROMPT)
 
+    def _start_console(self) -> None:
+        """`ssh -t bob@gateway console`: the approver console, acting as bob."""
+        assert self.chan is not None and self.server.identity is not None
+        chan = self.chan
+        self.console_lines = asyncio.Queue()
+
+        def write(text: str) -> None:
+            if not chan.is_closing():
+                chan.write(text.replace("\r\n", "\n").replace("\n", "\r\n").encode())
+
+        console = self.server.context.console
+        assert console is not None
+        session = console(self.server.identity, self.console_lines.get, write)
+
+        async def run() -> None:
+            try:
+                await session.run()
+            finally:
+                if not chan.is_closing():
+                    chan.exit(0)
+
+        self.console_task = asyncio.ensure_future(run())
+
+    def _console_input(self, data: bytes) -> None:
+        """A small line editor for the console: echo, backspace, Enter, Ctrl-C/D to leave."""
+        assert self.chan is not None and self.console_lines is not None
+        echo = self.term is not None
+        for byte in data:
+            if byte in (CTRL_C, CTRL_D):
+                self.console_lines.put_nowait(None)
+                return
+            if byte in (BACKSPACE, DELETE):
+                if self.line:
+                    del self.line[-1]
+                    if echo:
+                        self.chan.write(b"\b \b")
+            elif byte in (0x0D, 0x0A):
+                if echo:
+                    self.chan.write(b"\r\n")
+                self.console_lines.put_nowait(self.line.decode("utf-8", "replace"))
+                self.line.clear()
+            elif byte >= 0x20 and len(self.line) < 1024:
+                self.line.append(byte)
+                if echo:
+                    self.chan.write(bytes([byte]))
+
     def data_received(self, data: bytes, datatype: int | None) -> None:
         if self.bridge is not None:
             self.bridge.data_received(data, datatype)
+            return
+        if self.console_lines is not None:
+            self._console_input(data)
             return
         assert self.chan is not None
         for index, byte in enumerate(data):
@@ -140,6 +197,11 @@ class MenuChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             self.chan.write(f"No target {choice!r} for you here.\r\n".encode() + self.PROMPT)
             return
         server = self.server
+        assert server.identity is not None
+        problem = server.context.access_problem(server.identity, choice)
+        if problem is not None:
+            self.chan.write(problem.encode() + b"\r\n" + self.PROMPT)
+            return
         link = server.start_link(choice, "menu")
         server.link = link
         link.client_conn = server.conn
@@ -154,6 +216,9 @@ class MenuChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
     def eof_received(self) -> bool:
         if self.bridge is not None:
             return self.bridge.eof_received()
+        if self.console_lines is not None:
+            self.console_lines.put_nowait(None)
+            return True
         return False
 
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
@@ -180,3 +245,5 @@ class MenuChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
     def connection_lost(self, exc: Exception | None) -> None:
         if self.bridge is not None:
             self.bridge.connection_lost(exc)
+        if self.console_lines is not None:
+            self.console_lines.put_nowait(None)  # the console ends with its channel

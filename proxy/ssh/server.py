@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,9 @@ class GatewayContext:
     registry: LinkRegistry = field(default_factory=LinkRegistry)
     inspector: ChannelInspector = field(default_factory=AllowAll)
     connections: set[asyncssh.SSHServerConnection] = field(default_factory=set)
+    # Set by the gateway runtime: just-in-time access, and the approver console.
+    access_guard: Callable[[Identity, str], str | None] | None = None
+    console: Callable[..., Any] | None = None
 
     def access_problem(self, identity: Identity, target_name: str) -> str | None:
         """Why `identity` may not use `target_name`, or None when it may."""
@@ -54,6 +58,8 @@ class GatewayContext:
                 f"hoop: {identity.name} may not use target {target_name!r} "
                 f"(it is open to the groups: {', '.join(target.groups)})"
             )
+        if self.access_guard is not None:
+            return self.access_guard(identity, target_name)
         return None
 
     def allowed_targets(self, identity: Identity) -> list[TargetConfig]:

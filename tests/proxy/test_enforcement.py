@@ -155,3 +155,14 @@ async def test_review_without_an_approval_service_fails_closed(setup):
         session, user="alice", target="web1", channel=0, command="x", verdict=REVIEW
     )
     assert not outcome.allowed and "no approver can be reached" in outcome.message
+
+
+async def test_review_with_no_approver_group_is_a_denial_that_says_so(setup):
+    enforcer, session, service = setup
+    unreviewable = Verdict(Action.REVIEW, Basis.UNPARSABLE, "", review=Review((), 1, 600))
+    outcome = await enforcer.enforce(
+        session, user="alice", target="web1", channel=0, command="x", verdict=unreviewable
+    )
+    assert not outcome.allowed
+    assert "no approver group is configured" in outcome.message
+    assert service.broker.pending_holds() == []

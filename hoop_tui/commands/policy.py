@@ -1,0 +1,186 @@
+"""`hoop-tui policy check`: what the gateway would decide for a command, and which rule says so.
+
+People test their `[[rules]]` with it before a real session meets them. It reads the same
+configuration file as the gateway and runs the same pure policy code; nothing is contacted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from hoop_tui.errors import CommandError
+from proxy.config import ConfigError, GatewayConfig, load_config, resolve_config_path
+from proxy.policy import (
+    Action,
+    Caller,
+    Policy,
+    Verdict,
+    decide_exec,
+    decide_shell,
+    decide_sql,
+    parse_policy,
+)
+from proxy.shell import ShellAnalysis, analyse_line
+
+EXIT_STATUS = {Action.ALLOW: 0, Action.REVIEW: 3, Action.DENY: 4}
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "policy", help="test the policy rules of a gateway configuration"
+    )
+    commands = parser.add_subparsers(dest="policy_command", metavar="SUBCOMMAND")
+    check = commands.add_parser(
+        "check",
+        help="print the verdict for a command and the rule that gave it",
+        description=(
+            "Print what the gateway would decide for COMMAND typed by USER on TARGET, and the "
+            "rule that decided. Exit status: 0 allow, 3 review, 4 deny, 1 configuration error."
+        ),
+    )
+    check.add_argument("--user", required=True, help="the gateway user who types the command")
+    check.add_argument("--target", required=True, help="the target the session is on")
+    what = check.add_mutually_exclusive_group(required=True)
+    what.add_argument("--command", help="a shell line, as typed into an interactive shell")
+    what.add_argument("--exec", dest="exec_command", help="an SSH exec request's command")
+    what.add_argument(
+        "--sql-class",
+        action="append",
+        dest="sql_classes",
+        metavar="CLASS",
+        help="a SQL statement class (repeat for several), e.g. ddl",
+    )
+    check.add_argument(
+        "--group",
+        action="append",
+        default=[],
+        metavar="GROUP",
+        help="a group of the user, added to those [[users]] gives (e.g. for LDAP users)",
+    )
+    check.add_argument(
+        "--service-account",
+        action="store_true",
+        help="treat the user as a service account (also taken from [[users]])",
+    )
+    check.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    check.add_argument(
+        "--config",
+        metavar="FILE",
+        help="gateway configuration (default: $HOOP_CONFIG, then ./gateway.toml)",
+    )
+    check.set_defaults(handler=run_check)
+    parser.set_defaults(handler=lambda _args: parser.print_help() or 2)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    config, policy = _load(args.config)
+    caller = _caller(config, args.user, args.group, args.service_account)
+    if args.sql_classes:
+        verdict = decide_sql(policy, caller, args.target, set(args.sql_classes))
+        subject = "SQL classes " + ", ".join(args.sql_classes)
+    elif args.exec_command is not None:
+        verdict = decide_exec(policy, caller, args.target, args.exec_command)
+        subject = args.exec_command
+    else:
+        verdict = decide_shell(policy, caller, args.target, args.command)
+        subject = args.command
+    notes = _notes(config, args.target, args.command or args.exec_command)
+    if args.json:
+        print(json.dumps(_as_json(verdict, caller, args.target, subject, policy, notes)))
+    else:
+        _print(verdict, caller, args.target, policy, notes)
+    return EXIT_STATUS[verdict.action]
+
+
+def _load(explicit: str | None) -> tuple[GatewayConfig, Policy]:
+    path = resolve_config_path(explicit)
+    try:
+        config = load_config(path)
+        return config, parse_policy(config.raw, path)
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _caller(
+    config: GatewayConfig, name: str, extra_groups: list[str], service_account: bool
+) -> Caller:
+    user = config.users.get(name)
+    groups = set(extra_groups)
+    if user is not None:
+        groups.update(user.groups)
+        service_account = service_account or user.service_account
+    return Caller(name, frozenset(groups), service_account)
+
+
+def _notes(config: GatewayConfig, target: str, command: str | None) -> list[str]:
+    notes: list[str] = []
+    target_config = config.targets.get(target)
+    if target_config is None and config.targets:
+        notes.append(f"no target named {target!r} in {config.path} (rules were still applied)")
+    elif target_config is not None and target_config.raw.get("jit") is True:
+        notes.append(f"{target} requires just-in-time access: a session needs a live grant")
+    if command is not None:
+        analysis = analyse_line(command)
+        if isinstance(analysis, ShellAnalysis) and len(analysis.commands) > 1:
+            listed = "; ".join(simple.text for simple in analysis.commands)
+            notes.append(f"simple commands checked: {listed}")
+    return notes
+
+
+def _rule_label(policy: Policy, verdict: Verdict) -> str:
+    if verdict.rule is None:
+        return "(none: a default decided)"
+    rule = policy.rule(verdict.rule)
+    return f"{verdict.rule} (rule #{rule.index})" if rule else verdict.rule
+
+
+def _print(verdict: Verdict, caller: Caller, target: str, policy: Policy, notes: list[str]) -> None:
+    who = caller.name + (" (service account)" if caller.service_account else "")
+    groups = ", ".join(sorted(caller.groups)) or "none"
+    print(f"verdict:  {verdict.action.value}")
+    print(f"rule:     {_rule_label(policy, verdict)}")
+    print(f"why:      {verdict.basis.value}")
+    if verdict.command:
+        print(f"command:  {verdict.command}")
+    if verdict.message:
+        print(f"message:  {verdict.message}")
+    if verdict.review is not None:
+        approvers = ", ".join(verdict.review.approvers) or "nobody (set [policy].approvers)"
+        print(
+            f"review:   {verdict.review.approvals} approval(s) from {approvers}, "
+            f"expires after {verdict.review.timeout_seconds}s"
+        )
+    print(f"caller:   {who}, groups: {groups}; target: {target}")
+    for note in notes:
+        print(f"note:     {note}", file=sys.stdout)
+
+
+def _as_json(
+    verdict: Verdict,
+    caller: Caller,
+    target: str,
+    subject: str,
+    policy: Policy,
+    notes: list[str],
+) -> dict[str, Any]:
+    rule = policy.rule(verdict.rule) if verdict.rule else None
+    return {
+        "action": verdict.action.value,
+        "basis": verdict.basis.value,
+        "rule": verdict.rule,
+        "rule_index": rule.index if rule else None,
+        "command": verdict.command,
+        "message": verdict.message,
+        "approvers": list(verdict.approvers),
+        "approvals": verdict.approvals,
+        "timeout_seconds": verdict.timeout_seconds,
+        "user": caller.name,
+        "groups": sorted(caller.groups),
+        "service_account": caller.service_account,
+        "target": target,
+        "checked": subject,
+        "notes": notes,
+    }

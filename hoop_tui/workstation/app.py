@@ -1,0 +1,94 @@
+"""The workstation app: connects to the gateway's control socket, keeps the queue live and
+sends decisions as the person the gateway recognises on that socket."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+
+from hoop_tui.workstation.queue import QueueScreen
+from hoop_tui.workstation.recordings import RecordingsScreen
+from proxy.control import ControlClient, ControlError, socket_path
+
+RECONNECT_S = 2.0
+
+
+class Workstation(App[None]):
+    """`hoop-tui tui`: 1 queue, 2 recordings; the command palette has every action."""
+
+    TITLE = "hoop_tui"
+    CSS_PATH = "workstation.tcss"
+    BINDINGS = [
+        Binding("1", "show('queue')", "Queue"),
+        Binding("2", "show('recordings')", "Recordings"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, data_dir: Path, *, offline: bool = False) -> None:
+        super().__init__()
+        self.data_dir = data_dir
+        self.offline = offline  # browse recordings only; no gateway needed
+        self.client: ControlClient | None = None
+        self.queue = QueueScreen()
+        self.person = ""
+
+    def on_mount(self) -> None:
+        self.install_screen(self.queue, "queue")
+        self.install_screen(RecordingsScreen(self.data_dir), "recordings")
+        if self.offline:
+            self.push_screen("recordings")
+            self.sub_title = "offline: recordings only"
+            return
+        self.push_screen("queue")
+        self.sub_title = "connecting to the gateway..."
+        self.follow_gateway()
+
+    def action_show(self, name: str) -> None:
+        self.switch_screen(name)
+
+    @work(exclusive=True, group="control")
+    async def follow_gateway(self) -> None:
+        """Stay connected: load the queue, then apply pushed events; reconnect when lost."""
+        while True:
+            try:
+                self.client = await ControlClient.connect(socket_path(self.data_dir))
+                me = await self.client.call("whoami")
+                self.person = me["name"]
+                await self.client.call("subscribe", topics=["holds"])
+                self.queue.replace_all(await self.client.call("holds.list"))
+                self.sub_title = f"{self.person} @ {self.data_dir}"
+                async for message in self.client.events():
+                    self._on_event(message)
+                self.sub_title = "the gateway went away; reconnecting..."
+            except ControlError as exc:
+                self.sub_title = f"not connected: {exc}"
+            await asyncio.sleep(RECONNECT_S)
+
+    def _on_event(self, message: dict[str, Any]) -> None:
+        event, hold = message["event"], message["data"]
+        if event == "hold.created":
+            self.bell()
+            self.notify(
+                f"{hold['user']}@{hold['target']}: {hold['command']}",
+                title=f"New hold {hold['id']}",
+                timeout=10,
+            )
+        elif event == "hold.decided" and hold["decisions"]:
+            last = hold["decisions"][-1]
+            self.notify(f"{hold['id']} {hold['status']} by {last['by']}")
+        self.queue.hold_changed(hold)
+
+    @work(group="decisions")
+    async def decide_hold(self, hold_id: str, approve: bool, reason: str) -> None:
+        if self.client is None:
+            self.notify("Not connected to the gateway.", severity="error")
+            return
+        try:
+            await self.client.call("holds.decide", id=hold_id, approve=approve, reason=reason)
+        except ControlError as exc:
+            self.notify(str(exc), severity="error", title=f"{hold_id} not decided")

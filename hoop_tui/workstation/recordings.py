@@ -1,0 +1,158 @@
+"""The recordings browser: the session catalogue with filters; Enter opens a transcript."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, RichLog, Static
+
+from hoop_tui.workstation.replay import ReplayScreen
+from replay.export import export_text
+from replay.player import Player
+from storage.catalogue import SessionQuery, SessionRow, SqliteCatalogue
+from storage.reader import RecordingError, RecordingReader
+
+TERMINAL_PROTOCOLS = frozenset({"ssh", "local", "asciicast"})
+COLUMNS = ("STARTED (UTC)", "USER", "TARGET", "PROTOCOL", "EVENTS", "DENY", "HOLD", "END")
+
+
+def _started(row: SessionRow) -> str:
+    return datetime.fromtimestamp(row.started_at_us / 1e6, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+class TranscriptScreen(Screen[None]):
+    """A recording's readable transcript (commands, verdicts, holds, output)."""
+
+    BINDINGS = [Binding("escape,q", "app.pop_screen", "Back")]
+
+    def __init__(self, row: SessionRow) -> None:
+        super().__init__()
+        self.row = row
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(f"{self.row.user} -> {self.row.target}  {_started(self.row)}", id="title")
+        yield RichLog(id="transcript", wrap=True, markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        log = self.query_one("#transcript", RichLog)
+        out = io.StringIO()
+        try:
+            with RecordingReader.open(Path(self.row.path)) as reader:
+                export_text(reader, out)
+                problem = reader.describe_problem()
+        except (OSError, RecordingError) as exc:
+            log.write(f"cannot read {self.row.path}: {exc}")
+            return
+        log.write(out.getvalue())
+        if problem:
+            log.write(f"\n[warning] {problem}")
+
+
+class RecordingsScreen(Screen[None]):
+    """Every catalogued session, newest first; type in the filter to narrow it."""
+
+    BINDINGS = [
+        Binding("slash", "focus_filter", "Filter"),
+        Binding("r", "reload", "Reload"),
+        Binding("t", "transcript", "Transcript"),
+    ]
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__()
+        self.data_dir = data_dir
+        self.rows: dict[str, SessionRow] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Input(
+            placeholder="filter: user, target, protocol; deny, hold", id="filter"
+        )
+        table: DataTable[Any] = DataTable(id="sessions", cursor_type="row", zebra_stripes=True)
+        yield table
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#sessions", DataTable)
+        for column in COLUMNS:
+            table.add_column(column, key=column)
+        self.action_reload()
+
+    def action_reload(self) -> None:
+        catalogue = SqliteCatalogue.in_data_dir(self.data_dir)
+        self.rows = {row.id: row for row in catalogue.find_sessions(SessionQuery(limit=5000))}
+        self._fill(self.query_one("#filter", Input).value)
+
+    def _fill(self, text: str) -> None:
+        table = self.query_one("#sessions", DataTable)
+        table.clear()
+        words = text.lower().split()
+        for row in self.rows.values():
+            if all(self._matches(row, word) for word in words):
+                table.add_row(
+                    _started(row),
+                    row.user,
+                    row.target,
+                    row.protocol,
+                    str(row.events),
+                    str(row.denies),
+                    str(row.holds),
+                    row.end_reason or "live",
+                    key=row.id,
+                )
+
+    @staticmethod
+    def _matches(row: SessionRow, word: str) -> bool:
+        if word == "deny":
+            return row.denies > 0
+        if word == "hold":
+            return row.holds > 0
+        return any(word in field.lower() for field in (row.user, row.target, row.protocol))
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self._fill(event.value)
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#filter", Input).focus()
+
+    def _selected(self) -> SessionRow | None:
+        table = self.query_one("#sessions", DataTable)
+        if table.row_count == 0:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return self.rows.get(str(key))
+
+    def action_transcript(self) -> None:
+        row = self._selected()
+        if row is not None:
+            self.app.push_screen(TranscriptScreen(row))
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        row = self.rows.get(str(event.row_key.value))
+        if row is None:
+            return
+        if row.protocol in TERMINAL_PROTOCOLS:
+            self.notify("Opening the replay (indexing a long recording takes a moment)...")
+            self.open_replay(row)
+        else:
+            self.app.push_screen(TranscriptScreen(row))
+
+    @work(thread=True, exclusive=True, group="replay")
+    def open_replay(self, row: SessionRow) -> None:
+        """Index (or load the cached index of) a recording off the UI thread."""
+        try:
+            source = RecordingReader.open(Path(row.path))
+            player = Player.open(source)
+        except (OSError, RecordingError) as exc:
+            self.app.call_from_thread(self.notify, f"cannot replay: {exc}", severity="error")
+            return
+        title = f"{row.user} -> {row.target}  {_started(row)}  ({row.protocol})"
+        self.app.call_from_thread(self.app.push_screen, ReplayScreen(Path(row.path), title, player))

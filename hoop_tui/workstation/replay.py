@@ -1,0 +1,263 @@
+"""Replay in the workstation: the recorded terminal drawn cell by cell, a timeline of commands,
+holds, decisions and masks, and the player's controls on single keys."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.geometry import Region, Size
+from textual.screen import ModalScreen, Screen
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.widgets import Footer, Input, Static
+
+from replay.player import (
+    COMMAND_EVENTS,
+    DECISION_EVENTS,
+    HOLD_EVENTS,
+    MASK_EVENTS,
+    SPEEDS,
+    Playback,
+    Player,
+)
+from replay.terminal import Terminal
+from storage.reader import format_time
+
+FRAME_S = 1 / 30
+MARKER_GLYPHS = {
+    "command": "c",
+    "exec": "x",
+    "hold_requested": "H",
+    "hold_decided": "D",
+    "verdict": "v",
+    "mask": "m",
+}
+
+
+def _colour(name: str) -> str | None:
+    if name == "default":
+        return None
+    if len(name) == 6 and all(c in "0123456789abcdefABCDEF" for c in name):
+        return f"#{name}"
+    return name.replace("bright", "bright_") if name.startswith("bright") else name
+
+
+class TerminalView(ScrollView):
+    """Draws a replay Terminal with the Line API; only changed lines are redrawn."""
+
+    DEFAULT_CSS = "TerminalView { background: black; }"
+    can_focus = False  # the replay keys (home, end, arrows) belong to the screen
+
+    def __init__(self, terminal: Terminal, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.terminal = terminal
+        self._styles: dict[tuple[Any, ...], Style] = {}
+
+    def show(self, terminal: Terminal) -> None:
+        """Show `terminal`; a new terminal object (a keyframe was restored) redraws all."""
+        screen = terminal.screen
+        size = Size(terminal.columns, terminal.lines)
+        if terminal is not self.terminal or self.virtual_size != size:
+            self.terminal = terminal
+            self.virtual_size = size
+            self.refresh()
+        else:
+            for y in screen.dirty:
+                self.refresh(Region(0, y - int(self.scroll_offset.y), self.size.width, 1))
+        screen.dirty.clear()
+
+    def on_mount(self) -> None:
+        self.virtual_size = Size(self.terminal.columns, self.terminal.lines)
+
+    def _style(self, cell: Any) -> Style:
+        key = (cell.fg, cell.bg, cell.bold, cell.italics, cell.underscore, cell.reverse)
+        style = self._styles.get(key)
+        if style is None:
+            style = Style(
+                color=_colour(cell.fg),
+                bgcolor=_colour(cell.bg),
+                bold=cell.bold,
+                italic=cell.italics,
+                underline=cell.underscore,
+                reverse=cell.reverse,
+            )
+            self._styles[key] = style
+        return style
+
+    def render_line(self, y: int) -> Strip:
+        row = y + int(self.scroll_offset.y)
+        terminal = self.terminal
+        if row >= terminal.lines:
+            return Strip.blank(self.size.width)
+        screen = terminal.screen
+        line = screen.buffer[row]
+        cursor = screen.cursor
+        segments: list[Segment] = []
+        columns = terminal.columns
+        x = 0
+        while x < columns:
+            cell = line[x]
+            text = cell.data or " "
+            style = self._style(cell)
+            if row == cursor.y and x == cursor.x and not cursor.hidden:
+                style = style + Style(reverse=not cell.reverse)
+            segments.append(Segment(text, style))
+            x += 2 if (x + 1 < columns and line[x + 1].data == "") else 1
+        return Strip(segments).crop(
+            int(self.scroll_offset.x), int(self.scroll_offset.x) + self.size.width
+        )
+
+
+class SearchDialog(ModalScreen[str | None]):
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def compose(self) -> ComposeResult:
+        yield Input(placeholder="text to find on screen", id="search")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value or None)
+
+
+class ReplayScreen(Screen[None]):
+    """One recording, replayed."""
+
+    BINDINGS = [
+        Binding("space", "toggle_play", "Play/pause"),
+        Binding("right", "step(1)", "Step"),
+        Binding("left", "step(-1)", "Back"),
+        Binding("full_stop", "jump(5)", "+5s"),
+        Binding("comma", "jump(-5)", "-5s"),
+        Binding("greater_than_sign", "jump(60)", "+1m", show=False),
+        Binding("less_than_sign", "jump(-60)", "-1m", show=False),
+        Binding("plus", "speed(1)", "Faster"),
+        Binding("minus", "speed(-1)", "Slower"),
+        Binding("n", "marker('command', 1)", "Next cmd"),
+        Binding("p", "marker('command', -1)", "Prev cmd"),
+        Binding("h", "marker('hold', 1)", "Next hold", show=False),
+        Binding("d", "marker('decision', 1)", "Next decision", show=False),
+        Binding("m", "marker('mask', 1)", "Next mask", show=False),
+        Binding("home", "seek_start", "Start", show=False),
+        Binding("end", "seek_end", "End", show=False),
+        Binding("slash", "search", "Search"),
+        Binding("escape,q", "app.pop_screen", "Back"),
+    ]
+    GROUPS = {
+        "command": COMMAND_EVENTS,
+        "hold": HOLD_EVENTS,
+        "decision": DECISION_EVENTS,
+        "mask": MASK_EVENTS,
+    }
+
+    def __init__(self, path: Path, title: str, player: Player) -> None:
+        super().__init__()
+        self.path = path
+        self.title_text = title
+        self.player = player
+        self.playback = Playback(player, idle_limit_s=2.0)
+        self._timer: Any = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(self.title_text, id="replay-title")
+        yield TerminalView(self.player.terminal, id="terminal")
+        yield Static("", id="timeline")
+        yield Static("", id="replay-status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._timer = self.set_interval(FRAME_S, self._frame, pause=True)
+        self._redraw()
+
+    @property
+    def view(self) -> TerminalView:
+        return self.query_one("#terminal", TerminalView)
+
+    def _redraw(self) -> None:
+        player = self.player
+        self.view.show(player.terminal)
+        duration = max(1, player.duration_us)
+        state = "paused" if self.playback.paused else "playing"
+        self.query_one("#replay-status", Static).update(
+            f"{format_time(player.time_us)} / {format_time(duration)}   event "
+            f"{player.position}/{player.event_count}   {self.playback.speed:g}x   {state}"
+        )
+        width = max(10, self.size.width - 2)
+        cells = ["-"] * width
+        for marker in player.markers:
+            at = min(width - 1, marker.time_us * width // duration)
+            cells[at] = MARKER_GLYPHS.get(marker.type.name.lower(), "*")
+        here = min(width - 1, player.time_us * width // duration)
+        line = Text("".join(cells))
+        line.stylize("reverse", here, here + 1)
+        self.query_one("#timeline", Static).update(line)
+
+    def _frame(self) -> None:
+        if not self.playback.tick(time.monotonic()):
+            self._timer.pause()
+        self._redraw()
+
+    def _moved(self) -> None:
+        self.playback.sync(time.monotonic())
+        self._redraw()
+
+    def action_toggle_play(self) -> None:
+        self.playback.toggle(time.monotonic())
+        if self.playback.paused:
+            self._timer.pause()
+        else:
+            self._timer.resume()
+        self._redraw()
+
+    def action_step(self, direction: int) -> None:
+        moved = self.player.step_forward() if direction > 0 else self.player.step_back()
+        if not moved:
+            self.bell()
+        self._moved()
+
+    def action_jump(self, seconds: int) -> None:
+        self.player.jump(seconds * 1_000_000)
+        self._moved()
+
+    def action_speed(self, direction: int) -> None:
+        index = SPEEDS.index(min(SPEEDS, key=lambda s: abs(s - self.playback.speed)))
+        index = max(0, min(len(SPEEDS) - 1, index + direction))
+        self.playback.set_speed(SPEEDS[index], time.monotonic())
+        self._redraw()
+
+    def action_marker(self, group: str, direction: int) -> None:
+        types = self.GROUPS[group]
+        found = (
+            self.player.next_marker(types) if direction > 0 else self.player.previous_marker(types)
+        )
+        if found is None:
+            self.notify(f"No {'next' if direction > 0 else 'previous'} {group}.")
+        else:
+            self.notify(found.label, title=format_time(found.time_us))
+        self._moved()
+
+    def action_seek_start(self) -> None:
+        self.player.seek(0)
+        self._moved()
+
+    def action_seek_end(self) -> None:
+        self.player.seek(self.player.duration_us)
+        self._moved()
+
+    def action_search(self) -> None:
+        def found(text: str | None) -> None:
+            if not text:
+                return
+            hit = self.player.search(text, self.player.position)
+            if hit is None:
+                self.notify(f"{text!r} is not shown after this point.", severity="warning")
+                return
+            self.player.seek_position(hit.position)
+            self._moved()
+
+        self.app.push_screen(SearchDialog(), found)

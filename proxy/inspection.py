@@ -1,0 +1,91 @@
+"""Policy-driven inspection of SSH channels: exec requests in full, shell lines at Enter.
+
+This is the `ChannelInspector` the SSH bridge uses when the configuration has rules: it turns
+the caller's identity and the target into a policy `Caller`, asks the policy for a verdict and
+lets the `Enforcer` carry it out (record, deny, or hold for approval).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from proxy.enforcement import Enforcer, Outcome
+from proxy.line_detector import CommandLine, LineDetector
+from proxy.policy import Caller, Policy, Verdict, decide_command_line, decide_exec
+from proxy.shell_gate import ShellGate
+from storage.schema import EventType
+
+if TYPE_CHECKING:
+    from proxy.ssh.link import TargetLink
+
+
+def caller_of(link: TargetLink) -> Caller:
+    identity = link.identity
+    return Caller(identity.name, identity.groups, identity.service_account)
+
+
+class PolicyInspector:
+    """Decides and enforces every command a channel carries."""
+
+    def __init__(self, policy: Policy, enforcer: Enforcer) -> None:
+        self.policy = policy
+        self.enforcer = enforcer
+
+    async def check_exec(
+        self,
+        link: TargetLink,
+        channel: int,
+        command: str,
+        notify: Callable[[str], None] = lambda text: None,
+    ) -> str | None:
+        """None to run the command, else the one line to put on the caller's stderr."""
+        verdict = decide_exec(self.policy, caller_of(link), link.target.name, command)
+        link.record(EventType.COMMAND, channel, "exec", command)
+        outcome = await self._enforce(link, channel, command, verdict, notify)
+        return None if outcome.allowed else outcome.machine_line(verdict)
+
+    def shell_gate(
+        self,
+        link: TargetLink,
+        channel: int,
+        columns: int,
+        *,
+        to_target: Callable[[bytes], None],
+        to_caller: Callable[[bytes], None],
+    ) -> ShellGate:
+        """A gate for one interactive shell channel."""
+        caller = caller_of(link)
+
+        def decide(line: CommandLine) -> Verdict | None:
+            return decide_command_line(self.policy, caller, link.target.name, line)
+
+        async def enforce(command: str, verdict: Verdict, notify: Callable[[str], None]) -> Outcome:
+            link.record(EventType.COMMAND, channel, "shell", command)
+            return await self._enforce(link, channel, command, verdict, notify)
+
+        return ShellGate(
+            LineDetector(columns),
+            decide=decide,
+            enforce=enforce,
+            to_target=to_target,
+            to_caller=to_caller,
+        )
+
+    async def _enforce(
+        self,
+        link: TargetLink,
+        channel: int,
+        command: str,
+        verdict: Verdict,
+        notify: Callable[[str], None],
+    ) -> Outcome:
+        return await self.enforcer.enforce(
+            link,
+            user=link.identity.name,
+            target=link.target.name,
+            channel=channel,
+            command=command,
+            verdict=verdict,
+            notify=notify,
+        )

@@ -1,0 +1,183 @@
+"""A running gateway, composed: SSH and PostgreSQL listeners, the policy every command meets,
+the approval broker with its control socket, and just-in-time access.
+
+`GatewayRuntime.start()` brings them up in the order that keeps the gateway closed until it
+can inspect and record: state and the broker first, then the listeners. `stop()` ends every
+session (closing its recording) before the broker goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from proxy.approvals import ApprovalService
+from proxy.auth import Authenticator, Identity
+from proxy.broker import ApprovalBroker, Person
+from proxy.config import ConfigError, GatewayConfig
+from proxy.console import Console
+from proxy.control import ControlServer, socket_path
+from proxy.enforcement import Enforcer
+from proxy.inspection import PolicyInspector
+from proxy.pg.server import PgGateway, parse_pg_settings, pg_enabled, start_pg_gateway
+from proxy.policy import Grant as LiveGrant
+from proxy.policy import Policy, may_start_session, parse_policy
+from proxy.ssh.gateway import SshGateway
+from storage.catalogue import SqliteCatalogue
+from storage.recorder import recover_unfinished
+from storage.state import Grant, GrantStatus, SqliteState
+
+log = logging.getLogger("hoop.gateway")
+
+GRANT_ENDED_MESSAGE = "hoop: your access grant {grant} has ended; session closed"
+
+
+def operators(config: GatewayConfig) -> dict[str, str]:
+    """`[control.operators]`: which OS account acts as which gateway identity on the control
+    socket (the workstation and the scripting commands)."""
+    section = config.raw.get("control", {})
+    if not isinstance(section, dict):
+        raise ConfigError(config.path, "control", "must be a table")
+    mapping = section.get("operators", {})
+    if not isinstance(mapping, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v for k, v in mapping.items()
+    ):
+        raise ConfigError(
+            config.path, "control.operators", 'must map OS users to gateway users: root = "bob"'
+        )
+    return dict(mapping)
+
+
+def jit_approvers(config: GatewayConfig, target: str) -> list[str]:
+    """Who approves grants for `target`: its `jit_approvers`, else its rules' approvers."""
+    found = config.targets.get(target)
+    approvers = found.raw.get("jit_approvers", []) if found is not None else []
+    return [str(group) for group in approvers]
+
+
+class GatewayRuntime:
+    """Everything `hoop-tui gateway` runs, wired together."""
+
+    def __init__(self, config: GatewayConfig, *, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.policy: Policy = parse_policy(config.raw, config.path)
+        if pg_enabled(config):
+            parse_pg_settings(config)  # a config error stops the start, not the first login
+        self.operators = operators(config)
+        self.auth = Authenticator(config)
+        self.broker = ApprovalBroker(SqliteState.in_data_dir(config.data_dir), config.gateway_id)
+        self.control = ControlServer(socket_path(config.data_dir), self.person_for_os_user)
+        self.approvals = ApprovalService(
+            self.broker,
+            self.control,
+            clock=clock,
+            on_grant_ended=self._grant_ended,
+            grant_approvers=lambda target: jit_approvers(config, target),
+        )
+        self.enforcer = Enforcer(self.approvals)
+        self.inspector = PolicyInspector(self.policy, self.enforcer)
+        self.ssh = SshGateway(config, inspector=self.inspector, authenticator=self.auth)
+        context = self.ssh.context
+        context.access_guard = self.access_problem
+        context.console = self.console_for
+        self.pg: PgGateway | None = None
+
+    # -- identities and access ---------------------------------------------------------------
+
+    def person(self, identity: Identity) -> Person:
+        return Person(identity.name, frozenset(identity.groups))
+
+    def person_for_os_user(self, os_user: str) -> Person | None:
+        name = self.operators.get(os_user)
+        if name is None:
+            return None
+        local = self.config.users.get(name)
+        groups = frozenset(local.groups) if local is not None else frozenset()
+        if local is None and self.auth.directory is not None:
+            found = self.auth.directory.lookup(name)
+            groups = found[1] if found is not None else frozenset()
+        return Person(name, groups)
+
+    def access_problem(self, identity: Identity, target_name: str) -> str | None:
+        """Just-in-time access: a `jit = true` target needs a live grant."""
+        target = self.config.targets.get(target_name)
+        if target is None:
+            return None
+        live = [
+            LiveGrant(grant.id, grant.user, grant.target, grant.expires_at)
+            for grant in self.broker.store.list_grants(GrantStatus.ACTIVE)
+            if grant.expires_at is not None
+        ]
+        access = may_start_session(
+            identity.name,
+            target_name,
+            requires_jit=bool(target.raw.get("jit", False)),
+            grants=live,
+            now=self.clock(),
+        )
+        return None if access.allowed else f"hoop: {access.reason} (or `request` in the console)"
+
+    def console_for(
+        self, identity: Identity, read_line: Callable[[], Any], write: Callable[[str], None]
+    ) -> Console:
+        return Console(self.approvals, self.person(identity), read_line, write)
+
+    def _grant_ended(self, grant: Grant) -> None:
+        """End the live sessions that relied on a grant that expired or was revoked."""
+        target = self.config.targets.get(grant.target)
+        if target is None or not target.raw.get("jit", False):
+            return
+        message = GRANT_ENDED_MESSAGE.format(grant=grant.id)
+        for link in list(self.ssh.context.registry.links):
+            if link.identity.name == grant.user and link.target.name == grant.target:
+                still = self.access_problem(link.identity, grant.target)
+                if still is not None:
+                    link.spawn(link.end("access grant ended", message))
+        if self.pg is not None:
+            self.pg.end_sessions(grant.user, grant.target, "access grant ended", message)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        catalogue = SqliteCatalogue.in_data_dir(self.config.data_dir)
+        for session_id in recover_unfinished(catalogue, self.config.gateway_id):
+            log.warning("session %s was left open by a previous run; recovered", session_id)
+        await self.control.start()
+        self.approvals.start(live_sessions=set())
+        await self.ssh.start()
+        if pg_enabled(self.config):
+            self.pg = await start_pg_gateway(
+                self.config, self.enforcer, policy=self.policy, authenticator=self.auth
+            )
+            self.pg.access_guard = self.access_problem
+
+    async def stop(self) -> None:
+        if self.pg is not None:
+            await self.pg.stop()
+        await self.ssh.stop()
+        await self.approvals.stop()
+        await self.control.stop()
+
+
+async def run(config: GatewayConfig, ready: Callable[[GatewayRuntime], None] | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then stop cleanly."""
+    runtime = GatewayRuntime(config)
+    await runtime.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    if ready is not None:
+        ready(runtime)
+    try:
+        await stop.wait()
+        log.info("stop requested")
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        await runtime.stop()

@@ -1,0 +1,141 @@
+"""The workstation's queue, driven by Pilot against a real control socket."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import time
+
+import pytest
+from textual.widgets import DataTable, Input
+
+from hoop_tui.workstation.app import Workstation
+from hoop_tui.workstation.queue import DecisionDialog
+from hoop_tui.workstation.replay import ReplayScreen
+from proxy.approvals import ApprovalService
+from proxy.broker import ApprovalBroker, Person
+from proxy.control import ControlServer, socket_path
+from storage.recorder import new_session_id, start_recording
+from storage.schema import EventType
+from storage.state import HoldStatus, SqliteState
+from tests.storage.helpers import make_header
+
+
+@pytest.fixture
+async def service(tmp_path):
+    people = {getpass.getuser(): Person("bob", frozenset({"oncall"}))}
+    control = ControlServer(socket_path(tmp_path), people.get)
+    approvals = ApprovalService(ApprovalBroker(SqliteState.in_data_dir(tmp_path), "gw"), control)
+    await control.start()
+    approvals.start()
+    approvals.data_dir = tmp_path
+    yield approvals
+    await approvals.stop()
+    await control.stop()
+
+
+def _hold(service, command="systemctl restart nginx"):
+    return asyncio.ensure_future(
+        service.request_hold(
+            session_id="s1",
+            user="alice",
+            target="web1",
+            command=command,
+            rule="restarts",
+            approvers=["oncall"],
+            approvals=1,
+            timeout_s=600,
+        )
+    )
+
+
+async def _until(pilot, condition, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition never met"
+        await pilot.pause(0.05)
+
+
+async def test_a_hold_arrives_live_and_is_approved_with_keys(service):
+    app = Workstation(service.data_dir)
+    async with app.run_test() as pilot:
+        await _until(pilot, lambda: app.person == "bob")
+        waiting = _hold(service)
+        table = app.queue.query_one("#holds", DataTable)
+        await _until(pilot, lambda: table.row_count == 1)
+        assert "alice" in str(table.get_row_at(0)) and "restart nginx" in str(table.get_row_at(0))
+        await pilot.press("a")
+        await _until(pilot, lambda: isinstance(app.screen, DecisionDialog))
+        await pilot.press(*"ok by me")
+        await pilot.press("enter")
+        hold = await asyncio.wait_for(waiting, 5)
+        assert hold.status is HoldStatus.APPROVED
+        assert hold.decisions[-1].by == "bob" and hold.decisions[-1].reason == "ok by me"
+        await _until(pilot, lambda: table.row_count == 0)
+
+
+async def test_deny_needs_a_reason_in_the_dialog(service):
+    app = Workstation(service.data_dir)
+    async with app.run_test() as pilot:
+        await _until(pilot, lambda: app.person == "bob")
+        waiting = _hold(service, "reboot")
+        table = app.queue.query_one("#holds", DataTable)
+        await _until(pilot, lambda: table.row_count == 1)
+        await pilot.press("d")
+        await _until(pilot, lambda: isinstance(app.screen, DecisionDialog))
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, DecisionDialog)  # still open: no reason given
+        app.screen.query_one("#reason", Input).value = "not during the incident"
+        await pilot.press("enter")
+        hold = await asyncio.wait_for(waiting, 5)
+        assert hold.status is HoldStatus.DENIED
+
+
+async def test_another_approvers_decision_clears_the_row_everywhere(service):
+    app = Workstation(service.data_dir)
+    async with app.run_test() as pilot:
+        await _until(pilot, lambda: app.person == "bob")
+        waiting = _hold(service)
+        table = app.queue.query_one("#holds", DataTable)
+        await _until(pilot, lambda: table.row_count == 1)
+        (hold,) = service.broker.pending_holds()
+        service.decide_hold(
+            hold.id, Person("carol", frozenset({"oncall"})), approve=True, reason=""
+        )
+        await _until(pilot, lambda: table.row_count == 0)
+        assert (await waiting).approved_by == ["carol"]
+
+
+async def test_recordings_browser_filters_and_opens_a_transcript(service):
+    header = make_header(
+        new_session_id(), user="dave", target="db9", started_at_us=time.time_ns() // 1000
+    )
+    writer = start_recording(service.data_dir, header)
+    writer.record(EventType.OUTPUT, 0, b"hello from db9\r\n")
+    writer.close("client closed")
+    app = Workstation(service.data_dir)
+    async with app.run_test() as pilot:
+        await pilot.press("2")
+        table = app.screen.query_one("#sessions", DataTable)
+        assert table.row_count == 1
+        app.screen.query_one("#filter", Input).value = "nobody"
+        await pilot.pause(0.1)
+        assert table.row_count == 0
+        app.screen.query_one("#filter", Input).value = "dave"
+        await pilot.pause(0.1)
+        assert table.row_count == 1
+        table.focus()
+        await pilot.press("t")
+        await pilot.pause(0.2)
+        log = app.screen.query_one("#transcript")
+        assert "hello from db9" in "\n".join(str(line) for line in log.lines)
+        await pilot.press("escape")
+        await pilot.press("enter")  # an ssh session opens in replay
+        for _ in range(100):
+            if isinstance(app.screen, ReplayScreen):
+                break
+            await pilot.pause(0.05)
+        assert isinstance(app.screen, ReplayScreen)
+        await pilot.press("end")
+        assert "hello from db9" in app.screen.player.text()

@@ -1,0 +1,281 @@
+"""The whole gateway as `hoop-tui gateway` runs it, end to end with real OpenSSH: exec requests
+denied, held and approved from the command line, shell lines judged at Enter in a real PTY,
+just-in-time access, grants ending live sessions, and the approver console."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import pty
+import re
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from proxy.broker import Person
+from storage.state import HoldStatus
+from tests.fixtures.gateway import GatewayHarness, recordings
+
+pytestmark = pytest.mark.timeout(90)
+
+ALICE = Person("alice", frozenset({"dev"}))
+BOB = Person("bob", frozenset({"oncall"}))
+
+
+async def start(harness: GatewayHarness, **target: object) -> None:
+    harness.add_user("alice", password="alice-pw", groups=("dev",))
+    harness.add_user("bob", groups=("oncall",))
+    harness.add_target("web1", **target)
+    harness.add_rule("no-recursive-delete", shell="rm -rf *", action="deny", message="not on web1")
+    harness.add_rule(
+        "restarts-need-review",
+        shell="touch *restart*",
+        action="review",
+        approvers=["oncall"],
+        timeout="1m",
+    )
+    harness.operators[getpass.getuser()] = "bob"
+    await harness.start_runtime()
+
+
+async def hoop(harness: GatewayHarness, *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hoop_tui.cli",
+        *args,
+        "--config",
+        str(harness.directory / "gateway.toml"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def pending_hold(harness: GatewayHarness, timeout: float = 15):
+    assert harness.runtime is not None
+    deadline = time.monotonic() + timeout
+    while not harness.runtime.broker.pending_holds():
+        assert time.monotonic() < deadline, "no hold appeared"
+        await asyncio.sleep(0.05)
+    return harness.runtime.broker.pending_holds()[0]
+
+
+async def test_a_denied_exec_never_runs_and_says_why(harness: GatewayHarness, tmp_path: Path):
+    await start(harness)
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    result = await harness.ssh_jump("alice", "web1", f"rm -rf {keep}")
+    assert result.status == 126
+    assert result.err.startswith(
+        f"hoop: denied: deny by rule no-recursive-delete: rm -rf {keep} (not on web1) {{"
+    )
+    assert '"verdict": "deny"' in result.err and '"rule": "no-recursive-delete"' in result.err
+    assert keep.is_dir()
+    (recorded,) = await recordings(harness)
+    assert [(e["action"], e["rule"]) for e in recorded.of("verdict")] == [
+        ("deny", "no-recursive-delete")
+    ]
+
+
+async def test_a_held_exec_runs_once_approved_from_the_command_line(
+    harness: GatewayHarness, tmp_path: Path
+):
+    await start(harness)
+    marker = tmp_path / "restart.done"
+    client = asyncio.ensure_future(harness.ssh_jump("alice", "web1", f"touch {marker}; echo ran"))
+    hold = await pending_hold(harness)
+    assert hold.command == f"touch {marker}; echo ran" and hold.user == "alice"
+    await asyncio.sleep(0.3)
+    assert not marker.exists()
+    code, listing, _ = await hoop(harness, "holds")
+    assert hold.id in listing and "pending 0/1" in listing
+    code, out, err = await hoop(harness, "approve", hold.id, "--reason", "ok")
+    assert (code, out.strip()) == (0, f"{hold.id}: approved"), err
+    result = await client
+    assert (result.status, result.out) == (0, "ran\n")
+    assert f"held as {hold.id} by rule restarts-need-review" in result.err
+    assert marker.exists()
+    (recorded,) = await recordings(harness)
+    decided = recorded.of("hold_decided")
+    assert [(d["hold_id"], d["decision"], d["by"]) for d in decided] == [
+        (hold.id, "approved", "bob")
+    ]
+
+
+async def test_a_held_exec_denied_exits_non_zero_with_the_reason(
+    harness: GatewayHarness, tmp_path: Path
+):
+    await start(harness)
+    marker = tmp_path / "restart.done"
+    client = asyncio.ensure_future(harness.ssh_jump("alice", "web1", f"touch {marker}"))
+    hold = await pending_hold(harness)
+    code, _, err = await hoop(harness, "deny", hold.id, "--reason", "not during the incident")
+    assert code == 0, err
+    result = await client
+    assert result.status == 126
+    assert f"{hold.id} denied by bob: not during the incident" in result.err
+    assert not marker.exists()
+
+
+async def test_the_requester_cannot_approve_their_own_hold(harness: GatewayHarness, tmp_path):
+    await start(harness)
+    harness.runtime.operators[getpass.getuser()] = "alice"
+    client = asyncio.ensure_future(
+        harness.ssh_jump("alice", "web1", f"touch {tmp_path}/restart.done")
+    )
+    hold = await pending_hold(harness)
+    code, _, err = await hoop(harness, "approve", hold.id)
+    assert code == 1 and "cannot decide your own request" in err
+    harness.runtime.approvals.decide_hold(hold.id, BOB, approve=False, reason="cleanup")
+    assert (await client).status == 126
+
+
+def _pty_ssh(harness: GatewayHarness, *args: str) -> tuple[int, int]:
+    argv = ["ssh", *harness.ssh_args("alice"), "-tt", *args]
+    pid, master = pty.fork()
+    if pid == 0:
+        os.environ.update(harness.env(None))
+        os.execvp("ssh", argv)
+    os.set_blocking(master, False)
+    return pid, master
+
+
+PROMPT = re.compile(rb"[#$] $")
+
+
+def _finish(pid: int, master: int) -> None:
+    """Reap the ssh client; kill it first if the test left it running."""
+    for _ in range(100):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    os.close(master)
+
+
+async def _read_some(master: int, seen: bytearray) -> None:
+    try:
+        seen += os.read(master, 65536)
+    except BlockingIOError:
+        await asyncio.sleep(0.02)
+    except OSError:
+        raise AssertionError(f"the terminal closed; it showed {bytes(seen)[-600:]!r}") from None
+
+
+async def _prompt(master: int, seen: bytearray, timeout: float = 20) -> None:
+    """Wait for a shell prompt (`$ ` or `# `) at the end of what the terminal shows."""
+    deadline = time.monotonic() + timeout
+    while not PROMPT.search(bytes(seen)):
+        assert time.monotonic() < deadline, f"no prompt in {bytes(seen)[-300:]!r}"
+        await _read_some(master, seen)
+
+
+async def _read_until(master: int, needle: bytes, seen: bytearray, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while needle not in seen:
+        assert time.monotonic() < deadline, f"{needle!r} not in {bytes(seen)[-600:]!r}"
+        await _read_some(master, seen)
+
+
+async def test_shell_lines_are_judged_at_enter_in_a_real_pty(
+    harness: GatewayHarness, tmp_path: Path
+):
+    await start(harness)
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    pid, master = _pty_ssh(harness, "-J", harness.jump("alice"), "web1")
+    seen = bytearray()
+    try:
+        await _prompt(master, seen)
+        os.write(master, f"echo ok && rm -rf {keep}\r".encode())
+        await _read_until(master, b"[hoop] denied: deny by rule no-recursive-delete", seen)
+        assert keep.is_dir()
+        os.write(master, f"touch {tmp_path}/restart.done\r".encode())
+        await _read_until(master, b"held as h-", seen)
+        hold = await pending_hold(harness)
+        harness.runtime.approvals.decide_hold(hold.id, BOB, approve=True, reason="fine")
+        await _read_until(master, b"approved by bob", seen)
+        os.write(master, b"echo still-$USER-usable\r")
+        await _read_until(master, b"usable\r\n", seen)
+        assert (tmp_path / "restart.done").exists()
+        os.write(master, b"exit\r")
+    finally:
+        _finish(pid, master)
+    (recorded,) = await recordings(harness)
+    commands = [e["command"] for e in recorded.of("command")]
+    assert f"echo ok && rm -rf {keep}" in commands
+    assert [e["action"] for e in recorded.of("verdict")][:2] == ["deny", "review"]
+
+
+async def test_jit_targets_need_a_live_grant_and_a_revoke_ends_the_session(
+    harness: GatewayHarness,
+):
+    await start(harness, jit=True, jit_approvers=["oncall"])
+    refused = await harness.ssh_jump("alice", "web1", "echo hi")
+    assert refused.status != 0
+    assert "requires just-in-time access and alice has no live grant" in refused.err
+    runtime = harness.runtime
+    assert runtime is not None
+    grant = runtime.approvals.request_grant(
+        ALICE, "web1", duration_s=3600, reason="incident 7", approvers=[]
+    )
+    assert grant.approvers == ["oncall"]
+    code, _, err = await hoop(harness, "approve", grant.id)
+    assert code == 0, err
+    assert (await harness.ssh_jump("alice", "web1", "echo hi")).out == "hi\n"
+    long_running = asyncio.ensure_future(
+        harness.ssh_jump("alice", "web1", "echo started; sleep 30")
+    )
+    await asyncio.sleep(1.5)
+    code, _, err = await hoop(harness, "revoke", grant.id, "--reason", "done")
+    assert code == 0, err
+    result = await asyncio.wait_for(long_running, 20)
+    assert result.out == "started\n"
+    assert f"your access grant {grant.id} has ended" in result.err
+    found = await recordings(harness)
+    assert found[-1].end_reason == "access grant ended"
+    again = await harness.ssh_jump("alice", "web1", "echo hi")
+    assert again.status != 0
+
+
+async def test_the_approver_console_over_ssh(harness: GatewayHarness, tmp_path: Path):
+    await start(harness)
+    argv = [
+        "ssh",
+        *harness.ssh_args("bob"),
+        "-tt",
+        "-p",
+        str(harness.port),
+        "bob@127.0.0.1",
+        "console",
+    ]
+    pid, master = pty.fork()
+    if pid == 0:
+        os.environ.update(harness.env(None))
+        os.execvp("ssh", argv)
+    os.set_blocking(master, False)
+    seen = bytearray()
+    try:
+        await _read_until(master, b"hoop console for bob (oncall)", seen)
+        client = asyncio.ensure_future(
+            harness.ssh_jump("alice", "web1", f"touch {tmp_path}/restart.done; echo done")
+        )
+        await _read_until(master, b"[new hold]", seen)
+        hold = await pending_hold(harness)
+        os.write(master, f"approve {hold.id} go\r".encode())
+        result = await asyncio.wait_for(client, 20)
+        assert (result.status, result.out) == (0, "done\n")
+        await _read_until(master, f"[{hold.id}] approved".encode(), seen)
+        os.write(master, b"quit\r")
+    finally:
+        _finish(pid, master)
+    assert harness.runtime.broker.store.get_hold(hold.id).status is HoldStatus.APPROVED
