@@ -15,6 +15,7 @@ from hoop_tui.commands import (
     approvals,
     gateway,
     local,
+    masks,
     policy,
     recordings,
     replay,
@@ -22,7 +23,7 @@ from hoop_tui.commands import (
 )
 from hoop_tui.errors import CommandError
 
-COMMAND_MODULES = (local, recordings, gateway, approvals, policy, replay, workstation)
+COMMAND_MODULES = (local, recordings, gateway, approvals, policy, replay, workstation, masks)
 
 
 def build_parser() -> argparse.ArgumentParser:

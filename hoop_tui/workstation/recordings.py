@@ -73,9 +73,7 @@ class RecordingsScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Input(
-            placeholder="filter: user, target, protocol; deny, hold", id="filter"
-        )
+        yield Input(placeholder="filter: user, target, protocol; deny, hold", id="filter")
         table: DataTable[Any] = DataTable(id="sessions", cursor_type="row", zebra_stripes=True)
         yield table
         yield Footer()

@@ -1,0 +1,1160 @@
+"""One masking engine for SQL values and terminal text. Pure: no I/O, no clock.
+
+The `[[masks]]` table of the gateway config becomes `MaskRule` objects here, validated whole;
+errors name the rule and the key (`masks #2 (cards).pattern: ...`). A rule either names
+columns (`column`, a glob, optionally limited by `tables`), in which case the whole value of a
+matching column is replaced, or finds secrets in any text with a built-in `detector` or a custom
+`pattern`. Both together limit the detector to the values of those columns. `groups` and
+`except_groups` scope a rule to callers; `targets` to targets. `MaskPolicy.for_caller` picks the
+rules for one caller and target and returns a `Masker`, the object the data path uses:
+
+- `mask_text(text)` for terminal text (and `proxy.mask_stream.MaskStream` for a byte stream cut
+  into packets),
+- `mask_value(column, table, value)` / `plan(columns).mask_row(values)` for SQL results.
+
+Every replacement yields a `MaskAct` (rule, position, length, token): never the raw value. The
+token is a stable keyed hash (HMAC-SHA256 under the gateway secret, `tok_` + 12 hex digits), so
+an auditor can tell that two sessions showed the same card without seeing it.
+
+Styles (docs/masking.md has the reference):
+- "full" in text: every character of the secret becomes `*`, line breaks kept, so the screen
+  layout (columns, cursor moves) is unchanged; a whole column value becomes `********` (eight,
+  whatever its length, so the length is not disclosed);
+- "last4": letters and digits but the last four become `*`, separators kept (`**** **** ****
+  1111`); a value with fewer than 8 letters and digits is masked fully;
+- "token": the value is replaced by its token (the length changes).
+Two built-ins mask only part of what they find: `password_assignment` only the value after
+`password=`, and `pem_private_key` only the body between its BEGIN and END lines (always with
+`*`, whatever the style, so a stream can mask a long block before its END arrives).
+
+Escape sequences are never matched into or across: a hit inside a CSI/OSC/DCS sequence is
+skipped, and a hit that runs into one is cut before it.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+from proxy.config import ConfigError
+
+TOKEN_PREFIX = "tok_"
+TOKEN_HEX = 12
+FULL_VALUE = "********"
+LAST4_MIN = 8  # fewer letters and digits than this: last4 masks everything
+LOOKBEHIND = 4096  # the most text a stream holds back (characters), see mask_stream
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+KNOWN_KEYS = frozenset(
+    {"name", "column", "tables", "targets", "detector", "pattern", "style", "groups"}
+    | {"except_groups"}
+)
+
+# A complete escape sequence (CSI, OSC ended by BEL or ST, DCS/SOS/PM/APC, other escapes),
+# and one cut short at the end of the text.
+ESCAPE = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"
+    r"|\x1b[P^_X][^\x1b]*\x1b\\"
+    r"|\x1b[ -/]*[0-~]"
+)
+PARTIAL_ESCAPE = re.compile(
+    r"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*\x1b?|[P^_X][^\x1b]*\x1b?|[ -/]*)\Z"
+)
+
+
+class Style(enum.Enum):
+    FULL = "full"
+    LAST4 = "last4"
+    TOKEN = "token"
+
+
+@dataclass(frozen=True, slots=True)
+class MaskAct:
+    """One replacement, for the recording (a MASK event) and the review screen. `position`
+    and `length` are in characters of the output text for `mask_text`, in bytes of the output
+    stream (position) and of the original secret (length) for `MaskStream`, and 0 and the
+    value's length for a whole SQL value. Never holds the raw value."""
+
+    rule: str
+    position: int
+    length: int
+    token: str
+    column: str | None = None
+
+
+def make_token(secret: bytes, value: str) -> str:
+    """The stable keyed token of a (normalized) value."""
+    digest = hmac.new(secret, value.encode("utf-8", "surrogateescape"), hashlib.sha256)
+    return TOKEN_PREFIX + digest.hexdigest()[:TOKEN_HEX]
+
+
+# -- detectors ------------------------------------------------------------------------------
+
+
+_DOUBLED = str.maketrans("0123456789", "0246813579")  # 2d, minus 9 when over 9
+
+
+def luhn_ok(digits: str) -> bool:
+    """The Luhn check of a string of ASCII digits."""
+    kept = digits[-1::-2]
+    doubled = digits[-2::-2].translate(_DOUBLED)
+    return (sum(map(int, kept)) + sum(map(int, doubled))) % 10 == 0
+
+
+def iban_ok(compact: str) -> bool:
+    """ISO 13616 check: move the first four characters to the end, letters to numbers, mod 97."""
+    if not 15 <= len(compact) <= 34:
+        return False
+    moved = compact[4:] + compact[:4]
+    try:
+        number = int("".join(str(int(char, 36)) for char in moved))
+    except ValueError:
+        return False
+    return number % 97 == 1
+
+
+_SEPARATORS = re.compile(r"[ -]")
+# Issuer prefixes in use: Visa, Mastercard, Amex, Discover and UnionPay, JCB, Diners.
+_CARD_PREFIXES = (
+    *("4", "51", "52", "53", "54", "55", "22", "23", "24", "25", "26", "27"),
+    *("34", "37", "6", "35", "36", "38", "30"),
+)
+
+
+def _accept_card(candidate: str) -> int:
+    """Length of the longest valid card number at the start of `candidate` (dropping trailing
+    groups), 0 if none."""
+    while True:
+        digits = _SEPARATORS.sub("", candidate)
+        if 13 <= len(digits) <= 19 and digits.startswith(_CARD_PREFIXES) and luhn_ok(digits):
+            return len(candidate)
+        cut = max(candidate.rfind(" "), candidate.rfind("-"))
+        if cut <= 0 or len(digits) < 13:
+            return 0
+        candidate = candidate[:cut]
+
+
+def _accept_iban(candidate: str) -> int:
+    while True:
+        if iban_ok(candidate.replace(" ", "")):
+            return len(candidate)
+        cut = candidate.rfind(" ")
+        if cut <= 0:
+            return 0
+        candidate = candidate[:cut]
+
+
+def _digits(value: str) -> str:
+    return "".join(char for char in value if char.isdigit())
+
+
+@dataclass(frozen=True, slots=True)
+class Detector:
+    """A built-in detector: a pattern of candidates, an acceptance check (the accepted length
+    of a candidate, 0 to reject), the named groups holding the part to mask (the whole match
+    when empty), `tail`: a pattern anchored at the end of the text that matches every
+    unfinished beginning of a candidate (a stream holds it back), searched in the last
+    `tail_window` characters, and how a value is normalized before it is tokenized."""
+
+    name: str
+    pattern: re.Pattern[str]
+    tail: re.Pattern[str] | None
+    tail_window: int
+    accept: Callable[[str], int] | None = None
+    value_groups: tuple[str, ...] = ()
+    normalize: Callable[[str], str] = str
+    description: str = ""
+    possible: Callable[[Scan], bool] | None = None
+    search: Search | None = None
+    tail_start: Callable[[str, int], int] | None = None
+
+
+_EMAIL_LOCAL = r"[A-Za-z0-9._%+-]"
+_JWT_PART = r"[A-Za-z0-9_-]"
+
+
+class Scan:
+    """Facts about one text computed once per `Masker.find`, for cheap prefilters that say
+    when a detector cannot match anywhere (C-speed passes instead of a regex per position)."""
+
+    __slots__ = ("_lower", "_sig", "_triggers", "ascii", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.ascii = text.isascii()
+        self._sig: bytes | None = None
+        self._lower: str | None = None
+        self._triggers: dict[tuple[bytes, ...], list[int]] = {}
+
+    def triggers(self, needles: tuple[bytes, ...]) -> list[int]:
+        """Every position (overlapping ones too) where one of `needles` occurs in `sig`."""
+        found = self._triggers.get(needles)
+        if found is None:
+            sig = self.sig
+            found = []
+            for needle in needles:
+                index = sig.find(needle)
+                while index >= 0:
+                    found.append(index)
+                    index = sig.find(needle, index + 1)
+            found.sort()
+            self._triggers[needles] = found
+        return found
+
+    @property
+    def sig(self) -> bytes:
+        """The text's bytes with digits as `0`, capitals as `A`, space and dash as `s`."""
+        if self._sig is None:
+            self._sig = self.text.encode("utf-8", "surrogateescape").translate(_SIG_TABLE)
+        return self._sig
+
+    @property
+    def lower(self) -> str | None:
+        """The text in lower case, or None when lowering would move characters."""
+        if self._lower is None:
+            lower = self.text.lower()
+            self._lower = lower if len(lower) == len(self.text) else ""
+        return self._lower or None
+
+
+def _sig_table() -> bytes:
+    table = bytearray(b"x" * 256)
+    for code in b"0123456789":
+        table[code] = ord("0")
+    for code in b"ABCDEFGHIJKLMNOPQRSTUVWXYZ":
+        table[code] = ord("A")
+    table[ord(" ")] = table[ord("-")] = ord("s")
+    return bytes.maketrans(bytes(range(256)), bytes(table))
+
+
+_SIG_TABLE = _sig_table()
+Search = Callable[[re.Pattern[str], "Scan", int, int], "re.Match[str] | None"]
+_LOCAL_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-"
+_DOMAIN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-"
+_KEY_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-"
+_JWT_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+_KEY_LITERALS = ("pass", "pwd", "secret", "token", "key")
+_DIGITS = "0123456789"
+_AWS_PREFIX = re.compile("A(?:KIA|SIA|BIA|CCA|3T)")
+_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_CARD_TRIGGERS = (b"0000000000000", b"0000s0000s0000s0", b"0000s000000s0000")
+
+
+def _run_start(text: str, end: int, chars: str, limit: int, floor: int = 0) -> int:
+    """Where the run of `chars` ending at `end` starts, looking back at most `limit + 1`."""
+    lo = max(floor, end - limit - 1)
+    return lo + len(text[lo:end].rstrip(chars))
+
+
+def _email_search(
+    pattern: re.Pattern[str], scan: Scan, pos: int, endpos: int
+) -> re.Match[str] | None:
+    text = scan.text
+    at = text.find("@", pos, endpos)
+    while at >= 0:
+        start = _run_start(text, at, _LOCAL_CHARS, 64)
+        if start < at and start >= pos:
+            found = pattern.match(text, start, endpos)
+            if found is not None:
+                return found
+        at = text.find("@", at + 1, endpos)
+    return None
+
+
+def _email_tail(text: str, pos: int) -> int:
+    size = len(text)
+    cut = size
+    domain = _run_start(text, size, _DOMAIN_CHARS, 600, pos)
+    if domain > pos and text[domain - 1] == "@":
+        start = _run_start(text, domain - 1, _LOCAL_CHARS, 64, pos)
+        if start < domain - 1 and (start == 0 or text[start - 1] not in _LOCAL_CHARS):
+            cut = start
+    start = _run_start(text, size, _LOCAL_CHARS, 64, pos)
+    if start < size and (start == 0 or text[start - 1] not in _LOCAL_CHARS):
+        cut = min(cut, start)
+    return cut
+
+
+def _password_search(
+    pattern: re.Pattern[str], scan: Scan, pos: int, endpos: int
+) -> re.Match[str] | None:
+    text = scan.text
+    lower = scan.lower
+    if lower is None:
+        return pattern.search(text, pos, endpos)
+    tried = -1
+    while True:
+        hits = [i for i in (lower.find(w, pos, endpos) for w in _KEY_LITERALS) if i >= 0]
+        if not hits:
+            return None
+        keyword = min(hits)
+        start = _run_start(text, keyword, _KEY_CHARS, 32, pos)
+        if start != tried and (start == 0 or text[start - 1] not in _KEY_CHARS):
+            tried = start
+            found = pattern.match(text, start, endpos)
+            if found is not None:
+                return found
+        pos = keyword + 1
+
+
+_PW_VALUE_TAIL = re.compile(
+    r"[=:][ \t]{0,8}(?:\"[^\"\r\n\x1b]{0,256}|'[^'\r\n\x1b]{0,256}|[^\s\"',;&\x1b]{0,256})\Z"
+)
+_HAS_KEYWORD = re.compile(
+    r"(?i)password|passwd|passphrase|pwd|secret|token|api[_-]?key|access[_-]?key"
+)
+
+
+def _password_tail(text: str, pos: int) -> int:
+    size = len(text)
+    lo = max(pos, size - 400)
+    # `key = "partial value`: the key must hold a keyword
+    sep = size
+    for _ in range(8):
+        sep = max(text.rfind("=", lo, sep), text.rfind(":", lo, sep))
+        if sep < 0:
+            break
+        if _PW_VALUE_TAIL.match(text, sep):
+            key_end = len(text[lo:sep].rstrip(" \t")) + lo
+            if key_end > lo and text[key_end - 1] in "\"'":
+                key_end -= 1
+            start = _run_start(text, key_end, _KEY_CHARS, 80, pos)
+            if start < key_end and _HAS_KEYWORD.search(text, start, key_end):
+                return start
+    # `passw` (still being written) or `password "` (a key, then maybe a quote and blanks)
+    end = len(text[lo:].rstrip(" \t")) + lo
+    closed = end < size
+    if end > lo and text[end - 1] in "\"'":
+        end -= 1
+        closed = True
+    start = _run_start(text, end, _KEY_CHARS, 80, pos)
+    boundary = start < end and (start == 0 or text[start - 1] not in _KEY_CHARS)
+    if boundary and (not closed or _HAS_KEYWORD.search(text, start, end)):
+        return start
+    return size
+
+
+_JWT_TAIL = re.compile(
+    rf"eyJ{_JWT_PART}*(?:\.(?:e(?:y(?:J{_JWT_PART}*(?:\.{_JWT_PART}*)?)?)?)?)?\Z"
+)
+
+
+def _jwt_tail(text: str, pos: int) -> int:
+    size = len(text)
+    run = _run_start(text, size, _JWT_CHARS + ".", LOOKBEHIND, pos)
+    index = text.find("eyJ", run)
+    while index >= 0:
+        if (index == 0 or text[index - 1] not in _JWT_CHARS) and _JWT_TAIL.match(text, index):
+            return index
+        index = text.find("eyJ", index + 1)
+    for short in ("ey", "e"):
+        start = size - len(short)
+        if (
+            start >= pos
+            and text.endswith(short)
+            and (start == 0 or text[start - 1] not in _JWT_CHARS)
+        ):
+            return start
+    return size
+
+
+def _triggered(needles: tuple[bytes, ...]) -> Search:
+    """A search that tries the pattern only where the signature shows a candidate: every
+    match of these detectors starts where one of `needles` does."""
+
+    def search(pattern: re.Pattern[str], scan: Scan, pos: int, endpos: int) -> re.Match[str] | None:
+        if not scan.ascii:
+            return pattern.search(scan.text, pos, endpos)
+        for trigger in scan.triggers(needles):
+            if trigger < pos:
+                continue
+            if trigger >= endpos:
+                return None
+            found = pattern.match(scan.text, trigger, endpos)
+            if found is not None:
+                return found
+        return None
+
+    return search
+
+
+def _class_tail(
+    pattern: re.Pattern[str], chars: str, window: int, firsts: str
+) -> Callable[[str, int], int]:
+    """A tail made only of `chars`: try the pattern (anchored at the end) at each place in
+    the trailing run of `chars` where it can begin."""
+
+    def tail(text: str, pos: int) -> int:
+        size = len(text)
+        if not size or text[-1] not in chars:
+            return size
+        for index in range(_run_start(text, size, chars, window, pos), size):
+            if text[index] in firsts and pattern.match(text, index):
+                return index
+        return size
+
+    return tail
+
+
+_CARD = (
+    r"(?<![0-9])(?:"
+    r"[0-9]{13,19}"
+    r"|[0-9]{4}(?P<cs>[ -])[0-9]{4}(?P=cs)[0-9]{4}(?P=cs)[0-9]{1,4}(?:(?P=cs)[0-9]{1,3})?"
+    r"|[0-9]{4}(?P<as>[ -])[0-9]{6}(?P=as)[0-9]{4,5}"
+    r")(?![0-9])"
+)
+_PEM_BEGIN = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
+_PEM_END = re.compile(r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----")
+_PEM_END_TAIL = re.compile(r"-{1,5}(?:E(?:N(?:D(?: [A-Z0-9 ]{0,40}-{0,5})?)?)?)?\Z")
+_KEYWORDS = r"(?:password|passwd|passphrase|pwd|secret|token|api[_-]?key|access[_-]?key)"
+
+DETECTORS: dict[str, Detector] = {
+    d.name: d
+    for d in (
+        Detector(
+            "credit_card",
+            re.compile(_CARD),
+            re.compile(r"(?<![0-9])[0-9](?:[ -]?[0-9]){0,18}[ -]?\Z"),
+            32,
+            accept=_accept_card,
+            normalize=_digits,
+            possible=lambda scan: bool(scan.triggers(_CARD_TRIGGERS)),
+            search=_triggered(_CARD_TRIGGERS),
+            tail_start=_class_tail(
+                re.compile(r"(?<![0-9])[0-9](?:[ -]?[0-9]){0,18}[ -]?\Z"),
+                _DIGITS + " -",
+                32,
+                _DIGITS,
+            ),
+            description="payment card numbers, 13 to 19 digits, contiguous or in groups of "
+            "four (or Amex 4-6-5) separated by one space or dash; only Luhn-valid ones with a "
+            "known issuer prefix (2, 30, 34-38, 4, 51-55, 6)",
+        ),
+        Detector(
+            "email",
+            re.compile(
+                rf"(?<!{_EMAIL_LOCAL}){_EMAIL_LOCAL}{{1,64}}@[A-Za-z0-9-]{{1,63}}"
+                r"(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}(?![A-Za-z0-9-])"
+            ),
+            re.compile(rf"(?<!{_EMAIL_LOCAL}){_EMAIL_LOCAL}{{1,64}}(?:@[A-Za-z0-9.-]{{0,600}})?\Z"),
+            700,
+            normalize=str.lower,
+            possible=lambda scan: "@" in scan.text,
+            search=_email_search,
+            tail_start=_email_tail,
+            description="e-mail addresses (local@domain.tld)",
+        ),
+        Detector(
+            "iban",
+            re.compile(
+                r"(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}"
+                r"(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?)(?![A-Za-z0-9])"
+            ),
+            re.compile(r"(?<![A-Za-z0-9])[A-Z](?:[A-Z](?:[0-9](?:[0-9][A-Z0-9 ]{0,40})?)?)?\Z"),
+            48,
+            accept=_accept_iban,
+            possible=lambda scan: bool(scan.triggers((b"AA00",))),
+            search=_triggered((b"AA00",)),
+            tail_start=_class_tail(
+                re.compile(r"(?<![A-Za-z0-9])[A-Z](?:[A-Z](?:[0-9](?:[0-9][A-Z0-9 ]{0,40})?)?)?\Z"),
+                _UPPER + _DIGITS + " ",
+                48,
+                _UPPER,
+            ),
+            normalize=lambda value: value.replace(" ", "").upper(),
+            description="IBANs, compact or in groups of four; only those whose mod-97 check "
+            "digits are right",
+        ),
+        Detector(
+            "us_ssn",
+            re.compile(
+                r"(?<![0-9-])(?!000|666|9[0-9]{2})[0-9]{3}-(?!00)[0-9]{2}-(?!0000)[0-9]{4}"
+                r"(?![0-9-])"
+            ),
+            re.compile(r"(?<![0-9-])[0-9]{1,3}(?:-(?:[0-9]{1,2}(?:-[0-9]{0,4})?)?)?\Z"),
+            16,
+            normalize=_digits,
+            possible=lambda scan: bool(scan.triggers((b"000s00s0000",))),
+            search=_triggered((b"000s00s0000",)),
+            tail_start=_class_tail(
+                re.compile(r"(?<![0-9-])[0-9]{1,3}(?:-(?:[0-9]{1,2}(?:-[0-9]{0,4})?)?)?\Z"),
+                _DIGITS + "-",
+                16,
+                _DIGITS,
+            ),
+            description="US social security numbers written 123-45-6789 (not 000, 666 or 9xx "
+            "areas, not 00 groups or 0000 serials)",
+        ),
+        Detector(
+            "jwt",
+            re.compile(
+                rf"(?<!{_JWT_PART})eyJ{_JWT_PART}{{4,}}\.eyJ{_JWT_PART}{{4,}}\.{_JWT_PART}*"
+                rf"(?!{_JWT_PART})"
+            ),
+            re.compile(
+                rf"(?<!{_JWT_PART})e(?:y(?:J{_JWT_PART}*(?:\.(?:e(?:y(?:J{_JWT_PART}*"
+                rf"(?:\.{_JWT_PART}*)?)?)?)?)?)?)?\Z"
+            ),
+            LOOKBEHIND,
+            description="JSON web tokens (eyJ....eyJ....signature)",
+            possible=lambda scan: "eyJ" in scan.text,
+            tail_start=_jwt_tail,
+        ),
+        Detector(
+            "aws_access_key",
+            re.compile(r"(?<![A-Z0-9])(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}(?![A-Z0-9])"),
+            re.compile(r"(?<![A-Z0-9])A[A-Z0-9]{0,19}\Z"),
+            24,
+            description="AWS access key ids (AKIA..., ASIA..., 20 characters)",
+            possible=lambda scan: _AWS_PREFIX.search(scan.text) is not None,
+            tail_start=_class_tail(
+                re.compile(r"(?<![A-Z0-9])A[A-Z0-9]{0,19}\Z"), _UPPER + _DIGITS, 24, "A"
+            ),
+        ),
+        Detector(
+            "pem_private_key",
+            _PEM_BEGIN,
+            re.compile(r"-{1,5}(?:B(?:E(?:G(?:I(?:N(?: [A-Z0-9 ]{0,40}-{0,5})?)?)?)?)?)?\Z"),
+            64,
+            description="PEM private key blocks: the body between BEGIN ... PRIVATE KEY and "
+            "END ... PRIVATE KEY lines (multi-line; the BEGIN and END lines stay visible)",
+            possible=lambda scan: "-----BEGIN " in scan.text,
+            tail_start=_class_tail(
+                re.compile(r"-{1,5}(?:B(?:E(?:G(?:I(?:N(?: [A-Z0-9 ]{0,40}-{0,5})?)?)?)?)?)?\Z"),
+                "-" + _UPPER + _DIGITS + " ",
+                64,
+                "-",
+            ),
+        ),
+        Detector(
+            "password_assignment",
+            re.compile(
+                rf"(?i)(?<![A-Za-z0-9_.-])[A-Za-z0-9_.-]{{0,32}}{_KEYWORDS}[A-Za-z0-9_.-]{{0,32}}"
+                r"[\"']?[ \t]{0,8}[=:][ \t]{0,8}"
+                r"(?:\"(?P<dq>[^\"\r\n\x1b]{1,256})\"|'(?P<sq>[^'\r\n\x1b]{1,256})'"
+                r"|(?P<bare>[^\s\"',;&\x1b]{1,256}))"
+            ),
+            re.compile(
+                r"(?<![A-Za-z0-9_.-])[A-Za-z0-9_.-]{1,80}[\"']?[ \t]{0,8}"
+                r"(?:[=:][ \t]{0,8}(?:\"[^\"\r\n\x1b]{0,256}|'[^'\r\n\x1b]{0,256}"
+                r"|[^\s\"',;&\x1b]{0,256}))?\Z"
+            ),
+            400,
+            value_groups=("dq", "sq", "bare"),
+            search=_password_search,  # finds the keywords itself: no separate prefilter
+            tail_start=_password_tail,
+            description='assignments such as password=..., secret: ..., api_key = "...", '
+            "token=...: only the value is masked",
+        ),
+    )
+}
+PEM = "pem_private_key"
+
+
+# -- rules -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MaskRule:
+    """One `[[masks]]` entry, validated."""
+
+    name: str
+    column: str | None = None
+    tables: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
+    detector: str | None = None
+    pattern: str | None = None
+    style: Style = Style.FULL
+    groups: tuple[str, ...] = ()
+    except_groups: tuple[str, ...] = ()
+
+    def applies_to(self, groups: Iterable[str], target: str | None) -> bool:
+        mine = set(groups)
+        if self.groups and not mine.intersection(self.groups):
+            return False
+        if mine.intersection(self.except_groups):
+            return False
+        if self.targets and target is not None:
+            return any(fnmatchcase(target, pattern) for pattern in self.targets)
+        return True
+
+    def matches_column(self, column: str, table: str | None) -> bool:
+        """Column globs match case-insensitively (SQL folds names); an unknown table (None)
+        counts as a match, so a rule limited to tables fails safe."""
+        if self.column is None or not fnmatchcase(column.lower(), self.column.lower()):
+            return False
+        if self.tables and table is not None:
+            return any(fnmatchcase(table.lower(), t.lower()) for t in self.tables)
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class _Finder:
+    """A detector or custom pattern, compiled, as the scanner uses it."""
+
+    rule: MaskRule
+    pattern: re.Pattern[str]
+    tail: re.Pattern[str] | None
+    tail_window: int
+    accept: Callable[[str], int] | None
+    value_groups: tuple[str, ...]
+    normalize: Callable[[str], str]
+    pem: bool = False
+    possible: Callable[[Scan], bool] | None = None
+    search: Search | None = None
+    tail_start: Callable[[str, int], int] | None = None
+
+
+@dataclass(slots=True)
+class Hit:
+    """A secret found in text: [start, end) matched, [vstart, vend) is replaced. `open` is a
+    PEM block whose END line has not been seen (it runs to the end of the text)."""
+
+    start: int
+    end: int
+    vstart: int
+    vend: int
+    finder: _Finder
+    open: bool = False
+
+
+def _width(pattern: str) -> int:
+    """The longest match a custom pattern can make, capped at LOOKBEHIND."""
+    try:
+        parser: Any = re._parser  # type: ignore[attr-defined]
+        high = int(parser.parse(pattern).getwidth()[1])
+    except Exception:  # any trouble: be conservative
+        return LOOKBEHIND
+    return min(high, LOOKBEHIND)
+
+
+def _finder(rule: MaskRule) -> _Finder:
+    if rule.detector is not None:
+        d = DETECTORS[rule.detector]
+        return _Finder(
+            rule,
+            d.pattern,
+            d.tail,
+            d.tail_window,
+            d.accept,
+            d.value_groups,
+            d.normalize,
+            pem=rule.detector == PEM,
+            possible=d.possible,
+            search=d.search,
+            tail_start=d.tail_start,
+        )
+    assert rule.pattern is not None
+    width = _width(rule.pattern)
+    # Any text in the last `width` characters may begin a match: hold all of it.
+    return _Finder(
+        rule, re.compile(rule.pattern), re.compile(r"[\s\S]+\Z"), width + 1, None, (), str
+    )
+
+
+# -- config ----------------------------------------------------------------------------------
+
+
+def _key(index: int, name: str | None, fieldname: str) -> str:
+    return f"masks #{index} ({name}).{fieldname}" if name else f"masks #{index}.{fieldname}"
+
+
+def _strings(
+    entry: Mapping[str, Any], key: str, where: Callable[[str], str], path: Any
+) -> tuple[str, ...]:
+    value = entry.get(key, [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(path, where(key), "must be a string or a list of non-empty strings")
+    return tuple(value)
+
+
+def parse_rule(entry: object, index: int, path: Path | str) -> MaskRule:
+    if not isinstance(entry, dict):
+        raise ConfigError(path, f"masks #{index}", "must be a table ([[masks]])")
+    name = entry.get("name")
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise ConfigError(
+            path,
+            _key(index, None, "name"),
+            "missing or not a name (letters, digits, '.', '_' and '-'; MASK events and the "
+            "review screen refer to it)",
+        )
+
+    def where(fieldname: str) -> str:
+        return _key(index, name, fieldname)
+
+    for key in entry:
+        if key not in KNOWN_KEYS:
+            raise ConfigError(
+                path, where(key), f"unknown key (known: {', '.join(sorted(KNOWN_KEYS))})"
+            )
+    column = entry.get("column")
+    if column is not None and (not isinstance(column, str) or not column):
+        raise ConfigError(path, where("column"), "must be a non-empty column-name pattern")
+    detector = entry.get("detector")
+    if detector is not None and detector not in DETECTORS:
+        raise ConfigError(
+            path,
+            where("detector"),
+            f"unknown detector {detector!r} (known: {', '.join(DETECTORS)})",
+        )
+    pattern = entry.get("pattern")
+    if pattern is not None:
+        if not isinstance(pattern, str) or not pattern:
+            raise ConfigError(path, where("pattern"), "must be a non-empty regular expression")
+        try:
+            compiled = re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(
+                path, where("pattern"), f"not a valid regular expression: {exc}"
+            ) from None
+        if compiled.search("") is not None:
+            raise ConfigError(
+                path,
+                where("pattern"),
+                "matches the empty string; it must match at least one character",
+            )
+    if detector is not None and pattern is not None:
+        raise ConfigError(path, where("pattern"), "give either `detector` or `pattern`, not both")
+    if column is None and detector is None and pattern is None:
+        raise ConfigError(
+            path,
+            where("column"),
+            "a rule needs `column`, `detector` or `pattern` to say what it masks",
+        )
+    style_text = entry.get("style", "full")
+    try:
+        style = Style(style_text)
+    except ValueError:
+        raise ConfigError(
+            path, where("style"), f"must be one of {', '.join(s.value for s in Style)}"
+        ) from None
+    tables = _strings(entry, "tables", where, path)
+    if tables and column is None:
+        raise ConfigError(path, where("tables"), "only limits a `column` rule; add `column`")
+    return MaskRule(
+        name=name,
+        column=column,
+        tables=tables,
+        targets=_strings(entry, "targets", where, path),
+        detector=detector,
+        pattern=pattern,
+        style=style,
+        groups=_strings(entry, "groups", where, path),
+        except_groups=_strings(entry, "except_groups", where, path),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MaskPolicy:
+    """All mask rules of a gateway, and the secret tokens are keyed with."""
+
+    rules: tuple[MaskRule, ...]
+    secret: bytes = b""
+
+    @classmethod
+    def from_config(cls, raw_masks: object, path: Path | str, secret: bytes = b"") -> MaskPolicy:
+        """`[[masks]]` as tomllib gives it (a list of tables; None means no rules)."""
+        if raw_masks is None:
+            raw_masks = []
+        if not isinstance(raw_masks, list):
+            raise ConfigError(path, "masks", "must be an array of tables ([[masks]])")
+        rules: list[MaskRule] = []
+        seen: dict[str, int] = {}
+        for index, entry in enumerate(raw_masks, start=1):
+            rule = parse_rule(entry, index, path)
+            if rule.name in seen:
+                raise ConfigError(
+                    path,
+                    _key(index, rule.name, "name"),
+                    f"the name is already used by mask #{seen[rule.name]}; names must be unique",
+                )
+            seen[rule.name] = index
+            if rule.style is Style.TOKEN and not secret:
+                raise ConfigError(
+                    path, _key(index, rule.name, "style"), "token needs a gateway secret"
+                )
+            rules.append(rule)
+        return cls(tuple(rules), secret)
+
+    @classmethod
+    def from_raw_config(cls, raw: Mapping[str, Any], path: Path | str, secret: bytes) -> MaskPolicy:
+        """The `[[masks]]` of a whole parsed config file (`GatewayConfig.raw`)."""
+        return cls.from_config(raw.get("masks"), path, secret)
+
+    def for_caller(self, groups: Iterable[str], target: str | None = None) -> Masker:
+        groups = tuple(groups)
+        return Masker(tuple(r for r in self.rules if r.applies_to(groups, target)), self.secret)
+
+
+# -- the masker ------------------------------------------------------------------------------
+
+
+def star_text(text: str) -> str:
+    """Every character `*` but line breaks and escape sequences (kept as they are)."""
+    if "\x1b" not in text and "\n" not in text and "\r" not in text:
+        return "*" * len(text)
+    if "\x1b" not in text:
+        return re.sub(r"[^\r\n]", "*", text)
+    out: list[str] = []
+    last = 0
+    for seq in ESCAPE.finditer(text):
+        out.append(re.sub(r"[^\r\n]", "*", text[last : seq.start()]))
+        out.append(seq.group())
+        last = seq.end()
+    out.append(re.sub(r"[^\r\n]", "*", text[last:]))
+    return "".join(out)
+
+
+_ALNUM = re.compile(r"[^\W_]")
+
+
+def last4_text(value: str) -> str:
+    """Letters and digits but the last four as `*`; everything masked below LAST4_MIN."""
+    found = _ALNUM.findall(value)
+    if len(found) < LAST4_MIN:
+        return star_text(value)
+    cut = len(value)
+    for _ in range(4):  # the start of the fourth letter or digit from the end
+        cut -= 1
+        while not value[cut].isalnum() or value[cut] == "_":
+            cut -= 1
+    return _ALNUM.sub("*", value[:cut]) + value[cut:]
+
+
+@dataclass(slots=True)
+class ColumnPlan:
+    """What to do with each column of one result (built once per RowDescription)."""
+
+    masker: Masker
+    columns: tuple[str, ...]
+    whole: tuple[MaskRule | None, ...]
+    scan: tuple[tuple[_Finder, ...], ...]
+    record: bool = True  # False: no acts (a caller that counts per result, not per value)
+
+    @property
+    def active(self) -> bool:
+        return any(self.whole) or any(self.scan)
+
+    def mask_row(
+        self, values: Sequence[bytes | str | None]
+    ) -> tuple[list[bytes | str | None], list[MaskAct]]:
+        """A row's values (text format) with masked ones replaced; NULLs stay NULL."""
+        out = list(values)
+        acts: list[MaskAct] = []
+        for index, value in enumerate(values):
+            if value is None or index >= len(self.columns):
+                continue
+            rule = self.whole[index]
+            if rule is not None:
+                out[index], act = self.masker._mask_whole(
+                    rule, self.columns[index], value, self.record
+                )
+                if act is not None:
+                    acts.append(act)
+            elif self.scan[index]:
+                out[index], found = self.masker._scan_value(
+                    self.scan[index], self.columns[index], value, self.record
+                )
+                acts.extend(found)
+        return out, acts
+
+
+@dataclass(slots=True)
+class Masker:
+    """The rules for one caller and target. Use from one session; it keeps no state between
+    calls (a stream's state lives in `MaskStream`)."""
+
+    rules: tuple[MaskRule, ...]
+    secret: bytes = b""
+    text_finders: tuple[_Finder, ...] = field(init=False)
+    _column_finders: tuple[_Finder, ...] = field(init=False)
+    _keyed: hmac.HMAC = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._keyed = hmac.new(self.secret, digestmod=hashlib.sha256)
+        finders = [_finder(r) for r in self.rules if r.detector or r.pattern]
+        self.text_finders = tuple(f for f in finders if f.rule.column is None)
+        self._column_finders = tuple(f for f in finders if f.rule.column is not None)
+
+    @property
+    def masks_text(self) -> bool:
+        """False when no rule applies to terminal text: a stream can be skipped."""
+        return bool(self.text_finders)
+
+    def token(self, finder_or_rule: _Finder | None, value: str) -> str:
+        """The keyed token of a value (normalized as its detector says), `make_token`'s."""
+        if finder_or_rule is not None:
+            value = finder_or_rule.normalize(value)
+        digest = self._keyed.copy()
+        digest.update(value.encode("utf-8", "surrogateescape"))
+        return TOKEN_PREFIX + digest.hexdigest()[:TOKEN_HEX]
+
+    # -- text ----------------------------------------------------------------------------
+
+    def find(self, text: str, pos: int = 0, finders: Sequence[_Finder] | None = None) -> list[Hit]:
+        """Every secret in text[pos:], leftmost first, never overlapping; on the same start the
+        rule listed first wins. Lookbehinds may look at text before `pos`."""
+        finders = self.text_finders if finders is None else finders
+        if not finders:
+            return []
+        scan = Scan(text)
+        finders = [f for f in finders if f.possible is None or f.possible(scan)]
+        if not finders:
+            return []
+        has_escape = "\x1b" in text
+        nexts: list[Hit | None] = [self._next(f, scan, pos, has_escape) for f in finders]
+        hits: list[Hit] = []
+        while True:
+            best: Hit | None = None
+            best_index = -1
+            for index, hit in enumerate(nexts):
+                if hit is not None and (best is None or hit.start < best.start):
+                    best, best_index = hit, index
+            if best is None:
+                return hits
+            hits.append(best)
+            if best.open:
+                return hits
+            for index, hit in enumerate(nexts):
+                if hit is not None and (index == best_index or hit.start < best.end):
+                    nexts[index] = self._next(finders[index], scan, best.end, has_escape)
+
+    def _next(self, finder: _Finder, scan: Scan, pos: int, has_escape: bool) -> Hit | None:
+        """The first accepted hit of one finder at or after `pos`."""
+        pattern = finder.pattern
+        search = finder.search
+        text = scan.text
+        endpos = len(text)
+        while pos <= endpos:
+            if search is None:
+                match = pattern.search(text, pos, endpos)
+            else:
+                match = search(pattern, scan, pos, endpos)
+            if match is None:
+                if endpos == len(text):
+                    return None
+                pos, endpos = endpos, len(text)  # past a sequence that cut a hit short
+                continue
+            start, end = match.span()
+            if has_escape:
+                inside = _escape_covering(text, start)
+                if inside is not None:
+                    pos = inside
+                    if endpos < pos:
+                        endpos = len(text)
+                    continue
+                if not finder.pem:
+                    escape = text.find("\x1b", start, end)
+                    if escape >= 0:  # runs into a sequence: look again before it
+                        pos, endpos = start, escape
+                        continue
+            if finder.pem:
+                return _pem_hit(finder, text, match)
+            if finder.accept is not None:
+                length = finder.accept(match.group())
+                if not length:
+                    pos = start + 1
+                    continue
+                end = start + length
+            vstart, vend = start, end
+            for name in finder.value_groups:
+                if match.group(name) is not None:
+                    vstart, vend = match.span(name)
+                    break
+            return Hit(start, end, vstart, vend, finder)
+        return None
+
+    def render(
+        self,
+        text: str,
+        start: int,
+        end: int,
+        hits: Sequence[Hit],
+        measure: Callable[[str], int] = len,
+        record: bool = True,
+    ) -> tuple[str, list[MaskAct]]:
+        """text[start:end] with the hits (all inside it) replaced. Acts are positioned in
+        `measure` units (characters by default) of the returned text; their length is the
+        measure of the value replaced. `record=False` makes no acts (nor tokens, unless the
+        style shows them)."""
+        out: list[str] = []
+        acts: list[MaskAct] = []
+        last = start
+        size = 0
+        for hit in hits:
+            before = text[last : hit.vstart]
+            out.append(before)
+            size += measure(before)
+            value = text[hit.vstart : hit.vend]
+            replacement = self.replace(hit.finder, value)
+            if record:
+                token = self.token(hit.finder, value)
+                acts.append(MaskAct(hit.finder.rule.name, size, measure(value), token))
+            out.append(replacement)
+            size += measure(replacement)
+            last = hit.vend
+        out.append(text[last:end])
+        return "".join(out), acts
+
+    def replace(self, finder: _Finder, value: str) -> str:
+        style = finder.rule.style
+        if finder.pem or style is Style.FULL:
+            return star_text(value)
+        if style is Style.LAST4:
+            return last4_text(value)
+        return self.token(finder, value)
+
+    def mask_text(self, text: str) -> tuple[str, list[MaskAct]]:
+        """Terminal (or any) text with every secret the text rules find replaced."""
+        hits = self.find(text)
+        if not hits:
+            return text, []
+        return self.render(text, 0, len(text), hits)
+
+    # -- SQL values ------------------------------------------------------------------------
+
+    def column_rule(self, column: str, table: str | None = None) -> MaskRule | None:
+        """The rule masking a column's whole value, if any (first in config order)."""
+        for rule in self.rules:
+            if (
+                rule.detector is None
+                and rule.pattern is None
+                and rule.matches_column(column, table)
+            ):
+                return rule
+        return None
+
+    def value_finders(self, column: str, table: str | None = None) -> tuple[_Finder, ...]:
+        """The detectors that scan this column's values: text rules plus column-limited ones."""
+        limited = tuple(f for f in self._column_finders if f.rule.matches_column(column, table))
+        return limited + self.text_finders if limited else self.text_finders
+
+    def plan(
+        self,
+        columns: Sequence[str],
+        tables: Sequence[str | None] | None = None,
+        *,
+        record: bool = True,
+    ) -> ColumnPlan:
+        """What to do with each column of a result: build once per RowDescription. `tables`
+        gives each column's table name (None when unknown)."""
+        tables = tables if tables is not None else [None] * len(columns)
+        whole = tuple(self.column_rule(c, t) for c, t in zip(columns, tables, strict=True))
+        scan = tuple(
+            () if w is not None else self.value_finders(c, t)
+            for c, t, w in zip(columns, tables, whole, strict=True)
+        )
+        return ColumnPlan(self, tuple(columns), whole, scan, record)
+
+    def mask_value(
+        self, column: str, table: str | None, value: bytes | str | None
+    ) -> tuple[bytes | str | None, MaskAct | None]:
+        """One SQL value (text format); the act is the first replacement made, if any."""
+        masked, acts = self.mask_cell(column, table, value)
+        return masked, acts[0] if acts else None
+
+    def mask_cell(
+        self, column: str, table: str | None, value: bytes | str | None
+    ) -> tuple[bytes | str | None, list[MaskAct]]:
+        """Like `mask_value`, with every act."""
+        if value is None:
+            return None, []
+        rule = self.column_rule(column, table)
+        if rule is not None:
+            masked, act = self._mask_whole(rule, column, value)
+            return masked, [act] if act is not None else []
+        return self._scan_value(self.value_finders(column, table), column, value)
+
+    def _mask_whole(
+        self, rule: MaskRule, column: str, value: bytes | str, record: bool = True
+    ) -> tuple[bytes | str, MaskAct | None]:
+        if rule.style is Style.FULL and not record:
+            return (FULL_VALUE.encode() if isinstance(value, bytes) else FULL_VALUE), None
+        text = value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+        token = self.token(None, text) if record or rule.style is Style.TOKEN else ""
+        if rule.style is Style.FULL:
+            masked = FULL_VALUE
+        elif rule.style is Style.LAST4:
+            masked = last4_text(text) if len(_ALNUM.findall(text)) >= LAST4_MIN else FULL_VALUE
+        else:
+            masked = token
+        act = MaskAct(rule.name, 0, len(value), token, column) if record else None
+        if isinstance(value, bytes):
+            return masked.encode("utf-8", "surrogateescape"), act
+        return masked, act
+
+    def _scan_value(
+        self, finders: Sequence[_Finder], column: str, value: bytes | str, record: bool = True
+    ) -> tuple[bytes | str, list[MaskAct]]:
+        if not finders:
+            return value, []
+        text = value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+        hits = self.find(text, 0, finders)
+        if not hits:
+            return value, []
+        masked, acts = self.render(text, 0, len(text), hits, record=record)
+        acts = [MaskAct(a.rule, a.position, a.length, a.token, column) for a in acts]
+        if isinstance(value, bytes):
+            return masked.encode("utf-8", "surrogateescape"), acts
+        return masked, acts
+
+    # -- streams ---------------------------------------------------------------------------
+
+    def hold_from(self, text: str, pos: int) -> int:
+        """The earliest index >= pos from which the end of `text` could still be the beginning
+        of a secret, or of an escape sequence: what a stream must hold back."""
+        cut = len(text)
+        for finder in self.text_finders:
+            if finder.tail_start is not None:
+                cut = min(cut, finder.tail_start(text, pos))
+            elif finder.tail is not None:
+                found = finder.tail.search(text, max(pos, len(text) - finder.tail_window))
+                if found is not None and found.start() < cut:
+                    cut = found.start()
+        escape = text.rfind("\x1b", max(pos, len(text) - LOOKBEHIND))
+        if escape >= 0 and escape < cut and PARTIAL_ESCAPE.match(text, escape):
+            cut = escape
+        return cut
+
+
+def _escape_covering(text: str, index: int) -> int | None:
+    """If text[index] lies inside an escape sequence (or one cut short at the end), the end
+    of that sequence."""
+    escape = text.rfind("\x1b", 0, index + 1)
+    if escape < 0:
+        return None
+    if escape == index:
+        return None  # a hit never starts with ESC; the caller's pattern decides
+    seq = ESCAPE.match(text, escape)
+    if seq is not None:
+        return seq.end() if seq.end() > index else None
+    if PARTIAL_ESCAPE.match(text, escape):
+        return len(text)
+    return None
+
+
+def _pem_hit(finder: _Finder, text: str, begin: re.Match[str]) -> Hit:
+    end = _PEM_END.search(text, begin.end())
+    if end is None:
+        return Hit(begin.start(), len(text), begin.end(), len(text), finder, open=True)
+    return Hit(begin.start(), end.end(), begin.end(), end.start(), finder)
+
+
+def pem_end_search(text: str, pos: int) -> re.Match[str] | None:
+    return _PEM_END.search(text, pos)
+
+
+def pem_end_tail(text: str, pos: int) -> int:
+    """Where a possible beginning of an END line at the end of `text` starts (len if none)."""
+    found = _PEM_END_TAIL.search(text, max(pos, len(text) - 64))
+    return found.start() if found is not None else len(text)
