@@ -29,12 +29,14 @@ from storage.encoder import SPLITTABLE as _BULK
 from storage.schema import EVENTS, SECURITY_CODES, EventType, RecordingHeader
 
 # A little under the one second we promise, so scheduling delays stay inside the promise.
-FRAME_INTERVAL_S = 0.8
+FRAME_INTERVAL_S = 0.75
 # A security-relevant event is on disk within this: soon enough that a crash cannot hide it,
 # late enough that a burst of SQL statements shares one frame instead of one each.
 SECURITY_FLUSH_S = 0.005
 CHECKPOINT_INTERVAL_S = 5.0
-IDLE_WAIT_S = 1.0
+# An idle writer looks at its queue this often: plain output never wakes it, so a busy
+# gateway with hundreds of sessions is not woken thousands of times a second.
+IDLE_WAIT_S = 0.2
 DEFAULT_MAX_PENDING = 65536  # events waiting for the writer thread
 DEFAULT_MAX_PENDING_BYTES = 256 * 1024 * 1024  # past this the recording fails (closed)
 HIGH_WATER_BYTES = 16 * 1024 * 1024  # past this the owner should stop reading (congested)
@@ -111,7 +113,6 @@ class RecordingWriter:
         self._t0_us = self._clock_us()
         self._queue: deque[_Item] = deque()
         self._wake = threading.Event()
-        self._idle = True
         self._closing: tuple[int, str] | None = None
         self._failure: BaseException | None = None
         self._summary: RecordingSummary | None = None
@@ -174,7 +175,7 @@ class RecordingWriter:
             raise RecordingFailed(f"recording {self.path.name} has failed: {self._failure}")
         self._queued_bytes += size
         queue.append((code, time_us, values, size))
-        if self._idle or code in SECURITY_CODES or len(queue) >= WAKE_BACKLOG:
+        if code in SECURITY_CODES or len(queue) >= WAKE_BACKLOG:
             self._wake.set()
 
     def close(self, reason: str) -> RecordingSummary:
@@ -217,16 +218,11 @@ class RecordingWriter:
                 if not self._queue:
                     if self._closing is not None:
                         break
-                    # Say we are idle before the last look at the queue, so an event queued
-                    # in between either is seen here or wakes us.
-                    self._idle = encoder.pending_count == 0
-                    if not self._queue:
-                        timeout = IDLE_WAIT_S
-                        if frame_deadline is not None:
-                            timeout = max(0.0, frame_deadline - time.monotonic())
-                        self._wake.wait(timeout)
+                    timeout = IDLE_WAIT_S
+                    if frame_deadline is not None:
+                        timeout = min(timeout, max(0.0, frame_deadline - time.monotonic()))
+                    self._wake.wait(timeout)
                     self._wake.clear()
-                    self._idle = False
                 self._drain(encoder)
                 now = time.monotonic()
                 if encoder.pending_count == 0:
