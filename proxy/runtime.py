@@ -12,24 +12,27 @@ import asyncio
 import logging
 import signal
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from proxy.approvals import ApprovalService
 from proxy.auth import Authenticator, Identity
-from proxy.broker import ApprovalBroker, Person
+from proxy.broker import ApprovalBroker, DecisionRefused, Person
 from proxy.config import ConfigError, GatewayConfig
 from proxy.console import Console
-from proxy.control import ControlServer, socket_path
+from proxy.control import Caller, ControlServer, socket_path
 from proxy.enforcement import Enforcer
 from proxy.inspection import PolicyInspector
 from proxy.pg.server import PgGateway, parse_pg_settings, pg_enabled, start_pg_gateway
 from proxy.policy import Grant as LiveGrant
 from proxy.policy import Policy, may_start_session, parse_policy
 from proxy.ssh.gateway import SshGateway
+from proxy.ssh.link import TargetLink
 from storage.catalogue import SqliteCatalogue
 from storage.recorder import recover_unfinished
-from storage.state import Grant, GrantStatus, SqliteState
+from storage.schema import EventType
+from storage.state import AuditEntry, Grant, GrantStatus, SqliteState
 
 log = logging.getLogger("hoop.gateway")
 
@@ -85,6 +88,15 @@ class GatewayRuntime:
         context = self.ssh.context
         context.access_guard = self.access_problem
         context.console = self.console_for
+        context.registry.tap = self._tap
+        # bytes in and out of each live session; gone with the link
+        self.traffic: weakref.WeakKeyDictionary[TargetLink, list[int]] = weakref.WeakKeyDictionary()
+        for op, handler in {
+            "sessions.list": self._list_sessions,
+            "sessions.watch": self._watch_session,
+            "sessions.end": self._end_session,
+        }.items():
+            self.control.register(op, handler)
         self.pg: PgGateway | None = None
 
     # -- identities and access ---------------------------------------------------------------
@@ -140,6 +152,74 @@ class GatewayRuntime:
                     link.spawn(link.end("access grant ended", message))
         if self.pg is not None:
             self.pg.end_sessions(grant.user, grant.target, "access grant ended", message)
+
+    # -- live sessions -----------------------------------------------------------------------
+
+    def _tap(self, link: TargetLink, event: EventType, fields: tuple[object, ...]) -> None:
+        """Count each session's traffic; stream its output to whoever watches it."""
+        if event not in (EventType.INPUT, EventType.OUTPUT):
+            return
+        data = fields[1]
+        assert isinstance(data, bytes)
+        counts = self.traffic.setdefault(link, [0, 0])
+        counts[event is EventType.OUTPUT] += len(data)
+        if event is EventType.OUTPUT:
+            self.control.publish(
+                f"session:{link.session_id}",
+                "session.output",
+                {"session_id": link.session_id, "channel": fields[0], "data": data},
+            )
+
+    def _live_links(self) -> dict[str, TargetLink]:
+        return {
+            link.session_id: link for link in self.ssh.context.registry.links if link.session_id
+        }
+
+    async def _list_sessions(self, caller: Caller, args: dict[str, Any]) -> list[dict[str, Any]]:
+        rows = []
+        for session_id, link in self._live_links().items():
+            header = link.recording.header if link.recording is not None else None
+            bytes_in, bytes_out = self.traffic.get(link, [0, 0])
+            rows.append(
+                {
+                    "id": session_id,
+                    "user": link.identity.name,
+                    "target": link.target.name,
+                    "protocol": "ssh",
+                    "client": link.client,
+                    "mode": link.mode,
+                    "started_at": header.started_at_us / 1e6 if header is not None else None,
+                    "term": header.term if header is not None else "",
+                    "bytes_in": bytes_in,
+                    "bytes_out": bytes_out,
+                }
+            )
+        return rows
+
+    def _link(self, args: dict[str, Any]) -> TargetLink:
+        session_id = str(args["id"])
+        matches = [link for sid, link in self._live_links().items() if sid.startswith(session_id)]
+        if len(matches) != 1:
+            raise DecisionRefused(f"no single live session {session_id}")
+        return matches[0]
+
+    async def _watch_session(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+        """Stream a live session's output to this caller, read-only."""
+        link = self._link(args)
+        caller.topics.add(f"session:{link.session_id}")
+        return {"id": link.session_id, "user": link.identity.name, "target": link.target.name}
+
+    async def _end_session(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+        link = self._link(args)
+        reason = str(args.get("reason") or "").strip()
+        if not reason:
+            raise DecisionRefused("ending a session needs a reason (--reason)")
+        by = caller.person.name
+        self.broker.store.append_audit(
+            AuditEntry(self.clock(), by, "session_ended", link.session_id, {"reason": reason})
+        )
+        link.spawn(link.end(f"ended by {by}: {reason}", f"hoop: {by} ended this session: {reason}"))
+        return {"id": link.session_id, "ended": True}
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -163,6 +164,58 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return _print_json_or(args, entries, show)
 
 
+def cmd_live(args: argparse.Namespace) -> int:
+    sessions = call_gateway(args, "sessions.list")
+
+    def show(rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            print("no live sessions")
+            return
+        print(
+            f"{'SESSION':<10} {'USER':<10} {'TARGET':<12} {'SINCE (UTC)':<19} {'IN':>9} "
+            f"{'OUT':>11}  CLIENT"
+        )
+        for row in rows:
+            print(
+                f"{row['id'][:8]:<10} {row['user'][:10]:<10} {row['target'][:12]:<12} "
+                f"{_when(row['started_at']):<19} {row['bytes_in']:>9} {row['bytes_out']:>11}  "
+                f"{row['client']}"
+            )
+
+    return _print_json_or(args, sessions, show)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Copy a live session's output to this terminal until it ends or Ctrl-C."""
+
+    async def run() -> None:
+        client = await ControlClient.connect(socket_path(data_dir_from(args)))
+        try:
+            watched = await client.call("sessions.watch", id=args.id)
+            print(
+                f"watching {watched['user']} -> {watched['target']} (read-only; Ctrl-C stops)",
+                file=sys.stderr,
+            )
+            async for message in client.events():
+                if message["event"] == "session.output":
+                    sys.stdout.buffer.write(message["data"]["data"])
+                    sys.stdout.buffer.flush()
+        finally:
+            await client.close()
+
+    try:
+        asyncio.run(run())
+    except ControlError as exc:
+        raise CommandError(str(exc)) from None
+    return 0
+
+
+def cmd_end(args: argparse.Namespace) -> int:
+    result = call_gateway(args, "sessions.end", id=args.id, reason=args.reason)
+    print(f"session {result['id'][:8]} ended")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def add(
         name: str, help_text: str, handler: Callable[[argparse.Namespace], int]
@@ -207,6 +260,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     revoke = add("revoke", "end an access grant now", cmd_revoke)
     revoke.add_argument("id")
     revoke.add_argument("--reason", default="")
+
+    live = add("live", "list live sessions", cmd_live)
+    live.add_argument("--json", action="store_true")
+
+    watch = add("watch", "watch a live session's output, read-only", cmd_watch)
+    watch.add_argument("id", help="session id (a unique prefix will do)")
+
+    end = add("end", "end a live session, telling its user why", cmd_end)
+    end.add_argument("id", help="session id (a unique prefix will do)")
+    end.add_argument("--reason", required=True)
 
     audit = add("audit", "who decided what, and when", cmd_audit)
     audit.add_argument("--limit", type=int)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -47,9 +47,13 @@ class Closable(Protocol):
 
 @dataclass(slots=True)
 class LinkRegistry:
-    """The live links of a gateway, so that stopping it can end each one properly."""
+    """The live links of a gateway, so that stopping it can end each one properly.
+
+    `tap`, when set, sees every event a link records (after it is recorded): the control API
+    uses it to stream a live session to watchers."""
 
     links: set[TargetLink] = field(default_factory=set)
+    tap: Callable[[TargetLink, EventType, tuple[object, ...]], None] | None = None
 
     async def end_all(self, reason: str, message: str) -> None:
         await asyncio.gather(*(link.end(reason, message) for link in list(self.links)))
@@ -179,6 +183,8 @@ class TargetLink:
         if self.recording.congested and not self._draining:
             self._draining = True
             self.spawn(self._wait_for_recorder(self.recording))
+        if self.registry.tap is not None:
+            self.registry.tap(self, event, fields)
         return True
 
     async def _wait_for_recorder(self, recording: RecordingWriter) -> None:

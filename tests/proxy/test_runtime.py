@@ -279,3 +279,39 @@ async def test_the_approver_console_over_ssh(harness: GatewayHarness, tmp_path: 
     finally:
         _finish(pid, master)
     assert harness.runtime.broker.store.get_hold(hold.id).status is HoldStatus.APPROVED
+
+
+async def test_live_sessions_are_listed_watched_and_ended(harness: GatewayHarness):
+    from proxy.control import ControlClient, socket_path
+
+    await start(harness)
+    client = asyncio.ensure_future(
+        harness.ssh_jump(
+            "alice", "web1", "for i in 1 2 3 4 5 6 7 8 9 10; do echo tick-$i; sleep 0.5; done"
+        )
+    )
+    code, out, err = "", "", ""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        code, out, err = await hoop(harness, "live")
+        if "alice" in out:
+            break
+        await asyncio.sleep(0.2)
+    assert "alice" in out and "web1" in out, (out, err)
+    session_id = out.splitlines()[1].split()[0]
+    watcher = await ControlClient.connect(socket_path(harness.data_dir))
+    watched = await watcher.call("sessions.watch", id=session_id)
+    assert (watched["user"], watched["target"]) == ("alice", "web1")
+    events = watcher.events()
+    pushed = await asyncio.wait_for(anext(events), 10)
+    assert pushed["event"] == "session.output" and b"tick-" in pushed["data"]["data"]
+    code, out, err = await hoop(harness, "end", session_id, "--reason", "incident over")
+    assert code == 0, err
+    result = await asyncio.wait_for(client, 20)
+    assert "hoop: bob ended this session: incident over" in result.err
+    assert "tick-10" not in result.out
+    await watcher.close()
+    found = await recordings(harness)
+    assert found[-1].end_reason == "ended by bob: incident over"
+    code, out, _ = await hoop(harness, "audit")
+    assert "session_ended" in out and "incident over" in out
