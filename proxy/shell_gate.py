@@ -172,6 +172,11 @@ class ShellGate:
             if ticker is None:
                 ticker = asyncio.ensure_future(self._tick(status))
 
+        if verdict.action is not Action.REVIEW:  # decided at once: nothing to withdraw
+            outcome = await self._enforce(command, verdict, notify)
+            if not outcome.allowed:
+                self._to_caller(f"\r\n[hoop] {outcome.message}\r\n".encode())
+            return outcome.allowed
         self._judging = asyncio.ensure_future(self._enforce(command, verdict, notify))
         try:
             outcome = await self._judging
