@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from proxy.enforcement import Enforcer, Outcome
 from proxy.line_detector import CommandLine, LineDetector
+from proxy.masking import Masker, MaskPolicy
 from proxy.policy import Caller, Policy, Verdict, decide_command_line, decide_exec
 from proxy.shell_gate import ShellGate
 from storage.schema import EventType
@@ -28,9 +29,17 @@ def caller_of(link: TargetLink) -> Caller:
 class PolicyInspector:
     """Decides and enforces every command a channel carries."""
 
-    def __init__(self, policy: Policy, enforcer: Enforcer) -> None:
+    def __init__(self, policy: Policy, enforcer: Enforcer, masks: MaskPolicy | None = None) -> None:
         self.policy = policy
         self.enforcer = enforcer
+        self.masks = masks
+
+    def output_masker(self, link: TargetLink) -> Masker | None:
+        """The masking rules for what this caller sees on this target, if any apply."""
+        if self.masks is None:
+            return None
+        masker = self.masks.for_caller(link.identity.groups, link.target.name)
+        return masker if masker.masks_text else None
 
     async def check_exec(
         self,

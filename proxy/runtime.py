@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 import signal
 import time
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from proxy.approvals import ApprovalService
@@ -24,6 +27,7 @@ from proxy.console import Console
 from proxy.control import Caller, ControlServer, socket_path
 from proxy.enforcement import Enforcer
 from proxy.inspection import PolicyInspector
+from proxy.masking import MaskPolicy
 from proxy.pg.server import PgGateway, parse_pg_settings, pg_enabled, start_pg_gateway
 from proxy.policy import Grant as LiveGrant
 from proxy.policy import Policy, may_start_session, parse_policy
@@ -62,6 +66,21 @@ def jit_approvers(config: GatewayConfig, target: str) -> list[str]:
     return [str(group) for group in approvers]
 
 
+MASK_KEY_NAME = "mask.key"
+
+
+def mask_secret(data_dir: Path) -> bytes:
+    """The key of stable mask tokens (a keyed hash), made once, owner-only: tokens let auditors
+    correlate masked values across sessions without seeing them."""
+    path = data_dir / MASK_KEY_NAME
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(secrets.token_bytes(32))
+    return path.read_bytes()
+
+
 class GatewayRuntime:
     """Everything `hoop-tui gateway` runs, wired together."""
 
@@ -83,7 +102,10 @@ class GatewayRuntime:
             grant_approvers=lambda target: jit_approvers(config, target),
         )
         self.enforcer = Enforcer(self.approvals)
-        self.inspector = PolicyInspector(self.policy, self.enforcer)
+        self.masks = MaskPolicy.from_raw_config(
+            config.raw, config.path, mask_secret(config.data_dir)
+        )
+        self.inspector = PolicyInspector(self.policy, self.enforcer, self.masks)
         self.ssh = SshGateway(config, inspector=self.inspector, authenticator=self.auth)
         context = self.ssh.context
         context.access_guard = self.access_problem

@@ -20,6 +20,8 @@ from typing import Protocol
 
 import asyncssh
 
+from proxy.mask_stream import QUIET_FLUSH_S, MaskStream
+from proxy.masking import MaskAct, Masker
 from proxy.ssh.link import RecordingUnavailable, TargetLink
 from proxy.ssh.scp import Direction, ScpObserver
 from proxy.ssh.sftp import FileOperation, SftpObserver
@@ -47,6 +49,12 @@ SIGNALS = {
     "ALRM": 14,
     "TERM": 15,
 }
+
+
+# Commands whose output is file data, not text for a person: never masked.
+FILE_TRANSFER_PROGRAMS = frozenset(
+    {"scp", "rsync", "sftp-server", "git-upload-pack", "git-receive-pack", "git-upload-archive"}
+)
 
 
 class ChannelInspector(Protocol):
@@ -108,6 +116,10 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         self.early: list[tuple[bytes, int | None]] = []
         self.early_eof = False
         self.gate: ShellGate | None = None
+        self.masker: Masker | None = None
+        self.mask_streams: dict[int | None, MaskStream] = {}
+        self.output_bytes = 0
+        self._mask_timer: asyncio.TimerHandle | None = None
         self.paused_by: set[str] = set()  # why the caller's channel is not being read
         self.target_paused_by: set[str] = set()  # why the target's channel is not being read
         self.closed = False  # the caller's channel is gone
@@ -207,6 +219,7 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             return
         if self.target_paused_by:
             target_chan.pause_reading()
+        self._start_masking()
         make_gate = getattr(self.inspector, "shell_gate", None)
         if self.kind == "shell" and self.term_type and make_gate is not None:
             self.gate = make_gate(
@@ -345,10 +358,70 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
 
     # -- target -> caller ------------------------------------------------------------------------
 
+    def _start_masking(self) -> None:
+        """Mask secrets in what a shell or command prints, before the caller (or the
+        recording) sees them. File transfers (sftp, scp, rsync, git) are left byte-exact."""
+        make = getattr(self.inspector, "output_masker", None)
+        masker = make(self.link) if make is not None else None
+        if masker is None or self.sftp is not None or self.scp is not None:
+            return
+        program = (self.command or "").split(maxsplit=1)[0:1]
+        if program and program[0].rsplit("/", 1)[-1] in FILE_TRANSFER_PROGRAMS:
+            return
+        self.masker = masker
+
+    def _masked(self, data: bytes, datatype: int | None) -> None:
+        assert self.masker is not None
+        stream = self.mask_streams.get(datatype)
+        if stream is None:
+            stream = self.mask_streams[datatype] = MaskStream(self.masker)
+        stream.position = self.output_bytes
+        out, acts = stream.feed(data)
+        self._deliver(out, acts, datatype)
+        if self._mask_timer is not None:
+            self._mask_timer.cancel()
+            self._mask_timer = None
+        if any(s.held for s in self.mask_streams.values()):
+            loop = asyncio.get_running_loop()
+            self._mask_timer = loop.call_later(QUIET_FLUSH_S, self._flush_masks)
+
+    def _flush_masks(self, final: bool = False) -> None:
+        """Quiet for a moment (or the end): let out what was held back as a possible secret."""
+        self._mask_timer = None
+        for datatype, stream in self.mask_streams.items():
+            stream.position = self.output_bytes
+            out, acts = stream.flush(final=final)
+            if out or acts:
+                self._deliver(out, acts, datatype)
+
+    def _deliver(self, out: bytes, acts: list[MaskAct], datatype: int | None) -> None:
+        """Masked output: the masking acts, then the output, recorded and forwarded."""
+        if not self.writable:
+            return
+        assert self.chan is not None
+        for act in acts:
+            if not self.link.record(
+                EventType.MASK, self.number, act.rule, act.position, act.length, act.token
+            ):
+                return
+        if not out:
+            return
+        if not self.link.record(EventType.OUTPUT, self.number, out):
+            return
+        self.output_bytes += len(out)
+        self.link.touch()
+        with contextlib.suppress(BrokenPipeError):
+            self.chan.write(out, datatype)
+        if self.gate is not None:
+            self.gate.output(out)
+
     def target_data(self, data: bytes, datatype: int | None) -> None:
         if not self.writable:
             return
         assert self.chan is not None
+        if self.masker is not None:
+            self._masked(data, datatype)
+            return
         if not self.link.record(EventType.OUTPUT, self.number, data):
             return
         self.link.touch()
@@ -362,6 +435,8 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             self.gate.output(data)
 
     def target_eof(self) -> None:
+        if self.masker is not None:
+            self._flush_masks(final=True)
         if self.writable:
             assert self.chan is not None
             with contextlib.suppress(BrokenPipeError):
@@ -374,6 +449,8 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         exc: Exception | None = None,
     ) -> None:
         """The target ended the channel: pass on how (exit status or signal) and close."""
+        if self.masker is not None:
+            self._flush_masks(final=True)
         self.target = None
         self._close_gate()
         if exc is not None and status is None and signal is None:

@@ -315,3 +315,33 @@ async def test_live_sessions_are_listed_watched_and_ended(harness: GatewayHarnes
     assert found[-1].end_reason == "ended by bob: incident over"
     code, out, _ = await hoop(harness, "audit")
     assert "session_ended" in out and "incident over" in out
+
+
+async def test_secrets_in_command_output_are_masked_before_the_caller_sees_them(
+    harness: GatewayHarness, tmp_path: Path
+):
+    harness.masks.append({"name": "cards", "detector": "credit_card", "style": "last4"})
+    harness.masks.append({"name": "passwords", "detector": "password_assignment"})
+    await start(harness)
+    secrets_file = tmp_path / "secrets.txt"
+    secrets_file.write_text("card 4111 1111 1111 1111 ok\npassword=hunter2 end\nplain line\n")
+    result = await harness.ssh_jump("alice", "web1", f"cat {secrets_file}")
+    assert result.status == 0
+    assert "4111 1111 1111 1111" not in result.out and "hunter2" not in result.out
+    assert "1111 ok" in result.out and "plain line" in result.out
+    assert "password=" in result.out and " end" in result.out
+    (recorded,) = await recordings(harness)
+    assert b"hunter2" not in recorded.output() and b"4111 1111 1111 1111" not in recorded.output()
+    assert sorted(e["rule"] for e in recorded.of("mask")) == ["cards", "passwords"]
+    copied = tmp_path / "copied.txt"
+    scp = await harness.run(
+        "scp",
+        "-O",
+        "-J",
+        harness.jump("alice"),
+        f"web1:{secrets_file}",
+        str(copied),
+        user="alice",
+    )
+    assert scp.status == 0, scp.err
+    assert copied.read_bytes() == secrets_file.read_bytes()  # file transfers stay byte-exact
