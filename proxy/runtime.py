@@ -257,6 +257,7 @@ class GatewayRuntime:
                 self.config, self.enforcer, policy=self.policy, authenticator=self.auth
             )
             self.pg.access_guard = self.access_problem
+            self.pg.masks = self.masks
 
     async def stop(self) -> None:
         if self.pg is not None:

@@ -36,6 +36,7 @@ from typing import Any
 from proxy.auth import Authenticator, Identity
 from proxy.config import ConfigError, GatewayConfig, TargetConfig, parse_host_port
 from proxy.enforcement import Enforcer, Outcome
+from proxy.masking import MaskPolicy
 from proxy.pg import classify as sqlclass
 from proxy.pg.scram import MECHANISM, ScramClient, ScramError, ScramServer, Verifier, md5_password
 from proxy.pg.session import (
@@ -451,8 +452,9 @@ class PgGateway:
         self.connections: set[PgConnection] = set()
         self.cancel_keys: dict[tuple[int, bytes], PgConnection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        # Set by the gateway runtime: just-in-time access (None, or why not).
+        # Set by the gateway runtime: just-in-time access (None, or why not), masking rules.
         self.access_guard: Callable[[Identity, str], str | None] | None = None
+        self.masks: MaskPolicy | None = None
 
     @property
     def port(self) -> int:
@@ -915,6 +917,10 @@ class PgConnection:
             sample_rows=settings.sample_rows,
             unparsable=settings.unparsable,
         )
+        masks = self.gateway.masks
+        if masks is not None:
+            masker = masks.for_caller(self.identity.groups, self.target.name)
+            self.session.masker = masker if masker.rules else None
         log.info(
             "session %s: %s from %s -> %s",
             self.session_id,

@@ -28,11 +28,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from proxy.masking import ColumnPlan, Masker
 from proxy.pg import classify as sqlclass
 from proxy.pg.wire import (
     Backend,
     Bind,
     CommandComplete,
+    DataRow,
     ErrorResponse,
     Execute,
     Frontend,
@@ -115,6 +117,9 @@ class Result:
     columns: list[str] | None = None
     sample: list[list[Any]] = field(default_factory=list)
     rows: int = 0
+    mask: ColumnPlan | None = None  # built from the columns at the first row, when masking
+    # Where the columns will be known when a Describe's answer arrives after the Execute.
+    described_by: list[Portal | Prepared] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -175,6 +180,7 @@ class PgSession:
         self._discarding = False  # after a refusal in the extended protocol, until Sync
         self._batch_open = False  # extended messages forwarded since the last Sync
         self._column_cache: dict[bytes, tuple[str, ...]] = {}
+        self.masker: Masker | None = None  # set after login when masking rules apply
 
     # -- the API of the shell --------------------------------------------------------------------
 
@@ -343,6 +349,7 @@ class PgSession:
 
         def proceed() -> None:
             result = Result(sql, self.clock_ns(), portal.columns if portal else None)
+            result.described_by = [item for item in (portal, prepared) if item is not None]
             self._expects.append(Expect(Kind.EXECUTE, results=deque([result])))
             self._forward(raw)
             self._batch_open = True
@@ -555,8 +562,47 @@ class PgSession:
             result = self._result(head)
             if result is not None:
                 result.rows += 1
+                if self.masker is not None and self._mask_row(result, buf, start, end):
+                    return False
                 if len(result.sample) < self.sample_rows:
                     result.sample.append(_row(buf, start + 5, end))
+        return True
+
+    def _mask_row(self, result: Result, buf: bytearray, start: int, end: int) -> bool:
+        """Mask a row before the client sees it; True when a rewritten row was sent instead.
+        Values are read as text: a masked value that is not UTF-8 (a binary-format column)
+        becomes NULL rather than bytes a driver would misread."""
+        assert self.masker is not None
+        if result.mask is None:
+            columns = result.columns or next(
+                (item.columns for item in result.described_by if item.columns), None
+            )
+            if columns is None:  # never described: value detectors still run on every column
+                (count,) = _I16.unpack_from(buf, start + 5)
+                columns = [""] * count
+            result.mask = self.masker.plan(columns)
+        plan = result.mask
+        if not plan.active:
+            return False
+        values = DataRow.decode(bytes(buf[start + 5 : end])).values
+        texts: list[bytes | str | None] = []
+        for value in values:
+            try:
+                texts.append(None if value is None else value.decode("utf-8"))
+            except UnicodeDecodeError:
+                texts.append(value)
+        masked, acts = plan.mask_row(texts)
+        if not acts:
+            return False
+        out = tuple(_wire_value(new, old) for new, old in zip(masked, texts, strict=True))
+        self.to_client += DataRow(out).encode()
+        if len(result.sample) < self.sample_rows:
+            result.sample.append([_sample_value(v) for v in out])
+            for act in acts:
+                if not self._record(
+                    EventType.MASK, 0, act.rule, result.rows, act.length, act.token
+                ):
+                    return True
         return True
 
     def _up_command_complete(self, buf: bytearray, start: int, end: int) -> bool:
@@ -729,6 +775,15 @@ def _row(buf: bytearray, pos: int, end: int) -> list[Any]:
     if pos != end:
         raise ProtocolError("DataRow is longer than its values")
     return values
+
+
+def _wire_value(masked: bytes | str | None, original: bytes | str | None) -> bytes | None:
+    """A masked value as DataRow bytes. A binary value the masker changed becomes NULL."""
+    if isinstance(masked, str):
+        return masked.encode("utf-8")
+    if masked is not None and masked != original:
+        return None
+    return masked
 
 
 def _sample_value(value: bytes | None) -> str | bytes | None:

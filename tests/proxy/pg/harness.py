@@ -21,6 +21,7 @@ from proxy.broker import ApprovalBroker, Person
 from proxy.config import load_config
 from proxy.control import ControlServer, socket_path
 from proxy.enforcement import Enforcer
+from proxy.masking import MaskPolicy
 from proxy.pg.scram import make_verifier
 from proxy.pg.server import PgGateway
 from storage.reader import RecordingReader
@@ -129,6 +130,7 @@ class PgHarness:
         await self.control.start()
         self.service.start()
         self.gateway = PgGateway(config, Enforcer(self.service))
+        self.gateway.masks = MaskPolicy.from_raw_config(config.raw, config.path, b"k" * 32)
         await self.gateway.start()
         return self.gateway
 

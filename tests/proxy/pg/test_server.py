@@ -466,3 +466,32 @@ async def test_stop_ends_sessions_and_closes_recordings(pg: PgHarness) -> None:
     assert events[-1].type is EventType.SESSION_END
     assert events[-1]["reason"] == "gateway stopped"
     pg.gateway = None
+
+
+async def test_masked_columns_and_card_numbers_never_reach_the_client(pg: PgHarness) -> None:
+    pg.extra_toml = (
+        '[[masks]]\nname = "passwords"\ncolumn = "*password*"\n'
+        '[[masks]]\nname = "cards"\ndetector = "credit_card"\nstyle = "last4"\n'
+    )
+    await pg.start()
+    query = (
+        "select 'alice' as name, 'hunter2' as password_hash, "
+        "'paid with 4111 1111 1111 1111' as note, 7 as n"
+    )
+    result = await pg.psql("-A", "-t", "-c", query)
+    assert result.status == 0, result.err
+    assert "hunter2" not in result.out and "4111 1111 1111 1111" not in result.out
+    assert result.out.startswith("alice|") and result.out.rstrip().endswith("1111|7")
+    async with (
+        await psycopg.AsyncConnection.connect(pg.dsn()) as conn,
+        conn.cursor(binary=True) as cur,
+    ):
+        await cur.execute(query)
+        row = await cur.fetchone()
+    assert row is not None and row[0] == "alice" and row[3] == 7
+    assert "hunter2" not in row[1] and "4111 1111 1111 1111" not in row[2]
+    events = await _events(pg)
+    masks = [e for e in events if e.type is EventType.MASK]
+    assert {m["rule"] for m in masks} == {"passwords", "cards"}
+    results = [e for e in events if e.type is EventType.SQL_RESULT and e["rows"] == 1]
+    assert all("hunter2" not in str(r["sample"]) for r in results)
