@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
-from typing import Any
 
 import asyncssh
 
@@ -92,24 +90,3 @@ class SshGateway:
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
-
-
-async def run_gateway(
-    config: GatewayConfig, inspector: ChannelInspector | None = None, ready: Any = None
-) -> None:
-    """Run until SIGTERM or SIGINT, then stop cleanly. `ready(gateway)` is called once listening."""
-    gateway = SshGateway(config, inspector=inspector)
-    await gateway.start()
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    if ready is not None:
-        ready(gateway)
-    try:
-        await stop.wait()
-        log.info("stop requested")
-    finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
-        await gateway.stop()
