@@ -345,3 +345,32 @@ async def test_secrets_in_command_output_are_masked_before_the_caller_sees_them(
     )
     assert scp.status == 0, scp.err
     assert copied.read_bytes() == secrets_file.read_bytes()  # file transfers stay byte-exact
+
+
+async def test_a_hold_nobody_decides_expires_and_the_exec_fails(harness: GatewayHarness, tmp_path):
+    harness.add_rule(
+        "quick-review", shell="touch *quick*", action="review", approvers=["oncall"], timeout="1s"
+    )
+    await start(harness)
+    marker = tmp_path / "quick.done"
+    started = time.monotonic()
+    result = await harness.ssh_jump("alice", "web1", f"touch {marker}")
+    assert result.status == 126
+    assert "expired without a decision" in result.err
+    assert 0.9 < time.monotonic() - started < 15
+    assert not marker.exists()
+
+
+async def test_an_expiring_grant_ends_the_session_that_relied_on_it(harness: GatewayHarness):
+    await start(harness, jit=True, jit_approvers=["oncall"])
+    runtime = harness.runtime
+    assert runtime is not None
+    grant = runtime.approvals.request_grant(
+        ALICE, "web1", duration_s=3, reason="quick look", approvers=[]
+    )
+    runtime.approvals.decide_grant(grant.id, BOB, approve=True, reason="ok")
+    result = await asyncio.wait_for(harness.ssh_jump("alice", "web1", "echo started; sleep 30"), 30)
+    assert result.out == "started\n"
+    assert f"your access grant {grant.id} has ended" in result.err
+    found = await recordings(harness)
+    assert found[-1].end_reason == "access grant ended"
