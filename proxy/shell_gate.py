@@ -189,7 +189,7 @@ class ShellGate:
             if ticker is not None:
                 ticker.cancel()
         if status:
-            self._to_caller(b"\x1b8\x1b[K")
+            self._to_caller(b"\x1b8\x1b[J")  # the status may have wrapped: clear below too
         if not outcome.allowed:
             self._to_caller(f"\r\n[hoop] {outcome.message}\r\n".encode())
         elif outcome.message:

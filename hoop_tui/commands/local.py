@@ -4,9 +4,10 @@ program), both writing signed recordings into a data directory and its catalogue
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import os
-import shutil
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -80,26 +81,75 @@ def cmd_rec(args: argparse.Namespace) -> int:
     return status
 
 
-def ensure_default_setup(data_dir: Path) -> Path:
-    """A data directory with a working default configuration; returns the config path."""
+DEMO_RULES = """
+[[rules]]                          # try: rm -rf /tmp/hoop-demo
+name = "no-recursive-delete"
+shell = "rm -rf *"
+action = "deny"
+message = "recursive delete is not allowed through this gateway"
+
+[[rules]]                          # try: cat /etc/hostname  (held until admin approves)
+name = "reading-system-files-needs-review"
+shell = "cat /etc/*"
+action = "review"
+approvers = ["oncall"]
+timeout = "10m"
+"""
+
+
+def ensure_default_setup(data_dir: Path) -> tuple[Path, dict[str, str]]:
+    """A data directory with a working default configuration: a `demo` user, an `admin`
+    approver, a `local` target (a login shell on this host, through a private sshd) and two
+    rules. Returns the config path and, on first setup only, the passwords to show once."""
+    from hoop_tui.localsshd import free_port, start_sshd, stop
+    from proxy.auth import hash_password
+
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / CONFIG_NAME
-    if not config.exists():
-        config.write_text(
-            "# hoop_tui gateway configuration, made by `hoop-tui up`.\n"
-            "# See docs/configuration.md for every key.\n"
-            "[gateway]\n"
-            'data_dir = "."          # relative to this file\n'
-            'ssh_listen = "127.0.0.1:2222"\n',
-            encoding="utf-8",
-        )
-    return config
+    if config.exists():
+        return config, {}
+    target_dir = data_dir / "local-target"
+    sshd = start_sshd(target_dir, free_port())  # makes its keys; the port is kept in the config
+    stop(sshd.process)
+    passwords = {"demo": secrets.token_urlsafe(9), "admin": secrets.token_urlsafe(9)}
+    config.write_text(
+        f"""# hoop_tui gateway configuration, made by `hoop-tui up` (see docs/configuration.md)
+[gateway]
+data_dir = "."                     # relative to this file
+ssh_listen = "127.0.0.1:2222"
+
+[[users]]                          # the person connecting: ssh -p 2222 demo+local@127.0.0.1
+name = "demo"
+password_hash = "{hash_password(passwords["demo"])}"
+groups = ["dev"]
+
+[[users]]                          # the approver; the workstation acts as admin
+name = "admin"
+password_hash = "{hash_password(passwords["admin"])}"
+groups = ["oncall"]
+
+[control.operators]
+{getpass.getuser()} = "admin"
+
+[[targets]]                        # a login shell on this host, as {sshd.user}
+name = "local"
+host = "127.0.0.1"
+port = {sshd.port}
+user = "{sshd.user}"
+key_file = "local-target/gateway_target_key"
+host_key = "{sshd.host_key}"
+groups = ["dev"]
+{DEMO_RULES}""",
+        encoding="utf-8",
+    )
+    config.chmod(0o600)
+    return config, passwords
 
 
-def cmd_up(args: argparse.Namespace) -> int:
-    data_dir = Path(args.data_dir or DEFAULT_DATA_DIR).resolve()
-    config = ensure_default_setup(data_dir)
-    print(f"data directory: {data_dir}\nconfiguration:  {config}\n")
+def run_recording_demo(data_dir: Path) -> int:
+    """Without a terminal: record a demo session of a real program, verify it, show it."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    print(f"data directory: {data_dir}\n")
     print("Recording a demo session of a real program in a pseudo-terminal...\n")
     path, _ = record_local(
         data_dir,
@@ -113,26 +163,86 @@ def cmd_up(args: argparse.Namespace) -> int:
     print("\nIts transcript (`hoop-tui export FILE --format text`):")
     with RecordingReader.open(path) as reader:
         export_text(reader, sys.stdout)
-    exe = (shutil.which("hoop-tui") and "hoop-tui") or f"{sys.executable} -m hoop_tui.cli"
     print(
-        "\nNext:\n"
-        f"  export HOOP_CONFIG={config}\n"
-        f"  {exe} sessions                    # the session catalogue\n"
-        f"  {exe} rec                         # record your own shell\n"
-        f"  {exe} export {path} --format asciicast -o demo.cast\n"
-        f"  {exe} verify {path}"
+        "\nRun `hoop-tui up` in a terminal for the gateway and the workstation; "
+        f"`hoop-tui verify {path} --data-dir {data_dir}` checks the recording again."
     )
     return 0 if report.ok else 1
+
+
+def connect_hint(passwords: dict[str, str], config: Path) -> str:
+    lines = [
+        "hoop_tui is up. In another terminal:",
+        "  ssh -p 2222 demo+local@127.0.0.1          # a shell on this host, through the gateway",
+        "  then try:  rm -rf /tmp/hoop-demo  (denied)   cat /etc/hostname  (held for approval)",
+        "Approve the held command here (a, then Enter); replay sessions under 2 (Recordings).",
+    ]
+    if passwords:
+        lines.append(
+            f"Passwords, shown once: demo {passwords['demo']}   admin {passwords['admin']}"
+        )
+    else:
+        lines.append(f"The demo password was shown when {config} was made.")
+    return "\n".join(lines)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir or DEFAULT_DATA_DIR).resolve()
+    if args.demo or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return run_recording_demo(data_dir)
+    config, passwords = ensure_default_setup(data_dir)
+    hint = connect_hint(passwords, config)
+    print(hint)
+    asyncio.run(_serve_with_workstation(config, data_dir, hint))
+    print(hint)
+    return 0
+
+
+async def _serve_with_workstation(config_path: Path, data_dir: Path, hint: str) -> None:
+    """The gateway and the workstation in one process, and the local target's sshd."""
+    from hoop_tui.localsshd import start_sshd, stop
+    from hoop_tui.workstation.app import Workstation
+    from proxy.config import ConfigError, load_config
+    from proxy.runtime import GatewayRuntime
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
+    local = config.targets.get("local")
+    sshd = start_sshd(data_dir / "local-target", local.port if local else None)
+    runtime = GatewayRuntime(config)
+    try:
+        await runtime.start()
+    except OSError as exc:
+        stop(sshd.process)
+        raise CommandError(
+            f"cannot listen on {config.ssh.listen_host}:{config.ssh.listen_port}: "
+            f"{exc.strerror or exc} (change ssh_listen in {config_path})"
+        ) from None
+    try:
+        app = Workstation(data_dir, welcome=hint)
+        await app.run_async()
+    finally:
+        await runtime.stop()
+        stop(sshd.process)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up = subparsers.add_parser(
         "up",
-        help="set up a data directory with a default configuration and run the demo",
-        description="Creates ./hoop-data (or --data-dir) with a default configuration and a "
-        "signing key, records a demo session of a real program, verifies it and shows it.",
+        help="run a gateway on this host with a default configuration, and the workstation",
+        description="Creates ./hoop-data (or --data-dir) with a default configuration (a demo "
+        "user, an admin approver, a `local` target and two rules), starts the gateway and "
+        "opens the workstation. Without a terminal it records, verifies and shows a demo "
+        "session instead.",
     )
     up.add_argument("--data-dir", metavar="DIR", help=f"default: ./{DEFAULT_DATA_DIR}")
+    up.add_argument(
+        "--demo",
+        action="store_true",
+        help="only record, verify and show a demo session (what runs without a terminal)",
+    )
     up.set_defaults(handler=cmd_up)
 
     rec = subparsers.add_parser(

@@ -29,10 +29,11 @@ class Workstation(App[None]):
         Binding("q", "quit", "Quit"),
     ]
 
-    def __init__(self, data_dir: Path, *, offline: bool = False) -> None:
+    def __init__(self, data_dir: Path, *, offline: bool = False, welcome: str = "") -> None:
         super().__init__()
         self.data_dir = data_dir
         self.offline = offline  # browse recordings only; no gateway needed
+        self.welcome = welcome
         self.client: ControlClient | None = None
         self.queue = QueueScreen()
         self.person = ""
@@ -46,6 +47,8 @@ class Workstation(App[None]):
             return
         self.push_screen("queue")
         self.sub_title = "connecting to the gateway..."
+        if self.welcome:
+            self.notify(self.welcome, title="Welcome", timeout=60)
         self.follow_gateway()
 
     def action_show(self, name: str) -> None:

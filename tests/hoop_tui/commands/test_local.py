@@ -29,7 +29,6 @@ def test_up_sets_up_records_verifies_and_shows_the_demo(tmp_path):
     assert ": OK," in result.stdout
     assert "UTF-8 survives: \u2713 \u6f22\u5b57" in result.stdout
     assert "session end: exit status 0" in result.stdout
-    assert (data_dir / "gateway.toml").exists()
     (row,) = SqliteCatalogue.in_data_dir(data_dir).find_sessions(SessionQuery())
     assert row.protocol == "local" and row.end_reason == "exit status 0"
 
@@ -87,3 +86,43 @@ def test_rec_relays_an_interactive_shell_and_records_both_directions(tmp_path):
     assert b"echo hello-$((6*7))\r" in typed
     assert b"hello-42" in shown
     assert [e["status"] for e in events if e.type is EventType.EXIT_STATUS] == [3]
+
+
+async def test_the_default_setup_is_a_working_gateway_with_a_local_target(tmp_path):
+    """What `hoop-tui up` starts in a terminal: the generated configuration, the private sshd
+    of the `local` target and the gateway, reached by a real SSH client as the demo user."""
+    import asyncssh
+
+    from hoop_tui.commands.local import ensure_default_setup
+    from hoop_tui.localsshd import free_port, start_sshd, stop
+    from proxy.config import load_config
+    from proxy.runtime import GatewayRuntime
+
+    data_dir = tmp_path / "hoop-data"
+    config_path, passwords = ensure_default_setup(data_dir)
+    assert set(passwords) == {"demo", "admin"}
+    assert ensure_default_setup(data_dir) == (config_path, {})  # shown once, never again
+    port = free_port()
+    text = config_path.read_text().replace("127.0.0.1:2222", f"127.0.0.1:{port}")
+    config_path.write_text(text)
+    config = load_config(config_path)
+    sshd = start_sshd(data_dir / "local-target", config.targets["local"].port)
+    runtime = GatewayRuntime(config)
+    await runtime.start()
+    try:
+        async with asyncssh.connect(
+            "127.0.0.1",
+            port,
+            username="demo+local",
+            password=passwords["demo"],
+            known_hosts=None,
+            client_keys=None,
+        ) as conn:
+            allowed = await conn.run("echo through-the-gateway", check=False)
+            denied = await conn.run("rm -rf /tmp/hoop-demo-never", check=False)
+        assert allowed.stdout == "through-the-gateway\n"
+        assert denied.exit_status == 126
+        assert "no-recursive-delete" in str(denied.stderr)
+    finally:
+        await runtime.stop()
+        stop(sshd.process)
