@@ -495,3 +495,23 @@ async def test_masked_columns_and_card_numbers_never_reach_the_client(pg: PgHarn
     assert {m["rule"] for m in masks} == {"passwords", "cards"}
     results = [e for e in events if e.type is EventType.SQL_RESULT and e["rows"] == 1]
     assert all("hunter2" not in str(r["sample"]) for r in results)
+
+
+async def test_a_jit_target_refuses_a_login_without_a_live_grant(pg: PgHarness) -> None:
+    """The runtime's access guard (just-in-time grants) is asked at every login."""
+    await pg.start()
+    assert pg.gateway is not None
+    asked: list[tuple[str, str]] = []
+
+    def guard(identity, target: str) -> str | None:
+        asked.append((identity.name, target))
+        return f"hoop: {target} requires just-in-time access and alice has no live grant"
+
+    pg.gateway.access_guard = guard
+    with pytest.raises(psycopg.OperationalError) as caught:
+        await psycopg.AsyncConnection.connect(pg.dsn())
+    assert "requires just-in-time access" in str(caught.value)
+    assert asked == [("alice", "test")]
+    pg.gateway.access_guard = lambda identity, target: None
+    async with await psycopg.AsyncConnection.connect(pg.dsn()) as conn:
+        assert await (await conn.execute("select 1")).fetchone() == (1,)
