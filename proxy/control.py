@@ -101,7 +101,11 @@ class ControlServer:
     def __init__(self, path: Path, identify: Callable[[str], Person | None]) -> None:
         self.path = path
         self._identify = identify
-        self._handlers: dict[str, Handler] = {"subscribe": self._subscribe, "whoami": self._whoami}
+        self._handlers: dict[str, Handler] = {
+            "subscribe": self._subscribe,
+            "unsubscribe": self._unsubscribe,
+            "whoami": self._whoami,
+        }
         self._callers: set[Caller] = set()
         self._listeners: list[Callable[[str, str, dict[str, Any]], None]] = []
         self._server: asyncio.AbstractServer | None = None
@@ -146,6 +150,10 @@ class ControlServer:
 
     async def _subscribe(self, caller: Caller, args: dict[str, Any]) -> list[str]:
         caller.topics.update(str(topic) for topic in args.get("topics", []))
+        return sorted(caller.topics)
+
+    async def _unsubscribe(self, caller: Caller, args: dict[str, Any]) -> list[str]:
+        caller.topics.difference_update(str(topic) for topic in args.get("topics", []))
         return sorted(caller.topics)
 
     async def _whoami(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from textual import work
 from textual.app import App
 from textual.binding import Binding
 
+from hoop_tui.workstation.live import LiveScreen, WatchScreen
 from hoop_tui.workstation.queue import QueueScreen
 from hoop_tui.workstation.recordings import RecordingsScreen
 from proxy.control import ControlClient, ControlError, socket_path
@@ -19,13 +20,16 @@ RECONNECT_S = 2.0
 
 
 class Workstation(App[None]):
-    """`hoop-tui tui`: 1 queue, 2 recordings; the command palette has every action."""
+    """`hoop-tui tui`: 1 queue, 2 recordings, 3 live sessions; ? lists every key of the screen
+    and ctrl+p (the command palette) every action."""
 
     TITLE = "hoop_tui"
     CSS_PATH = "workstation.tcss"
     BINDINGS = [
         Binding("1", "show('queue')", "Queue"),
         Binding("2", "show('recordings')", "Recordings"),
+        Binding("3", "show('live')", "Live"),
+        Binding("question_mark", "show_help_panel", "Keys"),
         Binding("q", "quit", "Quit"),
     ]
 
@@ -36,11 +40,14 @@ class Workstation(App[None]):
         self.welcome = welcome
         self.client: ControlClient | None = None
         self.queue = QueueScreen()
+        self.live = LiveScreen()
+        self.watching: WatchScreen | None = None
         self.person = ""
 
     def on_mount(self) -> None:
         self.install_screen(self.queue, "queue")
         self.install_screen(RecordingsScreen(self.data_dir), "recordings")
+        self.install_screen(self.live, "live")
         if self.offline:
             self.push_screen("recordings")
             self.sub_title = "offline: recordings only"
@@ -74,6 +81,10 @@ class Workstation(App[None]):
 
     def _on_event(self, message: dict[str, Any]) -> None:
         event, hold = message["event"], message["data"]
+        if event == "session.output":
+            if self.watching is not None and hold["session_id"] == self.watching.session["id"]:
+                self.watching.output(hold["data"])
+            return
         if event == "hold.created":
             self.bell()
             self.notify(
@@ -85,6 +96,44 @@ class Workstation(App[None]):
             last = hold["decisions"][-1]
             self.notify(f"{hold['id']} {hold['status']} by {last['by']}")
         self.queue.hold_changed(hold)
+
+    @work(exclusive=True, group="sessions")
+    async def load_sessions(self) -> None:
+        if self.client is None or self.offline:
+            return
+        try:
+            self.live.show_sessions(await self.client.call("sessions.list"))
+        except ControlError as exc:
+            self.notify(str(exc), severity="error", title="Live sessions")
+
+    @work(group="watch")
+    async def watch_session(self, session: dict[str, Any]) -> None:
+        if self.client is None:
+            return
+        try:
+            await self.client.call("sessions.watch", id=session["id"])
+        except ControlError as exc:
+            self.notify(str(exc), severity="error", title="Watch")
+            return
+        self.watching = WatchScreen(session)
+        self.push_screen(self.watching)
+
+    def stop_watching(self) -> None:
+        if self.watching is not None and self.client is not None:
+            topic = f"session:{self.watching.session['id']}"
+            self.run_worker(self.client.call("unsubscribe", topics=[topic]), group="watch")
+        self.watching = None
+
+    @work(group="sessions-end")  # not "sessions": its refreshes are exclusive and would cancel
+    async def end_session(self, session_id: str, reason: str) -> None:
+        if self.client is None:
+            return
+        try:
+            await self.client.call("sessions.end", id=session_id, reason=reason)
+            self.notify(f"session {session_id[:8]} ended")
+        except ControlError as exc:
+            self.notify(str(exc), severity="error", title="End session")
+        self.load_sessions()
 
     @work(group="decisions")
     async def decide_hold(self, hold_id: str, approve: bool, reason: str) -> None:
