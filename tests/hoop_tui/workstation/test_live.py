@@ -31,7 +31,9 @@ async def test_a_live_session_is_listed_watched_and_ended(harness: GatewayHarnes
     harness.operators[getpass.getuser()] = "bob"
     await harness.start_runtime()
     client = asyncio.ensure_future(
-        harness.ssh_jump("alice", "web1", "for i in $(seq 1 200); do echo tick-$i; sleep 0.25; done")
+        harness.ssh_jump(
+            "alice", "web1", "for i in $(seq 1 200); do echo tick-$i; sleep 0.25; done"
+        )
     )
     app = Workstation(harness.data_dir)
     async with app.run_test(size=(120, 40)) as pilot:
