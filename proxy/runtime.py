@@ -81,6 +81,20 @@ def mask_secret(data_dir: Path) -> bytes:
     return path.read_bytes()
 
 
+def screen_of_recording(path: Path) -> list[str]:
+    """The last screen of a (possibly still growing) recording, as text lines."""
+    from replay.player import Player
+    from storage.reader import RecordingError, RecordingReader
+
+    try:
+        with RecordingReader.open(path) as reader:
+            player = Player.open(reader)
+            player.seek(player.duration_us)
+            return [line.rstrip() for line in player.lines()]
+    except (OSError, RecordingError) as exc:
+        return [f"(cannot render the session: {exc})"]
+
+
 class GatewayRuntime:
     """Everything `hoop-tui gateway` runs, wired together."""
 
@@ -117,6 +131,7 @@ class GatewayRuntime:
             "sessions.list": self._list_sessions,
             "sessions.watch": self._watch_session,
             "sessions.end": self._end_session,
+            "sessions.screen": self._session_screen,
         }.items():
             self.control.register(op, handler)
         self.pg: PgGateway | None = None
@@ -230,6 +245,15 @@ class GatewayRuntime:
         link = self._link(args)
         caller.topics.add(f"session:{link.session_id}")
         return {"id": link.session_id, "user": link.identity.name, "target": link.target.name}
+
+    async def _session_screen(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+        """The session's terminal as its user sees it now, rendered from its recording so far
+        (on request, off the event loop: no terminal emulation on the forwarding path)."""
+        link = self._link(args)
+        if link.recording is None:
+            return {"id": link.session_id, "lines": []}
+        lines = await asyncio.to_thread(screen_of_recording, link.recording.path)
+        return {"id": link.session_id, "lines": lines}
 
     async def _end_session(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
         link = self._link(args)

@@ -97,6 +97,16 @@ class Workstation(App[None]):
             self.notify(f"{hold['id']} {hold['status']} by {last['by']}")
         self.queue.hold_changed(hold)
 
+    @work(exclusive=True, group="hold-screen")
+    async def load_hold_screen(self, hold: dict[str, Any]) -> None:
+        if self.client is None:
+            return
+        try:
+            found = await self.client.call("sessions.screen", id=hold["session_id"])
+        except ControlError:
+            return  # the session ended, or is on another gateway
+        self.queue.show_screen(hold["id"], found["lines"])
+
     @work(exclusive=True, group="sessions")
     async def load_sessions(self) -> None:
         if self.client is None or self.offline:

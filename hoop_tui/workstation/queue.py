@@ -80,6 +80,7 @@ class QueueScreen(Screen[None]):
         table: DataTable[Any] = DataTable(id="holds", cursor_type="row", zebra_stripes=True)
         yield table
         yield Static("", id="hold-detail")
+        yield Static("", id="hold-screen")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -142,6 +143,21 @@ class QueueScreen(Screen[None]):
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self._show_detail()
+        hold = self.selected()
+        if hold is not None:
+            self.app.load_hold_screen(hold)  # type: ignore[attr-defined]
+
+    def show_screen(self, hold_id: str, lines: list[str]) -> None:
+        """The requester's terminal as it looks now, under the hold's details."""
+        hold = self.selected()
+        if hold is None or hold["id"] != hold_id:
+            return
+        while lines and not lines[-1]:
+            lines = lines[:-1]
+        shown = "\n".join(lines[-12:])
+        self.query_one("#hold-screen", Static).update(
+            f"{hold['user']}'s terminal now:\n{shown}" if shown else ""
+        )
 
     def _show_detail(self) -> None:
         hold = self.selected()

@@ -202,6 +202,9 @@ async def test_shell_lines_are_judged_at_enter_in_a_real_pty(
         os.write(master, f"touch {tmp_path}/restart.done\r".encode())
         await _read_until(master, b"held as h-", seen)
         hold = await pending_hold(harness)
+        shown = await harness.runtime._session_screen(None, {"id": hold.session_id})  # type: ignore[arg-type]
+        screen = "".join(shown["lines"])  # the requester's terminal, long lines wrapped
+        assert f"touch {tmp_path}/restart.done" in screen and "held as h-" in screen, shown
         harness.runtime.approvals.decide_hold(hold.id, BOB, approve=True, reason="fine")
         await _read_until(master, b"approved by bob", seen)
         os.write(master, b"echo still-$USER-usable\r")

@@ -57,3 +57,31 @@ async def test_a_live_session_is_listed_watched_and_ended(harness: GatewayHarnes
         assert "bob ended this session: maintenance window" in result.err
         assert "tick-200" not in result.out
         await _until(pilot, lambda: table.row_count == 0)
+
+
+async def test_a_real_ssh_command_held_and_approved_with_keys_in_the_workstation(
+    harness: GatewayHarness, tmp_path
+):
+    harness.add_user("alice", groups=("dev",))
+    harness.add_user("bob", groups=("oncall",))
+    harness.add_target("web1")
+    harness.add_rule("restarts", shell="touch *restart*", action="review", approvers=["oncall"])
+    harness.operators[getpass.getuser()] = "bob"
+    await harness.start_runtime()
+    marker = tmp_path / "restart.done"
+    app = Workstation(harness.data_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _until(pilot, lambda: app.person == "bob")
+        client = asyncio.ensure_future(
+            harness.ssh_jump("alice", "web1", f"touch {marker} && echo restarted")
+        )
+        table = app.queue.query_one("#holds", DataTable)
+        await _until(pilot, lambda: table.row_count == 1)
+        assert not marker.exists()
+        await pilot.press("a")
+        await pilot.press(*"go ahead")
+        await pilot.press("enter")
+        result = await asyncio.wait_for(client, 20)
+        assert (result.status, result.out) == (0, "restarted\n")
+        assert marker.exists()
+        await _until(pilot, lambda: table.row_count == 0)
