@@ -19,8 +19,8 @@ Each gateway line also shows the CPU time this process (gateway, its recording t
 per transaction, from `os.times()` around the run.
 
 Per-transaction latencies come from pgbench's `-l` logs; the latency the gateway adds is the
-difference of the percentiles (p50, p99) through the gateway and direct. pgbouncer is measured
-only when it is installed (`pgbouncer` on PATH); it is not on this machine.
+difference of the percentiles (p50, p99) through the gateway and direct. When pgbouncer is
+installed, -S and TPC-B-like also run through it (transaction pooling) as a second baseline.
 
 The gateway runs in this process's event loop (one core at most, like a real deployment of one
 gateway process); pgbench and PostgreSQL share the two cores with it.
@@ -211,6 +211,61 @@ def line(run: Run, base: Run | None) -> str:
     )
 
 
+async def start_pgbouncer(directory: Path) -> tuple[asyncio.subprocess.Process, int] | None:
+    """pgbouncer in transaction mode in front of the same PostgreSQL, on a free port; None
+    when it is not installed. It refuses to run as root, so it runs as `postgres` then."""
+    binary = shutil.which("pgbouncer") or (
+        "/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").exists() else None
+    )
+    if binary is None:
+        return None
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((PG_HOST, 0))
+        port = int(sock.getsockname()[1])
+    users = directory / "userlist.txt"
+    users.write_text(f'"{PG_USER}" ""\n')
+    ini = directory / "pgbouncer.ini"
+    ini.write_text(
+        f"""[databases]
+{DATABASE} = host={PG_HOST} port={PG_PORT} dbname={DATABASE}
+[pgbouncer]
+listen_addr = {PG_HOST}
+listen_port = {port}
+auth_type = trust
+auth_file = {users}
+pool_mode = transaction
+max_client_conn = 200
+default_pool_size = 20
+unix_socket_dir =
+logfile = {directory}/pgbouncer.log
+"""
+    )
+    for path in (users, ini):
+        os.chmod(path, 0o644)
+    argv = [binary, str(ini)]
+    if os.geteuid() == 0:
+        shutil.chown(directory, "postgres")  # its log goes here, written as postgres
+        argv = [binary, "-u", "postgres", str(ini)]
+    return await _spawn(argv, port), port
+
+
+async def _spawn(argv: list[str], port: int) -> asyncio.subprocess.Process:
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    for _ in range(100):
+        try:
+            _, writer = await asyncio.open_connection(PG_HOST, port)
+            writer.close()
+            return process
+        except OSError:
+            await asyncio.sleep(0.05)
+    process.terminate()
+    raise SystemExit("pgbouncer did not start (see its log)")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per pgbench run")
@@ -272,8 +327,27 @@ async def main() -> None:
             print(line(tpcb_direct, None))
             tpcb = await pgbench("gateway", gateway.port, [], *bench, PG_USER)
             print(line(tpcb, tpcb_direct))
-            if shutil.which("pgbouncer") is None:
+            bouncer_dir = Path(tempfile.mkdtemp(prefix="hoop-pgbouncer-"))
+            os.chmod(bouncer_dir, 0o755)
+            bouncer = await start_pgbouncer(bouncer_dir)
+            if bouncer is None:
                 print("\npgbouncer: not installed here, not measured")
+            else:
+                process, bouncer_port = bouncer
+                try:
+                    print("\npgbouncer 1.x, transaction pooling, same runs:")
+                    pooled_s = await pgbench("pgbouncer -S", bouncer_port, ["-S"], *bench, PG_USER)
+                    print(line(pooled_s, direct))
+                    pooled = await pgbench("pgbouncer TPC-B", bouncer_port, [], *bench, PG_USER)
+                    print(line(pooled, tpcb_direct))
+                    print(
+                        f"gateway / pgbouncer: -S {full.tps / pooled_s.tps:.2f}x, "
+                        f"TPC-B {tpcb.tps / pooled.tps:.2f}x"
+                    )
+                finally:
+                    process.terminate()
+                    await process.wait()
+                    shutil.rmtree(bouncer_dir, ignore_errors=True)
         finally:
             relay.close()
             await gateway.stop()
