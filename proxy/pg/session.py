@@ -37,6 +37,7 @@ from proxy.pg.wire import (
     DataRow,
     ErrorResponse,
     Execute,
+    Field,
     Frontend,
     MessageReader,
     NoticeResponse,
@@ -649,17 +650,51 @@ class PgSession:
                 )
         return True
 
+    def _mask_report(self, report: ErrorResponse) -> ErrorResponse | None:
+        """Errors and notices echo values (`DETAIL: Key (email)=(...)`): the report with its
+        text fields masked, or None when nothing in it needed masking."""
+        if self.masker is None or not self.masker.masks_text:
+            return None
+        fields, masked = [], False
+        for code, value in report.fields:
+            if code in _TEXT_FIELDS:
+                new, acts = self.masker.mask_text(value)
+                for act in acts:
+                    self._record(EventType.MASK, 0, act.rule, act.position, act.length, act.token)
+                masked = masked or new != value
+                value = new
+            fields.append((code, value))
+        return type(report)(tuple(fields)) if masked else None
+
+    def _up_notice(self, buf: bytearray, start: int, end: int) -> bool:
+        if self.masker is None:
+            return True
+        masked = self._mask_report(NoticeResponse.decode(bytes(buf[start + 5 : end])))
+        if masked is None:
+            return True
+        self.to_client += masked.encode()
+        return False
+
     def _up_error(self, buf: bytearray, start: int, end: int) -> bool:
         error = ErrorResponse.decode(bytes(buf[start + 5 : end]))
-        self._record(EventType.SQL_ERROR, error.sqlstate, error.message)
+        masked = self._mask_report(error)
+        shown = masked or error
+        self._record(EventType.SQL_ERROR, shown.sqlstate, shown.message)
+        self._after_error()
+        if masked is None:
+            return True
+        self.to_client += masked.encode()
+        return False
+
+    def _after_error(self) -> None:
         head = self._head()
         if head is None:
-            return True
+            return
         if head.kind is Kind.QUERY:
             self._result(head)
             head.current = None
             head.results = deque()  # the rest of the string is not run
-            return True
+            return
         # Extended protocol: the server skips everything until Sync.
         while self._expects and self._expects[0].kind not in (
             Kind.SYNC,
@@ -667,7 +702,6 @@ class PgSession:
             Kind.LOCAL_READY,
         ):
             self._expects.popleft()
-        return True
 
     def _up_ready(self, buf: bytearray, start: int, end: int) -> bool:
         status = buf[start + 5 : end]
@@ -722,7 +756,7 @@ _CLIENT_HANDLERS: dict[int, _ClientHandler] = {
 
 _UpstreamHandler = Callable[[PgSession, bytearray, int, int], bool]
 _UPSTREAM_HANDLERS: dict[int, _UpstreamHandler] = {
-    Backend.NOTICE_RESPONSE: PgSession._up_async,
+    Backend.NOTICE_RESPONSE: PgSession._up_notice,
     Backend.NOTIFICATION_RESPONSE: PgSession._up_async,
     Backend.PARAMETER_STATUS: PgSession._up_async,
     Backend.PARSE_COMPLETE: PgSession._up_parse_complete,
@@ -749,6 +783,7 @@ _UPSTREAM_HANDLERS: dict[int, _UpstreamHandler] = {
 }
 
 
+_TEXT_FIELDS = frozenset({Field.MESSAGE, Field.DETAIL, Field.HINT})
 _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
 

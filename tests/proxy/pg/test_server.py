@@ -515,3 +515,21 @@ async def test_a_jit_target_refuses_a_login_without_a_live_grant(pg: PgHarness) 
     pg.gateway.access_guard = lambda identity, target: None
     async with await psycopg.AsyncConnection.connect(pg.dsn()) as conn:
         assert await (await conn.execute("select 1")).fetchone() == (1,)
+
+
+async def test_values_echoed_in_errors_are_masked(pg: PgHarness) -> None:
+    pg.extra_toml = '[[masks]]\nname = "emails"\ndetector = "email"\n'
+    await pg.start()
+    script = (
+        "create temp table u (email text primary key);"
+        "insert into u values ('carol@example.org');"
+        "insert into u values ('carol@example.org');"
+    )
+    result = await pg.psql("-c", script)
+    assert "duplicate key value violates unique constraint" in result.err
+    assert "carol@example.org" not in result.err
+    assert "Key (email)=(" in result.err
+    events = await _events(pg)
+    errors = [e for e in events if e.type is EventType.SQL_ERROR]
+    assert errors and all("carol@example.org" not in str(e.fields) for e in errors)
+    assert any(e.type is EventType.MASK and e["rule"] == "emails" for e in events)
