@@ -141,6 +141,15 @@ def view_id(policy_or_masker: MaskPolicy | Masker) -> str:
     return make_token(policy_or_masker.secret, repr(policy_or_masker.rules))[4:]
 
 
+def unscoped_policy(policy: MaskPolicy) -> MaskPolicy:
+    """Every rule for everyone: who watched a past session is not recorded, so a replay or a
+    dry run applies each rule whatever its groups (its targets still count)."""
+    return MaskPolicy(
+        tuple(dataclasses.replace(r, groups=(), except_groups=()) for r in policy.rules),
+        policy.secret,
+    )
+
+
 class MaskedSource:
     """An `EventSource` (and, for the exports, a reader with `events()`) seen through a
     masker. Frames are masked on demand; the stream state at each frame start is kept."""
@@ -251,10 +260,7 @@ def dry_run(
     """What `policy` would mask in `sources`. Group scoping is ignored (who watched a past
     session is not recorded): every rule counts, limited only by its `targets`."""
     report = DryRunReport(counts={rule.name: 0 for rule in policy.rules})
-    unscoped = MaskPolicy(
-        tuple(dataclasses.replace(r, groups=(), except_groups=()) for r in policy.rules),
-        policy.secret,
-    )
+    unscoped = unscoped_policy(policy)
     shown: dict[str, int] = {}
     for source in sources:
         session = source.header.session_id

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from hoop_tui.commands.common import Progress
 from hoop_tui.errors import CommandError
@@ -76,10 +77,30 @@ def open_any(path_text: str) -> Iterator[Source]:
         source.close()
 
 
+def with_masks(source: Source, config_file: str | None) -> Any:
+    """`source` seen through today's `[[masks]]` of `config_file`, every rule applying."""
+    if not config_file:
+        return source
+    from proxy.config import ConfigError, load_config
+    from proxy.masking import MaskPolicy
+    from proxy.runtime import MASK_KEY_NAME
+    from replay.masking_view import MaskedSource, unscoped_policy
+
+    try:
+        config = load_config(Path(config_file))
+        key = config.data_dir / MASK_KEY_NAME
+        secret = key.read_bytes() if key.exists() else b""
+        policy = unscoped_policy(MaskPolicy.from_raw_config(config.raw, config.path, secret))
+    except (ConfigError, OSError) as exc:
+        raise CommandError(str(exc)) from None
+    return MaskedSource(source, policy.for_caller((), source.header.target))
+
+
 def cmd_screen(args: argparse.Namespace) -> int:
-    with open_any(args.file) as source:
+    with open_any(args.file) as opened:
+        source = with_masks(opened, args.masks)
         cache_dir: Path | None = None
-        if isinstance(source, RecordingReader) and not args.no_cache:
+        if isinstance(opened, RecordingReader) and not args.no_cache:
             cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
         progress = Progress("building keyframes")
         try:
@@ -90,7 +111,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
             progress.finish()
         player.seek(round(args.at * 1_000_000))
         lines = player.lines()
-        problem = source.describe_problem() if isinstance(source, RecordingReader) else None
+        problem = opened.describe_problem() if isinstance(opened, RecordingReader) else None
     sys.stdout.write("".join(line.rstrip() + "\n" for line in lines))
     if problem:
         print(f"hoop-tui: warning: {args.file}: {problem}", file=sys.stderr)
@@ -194,6 +215,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "Keyframes are built on first open and cached.",
     )
     screen.add_argument("file", help="a recording (.hrec) or an asciicast v2 file (.cast)")
+    screen.add_argument(
+        "--masks",
+        metavar="CONFIG",
+        help="apply the [[masks]] of this gateway configuration (all of them) before rendering",
+    )
     screen.add_argument(
         "--at", type=parse_at, default=0.0, metavar="SECONDS", help="12.5, 1:30 (default 0)"
     )

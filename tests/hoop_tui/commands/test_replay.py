@@ -155,3 +155,50 @@ def test_run_playback_timing_pause_and_quit() -> None:
     fake = FakeTerminal({})
     assert run_playback(schedule, fake.write, fake.clock, fake.wait)
     assert [t for t, _ in fake.written] == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_screen_applies_todays_masks_to_an_old_recording(tmp_path):
+    """A rule added after the session still hides what was recorded before it."""
+    import subprocess
+    import sys
+
+    from storage.schema import EventType
+    from storage.signing import load_or_create_signing_key
+    from tests.storage.helpers import write_recording
+
+    data_dir = tmp_path / "data"
+    recording = tmp_path / "old.hrec"
+    write_recording(
+        recording,
+        [(EventType.OUTPUT, 10, (0, b"$ cat cards\r\ncard 4111 1111 1111 1111 on file\r\n$ "))],
+        load_or_create_signing_key(data_dir),
+    )
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[gateway]\ndata_dir = "{data_dir}"\n'
+        '[[masks]]\nname = "cards"\ndetector = "credit_card"\nstyle = "last4"\n'
+    )
+
+    def screen(*extra: str) -> str:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "hoop_tui",
+                "screen",
+                str(recording),
+                "--at",
+                "1",
+                "--no-cache",
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    assert "4111 1111 1111 1111" in screen()
+    masked = screen("--masks", str(config))
+    assert "4111 1111 1111 1111" not in masked and "1111 on file" in masked
