@@ -27,7 +27,6 @@ import logging
 import os
 import secrets
 import ssl
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,7 +69,8 @@ from proxy.pg.wire import (
     decode_frontend,
 )
 from proxy.policy import Action, Basis, Caller, Policy, Verdict, decide_sql, parse_policy
-from storage.schema import EventType, RecordingHeader
+from proxy.recording import start_session_recording
+from storage.schema import EventType
 
 log = logging.getLogger("hoop.pg")
 
@@ -585,38 +585,25 @@ class PgConnection:
         self.shutdown("recording failed")
 
     def _start_recording(self, params: dict[str, str]) -> None:
-        from storage.recorder import new_session_id, start_recording
-
         assert self.identity is not None and self.target is not None
-        loop = asyncio.get_running_loop()
-        self.session_id = new_session_id()
-        header = RecordingHeader(
-            session_id=self.session_id,
-            user=self.identity.name,
-            target=self.target.name,
-            protocol="postgres",
-            started_at_us=time.time_ns() // 1000,
-            client=self.client,
-            service_account=self.identity.service_account,
-            gateway_id=self.gateway.config.gateway_id,
-            extra={
-                "database": self.target.database,
-                "identity_source": self.identity.source,
-                "application_name": params.get("application_name", ""),
-                "read_only": self.target.read_only,
-            },
-        )
-
-        def on_failure(exc: BaseException) -> None:
-            loop.call_soon_threadsafe(self._recording_broke, exc)
-
         try:
-            self.recording = start_recording(
-                self.gateway.config.data_dir, header, on_failure=on_failure
+            self.recording = start_session_recording(
+                self.gateway.config,
+                self.identity,
+                self.target.name,
+                "postgres",
+                self.client,
+                self._recording_broke,
+                extra={
+                    "database": self.target.database,
+                    "application_name": params.get("application_name", ""),
+                    "read_only": self.target.read_only,
+                },
             )
         except Exception as exc:
             log.error("cannot start the recording: %s", exc)
             raise LoginRefused("58030", "hoop: the gateway cannot record this session") from None
+        self.session_id = self.recording.header.session_id
 
     # -- the life of a connection --------------------------------------------------------------
 

@@ -20,8 +20,9 @@ import asyncssh
 
 from proxy.auth import Identity
 from proxy.config import GatewayConfig, TargetConfig
+from proxy.recording import start_session_recording
 from proxy.ssh.upstream import TargetUnavailable, connect_target
-from storage.schema import EventType, RecordingHeader
+from storage.schema import EventType
 
 if TYPE_CHECKING:
     from storage.recorder import RecordingWriter
@@ -138,33 +139,23 @@ class TargetLink:
             return
         if self.ended:
             raise RecordingUnavailable("the session has ended")
-        from storage.recorder import new_session_id, start_recording
-
-        loop = asyncio.get_running_loop()
-        self.session_id = new_session_id()
-        header = RecordingHeader(
-            session_id=self.session_id,
-            user=self.identity.name,
-            target=self.target.name,
-            protocol="ssh",
-            started_at_us=time.time_ns() // 1000,
-            client=self.client,
-            service_account=self.identity.service_account,
-            term=term,
-            cols=cols,
-            rows=rows,
-            gateway_id=self.config.gateway_id,
-            extra={"mode": self.mode, "identity_source": self.identity.source, **self.extra},
-        )
-
-        def on_failure(exc: BaseException) -> None:
-            loop.call_soon_threadsafe(self.recording_broke, exc)
-
         try:
-            self.recording = start_recording(self.config.data_dir, header, on_failure=on_failure)
+            self.recording = start_session_recording(
+                self.config,
+                self.identity,
+                self.target.name,
+                "ssh",
+                self.client,
+                self.recording_broke,
+                term=term,
+                cols=cols,
+                rows=rows,
+                extra={"mode": self.mode, **self.extra},
+            )
         except Exception as exc:
             log.error("cannot start the recording for %r: %s", self, exc)
             raise RecordingUnavailable(str(exc)) from exc
+        self.session_id = self.recording.header.session_id
         log.info(
             "recording session %s (%s -> %s)", self.session_id, self.identity.name, self.target.name
         )
