@@ -1,7 +1,7 @@
 """Benchmarks of the replay engine, printed with ratios against a baseline run beside them.
 
-    python bench/replay_engine.py            # full run: 100 MB of terminal output, about two minutes
-    python bench/replay_engine.py --quick    # smoke run: 8 MB, under 20 s
+    python bench/replay_engine.py          # full run: 100 MB of terminal output, about 2 min
+    python bench/replay_engine.py --quick  # smoke run: 8 MB, under 20 s
 
 1. throughput: the same bytes (a seeded mix of coloured listings, full-screen redraws in the
    alternate screen, progress bars redrawn with CR, typing, CJK and emoji, cut into PTY-read
