@@ -79,6 +79,7 @@ class TargetConfig:
     host_key: str | None = None
     groups: tuple[str, ...] = ()
     forwarding: tuple[str, ...] = ()
+    agent_forwarding: bool = False  # `ssh -A` reaches the target (see proxy/ssh/agent.py)
     raw: dict[str, Any] = field(default_factory=dict)
 
     def allows(self, groups: tuple[str, ...] | frozenset[str]) -> bool:
@@ -435,10 +436,7 @@ class _Reader:
                 raise self.error(
                     f"{where}.port_forwarding", 'may only list "local" (-L) and "remote" (-R)'
                 )
-        if entry.get("agent_forwarding", False) is not False:
-            raise self.error(
-                f"{where}.agent_forwarding", "agent forwarding is not supported by this gateway"
-            )
+        agent_forwarding = self.boolean(entry, "agent_forwarding", where, False)
         return TargetConfig(
             name=name,
             protocol="ssh",
@@ -450,5 +448,6 @@ class _Reader:
             host_key=host_key,
             groups=groups,
             forwarding=forwarding,
+            agent_forwarding=agent_forwarding,
             raw=entry,
         )

@@ -21,6 +21,7 @@ import asyncssh
 from proxy.auth import Identity
 from proxy.config import GatewayConfig, TargetConfig
 from proxy.recording import start_session_recording
+from proxy.ssh.agent import AgentRelay, caller_offered_agent, forward_from_target
 from proxy.ssh.upstream import TargetUnavailable, connect_target
 from storage.schema import EventType
 
@@ -85,6 +86,9 @@ class TargetLink:
         self.recording: RecordingWriter | None = None
         self.session_id = ""
         self.channels: dict[int, Closable] = {}
+        self.agent: AgentRelay | None = None  # set when the caller's agent is forwarded
+        self._agent_grant: asyncio.Future[None] | None = None
+        self._agent_noted = False
         self.ended = False
         self.end_reason = ""
         self.last_activity = time.monotonic()
@@ -122,11 +126,82 @@ class TargetLink:
             self.upstream.close()
 
     async def ready(self) -> asyncssh.SSHClientConnection:
-        """Wait for the upstream login started by `connect`; TargetUnavailable if it failed."""
+        """Wait for the upstream login started by `connect`; TargetUnavailable if it failed.
+
+        Called when a channel starts, after the caller's requests for it: if the caller has
+        forwarded its agent and the target allows that, it is granted here, once per link."""
         await asyncio.shield(self._ready)
         if self.upstream is None or self.ended:
             raise TargetUnavailable(f"the session to {self.target.name} has ended")
+        if (
+            self._agent_grant is None
+            and self.target.agent_forwarding
+            and caller_offered_agent(self.client_conn)
+        ):
+            self._agent_grant = asyncio.ensure_future(self._grant_agent(self.upstream))
+        if self._agent_grant is not None:
+            await asyncio.shield(self._agent_grant)
+        if self.upstream is None or self.ended:
+            raise TargetUnavailable(f"the session to {self.target.name} has ended")
         return self.upstream
+
+    # -- agent forwarding (see proxy/ssh/agent.py) -------------------------------------------
+
+    async def _grant_agent(self, upstream: asyncssh.SSHClientConnection) -> None:
+        """The caller forwarded its agent (`ssh -A`) and the target allows it: from now on the
+        target's sessions get the caller's agent, through a relay that records each use."""
+        assert self.client_conn is not None
+        relay: AgentRelay | None = None
+        try:
+            relay = AgentRelay(self.client_conn, self._agent_opened, self._agent_closed)
+            path = await relay.start()
+        except OSError as exc:
+            log.error("%r: cannot start the agent relay, not forwarding the agent: %s", self, exc)
+            if relay is not None:
+                relay.close()
+            return
+        if self.ended or not forward_from_target(upstream, path):
+            relay.close()
+            return
+        self.agent = relay
+        log.info(
+            "agent forwarding granted: %s's agent to target %s, for this session (from %s)",
+            self.identity.name,
+            self.target.name,
+            self.client,
+        )
+        self._note_agent_grant()
+
+    def _note_agent_grant(self) -> None:
+        """Record the grant once, as soon as the session has a recording."""
+        if self.agent is None or self._agent_noted or self.recording is None:
+            return
+        self._agent_noted = True
+        self.record(
+            EventType.ANNOTATION,
+            f"agent forwarding granted: {self.target.name} may use {self.identity.name}'s "
+            "ssh agent (ssh -A) while this session lasts",
+            "gateway",
+        )
+
+    def _agent_opened(self) -> int | None:
+        if self.ended or self.recording is None:
+            return None
+        number = self.new_channel_number()
+        detail = f"auth-agent@openssh.com from {self.target.name} to the caller's agent"
+        if not self.record(EventType.CHANNEL_OPEN, number, "agent", detail):
+            return None
+        self.touch()
+        log.info(
+            "target %s uses %s's forwarded agent (session %s)",
+            self.target.name,
+            self.identity.name,
+            self.session_id,
+        )
+        return number
+
+    def _agent_closed(self, number: int) -> None:
+        self.record(EventType.CHANNEL_CLOSE, number)
 
     def _upstream_lost(self, exc: Exception | None) -> None:
         self.spawn(self.end("target closed", f"hoop: connection to {self.target.name} lost"))
@@ -159,6 +234,7 @@ class TargetLink:
         log.info(
             "recording session %s (%s -> %s)", self.session_id, self.identity.name, self.target.name
         )
+        self._note_agent_grant()
 
     def record(self, event: EventType, *fields: object) -> bool:
         """Record one event; False (and the session ends) when it cannot be recorded."""
@@ -203,9 +279,13 @@ class TargetLink:
 
     # -- channels ----------------------------------------------------------------------------
 
-    def add_channel(self, channel: Closable) -> int:
+    def new_channel_number(self) -> int:
         number = self._next_channel
         self._next_channel += 1
+        return number
+
+    def add_channel(self, channel: Closable) -> int:
+        number = self.new_channel_number()
         self.channels[number] = channel
         return number
 
@@ -264,6 +344,8 @@ class TargetLink:
             _, pending = await asyncio.wait(waits, timeout=CHANNEL_CLOSE_GRACE)
             for waiting in pending:
                 waiting.cancel()
+        if self.agent is not None:
+            self.agent.close()
         if self.upstream is not None:
             self.upstream.close()
         if self.client_conn is not None:

@@ -22,6 +22,7 @@ import asyncssh
 
 from proxy.auth import Authenticator, Identity
 from proxy.config import GatewayConfig, TargetConfig
+from proxy.ssh.agent import allow_on_caller
 from proxy.ssh.channels import AllowAll, CallerChannel, ChannelInspector
 from proxy.ssh.corking import cork
 from proxy.ssh.forwarding import forward_to_target, listen_on_target
@@ -69,13 +70,18 @@ class GatewayContext:
             if target.protocol == "ssh" and target.allows(identity.groups)
         ]
 
-    def server_options(self, principals: tuple[str, ...], **kwargs: Any) -> Any:
-        """asyncssh server options shared by the outer listener and the inner servers."""
+    def server_options(
+        self, principals: tuple[str, ...], agent_forwarding: bool = False, **kwargs: Any
+    ) -> Any:
+        """asyncssh server options shared by the outer listener and the inner servers.
+
+        Agent forwarding is refused unless the connection is bound to a target that allows it
+        (`agent_forwarding` here for an inner server, `allow_on_caller` after a direct login)."""
         return asyncssh.SSHServerConnectionOptions(
             server_host_keys=self.hostkeys.server_host_keys(principals),
             encoding=None,
             line_editor=False,
-            agent_forwarding=False,
+            agent_forwarding=agent_forwarding,
             x11_forwarding=False,
             login_timeout=self.config.ssh.login_timeout,
             keepalive_interval=60,
@@ -153,6 +159,8 @@ class CallerServer(asyncssh.SSHServer):
             return
         self.link = self.start_link(self.login.target, "direct")
         self.link.client_conn = self.conn
+        if self.conn is not None and self.link.target.agent_forwarding:
+            allow_on_caller(self.conn, True)
         self.link.spawn(self._connect(self.link))
 
     def start_link(self, target_name: str, mode: str, **extra: Any) -> TargetLink:
@@ -208,12 +216,22 @@ class CallerServer(asyncssh.SSHServer):
             await link.end("target unavailable")
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, f"hoop: {exc}") from None
         options = self.context.server_options(
-            (link.target.name,), server_factory=lambda: InnerServer(self.context, link, self)
+            (link.target.name,),
+            agent_forwarding=link.target.agent_forwarding and self._agent_permitted(),
+            server_factory=lambda: InnerServer(self.context, link, self),
         )
         inner = asyncssh.SSHServerConnection(asyncio.get_running_loop(), options)
         link.client_conn = inner
         self.jump_links.add(link)
         return inner
+
+    def _agent_permitted(self) -> bool:
+        """The outer login's key (or certificate) does not say `no-agent-forwarding`: the inner
+        server of a jump has no login of its own, so it inherits the outer one's restriction."""
+        return self.conn is not None and (
+            self.conn.check_key_permission("agent-forwarding")
+            and self.conn.check_certificate_permission("agent-forwarding")
+        )
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.conn is not None:

@@ -168,6 +168,16 @@ def test_target_key_problems_are_named(tmp_path: Path, key_file: Path) -> None:
         load_config(bad_pin)
 
 
+def test_agent_forwarding_is_a_per_target_opt_in(tmp_path: Path, key_file: Path) -> None:
+    text = good(key_file)
+    assert not load_config(write(tmp_path, text)).targets["web1"].agent_forwarding
+    opted = text.replace('port_forwarding = ["local"]', "agent_forwarding = true")
+    assert load_config(write(tmp_path, opted)).targets["web1"].agent_forwarding
+    wrong = text.replace('port_forwarding = ["local"]', 'agent_forwarding = "yes"')
+    with pytest.raises(ConfigError, match=r"targets\[0\].agent_forwarding: must be true or false"):
+        load_config(write(tmp_path, wrong))
+
+
 def test_not_toml_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(write(tmp_path, "[gateway\n"))
