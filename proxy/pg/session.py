@@ -21,6 +21,7 @@ Wire codes go through dispatch tables keyed by the message type.
 from __future__ import annotations
 
 import enum
+import secrets
 import struct
 import time
 from collections import deque
@@ -35,6 +36,7 @@ from proxy.pg.wire import (
     Bind,
     CommandComplete,
     DataRow,
+    Describe,
     ErrorResponse,
     Execute,
     Field,
@@ -107,6 +109,7 @@ class Kind(enum.Enum):
     QUERY = "query"
     LOCAL = "local"  # bytes the gateway itself answers with, sent when their turn comes
     LOCAL_READY = "local_ready"  # a ReadyForQuery with the then current status
+    ABORT = "abort"  # the gateway's own failing Describe: makes the upstream drop a batch
 
 
 @dataclass(slots=True)
@@ -132,6 +135,7 @@ class Expect:
     describe_kind: str = ""
     results: deque[Result] | None = None  # QUERY: one per statement; EXECUTE: one
     current: Result | None = None
+    refusal: Expect | None = None  # ABORT: the refusal to drop if the batch failed before
 
 
 @dataclass(slots=True)
@@ -180,6 +184,7 @@ class PgSession:
         self._paused: _Pending | None = None
         self._discarding = False  # after a refusal in the extended protocol, until Sync
         self._batch_open = False  # extended messages forwarded since the last Sync
+        self._abort_portal = f"hoop-refused-{secrets.token_hex(8)}"  # a portal never made
         self._column_cache: dict[bytes, tuple[str, ...]] = {}
         self.masker: Masker | None = None  # set after login when masking rules apply
 
@@ -416,17 +421,28 @@ class PgSession:
 
     def _refuse(self, extended: bool, message: str, sqlstate: str, statement: str) -> None:
         if extended:
-            if self._batch_open:
-                # The upstream has earlier messages of this batch: have it finish them, and
-                # keep its ReadyForQuery to ourselves.
-                self._expects.append(Expect(Kind.SYNC, swallow=True))
-                self._forward(_SYNC)
-                self._batch_open = False
+            abort = self._abort_batch() if self._batch_open else None
             self._local_error(sqlstate, message)
+            if abort is not None and self._expects and self._expects[-1].kind is Kind.LOCAL:
+                abort.refusal = self._expects[-1]
             self._discarding = True
         else:
             self._local_error(sqlstate, message)
             self._local_ready()
+
+    def _abort_batch(self) -> Expect:
+        """The upstream has run earlier messages of the refused batch. A Sync alone would
+        commit them; PostgreSQL rolls a batch back when any of it fails. So the gateway makes
+        it fail: a Describe of a portal that does not exist (which runs nothing), then Sync.
+        The upstream's error and ReadyForQuery stay with the gateway; the status it reports
+        (idle, or a failed transaction block) is what the client's own Sync then reads."""
+        abort = Expect(Kind.ABORT, swallow=True)
+        self._expects.append(abort)
+        self._forward(Describe("P", self._abort_portal).encode())
+        self._expects.append(Expect(Kind.SYNC, swallow=True))
+        self._forward(_SYNC)
+        self._batch_open = False
+        return abort
 
     def _local_error(self, sqlstate: str, message: str) -> None:
         self._record(EventType.SQL_ERROR, sqlstate, message)
@@ -676,6 +692,10 @@ class PgSession:
         return False
 
     def _up_error(self, buf: bytearray, start: int, end: int) -> bool:
+        head = self._head()
+        if head is not None and head.kind is Kind.ABORT:
+            self._expects.popleft()  # the failure the gateway asked for: not the client's
+            return False
         error = ErrorResponse.decode(bytes(buf[start + 5 : end]))
         masked = self._mask_report(error)
         shown = masked or error
@@ -701,7 +721,11 @@ class PgSession:
             Kind.LOCAL,
             Kind.LOCAL_READY,
         ):
-            self._expects.popleft()
+            skipped = self._expects.popleft()
+            if skipped.refusal is not None:
+                # The batch failed before the refused message: PostgreSQL would report that
+                # failure alone, and the refusal is moot.
+                skipped.refusal.data = b""
 
     def _up_ready(self, buf: bytearray, start: int, end: int) -> bool:
         status = buf[start + 5 : end]

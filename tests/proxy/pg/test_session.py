@@ -154,15 +154,21 @@ def test_extended_refusal_discards_until_sync() -> None:
     assert [type(c) for c in session.take_commands()] == [Judge]
     assert up(session) == allowed
     session.judged(False, "hoop: no DDL")
-    # The upstream finishes the earlier messages; its ReadyForQuery is the gateway's own.
-    assert up(session) == wire.Sync().encode()
+    # The upstream has earlier messages of the batch: the gateway makes the batch fail there
+    # (a Describe of a portal that does not exist) so that its Sync rolls them back, and keeps
+    # that error and the ReadyForQuery to itself.
+    sent = up(session)
+    assert sent.endswith(wire.Sync().encode()) and sent.startswith(b"D")
     session.upstream_data(
         wire.ParseComplete().encode()
         + wire.BindComplete().encode()
+        + wire.ErrorResponse.make("34000", 'portal "x" does not exist').encode()
         + wire.ReadyForQuery("I").encode()
     )
-    names = [type(m).__name__ for m in down(session)]
+    messages = down(session)
+    names = [type(m).__name__ for m in messages]
     assert names == ["ParseComplete", "BindComplete", "ErrorResponse", "ReadyForQuery"]
+    assert isinstance(messages[2], wire.ErrorResponse) and messages[2].sqlstate == "42501"
     # The connection goes on.
     session.client_data(wire.Query("select 2").encode())
     assert up(session) == wire.Query("select 2").encode()
