@@ -11,10 +11,11 @@ import base64
 import codecs
 import json
 import re
-from typing import IO, Any
+from collections.abc import Iterator
+from typing import IO, Any, Protocol
 
-from storage.reader import RecordingReader, format_time
-from storage.schema import Event, EventType
+from storage.reader import format_time
+from storage.schema import Event, EventType, RecordingHeader
 
 # CSI, OSC (ended by BEL or ST), other two-byte escapes, and C0 controls but TAB and LF.
 ANSI_PATTERN = re.compile(
@@ -25,6 +26,16 @@ ANSI_PATTERN = re.compile(
 )
 
 STREAM_EVENTS = (EventType.OUTPUT, EventType.INPUT)
+
+
+class EventLog(Protocol):
+    """What an export reads: a `RecordingReader`, or a `MaskedSource` showing one through
+    today's mask rules."""
+
+    @property
+    def header(self) -> RecordingHeader: ...
+
+    def events(self) -> Iterator[Event]: ...
 
 
 def strip_terminal_controls(text: str) -> str:
@@ -63,7 +74,7 @@ def describe_event(event: Event) -> str:
     return f"{event.name}: {shown}"
 
 
-def export_text(reader: RecordingReader, out: IO[str]) -> int:
+def export_text(reader: EventLog, out: IO[str]) -> int:
     header = reader.header
     out.write(
         f"# session {header.session_id}: {header.user} -> {header.target} ({header.protocol})"
@@ -92,7 +103,7 @@ def export_text(reader: RecordingReader, out: IO[str]) -> int:
     return count
 
 
-def export_jsonl(reader: RecordingReader, out: IO[str]) -> int:
+def export_jsonl(reader: EventLog, out: IO[str]) -> int:
     count = 0
     for event in reader.events():
         record: dict[str, Any] = {"t": event.time_us / 1_000_000, "type": event.name}

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from proxy.mask_stream import QUIET_FLUSH_S, MaskStream
@@ -201,6 +202,45 @@ class MaskedSource:
         close = getattr(self.source, "close", None)
         if close is not None:
             close()
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentMasks:
+    """Today's `[[masks]]` of a gateway configuration, every rule applying to everyone (see
+    `unscoped_policy`): what `hoop-tui screen --masks`, `export --masks` and the workstation
+    apply to old recordings."""
+
+    policy: MaskPolicy
+    config_path: Path
+
+    @property
+    def active(self) -> bool:
+        return bool(self.policy.rules)
+
+    @property
+    def label(self) -> str:
+        count = len(self.policy.rules)
+        return f"{count} mask rule{'s' if count != 1 else ''} of {self.config_path.name}"
+
+    def masker_for(self, header: RecordingHeader) -> Masker:
+        """The rules for the recording's target (a rule's `targets` still count)."""
+        return self.policy.for_caller((), header.target)
+
+    def view(self, source: EventSource) -> MaskedSource:
+        return MaskedSource(source, self.masker_for(source.header))
+
+
+def load_current_masks(config_path: Path) -> CurrentMasks:
+    """The mask rules of `config_path` with the gateway's token secret (from its data
+    directory). Raises ConfigError (naming file, rule and key) or OSError."""
+    from proxy.config import load_config
+    from proxy.runtime import MASK_KEY_NAME  # the gateway's module: loaded only when needed
+
+    config = load_config(config_path)
+    key = config.data_dir / MASK_KEY_NAME
+    secret = key.read_bytes() if key.exists() else b""
+    policy = MaskPolicy.from_raw_config(config.raw, config.path, secret)
+    return CurrentMasks(unscoped_policy(policy), config.path)
 
 
 def mask_events(events: Iterable[Event], masker: Masker) -> Iterator[Event]:

@@ -21,6 +21,7 @@ from hoop_tui.commands.common import (
     gateway_id_from,
     parse_duration,
 )
+from hoop_tui.commands.replay import with_masks
 from hoop_tui.errors import CommandError
 from replay.asciicast import (
     CastError,
@@ -169,8 +170,10 @@ EXPORTERS = {"asciicast": export_cast, "text": export_text, "jsonl": export_json
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    with open_recording(args.file) as reader, output_stream(args.output) as out:
-        EXPORTERS[args.format](reader, out)
+    with open_recording(args.file) as reader:
+        source = with_masks(reader, args.masks)  # before the output file is created
+        with output_stream(args.output) as out:
+            EXPORTERS[args.format](source, out)
         problem = reader.describe_problem()
     if problem:
         print(f"hoop-tui: warning: {args.file}: {problem}", file=sys.stderr)
@@ -295,6 +298,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     export.add_argument("file")
     export.add_argument("--format", choices=sorted(EXPORTERS), default="text")
     export.add_argument("-o", "--output", metavar="OUT", help="output file (default: stdout)")
+    export.add_argument(
+        "--masks",
+        metavar="CONFIG",
+        help="apply the [[masks]] of this gateway configuration (all of them) before writing",
+    )
     export.set_defaults(handler=cmd_export)
 
     importer = subparsers.add_parser(

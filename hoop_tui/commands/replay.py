@@ -81,19 +81,14 @@ def with_masks(source: Source, config_file: str | None) -> Any:
     """`source` seen through today's `[[masks]]` of `config_file`, every rule applying."""
     if not config_file:
         return source
-    from proxy.config import ConfigError, load_config
-    from proxy.masking import MaskPolicy
-    from proxy.runtime import MASK_KEY_NAME
-    from replay.masking_view import MaskedSource, unscoped_policy
+    from proxy.config import ConfigError
+    from replay.masking_view import load_current_masks
 
     try:
-        config = load_config(Path(config_file))
-        key = config.data_dir / MASK_KEY_NAME
-        secret = key.read_bytes() if key.exists() else b""
-        policy = unscoped_policy(MaskPolicy.from_raw_config(config.raw, config.path, secret))
+        masks = load_current_masks(Path(config_file))
     except (ConfigError, OSError) as exc:
         raise CommandError(str(exc)) from None
-    return MaskedSource(source, policy.for_caller((), source.header.target))
+    return masks.view(source)
 
 
 def cmd_screen(args: argparse.Namespace) -> int:

@@ -219,3 +219,34 @@ def test_config_file_names_the_data_dir(tmp_path, data_dir):
     broken = hoop("sessions", cwd=tmp_path)
     assert broken.returncode == 1
     assert "gateway.toml: gateway.data_dir: must be a non-empty string" in broken.stderr
+
+
+def test_export_applies_todays_masks_in_every_format(tmp_path, data_dir):
+    """A rule added after the session hides what was recorded before it, in all formats; a
+    bad configuration is one line and no output file."""
+    path = data_dir / "old.hrec"
+    events = [
+        (EventType.OUTPUT, 10, (0, b"$ cat cards\r\ncard 4111 1111 1111 1111 on file\r\n")),
+        (EventType.COMMAND, 20, (0, "shell", "echo 4111111111111111")),
+    ]
+    write_recording(path, events, load_or_create_signing_key(data_dir))
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[gateway]\ndata_dir = "{data_dir}"\n'
+        '[[masks]]\nname = "cards"\ndetector = "credit_card"\nstyle = "last4"\n'
+    )
+    for fmt in ("text", "jsonl", "asciicast"):
+        plain = hoop("export", str(path), "--format", fmt)
+        assert "4111 1111 1111 1111" in plain.stdout
+        masked = hoop("export", str(path), "--format", fmt, "--masks", str(config))
+        assert masked.returncode == 0, masked.stderr
+        assert "4111 1111 1111 1111" not in masked.stdout
+        assert "4111111111111111" not in masked.stdout
+        assert "**** **** **** 1111 on file" in masked.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[gateway]\ndata_dir = "x"\n[[masks]]\nname = "x"\npattern = "("\n')
+    out = tmp_path / "out.txt"
+    result = hoop("export", str(path), "--masks", str(bad), "-o", str(out))
+    assert result.returncode == 1
+    assert "masks #1 (x).pattern" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert not out.exists()
