@@ -162,9 +162,25 @@ _RELATION_OBJECTS = frozenset(
         "OBJECT_FOREIGN_TABLE",
     }
 )
+_TARGET_KEYS = ("relation", "rel")  # DML and DDL targets; `rel` of CREATE TABLE AS / INTO
 _ROLE_SETTINGS = frozenset({"role", "session_authorization"})
 _READ_ONLY_SETTINGS = frozenset({"default_transaction_read_only", "transaction_read_only"})
 _FALSE_WORDS = frozenset({"off", "false", "no", "0", "f", "n", "of"})
+
+
+@dataclass(frozen=True, slots=True)
+class Named:
+    """What a statement does with the session's SQL prepared statements. Their names live in
+    the session (`PREPARE p`, then `EXECUTE p` runs whatever p is there), so a statement
+    with one is judged with the session's state and never shared by fingerprint (which
+    ignores these names)."""
+
+    executes: frozenset[str] = frozenset()  # EXECUTE p, anywhere (EXPLAIN ANALYZE, CTAS)
+    prepares: str | None = None  # PREPARE p AS <body>
+    body: Statement | None = None  # the body's own classes and tables
+    deallocates: str | None = None  # DEALLOCATE p
+    deallocates_all: bool = False  # DEALLOCATE ALL, DISCARD ALL
+    closes_portals: bool = False  # DISCARD ALL
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +191,7 @@ class Statement:
     text: str
     classes: frozenset[str]
     tables: frozenset[str] = frozenset()
+    named: Named | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +224,11 @@ def classify(sql: str) -> Classified:
         chunk = encoded[start : start + length] if length else encoded[start:]
         text = chunk.decode("utf-8", errors="replace").strip()
         found = _Walker().run(raw.get("stmt"))
-        statements.append(Statement(text, frozenset(found.classes), frozenset(found.tables)))
+        statements.append(
+            Statement(
+                text, frozenset(found.classes), frozenset(found.tables), found.named_for(text)
+            )
+        )
     return Classified(tuple(statements))
 
 
@@ -293,6 +314,29 @@ class _Found:
     classes: set[str]
     cacheable: bool = True
     tables: set[str] = field(default_factory=set)
+    executes: set[str] = field(default_factory=set)
+    prepares: tuple[str, _Found] | None = None
+    deallocates: str | None = None
+    deallocates_all: bool = False
+    closes_portals: bool = False
+
+    def named_for(self, text: str) -> Named | None:
+        if not (self.executes or self.prepares or self.deallocates or self.deallocates_all):
+            return None
+        body = None
+        if self.prepares is not None:
+            inner = self.prepares[1]
+            body = Statement(
+                text, frozenset(inner.classes), frozenset(inner.tables), inner.named_for(text)
+            )
+        return Named(
+            frozenset(self.executes),
+            self.prepares[0] if self.prepares else None,
+            body,
+            self.deallocates,
+            self.deallocates_all,
+            self.closes_portals,
+        )
 
 
 class _Walker:
@@ -325,7 +369,7 @@ class _Walker:
                     if key[:1].isupper() and isinstance(value, dict):
                         self.visit(key, value)
                     elif isinstance(value, dict | list):
-                        if key == "relation" and isinstance(value, dict) and "relname" in value:
+                        if key in _TARGET_KEYS and isinstance(value, dict) and "relname" in value:
                             self.range_var(value)  # a target table, written without a node
                         self.walk(value)
         finally:
@@ -473,6 +517,36 @@ class _Walker:
         self.walk(fields.get("sql_body"))  # BEGIN ATOMIC ... END, already parsed
         return True
 
+    def prepare(self, fields: dict[str, Any]) -> bool:
+        self.found.classes.add(UTILITY)
+        self.found.cacheable = False
+        body = _Walker().run(fields.get("query"))
+        self.found.prepares = (str(fields.get("name") or ""), body)
+        self.found.executes |= body.executes
+        return False  # the body's classes are the PREPARE's too
+
+    def execute(self, fields: dict[str, Any]) -> bool:
+        self.found.classes.add(UTILITY)
+        self.found.cacheable = False
+        self.found.executes.add(str(fields.get("name") or ""))
+        return False
+
+    def deallocate(self, fields: dict[str, Any]) -> bool:
+        self.found.classes.add(UTILITY)
+        self.found.cacheable = False
+        if fields.get("isall") or not fields.get("name"):
+            self.found.deallocates_all = True
+        else:
+            self.found.deallocates = str(fields["name"])
+        return False
+
+    def discard(self, fields: dict[str, Any]) -> bool:
+        self.found.classes.add(UTILITY)
+        self.found.cacheable = False
+        if fields.get("target") == "DISCARD_ALL":
+            self.found.deallocates_all = self.found.closes_portals = True
+        return False
+
     def do_block(self, fields: dict[str, Any]) -> bool:
         self.found.classes.add(DO_BLOCK)
         self.found.cacheable = False
@@ -525,6 +599,10 @@ _HANDLERS = {
     "FuncCall": _Walker.func_call,
     "CreateFunctionStmt": _Walker.create_function,
     "DoStmt": _Walker.do_block,
+    "PrepareStmt": _Walker.prepare,
+    "ExecuteStmt": _Walker.execute,
+    "DeallocateStmt": _Walker.deallocate,
+    "DiscardStmt": _Walker.discard,
 }
 
 

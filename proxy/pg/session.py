@@ -124,6 +124,7 @@ class Result:
     mask: ColumnPlan | None = None  # built from the columns at the first row, when masking
     # Where the columns will be known when a Describe's answer arrives after the Execute.
     described_by: list[Portal | Prepared] = field(default_factory=list)
+    on_done: Callable[[], None] | None = None  # an effect that counts once it succeeded
 
 
 @dataclass(slots=True)
@@ -136,13 +137,18 @@ class Expect:
     results: deque[Result] | None = None  # QUERY: one per statement; EXECUTE: one
     current: Result | None = None
     refusal: Expect | None = None  # ABORT: the refusal to drop if the batch failed before
+    on_done: Callable[[], None] | None = None  # CLOSE: forget the object once it is closed
 
 
 @dataclass(slots=True)
 class Prepared:
+    """A prepared statement of the session, by Parse or by SQL PREPARE (one namespace
+    upstream): its verdict, and its classified body, which an SQL EXECUTE inherits."""
+
     sql: str
     verdict: Verdict
     columns: list[str] | None = None
+    found: sqlclass.Classified | None = None
 
 
 @dataclass(slots=True)
@@ -150,6 +156,7 @@ class Portal:
     statement: str
     bind: bytes  # the raw Bind body, decoded only when recorded
     columns: list[str] | None = None
+    prepared: Prepared | None = None  # what it runs, fixed at Bind (None: not known here)
 
 
 class PgSession:
@@ -280,7 +287,8 @@ class PgSession:
             self._local_error(SYNTAX_ERROR, found.error)
             self._local_ready()
             return
-        verdict = self.decide(found)
+        named = any(statement.named is not None for statement in found.statements)
+        verdict = self._decide_named(found) if named else self.decide(found)
         results: deque[Result] = deque()
         for statement in found.statements or (sqlclass.Statement(sql, frozenset()),):
             if not self._record(EventType.SQL_STATEMENT, statement.text, []):
@@ -291,6 +299,9 @@ class PgSession:
             now = self.clock_ns()
             for result in results:
                 result.started_ns = now
+            if named:
+                for statement, result in zip(found.statements, results, strict=False):
+                    result.on_done = self._named_effects(statement)
             self._expects.append(Expect(Kind.QUERY, results=results))
             self._forward(raw)
 
@@ -303,10 +314,11 @@ class PgSession:
             self._record(EventType.SQL_STATEMENT, parse.sql, [])
             self._refuse(True, found.error, SYNTAX_ERROR, parse.sql)
             return
-        verdict = self.decide(found)
+        named = any(statement.named is not None for statement in found.statements)
+        verdict = self._decide_named(found) if named else self.decide(found)
 
         def proceed() -> None:
-            self._statements[parse.name] = Prepared(parse.sql, verdict)
+            self._define(parse.name, Prepared(parse.sql, verdict, found=found))
             self._expects.append(Expect(Kind.PARSE, name=parse.name))
             self._forward(raw)
             self._batch_open = True
@@ -327,9 +339,13 @@ class PgSession:
         portal = body[:portal_end].decode("utf-8", errors="replace")
         statement = body[portal_end + 1 : statement_end].decode("utf-8", errors="replace")
         prepared = self._statements.get(statement)
-        self._portals[portal] = Portal(
-            statement, body, prepared.columns if prepared is not None else None
-        )
+        bound = Portal(statement, body, prepared.columns if prepared else None, prepared)
+        previous = self._portals.get(portal) if portal else None
+        if previous is not None and previous.prepared is not None and prepared is not None:
+            # Binding an existing named portal fails upstream, which keeps the old one: judge
+            # by both until the portal is closed.
+            bound.prepared = _merged(previous.prepared, prepared)
+        self._portals[portal] = bound
         self._expects.append(Expect(Kind.BIND))
         self._forward(raw)
         self._batch_open = True
@@ -346,7 +362,7 @@ class PgSession:
     def _on_execute(self, raw: bytes) -> None:
         execute = Execute.decode(raw[5:])
         portal = self._portals.get(execute.portal)
-        prepared = self._statements.get(portal.statement) if portal is not None else None
+        prepared = portal.prepared if portal is not None else None
         sql = prepared.sql if prepared is not None else ""
 
         params = _params(portal.bind) if portal is not None else []
@@ -356,22 +372,36 @@ class PgSession:
         def proceed() -> None:
             result = Result(sql, self.clock_ns(), portal.columns if portal else None)
             result.described_by = [item for item in (portal, prepared) if item is not None]
+            if prepared is not None and prepared.found is not None:
+                for statement in prepared.found.statements:
+                    if statement.named is not None:
+                        result.on_done = self._named_effects(statement)
             self._expects.append(Expect(Kind.EXECUTE, results=deque([result])))
             self._forward(raw)
             self._batch_open = True
 
-        if prepared is None or prepared.verdict.action is Action.ALLOW:
-            proceed()  # unknown here: prepared by an SQL PREPARE, judged when it ran
+        if prepared is None:
+            # Every Bind and Parse passes through here, so this portal or statement was made
+            # where the gateway could not see it (dynamic SQL): it cannot be judged.
+            what = f'portal "{execute.portal}"' if portal is None else "its prepared statement"
+            verdict = _unknown(f"{what} is not known to the gateway, so it cannot be judged")
+            self._judge(verdict, sql, proceed, extended=True)
+            return
+        verdict = prepared.verdict
+        if prepared.found is not None and any(s.named for s in prepared.found.statements):
+            verdict = self._decide_named(prepared.found)  # EXECUTE runs what the name is now
+        if verdict.action is Action.ALLOW:
+            proceed()
         else:
-            self._judge(prepared.verdict, sql, proceed, extended=True)
+            self._judge(verdict, sql, proceed, extended=True)
 
     def _on_close(self, raw: bytes) -> None:
         body = raw[5:]
         if len(body) < 2 or body[-1] != 0 or body[0] not in b"SP":
             raise ProtocolError("malformed Close")
         name = body[1:-1].decode("utf-8", errors="replace")
-        (self._statements if body[0] == ord("S") else self._portals).pop(name, None)
-        self._expects.append(Expect(Kind.CLOSE))
+        table: dict[str, Any] = self._statements if body[0] == ord("S") else self._portals
+        self._expects.append(Expect(Kind.CLOSE, on_done=_forget(table, name)))
         self._forward(raw)
         self._batch_open = True
 
@@ -405,6 +435,73 @@ class PgSession:
 
     def _on_password(self, raw: bytes) -> None:
         raise ProtocolError("a password message after the login")
+
+    # -- SQL prepared statements --------------------------------------------------------------
+
+    def _decide_named(self, found: sqlclass.Classified) -> Verdict:
+        """The verdict of a string that uses SQL prepared statements. An EXECUTE carries the
+        classes and tables of the body prepared under its name (a PREPARE earlier in the same
+        string counts); a name the gateway never saw prepared is refused. Decided without the
+        fingerprint, which ignores these names."""
+        overlay: dict[str, Prepared | None] = {}
+        statements = []
+        for statement in found.statements:
+            named = statement.named
+            if named is None:
+                statements.append(statement)
+                continue
+            classes, tables = set(statement.classes), set(statement.tables)
+            for name in sorted(named.executes):
+                body = overlay[name] if name in overlay else self._statements.get(name)
+                if body is None or body.found is None:
+                    return _unknown(
+                        f'prepared statement "{name}" is not known to the gateway, so it '
+                        "cannot be judged",
+                        statement.text,
+                    )
+                for inner in _bodies(body.found, self._statements):
+                    classes |= inner.classes
+                    tables |= inner.tables
+            if named.prepares is not None and named.body is not None:
+                overlay[named.prepares] = Prepared(
+                    statement.text, _ALLOWED, found=sqlclass.Classified((named.body,))
+                )
+            if named.deallocates is not None:
+                overlay[named.deallocates] = None
+            statements.append(
+                sqlclass.Statement(statement.text, frozenset(classes), frozenset(tables))
+            )
+        return self.decide(sqlclass.Classified(tuple(statements), found.error))
+
+    def _define(self, name: str, prepared: Prepared) -> None:
+        """A prepared statement sent upstream. Redefining a named one fails upstream, which
+        keeps the old one, so until it is closed it is judged by both."""
+        previous = self._statements.get(name) if name else None
+        self._statements[name] = _merged(previous, prepared) if previous else prepared
+
+    def _named_effects(self, statement: sqlclass.Statement) -> Callable[[], None] | None:
+        """Register an SQL PREPARE now (it may be executed before its answer comes back);
+        what DEALLOCATE and DISCARD ALL forget, forget once they succeeded."""
+        named = statement.named
+        if named is None:
+            return None
+        if named.prepares is not None and named.body is not None:
+            body = sqlclass.Classified((named.body,))
+            self._define(named.prepares, Prepared(statement.text, self.decide(body), found=body))
+        if named.deallocates_all:
+            statements = dict(self._statements)
+            portals = dict(self._portals) if named.closes_portals else {}
+
+            def forget_all() -> None:
+                for key, value in statements.items():
+                    _forget(self._statements, key, value)()
+                for key, portal in portals.items():
+                    _forget(self._portals, key, portal)()
+
+            return forget_all
+        if named.deallocates is not None:
+            return _forget(self._statements, named.deallocates)
+        return None
 
     # -- judging ------------------------------------------------------------------------------
 
@@ -526,7 +623,9 @@ class PgSession:
         return True
 
     def _up_close_complete(self, buf: bytearray, start: int, end: int) -> bool:
-        self._pop(Kind.CLOSE)
+        head = self._pop(Kind.CLOSE)
+        if head is not None and head.on_done is not None:
+            head.on_done()
         return True
 
     def _up_parameter_description(self, buf: bytearray, start: int, end: int) -> bool:
@@ -631,6 +730,8 @@ class PgSession:
             result = self._result(head)
             head.current = None
             if result is not None:
+                if result.on_done is not None:
+                    result.on_done()
                 rows = tag.rows
                 self._record(
                     EventType.SQL_RESULT,
@@ -870,6 +971,53 @@ def _params(bind_body: bytes) -> list[str | bytes | None]:
         else:
             out.append(bytes(value[:MAX_SAMPLE_VALUE]))
     return out
+
+
+_ALLOWED = Verdict(Action.ALLOW, Basis.DEFAULT, "")
+
+
+def _unknown(why: str, statement: str | None = None) -> Verdict:
+    return Verdict(Action.DENY, Basis.UNPARSABLE, why, None, statement)
+
+
+def _merged(old: Prepared, new: Prepared) -> Prepared:
+    """One of two bodies, not knowing which: judged as the more severe, with both bodies'
+    classes for an EXECUTE."""
+    verdict = (
+        new.verdict if new.verdict.action.severity >= old.verdict.action.severity else (old.verdict)
+    )
+    statements = (old.found.statements if old.found else ()) + (
+        new.found.statements if new.found else ()
+    )
+    return Prepared(new.sql, verdict, None, sqlclass.Classified(statements))
+
+
+def _bodies(
+    found: sqlclass.Classified, statements: dict[str, Prepared], depth: int = 0
+) -> list[sqlclass.Statement]:
+    """The statements a prepared body runs, following an EXECUTE inside it (a Parse of
+    `EXECUTE q`) a few levels deep; deeper than that counts as unparsable."""
+    out = list(found.statements)
+    for statement in found.statements:
+        for name in statement.named.executes if statement.named else ():
+            inner = statements.get(name)
+            if depth >= 4:
+                out.append(sqlclass.Statement(statement.text, frozenset({sqlclass.UNPARSABLE})))
+            elif inner is not None and inner.found is not None:
+                out.extend(_bodies(inner.found, statements, depth + 1))
+    return out
+
+
+def _forget(table: dict[str, Any], name: str, which: object = None) -> Callable[[], None]:
+    """Forget `name` once its close succeeded, unless it was redefined meanwhile (then the
+    newer definition stays)."""
+    current = table.get(name) if which is None else which
+
+    def forget() -> None:
+        if current is not None and table.get(name) is current:
+            del table[name]
+
+    return forget
 
 
 def refusal_message(verdict: Verdict) -> str:

@@ -68,6 +68,13 @@ CASES = [
     ("explain delete from t", {"read"}),
     ("explain analyze delete from t", {"read", "write", "delete_without_where"}),
     ("prepare p as delete from t", {"utility", "write", "delete_without_where"}),
+    ("execute p(1)", {"utility"}),  # the session adds the classes of p's body
+    ("deallocate p", {"utility"}),
+    (
+        "create rule r as on insert to t do instead delete from u",
+        {"ddl", "write", "delete_without_where"},
+    ),
+    ("create rule r as on update to t do also notify ch", {"ddl", "utility"}),
     ("selec 1", {"unparsable"}),
 ]
 
@@ -161,3 +168,21 @@ def test_tables_named_by_a_statement() -> None:
     classifier = Classifier()
     classifier("select * from accounts where id = 1")
     assert classifier("select * from accounts where id = 2").statements[0].tables == {"accounts"}
+
+
+def test_prepared_statement_names() -> None:
+    prepare = classify("prepare p(int) as delete from t where id = $1").statements[0]
+    assert prepare.named is not None and prepare.named.prepares == "p"
+    assert prepare.named.body is not None and prepare.named.body.classes == {"write"}
+    assert prepare.named.body.tables == {"t"}
+    for sql in ("execute q(1)", "explain analyze execute q", "create table x as execute q"):
+        named = classify(sql).statements[0].named
+        assert named is not None and named.executes == {"q"}, sql
+    assert classify("deallocate prepare q").statements[0].named.deallocates == "q"  # type: ignore[union-attr]
+    for sql in ("deallocate all", "discard all"):
+        named = classify(sql).statements[0].named
+        assert named is not None and named.deallocates_all
+    # The fingerprint ignores these names: such statements are never shared by it.
+    classifier = Classifier()
+    classifier("execute a(1)")
+    assert classifier("execute b(2)").statements[0].named.executes == {"b"}  # type: ignore[union-attr]

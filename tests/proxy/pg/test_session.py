@@ -324,3 +324,106 @@ def test_fuzzed_traffic_never_escapes(
     reader.feed(bytes(session.to_client))
     list(reader)
     assert reader.buffered == 0
+
+
+def _answer_query(session: PgSession, tag: str) -> None:
+    session.upstream_data(wire.CommandComplete(tag).encode() + wire.ReadyForQuery("I").encode())
+    down(session)
+
+
+def test_sql_execute_inherits_the_verdict_of_the_prepared_body() -> None:
+    session, _ = make()
+    session.client_data(wire.Query("prepare del as delete from t where id = $1").encode())
+    (judge,) = session.take_commands()
+    assert isinstance(judge, Judge) and judge.verdict.rule == "review-writes"
+    session.judged(True)
+    up(session)
+    _answer_query(session, "PREPARE")
+    session.client_data(wire.Query("prepare one as select 1").encode())
+    assert session.take_commands() == []
+    up(session)
+    _answer_query(session, "PREPARE")
+    # `execute one` and `execute del` share a fingerprint: the verdict is not shared.
+    session.client_data(wire.Query("execute one").encode())
+    assert session.take_commands() == [] and up(session) == wire.Query("execute one").encode()
+    _answer_query(session, "SELECT 1")
+    session.client_data(wire.Query("execute del(1)").encode())
+    (judge,) = session.take_commands()
+    assert isinstance(judge, Judge) and judge.verdict.rule == "review-writes"
+    session.judged(False, "no")
+    assert up(session) == b""
+    down(session)
+    # Anywhere an EXECUTE sits.
+    session.client_data(wire.Query("explain analyze execute del(2)").encode())
+    (judge,) = session.take_commands()
+    assert isinstance(judge, Judge)
+    session.judged(False, "no")
+    down(session)
+
+
+def test_execute_of_a_protocol_prepared_statement_and_of_unknown_names() -> None:
+    session, _ = make()
+    session.client_data(wire.Parse("stmt1", "delete from t").encode() + wire.Sync().encode())
+    assert session.take_commands() == []  # review: held at each execution
+    up(session)
+    session.upstream_data(wire.ParseComplete().encode() + wire.ReadyForQuery("I").encode())
+    down(session)
+    session.client_data(wire.Query("execute stmt1").encode())
+    (judge,) = session.take_commands()
+    assert isinstance(judge, Judge) and judge.verdict.rule == "review-writes"
+    session.judged(False, "no")
+    down(session)
+    session.client_data(wire.Query("execute nobody_prepared_this").encode())
+    (judge,) = session.take_commands()
+    assert judge.verdict.action.value == "deny" and "not known" in judge.verdict.message
+    session.judged(False, "no")
+    assert up(session) == b""
+    down(session)
+    # In one string, a PREPARE counts for the EXECUTE after it.
+    session.client_data(wire.Query("prepare two as select 2; execute two").encode())
+    assert session.take_commands() == []
+
+
+def test_deallocate_forgets_once_it_succeeded() -> None:
+    session, _ = make()
+    session.client_data(wire.Query("prepare one as select 1").encode())
+    up(session)
+    _answer_query(session, "PREPARE")
+    session.client_data(wire.Query("deallocate one").encode())
+    up(session)
+    session.upstream_data(
+        wire.ErrorResponse.make("25P02", "current transaction is aborted").encode()
+        + wire.ReadyForQuery("E").encode()
+    )
+    down(session)
+    session.client_data(wire.Query("execute one").encode())  # the failed DEALLOCATE kept it
+    assert session.take_commands() == []
+    up(session)
+    _answer_query(session, "SELECT 1")
+    session.client_data(wire.Query("deallocate one").encode())
+    up(session)
+    _answer_query(session, "DEALLOCATE")
+    session.client_data(wire.Query("execute one").encode())
+    (judge,) = session.take_commands()
+    assert judge.verdict.action.value == "deny"
+
+
+def test_a_portal_runs_what_it_was_bound_to() -> None:
+    session, _ = make()
+    batch = (
+        wire.Parse("s", "delete from t").encode()
+        + wire.Bind("p", "s").encode()
+        + wire.Close("S", "s").encode()
+        + wire.Parse("s", "select 1").encode()
+        + wire.Execute("p").encode()
+    )
+    session.client_data(batch)
+    (judge,) = session.take_commands()  # the portal still runs the DELETE
+    assert isinstance(judge, Judge) and judge.verdict.rule == "review-writes"
+
+
+def test_execute_of_a_portal_the_gateway_never_saw_is_refused() -> None:
+    session, _ = make()
+    session.client_data(wire.Execute("cursor_from_dynamic_sql").encode() + wire.Sync().encode())
+    (judge,) = session.take_commands()
+    assert judge.verdict.action.value == "deny"
