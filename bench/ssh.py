@@ -176,18 +176,26 @@ async def echo(setup: Setup, via_gateway: bool, count: int) -> tuple[float, floa
         return statistics.median(samples), percentile(samples, 0.99)
 
 
-def rss_kib(pid: int) -> int:
+def proc_status(pid: int, key: str) -> int:
+    """A number from /proc/PID/status, e.g. VmRSS (KiB) or Threads."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(key + ":"):
             return int(line.split()[1])
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def concurrent(
     setup: Setup, sessions: int, keys_each: int, via_gateway: bool = True
-) -> tuple[float, float, float]:
-    """Echo p50 and p99 over `sessions` sessions typing at once, and gateway KiB per session."""
-    before = rss_kib(setup.gateway.pid)
+) -> tuple[float, float, float, float, int]:
+    """Echo p50 and p99 over `sessions` sessions typing at once, gateway KiB per session,
+    gateway CPU µs per keystroke and the gateway's thread count while they type."""
+    before = proc_status(setup.gateway.pid, "VmRSS")
     conns: list[asyncssh.SSHClientConnection] = []
     processes = []
     for start in range(0, sessions, 20):  # sshd's MaxStartups: open in batches
@@ -196,14 +204,24 @@ async def concurrent(
         )
         conns += batch
         processes += await asyncio.gather(*(echo_session(conn) for conn in batch))
-    during = rss_kib(setup.gateway.pid)
+    during = proc_status(setup.gateway.pid, "VmRSS")
+    threads = proc_status(setup.gateway.pid, "Threads")
     await asyncio.gather(*(keystrokes(p, 3, pause=0.1) for p in processes))  # warm up
+    cpu_before = cpu_seconds(setup.gateway.pid)
     results = await asyncio.gather(*(keystrokes(p, keys_each, pause=0.1) for p in processes))
+    cpu_used = cpu_seconds(setup.gateway.pid) - cpu_before
     for conn in conns:
         conn.close()
     samples = [sample for result in results for sample in result]
     per_session_kib = (during - before) / sessions
-    return statistics.median(samples), percentile(samples, 0.99), per_session_kib
+    cpu_per_key_us = cpu_used / len(samples) * 1e6
+    return (
+        statistics.median(samples),
+        percentile(samples, 0.99),
+        per_session_kib,
+        cpu_per_key_us,
+        threads,
+    )
 
 
 async def main() -> None:
@@ -212,41 +230,58 @@ async def main() -> None:
     parser.add_argument("--echo-count", type=int, default=500)
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--keys-each", type=int, default=30)
+    parser.add_argument(
+        "--parts",
+        default="bulk,echo,concurrent",
+        help="comma-separated subset of bulk, echo, concurrent (default: all three)",
+    )
     args = parser.parse_args()
-    size = args.size_mb * 1_000_000
+    parts = set(args.parts.split(","))
     with tempfile.TemporaryDirectory(prefix="hoop-bench-") as temp:
         setup = start(Path(temp))
         try:
-            print(f"cipher {CIPHER}, {os.cpu_count()} CPUs, {args.size_mb} MB per bulk run")
-            direct = bulk(setup, "direct", size)
-            through = bulk(setup, "gateway", size)
-            jumped = bulk(setup, "jump", size)
-            print(f"bulk exec output: direct {direct:.0f} MB/s")
-            print(
-                f"  gateway alice+web1, recorded: {through:.0f} MB/s  ratio {through / direct:.2f}"
-            )
-            print(f"  gateway -J web1, recorded:    {jumped:.0f} MB/s  ratio {jumped / direct:.2f}")
-            d50, d99 = await echo(setup, False, args.echo_count)
-            g50, g99 = await echo(setup, True, args.echo_count)
-            print(f"keystroke echo: direct p50 {d50:.2f} ms p99 {d99:.2f} ms")
-            print(
-                f"  gateway p50 {g50:.2f} ms p99 {g99:.2f} ms; "
-                f"added p50 {g50 - d50:.2f} ms p99 {g99 - d99:.2f} ms"
-            )
-            b50, b99, _ = await concurrent(setup, args.sessions, args.keys_each, False)
-            print(
-                f"{args.sessions} concurrent sessions typing, direct: echo p50 {b50:.2f} ms "
-                f"p99 {b99:.2f} ms"
-            )
-            c50, c99, per = await concurrent(setup, args.sessions, args.keys_each)
-            print(
-                f"{args.sessions} concurrent sessions typing: echo p50 {c50:.2f} ms p99 "
-                f"{c99:.2f} ms; gateway memory {per:.0f} KiB per session"
-            )
+            print(f"cipher {CIPHER}, {os.cpu_count()} CPUs")
+            if "bulk" in parts:
+                run_bulk(setup, args.size_mb)
+            if "echo" in parts:
+                await run_echo(setup, args.echo_count)
+            if "concurrent" in parts:
+                await run_concurrent(setup, args.sessions, args.keys_each)
         finally:
             setup.gateway.terminate()
             setup.gateway.wait(10)
             stop(setup.sshd.process)
+
+
+def run_bulk(setup: Setup, size_mb: int) -> None:
+    size = size_mb * 1_000_000
+    direct = bulk(setup, "direct", size)
+    through = bulk(setup, "gateway", size)
+    jumped = bulk(setup, "jump", size)
+    print(f"bulk exec output ({size_mb} MB): direct {direct:.0f} MB/s")
+    print(f"  gateway alice+web1, recorded: {through:.0f} MB/s  ratio {through / direct:.2f}")
+    print(f"  gateway -J web1, recorded:    {jumped:.0f} MB/s  ratio {jumped / direct:.2f}")
+
+
+async def run_echo(setup: Setup, count: int) -> None:
+    d50, d99 = await echo(setup, False, count)
+    g50, g99 = await echo(setup, True, count)
+    print(f"keystroke echo: direct p50 {d50:.2f} ms p99 {d99:.2f} ms")
+    print(
+        f"  gateway p50 {g50:.2f} ms p99 {g99:.2f} ms; "
+        f"added p50 {g50 - d50:.2f} ms p99 {g99 - d99:.2f} ms"
+    )
+
+
+async def run_concurrent(setup: Setup, sessions: int, keys_each: int) -> None:
+    b50, b99, *_ = await concurrent(setup, sessions, keys_each, False)
+    print(f"{sessions} concurrent sessions typing, direct: echo p50 {b50:.2f} ms p99 {b99:.2f} ms")
+    c50, c99, per, cpu, threads = await concurrent(setup, sessions, keys_each)
+    print(
+        f"{sessions} concurrent sessions typing: echo p50 {c50:.2f} ms p99 {c99:.2f} ms; "
+        f"gateway memory {per:.0f} KiB per session, CPU {cpu:.0f} µs per keystroke, "
+        f"{threads} threads"
+    )
 
 
 if __name__ == "__main__":

@@ -1,18 +1,21 @@
-"""The recording writer: a thread that turns events into a recording file, so that packing,
+"""The recording writer: turns events into recording files on writer threads, so that packing,
 compression, hashing and disk writes never run on the event loop that forwards traffic.
 
-`record()` only timestamps the event and appends it to a bounded queue. The thread closes a
-frame at least once a second, within 5 ms of a security-relevant event, and whenever 512 KiB
-are pending; it signs the chain at most every five seconds. When the queue overflows or the
-disk fails, the writer does not drop anything silently: it marks itself failed, tells its owner
-through `on_failure`, and every later `record()` raises RecordingFailed, so the owner can end
-the session (fail closed).
+`record()` only timestamps the event and appends it to the recording's bounded queue. A small
+pool of writer threads serves every recording of the process: a gateway with hundreds of
+sessions wakes two threads, not hundreds, and their GIL hand-offs stay off the event loop's
+latency. For each recording a frame is closed at least once a second, within 5 ms of a
+security-relevant event, and whenever 512 KiB are pending; the chain is signed at most every
+five seconds. When the queue overflows or the disk fails, the writer does not drop anything
+silently: it marks itself failed, tells its owner through `on_failure`, and every later
+`record()` raises RecordingFailed, so the owner can end the session (fail closed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import threading
 import time
@@ -34,7 +37,7 @@ FRAME_INTERVAL_S = 0.75
 # late enough that a burst of SQL statements shares one frame instead of one each.
 SECURITY_FLUSH_S = 0.005
 CHECKPOINT_INTERVAL_S = 5.0
-# An idle writer looks at its queue this often: plain output never wakes it, so a busy
+# An idle writer thread looks at its queues this often: plain output never wakes it, so a busy
 # gateway with hundreds of sessions is not woken thousands of times a second.
 IDLE_WAIT_S = 0.2
 DEFAULT_MAX_PENDING = 65536  # events waiting for the writer thread
@@ -43,6 +46,11 @@ HIGH_WATER_BYTES = 16 * 1024 * 1024  # past this the owner should stop reading (
 LOW_WATER_BYTES = 4 * 1024 * 1024  # ...and may read again once the backlog is below this
 SMALL_EVENT_BYTES = 256  # what a queued event without bulk data is counted as
 WAKE_BACKLOG = 1024
+# Events one recording may hand to the encoder before the thread turns to the next one, so a
+# bulk transfer cannot delay another session's security frame by more than a slice.
+SERVICE_SLICE_EVENTS = 512
+# Compression releases the GIL, so two threads use both cores when several sessions are busy.
+WRITER_THREADS = max(1, min(2, os.cpu_count() or 1))
 
 
 class RecordingFailed(Exception):
@@ -81,8 +89,88 @@ class RecordingSummary:
 _Item = tuple[int, int, tuple[Any, ...], int]  # code, time, fields, size for the backlog
 
 
+class WriterThread:
+    """One thread serving many recordings: it sleeps until a recording asks for it (a security
+    event, a backlog, a close) or until the earliest frame deadline, then gives each recording
+    with work a slice. The thread exits when it serves no recording and starts again on demand.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        self._writers: list[RecordingWriter] = []
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def attach(self, writer: RecordingWriter) -> None:
+        with self._lock:
+            self._writers.append(writer)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+        self.wake()
+
+    def wake(self) -> None:
+        if not self._wake.is_set():  # cheaper than set() when the thread is already called
+            self._wake.set()
+
+    @property
+    def load(self) -> int:
+        return len(self._writers)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                writers = list(self._writers)
+                if not writers:
+                    self._thread = None
+                    return
+            now = time.monotonic()
+            next_wake = now + IDLE_WAIT_S
+            finished: list[RecordingWriter] = []
+            for writer in writers:
+                deadline = writer._service(now)
+                if deadline is None:
+                    finished.append(writer)
+                else:
+                    next_wake = min(next_wake, deadline)
+            if finished:
+                with self._lock:
+                    self._writers = [w for w in self._writers if w not in finished]
+            timeout = next_wake - time.monotonic()
+            if timeout > 0:
+                self._wake.wait(timeout)
+            self._wake.clear()
+
+
+class _WriterPool:
+    """The process's writer threads; a new recording goes to the least loaded one."""
+
+    def __init__(self, size: int) -> None:
+        self._threads = [WriterThread(f"recording-writer-{n}") for n in range(size)]
+        self._turn = itertools.count()
+
+    def pick(self) -> WriterThread:
+        least = min(thread.load for thread in self._threads)
+        candidates = [thread for thread in self._threads if thread.load == least]
+        return candidates[next(self._turn) % len(candidates)]
+
+
+_POOL = _WriterPool(WRITER_THREADS)
+
+
+def _forget_threads_after_fork() -> None:
+    # A forked child has none of its parent's threads: its recordings need threads of their own.
+    global _POOL
+    _POOL = _WriterPool(WRITER_THREADS)
+
+
+os.register_at_fork(after_in_child=_forget_threads_after_fork)
+
+
 class RecordingWriter:
-    """Writes one session's recording on its own thread. See the module docstring."""
+    """Writes one session's recording, served by a shared writer thread. See the module
+    docstring."""
 
     def __init__(
         self,
@@ -112,10 +200,13 @@ class RecordingWriter:
         self._clock_us = clock_us or _monotonic_us
         self._t0_us = self._clock_us()
         self._queue: deque[_Item] = deque()
-        self._wake = threading.Event()
         self._closing: tuple[int, str] | None = None
         self._failure: BaseException | None = None
         self._summary: RecordingSummary | None = None
+        self._done = threading.Event()
+        # Only the writer thread reads or writes these two.
+        self._frame_deadline: float | None = None
+        self._last_checkpoint = time.monotonic()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         try:  # the header is written here, so the file is a valid recording from the start
@@ -123,10 +214,8 @@ class RecordingWriter:
         except OSError:
             os.close(self._fd)
             raise
-        self._thread = threading.Thread(
-            target=self._run, name=f"recording-{header.session_id[:8]}", daemon=True
-        )
-        self._thread.start()
+        self._thread = _POOL.pick()
+        self._thread.attach(self)
 
     # -- called by the owner (usually the event loop) -----------------------------------------
 
@@ -149,7 +238,7 @@ class RecordingWriter:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._drain_waiters.append((asyncio.get_running_loop(), future))
-        self._wake.set()
+        self._thread.wake()
         await future
 
     def elapsed_us(self) -> int:
@@ -176,28 +265,29 @@ class RecordingWriter:
         self._queued_bytes += size
         queue.append((code, time_us, values, size))
         if code in SECURITY_CODES or len(queue) >= WAKE_BACKLOG:
-            self._wake.set()
+            self._thread.wake()
 
     def close(self, reason: str) -> RecordingSummary:
         """Write the end of the session and wait for the file to be complete on disk.
 
-        Blocks until the writer thread is done (call it through `asyncio.to_thread` from the
-        event loop). Raises RecordingFailed when the recording could not be completed."""
+        Blocks until the writer thread is done with it (call it through `asyncio.to_thread`
+        from the event loop). Raises RecordingFailed when the recording could not be
+        completed."""
         if self._closing is None:
             self._closing = (self._clock_us() - self._t0_us, reason)
-        self._wake.set()
-        self._thread.join()
+        self._thread.wake()
+        self._done.wait()
         if self._summary is None:
             raise RecordingFailed(f"recording {self.path.name} is incomplete: {self._failure}")
         return self._summary
 
-    # -- the writer thread ---------------------------------------------------------------------
+    # -- on the writer thread ------------------------------------------------------------------
 
     def _fail(self, exc: BaseException) -> None:
         if self._failure is not None:
             return
         self._failure = exc
-        self._wake.set()
+        self._thread.wake()
         if self._on_failure is not None:
             # The owner's callback must not stop the writer from reporting the failure.
             with contextlib.suppress(Exception):
@@ -209,51 +299,48 @@ class RecordingWriter:
             written = os.write(self._fd, view)
             view = view[written:]
 
-    def _run(self) -> None:
+    def _service(self, now: float) -> float | None:
+        """Do this recording's due work. Returns when it next needs the thread, or None once
+        the recording is finished (closed or failed) and the thread can forget it."""
         encoder = self._encoder
-        frame_deadline: float | None = None
-        last_checkpoint = time.monotonic()
         try:
-            while self._failure is None:
-                if not self._queue:
-                    if self._closing is not None:
-                        break
-                    timeout = IDLE_WAIT_S
-                    if frame_deadline is not None:
-                        timeout = min(timeout, max(0.0, frame_deadline - time.monotonic()))
-                    self._wake.wait(timeout)
-                    self._wake.clear()
-                self._drain(encoder)
-                now = time.monotonic()
+            if self._failure is None:
+                if not self._drain(encoder):
+                    return now  # a slice is done and more is queued: come back at once
                 if encoder.pending_count == 0:
-                    frame_deadline = None
+                    self._frame_deadline = None
                 else:
-                    if frame_deadline is None:
-                        frame_deadline = now + FRAME_INTERVAL_S
+                    if self._frame_deadline is None:
+                        self._frame_deadline = now + FRAME_INTERVAL_S
                     if encoder.pending_security:
-                        frame_deadline = min(frame_deadline, now + SECURITY_FLUSH_S)
-                    if now >= frame_deadline:
+                        self._frame_deadline = min(self._frame_deadline, now + SECURITY_FLUSH_S)
+                    if now >= self._frame_deadline:
                         self._write(encoder.flush_frame())
-                        frame_deadline = None
+                        self._frame_deadline = None
                 if (
-                    now - last_checkpoint >= CHECKPOINT_INTERVAL_S
+                    now - self._last_checkpoint >= CHECKPOINT_INTERVAL_S
                     and encoder.frames_since_checkpoint > 0
                 ):
                     self._write(encoder.checkpoint())
                     if self._fsync:
                         os.fsync(self._fd)
-                    last_checkpoint = now
-            if self._failure is None and self._closing is not None:
+                    self._last_checkpoint = now
+                if self._closing is None:
+                    return self._frame_deadline or now + IDLE_WAIT_S
                 self._finish(encoder, *self._closing)
         except Exception as exc:
             self._fail(exc)
-        finally:
-            os.close(self._fd)
-            self._release_drain_waiters()
+        os.close(self._fd)
+        self._release_drain_waiters()
+        self._done.set()
+        return None
 
-    def _drain(self, encoder: RecordingEncoder) -> None:
+    def _drain(self, encoder: RecordingEncoder) -> bool:
+        """Hand queued events to the encoder, at most one slice; True when the queue is empty."""
         queue = self._queue
-        while queue:
+        for _ in range(SERVICE_SLICE_EVENTS):
+            if not queue:
+                break
             code, time_us, values, size = queue.popleft()
             encoder.add(code, time_us, values)
             self._written_bytes += size
@@ -261,7 +348,10 @@ class RecordingWriter:
                 self._write(encoder.flush_frame())
             if self._drain_waiters and self.backlog_bytes <= LOW_WATER_BYTES:
                 self._release_drain_waiters()
+        if queue:
+            return False
         self._release_drain_waiters()
+        return True
 
     def _release_drain_waiters(self) -> None:
         waiters = self._drain_waiters

@@ -1,4 +1,5 @@
-"""The writer thread: round trips, crash safety, timely frames and failing closed."""
+"""The writer threads: round trips, crash safety, timely frames, failing closed, and many
+recordings sharing a few threads."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from hypothesis import strategies as st
 from storage.reader import RecordingReader
 from storage.schema import EVENTS, EventType
 from storage.verify import verify_recording
-from storage.writer import LOW_WATER_BYTES, RecordingFailed, RecordingWriter
+from storage.writer import LOW_WATER_BYTES, WRITER_THREADS, RecordingFailed, RecordingWriter
 from tests.storage.helpers import make_header
 
 REPO = Path(__file__).resolve().parents[2]
@@ -90,6 +92,57 @@ def test_plain_output_reaches_the_disk_within_a_second(tmp_path, signer):
     writer.close("done")
     assert seen == [b"hello"]
     assert waited < 1.0 + 0.1, f"took {waited:.2f}s"
+
+
+def _writer_threads() -> set[str]:
+    return {t.name for t in threading.enumerate() if t.name.startswith("recording-writer-")}
+
+
+def test_many_recordings_share_a_few_threads_and_each_gets_its_security_frame(tmp_path, signer):
+    writers = [_writer(tmp_path / f"{n}.hrec", signer) for n in range(60)]
+    assert 1 <= len(_writer_threads()) <= WRITER_THREADS
+    for n, writer in enumerate(writers):
+        writer.record(EventType.OUTPUT, 0, b"out %d" % n)
+        writer.record(EventType.COMMAND, 0, "shell", f"cmd {n}")
+    deadline = time.monotonic() + 2
+    missing = set(range(60))
+    while missing and time.monotonic() < deadline:
+        time.sleep(0.02)
+        for n in list(missing):
+            with RecordingReader.open(tmp_path / f"{n}.hrec") as reader:
+                if any(e.type is EventType.COMMAND for e in reader.events()):
+                    missing.discard(n)
+    summaries = [writer.close("done") for writer in writers]
+    assert not missing, f"no security frame on disk within 2 s for {sorted(missing)[:5]}"
+    assert all(summary.event_count == 3 for summary in summaries)
+    for n in range(60):
+        with RecordingReader.open(tmp_path / f"{n}.hrec") as reader:
+            assert [e["data"] for e in reader.events() if e.type is EventType.OUTPUT] == [
+                b"out %d" % n
+            ]
+    deadline = time.monotonic() + 2  # with nothing left to serve, the threads go away
+    while _writer_threads() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _writer_threads()
+
+
+def test_one_failing_recording_leaves_its_neighbours_alone(tmp_path, signer):
+    failures: list[BaseException] = []
+    healthy = [_writer(tmp_path / f"ok{n}.hrec", signer) for n in range(WRITER_THREADS * 2)]
+    broken = _writer(tmp_path / "broken.hrec", signer, on_failure=failures.append)
+    os.close(broken._fd)  # the disk goes away under this one recording only
+    broken._fd = os.open(os.devnull, os.O_RDONLY)
+    broken.record(EventType.COMMAND, 0, "shell", "ls")
+    for writer in healthy:
+        writer.record(EventType.COMMAND, 0, "shell", "ls")
+    with pytest.raises(RecordingFailed, match="incomplete"):
+        broken.close("done")
+    assert failures and isinstance(failures[0], OSError)
+    with pytest.raises(RecordingFailed):
+        broken.record(EventType.OUTPUT, 0, b"more")
+    for writer in healthy:
+        assert writer.close("done").event_count == 2
+        assert verify_recording(writer.path, signer.public_key()).ok
 
 
 def test_a_full_queue_fails_closed_and_tells_the_owner(tmp_path, signer):
