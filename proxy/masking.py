@@ -891,6 +891,11 @@ class Masker:
         """False when no rule applies to terminal text: a stream can be skipped."""
         return bool(self.text_finders)
 
+    @property
+    def uses_columns(self) -> bool:
+        """True when a rule names columns: masking SQL values then needs the column names."""
+        return any(rule.column is not None for rule in self.rules)
+
     def token(self, finder_or_rule: _Finder | None, value: str) -> str:
         """The keyed token of a value (normalized as its detector says), `make_token`'s."""
         if finder_or_rule is not None:

@@ -31,10 +31,20 @@ from typing import Any, Protocol
 
 from proxy.masking import ColumnPlan, Masker
 from proxy.pg import classify as sqlclass
+from proxy.pg.copy_out import (
+    BINARY,
+    CopyJob,
+    CopyOut,
+    CopyRows,
+    learn_columns_messages,
+    parse_copy_out,
+)
 from proxy.pg.wire import (
     Backend,
     Bind,
     CommandComplete,
+    CopyData,
+    CopyResponse,
     DataRow,
     Describe,
     ErrorResponse,
@@ -110,6 +120,7 @@ class Kind(enum.Enum):
     LOCAL = "local"  # bytes the gateway itself answers with, sent when their turn comes
     LOCAL_READY = "local_ready"  # a ReadyForQuery with the then current status
     ABORT = "abort"  # the gateway's own failing Describe: makes the upstream drop a batch
+    SIDE = "side"  # the gateway's own question before a COPY: which columns it will write
 
 
 @dataclass(slots=True)
@@ -125,6 +136,7 @@ class Result:
     # Where the columns will be known when a Describe's answer arrives after the Execute.
     described_by: list[Portal | Prepared] = field(default_factory=list)
     on_done: Callable[[], None] | None = None  # an effect that counts once it succeeded
+    copy: CopyJob | None = None  # a COPY TO STDOUT whose rows are masked
 
 
 @dataclass(slots=True)
@@ -149,6 +161,7 @@ class Prepared:
     verdict: Verdict
     columns: list[str] | None = None
     found: sqlclass.Classified | None = None
+    copy: CopyOut | None = None  # a COPY TO STDOUT whose rows are masked
 
 
 @dataclass(slots=True)
@@ -194,6 +207,9 @@ class PgSession:
         self._abort_portal = f"hoop-refused-{secrets.token_hex(8)}"  # a portal never made
         self._column_cache: dict[bytes, tuple[str, ...]] = {}
         self.masker: Masker | None = None  # set after login when masking rules apply
+        self._sides = 0  # SIDE questions not yet answered
+        self._copy_rows: CopyRows | None = None  # the COPY whose CopyData is being masked
+        self._copy_result: Result | None = None
 
     # -- the API of the shell --------------------------------------------------------------------
 
@@ -294,11 +310,19 @@ class PgSession:
             if not self._record(EventType.SQL_STATEMENT, statement.text, []):
                 return
             results.append(Result(statement.text, 0))
+        if self.masker is not None and sqlclass.COPY_OUT in found.classes:
+            refusal = self._copy_jobs(found, results)
+            if refusal:
+                self._local_error(INSUFFICIENT_PRIVILEGE, refusal)
+                self._local_ready()
+                return
 
         def proceed() -> None:
             now = self.clock_ns()
             for result in results:
                 result.started_ns = now
+                if result.copy is not None and result.copy.columns is None:
+                    self._ask_columns(result)
             if named:
                 for statement, result in zip(found.statements, results, strict=False):
                     result.on_done = self._named_effects(statement)
@@ -316,9 +340,17 @@ class PgSession:
             return
         named = any(statement.named is not None for statement in found.statements)
         verdict = self._decide_named(found) if named else self.decide(found)
+        copy = None
+        if self.masker is not None and sqlclass.COPY_OUT in found.classes:
+            copy = parse_copy_out(parse.sql)
+            refusal = self._copy_refusal(copy, extended=True) if copy else None
+            if refusal:
+                self._record(EventType.SQL_STATEMENT, parse.sql, [])
+                self._refuse(True, refusal, INSUFFICIENT_PRIVILEGE, parse.sql)
+                return
 
         def proceed() -> None:
-            self._define(parse.name, Prepared(parse.sql, verdict, found=found))
+            self._define(parse.name, Prepared(parse.sql, verdict, found=found, copy=copy))
             self._expects.append(Expect(Kind.PARSE, name=parse.name))
             self._forward(raw)
             self._batch_open = True
@@ -372,6 +404,9 @@ class PgSession:
         def proceed() -> None:
             result = Result(sql, self.clock_ns(), portal.columns if portal else None)
             result.described_by = [item for item in (portal, prepared) if item is not None]
+            if prepared is not None and prepared.copy is not None:
+                columns = prepared.copy.columns
+                result.copy = CopyJob(prepared.copy, list(columns) if columns else None)
             if prepared is not None and prepared.found is not None:
                 for statement in prepared.found.statements:
                     if statement.named is not None:
@@ -503,6 +538,152 @@ class PgSession:
             return _forget(self._statements, named.deallocates)
         return None
 
+    # -- COPY TO STDOUT, masked ---------------------------------------------------------------
+
+    def _copy_refusal(self, spec: CopyOut, *, extended: bool, alone: bool = True) -> str | None:
+        """Why this COPY cannot be masked (and so is refused), or None."""
+        masker = self.masker
+        assert masker is not None
+        if spec.columns is not None:
+            may_mask = masker.plan(list(spec.columns)).active
+        else:
+            may_mask = bool(masker.text_finders) or masker.uses_columns
+        if not may_mask:
+            return None
+        if spec.format == BINARY:
+            return (
+                "hoop: masking rules apply to this COPY and the binary format cannot be "
+                "masked: use the text or CSV format"
+            )
+        if not spec.utf8:
+            return "hoop: masking rules apply to this COPY: its ENCODING must be UTF8"
+        if spec.columns is None and masker.uses_columns and (extended or not alone):
+            return (
+                "hoop: masking rules name columns, so a COPY TO STDOUT needs its column list "
+                "here (COPY t (a, b) TO STDOUT), or must be sent on its own as a simple query"
+            )
+        return None
+
+    def _copy_jobs(self, found: sqlclass.Classified, results: deque[Result]) -> str | None:
+        """Attach a CopyJob to each COPY TO STDOUT of a Query; a refusal when one cannot be
+        masked (then nothing of the string is sent)."""
+        alone = len(found.statements) == 1
+        for statement, result in zip(found.statements, results, strict=False):
+            if sqlclass.COPY_OUT not in statement.classes:
+                continue
+            spec = parse_copy_out(statement.text)
+            if spec is None:
+                continue  # COPY TO a file or a program: no rows come back
+            refusal = self._copy_refusal(spec, extended=False, alone=alone)
+            if refusal:
+                return refusal
+            assert self.masker is not None
+            columns = list(spec.columns) if spec.columns else None
+            if columns is None and not self.masker.uses_columns:
+                columns = []  # value detectors only: the names do not matter
+            result.copy = CopyJob(spec, columns)
+        return None
+
+    def _ask_columns(self, result: Result) -> None:
+        """Ask the upstream, just before the COPY, which columns it will write."""
+        assert result.copy is not None
+        self._expects.append(Expect(Kind.SIDE, swallow=True, current=result))
+        self._sides += 1
+        self._forward(learn_columns_messages(result.copy.spec))
+
+    def _side_message(self, type_code: int, buf: bytearray, start: int, end: int) -> bool:
+        """An answer to `_ask_columns`, kept from the client; False for everything else."""
+        head = self._expects[0] if self._expects else None
+        if head is None or head.kind is not Kind.SIDE or type_code in _ASYNC_CODES:
+            return False
+        job = head.current.copy if head.current is not None else None
+        assert job is not None
+        body = bytes(buf[start + 5 : end])
+        if type_code == Backend.ROW_DESCRIPTION and job.spec.relation is None:
+            job.learned = [column.name for column in RowDescription.decode(body).columns]
+        elif type_code == Backend.DATA_ROW and job.spec.relation is not None:
+            values = DataRow.decode(body).values
+            if values and values[0] is not None:
+                job.learned.append(values[0].decode("utf-8", "surrogateescape"))
+        elif type_code == Backend.ERROR_RESPONSE:
+            job.failed = True  # the COPY itself will fail the same way (or the session ends)
+        elif type_code == Backend.READY_FOR_QUERY:
+            if end - start == 6 and buf[start + 5] in b"ITE":
+                self.status = chr(buf[start + 5])
+            self._expects.popleft()
+            self._sides -= 1
+            if not job.failed and job.learned:
+                job.columns = job.learned
+        return True
+
+    def _up_copy_out(self, buf: bytearray, start: int, end: int) -> bool:
+        if self.masker is None:
+            return True
+        head = self._head()
+        result = None
+        if head is not None and head.kind in (Kind.QUERY, Kind.EXECUTE):
+            result = self._result(head)
+        job = result.copy if result is not None else None
+        count = len(CopyResponse.decode(bytes(buf[start + 5 : end])).column_formats)
+        columns = job.columns if job is not None else None
+        if columns == [] or (columns is None and not self.masker.uses_columns):
+            columns = [""] * count
+        if columns is None or len(columns) != count:
+            self._fatal(
+                INSUFFICIENT_PRIVILEGE,
+                "hoop: the gateway could not tell the columns of this COPY, so it ended the "
+                "session rather than pass unmasked data",
+            )
+            return False
+        plan = self.masker.plan(columns)
+        if not plan.active:
+            return True
+        if job is None or buf[start + 5] != 0 or job.spec.format == BINARY or not job.spec.utf8:
+            self._fatal(
+                INSUFFICIENT_PRIVILEGE,
+                "hoop: the gateway cannot mask this COPY, so it ended the session rather "
+                "than pass unmasked data",
+            )
+            return False
+        assert result is not None
+        result.columns = [name for name in columns if name] or None
+        self._copy_rows = CopyRows(job.spec, plan)
+        self._copy_result = result
+        return True
+
+    def _up_copy_data(self, buf: bytearray, start: int, end: int) -> bool:
+        rows = self._copy_rows
+        if rows is None:
+            return True
+        for row in rows.feed(bytes(buf[start + 5 : end])):
+            if not self._copy_row(rows, row):
+                break
+        return False
+
+    def _up_copy_done(self, buf: bytearray, start: int, end: int) -> bool:
+        rows, self._copy_rows = self._copy_rows, None
+        if rows is not None:
+            rest = rows.finish()
+            if rest:
+                self._copy_row(rows, rest)
+        return not self.closed
+
+    def _copy_row(self, rows: CopyRows, row: bytes) -> bool:
+        out, values, acts = rows.mask(row)
+        self.to_client += CopyData(out).encode()
+        result = self._copy_result
+        if values is None or result is None:
+            return True
+        result.rows += 1
+        if len(result.sample) < self.sample_rows:
+            result.sample.append([_sample_text(value) for value in values])
+            for act in acts:
+                if not self._record(
+                    EventType.MASK, 0, act.rule, result.rows, act.length, act.token
+                ):
+                    return False
+        return True
+
     # -- judging ------------------------------------------------------------------------------
 
     def _judge(
@@ -585,7 +766,9 @@ class PgSession:
             handler = _UPSTREAM_HANDLERS.get(type_code)
             if handler is None:
                 raise ProtocolError(f"unknown backend message type {chr(type_code)!r}")
-            if handler(self, buf, start, end):
+            if not (self._sides and self._side_message(type_code, buf, start, end)) and handler(
+                self, buf, start, end
+            ):
                 out += buf[start:end]
             expects = self._expects
             if expects and expects[0].kind in _LOCAL_KINDS:
@@ -798,6 +981,7 @@ class PgSession:
             self._expects.popleft()  # the failure the gateway asked for: not the client's
             return False
         error = ErrorResponse.decode(bytes(buf[start + 5 : end]))
+        self._copy_rows = None  # a COPY that fails midway sends nothing more
         masked = self._mask_report(error)
         shown = masked or error
         self._record(EventType.SQL_ERROR, shown.sqlstate, shown.message)
@@ -897,10 +1081,10 @@ _UPSTREAM_HANDLERS: dict[int, _UpstreamHandler] = {
     Backend.ERROR_RESPONSE: PgSession._up_error,
     Backend.READY_FOR_QUERY: PgSession._up_ready,
     Backend.COPY_IN_RESPONSE: PgSession._up_copy,
-    Backend.COPY_OUT_RESPONSE: PgSession._up_copy,
+    Backend.COPY_OUT_RESPONSE: PgSession._up_copy_out,
     Backend.COPY_BOTH_RESPONSE: PgSession._up_copy,
-    Backend.COPY_DATA: PgSession._up_copy,
-    Backend.COPY_DONE: PgSession._up_copy,
+    Backend.COPY_DATA: PgSession._up_copy_data,
+    Backend.COPY_DONE: PgSession._up_copy_done,
     Backend.FUNCTION_CALL_RESPONSE: PgSession._up_copy,
     Backend.AUTHENTICATION: PgSession._up_login_only,
     Backend.BACKEND_KEY_DATA: PgSession._up_login_only,
@@ -909,6 +1093,7 @@ _UPSTREAM_HANDLERS: dict[int, _UpstreamHandler] = {
 
 
 _TEXT_FIELDS = frozenset({Field.MESSAGE, Field.DETAIL, Field.HINT})
+_ASYNC_CODES = (Backend.NOTICE_RESPONSE, Backend.NOTIFICATION_RESPONSE, Backend.PARAMETER_STATUS)
 _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
 
@@ -944,6 +1129,10 @@ def _wire_value(masked: bytes | str | None, original: bytes | str | None) -> byt
     if masked is not None and masked != original:
         return None
     return masked
+
+
+def _sample_text(value: str | None) -> str | None:
+    return None if value is None else value[:MAX_SAMPLE_VALUE]
 
 
 def _sample_value(value: bytes | None) -> str | bytes | None:

@@ -427,3 +427,94 @@ def test_execute_of_a_portal_the_gateway_never_saw_is_refused() -> None:
     session.client_data(wire.Execute("cursor_from_dynamic_sql").encode() + wire.Sync().encode())
     (judge,) = session.take_commands()
     assert judge.verdict.action.value == "deny"
+
+
+def _masked_session(rules: list[dict[str, Any]]) -> tuple[PgSession, Recorder]:
+    from proxy.masking import MaskPolicy
+
+    session, recorder = make()
+    session.masker = MaskPolicy.from_config(rules, "test.toml", b"k" * 32).for_caller([], "db")
+    return session, recorder
+
+
+def test_copy_columns_are_asked_on_the_same_connection_and_kept_from_the_client() -> None:
+    session, recorder = _masked_session([{"name": "pw", "column": "password"}])
+    query = wire.Query("copy users to stdout").encode()
+    session.client_data(query)
+    sent = up(session)
+    assert sent.endswith(query) and sent.startswith(b"P")  # the question, then the COPY
+    answer = [
+        wire.ParseComplete(),
+        wire.BindComplete(),
+        wire.RowDescription((wire.Column("attname"),)),
+        wire.DataRow((b"id",)),
+        wire.DataRow((b"password",)),
+        wire.CommandComplete("SELECT 2"),
+        wire.ReadyForQuery("I"),
+        wire.CopyOutResponse(0, (0, 0)),
+        wire.CopyData(b"1\tsecr"),
+        wire.CopyData(b"et\n2\t\\N\n"),
+        wire.CopyDone(),
+        wire.CommandComplete("COPY 2"),
+        wire.ReadyForQuery("I"),
+    ]
+    session.upstream_data(b"".join(m.encode() for m in answer))
+    messages = down(session)
+    assert [type(m).__name__ for m in messages] == [
+        "CopyOutResponse",
+        "CopyData",
+        "CopyData",
+        "CopyDone",
+        "CommandComplete",
+        "ReadyForQuery",
+    ]
+    assert [m.data for m in messages if isinstance(m, wire.CopyData)] == [
+        b"1\t********\n",
+        b"2\t\\N\n",
+    ]
+    columns, rows, sample, _ = recorder.of(EventType.SQL_RESULT)[0]
+    assert (columns, rows, sample) == (["id", "password"], 2, [["1", "********"], ["2", None]])
+    assert [fields[1] for fields in recorder.of(EventType.MASK)] == ["pw"]
+
+
+def test_copy_whose_columns_cannot_be_told_ends_the_session() -> None:
+    session, _ = _masked_session([{"name": "pw", "column": "password"}])
+    session.client_data(wire.Query("copy users to stdout").encode())
+    up(session)
+    answer = [
+        wire.ParseComplete(),
+        wire.BindComplete(),
+        wire.RowDescription((wire.Column("attname"),)),
+        wire.CommandComplete("SELECT 0"),  # to_regclass found no such table just then
+        wire.ReadyForQuery("I"),
+        wire.CopyOutResponse(0, (0, 0)),
+        wire.CopyData(b"1\tsecret\n"),
+    ]
+    session.upstream_data(b"".join(m.encode() for m in answer))
+    messages = down(session)
+    assert [type(m).__name__ for m in messages] == ["ErrorResponse"]
+    assert session.closed and b"secret" not in bytes(session.to_client)
+
+
+def test_binary_copy_passes_only_when_no_rule_can_apply() -> None:
+    session, _ = _masked_session([{"name": "pw", "column": "password"}])
+    query = wire.Query("copy users (id) to stdout (format binary)").encode()
+    session.client_data(query)
+    assert up(session) == query
+    answer = b"".join(
+        m.encode()
+        for m in (
+            wire.CopyOutResponse(1, (1,)),
+            wire.CopyData(b"PGCOPY\n\xff\r\n\x00"),
+            wire.CopyDone(),
+            wire.CommandComplete("COPY 0"),
+            wire.ReadyForQuery("I"),
+        )
+    )
+    session.upstream_data(answer)
+    assert bytes(session.to_client) == answer  # untouched
+    session.to_client.clear()
+    session.client_data(wire.Query("copy users (id, password) to stdout binary").encode())
+    assert up(session) == b""
+    (error, _ready) = down(session)
+    assert isinstance(error, wire.ErrorResponse) and "binary" in error.message
