@@ -111,7 +111,7 @@ _SETTINGS_KEYS = frozenset(
         "scram",
     }
 )
-_SSLMODES = ("disable", "require", "verify-full")
+_SSLMODES = ("disable", "prefer", "require", "verify-full")
 
 
 class LoginRefused(Exception):
@@ -368,6 +368,7 @@ def server_tls_context(settings: PgSettings, data_dir: Path) -> ssl.SSLContext:
 def _client_tls_context(target: PgTarget) -> ssl.SSLContext:
     if target.sslmode == "verify-full":
         context = ssl.create_default_context(cafile=str(target.ca_file) if target.ca_file else None)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
     else:
         context = ssl.create_default_context()
         context.check_hostname = False
@@ -781,6 +782,40 @@ class PgConnection:
 
     # -- upstream login ------------------------------------------------------------------------
 
+    async def _upstream_tls(
+        self, target: PgTarget, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """TLS to the target as its `sslmode` says: `prefer` falls back to a plain connection
+        only when the server answers that it has no TLS; `require` encrypts without checking
+        the certificate; `verify-full` checks it against `ca_file` (else the system's CAs)
+        and the target's host name. Anything less than asked for refuses the login."""
+        writer.write(SSLRequest().encode())
+        await writer.drain()
+        try:
+            answer = await reader.readexactly(1)
+        except asyncio.IncompleteReadError:
+            raise LoginRefused(
+                "08006", f"hoop: target {target.name} closed the connection"
+            ) from None
+        if answer == b"N" and target.sslmode == "prefer":
+            log.info("target %s has no TLS; sslmode=prefer continues without", target.name)
+            return
+        if answer != b"S":
+            raise LoginRefused("08006", f"hoop: target {target.name} does not offer TLS")
+        try:
+            context = _client_tls_context(target)
+            await writer.start_tls(
+                context,
+                server_hostname=target.host if target.sslmode == "verify-full" else None,
+            )
+        except (ssl.SSLError, OSError) as exc:
+            log.warning("TLS to target %s failed: %s", target.name, exc)
+            reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None)
+            raise LoginRefused(
+                "08006",
+                f"hoop: TLS to target {target.name} failed ({reason or 'handshake failed'})",
+            ) from None
+
     async def _connect_upstream(self, params: dict[str, str]) -> None:
         target = self.target
         assert target is not None
@@ -794,15 +829,7 @@ class PgConnection:
             ) from None
         self.up_reader, self.up_writer = reader, writer
         if target.sslmode != "disable":
-            writer.write(SSLRequest().encode())
-            await writer.drain()
-            answer = await reader.readexactly(1)
-            if answer != b"S":
-                raise LoginRefused("08006", f"hoop: target {target.name} does not offer TLS")
-            await writer.start_tls(
-                _client_tls_context(target),
-                server_hostname=target.host if target.sslmode == "verify-full" else None,
-            )
+            await self._upstream_tls(target, reader, writer)
         startup = {"user": target.user, "database": target.database}
         startup.update({k: v for k, v in params.items() if k in FORWARDED_PARAMS})
         if target.read_only:
