@@ -100,6 +100,9 @@ class WriterThread:
         self._lock = threading.Lock()
         self._writers: list[RecordingWriter] = []
         self._wake = threading.Event()
+        # When the sleeping thread wakes by itself; 0.0 while it is awake (it may be past a
+        # recording already, so anything queued now must set the event).
+        self._sleeping_until = 0.0
         self._thread: threading.Thread | None = None
 
     def attach(self, writer: RecordingWriter) -> None:
@@ -110,7 +113,13 @@ class WriterThread:
                 self._thread.start()
         self.wake()
 
-    def wake(self) -> None:
+    def wake(self, within: float = 0.0) -> None:
+        """Have the thread look at its recordings within `within` seconds. Waking a sleeping
+        thread costs a context switch and a GIL hand-off, so when it will wake by itself soon
+        enough (say, for another recording's security frame) it is left alone."""
+        sleeping_until = self._sleeping_until
+        if sleeping_until and sleeping_until <= time.monotonic() + within:
+            return
         if not self._wake.is_set():  # cheaper than set() when the thread is already called
             self._wake.set()
 
@@ -139,7 +148,9 @@ class WriterThread:
                     self._writers = [w for w in self._writers if w not in finished]
             timeout = next_wake - time.monotonic()
             if timeout > 0:
+                self._sleeping_until = next_wake
                 self._wake.wait(timeout)
+                self._sleeping_until = 0.0
             self._wake.clear()
 
 
@@ -264,7 +275,9 @@ class RecordingWriter:
             raise RecordingFailed(f"recording {self.path.name} has failed: {self._failure}")
         self._queued_bytes += size
         queue.append((code, time_us, values, size))
-        if code in SECURITY_CODES or len(queue) >= WAKE_BACKLOG:
+        if code in SECURITY_CODES:
+            self._thread.wake(SECURITY_FLUSH_S)
+        elif len(queue) >= WAKE_BACKLOG:
             self._thread.wake()
 
     def close(self, reason: str) -> RecordingSummary:
