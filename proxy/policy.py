@@ -370,11 +370,12 @@ class Rule:
     shell_options: tuple[OptionsPattern, ...] = ()  # deny and review: any option spelling
     exec: tuple[Glob, ...] = ()
     sql: frozenset[str] = frozenset()
+    tables: tuple[str, ...] = ()  # SQL only: globs over the tables a statement names
     review: Review | None = None
 
     @property
     def catch_all(self) -> bool:
-        return not (self.shell or self.exec or self.sql)
+        return not (self.shell or self.exec or self.sql or self.tables)
 
     def applies_to(self, caller: Caller, target: str) -> bool:
         return self._who(caller) and (
@@ -418,6 +419,7 @@ _RULE_KEYS = frozenset(
         "shell",
         "exec",
         "sql",
+        "tables",
         "action",
         "message",
         "approvers",
@@ -534,6 +536,11 @@ def _parse_rule(entry: object, index: int, path: Path | str) -> Rule:
                 path, key("sql"), f"{class_name!r} is not a statement class name (lower_snake)"
             )
     shell_patterns = _patterns(entry, "shell", path, key("shell"))
+    tables = tuple(t.lower() for t in _strings(entry, "tables", path, key("tables")))
+    if tables and (shell_patterns or entry.get("exec")):
+        raise ConfigError(
+            path, key("tables"), "limits SQL statements: it cannot go with shell or exec"
+        )
     return Rule(
         index=index,
         name=name,
@@ -551,6 +558,7 @@ def _parse_rule(entry: object, index: int, path: Path | str) -> Rule:
         ),
         exec=tuple(Glob.compile(p) for p in _patterns(entry, "exec", path, key("exec"))),
         sql=frozenset(sql),
+        tables=tables,
         review=review,
     )
 
@@ -715,18 +723,55 @@ def decide_exec(policy: Policy, caller: Caller, target: str, command: str) -> Ve
 
 
 def decide_sql(
-    policy: Policy, caller: Caller, target: str, classes: Collection[str], statement: str = ""
+    policy: Policy,
+    caller: Caller,
+    target: str,
+    classes: Collection[str],
+    statement: str = "",
+    tables: Collection[str] = (),
 ) -> Verdict:
-    """One SQL statement, given its classes (the PostgreSQL layer classifies): the first rule
-    whose `sql` classes intersect them, or a catch-all rule, decides."""
+    """One SQL statement, given its classes and the tables it names (the PostgreSQL layer
+    classifies): the first rule whose `sql` classes intersect them and whose `tables` match
+    (see `_tables_match`), or a catch-all rule, decides."""
     for rule in policy.rules:
         if not rule.applies_to(caller, target) or rule.shell or rule.exec:
             continue
-        if rule.catch_all or rule.sql.intersection(classes):
-            return _from_rule(rule, statement or None, Basis.RULE)
+        if rule.sql and not rule.sql.intersection(classes):
+            continue
+        if rule.tables and not _tables_match(rule, tables):
+            continue
+        return _from_rule(rule, statement or None, Basis.RULE)
     if "unparsable" in classes:
         return _unparsable_message(policy, statement or None, "the SQL parser rejected it")
     return _default(policy)
+
+
+def _tables_match(rule: Rule, tables: Collection[str]) -> bool:
+    """Whether a rule's `tables` globs match a statement's tables (case-insensitive). A deny
+    or review rule matches when any table matches; an allow rule only when every table does
+    (an allow for `scratch.*` must not allow `insert into payments select from scratch.t`).
+    A pattern without a schema matches the table name in any schema. A table written without
+    a schema may be in any schema of the search_path: it meets `public.users` for a deny or
+    review rule, never for an allow rule."""
+    restricting = rule.action is not Action.ALLOW
+
+    def one(table: str) -> bool:
+        table = table.lower()
+        schema, _, name = table.rpartition(".")
+        for pattern in rule.tables:
+            if "." not in pattern:
+                if fnmatchcase(name, pattern):
+                    return True
+            elif schema:
+                if fnmatchcase(table, pattern):
+                    return True
+            elif restricting and fnmatchcase(name, pattern.rpartition(".")[2]):
+                return True
+        return False
+
+    if restricting:
+        return any(one(table) for table in tables)
+    return bool(tables) and all(one(table) for table in tables)
 
 
 def _decide_command(policy: Policy, caller: Caller, target: str, command: SimpleCommand) -> Verdict:
@@ -735,7 +780,7 @@ def _decide_command(policy: Policy, caller: Caller, target: str, command: Simple
     for rule in policy.rules:
         if rule.exec and not rule.shell:
             continue
-        if rule.sql and not rule.shell:
+        if (rule.sql or rule.tables) and not rule.shell:
             continue
         if not rule.applies_to(caller, target):
             continue

@@ -397,7 +397,9 @@ def make_decider(
                 rule="read-only-target",
                 command=statement.text,
             )
-        return decide_sql(policy, caller, target.name, statement.classes, statement.text)
+        return decide_sql(
+            policy, caller, target.name, statement.classes, statement.text, statement.tables
+        )
 
     def decide(found: sqlclass.Classified) -> Verdict:
         key = found.fingerprint if len(found.statements) == 1 else None
