@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 from proxy.masking import Masker
 from replay.masking_view import EventMasker
-from replay.sql_timeline import SqlTimeline, StatementMask
-from storage.schema import Event, EventType
+from replay.sql_timeline import SqlTimeline, StatementMask, build_sql_timeline
+from storage.schema import Event, EventType, RecordingHeader
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,16 +60,29 @@ class MaskReview:
         return [RuleCount(r, recorded.get(r, 0), today.get(r, 0)) for r in rules]
 
 
+def review_session(
+    header: RecordingHeader, events: Iterable[Event], masker: Masker | None = None
+) -> MaskReview:
+    """The review of any session, chosen by its protocol."""
+    if header.protocol == "postgres":
+        return review_sql(build_sql_timeline(events, masker))
+    return review_terminal(events, masker)
+
+
 def review_terminal(events: Iterable[Event], masker: Masker | None = None) -> MaskReview:
     """The masks of a terminal session: its recorded `mask` events, then (with `masker`)
-    what today's rules find in its output, input and commands."""
+    what today's rules find in its output, input and commands. A rule finding again what it
+    masked when recording (`password=*******` is still an assignment) adds nothing: an act
+    of today's rules at the place of a recorded one of the same rule is left out."""
     review = MaskReview()
     state = EventMasker(masker) if masker is not None else None
+    recorded: set[tuple[str, object, object]] = set()
     index = -1
     last_us = 0
     for index, event in enumerate(events):
         last_us = event.time_us
         if event.type is EventType.MASK:
+            recorded.add((str(event.get("rule")), event.get("channel"), event.get("position")))
             review.entries.append(
                 MaskEntry(
                     event.time_us,
@@ -83,6 +96,10 @@ def review_terminal(events: Iterable[Event], masker: Masker | None = None) -> Ma
         if state is not None:
             masked, acts = state.event(event)
             for act in acts:
+                if masked.type is EventType.OUTPUT and (
+                    (act.rule, masked.get("channel"), act.position) in recorded
+                ):
+                    continue
                 where = _stream_place(masked, act.position)
                 review.entries.append(
                     MaskEntry(

@@ -152,6 +152,13 @@ class Player:
         self.seek_position(bisect_right(self.index.times, time_us))
         self.time_us = time_us
 
+    def seek_event(self, index: int) -> None:
+        """Show what event `index` is about: the screen once the first output (or resize) at
+        or after it is drawn. A `mask` event comes just before the output it masked."""
+        screen_events = self.index.screen_events
+        found = bisect_left(screen_events, index)
+        self.seek_position(screen_events[found] + 1 if found < len(screen_events) else index + 1)
+
     def screen_at(self, time_us: int) -> list[str]:
         self.seek(time_us)
         return self.lines()

@@ -67,6 +67,7 @@ class SqlStatement:
     decision: str = ""  # approved, denied, expired, withdrawn; "" while undecided
     decided_by: str = ""
     decision_reason: str = ""
+    decided_us: int | None = None
     columns: list[str] = field(default_factory=list)
     rows: int | None = None
     sample: list[list[Any]] = field(default_factory=list)
@@ -98,6 +99,11 @@ class SqlStatement:
         if self.held:
             return f"held→{self.decision}" if self.decision else "held"
         return "allowed"
+
+    @property
+    def held_us(self) -> int | None:
+        """How long the statement waited for its decision."""
+        return None if self.decided_us is None else self.decided_us - self.time_us
 
     @property
     def elapsed_us(self) -> int | None:
@@ -206,6 +212,7 @@ class _Builder:
                         statement.decision = str(event.get("decision") or "")
                         statement.decided_by = str(event.get("by") or "")
                         statement.decision_reason = str(event.get("reason") or "")
+                        statement.decided_us = event.time_us
             case EventType.SQL_RESULT:
                 self._result(event)
             case EventType.SQL_ERROR:

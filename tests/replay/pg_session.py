@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from proxy.broker import Person
 from tests.proxy.pg.harness import PgHarness, pg_available
@@ -110,9 +112,9 @@ def todays_config(session: RecordedSession) -> Path:
 
 def recorded_session(directory: Path) -> RecordedSession:
     """`record_sql_session` from synchronous code (a module-scoped fixture): recording once
-    serves every test of a module."""
-    import pytest
-
+    serves every test of a module. Its event loop runs in a thread of its own, so it leaves
+    the test's event loop alone."""
     if not pg_available():
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
-    return asyncio.run(record_sql_session(directory))
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, record_sql_session(directory)).result(timeout=120)

@@ -311,3 +311,29 @@ def test_a_cast_and_its_imported_recording_replay_the_same(tmp_path: Path) -> No
     for time_s in (0.03, 1.0, 2.0, 3.0, 10.0):
         assert from_cast.screen_at(round(time_s * S)) == from_recording.screen_at(round(time_s * S))
     assert isinstance(open_source(cast_path), CastSource)
+
+
+def test_seek_event_shows_the_output_a_mask_event_is_about(tmp_path: Path) -> None:
+    """A `mask` event is recorded just before the output it masked: seeking to it shows that
+    output drawn."""
+    events: list[TimedEvent] = [
+        (EventType.OUTPUT, 10, (0, b"$ cat notes\r\n")),
+        (EventType.MASK, 20, (0, "passwords", 9, 7, "tok_aaaaaaaaaaaa")),
+        (EventType.OUTPUT, 30, (0, b"password=******* end\r\n")),
+        (EventType.OUTPUT, 40, (0, b"$ ")),
+    ]
+    path = tmp_path / "masked.hrec"
+    write_recording(path, events, Ed25519PrivateKey.generate())
+    with RecordingReader.open(path) as reader:
+        player = Player.open(reader)
+        player.seek_event(1)
+        assert player.position == 3
+        assert [line.rstrip() for line in player.lines()[:3]] == [
+            "$ cat notes",
+            "password=******* end",
+            "",
+        ]
+        player.seek_event(0)  # an output event itself
+        assert player.position == 1
+        player.seek_event(4)  # session_end: nothing drawn after it
+        assert player.position == player.event_count

@@ -214,7 +214,13 @@ def test_an_empty_timeline():
 
 def test_terminal_review_lists_recorded_masks_and_what_todays_rules_add():
     policy = MaskPolicy.from_raw_config(
-        {"masks": [{"name": "cards", "detector": "credit_card", "style": "last4"}]},
+        {
+            "masks": [
+                {"name": "cards", "detector": "credit_card", "style": "last4"},
+                # finds `password=*******` again: what it masked when recording
+                {"name": "passwords", "detector": "password_assignment"},
+            ]
+        },
         Path("today.toml"),
         b"s" * 32,
     )
