@@ -1,5 +1,6 @@
 """The workstation app: connects to the gateway's control socket, keeps the queue live and
-sends decisions as the person the gateway recognises on that socket."""
+sends decisions as the person the gateway recognises on that socket. Replays show recordings
+through the `[[masks]]` of the gateway's configuration as it is now."""
 
 from __future__ import annotations
 
@@ -14,9 +15,27 @@ from textual.binding import Binding
 from hoop_tui.workstation.live import LiveScreen, WatchScreen
 from hoop_tui.workstation.queue import QueueScreen
 from hoop_tui.workstation.recordings import RecordingsScreen
+from proxy.config import DEFAULT_CONFIG_NAME, ConfigError, load_config, resolve_config_path
 from proxy.control import ControlClient, ControlError, socket_path
+from replay.masking_view import CurrentMasks, load_current_masks
 
 RECONNECT_S = 2.0
+
+
+def gateway_config_of(data_dir: Path) -> Path | None:
+    """The configuration of the gateway that owns `data_dir`, when the workstation was not told:
+    the one `hoop-tui up` keeps inside it, else $HOOP_CONFIG or ./gateway.toml if it names
+    this data directory."""
+    inside = data_dir / DEFAULT_CONFIG_NAME
+    if inside.is_file():
+        return inside
+    usual = resolve_config_path(None)
+    try:
+        if usual.is_file() and load_config(usual).data_dir.resolve() == data_dir.resolve():
+            return usual
+    except (ConfigError, OSError):
+        pass
+    return None
 
 
 class Workstation(App[None]):
@@ -33,11 +52,20 @@ class Workstation(App[None]):
         Binding("q", "quit", "Quit"),
     ]
 
-    def __init__(self, data_dir: Path, *, offline: bool = False, welcome: str = "") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        offline: bool = False,
+        welcome: str = "",
+        config: Path | None = None,
+    ) -> None:
         super().__init__()
         self.data_dir = data_dir
         self.offline = offline  # browse recordings only; no gateway needed
         self.welcome = welcome
+        self.config = config or gateway_config_of(data_dir)
+        self.masks: CurrentMasks | None = None
         self.client: ControlClient | None = None
         self.queue = QueueScreen()
         self.live = LiveScreen()
@@ -45,8 +73,9 @@ class Workstation(App[None]):
         self.person = ""
 
     def on_mount(self) -> None:
+        self.masks = self._load_masks()
         self.install_screen(self.queue, "queue")
-        self.install_screen(RecordingsScreen(self.data_dir), "recordings")
+        self.install_screen(RecordingsScreen(self.data_dir, self.masks), "recordings")
         self.install_screen(self.live, "live")
         if self.offline:
             self.push_screen("recordings")
@@ -57,6 +86,18 @@ class Workstation(App[None]):
         if self.welcome:
             self.notify(self.welcome, title="Welcome", timeout=60)
         self.follow_gateway()
+
+    def _load_masks(self) -> CurrentMasks | None:
+        """Today's mask rules of the configuration, applied to every replay. A configuration
+        that does not load is shown, and recordings are shown as recorded."""
+        if self.config is None:
+            return None
+        try:
+            masks = load_current_masks(self.config)
+        except (ConfigError, OSError) as exc:
+            self.notify(f"{exc}; recordings are shown as recorded", title="Masks", timeout=30)
+            return None
+        return masks if masks.active else None
 
     def action_show(self, name: str) -> None:
         self.switch_screen(name)

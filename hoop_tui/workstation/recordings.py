@@ -1,4 +1,7 @@
-"""The recordings browser: the session catalogue with filters; Enter opens a transcript."""
+"""The recordings browser: the session catalogue with filters. Enter opens the replay: the
+terminal for SSH and local sessions, the statement timeline for PostgreSQL ones; `t` the
+transcript, `M` the masking review. With today's mask rules (`CurrentMasks`) every view shows
+old recordings through them."""
 
 from __future__ import annotations
 
@@ -13,13 +16,19 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, RichLog, Static
 
+from hoop_tui.workstation.mask_review import MaskReviewScreen
 from hoop_tui.workstation.replay import ReplayScreen
+from hoop_tui.workstation.sql_timeline import SqlTimelineScreen
 from replay.export import export_text
+from replay.mask_review import MaskEntry, review_session
+from replay.masking_view import CurrentMasks
 from replay.player import Player
+from replay.sql_timeline import build_sql_timeline
 from storage.catalogue import SessionQuery, SessionRow, SqliteCatalogue
 from storage.reader import RecordingError, RecordingReader
 
 TERMINAL_PROTOCOLS = frozenset({"ssh", "local", "asciicast"})
+SQL_PROTOCOLS = frozenset({"postgres"})
 COLUMNS = ("STARTED (UTC)", "USER", "TARGET", "PROTOCOL", "EVENTS", "DENY", "HOLD", "END")
 
 
@@ -27,14 +36,19 @@ def _started(row: SessionRow) -> str:
     return datetime.fromtimestamp(row.started_at_us / 1e6, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _title(row: SessionRow) -> str:
+    return f"{row.user} -> {row.target}  {_started(row)}  ({row.protocol})"
+
+
 class TranscriptScreen(Screen[None]):
     """A recording's readable transcript (commands, verdicts, holds, output)."""
 
     BINDINGS = [Binding("escape,q", "app.pop_screen", "Back")]
 
-    def __init__(self, row: SessionRow) -> None:
+    def __init__(self, row: SessionRow, masks: CurrentMasks | None = None) -> None:
         super().__init__()
         self.row = row
+        self.masks = masks
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -47,7 +61,7 @@ class TranscriptScreen(Screen[None]):
         out = io.StringIO()
         try:
             with RecordingReader.open(Path(self.row.path)) as reader:
-                export_text(reader, out)
+                export_text(self.masks.view(reader) if self.masks else reader, out)
                 problem = reader.describe_problem()
         except (OSError, RecordingError) as exc:
             log.write(f"cannot read {self.row.path}: {exc}")
@@ -64,11 +78,13 @@ class RecordingsScreen(Screen[None]):
         Binding("slash", "focus_filter", "Filter"),
         Binding("r", "reload", "Reload"),
         Binding("t", "transcript", "Transcript"),
+        Binding("M", "review_masks", "Masks"),
     ]
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, masks: CurrentMasks | None = None) -> None:
         super().__init__()
         self.data_dir = data_dir
+        self.masks = masks if masks is not None and masks.active else None
         self.rows: dict[str, SessionRow] = {}
 
     def compose(self) -> ComposeResult:
@@ -83,6 +99,10 @@ class RecordingsScreen(Screen[None]):
         for column in COLUMNS:
             table.add_column(column, key=column)
         self.action_reload()
+        table.focus()  # the keys act on sessions; `/` moves to the filter
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.query_one("#sessions", DataTable).focus()
 
     def action_reload(self) -> None:
         catalogue = SqliteCatalogue.in_data_dir(self.data_dir)
@@ -128,29 +148,83 @@ class RecordingsScreen(Screen[None]):
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
         return self.rows.get(str(key))
 
+    @property
+    def masks_label(self) -> str:
+        return self.masks.label if self.masks else ""
+
     def action_transcript(self) -> None:
         row = self._selected()
         if row is not None:
-            self.app.push_screen(TranscriptScreen(row))
+            self.app.push_screen(TranscriptScreen(row, self.masks))
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         row = self.rows.get(str(event.row_key.value))
-        if row is None:
-            return
+        if row is not None:
+            self.open_session(row)
+
+    def open_session(self, row: SessionRow, at: MaskEntry | None = None) -> None:
+        """The view that fits the session's protocol, showing `at` when given."""
         if row.protocol in TERMINAL_PROTOCOLS:
             self.notify("Opening the replay (indexing a long recording takes a moment)...")
-            self.open_replay(row)
+            self.open_replay(row, at.event_index if at else None)
+        elif row.protocol in SQL_PROTOCOLS:
+            self.open_sql_timeline(row, at.statement if at else None)
         else:
-            self.app.push_screen(TranscriptScreen(row))
+            self.app.push_screen(TranscriptScreen(row, self.masks))
+
+    def _open(self, row: SessionRow) -> Any:
+        """The recording as the views read it: through today's masks when there are any."""
+        reader = RecordingReader.open(Path(row.path))
+        return self.masks.view(reader) if self.masks else reader
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        self.app.call_from_thread(self.notify, f"cannot {what}: {exc}", severity="error")
 
     @work(thread=True, exclusive=True, group="replay")
-    def open_replay(self, row: SessionRow) -> None:
+    def open_replay(self, row: SessionRow, event_index: int | None = None) -> None:
         """Index (or load the cached index of) a recording off the UI thread."""
         try:
-            source = RecordingReader.open(Path(row.path))
-            player = Player.open(source)
+            player = Player.open(self._open(row))
         except (OSError, RecordingError) as exc:
-            self.app.call_from_thread(self.notify, f"cannot replay: {exc}", severity="error")
+            self._failed("replay", exc)
             return
-        title = f"{row.user} -> {row.target}  {_started(row)}  ({row.protocol})"
-        self.app.call_from_thread(self.app.push_screen, ReplayScreen(Path(row.path), title, player))
+        if event_index is not None:
+            player.seek_event(event_index)
+        screen = ReplayScreen(Path(row.path), _title(row), player, masks_label=self.masks_label)
+        self.app.call_from_thread(self.app.push_screen, screen)
+
+    @work(thread=True, exclusive=True, group="replay")
+    def open_sql_timeline(self, row: SessionRow, statement: int | None = None) -> None:
+        try:
+            with RecordingReader.open(Path(row.path)) as reader:
+                masker = self.masks.masker_for(reader.header) if self.masks else None
+                timeline = build_sql_timeline(reader.events(), masker)
+        except (OSError, RecordingError) as exc:
+            self._failed("replay", exc)
+            return
+        screen = SqlTimelineScreen(
+            _title(row), timeline, masks_label=self.masks_label, selected=statement or 0
+        )
+        self.app.call_from_thread(self.app.push_screen, screen)
+
+    def action_review_masks(self) -> None:
+        row = self._selected()
+        if row is not None:
+            self.load_mask_review(row)
+
+    @work(thread=True, exclusive=True, group="replay")
+    def load_mask_review(self, row: SessionRow) -> None:
+        try:
+            with RecordingReader.open(Path(row.path)) as reader:
+                masker = self.masks.masker_for(reader.header) if self.masks else None
+                review = review_session(reader.header, reader.events(), masker)
+        except (OSError, RecordingError) as exc:
+            self._failed("review the masks", exc)
+            return
+
+        def chosen(entry: MaskEntry | None) -> None:
+            if entry is not None:
+                self.open_session(row, entry)
+
+        screen = MaskReviewScreen(_title(row), review, self.masks_label)
+        self.app.call_from_thread(self.app.push_screen, screen, chosen)

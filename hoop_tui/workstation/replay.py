@@ -1,5 +1,6 @@
 """Replay in the workstation: the recorded terminal drawn cell by cell, a timeline of commands,
-holds, decisions and masks, and the player's controls on single keys."""
+holds, decisions and masks, and the player's controls on single keys. `M` opens the session's
+masking review; choosing an act there shows the screen where it was masked."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.geometry import Region, Size
@@ -18,6 +20,10 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widgets import Footer, Input, Static
 
+from hoop_tui.workstation.mask_review import MaskReviewScreen
+from replay.asciicast import CastError
+from replay.mask_review import MaskEntry, review_session
+from replay.masking_view import MaskedSource
 from replay.player import (
     COMMAND_EVENTS,
     DECISION_EVENTS,
@@ -26,9 +32,11 @@ from replay.player import (
     SPEEDS,
     Playback,
     Player,
+    source_events,
 )
+from replay.sources import open_source
 from replay.terminal import Terminal
-from storage.reader import format_time
+from storage.reader import RecordingError, format_time
 
 FRAME_S = 1 / 30
 MARKER_GLYPHS = {
@@ -118,8 +126,12 @@ class TerminalView(ScrollView):
 class SearchDialog(ModalScreen[str | None]):
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
 
+    def __init__(self, placeholder: str = "text to find on screen") -> None:
+        super().__init__()
+        self.placeholder = placeholder
+
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="text to find on screen", id="search")
+        yield Input(placeholder=self.placeholder, id="search")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.dismiss(event.value or None)
@@ -146,6 +158,7 @@ class ReplayScreen(Screen[None]):
         Binding("home", "seek_start", "Start", show=False),
         Binding("end", "seek_end", "End", show=False),
         Binding("slash", "search", "Search"),
+        Binding("M", "review_masks", "Masks"),
         Binding("escape,q", "app.pop_screen", "Back"),
     ]
     GROUPS = {
@@ -155,11 +168,12 @@ class ReplayScreen(Screen[None]):
         "mask": MASK_EVENTS,
     }
 
-    def __init__(self, path: Path, title: str, player: Player) -> None:
+    def __init__(self, path: Path, title: str, player: Player, *, masks_label: str = "") -> None:
         super().__init__()
         self.path = path
         self.title_text = title
         self.player = player
+        self.masks_label = masks_label  # today's rules the player's source applies, if any
         self.playback = Playback(player, idle_limit_s=2.0)
         self._timer: Any = None
 
@@ -183,9 +197,10 @@ class ReplayScreen(Screen[None]):
         self.view.show(player.terminal)
         duration = max(1, player.duration_us)
         state = "paused" if self.playback.paused else "playing"
+        masks = f"   masks: {self.masks_label} applied" if self.masks_label else ""
         self.query_one("#replay-status", Static).update(
             f"{format_time(player.time_us)} / {format_time(duration)}   event "
-            f"{player.position}/{player.event_count}   {self.playback.speed:g}x   {state}"
+            f"{player.position}/{player.event_count}   {self.playback.speed:g}x   {state}{masks}"
         )
         width = max(10, self.size.width - 2)
         cells = ["-"] * width
@@ -261,3 +276,34 @@ class ReplayScreen(Screen[None]):
             self._moved()
 
         self.app.push_screen(SearchDialog(), found)
+
+    def action_review_masks(self) -> None:
+        self.load_mask_review()
+
+    @work(thread=True, exclusive=True, group="mask-review")
+    def load_mask_review(self) -> None:
+        """Read the whole recording off the UI thread, through a reader of its own."""
+        source = self.player.source
+        masker = source.masker if isinstance(source, MaskedSource) else None
+        try:
+            opened = open_source(self.path)
+        except (OSError, RecordingError, CastError) as exc:
+            self.app.call_from_thread(self.notify, f"cannot read: {exc}", severity="error")
+            return
+        try:
+            review = review_session(opened.header, source_events(opened), masker)
+        except RecordingError as exc:
+            self.app.call_from_thread(self.notify, f"cannot read: {exc}", severity="error")
+            return
+        finally:
+            opened.close()
+        screen = MaskReviewScreen(self.title_text, review, self.masks_label)
+        self.app.call_from_thread(self.app.push_screen, screen, self.show_mask)
+
+    def show_mask(self, entry: MaskEntry | None) -> None:
+        """Show the screen where `entry` was masked."""
+        if entry is None or entry.event_index is None:
+            return
+        self.player.seek_event(entry.event_index)
+        self._moved()
+        self.notify(f"{entry.rule}: {entry.where}", title=format_time(entry.time_us))
