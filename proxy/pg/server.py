@@ -71,6 +71,7 @@ from proxy.pg.wire import (
 from proxy.policy import Action, Basis, Caller, Policy, Verdict, decide_sql, parse_policy
 from proxy.recording import start_session_recording
 from storage.schema import EventType
+from storage.writer import RecordingFailed
 
 log = logging.getLogger("hoop.pg")
 
@@ -558,7 +559,9 @@ class PgConnection:
         self.key: tuple[int, bytes] | None = None
         self.judge_task: asyncio.Task[None] | None = None
         self._pending_upstream = b""
-        self._resumed = asyncio.Event()
+        self._relay_done: asyncio.Future[None] | None = None
+        self._transports: dict[bool, asyncio.Transport] = {}  # by "is upstream"
+        self._read_pauses: dict[bool, set[str]] = {False: set(), True: set()}
         self.ended = False
         self.end_reason = ""
         self._closed = asyncio.Event()
@@ -569,8 +572,6 @@ class PgConnection:
         """Queue an event on the recording; False when the recording has failed."""
         if self.recording is None:
             return False
-        from storage.recorder import RecordingFailed
-
         try:
             self.recording.record(event, *fields)
         except RecordingFailed as exc:
@@ -947,51 +948,89 @@ class PgConnection:
         if self._pending_upstream:
             self.session.upstream_data(self._pending_upstream)
             await self._flush_and_drain()
-        upstream = asyncio.ensure_future(self._pump_upstream())
-        try:
-            await self._pump_client()
-        finally:
-            upstream.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await upstream
+        assert self.up_writer is not None and self.up_reader is not None
+        self._relay_done = asyncio.get_running_loop().create_future()
+        self._attach(self.writer, self.reader, upstream=False)
+        self._attach(self.up_writer, self.up_reader, upstream=True)
+        await self._relay_done
 
-    async def _pump_client(self) -> None:
-        session = self.session
-        assert session is not None
-        reader = self.reader
-        while not self.ended:
-            data = await reader.read(READ_SIZE)
-            if not data:
-                self.end_reason = self.end_reason or "client disconnected"
-                return
-            session.client_data(data)
-            await self._flush_and_drain()
-            if session.closed:
-                return
-            while session.paused and session.buffered > MAX_HELD_BUFFER and not self.ended:
-                self._resumed.clear()  # a held statement: stop reading once enough is queued
-                await self._resumed.wait()
+    def _attach(
+        self, writer: asyncio.StreamWriter, reader: asyncio.StreamReader, *, upstream: bool
+    ) -> None:
+        """Hand a logged-in side's transport from its stream to a `RelaySide`, with any bytes
+        the stream had already read."""
+        transport = writer.transport
+        assert isinstance(transport, asyncio.Transport)  # TCP or TLS: both read and write
+        side = RelaySide(self, upstream, transport.get_protocol())
+        transport.set_protocol(side)
+        self._transports[upstream] = transport
+        # Bytes the stream read past the login; StreamReader has no public way to take them.
+        buffered: bytearray = getattr(reader, "_buffer", bytearray())
+        leftover = bytes(buffered)
+        buffered.clear()
+        if leftover:
+            self._side_data(upstream, leftover)
+        if reader.at_eof():
+            self._side_closed(upstream)
+        elif not transport.is_closing():
+            transport.resume_reading()  # the stream may have paused it with a full buffer
 
-    async def _pump_upstream(self) -> None:
+    def _side_data(self, upstream: bool, data: bytes) -> None:
         session = self.session
-        assert session is not None and self.up_reader is not None and self.target is not None
-        reader = self.up_reader
+        if session is None or self.ended:
+            return
         try:
-            while not self.ended:
-                data = await reader.read(READ_SIZE)
-                if not data:
-                    break
+            if upstream:
                 session.upstream_data(data)
-                await self._flush_and_drain()
-                if session.closed:
-                    break
-        except (ConnectionError, OSError, ssl.SSLError):
-            pass
-        if not session.closed:
-            session.fatal("08006", f"hoop: the connection to target {self.target.name} was lost")
-            self.end_reason = "target closed"
+            else:
+                session.client_data(data)
             self._flush()
-        self.shutdown(self.end_reason or "target closed")
+        except Exception:
+            log.exception("PostgreSQL session %s failed", self.session_id)
+            self._send_fatal("XX000", "hoop: internal gateway error")
+            self.end_reason = self.end_reason or "internal gateway error"
+            self._end_relay()
+            return
+        if session.closed:
+            self._end_relay()
+        elif not upstream and session.paused and session.buffered > MAX_HELD_BUFFER:
+            self._pause_reading(upstream=False, reason="held")  # a held statement: stop reading
+
+    def _side_closed(self, upstream: bool) -> None:
+        session = self.session
+        if upstream:
+            if session is not None and not session.closed and not self.ended:
+                assert self.target is not None
+                session.fatal(
+                    "08006", f"hoop: the connection to target {self.target.name} was lost"
+                )
+                self._flush()
+            self.end_reason = self.end_reason or "target closed"
+        else:
+            self.end_reason = self.end_reason or "client disconnected"
+        self._end_relay()
+
+    def _end_relay(self) -> None:
+        done = self._relay_done
+        if done is not None and not done.done():
+            done.set_result(None)
+
+    def _pause_reading(self, *, upstream: bool, reason: str) -> None:
+        """Stop reading one side for a reason (the other side is full, a statement is held)."""
+        reasons = self._read_pauses[upstream]
+        transport = self._transports.get(upstream)
+        if not reasons and transport is not None and not transport.is_closing():
+            transport.pause_reading()
+        reasons.add(reason)
+
+    def _resume_reading(self, *, upstream: bool, reason: str) -> None:
+        reasons = self._read_pauses[upstream]
+        if reason not in reasons:
+            return
+        reasons.discard(reason)
+        transport = self._transports.get(upstream)
+        if not reasons and transport is not None and not transport.is_closing():
+            transport.resume_reading()
 
     def _flush(self) -> None:
         session = self.session
@@ -1050,7 +1089,7 @@ class PgConnection:
             outcome = Outcome(False, "the gateway could not carry out its policy")
         finally:
             self.judge_task = None
-            self._resumed.set()
+            self._resume_reading(upstream=False, reason="held")
         if self.ended:
             return
         if outcome.allowed:
@@ -1130,6 +1169,42 @@ class PgConnection:
         self.gateway.connections.discard(self)
         if self.session_id:
             log.info("session %s ended: %s", self.session_id, self.end_reason)
+
+
+class RelaySide(asyncio.Protocol):
+    """One side of a logged-in connection. Its bytes go straight into the sans-IO session and
+    the answer leaves on the other side within the same callback: no task wake-up, no future
+    and no stream buffer per message, which is a third of a Python relay's cost per statement.
+    Flow control and closing are also passed to the stream protocol it replaced, so that the
+    StreamWriter's `drain()` and `wait_closed()` keep working for the rest of the connection.
+    """
+
+    def __init__(
+        self, connection: PgConnection, upstream: bool, replaced: asyncio.BaseProtocol
+    ) -> None:
+        self.connection = connection
+        self.upstream = upstream
+        self.replaced = replaced
+
+    def data_received(self, data: bytes) -> None:
+        self.connection._side_data(self.upstream, data)
+
+    def eof_received(self) -> bool:
+        self.connection._side_closed(self.upstream)
+        return False
+
+    def pause_writing(self) -> None:
+        # This side cannot take more: stop reading the side that feeds it.
+        self.replaced.pause_writing()
+        self.connection._pause_reading(upstream=not self.upstream, reason="peer full")
+
+    def resume_writing(self) -> None:
+        self.replaced.resume_writing()
+        self.connection._resume_reading(upstream=not self.upstream, reason="peer full")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.replaced.connection_lost(exc)
+        self.connection._side_closed(self.upstream)
 
 
 def _queued(writer: asyncio.StreamWriter) -> int:
