@@ -24,6 +24,7 @@ from proxy.recording import start_session_recording
 from proxy.ssh.agent import AgentRelay, caller_offered_agent, forward_from_target
 from proxy.ssh.upstream import TargetUnavailable, connect_target
 from storage.schema import EventType
+from storage.writer import RecordingFailed
 
 if TYPE_CHECKING:
     from storage.recorder import RecordingWriter
@@ -240,8 +241,6 @@ class TargetLink:
         """Record one event; False (and the session ends) when it cannot be recorded."""
         if self.recording is None or self.ended:
             return False
-        from storage.recorder import RecordingFailed
-
         try:
             self.recording.record(event, *fields)
         except RecordingFailed as exc:
