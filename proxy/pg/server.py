@@ -289,6 +289,17 @@ def _pg_target(
     sslmode = raw.get("sslmode", "disable")
     if sslmode not in _SSLMODES:
         raise ConfigError(path, f"{where}.sslmode", f"must be one of {', '.join(_SSLMODES)}")
+    ca_file = file(raw, "ca_file", where)
+    if ca_file is not None and sslmode != "verify-full":
+        # Only verify-full checks a certificate; a CA that checks nothing must not look like
+        # protection in the config.
+        raise ConfigError(
+            path,
+            f"{where}.ca_file",
+            f'{ca_file} is only used with sslmode = "verify-full", and sslmode is "{sslmode}" '
+            "(which does not check the target's certificate): set sslmode = "
+            '"verify-full" to check the target against it, or remove ca_file',
+        )
     return PgTarget(
         name=target.name,
         host=target.host,
@@ -300,7 +311,7 @@ def _pg_target(
         password_file=file(raw, "password_file", where),
         read_only=read_only,
         sslmode=sslmode,
-        ca_file=file(raw, "ca_file", where),
+        ca_file=ca_file,
     )
 
 

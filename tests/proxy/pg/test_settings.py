@@ -93,3 +93,27 @@ def test_target_errors(tmp_path: Path) -> None:
         settings(tmp_path, base=BASE.replace("groups", 'sslmode = "maybe"\ngroups'))
     with pytest.raises(ConfigError, match="read_only"):
         settings(tmp_path, base=BASE.replace("groups", 'read_only = "yes"\ngroups'))
+
+
+@pytest.mark.parametrize("sslmode", [None, "disable", "prefer", "require"])
+def test_a_ca_file_without_verify_full_is_an_error_naming_file_and_key(
+    tmp_path: Path, sslmode: str | None
+) -> None:
+    # Only verify-full checks a certificate: a CA that would check nothing is refused rather
+    # than read as protection.
+    mode = f'sslmode = "{sslmode}"\n' if sslmode else ""
+    base = BASE.replace("groups", f'{mode}ca_file = "certs/db-ca.crt"\ngroups')
+    with pytest.raises(ConfigError) as caught:
+        settings(tmp_path, base=base)
+    error = caught.value
+    assert error.key == "targets (appdb).ca_file"
+    assert str(tmp_path / "certs" / "db-ca.crt") in error.problem
+    assert 'set sslmode = "verify-full"' in error.problem and "remove ca_file" in error.problem
+    assert f'sslmode is "{sslmode or "disable"}"' in error.problem
+    assert str(error).startswith(f"{tmp_path / 'gateway.toml'}: targets (appdb).ca_file: ")
+
+
+def test_a_ca_file_with_verify_full_is_resolved_next_to_the_config(tmp_path: Path) -> None:
+    base = BASE.replace("groups", 'sslmode = "verify-full"\nca_file = "db-ca.crt"\ngroups')
+    target = settings(tmp_path, base=base).targets["appdb"]
+    assert (target.sslmode, target.ca_file) == ("verify-full", tmp_path / "db-ca.crt")
