@@ -2,6 +2,9 @@
 
 People test their `[[rules]]` with it before a real session meets them. It reads the same
 configuration file as the gateway and runs the same pure policy code; nothing is contacted.
+SQL (`--sql`) goes through the PostgreSQL gateway's own path: its parser gives the classes and
+tables of each statement, and a fresh session's decider judges them (read-only targets, rules
+with `tables`, `EXECUTE` of a statement the same string PREPAREs, `[postgres] unparsable`).
 """
 
 from __future__ import annotations
@@ -9,12 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hoop_tui.errors import CommandError
 from proxy.config import ConfigError, GatewayConfig, load_config, resolve_config_path
 from proxy.policy import (
     Action,
+    Basis,
     Caller,
     Policy,
     Verdict,
@@ -24,6 +28,9 @@ from proxy.policy import (
     parse_policy,
 )
 from proxy.shell import ShellAnalysis, analyse_line
+
+if TYPE_CHECKING:
+    from proxy.pg.classify import Classified
 
 EXIT_STATUS = {Action.ALLOW: 0, Action.REVIEW: 3, Action.DENY: 4}
 
@@ -46,6 +53,12 @@ def register(subparsers: Any) -> None:
     what = check.add_mutually_exclusive_group(required=True)
     what.add_argument("--command", help="a shell line, as typed into an interactive shell")
     what.add_argument("--exec", dest="exec_command", help="an SSH exec request's command")
+    what.add_argument(
+        "--sql",
+        metavar="STATEMENT",
+        help="SQL as a client sends it, judged like the PostgreSQL gateway judges it "
+        "(classes and tables from its parser)",
+    )
     what.add_argument(
         "--sql-class",
         action="append",
@@ -78,21 +91,86 @@ def register(subparsers: Any) -> None:
 def run_check(args: argparse.Namespace) -> int:
     config, policy = _load(args.config)
     caller = _caller(config, args.user, args.group, args.service_account)
-    if args.sql_classes:
+    found: Classified | None = None
+    sql_notes: list[str] = []
+    if args.sql is not None:
+        verdict, found, sql_notes = _check_sql(config, policy, caller, args.target, args.sql)
+        subject = args.sql
+    elif args.sql_classes:
         verdict = decide_sql(policy, caller, args.target, set(args.sql_classes))
         subject = "SQL classes " + ", ".join(args.sql_classes)
+        limited = [
+            rule.name
+            for rule in policy.rules
+            if rule.tables and rule.applies_to(caller, args.target)
+        ]
+        if limited:
+            sql_notes.append(
+                f"rules limited to tables ({', '.join(limited)}) cannot match classes alone: "
+                "give the statement with --sql"
+            )
     elif args.exec_command is not None:
         verdict = decide_exec(policy, caller, args.target, args.exec_command)
         subject = args.exec_command
     else:
         verdict = decide_shell(policy, caller, args.target, args.command)
         subject = args.command
-    notes = _notes(config, args.target, args.command or args.exec_command)
+    notes = _notes(config, args.target, args.command or args.exec_command) + sql_notes
     if args.json:
-        print(json.dumps(_as_json(verdict, caller, args.target, subject, policy, notes)))
+        data = _as_json(verdict, caller, args.target, subject, policy, notes)
+        if found is not None:
+            data["statements"] = [
+                {"text": s.text, "classes": sorted(s.classes), "tables": sorted(s.tables)}
+                for s in found.statements
+            ]
+            data["parse_error"] = found.error
+        print(json.dumps(data))
     else:
+        if found is not None:
+            _print_statements(found)
         _print(verdict, caller, args.target, policy, notes)
     return EXIT_STATUS[verdict.action]
+
+
+def _check_sql(
+    config: GatewayConfig, policy: Policy, caller: Caller, target: str, sql: str
+) -> tuple[Verdict, Classified, list[str]]:
+    """The verdict the PostgreSQL gateway gives `sql` as the first thing of a session."""
+    from proxy.pg import classify as sqlclass
+    from proxy.pg.server import PgTarget, make_decider, parse_pg_settings
+    from proxy.pg.session import PgSession, UnparsableMode
+
+    try:
+        settings = parse_pg_settings(config)
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
+    notes: list[str] = []
+    pg_target = settings.target_for(target)
+    if pg_target is None:
+        pg_target = PgTarget(target, "", 0, target, "", ())
+        if target in config.targets:
+            notes.append(f"{target} is not a postgres target: judged as one without read_only")
+    classifier = sqlclass.Classifier()
+    found = classifier(sql)
+    if found.error is not None and settings.unparsable is UnparsableMode.SYNTAX_ERROR:
+        message = f"syntax error (42601, nothing is sent): {found.error}"
+        return Verdict(Action.DENY, Basis.UNPARSABLE, message, None, sql), found, notes
+    session = PgSession(make_decider(policy, caller, pg_target), classifier, _no_recording)
+    return session.verdict(found), found, notes
+
+
+def _no_recording(*_fields: object) -> bool:
+    return True
+
+
+def _print_statements(found: Classified) -> None:
+    for statement in found.statements:
+        classes = ", ".join(sorted(statement.classes)) or "none"
+        tables = ", ".join(sorted(statement.tables)) or "none"
+        print(f"sql:      {statement.text}")
+        print(f"          classes: {classes}; tables: {tables}")
+    if found.error is not None:
+        print(f"parser:   {found.error}")
 
 
 def _load(explicit: str | None) -> tuple[GatewayConfig, Policy]:

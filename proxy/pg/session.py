@@ -262,6 +262,14 @@ class PgSession:
         """A NoticeResponse for the client, in its place in the response stream."""
         self._local(NoticeResponse.make("01000", text, severity="NOTICE").encode())
 
+    def verdict(self, found: sqlclass.Classified) -> Verdict:
+        """The verdict for a classified string in this session, as a Query or Parse of it
+        gets: SQL prepared statements (`EXECUTE p`) are judged by the body the session has
+        prepared under that name. `hoop-tui policy check --sql` asks a fresh session."""
+        if any(statement.named is not None for statement in found.statements):
+            return self._decide_named(found)
+        return self.decide(found)
+
     def fatal(self, sqlstate: str, message: str) -> None:
         """End the session with a FATAL error for the client (upstream lost, recording broke)."""
         self._fatal(sqlstate, message)
@@ -304,7 +312,7 @@ class PgSession:
             self._local_ready()
             return
         named = any(statement.named is not None for statement in found.statements)
-        verdict = self._decide_named(found) if named else self.decide(found)
+        verdict = self.verdict(found)
         results: deque[Result] = deque()
         for statement in found.statements or (sqlclass.Statement(sql, frozenset()),):
             if not self._record(EventType.SQL_STATEMENT, statement.text, []):
@@ -338,8 +346,7 @@ class PgSession:
             self._record(EventType.SQL_STATEMENT, parse.sql, [])
             self._refuse(True, found.error, SYNTAX_ERROR, parse.sql)
             return
-        named = any(statement.named is not None for statement in found.statements)
-        verdict = self._decide_named(found) if named else self.decide(found)
+        verdict = self.verdict(found)
         copy = None
         if self.masker is not None and sqlclass.COPY_OUT in found.classes:
             copy = parse_copy_out(parse.sql)

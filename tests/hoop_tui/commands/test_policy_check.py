@@ -123,3 +123,112 @@ def test_a_rule_error_is_one_line_naming_file_rule_and_key(tmp_path, host_key, c
         f"hoop-tui: {path}: rules #1 (no-recursive-delete).action: "
         '\'nope\' is not an action: say "allow", "deny" or "review"'
     )
+
+
+SQL_CONFIG = """
+[gateway]
+data_dir = "data"
+
+[[users]]
+name = "alice"
+groups = ["dev"]
+
+[[targets]]
+name = "appdb"
+protocol = "postgres"
+host = "127.0.0.1"
+database = "app"
+user = "hoop_gateway"
+groups = ["dev"]
+
+[[targets]]
+name = "reports"
+protocol = "postgres"
+host = "127.0.0.1"
+user = "hoop_gateway"
+read_only = true
+groups = ["dev"]
+
+[[rules]]
+name = "payments-writes"
+sql = ["write"]
+tables = ["payments", "public.users*"]
+action = "deny"
+message = "payments change through the billing service"
+
+[[rules]]
+name = "no-truncate"
+sql = ["truncate"]
+action = "deny"
+"""
+
+
+def sql_check(tmp_path: Path, sql: str, *extra: str, target: str = "appdb") -> int:
+    path = tmp_path / "gateway.toml"
+    if not path.exists():
+        path.write_text(SQL_CONFIG)
+    base = ["policy", "check", "--config", str(path), "--target", target, "--user", "alice"]
+    return main([*base, "--sql", sql, *extra])
+
+
+@pytest.mark.parametrize(
+    ("sql", "status"),
+    [
+        ("delete from payments where id = 1", 4),
+        ("update public.users_old set a = 1 where id = 2", 4),
+        ("insert into audit select * from billing.PAYMENTS", 4),  # a table read counts too
+        ("with x as (delete from payments returning *) select * from x", 4),
+        ("delete from orders where id = 1", 0),
+        ("select * from payments", 0),  # not a write
+        ("select 1; delete from payments where id = 1", 4),  # each statement is judged
+        # EXECUTE is judged by the body the same string PREPAREs under its name.
+        ("prepare p as delete from payments where id = $1; execute p(1)", 4),
+        ("execute never_prepared", 4),  # a name the gateway never saw prepared: refused
+    ],
+)
+def test_sql_is_judged_with_the_classes_and_tables_of_the_real_parser(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], sql: str, status: int
+) -> None:
+    assert sql_check(tmp_path, sql) == status, capsys.readouterr().out
+
+
+def test_sql_output_names_the_rule_classes_and_tables(tmp_path: Path, capsys) -> None:
+    assert sql_check(tmp_path, "DELETE FROM public.payments WHERE id = 7") == 4
+    out = capsys.readouterr().out
+    assert "rule:     payments-writes (rule #1)" in out
+    assert "message:  payments change through the billing service" in out
+    assert "sql:      DELETE FROM public.payments WHERE id = 7" in out
+    assert "classes: write; tables: public.payments" in out
+    assert sql_check(tmp_path, "delete from payments where id = 1", "--json") == 4
+    data = json.loads(capsys.readouterr().out)
+    assert (data["action"], data["rule"]) == ("deny", "payments-writes")
+    assert data["statements"] == [
+        {
+            "text": "delete from payments where id = 1",
+            "classes": ["write"],
+            "tables": ["payments"],
+        }
+    ]
+    assert data["parse_error"] is None
+
+
+def test_sql_on_a_read_only_target_and_classes_alone(tmp_path: Path, capsys) -> None:
+    assert sql_check(tmp_path, "insert into orders values (1)", target="reports") == 4
+    assert "rule:     read-only-target" in capsys.readouterr().out
+    assert sql_check(tmp_path, "select * from orders", target="reports") == 0
+    capsys.readouterr()
+    # Classes alone cannot meet a rule limited to tables, and the output says so.
+    path = tmp_path / "gateway.toml"
+    base = ["policy", "check", "--config", str(path), "--target", "appdb", "--user", "alice"]
+    assert main([*base, "--sql-class", "write"]) == 0
+    assert "rules limited to tables (payments-writes)" in capsys.readouterr().out
+    assert main([*base, "--sql-class", "truncate"]) == 4
+
+
+def test_unparsable_sql_follows_the_postgres_setting(tmp_path: Path, capsys) -> None:
+    assert sql_check(tmp_path, "selec 1") == 3  # [policy] unparsable = review (the default)
+    assert "parser:" in capsys.readouterr().out
+    path = tmp_path / "gateway.toml"
+    path.write_text(SQL_CONFIG + '\n[postgres]\nunparsable = "syntax_error"\n')
+    assert sql_check(tmp_path, "selec 1") == 4
+    assert "syntax error (42601, nothing is sent)" in capsys.readouterr().out

@@ -97,3 +97,41 @@ async def test_through_the_gateway(pg: PgHarness) -> None:
         assert "billing service" in str(caught.value)
         # The same shape on another table is not confused with it by the verdict cache.
         await conn.execute("delete from public.hoop_orders where a = %s", (1,))
+
+
+async def test_policy_check_agrees_with_the_gateway(pg: PgHarness, capsys) -> None:
+    """`hoop-tui policy check --sql` on the gateway's own config gives the verdict psql meets."""
+    from hoop_tui.cli import main
+
+    async with await psycopg.AsyncConnection.connect(DIRECT, autocommit=True) as conn:
+        await conn.execute("create table if not exists hoop_payments (a int)")
+        await conn.execute("create table if not exists hoop_orders (a int)")
+    pg.rules = [
+        {"name": "payments", "sql": ["write"], "tables": ["hoop_payments"], "action": "deny"},
+        {"name": "scratch", "sql": ["ddl"], "tables": ["pg_temp.*"], "action": "allow"},
+        {"name": "no-ddl", "sql": ["ddl"], "action": "deny"},
+    ]
+    await pg.start()
+    config = str(pg.directory / "gateway.toml")
+    statements = [
+        "delete from hoop_payments where a = 1",
+        "insert into hoop_orders select a from public.hoop_payments",
+        "with x as (delete from hoop_payments returning a) select count(*) from x",
+        "delete from hoop_orders where a = 1",
+        "select count(*) from hoop_payments",
+        "create table hoop_never (a int)",
+        "prepare p as delete from hoop_payments where a = $1; execute p(1)",
+    ]
+    for database in ("test", "readonly"):
+        for sql in statements:
+            base = ["policy", "check", "--config", config, "--target", database]
+            status = main([*base, "--user", "alice", "--sql", sql])
+            printed = capsys.readouterr().out
+            ran = await pg.psql("-c", sql, database=database)
+            assert status in (0, 4), printed
+            if status == 4:
+                rule = printed.split("rule:", 1)[1].split()[0]
+                assert "ERROR:  hoop:" in ran.err, (database, sql, printed, ran.err)
+                assert rule in ran.err or rule == "(none:", (rule, ran.err)
+            else:
+                assert ran.status == 0 and not ran.err, (database, sql, printed, ran.err)
