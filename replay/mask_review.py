@@ -3,7 +3,9 @@
 An auditor asks "what did the gateway hide from this person, and why?". `review_terminal`
 answers for a terminal session from its `mask` events (the position is a byte offset in that
 channel's masked output), `review_sql` for a PostgreSQL session from its statement timeline
-(the statement, and the column and row of a result). With a `Masker` (today's rules) the entries
+(the statement, and the column and row of a result: the column the gateway recorded in the
+event, or for recordings older than that field, the one `replay.sql_timeline` reads off the
+masked sample row). With a `Masker` (today's rules) the entries
 today's rules add on replay are listed too, marked `today`, so a reviewer sees what a new rule
 changes in an old recording.
 

@@ -13,8 +13,9 @@ How events are matched to statements (the recording has no statement ids):
   statement still waiting for one;
 - after an error the other statements still waiting were part of the same failed query or
   batch, and PostgreSQL skips them: they are marked `skipped`;
-- the column of a recorded row mask is not in the event: it is read from the masked sample
-  row (the cell showing the token or the `*` of a mask, in column order).
+- the column of a recorded row mask is the event's `column`; recordings made before the event
+  had that field get it read from the masked sample row (the cell showing the token or the `*`
+  of a mask, in column order).
 
 With a `Masker` (today's rules) every event is first seen through it, like the replay does, and
 what today's rules find is added to the statements as masks with `today=True` (except a column
@@ -298,7 +299,8 @@ class _Builder:
 
 
 def _row_masks(statement: SqlStatement, masks: list[Event]) -> list[StatementMask]:
-    """Recorded masks of result rows, with the column read from the masked sample row."""
+    """Recorded masks of result rows, with the column the event names, or for an older
+    recording without it, the column read from the masked sample row."""
     out: list[StatementMask] = []
     by_row: dict[int, list[Event]] = {}
     for mask in masks:
@@ -316,6 +318,10 @@ def _row_masks(statement: SqlStatement, masks: list[Event]) -> list[StatementMas
         ]
         next_cell = 0  # masks come in column order: each one is in this masked cell or later
         for mask in found:
+            recorded = mask.get("column")
+            if isinstance(recorded, str) and recorded:  # the gateway named it
+                out.append(_recorded(mask, "result", row, recorded))
+                continue
             token = str(mask.get("token") or "")
             cell: int | None = next(
                 (i for i in masked if token and token in str(values[i])),

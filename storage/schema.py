@@ -99,7 +99,8 @@ EVENTS: dict[EventType, EventSpec] = {
             EventType.HOLD_REQUESTED, ("hold_id", "command", "rule", "approvers"), security=True
         ),
         EventSpec(EventType.HOLD_DECIDED, ("hold_id", "decision", "by", "reason"), security=True),
-        EventSpec(EventType.MASK, ("channel", "rule", "position", "length", "token")),
+        # `column`: the SQL result column of a row mask; added later, so old files lack it.
+        EventSpec(EventType.MASK, ("channel", "rule", "position", "length", "token", "column")),
         EventSpec(EventType.ANNOTATION, ("text", "by")),
         EventSpec(EventType.SESSION_END, ("reason",), security=True),
         EventSpec(EventType.CHANNEL_OPEN, ("channel", "kind", "detail"), security=True),

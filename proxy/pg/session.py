@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from proxy.masking import ColumnPlan, Masker
+from proxy.masking import ColumnPlan, MaskAct, Masker
 from proxy.pg import classify as sqlclass
 from proxy.pg.copy_out import (
     BINARY,
@@ -685,9 +685,7 @@ class PgSession:
         if len(result.sample) < self.sample_rows:
             result.sample.append([_sample_text(value) for value in values])
             for act in acts:
-                if not self._record(
-                    EventType.MASK, 0, act.rule, result.rows, act.length, act.token
-                ):
+                if not self._record(EventType.MASK, *_row_mask(act, result.rows)):
                     return False
         return True
 
@@ -905,9 +903,7 @@ class PgSession:
         if len(result.sample) < self.sample_rows:
             result.sample.append([_sample_value(v) for v in out])
             for act in acts:
-                if not self._record(
-                    EventType.MASK, 0, act.rule, result.rows, act.length, act.token
-                ):
+                if not self._record(EventType.MASK, *_row_mask(act, result.rows)):
                     return True
         return True
 
@@ -1170,6 +1166,13 @@ def _params(bind_body: bytes) -> list[str | bytes | None]:
 
 
 _ALLOWED = Verdict(Action.ALLOW, Basis.DEFAULT, "")
+
+
+def _row_mask(act: MaskAct, row: int) -> tuple[object, ...]:
+    """The fields of a MASK event for a result row: channel 0, the 1-based row as position,
+    and the column (None when its name is not known, as for a COPY with value detectors
+    only)."""
+    return (0, act.rule, row, act.length, act.token, act.column or None)
 
 
 def _unknown(why: str, statement: str | None = None) -> Verdict:

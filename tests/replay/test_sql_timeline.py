@@ -159,6 +159,37 @@ def test_a_query_of_several_statements_is_judged_whole_and_an_error_skips_the_re
     assert third.rows == 1 and not third.skipped
 
 
+def test_the_gateway_records_the_column_of_each_row_mask(session):
+    masks = [e for e in _events(session) if e.type is EventType.MASK]
+    assert masks and {m["column"] for m in masks} == {"password_hash", "note"}
+    assert [m["column"] for m in masks if m["rule"] == "passwords"] == ["password_hash"] * 3
+
+
+def test_the_recorded_column_wins_over_what_the_sample_suggests():
+    # Two cells fully masked: the sample cannot tell which act hid which. Acts of the same
+    # row come in column order from the gateway, but the recorded column is the authority.
+    sample = [["********", "********"]]
+    events = [
+        _e(EventType.SQL_STATEMENT, 1, statement="select a, b", params=[]),
+        _e(EventType.MASK, 2, channel=0, rule="r-b", position=1, length=3, token="t1", column="b"),
+        _e(EventType.MASK, 3, channel=0, rule="r-a", position=1, length=3, token="t2", column="a"),
+        _e(EventType.SQL_RESULT, 4, columns=["a", "b"], rows=1, sample=sample, duration_us=1),
+    ]
+    [statement] = build_sql_timeline(events).statements
+    assert [(m.rule, m.column) for m in statement.masks] == [("r-b", "b"), ("r-a", "a")]
+    assert [e.where for e in review_sql(build_sql_timeline(events)).entries] == [
+        "statement 1, column b, row 1",
+        "statement 1, column a, row 1",
+    ]
+    # The same events as an older gateway wrote them (no column): read off the sample.
+    old = [
+        Event(e.type, e.time_us, {k: v for k, v in e.fields.items() if k != "column"})
+        for e in events
+    ]
+    [statement] = build_sql_timeline(old).statements
+    assert [(m.rule, m.column) for m in statement.masks] == [("r-b", "a"), ("r-a", "b")]
+
+
 def test_an_explicit_allow_rule_and_a_verdict_after_a_default_allow():
     events = [
         _e(EventType.SQL_STATEMENT, 1, statement="select 1", params=[]),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from storage.reader import RecordingError, RecordingReader
-from storage.schema import FOOTER, PREAMBLE, EventType
+from storage.schema import FOOTER, PREAMBLE, EventType, decode_event
 from tests.storage.helpers import SAMPLE_EVENTS, make_header, write_recording
 
 
@@ -147,3 +147,24 @@ def test_index_of_a_header_only_file(tmp_path: Path, signer):
         assert reader.frame_count == 0
         assert _read_all(reader) == []
         assert not reader.complete
+
+
+def test_mask_events_written_before_the_column_field_still_read(tmp_path, signer):
+    # A gateway older than the `column` field wrote five fields; a new one writes six for a SQL
+    # row mask and may leave the trailing nil off for a terminal one.
+    path = tmp_path / "m.hrec"
+    old = (0, "passwords", 1, 7, "tok_old")
+    new = (0, "passwords", 2, 7, "tok_new", "password_hash")
+    write_recording(path, [(EventType.MASK, 10, old), (EventType.MASK, 20, new)], signer)
+    with RecordingReader.open(path) as reader:
+        first, second = [e for e in reader.events() if e.type is EventType.MASK]
+    assert first.fields == {
+        "channel": 0,
+        "rule": "passwords",
+        "position": 1,
+        "length": 7,
+        "token": "tok_old",
+        "column": None,
+    }
+    assert (second["column"], second["token"]) == ("password_hash", "tok_new")
+    assert decode_event([int(EventType.MASK), 0, *old], 5).get("column") is None

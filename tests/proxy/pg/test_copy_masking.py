@@ -69,6 +69,12 @@ async def test_psql_copy_text_and_csv_are_masked(pg: PgHarness) -> None:
     events = await _events(pg, 5)
     masks = [e for e in events if e.type is EventType.MASK]
     assert {m["rule"] for m in masks} == {"passwords", "cards"}
+    # Each act names its column (the query's alias where it has one).
+    assert {m["column"] for m in masks if m["rule"] == "passwords"} == {
+        "password_hash",
+        "password",
+    }
+    assert {m["column"] for m in masks if m["rule"] == "cards"} == {"note"}
     results = [e for e in events if e.type is EventType.SQL_RESULT and e["rows"] == 3]
     assert results and all("hunter2" not in str(r["sample"]) for r in results)
     assert any(r["columns"] == ["id", "name", "password_hash", "note"] for r in results)
