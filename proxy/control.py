@@ -9,16 +9,27 @@ A UNIX socket in the data directory, owner-only. Both directions carry msgpack m
 The codec is sans-IO; the server and client are thin asyncio shells around it. The server
 always knows which person acts: it reads the peer's OS user from the socket (SO_PEERCRED) and
 maps it to a gateway identity with the `identify` callback the gateway gives it.
+
+One exception, for the workstation the gateway runs itself for a remote approver
+(`ssh -t bob@gateway console`): the gateway issues a console ticket (random, single-use,
+short-lived, bound to bob) and hands it to that child in `$HOOP_CONSOLE_TICKET`. The child
+presents it as its first message, `{"id": 1, "op": "ticket", "args": {"ticket": "..."}}`, and
+the connection acts as bob for its whole life, limited to `REMOTE_OPS`: a ticket only ever
+narrows what a connection may do, never widens it. Only a peer running as the gateway's own OS
+user may present one; a wrong, used or expired ticket closes the connection with the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import pwd
+import secrets
 import socket
 import struct
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +41,28 @@ from proxy.broker import DecisionRefused, Person
 
 SOCKET_NAME = "control.sock"
 MAX_MESSAGE = 1024 * 1024
+
+TICKET_ENV = "HOOP_CONSOLE_TICKET"  # how the gateway hands a console ticket to its child
+TICKET_TTL_S = 60.0
+# What a connection bound by a console ticket may do: what the line console offers (holds,
+# grants), and the list of live sessions. Watching or ending sessions, their screens and the
+# audit log stay with the operators on the gateway host ([control.operators]); operations
+# registered later are refused to ticket holders until they are added here (fail closed).
+REMOTE_OPS = frozenset(
+    {
+        "whoami",
+        "subscribe",
+        "unsubscribe",
+        "holds.list",
+        "holds.decide",
+        "grants.list",
+        "grants.request",
+        "grants.decide",
+        "grants.revoke",
+        "sessions.list",
+    }
+)
+REMOTE_TOPICS = frozenset({"holds", "grants"})
 
 
 class ProtocolError(Exception):
@@ -69,14 +102,74 @@ def socket_path(data_dir: Path) -> Path:
     return data_dir / SOCKET_NAME
 
 
-def peer_os_user(sock: socket.socket) -> str:
-    """The OS account on the other end of a UNIX socket."""
+def peer_uid(sock: socket.socket) -> int:
+    """The OS user id on the other end of a UNIX socket (SO_PEERCRED)."""
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     _, uid, _ = struct.unpack("3i", creds)
+    return int(uid)
+
+
+def os_user_name(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return f"uid:{uid}"
+
+
+def peer_os_user(sock: socket.socket) -> str:
+    """The OS account on the other end of a UNIX socket."""
+    return os_user_name(peer_uid(sock))
+
+
+@dataclass(slots=True)
+class _Ticket:
+    person: Person
+    expires_at: float
+    used: bool = False
+
+
+class Tickets:
+    """Console tickets: random, single-use, short-lived, each bound to one person.
+
+    Only a digest of each ticket is kept, so the tickets themselves are nowhere in the gateway
+    once handed out; used and expired ones are remembered for a while to say why they fail."""
+
+    def __init__(
+        self, *, ttl_s: float = TICKET_TTL_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._book: dict[str, _Ticket] = {}
+
+    @staticmethod
+    def _digest(ticket: str) -> str:
+        return hashlib.sha256(ticket.encode("utf-8", "replace")).hexdigest()
+
+    def issue(self, person: Person) -> str:
+        now = self._clock()
+        for digest, old in list(self._book.items()):  # forget what cannot matter any more
+            if old.expires_at + 10 * self.ttl_s < now:
+                del self._book[digest]
+        ticket = secrets.token_urlsafe(32)
+        self._book[self._digest(ticket)] = _Ticket(person, now + self.ttl_s)
+        return ticket
+
+    def redeem(self, ticket: object) -> Person:
+        """The person a ticket stands for, once; ControlError for anything else."""
+        if not isinstance(ticket, str) or not 16 <= len(ticket) <= 256:
+            raise ControlError("console ticket refused: not a console ticket")
+        found = self._book.get(self._digest(ticket))
+        if found is None:
+            raise ControlError("console ticket refused: unknown ticket")
+        if found.used:
+            raise ControlError("console ticket refused: it was already used")
+        found.used = True  # one try, whatever happens next
+        if self._clock() > found.expires_at:
+            raise ControlError("console ticket refused: it has expired")
+        return found.person
+
+    def __len__(self) -> int:
+        return sum(1 for ticket in self._book.values() if not ticket.used)
 
 
 @dataclass(slots=True, eq=False)  # identity equality: callers live in a set
@@ -86,6 +179,8 @@ class Caller:
     person: Person
     writer: asyncio.StreamWriter
     topics: set[str] = field(default_factory=set)
+    # the operations this connection may call; None for every one (an operator's connection)
+    ops: frozenset[str] | None = None
 
     def send(self, message: dict[str, Any]) -> None:
         if not self.writer.is_closing():
@@ -105,8 +200,10 @@ class ControlServer:
             "subscribe": self._subscribe,
             "unsubscribe": self._unsubscribe,
             "whoami": self._whoami,
+            "ticket": self._ticket_again,
         }
         self._callers: set[Caller] = set()
+        self.tickets = Tickets()
         self._listeners: list[Callable[[str, str, dict[str, Any]], None]] = []
         self._server: asyncio.AbstractServer | None = None
 
@@ -149,8 +246,18 @@ class ControlServer:
                 caller.send(message)
 
     async def _subscribe(self, caller: Caller, args: dict[str, Any]) -> list[str]:
-        caller.topics.update(str(topic) for topic in args.get("topics", []))
+        topics = {str(topic) for topic in args.get("topics", [])}
+        if caller.ops is not None and not topics <= REMOTE_TOPICS:
+            refused = ", ".join(sorted(topics - REMOTE_TOPICS))
+            raise ControlError(f"the remote console cannot subscribe to {refused}")
+        caller.topics.update(topics)
         return sorted(caller.topics)
+
+    async def _ticket_again(self, caller: Caller, args: dict[str, Any]) -> None:
+        raise ControlError(
+            f"this connection already acts as {caller.person.name}; "
+            "a console ticket is only accepted as the first message"
+        )
 
     async def _unsubscribe(self, caller: Caller, args: dict[str, Any]) -> list[str]:
         caller.topics.difference_update(str(topic) for topic in args.get("topics", []))
@@ -160,37 +267,67 @@ class ControlServer:
         return {"name": caller.person.name, "groups": sorted(caller.person.groups)}
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        sock = writer.get_extra_info("socket")
-        os_user = peer_os_user(sock)
+        uid = peer_uid(writer.get_extra_info("socket"))
+        os_user = os_user_name(uid)
         person = self._identify(os_user)
-        if person is None:
-            writer.write(
-                ControlCodec.encode(
-                    {
-                        "id": 0,
-                        "ok": False,
-                        "error": f"the OS user {os_user} is not mapped to a gateway identity "
-                        "(add it under [control.operators] in the configuration)",
-                    }
-                )
-            )
+        # A console ticket comes only from the gateway's own OS user (the child it spawned).
+        may_present_ticket = uid == os.geteuid()
+        unmapped = {
+            "id": 0,
+            "ok": False,
+            "error": f"the OS user {os_user} is not mapped to a gateway identity "
+            "(add it under [control.operators] in the configuration)",
+        }
+        if person is None and not may_present_ticket:
+            writer.write(ControlCodec.encode(unmapped))
             writer.close()
             return
-        caller = Caller(person, writer)
-        self._callers.add(caller)
+        caller: Caller | None = None
         codec = ControlCodec()
         try:
             while data := await reader.read(65536):
                 for message in codec.feed(data):
+                    if caller is None:
+                        if message.get("op") == "ticket":
+                            caller = self._redeem(message, writer, may_present_ticket)
+                            if caller is None:
+                                return
+                            continue
+                        if person is None:
+                            writer.write(ControlCodec.encode(unmapped))
+                            return
+                        caller = Caller(person, writer)
+                        self._callers.add(caller)
                     await self._dispatch(caller, message)
                 await writer.drain()
         except ProtocolError as exc:
-            caller.send({"id": 0, "ok": False, "error": str(exc)})
+            writer.write(ControlCodec.encode({"id": 0, "ok": False, "error": str(exc)}))
         except ConnectionError:
             pass
         finally:
-            self._callers.discard(caller)
+            if caller is not None:
+                self._callers.discard(caller)
             writer.close()
+
+    def _redeem(
+        self, message: dict[str, Any], writer: asyncio.StreamWriter, allowed: bool
+    ) -> Caller | None:
+        """Bind a new connection to the person of its console ticket, or refuse it (None)."""
+        request_id = message.get("id", 0)
+        args = message.get("args")
+        try:
+            if not allowed:
+                raise ControlError(
+                    "console ticket refused: only the gateway's own OS user may present one"
+                )
+            person = self.tickets.redeem(args.get("ticket") if isinstance(args, dict) else None)
+        except ControlError as exc:
+            writer.write(ControlCodec.encode({"id": request_id, "ok": False, "error": str(exc)}))
+            return None
+        caller = Caller(person, writer, ops=REMOTE_OPS)
+        self._callers.add(caller)
+        caller.send({"id": request_id, "ok": True, "result": {"name": person.name}})
+        return caller
 
     async def _dispatch(self, caller: Caller, message: dict[str, Any]) -> None:
         request_id = message.get("id", 0)
@@ -198,6 +335,16 @@ class ControlServer:
         handler = self._handlers.get(op) if isinstance(op, str) else None
         if handler is None:
             caller.send({"id": request_id, "ok": False, "error": f"unknown operation {op!r}"})
+            return
+        if caller.ops is not None and op not in caller.ops and op != "ticket":
+            caller.send(
+                {
+                    "id": request_id,
+                    "ok": False,
+                    "error": f"{op} is not available in the remote console; "
+                    "use the workstation on the gateway host",
+                }
+            )
             return
         args = message.get("args") or {}
         try:
@@ -224,7 +371,8 @@ class ControlClient:
         self._pump = asyncio.ensure_future(self._read_loop())
 
     @classmethod
-    async def connect(cls, path: Path) -> ControlClient:
+    async def connect(cls, path: Path, *, ticket: str | None = None) -> ControlClient:
+        """Connect; with a console ticket, present it first and act as its person (or fail)."""
         try:
             reader, writer = await asyncio.open_unix_connection(str(path))
         except (FileNotFoundError, ConnectionRefusedError):
@@ -233,7 +381,14 @@ class ControlClient:
             ) from None
         except PermissionError:
             raise ControlError(f"{path}: permission denied (the socket is owner-only)") from None
-        return cls(reader, writer)
+        client = cls(reader, writer)
+        if ticket is not None:
+            try:
+                await client.call("ticket", ticket=ticket)
+            except ControlError:
+                await client.close()
+                raise
+        return client
 
     async def _read_loop(self) -> None:
         try:

@@ -14,7 +14,14 @@ import pytest
 
 from proxy.approvals import ApprovalService
 from proxy.broker import ApprovalBroker, Person
-from proxy.control import ControlClient, ControlError, ControlServer, socket_path
+from proxy.control import (
+    ControlClient,
+    ControlCodec,
+    ControlError,
+    ControlServer,
+    Tickets,
+    socket_path,
+)
 from storage.state import HoldStatus, SqliteState
 
 OS_USER = getpass.getuser()
@@ -38,6 +45,7 @@ async def gateway(tmp_path):
     service.ended_grants = ended
     service.operators = operators
     service.data_dir = tmp_path
+    service.control = control
     yield service
     await service.stop()
     await control.stop()
@@ -196,3 +204,95 @@ async def test_no_gateway_running_says_what_to_do(tmp_path):
     code, _, err = await hoop(tmp_path, "holds")
     assert code == 1
     assert "cannot reach the gateway" in err and "is `hoop-tui gateway` running?" in err
+
+
+# -- console tickets: `ssh -t bob@gateway console` runs a workstation that acts as bob ---------
+
+
+async def _ticket_client(gateway, ticket):
+    return await ControlClient.connect(socket_path(gateway.data_dir), ticket=ticket)
+
+
+async def test_a_ticket_binds_the_connection_to_its_person_not_the_os_user(gateway):
+    gateway.operators[OS_USER] = Person("admin", frozenset({"oncall", "admins"}))
+    ticket = gateway.control.tickets.issue(BOB)
+    client = await _ticket_client(gateway, ticket)
+    assert await client.call("whoami") == {"name": "bob", "groups": ["oncall"]}
+    session = asyncio.ensure_future(gateway.request_hold(**_hold_request()))
+    await asyncio.sleep(0.05)
+    (hold,) = await client.call("holds.list")
+    await client.call("holds.decide", id=hold["id"], approve=True, reason="from afar")
+    decided = await asyncio.wait_for(session, 5)
+    assert decided.approved_by == ["bob"]
+    code, out, err = await hoop(gateway.data_dir, "audit")  # the operator's own view
+    assert code == 0, err
+    assert "bob" in out and "from afar" in out
+    await client.close()
+
+
+async def test_a_ticket_only_narrows_what_the_connection_may_do(gateway):
+    async def operator_only(caller, args):
+        return "secret"
+
+    gateway.control.register("sessions.end", operator_only)
+    gateway.control.register("later.op", operator_only)  # added later: refused until listed
+    client = await _ticket_client(gateway, gateway.control.tickets.issue(BOB))
+    for op in ("audit", "sessions.end", "later.op"):
+        with pytest.raises(ControlError, match=f"{op} is not available in the remote console"):
+            await client.call(op)
+    with pytest.raises(ControlError, match="cannot subscribe to session:abc"):
+        await client.call("subscribe", topics=["holds", "session:abc"])
+    assert await client.call("subscribe", topics=["holds", "grants"]) == ["grants", "holds"]
+    with pytest.raises(ControlError, match="already acts as bob"):
+        await client.call("ticket", ticket=gateway.control.tickets.issue(BOB))
+    assert (await client.call("whoami"))["name"] == "bob"  # still bob, still connected
+    await client.close()
+    operator = await ControlClient.connect(socket_path(gateway.data_dir))
+    assert await operator.call("later.op") == "secret"  # the OS operator keeps every op
+    await operator.close()
+
+
+async def test_a_used_ticket_is_refused(gateway):
+    ticket = gateway.control.tickets.issue(BOB)
+    first = await _ticket_client(gateway, ticket)
+    await first.close()
+    with pytest.raises(ControlError, match="console ticket refused: it was already used"):
+        await _ticket_client(gateway, ticket)
+
+
+async def test_a_wrong_ticket_is_refused_and_never_falls_back_to_the_os_user(gateway):
+    gateway.control.tickets.issue(BOB)
+    with pytest.raises(ControlError, match="console ticket refused: unknown ticket"):
+        await _ticket_client(gateway, "x" * 43)
+    with pytest.raises(ControlError, match="console ticket refused: not a console ticket"):
+        await _ticket_client(gateway, "short")
+    # by hand: the refused connection is closed, not left acting as the mapped OS user
+    reader, writer = await asyncio.open_unix_connection(str(socket_path(gateway.data_dir)))
+    writer.write(ControlCodec.encode({"id": 1, "op": "ticket", "args": {"ticket": "y" * 43}}))
+    writer.write(ControlCodec.encode({"id": 2, "op": "whoami", "args": {}}))
+    await writer.drain()
+    replies = ControlCodec().feed(await asyncio.wait_for(reader.read(65536), 5))
+    assert replies == [{"id": 1, "ok": False, "error": "console ticket refused: unknown ticket"}]
+    assert await asyncio.wait_for(reader.read(65536), 5) == b""  # closed
+    writer.close()
+
+
+async def test_an_expired_ticket_is_refused(gateway):
+    now = [1000.0]
+    gateway.control.tickets = Tickets(ttl_s=60, clock=lambda: now[0])
+    ticket = gateway.control.tickets.issue(BOB)
+    now[0] += 61
+    with pytest.raises(ControlError, match="console ticket refused: it has expired"):
+        await _ticket_client(gateway, ticket)
+    fresh = gateway.control.tickets.issue(BOB)
+    now[0] += 59
+    client = await _ticket_client(gateway, fresh)
+    assert (await client.call("whoami"))["name"] == "bob"
+    await client.close()
+
+
+async def test_a_ticket_works_for_an_unmapped_gateway_user(gateway):
+    gateway.operators.clear()  # the gateway's OS user is nobody on the control socket
+    client = await _ticket_client(gateway, gateway.control.tickets.issue(BOB))
+    assert (await client.call("whoami"))["name"] == "bob"
+    await client.close()
