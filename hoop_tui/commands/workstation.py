@@ -3,15 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import os
+from typing import TYPE_CHECKING
 
 from hoop_tui.commands.common import add_config_arguments, data_dir_from
+from hoop_tui.errors import CommandError
+from proxy.config import resolve_config_path
+from proxy.control import TICKET_ENV
+
+if TYPE_CHECKING:
+    from hoop_tui.workstation.app import Workstation
+
+
+def workstation_from(args: argparse.Namespace) -> Workstation:
+    from hoop_tui.workstation.app import Workstation  # Textual loads only for this command
+
+    # Set only by the gateway for `ssh -t bob@gateway console`: act as bob, once. Taken out of
+    # the environment at once, so nothing this process starts inherits it.
+    ticket = os.environ.pop(TICKET_ENV, None)
+    if ticket is not None and args.offline:
+        raise CommandError("the remote console has no --offline mode")
+    config = None if args.data_dir else resolve_config_path(args.config)
+    return Workstation(data_dir_from(args), offline=args.offline, config=config, ticket=ticket)
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
-    from hoop_tui.workstation.app import Workstation  # Textual loads only for this command
-
-    Workstation(data_dir_from(args), offline=args.offline).run()
-    return 0
+    app = workstation_from(args)
+    app.run()
+    return app.return_code or 0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -1,16 +1,22 @@
 """The workstation app: connects to the gateway's control socket, keeps the queue live and
 sends decisions as the person the gateway recognises on that socket. Replays show recordings
-through the `[[masks]]` of the gateway's configuration as it is now."""
+through the `[[masks]]` of the gateway's configuration as it is now.
+
+Remote mode (`ssh -t bob@gateway console`, with a console ticket): the gateway runs this app for
+bob, who acts through the ticket only. The recordings browser reads the data directory
+directly, so it is not there in remote mode, nor is saving screenshots to the gateway's disk."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from textual import work
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.screen import Screen
 
 from hoop_tui.workstation.live import LiveScreen, WatchScreen
 from hoop_tui.workstation.queue import QueueScreen
@@ -59,12 +65,17 @@ class Workstation(App[None]):
         offline: bool = False,
         welcome: str = "",
         config: Path | None = None,
+        ticket: str | None = None,
     ) -> None:
         super().__init__()
+        if ticket is not None and offline:
+            raise ValueError("the remote console has no offline mode")
         self.data_dir = data_dir
         self.offline = offline  # browse recordings only; no gateway needed
         self.welcome = welcome
-        self.config = config or gateway_config_of(data_dir)
+        self.ticket = ticket  # remote mode: act as the person of this console ticket, once
+        self.remote = ticket is not None
+        self.config = None if self.remote else config or gateway_config_of(data_dir)
         self.masks: CurrentMasks | None = None
         self.client: ControlClient | None = None
         self.queue = QueueScreen()
@@ -73,9 +84,10 @@ class Workstation(App[None]):
         self.person = ""
 
     def on_mount(self) -> None:
-        self.masks = self._load_masks()
         self.install_screen(self.queue, "queue")
-        self.install_screen(RecordingsScreen(self.data_dir, self.masks), "recordings")
+        if not self.remote:  # the browser reads the gateway's data directory itself
+            self.masks = self._load_masks()
+            self.install_screen(RecordingsScreen(self.data_dir, self.masks), "recordings")
         self.install_screen(self.live, "live")
         if self.offline:
             self.push_screen("recordings")
@@ -100,24 +112,53 @@ class Workstation(App[None]):
         return masks if masks.active else None
 
     def action_show(self, name: str) -> None:
+        if self.remote and name == "recordings":
+            self.notify("Recordings are not available in the remote console.", severity="warning")
+            return
         self.switch_screen(name)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # the recordings key is not even shown in the footer of the remote console
+        return not (self.remote and action == "show" and parameters == ("recordings",))
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        for command in super().get_system_commands(screen):
+            if not (self.remote and command.title == "Screenshot"):  # no files on the gateway
+                yield command
+
+    def action_screenshot(self, filename: str | None = None, path: str | None = None) -> None:
+        if self.remote:
+            self.notify("Screenshots are not available in the remote console.")
+            return
+        super().action_screenshot(filename, path)
 
     @work(exclusive=True, group="control")
     async def follow_gateway(self) -> None:
-        """Stay connected: load the queue, then apply pushed events; reconnect when lost."""
+        """Stay connected: load the queue, then apply pushed events; reconnect when lost.
+
+        In remote mode the console ticket works once: when that connection is refused or
+        lost, the app ends (and so does the ssh session) instead of connecting as anyone else."""
         while True:
             try:
-                self.client = await ControlClient.connect(socket_path(self.data_dir))
+                self.client = await ControlClient.connect(
+                    socket_path(self.data_dir), ticket=self.ticket
+                )
                 me = await self.client.call("whoami")
                 self.person = me["name"]
                 await self.client.call("subscribe", topics=["holds"])
                 self.queue.replace_all(await self.client.call("holds.list"))
-                self.sub_title = f"{self.person} @ {self.data_dir}"
+                where = "remote console" if self.remote else str(self.data_dir)
+                self.sub_title = f"{self.person} @ {where}"
                 async for message in self.client.events():
                     self._on_event(message)
                 self.sub_title = "the gateway went away; reconnecting..."
+                problem = "the gateway closed the connection"
             except ControlError as exc:
                 self.sub_title = f"not connected: {exc}"
+                problem = str(exc)
+            if self.remote:
+                self.exit(return_code=1, message=f"hoop: {problem}")
+                return
             await asyncio.sleep(RECONNECT_S)
 
     def _on_event(self, message: dict[str, Any]) -> None:
