@@ -31,6 +31,8 @@ from proxy.masking import MaskPolicy
 from proxy.pg.server import PgGateway, parse_pg_settings, pg_enabled, start_pg_gateway
 from proxy.policy import Grant as LiveGrant
 from proxy.policy import Policy, may_start_session, parse_policy
+from proxy.ssh.console_pty import stop_all as stop_workstations
+from proxy.ssh.console_pty import workstation_command
 from proxy.ssh.gateway import SshGateway
 from proxy.ssh.link import TargetLink
 from storage.catalogue import SqliteCatalogue
@@ -124,6 +126,7 @@ class GatewayRuntime:
         context = self.ssh.context
         context.access_guard = self.access_problem
         context.console = self.console_for
+        context.workstation = self.workstation_for
         context.registry.tap = self._tap
         # bytes in and out of each live session; gone with the link
         self.traffic: weakref.WeakKeyDictionary[TargetLink, list[int]] = weakref.WeakKeyDictionary()
@@ -175,6 +178,13 @@ class GatewayRuntime:
         self, identity: Identity, read_line: Callable[[], Any], write: Callable[[str], None]
     ) -> Console:
         return Console(self.approvals, self.person(identity), read_line, write)
+
+    def workstation_for(self, identity: Identity, term: str) -> tuple[list[str], dict[str, str]]:
+        """The full-screen workstation for `ssh -t bob@gateway console`: argv and environment
+        of a child that acts as bob (and only within `REMOTE_OPS`) through a console ticket,
+        whatever OS user the gateway runs as."""
+        ticket = self.control.tickets.issue(self.person(identity))
+        return workstation_command(self.config.data_dir, ticket, term)
 
     def _grant_ended(self, grant: Grant) -> None:
         """End the live sessions that relied on a grant that expired or was revoked."""
@@ -287,6 +297,7 @@ class GatewayRuntime:
         if self.pg is not None:
             await self.pg.stop()
         await self.ssh.stop()
+        await stop_workstations()
         await self.approvals.stop()
         await self.control.stop()
 

@@ -9,18 +9,22 @@ ends, which is also how scripts discover targets.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import asyncssh
 
 from proxy.config import TargetConfig
+from proxy.ssh.console_pty import PtyChild
 
 if TYPE_CHECKING:
     from proxy.ssh.channels import CallerChannel
     from proxy.ssh.server import CallerServer
 
 CTRL_C, CTRL_D, BACKSPACE, DELETE = 0x03, 0x04, 0x08, 0x7F
+
+log = logging.getLogger("hoop.ssh")
 
 
 class NoticeChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
@@ -78,6 +82,7 @@ class MenuChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         self.command = ""
         self.console_lines: asyncio.Queue[str | None] | None = None
         self.console_task: asyncio.Future[None] | None = None
+        self.workstation: PtyChild | None = None
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self.chan = chan
@@ -97,9 +102,13 @@ class MenuChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
 
     def session_started(self) -> None:
         assert self.chan is not None
-        if self.command == "console" and self.server.context.console is not None:
-            self._start_console()
-            return
+        if self.command == "console":
+            if self.term is not None and self.server.context.workstation is not None:
+                self._start_workstation()
+                return
+            if self.server.context.console is not None:
+                self._start_console()
+                return
         self.chan.write(target_list(self.targets).encode())
         if self.term is None or not self.targets:
             name = self.server.login.user
@@ -132,6 +141,36 @@ class MenuChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
 
         self.console_task = asyncio.ensure_future(run())
 
+    def _start_workstation(self) -> None:
+        """`ssh -t bob@gateway console`: the full-screen workstation on a pseudo-terminal,
+        acting as bob through a one-time console ticket."""
+        assert self.chan is not None and self.term is not None
+        assert self.server.identity is not None and self.server.context.workstation is not None
+        chan = self.chan
+        identity = self.server.identity
+        term_type, size, _ = self.term
+        argv, env = self.server.context.workstation(identity, term_type)
+        child = PtyChild(chan, argv, env, size)
+        self.workstation = child
+
+        async def run() -> None:
+            try:
+                await child.start()
+            except OSError as exc:
+                log.error("%s: the remote workstation did not start: %s", identity.name, exc)
+                if not chan.is_closing():
+                    chan.write_stderr(b"hoop: the workstation could not be started\r\n")
+                    chan.exit(1)
+                return
+            log.info(
+                "%s from %s opened the remote workstation (pid %s)",
+                identity.name,
+                self.server.client,
+                child.pid,
+            )
+
+        self.console_task = asyncio.ensure_future(run())
+
     def _console_input(self, data: bytes) -> None:
         """A small line editor for the console: echo, backspace, Enter, Ctrl-C/D to leave."""
         assert self.chan is not None and self.console_lines is not None
@@ -158,6 +197,9 @@ class MenuChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
     def data_received(self, data: bytes, datatype: int | None) -> None:
         if self.bridge is not None:
             self.bridge.data_received(data, datatype)
+            return
+        if self.workstation is not None:
+            self.workstation.write(data)
             return
         if self.console_lines is not None:
             self._console_input(data)
@@ -216,6 +258,8 @@ class MenuChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
     def eof_received(self) -> bool:
         if self.bridge is not None:
             return self.bridge.eof_received()
+        if self.workstation is not None:
+            return True  # a terminal has no half-close; the child decides when it ends
         if self.console_lines is not None:
             self.console_lines.put_nowait(None)
             return True
@@ -226,6 +270,8 @@ class MenuChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             self.term = (self.term[0], (width, height, pixwidth, pixheight), self.term[2])
         if self.bridge is not None:
             self.bridge.terminal_size_changed(width, height, pixwidth, pixheight)
+        if self.workstation is not None:
+            self.workstation.resize(width, height, pixwidth, pixheight)
 
     def signal_received(self, signal: str) -> None:
         if self.bridge is not None:
@@ -237,13 +283,19 @@ class MenuChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
     def pause_writing(self) -> None:
         if self.bridge is not None:
             self.bridge.pause_writing()
+        if self.workstation is not None:
+            self.workstation.pause_writing()
 
     def resume_writing(self) -> None:
         if self.bridge is not None:
             self.bridge.resume_writing()
+        if self.workstation is not None:
+            self.workstation.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.bridge is not None:
             self.bridge.connection_lost(exc)
         if self.console_lines is not None:
             self.console_lines.put_nowait(None)  # the console ends with its channel
+        if self.workstation is not None:
+            self.workstation.close()  # the caller went away: so does the child

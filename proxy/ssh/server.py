@@ -45,9 +45,11 @@ class GatewayContext:
     registry: LinkRegistry = field(default_factory=LinkRegistry)
     inspector: ChannelInspector = field(default_factory=AllowAll)
     connections: set[asyncssh.SSHServerConnection] = field(default_factory=set)
-    # Set by the gateway runtime: just-in-time access, and the approver console.
+    # Set by the gateway runtime: just-in-time access, and the approver console (line mode;
+    # with a terminal, `workstation` gives the argv and environment of the full-screen one).
     access_guard: Callable[[Identity, str], str | None] | None = None
     console: Callable[..., Any] | None = None
+    workstation: Callable[[Identity, str], tuple[list[str], dict[str, str]]] | None = None
 
     def access_problem(self, identity: Identity, target_name: str) -> str | None:
         """Why `identity` may not use `target_name`, or None when it may."""

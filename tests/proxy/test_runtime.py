@@ -5,6 +5,7 @@ just-in-time access, grants ending live sessions, and the approver console."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import os
 import pty
@@ -250,37 +251,53 @@ async def test_jit_targets_need_a_live_grant_and_a_revoke_ends_the_session(
     assert again.status != 0
 
 
-async def test_the_approver_console_over_ssh(harness: GatewayHarness, tmp_path: Path):
+async def test_the_line_console_over_ssh_without_a_terminal(
+    harness: GatewayHarness, tmp_path: Path
+):
+    """`ssh bob@gateway console` without a PTY (a script): the line-mode console. With a PTY
+    it is the full-screen workstation (tests/proxy/test_console_pty.py)."""
     await start(harness)
-    argv = [
+    console = await asyncio.create_subprocess_exec(
         "ssh",
         *harness.ssh_args("bob"),
-        "-tt",
+        "-T",
         "-p",
         str(harness.port),
         "bob@127.0.0.1",
         "console",
-    ]
-    pid, master = pty.fork()
-    if pid == 0:
-        os.environ.update(harness.env(None))
-        os.execvp("ssh", argv)
-    os.set_blocking(master, False)
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=harness.env(None),
+        start_new_session=True,
+    )
+    assert console.stdin is not None and console.stdout is not None
     seen = bytearray()
+
+    async def shown(needle: bytes) -> None:
+        deadline = time.monotonic() + 20
+        while needle not in seen:
+            assert time.monotonic() < deadline, f"{needle!r} not in {bytes(seen)[-600:]!r}"
+            with contextlib.suppress(TimeoutError):
+                seen.extend(await asyncio.wait_for(console.stdout.read(65536), 0.5))
+
     try:
-        await _read_until(master, b"hoop console for bob (oncall)", seen)
+        await shown(b"hoop console for bob (oncall)")
         client = asyncio.ensure_future(
             harness.ssh_jump("alice", "web1", f"touch {tmp_path}/restart.done; echo done")
         )
-        await _read_until(master, b"[new hold]", seen)
+        await shown(b"[new hold]")
         hold = await pending_hold(harness)
-        os.write(master, f"approve {hold.id} go\r".encode())
+        console.stdin.write(f"approve {hold.id} go\n".encode())
         result = await asyncio.wait_for(client, 20)
         assert (result.status, result.out) == (0, "done\n")
-        await _read_until(master, f"[{hold.id}] approved".encode(), seen)
-        os.write(master, b"quit\r")
+        await shown(f"[{hold.id}] approved".encode())
+        console.stdin.write(b"quit\n")
+        assert await asyncio.wait_for(console.wait(), 20) == 0
     finally:
-        _finish(pid, master)
+        if console.returncode is None:
+            console.kill()
+            await console.wait()
     assert harness.runtime.broker.store.get_hold(hold.id).status is HoldStatus.APPROVED
 
 
