@@ -5,8 +5,9 @@ replay away.
 It is built once, on first open, by one pass that feeds the whole recording through the
 terminal (`build_index`), and cached next to nothing the gateway owns: a file under a cache
 directory named by session id and recording size (a growing recording gets a new one), so the
-`.hrec` file is never touched. The cache is a zstd-compressed msgpack map; a cache written by
-another engine version, or unreadable, is ignored and rebuilt.
+`.hrec` file is never touched. The cache is a msgpack map of arrays and already compressed
+keyframes, itself zstd-compressed; a cache written by another engine version, or unreadable,
+is ignored and rebuilt.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ from replay.terminal import SNAPSHOT_VERSION, Terminal
 from storage.schema import Event, EventType
 
 # Bump when the terminal's behaviour or the cache layout changes: old caches are rebuilt.
-ENGINE_VERSION = 1
+ENGINE_VERSION = 2
 KEYFRAME_BYTES = 64 * 1024
 KEYFRAME_US = 60 * 1_000_000
 MARKER_TYPES = frozenset(
@@ -60,16 +62,45 @@ class Marker:
 
 @dataclass(slots=True)
 class Keyframe:
-    """The terminal after the first `position` events (and `output_bytes` bytes of output)."""
+    """The terminal after the first `position` events (and `output_bytes` bytes of output).
+
+    The snapshot and the screen's text are kept zstd-compressed: a full 120x40 snapshot with
+    both buffers is tens of KB of msgpack but a few KB compressed, and a 1 GB recording has
+    some 16,000 keyframes, all in memory while it is open."""
 
     position: int
     time_us: int
     output_bytes: int
-    state: bytes  # msgpack of Terminal.snapshot()
-    text: str  # the screen's text, for search
+    packed_state: bytes  # zstd of the msgpack of Terminal.snapshot()
+    packed_text: bytes  # zstd of the screen's text, for search
+
+    @property
+    def text(self) -> str:
+        return _decompress(self.packed_text).decode("utf-8")
 
     def terminal(self) -> Terminal:
-        return Terminal.from_snapshot(msgpack.unpackb(self.state, use_list=True))
+        state = msgpack.unpackb(_decompress(self.packed_state), use_list=True)
+        return Terminal.from_snapshot(state)
+
+
+# zstd contexts are not thread-safe, and indexes are built and read in worker threads.
+_zstd = threading.local()
+
+
+def _compress(data: bytes) -> bytes:
+    compressor = getattr(_zstd, "compressor", None)
+    if compressor is None:
+        compressor = _zstd.compressor = zstandard.ZstdCompressor(level=3)
+    # Copied: python-zstandard hands back a bytes object sized for the worst case (about the
+    # input's size), which would keep every keyframe at its uncompressed size in memory.
+    return bytes(memoryview(compressor.compress(data)))
+
+
+def _decompress(data: bytes) -> bytes:
+    decompressor = getattr(_zstd, "decompressor", None)
+    if decompressor is None:
+        decompressor = _zstd.decompressor = zstandard.ZstdDecompressor()
+    return decompressor.decompress(data)
 
 
 @dataclass(slots=True)
@@ -122,8 +153,8 @@ def initial_size(source: EventSource) -> tuple[int, int]:
 
 def make_keyframe(terminal: Terminal, position: int, time_us: int, output: int) -> Keyframe:
     state = msgpack.packb(terminal.snapshot(), use_bin_type=True)
-    text = "\n".join(terminal.text_lines())
-    return Keyframe(position, time_us, output, state, text)
+    text = "\n".join(terminal.text_lines()).encode("utf-8")
+    return Keyframe(position, time_us, output, _compress(state), _compress(text))
 
 
 def build_index(
@@ -202,7 +233,8 @@ def dump_index(index: ReplayIndex) -> bytes:
         "screen_events": index.screen_events.tobytes(),
         "markers": [[m.index, m.time_us, int(m.type), m.label] for m in index.markers],
         "keyframes": [
-            [k.position, k.time_us, k.output_bytes, k.state, k.text] for k in index.keyframes
+            [k.position, k.time_us, k.output_bytes, k.packed_state, k.packed_text]
+            for k in index.keyframes
         ],
         "output_bytes": index.output_bytes,
     }
