@@ -164,10 +164,14 @@ class MaskStream:
                 pos = end.end()
                 continue
             hits = masker.find(text, pos)
+            # ASCII (most terminal output): characters are bytes, `len` measures them
+            measure = len if text.isascii() else _bytes_len
             if hits and hits[-1].open:
                 opener = hits[-1]
-                rendered, found = masker.render(text, pos, opener.vstart, hits[:-1], _bytes_len)
-                acts.extend(_shift(found, emitted))
+                rendered, found = masker.render(
+                    text, pos, opener.vstart, hits[:-1], measure, offset=emitted
+                )
+                acts.extend(found)
                 emit(rendered)
                 digest = hmac.new(masker.secret, digestmod=hashlib.sha256)
                 self._block = _OpenBlock(opener.finder.rule.name, emitted, 0, digest)
@@ -175,8 +179,8 @@ class MaskStream:
                 continue
             cut = len(text) if release else self._hold(text, pos, hits)
             final_hits = [hit for hit in hits if hit.end <= cut]
-            rendered, found = masker.render(text, pos, cut, final_hits, _bytes_len)
-            acts.extend(_shift(found, emitted))
+            rendered, found = masker.render(text, pos, cut, final_hits, measure, offset=emitted)
+            acts.extend(found)
             emit(rendered)
             pos = cut
             break
@@ -198,7 +202,3 @@ class MaskStream:
                 if hit.start < cut < hit.end:
                     cut = hit.end
         return max(cut, pos)
-
-
-def _shift(acts: list[MaskAct], offset: int) -> list[MaskAct]:
-    return [MaskAct(a.rule, a.position + offset, a.length, a.token) for a in acts]

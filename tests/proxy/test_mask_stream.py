@@ -311,3 +311,31 @@ def test_a_coloured_pem_body_cut_anywhere_keeps_its_escape_sequences():
     assert b"\n**\x1b[31m**\x1b[0m****" in expected
     for cut in range(len(data) + 1):
         assert run(MaskStream(MASKER), [data[:cut], data[cut:]])[0] == expected, cut
+
+
+# -- fast paths ------------------------------------------------------------------------------
+
+DECOYS = (
+    f"é xeyJ{JWT[3:]} eyJnot.a.token {JWT}\r\nAKIA AAKIAIOSFODNN7EXAMPLE ASIAIOSFODNN7EXAMPLE "
+    "token: s3cr3t, a@b.example.org a@b.example.org\n"
+).encode()
+
+
+def test_literal_first_detectors_split_at_every_byte_boundary():
+    """JWT and AWS keys are looked for from their literal start (`eyJ`, `AKIA`...), tokens
+    come from a per-masker cache: a secret cut anywhere is still masked, decoys and every byte
+    outside a match are unchanged, and the acts point at the masks in non-ASCII output."""
+    expected = one_shot(DECOYS)
+    text = expected.decode()
+    assert text.count(JWT) == 1 and f"xeyJ{JWT[3:]} eyJnot.a.token {'*' * len(JWT)}" in text
+    assert "ASIAIOSFODNN7EXAMPLE" not in text and "s3cr3t" not in text
+    assert "AKIA AAKIAIOSFODNN7EXAMPLE " in text
+    assert "a@b.example.org" not in text
+    for cut in range(len(DECOYS) + 1):
+        out, acts = run(MaskStream(MASKER, position=7), [DECOYS[:cut], DECOYS[cut:]])
+        assert out == expected, cut
+        assert len(acts) == 5
+        for act in acts:
+            start = act.position - 7
+            assert out[start : start + act.length] == b"*" * act.length, (cut, act)
+        assert acts[-1].token == acts[-2].token  # the same address, the same (cached) token

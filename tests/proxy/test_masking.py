@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy.config import ConfigError
 from proxy.masking import (
     DETECTORS,
     FULL_VALUE,
+    TOKEN_CACHE,
     MaskPolicy,
+    Scan,
     Style,
     iban_ok,
     luhn_ok,
@@ -407,3 +411,62 @@ def test_escape_sequences_are_never_matched_into_or_across():
     assert m.mask_text(title)[0] == title
     custom = masker({"name": "k", "pattern": r"key-\S+"})
     assert custom.mask_text("key-abc\x1b[0m rest")[0] == "*******\x1b[0m rest"
+
+
+# -- fast paths ------------------------------------------------------------------------------
+
+
+def test_jwt_and_aws_are_found_after_decoys_and_not_inside_words():
+    text = (
+        f"xeyJ{JWT[3:]} eyJnot.a.token {JWT}; AKIA AAKIAIOSFODNN7EXAMPLE AKIAIOSFODNN7EXAMPL "
+        "ASIAIOSFODNN7EXAMPLE."
+    )
+    got = masker(
+        {"name": "jwt", "detector": "jwt"}, {"name": "aws", "detector": "aws_access_key"}
+    ).mask_text(text)[0]
+    assert got == (
+        f"xeyJ{JWT[3:]} eyJnot.a.token {'*' * len(JWT)}; AKIA AAKIAIOSFODNN7EXAMPLE "
+        f"AKIAIOSFODNN7EXAMPL {'*' * 20}."
+    )
+
+
+FAST_PIECES = st.lists(
+    st.sampled_from(
+        [
+            *("a", "A", "K", "I", "3", "T", "S", "7", " ", ".", "_", "-", "=", ":", '"', "\n"),
+            *("é", "eyJ", "AKIA", "A3T", "ASIA", "IOSFODNN7EXAMPLE", "hbGciOiJIUzI1NiJ9"),
+            *("eyJzdWIi", "password", "Token", "api_key", "SECRET", "pwd", "key", "hunter2"),
+            "\x1b[0m",
+        ]
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(FAST_PIECES, st.integers(min_value=0, max_value=50))
+def test_literal_searches_find_what_the_plain_regex_finds(pieces, pos):
+    """The detectors that look for a literal first (`eyJ`, `AKIA`..., the password keywords)
+    give the same first match as searching with their regular expression."""
+    text = "".join(pieces)
+    pos = min(pos, len(text))
+    for name in ("jwt", "aws_access_key", "password_assignment"):
+        detector = DETECTORS[name]
+        assert detector.search is not None
+        fast = detector.search(detector.pattern, Scan(text), pos, len(text))
+        slow = detector.pattern.search(text, pos)
+        assert (fast and fast.span()) == (slow and slow.span()), (name, text, pos)
+
+
+def test_tokens_are_cached_per_value_and_the_cache_is_bounded():
+    m = masker({"name": "mail", "detector": "email", "style": "token"})
+    first = m.mask_text("to Alice@Example.com and alice@example.com")
+    assert first[0] == f"to {first[1][0].token} and {first[1][0].token}"
+    assert first[1][0].token == make_token(SECRET, "alice@example.com")
+    for index in range(TOKEN_CACHE + 10):
+        value = f"user{index}@example.com"
+        assert m.mask_text(value)[0] == make_token(SECRET, value)
+    assert len(m._tokens) <= TOKEN_CACHE
+    assert m.mask_text("alice@example.com")[0] == first[1][0].token
+    other = masker({"name": "mail", "detector": "email", "style": "token"}, secret=b"other")
+    assert other.mask_text("alice@example.com")[0] != first[1][0].token
