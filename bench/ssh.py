@@ -10,7 +10,8 @@ recording on, as in production), then measures with the same cipher on every leg
    connection is encrypted twice between client and gateway);
 2. keystroke echo: one byte written to a raw-mode `cat` on a PTY and read back, p50 and p99,
    direct and through the gateway;
-3. N concurrent interactive sessions through the gateway, each typing a key every ~100 ms:
+3. N concurrent interactive sessions through the gateway, each typing a key every ~100 ms
+   (`--pause`):
    echo p50/p99 over all of them, and the gateway's resident memory per session.
 """
 
@@ -191,7 +192,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def concurrent(
-    setup: Setup, sessions: int, keys_each: int, via_gateway: bool = True
+    setup: Setup, sessions: int, keys_each: int, via_gateway: bool = True, pause: float = 0.1
 ) -> tuple[float, float, float, float, int]:
     """Echo p50 and p99 over `sessions` sessions typing at once, gateway KiB per session,
     gateway CPU µs per keystroke and the gateway's thread count while they type."""
@@ -206,9 +207,9 @@ async def concurrent(
         processes += await asyncio.gather(*(echo_session(conn) for conn in batch))
     during = proc_status(setup.gateway.pid, "VmRSS")
     threads = proc_status(setup.gateway.pid, "Threads")
-    await asyncio.gather(*(keystrokes(p, 3, pause=0.1) for p in processes))  # warm up
+    await asyncio.gather(*(keystrokes(p, 3, pause=pause) for p in processes))  # warm up
     cpu_before = cpu_seconds(setup.gateway.pid)
-    results = await asyncio.gather(*(keystrokes(p, keys_each, pause=0.1) for p in processes))
+    results = await asyncio.gather(*(keystrokes(p, keys_each, pause=pause) for p in processes))
     cpu_used = cpu_seconds(setup.gateway.pid) - cpu_before
     for conn in conns:
         conn.close()
@@ -231,6 +232,12 @@ async def main() -> None:
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--keys-each", type=int, default=30)
     parser.add_argument(
+        "--pause",
+        type=float,
+        default=0.1,
+        help="mean seconds between one session's keystrokes (0.1: a fast typist, 10 keys/s)",
+    )
+    parser.add_argument(
         "--parts",
         default="bulk,echo,concurrent",
         help="comma-separated subset of bulk, echo, concurrent (default: all three)",
@@ -246,7 +253,7 @@ async def main() -> None:
             if "echo" in parts:
                 await run_echo(setup, args.echo_count)
             if "concurrent" in parts:
-                await run_concurrent(setup, args.sessions, args.keys_each)
+                await run_concurrent(setup, args.sessions, args.keys_each, args.pause)
         finally:
             setup.gateway.terminate()
             setup.gateway.wait(10)
@@ -273,12 +280,13 @@ async def run_echo(setup: Setup, count: int) -> None:
     )
 
 
-async def run_concurrent(setup: Setup, sessions: int, keys_each: int) -> None:
-    b50, b99, *_ = await concurrent(setup, sessions, keys_each, False)
-    print(f"{sessions} concurrent sessions typing, direct: echo p50 {b50:.2f} ms p99 {b99:.2f} ms")
-    c50, c99, per, cpu, threads = await concurrent(setup, sessions, keys_each)
+async def run_concurrent(setup: Setup, sessions: int, keys_each: int, pause: float) -> None:
+    rate = f"a key every {pause * 1000:.0f} ms each"
+    b50, b99, *_ = await concurrent(setup, sessions, keys_each, False, pause)
+    print(f"{sessions} sessions typing ({rate}), direct: echo p50 {b50:.2f} ms p99 {b99:.2f} ms")
+    c50, c99, per, cpu, threads = await concurrent(setup, sessions, keys_each, True, pause)
     print(
-        f"{sessions} concurrent sessions typing: echo p50 {c50:.2f} ms p99 {c99:.2f} ms; "
+        f"{sessions} sessions typing ({rate}), gateway: echo p50 {c50:.2f} ms p99 {c99:.2f} ms; "
         f"gateway memory {per:.0f} KiB per session, CPU {cpu:.0f} µs per keystroke, "
         f"{threads} threads"
     )
