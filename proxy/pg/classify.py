@@ -164,6 +164,7 @@ _RELATION_OBJECTS = frozenset(
 )
 _TARGET_KEYS = ("relation", "rel")  # DML and DDL targets; `rel` of CREATE TABLE AS / INTO
 _ROLE_SETTINGS = frozenset({"role", "session_authorization"})
+CLIENT_ENCODING = "client_encoding"
 _READ_ONLY_SETTINGS = frozenset({"default_transaction_read_only", "transaction_read_only"})
 _FALSE_WORDS = frozenset({"off", "false", "no", "0", "f", "n", "of"})
 
@@ -186,12 +187,16 @@ class Named:
 @dataclass(frozen=True, slots=True)
 class Statement:
     """One statement of a string: its text, its classes and the relations it names
-    (`schema.table` or `table` as written; CTE names included), for rules on tables."""
+    (`schema.table` or `table` as written; CTE names included), for rules on tables.
+    `encodings` are the values it sets `client_encoding` to, anywhere in it (`SET`,
+    `SET NAMES`, `set_config('client_encoding', ...)`, a function's `SET` clause); None
+    where the value is only known when it runs."""
 
     text: str
     classes: frozenset[str]
     tables: frozenset[str] = frozenset()
     named: Named | None = None
+    encodings: tuple[str | None, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +231,11 @@ def classify(sql: str) -> Classified:
         found = _Walker().run(raw.get("stmt"))
         statements.append(
             Statement(
-                text, frozenset(found.classes), frozenset(found.tables), found.named_for(text)
+                text,
+                frozenset(found.classes),
+                frozenset(found.tables),
+                found.named_for(text),
+                tuple(found.encodings),
             )
         )
     return Classified(tuple(statements))
@@ -314,6 +323,7 @@ class _Found:
     classes: set[str]
     cacheable: bool = True
     tables: set[str] = field(default_factory=set)
+    encodings: list[str | None] = field(default_factory=list)  # see Statement.encodings
     executes: set[str] = field(default_factory=set)
     prepares: tuple[str, _Found] | None = None
     deallocates: str | None = None
@@ -465,6 +475,8 @@ class _Walker:
     def variable_set(self, fields: dict[str, Any]) -> bool:
         name = str(fields.get("name") or "").lower()
         kind = fields.get("kind")
+        if name == CLIENT_ENCODING:
+            self.client_encoding(fields)
         if name in _ROLE_SETTINGS:
             self.found.classes.add(SET_ROLE)
         elif name in _READ_ONLY_SETTINGS:
@@ -475,6 +487,14 @@ class _Walker:
         self.found.classes.add(UTILITY)
         self.walk(fields.get("args"))
         return True
+
+    def client_encoding(self, fields: dict[str, Any]) -> None:
+        """A `SET client_encoding` (or `SET NAMES`), also as a function's SET clause."""
+        self.found.cacheable = False  # the value matters, and fingerprints drop it
+        if fields.get("kind") == "VAR_SET_VALUE":
+            args = fields.get("args") or []
+            self.found.encodings.append(_const_string(args[0]) if len(args) == 1 else None)
+        # DEFAULT, RESET and FROM CURRENT return to the session's own value
 
     def def_elem(self, fields: dict[str, Any]) -> bool:
         name = fields.get("defname")
@@ -496,6 +516,10 @@ class _Walker:
                 self.found.classes.add(SET_ROLE)
             if setting is None or setting in _READ_ONLY_SETTINGS:
                 self.found.classes.add(READ_WRITE)
+            # A computed name (pg_dump: `set_config(name, ...) FROM pg_settings WHERE ...`)
+            # is left to the server's report of a changed client_encoding.
+            if setting == CLIENT_ENCODING:
+                self.found.encodings.append(_const_string(args[1]) if len(args) > 1 else None)
         return False
 
     def create_function(self, fields: dict[str, Any]) -> bool:
@@ -508,6 +532,10 @@ class _Walker:
             arg = option["DefElem"].get("arg")
             if name == "language":
                 language = (_string(arg) or "sql").lower()
+            elif name == "set" and isinstance(arg, dict):
+                setting = arg.get("VariableSetStmt")
+                if isinstance(setting, dict) and setting.get("name") == CLIENT_ENCODING:
+                    self.client_encoding(setting)  # in force while the function runs
             elif name == "as":
                 items = arg.get("List", {}).get("items", []) if isinstance(arg, dict) else []
                 if len(items) == 1:  # two items are a C function's file and symbol

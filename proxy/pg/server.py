@@ -44,6 +44,7 @@ from proxy.pg.session import (
     Judge,
     PgSession,
     UnparsableMode,
+    encoding_refusal,
     refusal_message,
 )
 from proxy.pg.wire import (
@@ -853,6 +854,7 @@ class PgConnection:
         messages = MessageReader()
         scram: ScramClient | None = None
         greeting: list[bytes] = []
+        encoding: str | None = None  # the session's client_encoding, as the target reports it
 
         async def next_message() -> Any:
             while True:
@@ -907,6 +909,8 @@ class PgConnection:
             elif isinstance(message, BackendKeyData):
                 self.up_key = (message.pid, message.secret)
             elif isinstance(message, ParameterStatus):
+                if message.name == "client_encoding":
+                    encoding = message.value
                 greeting.append(message.encode())
             elif isinstance(message, ErrorResponse) and message.TYPE == Backend.ERROR_RESPONSE:
                 log.warning(
@@ -921,6 +925,11 @@ class PgConnection:
                     "(the gateway's log says why)",
                 )
             elif isinstance(message, ReadyForQuery):
+                # The client's startup parameter, PGCLIENTENCODING, the role's or database's
+                # setting: whatever decided it, the reported value is the one rows come in.
+                refusal = encoding_refusal(encoding, masking=self._masking())
+                if refusal is not None:
+                    raise LoginRefused(*refusal)
                 self.key = self.gateway.new_cancel_key(self)
                 out = [Authentication(AuthCode.OK).encode(), *greeting]
                 out.append(BackendKeyData(self.key[0], self.key[1]).encode())
@@ -931,6 +940,14 @@ class PgConnection:
                 return
             else:  # notices during login
                 greeting.append(message.encode())
+
+    def _masking(self) -> bool:
+        """Whether masking rules apply to this caller on this target (the relay sets the
+        session's masker the same way)."""
+        masks = self.gateway.masks
+        if masks is None or self.identity is None or self.target is None:
+            return False
+        return bool(masks.for_caller(self.identity.groups, self.target.name).rules)
 
     # -- the relay -----------------------------------------------------------------------------
 

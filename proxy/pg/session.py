@@ -10,6 +10,13 @@ What it does with the traffic:
   upstream bytes keep flowing) until `judged()` brings the outcome: the statement runs, or
   the client gets ErrorResponse 42501 and the connection stays usable. In the extended
   protocol a refusal discards the client's messages until its Sync, as PostgreSQL does.
+- The client encoding stays one the gateway reads as the server does: UTF8 when masking
+  rules apply (values are masked as UTF-8 text), and never a client-only encoding whose
+  multibyte characters hold ASCII bytes (SJIS, BIG5, GBK, UHC, GB18030, JOHAB), where a
+  backslash the gateway's parser sees may be part of a character for the server.
+  `SET client_encoding`, `SET NAMES`, `set_config(...)` to such a value are refused before
+  they are sent; a change the gateway could not see (dynamic SQL) ends the session when the
+  server reports it (`encoding_refusal`).
 - Responses are tracked message by message (what each client message makes the server
   answer), so replies the gateway makes itself go out in their place in the response stream,
   and results are recorded against the statement that produced them: columns, row counts,
@@ -21,6 +28,7 @@ Wire codes go through dispatch tables keyed by the message type.
 from __future__ import annotations
 
 import enum
+import re
 import secrets
 import struct
 import time
@@ -53,6 +61,7 @@ from proxy.pg.wire import (
     Frontend,
     MessageReader,
     NoticeResponse,
+    ParameterStatus,
     Parse,
     ProtocolError,
     Query,
@@ -64,12 +73,72 @@ from proxy.policy import Action, Basis, Verdict
 from storage.schema import EventType
 
 INSUFFICIENT_PRIVILEGE = "42501"
+FEATURE_NOT_SUPPORTED = "0A000"
 SYNTAX_ERROR = "42601"
 QUERY_CANCELED = "57014"
 PROTOCOL_VIOLATION = "08P01"
 DEFAULT_SAMPLE_ROWS = 20
 MAX_SAMPLE_VALUE = 1024  # bytes of one recorded value; longer values are cut
 _SYNC = frame(Frontend.SYNC)
+_CLIENT_ENCODING_STATUS = sqlclass.CLIENT_ENCODING.encode() + b"\x00"
+
+
+# Encoding names as PostgreSQL compares them: lower case, letters and digits only.
+UTF8_NAMES = frozenset({"utf8", "unicode"})
+# Client-only encodings whose second byte of a character may be an ASCII byte (`\`).
+SPLIT_ASCII_ENCODINGS = frozenset(
+    {
+        "big5",
+        "win950",
+        "cp950",
+        "windows950",
+        "gbk",
+        "win936",
+        "cp936",
+        "windows936",
+        "gb18030",
+        "sjis",
+        "mskanji",
+        "shiftjis",
+        "win932",
+        "cp932",
+        "windows932",
+        "shiftjis2004",
+        "uhc",
+        "win949",
+        "cp949",
+        "windows949",
+        "johab",
+    }
+)
+
+
+def encoding_refusal(value: str | None, *, masking: bool) -> tuple[str, str] | None:
+    """Why the session may not use client_encoding `value` (None: a value the gateway could
+    not tell before it runs): (sqlstate, message), or None when it may."""
+    if value is None:
+        if not masking:
+            return None
+        return (
+            INSUFFICIENT_PRIVILEGE,
+            "hoop: masking rules apply to this session and the gateway masks UTF8 text only; "
+            "it cannot tell which client_encoding this would set, so it is not allowed",
+        )
+    name = re.sub(r"[^a-z0-9]", "", value.lower())
+    if name in SPLIT_ASCII_ENCODINGS:
+        return (
+            FEATURE_NOT_SUPPORTED,
+            f"hoop: client_encoding {value} is not allowed: its characters may contain "
+            "backslash and other ASCII bytes, so the gateway's SQL parser could read other "
+            "statements than the server does (use UTF8)",
+        )
+    if masking and name not in UTF8_NAMES:
+        return (
+            INSUFFICIENT_PRIVILEGE,
+            f"hoop: masking rules apply to this session and the gateway masks UTF8 text only, "
+            f"so client_encoding {value} is not allowed (use UTF8, e.g. PGCLIENTENCODING=UTF8)",
+        )
+    return None
 
 
 class Recorder(Protocol):
@@ -311,6 +380,12 @@ class PgSession:
             self._local_error(SYNTAX_ERROR, found.error)
             self._local_ready()
             return
+        wrong_encoding = self._encoding_refusal(found)
+        if wrong_encoding is not None:
+            self._record(EventType.SQL_STATEMENT, sql, [])
+            self._local_error(*wrong_encoding)
+            self._local_ready()
+            return
         named = any(statement.named is not None for statement in found.statements)
         verdict = self.verdict(found)
         results: deque[Result] = deque()
@@ -345,6 +420,11 @@ class PgSession:
         if found.error is not None and self.unparsable is UnparsableMode.SYNTAX_ERROR:
             self._record(EventType.SQL_STATEMENT, parse.sql, [])
             self._refuse(True, found.error, SYNTAX_ERROR, parse.sql)
+            return
+        wrong_encoding = self._encoding_refusal(found)
+        if wrong_encoding is not None:
+            self._record(EventType.SQL_STATEMENT, parse.sql, [])
+            self._refuse(True, wrong_encoding[1], wrong_encoding[0], parse.sql)
             return
         verdict = self.verdict(found)
         copy = None
@@ -479,6 +559,16 @@ class PgSession:
         raise ProtocolError("a password message after the login")
 
     # -- SQL prepared statements --------------------------------------------------------------
+
+    def _encoding_refusal(self, found: sqlclass.Classified) -> tuple[str, str] | None:
+        """A statement that sets a client_encoding the session may not use, refused before
+        the upstream sees it (see `encoding_refusal`)."""
+        for statement in found.statements:
+            for value in statement.encodings:
+                refusal = encoding_refusal(value, masking=self.masker is not None)
+                if refusal is not None:
+                    return refusal
+        return None
 
     def _decide_named(self, found: sqlclass.Classified) -> Verdict:
         """The verdict of a string that uses SQL prepared statements. An EXECUTE carries the
@@ -802,6 +892,19 @@ class PgSession:
     def _up_async(self, buf: bytearray, start: int, end: int) -> bool:
         return True  # notices, notifications, parameter status: straight through
 
+    def _up_parameter_status(self, buf: bytearray, start: int, end: int) -> bool:
+        """The server reports a new client_encoding after whatever changed it, also where the
+        gateway could not see the change (dynamic SQL): one the session may not use ends it,
+        since what follows would be read in an encoding the gateway does not read."""
+        if not buf.startswith(_CLIENT_ENCODING_STATUS, start + 5):
+            return True
+        value = ParameterStatus.decode(bytes(buf[start + 5 : end])).value
+        refusal = encoding_refusal(value, masking=self.masker is not None)
+        if refusal is None:
+            return True
+        self._fatal(refusal[0], refusal[1] + "; the server switched to it, so the session ends")
+        return False
+
     def _up_parse_complete(self, buf: bytearray, start: int, end: int) -> bool:
         self._pop(Kind.PARSE)
         return True
@@ -1070,7 +1173,7 @@ _UpstreamHandler = Callable[[PgSession, bytearray, int, int], bool]
 _UPSTREAM_HANDLERS: dict[int, _UpstreamHandler] = {
     Backend.NOTICE_RESPONSE: PgSession._up_notice,
     Backend.NOTIFICATION_RESPONSE: PgSession._up_async,
-    Backend.PARAMETER_STATUS: PgSession._up_async,
+    Backend.PARAMETER_STATUS: PgSession._up_parameter_status,
     Backend.PARSE_COMPLETE: PgSession._up_parse_complete,
     Backend.BIND_COMPLETE: PgSession._up_bind_complete,
     Backend.CLOSE_COMPLETE: PgSession._up_close_complete,
