@@ -51,6 +51,7 @@ FULL_VALUE = "********"
 LAST4_MIN = 8  # fewer letters and digits than this: last4 masks everything
 LOOKBEHIND = 4096  # the most text a stream holds back (characters), see mask_stream
 TOKEN_CACHE = 1024  # tokens a masker keeps, per value (see Masker.token)
+PLAN_CACHE = 256  # column plans a masker keeps, per column list (see Masker.plan)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 KNOWN_KEYS = frozenset(
     {"name", "column", "tables", "targets", "detector", "pattern", "style", "groups"}
@@ -921,10 +922,14 @@ class Masker:
     _column_finders: tuple[_Finder, ...] = field(init=False)
     _keyed: hmac.HMAC = field(init=False, repr=False)
     _tokens: dict[tuple[Callable[[str], str], str], str] = field(init=False, repr=False)
+    _plans: dict[tuple[tuple[str, ...], tuple[str | None, ...] | None, bool], ColumnPlan] = field(
+        init=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         self._keyed = hmac.new(self.secret, digestmod=hashlib.sha256)
         self._tokens = {}
+        self._plans = {}
         finders = [_finder(r) for r in self.rules if r.detector or r.pattern]
         self.text_finders = tuple(f for f in finders if f.rule.column is None)
         self._column_finders = tuple(f for f in finders if f.rule.column is not None)
@@ -1110,14 +1115,23 @@ class Masker:
         record: bool = True,
     ) -> ColumnPlan:
         """What to do with each column of a result: build once per RowDescription. `tables`
-        gives each column's table name (None when unknown)."""
+        gives each column's table name (None when unknown). Plans are cached per masker (a
+        session runs the same few queries again and again); a plan is never changed."""
+        key = (tuple(columns), tuple(tables) if tables is not None else None, record)
+        cached = self._plans.get(key)
+        if cached is not None:
+            return cached
         tables = tables if tables is not None else [None] * len(columns)
         whole = tuple(self.column_rule(c, t) for c, t in zip(columns, tables, strict=True))
         scan = tuple(
             () if w is not None else self.value_finders(c, t)
             for c, t, w in zip(columns, tables, whole, strict=True)
         )
-        return ColumnPlan(self, tuple(columns), whole, scan, record)
+        plan = ColumnPlan(self, tuple(columns), whole, scan, record)
+        if len(self._plans) >= PLAN_CACHE:
+            self._plans.clear()
+        self._plans[key] = plan
+        return plan
 
     def mask_value(
         self, column: str, table: str | None, value: bytes | str | None

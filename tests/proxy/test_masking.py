@@ -470,3 +470,19 @@ def test_tokens_are_cached_per_value_and_the_cache_is_bounded():
     assert m.mask_text("alice@example.com")[0] == first[1][0].token
     other = masker({"name": "mail", "detector": "email", "style": "token"}, secret=b"other")
     assert other.mask_text("alice@example.com")[0] != first[1][0].token
+
+
+def test_plans_are_cached_per_column_list_tables_and_record():
+    m = masker(
+        {"name": "pw", "column": "password", "tables": ["users"]},
+        {"name": "mail", "detector": "email"},
+    )
+    first = m.plan(["id", "password"], ["users", "users"])
+    assert m.plan(["id", "password"], ["users", "users"]) is first
+    assert first.whole[1] is not None
+    other = m.plan(["id", "password"], ["logs", "logs"])
+    assert other.whole[1] is None and other.scan[1]
+    assert m.plan(["id", "password"], ["users", "users"], record=False).record is False
+    assert m.plan(["id", "password"]).whole[1] is not None  # unknown table: fails safe
+    row, acts = m.plan(["id", "password"], ["users", "users"]).mask_row(["1", "hunter2"])
+    assert row == ["1", FULL_VALUE] and len(acts) == 1
