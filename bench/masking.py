@@ -1,21 +1,26 @@
 """Benchmarks of masking (issue 7), each against the same work without masking, same run.
 
-    python bench/masking.py [--mb 16] [--keys 300] [--rows 100000] [--quick] [--seed 7]
+    python bench/masking.py [--mb 32] [--repeat 3] [--keys 300] [--pg-duration 5] [--quick]
+    python bench/masking.py --parts bulk,echo --py-spy /tmp/gw.txt   # profile the gateway
 
-1. Terminal bulk output through an SSH channel: an asyncssh server on loopback writes a
-   terminal stream (listings, logs, git log, JSON logs, progress bars, a rare secret) in
-   4 KiB reads, as a PTY gives them, to an asyncssh client that reads it all. Masking on runs
-   every chunk through `MaskStream` (all eight detectors) before `write`; masking off writes
-   the chunk as it is. Same cipher, same data; the ratio is on/off. This is one leg of the
-   gateway (the gateway also decrypts the target leg and records), so the gateway's own ratio
-   would be higher. The masker's own rate on the same data is printed too.
-2. Interactive latency: an asyncio loop reads small chunks (key echoes, prompts, short lines)
-   from a pipe written at typing speed and forwards them through `MaskStream`, flushing after
-   `QUIET_FLUSH_S` of quiet, as the SSH bridge would; the added latency is the time from a
-   chunk's arrival to its last byte being forwarded. p50 and p99, against the same loop
-   forwarding at once.
-3. SQL values: DataRow decode, mask (`ColumnPlan.mask_row`) and encode of a synthetic result
-   (id, name, email, password, card, note), against decode and encode alone, rows per second.
+Terminal goals go through the REAL gateway, as `bench/ssh.py` does: a private sshd is the
+target, and the gateway (`hoop-tui gateway`, recording on) runs as a subprocess. Three gateways
+run side by side with the same configuration apart from `[[masks]]`: none, the issue's example
+set, all eight detectors. Runs are interleaved, so load from elsewhere hits all alike.
+
+1. micro: the masker alone (`MaskStream.feed` in 4 KiB and 32 KiB chunks) on the terminal
+   stream, and SQL DataRow decode + `ColumnPlan.mask_row` + encode against decode + encode;
+2. bulk: `ssh -p GATEWAY alice+web1@127.0.0.1 'cat FILE'` with the OpenSSH client, FILE a
+   generated terminal stream (listings, logs, git log with e-mail addresses, JSON logs,
+   progress bars, a rare secret); MB/s with masking on as a ratio to masking off (goal >= 0.7).
+   The output is checked against masking the whole file in one piece;
+3. echo: interactive output through the gateway: key echoes, prompts and short lines written
+   to a raw-mode `cat` on a PTY and read back, round-trip p50/p99; the latency masking adds is
+   the difference to the unmasked gateway (goal: p99 under 5 ms);
+4. sql: `pgbench -S` (bench/pg.py's helpers: an in-process PostgreSQL gateway, recording on)
+   direct, through the gateway without masks, and with a column rule on `abalance` (the
+   column `-S` selects) alone and together with all eight detectors on every value
+   (goal: masked >= 0.5 of direct).
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ import argparse
 import asyncio
 import os
 import random
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,16 +39,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import asyncssh
-
-from proxy.mask_stream import QUIET_FLUSH_S, MaskStream
+from bench.ssh import CIPHER, Setup, echo_session, open_echo, percentile
+from proxy.mask_stream import MaskStream
 from proxy.masking import DETECTORS, Masker, MaskPolicy
 from proxy.pg.wire import DataRow
-from tests.fixtures.processes import stop
-from tests.fixtures.sshd import Sshd, start_sshd
+from tests.fixtures.processes import free_port, stop, wait_for_port
+from tests.fixtures.sshd import Sshd, keygen, start_sshd
 
 CHUNK = 4096
-CIPHER = "aes128-gcm@openssh.com"
 ALL_RULES = [{"name": name, "detector": name} for name in DETECTORS]
 # the issue's example plus what an operator would add for shells
 EXAMPLE_RULES = [
@@ -55,6 +60,8 @@ SQL_RULES = [
     {"name": "cards", "detector": "credit_card", "style": "last4"},
     {"name": "mail", "detector": "email"},
 ]
+RULE_SETS = {"none": [], "example": EXAMPLE_RULES, "8 detectors": ALL_RULES}
+PG_COLUMN_RULE = [{"name": "balances", "column": "abalance"}]
 
 
 def masker(rules: list[dict[str, str]]) -> Masker:
@@ -162,156 +169,6 @@ def masker_rate(chunks: list[bytes], m: Masker) -> tuple[float, int]:
     return sum(map(len, chunks)) / elapsed / 1e6, acts
 
 
-class _Server(asyncssh.SSHServer):
-    def begin_auth(self, username: str) -> bool:
-        return False  # the benchmark's caller logs in without credentials
-
-
-async def relay_bulk(sshd: Sshd, path: Path, size: int, mask: Masker | None) -> float:
-    """A real `ssh` client runs `bulk` on our relay, which runs `cat FILE` on a real sshd and
-    forwards its output (masked or not): the gateway's data path, without recording."""
-    key = asyncssh.generate_private_key("ssh-ed25519")
-    target_key = asyncssh.read_private_key(str(sshd.key_file))
-    target = await asyncssh.connect(
-        "127.0.0.1",
-        sshd.port,
-        username=sshd.user,
-        client_keys=[target_key],
-        known_hosts=None,
-        encryption_algs=[CIPHER],
-    )
-
-    async def handle(process: asyncssh.SSHServerProcess[bytes]) -> None:
-        stream = MaskStream(mask) if mask is not None else None
-        upstream = await target.create_process(f"cat {path}", encoding=None)
-        while True:
-            chunk = await upstream.stdout.read(65536)
-            if not chunk:
-                break
-            data = stream.feed(chunk)[0] if stream is not None else chunk
-            if data:
-                process.stdout.write(data)
-                await process.stdout.drain()
-        if stream is not None:
-            process.stdout.write(stream.flush(final=True)[0])
-        process.exit(0)
-
-    server = await asyncssh.create_server(
-        _Server,
-        "127.0.0.1",
-        0,
-        server_host_keys=[key],
-        process_factory=handle,
-        encoding=None,
-        encryption_algs=[CIPHER],
-    )
-    port = server.sockets[0].getsockname()[1]
-    command = [
-        "ssh", "-F", "/dev/null", "-T", "-p", str(port), "-c", CIPHER,
-        "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-        "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "bench@127.0.0.1", "bulk",
-    ]  # fmt: skip
-    try:
-        started = time.perf_counter()
-        client = await asyncio.create_subprocess_exec(
-            *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
-        received = 0
-        assert client.stdout is not None
-        while chunk := await client.stdout.read(1 << 20):
-            received += len(chunk)
-        await client.wait()
-        elapsed = time.perf_counter() - started
-    finally:
-        server.close()
-        await server.wait_closed()
-        target.close()
-    assert received == size, (received, size, await client.stderr.read() if client.stderr else b"")
-    return size / elapsed / 1e6
-
-
-# -- 2. interactive latency ------------------------------------------------------------------
-
-
-def interactive_chunks(count: int, seed: int) -> list[tuple[float, bytes]]:
-    rnd = random.Random(seed)
-    out: list[tuple[float, bytes]] = []
-    typed = "ls -la /var/log && git status && psql -c 'select 1' && echo done "
-    for index in range(count):
-        gap = rnd.uniform(0.02, 0.06)
-        roll = rnd.random()
-        if roll < 0.75:
-            data = typed[index % len(typed)].encode()
-        elif roll < 0.85:
-            data = b"\r\nalice@web1:~$ "
-        else:
-            data = (" ".join(rnd.choice(WORDS) for _ in range(10)) + "\r\n").encode()
-        out.append((gap, data))
-    return out
-
-
-async def interactive(plan: list[tuple[float, bytes]], mask: Masker | None) -> list[float]:
-    loop = asyncio.get_running_loop()
-    read_fd, write_fd = os.pipe()
-    os.set_blocking(read_fd, False)
-    stream = MaskStream(mask) if mask is not None else None
-    arrivals: list[float] = []  # arrival time of each chunk, in order
-    owed: list[int] = []  # bytes of each chunk still to forward
-    latencies: list[float] = []
-    timer: asyncio.TimerHandle | None = None
-    done = asyncio.Event()
-    expected = len(plan)
-
-    def forwarded(size: int) -> None:
-        now = time.perf_counter()
-        while size and owed:
-            take = min(size, owed[0])
-            owed[0] -= take
-            size -= take
-            if owed[0] == 0:
-                owed.pop(0)
-                latencies.append(now - arrivals[len(latencies)])
-        if len(latencies) == expected:
-            done.set()
-
-    def quiet() -> None:
-        nonlocal timer
-        timer = None
-        assert stream is not None
-        forwarded(len(stream.flush()[0]))
-
-    def readable() -> None:
-        nonlocal timer
-        data = os.read(read_fd, 65536)
-        if stream is None:
-            forwarded(len(data))
-            return
-        out = stream.feed(data)[0]
-        forwarded(len(out))
-        if timer is not None:
-            timer.cancel()
-        timer = loop.call_later(QUIET_FLUSH_S, quiet) if stream.held else None
-
-    loop.add_reader(read_fd, readable)
-    try:
-        for gap, data in plan:
-            await asyncio.sleep(gap)
-            arrivals.append(time.perf_counter())
-            owed.append(len(data))
-            os.write(write_fd, data)
-        await asyncio.wait_for(done.wait(), 5)
-    finally:
-        loop.remove_reader(read_fd)
-        os.close(read_fd)
-        os.close(write_fd)
-    return latencies
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
 # -- 3. SQL ----------------------------------------------------------------------------------
 
 
@@ -325,7 +182,7 @@ def sql_rows(count: int, seed: int) -> tuple[list[str], list[bytes]]:
             str(index).encode(),
             name.title().encode(),
             f"{name}{index}@example.com".encode(),
-            b"$2b$12$" + os.urandom(22).hex().encode(),
+            b"$2b$12$" + rnd.randbytes(22).hex().encode(),
             b"4111111111111111" if index % 10 == 0 else b"5105105105105100",
             None if index % 3 else " ".join(rnd.choice(WORDS) for _ in range(5)).encode(),
         )
@@ -347,64 +204,332 @@ def sql_rate(
     return len(bodies) / (time.perf_counter() - started)
 
 
+# -- the real gateway ------------------------------------------------------------------------
+
+
+def masks_toml(rules: list[dict[str, str]]) -> str:
+    out = []
+    for rule in rules:
+        out.append("[[masks]]")
+        out += [f'{key} = "{value}"' for key, value in rule.items()]
+        out.append("")
+    return "\n".join(out)
+
+
+class Gateways:
+    """One sshd target, and one gateway subprocess per rule set, configured alike apart from
+    `[[masks]]` (each with its own data directory and port)."""
+
+    def __init__(self, directory: Path, sets: dict[str, list[dict[str, str]]]) -> None:
+        self.directory = directory
+        self.sshd: Sshd = start_sshd(directory / "sshd")
+        alice_public = keygen(directory / "alice_key", "alice")
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.setups: dict[str, Setup] = {}
+        known = []
+        try:
+            for index, (label, rules) in enumerate(sets.items()):
+                self._start(index, label, rules, alice_public, known)
+        except BaseException:
+            self.close()
+            raise
+        sshd = self.sshd
+        known.append(f"[127.0.0.1]:{sshd.port} {sshd.host_key}")
+        (directory / "known_hosts").write_text("\n".join(known) + "\n")
+        (directory / "ssh_config").write_text(
+            f"""Host *
+  UserKnownHostsFile {directory}/known_hosts
+  GlobalKnownHostsFile /dev/null
+  StrictHostKeyChecking yes
+  IdentitiesOnly yes
+  IdentityAgent none
+  BatchMode yes
+  Ciphers {CIPHER}
+  IdentityFile {directory}/alice_key
+  IdentityFile {sshd.key_file}
+  ControlMaster no
+"""
+        )
+
+    def _start(
+        self, index: int, label: str, rules: list[dict[str, str]], alice: str, known: list[str]
+    ) -> None:
+        sshd = self.sshd
+        port = free_port()
+        config = self.directory / f"gateway{index}.toml"
+        config.write_text(
+            f"""[gateway]
+data_dir = "{self.directory}/data{index}"
+ssh_listen = "127.0.0.1:{port}"
+
+[[users]]
+name = "alice"
+authorized_keys = ["{alice}"]
+groups = ["dev"]
+
+[[targets]]
+name = "web1"
+host = "127.0.0.1"
+port = {sshd.port}
+user = "{sshd.user}"
+key_file = "{sshd.key_file}"
+host_key = "{sshd.host_key}"
+groups = ["dev"]
+
+{masks_toml(rules)}"""
+        )
+        hoop = [sys.executable, "-m", "hoop_tui.cli", "gateway", "--config", str(config)]
+        ca = subprocess.run([*hoop, "--known-hosts"], capture_output=True, text=True, check=True)
+        known.append(ca.stdout.strip())
+        log = self.directory / f"gateway{index}.log"
+        with log.open("wb") as log_file:
+            process = subprocess.Popen(hoop, stdout=log_file, stderr=log_file)
+        self.processes[label] = process
+        wait_for_port(port, process, log)
+        self.setups[label] = Setup(self.directory, sshd, process, port)
+
+    def close(self) -> None:
+        for process in self.processes.values():
+            process.terminate()
+            process.wait(10)
+        stop(self.sshd.process)
+
+    def cat(self, label: str | None, path: Path) -> tuple[float, bytes]:
+        """MB/s of `cat path` over ssh (through the gateway `label`, or direct when None), from
+        the first byte of output to the last (the SSH handshakes are not counted), and the
+        output."""
+        base = ["ssh", "-F", str(self.directory / "ssh_config")]
+        if label is None:
+            argv = [*base, "-p", str(self.sshd.port), f"{self.sshd.user}@127.0.0.1"]
+        else:
+            argv = [*base, "-p", str(self.setups[label].port), "alice+web1@127.0.0.1"]
+        process = subprocess.Popen(
+            [*argv, f"cat {path}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert process.stdout is not None and process.stderr is not None
+        fd = process.stdout.fileno()
+        first = os.read(fd, 1 << 20)
+        started = time.perf_counter()
+        out = bytearray(first)
+        while chunk := os.read(fd, 1 << 20):
+            out += chunk
+        elapsed = time.perf_counter() - started
+        error = process.stderr.read()
+        if process.wait() != 0:
+            raise RuntimeError(f"{label}: {error.decode()}")
+        return (len(out) - len(first)) / elapsed / 1e6, bytes(out)
+
+
+def load() -> str:
+    return "load {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
+
+
+def run_bulk(gateways: Gateways, data: bytes, repeat: int, py_spy: str | None) -> None:
+    directory = gateways.directory
+    path = directory / "stream.txt"
+    path.write_bytes(data)
+    labels = list(gateways.setups)
+    expected = {label: one_shot(data, masker(RULE_SETS[label])) for label in labels}
+    rates: dict[str | None, list[float]] = {label: [] for label in [None, *labels]}
+    print(f"bulk exec output: ssh ... 'cat FILE', {len(data) / 1e6:.1f} MB, {CIPHER}, {load()}")
+    for run in range(repeat):
+        order: list[str | None] = [None, *labels]
+        order = order[run % len(order) :] + order[: run % len(order)]  # rotate who goes first
+        for label in order:
+            rate, got = gateways.cat(label, path)
+            rates[label].append(rate)
+            if label is not None and got != expected[label]:
+                leaked = sum(s.encode() in got for s in SECRETS) if label != "none" else 0
+                print(
+                    f"  ! {label}: output differs from one-shot masking "
+                    f"({len(got)} vs {len(expected[label])} bytes; {leaked} sample secrets "
+                    "visible)"
+                )
+    direct = statistics.median(rates[None])
+    base = statistics.median(rates["none"])
+    print(f"  direct OpenSSH: {direct:.1f} MB/s  runs {[round(x, 1) for x in rates[None]]}")
+    print(
+        f"  gateway, no masks: {base:.1f} MB/s ({base / direct:.2f} of direct)  "
+        f"runs {[round(x, 1) for x in rates['none']]}"
+    )
+    for label in labels[1:]:
+        on = statistics.median(rates[label])
+        pairs = [m / b for m, b in zip(rates[label], rates["none"], strict=True)]
+        print(
+            f"  gateway, masks '{label}': {on:.1f} MB/s, ratio to no masks {on / base:.2f} "
+            f"(per run {min(pairs):.2f}-{max(pairs):.2f}; goal >= 0.7)  "
+            f"runs {[round(x, 1) for x in rates[label]]}"
+        )
+    print(f"  {load()}")
+    if py_spy:
+        label = labels[-1]
+        pid = gateways.processes[label].pid
+        spy = subprocess.Popen(
+            ["py-spy", "record", "--gil", "-f", "raw", "-r", "250", "-o", py_spy, "-p", str(pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(1.0)
+        for _ in range(3):
+            gateways.cat(label, path)
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+        print(f"  py-spy profile of the '{label}' gateway (3 runs): {py_spy}")
+
+
+def one_shot(data: bytes, m: Masker) -> bytes:
+    text = data.decode("utf-8", "surrogateescape")
+    return m.mask_text(text)[0].encode("utf-8", "surrogateescape")
+
+
+def interactive_chunks(count: int, seed: int) -> list[tuple[float, bytes]]:
+    """Typing: key echoes (3 in 4), prompts, short lines of output, with 10-30 ms between."""
+    rnd = random.Random(seed)
+    out: list[tuple[float, bytes]] = []
+    typed = "ls -la /var/log && git status && psql -c 'select 1' && echo done "
+    for index in range(count):
+        gap = rnd.uniform(0.01, 0.03)
+        roll = rnd.random()
+        if roll < 0.75:
+            data = typed[index % len(typed)].encode()
+        elif roll < 0.85:
+            data = b"\r\nalice@web1:~$ "
+        else:
+            data = (" ".join(rnd.choice(WORDS) for _ in range(10)) + "\r\n").encode()
+        out.append((gap, data))
+    return out
+
+
+async def round_trips(setup: Setup, plan: list[tuple[float, bytes]]) -> list[float]:
+    """ms from writing each chunk to a raw-mode `cat` to reading all of it back."""
+    async with await open_echo(setup, True) as conn:
+        process = await echo_session(conn)
+        samples = []
+        for index, (gap, data) in enumerate(plan):
+            started = time.perf_counter()
+            process.stdin.write(data)
+            echoed = await process.stdout.readexactly(len(data))
+            if index >= 20:  # warm up
+                samples.append((time.perf_counter() - started) * 1000)
+            assert echoed == data, (echoed, data)
+            await asyncio.sleep(gap)
+        process.stdin.write_eof()
+        return samples
+
+
+def run_echo(gateways: Gateways, count: int, seed: int, repeat: int) -> None:
+    plan = interactive_chunks(count + 20, seed)
+    labels = list(gateways.setups)
+    samples: dict[str, list[list[float]]] = {label: [] for label in labels}
+    print(f"interactive output: {count} chunks through the gateway, {load()}")
+    for run in range(repeat):
+        order = labels[run % len(labels) :] + labels[: run % len(labels)]
+        for label in order:
+            samples[label].append(asyncio.run(round_trips(gateways.setups[label], plan)))
+    base = samples["none"]
+    for label in labels:
+        p50s = [percentile(s, 0.5) for s in samples[label]]
+        p99s = [percentile(s, 0.99) for s in samples[label]]
+        text = f"  {label}: p50 {_span(p50s)} ms, p99 {_span(p99s)} ms"
+        if label != "none":
+            added50 = [a - percentile(b, 0.5) for a, b in zip(p50s, base, strict=True)]
+            added99 = [a - percentile(b, 0.99) for a, b in zip(p99s, base, strict=True)]
+            text += f"; added p50 {_span(added50)} ms, p99 {_span(added99)} ms (goal < 5 ms)"
+        print(text)
+    print(f"  {load()}")
+
+
+def _span(values: list[float]) -> str:
+    low, high = min(values), max(values)
+    return f"{low:.2f}" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f}..{high:.2f}"
+
+
+# -- SQL through the PostgreSQL gateway ------------------------------------------------------
+
+
+async def run_sql(duration: int, repeat: int, clients: int, threads: int) -> None:
+    from bench import pg
+
+    await pg.ensure_tables()
+    policies = {
+        "gateway, no masks": None,
+        "gateway, column rule on abalance": MaskPolicy.from_config(
+            PG_COLUMN_RULE, "bench", b"bench-secret"
+        ),
+        "gateway, abalance + 8 detectors": MaskPolicy.from_config(
+            PG_COLUMN_RULE + ALL_RULES, "bench", b"bench-secret"
+        ),
+    }
+    bench = (duration, clients, threads)
+    runs: dict[str, list[pg.Run]] = {"direct": [], **{label: [] for label in policies}}
+    with tempfile.TemporaryDirectory(prefix="hoop-bench-mask-pg-") as tmp:
+        gateway, service, control = await pg.start_gateway(Path(tmp))
+        try:
+            gateway.masks = policies["gateway, column rule on abalance"]
+            shown = await _psql(gateway.port, "select abalance from pgbench_accounts where aid = 1")
+            assert shown == "********", f"the column rule did not apply: {shown!r}"
+            print(
+                f"pgbench -S -c {clients} -j {threads} -T {duration}, {repeat} rounds, "
+                f"interleaved; {load()}"
+            )
+            labels = list(runs)
+            for run in range(repeat):
+                order = labels[run % len(labels) :] + labels[: run % len(labels)]
+                for label in order:
+                    if label == "direct":
+                        result = await pg.pgbench(label, pg.PG_PORT, ["-S"], *bench, pg.PG_USER)
+                    else:
+                        gateway.masks = policies[label]
+                        port = gateway.port
+                        result = await pg.pgbench(label, port, ["-S"], *bench, pg.PG_USER)
+                    runs[label].append(result)
+        finally:
+            await gateway.stop()
+            await service.stop()
+            await control.stop()
+    for label, results in runs.items():
+        tps = [r.tps for r in results]
+        text = f"  {label:<34} {statistics.median(tps):>8,.0f} tps  runs {[round(t) for t in tps]}"
+        if label != "direct":
+            of_direct = [r.tps / d.tps for r, d in zip(results, runs["direct"], strict=True)]
+            text += f"; of direct {_span(of_direct)}"
+            if label != "gateway, no masks":
+                base = runs["gateway, no masks"]
+                of_base = [r.tps / b.tps for r, b in zip(results, base, strict=True)]
+                text += f", of unmasked gateway {_span(of_base)}"
+                cpu = [
+                    (r.cpu_s / len(r.latencies_us) - b.cpu_s / len(b.latencies_us)) * 1e6
+                    for r, b in zip(results, base, strict=True)
+                ]
+                text += f", gateway CPU +{_span(cpu)} us/tx"
+        print(text)
+    print(f"  goal: masked >= 0.5 of direct; {load()}")
+
+
+async def _psql(port: int, query: str) -> str:
+    from bench import pg
+
+    env = dict(os.environ, PGPASSWORD=pg.PASSWORD, PGSSLMODE="disable")
+    process = await asyncio.create_subprocess_exec(
+        "psql", "-h", pg.PG_HOST, "-p", str(port), "-U", pg.PG_USER, "-d", pg.DATABASE,
+        "-Atc", query,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    out, err = await process.communicate()
+    return (out or err).decode().strip()
+
+
 # -- main ------------------------------------------------------------------------------------
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mb", type=float, default=16.0, help="bulk stream size (default 16)")
-    parser.add_argument("--keys", type=int, default=300, help="interactive chunks (default 300)")
-    parser.add_argument("--rows", type=int, default=100_000, help="SQL rows (default 100000)")
-    parser.add_argument("--repeat", type=int, default=3, help="bulk runs, median (default 3)")
-    parser.add_argument("--quick", action="store_true", help="4 MB, 100 keys, 20000 rows, 1 run")
-    parser.add_argument("--seed", type=int, default=7)
-    args = parser.parse_args()
-    if args.quick:
-        args.mb, args.keys, args.rows, args.repeat = 4.0, 100, 20_000, 1
-
-    data = terminal_stream(int(args.mb * 1_000_000), args.seed)
-    chunks = chunks_of(data)
-    full = masker(ALL_RULES)
-    print(f"terminal stream: {len(data) / 1e6:.1f} MB in {len(chunks)} chunks of {CHUNK} B")
+def run_micro(data: bytes, rows: int, seed: int) -> None:
+    print(f"masker alone on the terminal stream ({len(data) / 1e6:.1f} MB):")
     for size in (CHUNK, 32768):
         pieces = [data[i : i + size] for i in range(0, len(data), size)]
-        for label, rules in (("8 detectors", ALL_RULES), ("issue example", EXAMPLE_RULES)):
-            rate, acts = masker_rate(pieces, masker(rules))
-            print(f"  MaskStream alone, {size} B chunks, {label}: {rate:.1f} MB/s ({acts} acts)")
-
-    with tempfile.TemporaryDirectory() as tmp:
-        sshd = start_sshd(Path(tmp) / "sshd")
-        path = Path(tmp) / "stream.bin"
-        path.write_bytes(data)
-        try:
-            for label, rules in (("8 detectors", ALL_RULES), ("issue example", EXAMPLE_RULES)):
-                offs, ons = [], []
-                for _ in range(args.repeat):
-                    offs.append(asyncio.run(relay_bulk(sshd, path, len(data), None)))
-                    ons.append(asyncio.run(relay_bulk(sshd, path, len(data), masker(rules))))
-                off, on = statistics.median(offs), statistics.median(ons)
-                print(
-                    f"  bulk exec output, sshd -> relay -> ssh ({CIPHER}), {label}: off "
-                    f"{off:.1f} MB/s, on {on:.1f} MB/s, ratio {on / off:.2f} (goal >= 0.7; "
-                    f"runs off {[round(x, 1) for x in offs]}, on {[round(x, 1) for x in ons]})"
-                )
-        finally:
-            stop(sshd.process)
-
-    plan = interactive_chunks(args.keys, args.seed)
-    base = asyncio.run(interactive(plan, None))
-    masked = asyncio.run(interactive(plan, full))
-    added = [m - b for m, b in zip(masked, base, strict=True)]
-    ms = 1000.0
-    print(
-        f"interactive ({len(plan)} chunks, quiet flush {QUIET_FLUSH_S * ms:.0f} ms): direct p50 "
-        f"{percentile(base, 0.5) * ms:.2f} ms p99 {percentile(base, 0.99) * ms:.2f} ms; masked "
-        f"p50 {percentile(masked, 0.5) * ms:.2f} ms p99 {percentile(masked, 0.99) * ms:.2f} ms; "
-        f"added p50 {percentile(added, 0.5) * ms:.2f} ms p99 {percentile(added, 0.99) * ms:.2f} ms"
-        " (goal < 5 ms)"
-    )
-
-    columns, bodies = sql_rows(args.rows, args.seed)
+        for label in ("8 detectors", "example"):
+            rate, acts = masker_rate(pieces, masker(RULE_SETS[label]))
+            print(f"  MaskStream.feed, {size} B chunks, {label}: {rate:.1f} MB/s ({acts} acts)")
+    columns, bodies = sql_rows(rows, seed)
     plain = sql_rate(columns, bodies, None)
     print(f"SQL rows ({len(bodies)} x {len(columns)} columns), decode+encode: {plain:,.0f} rows/s")
     for label, rules in (
@@ -415,6 +540,41 @@ def main() -> None:
             rate = sql_rate(columns, bodies, masker(rules), record)
             acts = "an act per value" if record else "no acts"
             print(f"  + {label}, {acts}: {rate:,.0f} rows/s ({rate / plain:.2f})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mb", type=float, default=32.0, help="bulk stream size (default 32)")
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--keys", type=int, default=300, help="interactive chunks (default 300)")
+    parser.add_argument("--rows", type=int, default=100_000, help="SQL micro rows (default 1e5)")
+    parser.add_argument("--pg-duration", type=int, default=5, help="s per pgbench run")
+    parser.add_argument("--clients", type=int, default=8, help="pgbench clients (default 8)")
+    parser.add_argument("--threads", type=int, default=2, help="pgbench threads (default 2)")
+    parser.add_argument("--parts", default="micro,bulk,echo,sql", help="comma-separated subset")
+    parser.add_argument("--py-spy", metavar="FILE", help="py-spy --gil profile, masked bulk")
+    parser.add_argument("--quick", action="store_true", help="4 MB, 100 keys, 2 s, 1 round")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    if args.quick:
+        args.mb, args.keys, args.rows, args.repeat, args.pg_duration = 4.0, 100, 20_000, 1, 2
+    parts = set(args.parts.split(","))
+    data = terminal_stream(int(args.mb * 1_000_000), args.seed)
+    print(f"{os.cpu_count()} CPUs, {load()}")
+    if "micro" in parts:
+        run_micro(data, args.rows, args.seed)
+    if parts & {"bulk", "echo"}:
+        with tempfile.TemporaryDirectory(prefix="hoop-bench-mask-") as tmp:
+            gateways = Gateways(Path(tmp), RULE_SETS)
+            try:
+                if "bulk" in parts:
+                    run_bulk(gateways, data, args.repeat, args.py_spy)
+                if "echo" in parts:
+                    run_echo(gateways, args.keys, args.seed, args.repeat)
+            finally:
+                gateways.close()
+    if "sql" in parts:
+        asyncio.run(run_sql(args.pg_duration, args.repeat, args.clients, args.threads))
 
 
 if __name__ == "__main__":
