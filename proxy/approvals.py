@@ -116,7 +116,8 @@ class ApprovalService:
     async def _list_holds(self, caller: Caller, args: dict[str, Any]) -> list[dict[str, Any]]:
         status = args.get("status", "pending")
         holds = self.broker.store.list_holds(None if status == "all" else HoldStatus(status))
-        return [hold.to_json() for hold in holds]
+        listed = [hold.to_json() for hold in holds]
+        return [hold for hold in listed if caller.sees(HOLDS_TOPIC, hold)]
 
     def decide_hold(self, hold_id: str, person: Person, *, approve: bool, reason: str) -> Hold:
         """One person's decision, pushed to subscribers and to the waiting session."""
@@ -137,7 +138,8 @@ class ApprovalService:
         return hold.to_json()
 
     async def _list_grants(self, caller: Caller, args: dict[str, Any]) -> list[dict[str, Any]]:
-        return [grant.to_json() for grant in self.broker.store.list_grants()]
+        listed = [grant.to_json() for grant in self.broker.store.list_grants()]
+        return [grant for grant in listed if caller.sees(GRANTS_TOPIC, grant)]
 
     def request_grant(
         self, person: Person, target: str, *, duration_s: int, reason: str, approvers: list[str]

@@ -9,8 +9,9 @@ and pushes the changes to subscribers. Every decision lands in the audit log.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from storage.state import (
     AuditEntry,
@@ -33,6 +34,14 @@ class Person:
 
     name: str
     groups: frozenset[str]
+
+    def concerned_by(self, item: Mapping[str, Any]) -> bool:
+        """Whether a hold or grant (as JSON) is this person's business: they asked for it, or
+        they are in one of its approver groups. Console users see only those; the commands
+        other people run are not theirs to read."""
+        return item.get("user") == self.name or bool(
+            self.groups.intersection(item.get("approvers") or ())
+        )
 
 
 def _new_id(prefix: str, taken: Iterable[str] = ()) -> str:

@@ -81,6 +81,8 @@ class Console:
         self._clock = clock
 
     def _on_event(self, topic: str, event: str, data: dict[str, Any]) -> None:
+        if not self.person.concerned_by(data):
+            return
         if topic == HOLDS_TOPIC and event == "hold.created":
             self._write(f"\a\n[new hold] {describe_hold(data, self._clock())}\n")
         elif topic == HOLDS_TOPIC and event == "hold.decided":
@@ -132,7 +134,11 @@ class Console:
             self._write(f"refused: {exc}\n")
 
     def _show_holds(self) -> None:
-        holds = self.service.broker.store.list_holds(HoldStatus.PENDING)
+        holds = [
+            hold
+            for hold in self.service.broker.store.list_holds(HoldStatus.PENDING)
+            if self.person.concerned_by(hold.to_json())
+        ]
         if not holds:
             self._write("no held commands\n")
         now = self._clock()
@@ -143,7 +149,7 @@ class Console:
         grants = [
             g
             for g in self.service.broker.store.list_grants()
-            if g.status in ("requested", "active")
+            if g.status in ("requested", "active") and self.person.concerned_by(g.to_json())
         ]
         if not grants:
             self._write("no grant requests or live grants\n")

@@ -182,6 +182,15 @@ class Caller:
     # the operations this connection may call; None for every one (an operator's connection)
     ops: frozenset[str] | None = None
 
+    @property
+    def restricted(self) -> bool:
+        """A console ticket's connection: it sees only the holds and grants that concern its
+        person (see `Person.concerned_by`), and only the operations in `REMOTE_OPS`."""
+        return self.ops is not None
+
+    def sees(self, topic: str, data: dict[str, Any]) -> bool:
+        return not (self.restricted and topic in REMOTE_TOPICS) or self.person.concerned_by(data)
+
     def send(self, message: dict[str, Any]) -> None:
         if not self.writer.is_closing():
             self.writer.write(ControlCodec.encode(message))
@@ -242,7 +251,7 @@ class ControlServer:
             listener(topic, event, data)
         message = {"event": event, "data": data}
         for caller in list(self._callers):
-            if topic in caller.topics:
+            if topic in caller.topics and caller.sees(topic, data):
                 caller.send(message)
 
     async def _subscribe(self, caller: Caller, args: dict[str, Any]) -> list[str]:

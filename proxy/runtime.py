@@ -38,7 +38,7 @@ from proxy.ssh.link import TargetLink
 from storage.catalogue import SqliteCatalogue
 from storage.recorder import recover_unfinished
 from storage.schema import EventType
-from storage.state import AuditEntry, Grant, GrantStatus, SqliteState
+from storage.state import AuditEntry, Grant, GrantStatus, HoldStatus, SqliteState
 
 log = logging.getLogger("hoop.gateway")
 
@@ -224,7 +224,17 @@ class GatewayRuntime:
 
     async def _list_sessions(self, caller: Caller, args: dict[str, Any]) -> list[dict[str, Any]]:
         rows = []
+        # A console user sees their own sessions and those whose held commands they may decide.
+        deciding = {
+            hold.session_id
+            for hold in self.approvals.broker.store.list_holds(HoldStatus.PENDING)
+            if caller.person.concerned_by(hold.to_json())
+        }
         for session_id, link in self._live_links().items():
+            if caller.restricted and not (
+                link.identity.name == caller.person.name or session_id in deciding
+            ):
+                continue
             header = link.recording.header if link.recording is not None else None
             bytes_in, bytes_out = self.traffic.get(link, [0, 0])
             rows.append(

@@ -120,3 +120,36 @@ async def test_grants_are_listed_and_decided(service):
     await screen.until(f"{grant.id}: revoked")
     await screen.lines.put("quit")
     await asyncio.wait_for(running, 5)
+
+
+async def test_the_console_shows_only_what_concerns_its_person(service):
+    screen = Screen()
+    carol = Person("carol", frozenset({"dev"}))
+    running = await _run(service, carol, screen)
+    await screen.until("no held commands")
+    request = {
+        "session_id": "s",
+        "target": "web1",
+        "rule": "restarts",
+        "approvers": ["oncall"],
+        "approvals": 1,
+        "timeout_s": 600,
+    }
+    others = asyncio.ensure_future(
+        service.request_hold(user="alice", command="cat /etc/shadow", **request)
+    )
+    own = asyncio.ensure_future(
+        service.request_hold(user="carol", command="systemctl reload app", **request)
+    )
+    await screen.until("[new hold]")
+    await screen.lines.put("holds")
+    for _ in range(200):  # the new-hold line, then the listing
+        if screen.text.count("carol@web1  systemctl reload app") >= 2:
+            break
+        await asyncio.sleep(0.01)
+    assert screen.text.count("carol@web1  systemctl reload app") == 2
+    assert "cat /etc/shadow" not in screen.text
+    await screen.lines.put("quit")
+    await asyncio.wait_for(running, 5)
+    for waiting in (others, own):
+        waiting.cancel()

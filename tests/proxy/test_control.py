@@ -296,3 +296,26 @@ async def test_a_ticket_works_for_an_unmapped_gateway_user(gateway):
     client = await _ticket_client(gateway, gateway.control.tickets.issue(BOB))
     assert (await client.call("whoami"))["name"] == "bob"
     await client.close()
+
+
+async def test_a_ticket_sees_only_the_holds_and_grants_that_concern_its_person(gateway):
+    carol = Person("carol", frozenset({"dev"}))  # neither the requester nor an approver
+    client = await _ticket_client(gateway, gateway.control.tickets.issue(carol))
+    await client.call("subscribe", topics=["holds", "grants"])
+    others = asyncio.ensure_future(gateway.request_hold(**_hold_request(command="cat /etc/shadow")))
+    own = asyncio.ensure_future(
+        gateway.request_hold(**_hold_request(user="carol", command="systemctl reload app"))
+    )
+    events = client.events()
+    pushed = await asyncio.wait_for(anext(events), 5)
+    assert pushed["data"]["command"] == "systemctl reload app"
+    assert [hold["command"] for hold in await client.call("holds.list")] == ["systemctl reload app"]
+    gateway.request_grant(BOB, "web1", duration_s=600, reason="deploy", approvers=["oncall"])
+    assert await client.call("grants.list") == []
+    operator = await ControlClient.connect(socket_path(gateway.data_dir))  # sees everything
+    assert len(await operator.call("holds.list")) == 2
+    assert len(await operator.call("grants.list")) == 1
+    await operator.close()
+    await client.close()
+    for waiting in (others, own):
+        waiting.cancel()
