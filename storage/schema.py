@@ -223,9 +223,9 @@ def decode_event(item: Any, time_us: int) -> Event:
         spec = EVENTS[EventType(code)]
     except ValueError:
         raise ValueError(f"unknown event type {code!r}") from None
-    values = item[2:]
-    if len(values) > len(spec.fields):
-        raise ValueError(f"{spec.name} event has {len(values)} fields, at most {len(spec.fields)}")
+    # Fields are only ever added at the end: values past the ones this reader knows come from
+    # a newer writer and are left out, so old readers still read new recordings.
+    values = item[2 : 2 + len(spec.fields)]
     fields = dict(zip(spec.fields, values, strict=False))
     for missing in spec.fields[len(values) :]:
         fields[missing] = None

@@ -168,3 +168,10 @@ def test_mask_events_written_before_the_column_field_still_read(tmp_path, signer
     }
     assert (second["column"], second["token"]) == ("password_hash", "tok_new")
     assert decode_event([int(EventType.MASK), 0, *old], 5).get("column") is None
+
+
+def test_fields_from_a_newer_writer_are_left_out_not_refused():
+    # A future gateway adds a trailing field to `exec`; today's reader keeps the ones it knows.
+    event = decode_event([int(EventType.EXEC), 0, 3, b"uname -a", "a field from later"], 9)
+    assert event.fields == {"channel": 3, "command": b"uname -a"}
+    assert event.time_us == 9
