@@ -22,6 +22,19 @@ DEFAULT_SSH_LISTEN = "127.0.0.1:2222"
 DEFAULT_ENV_ALLOW = ("LANG", "LC_*")
 LOGIN_SEPARATOR = "+"
 FORWARDING_KINDS = ("local", "remote")
+# The keys a [[targets]] entry may have: shared, then by protocol (docs/configuration.md and,
+# for postgres, docs/sql-classes.md describe each).
+TARGET_KEYS = frozenset(
+    {"name", "protocol", "host", "port", "user", "groups", "jit", "jit_approvers"}
+)
+TARGET_KEYS_BY_PROTOCOL = {
+    "ssh": frozenset(
+        {"key_file", "password_env", "host_key", "port_forwarding", "agent_forwarding"}
+    ),
+    "postgres": frozenset(
+        {"database", "password_env", "password_file", "read_only", "sslmode", "ca_file"}
+    ),
+}
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 DURATION_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -242,7 +255,9 @@ class _Reader:
             raise self.error(f"{where}.{key}", str(exc)) from None
         return seconds or None
 
-    def known_keys(self, table: dict[str, Any], allowed: set[str], where: str) -> None:
+    def known_keys(
+        self, table: dict[str, Any], allowed: set[str] | frozenset[str], where: str
+    ) -> None:
         for key in table:
             if key not in allowed:
                 raise self.error(
@@ -370,6 +385,8 @@ class _Reader:
             protocol = entry.get("protocol", "ssh")
             if protocol not in ("ssh", "postgres"):
                 raise self.error(f"{where}.protocol", 'must be "ssh" or "postgres"')
+            # A mistyped key (`agent_fowarding`, `read_onyl`) must not silently do nothing.
+            self.known_keys(entry, TARGET_KEYS | TARGET_KEYS_BY_PROTOCOL[protocol], where)
             host = self.string(entry, "host", where, required=True)
             port = entry.get("port", 22 if protocol == "ssh" else 5432)
             if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:

@@ -132,6 +132,16 @@ def test_the_example_config_loads(tmp_path: Path) -> None:
             '"local"',
         ),
         (('protocol = "ssh"', 'protocol = "telnet"'), "targets[0].protocol", "ssh"),
+        (
+            ('port_forwarding = ["local"]', "agent_fowarding = true"),
+            "targets[0].agent_fowarding",
+            "unknown key (known: agent_forwarding, groups",
+        ),
+        (  # a postgres key on an ssh target is as wrong as a typo
+            ('port_forwarding = ["local"]', "read_only = true"),
+            "targets[0].read_only",
+            "unknown key",
+        ),
     ],
 )
 def test_errors_name_file_key_and_problem(
@@ -204,3 +214,23 @@ def test_host_port() -> None:
     assert parse_host_port("gw", 22) == ("gw", 22)
     with pytest.raises(ValueError):
         parse_host_port("gw:99999", 22)
+
+
+def test_a_mistyped_postgres_target_key_is_named(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[gateway]
+data_dir = "data"
+
+[[targets]]
+name = "appdb"
+protocol = "postgres"
+host = "127.0.0.1"
+user = "app"
+read_onyl = true
+groups = ["dev"]
+""",
+    )
+    with pytest.raises(ConfigError, match=r"targets\[0\]\.read_onyl: unknown key .*read_only"):
+        load_config(path)
