@@ -120,10 +120,43 @@ def test_many_recordings_share_a_few_threads_and_each_gets_its_security_frame(tm
             assert [e["data"] for e in reader.events() if e.type is EventType.OUTPUT] == [
                 b"out %d" % n
             ]
-    deadline = time.monotonic() + 2  # with nothing left to serve, the threads go away
-    while _writer_threads() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not _writer_threads()
+
+
+def test_writer_threads_go_away_when_no_recording_is_open(tmp_path):
+    # In a child process: other tests' recordings in this one would keep threads alive.
+    child = _run_child(
+        """
+        import sys, threading, time
+        from pathlib import Path
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        from storage.schema import EventType
+        from storage.writer import RecordingWriter
+        from tests.storage.helpers import make_header
+
+        def writer_threads():
+            return [t for t in threading.enumerate() if t.name.startswith("recording-writer-")]
+
+        key = Ed25519PrivateKey.generate()
+        writers = [
+            RecordingWriter(Path(sys.argv[1]) / f"{n}.hrec", make_header(), key, fsync=False)
+            for n in range(10)
+        ]
+        print(len(writer_threads()))
+        for writer in writers:
+            writer.record(EventType.OUTPUT, 0, b"x")
+            writer.close("done")
+        deadline = time.monotonic() + 2
+        while writer_threads() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        print(len(writer_threads()))
+        """,
+        str(tmp_path),
+    )
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err.decode()
+    during, after = (int(line) for line in out.split())
+    assert 1 <= during <= WRITER_THREADS
+    assert after == 0
 
 
 def test_one_failing_recording_leaves_its_neighbours_alone(tmp_path, signer):
