@@ -33,10 +33,12 @@ skipped, and a hit that runs into one is cut before it.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import hashlib
 import hmac
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -45,6 +47,11 @@ from typing import Any
 
 from proxy.config import ConfigError
 
+try:  # the compiled multi-pattern prefilter (Hyperscan); without it, per-detector passes
+    import hyperscan
+except ImportError:  # pragma: no cover - a platform without a wheel
+    hyperscan = None  # type: ignore[assignment]
+
 TOKEN_PREFIX = "tok_"
 TOKEN_HEX = 12
 FULL_VALUE = "********"
@@ -52,6 +59,7 @@ LAST4_MIN = 8  # fewer letters and digits than this: last4 masks everything
 LOOKBEHIND = 4096  # the most text a stream holds back (characters), see mask_stream
 TOKEN_CACHE = 1024  # tokens a masker keeps, per value (see Masker.token)
 PLAN_CACHE = 256  # column plans a masker keeps, per column list (see Masker.plan)
+PREFILTER_MIN = 256  # texts shorter than this (most SQL values) skip the compiled prefilter
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 KNOWN_KEYS = frozenset(
     {"name", "column", "tables", "targets", "detector", "pattern", "style", "groups"}
@@ -186,14 +194,39 @@ class Scan:
     """Facts about one text computed once per `Masker.find`, for cheap prefilters that say
     when a detector cannot match anywhere (C-speed passes instead of a regex per position)."""
 
-    __slots__ = ("_lower", "_sig", "_triggers", "ascii", "text")
+    __slots__ = ("_folds", "_lower", "_sig", "_starts", "_triggers", "ascii", "prefilter", "text")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, prefilter: Prefilter | None = None) -> None:
         self.text = text
         self.ascii = text.isascii()
+        self.prefilter = prefilter
         self._sig: bytes | None = None
         self._lower: str | None = None
+        self._folds: bool | None = None
         self._triggers: dict[tuple[bytes, ...], list[int]] = {}
+        self._starts: dict[str, list[int]] | None = None
+
+    def starts(self, kind: str) -> list[int] | None:
+        """Where a match of the detector `kind` may begin, sorted: every match begins at one
+        of these. One pass of the compiled prefilter finds them for all detectors at once.
+        None without a prefilter (or one that does not cover `kind`): the detector then
+        makes its own C-speed passes."""
+        prefilter = self.prefilter
+        if prefilter is None or kind not in prefilter.kinds:
+            return None
+        starts = self._starts
+        if starts is None:
+            starts = self._starts = prefilter.run(self.text)
+        return starts.get(kind, _NO_STARTS)
+
+    @property
+    def folds(self) -> bool:
+        """True when the text holds a non-ASCII character that case-insensitive matching
+        takes for an ASCII letter (`ſ` for s, the Kelvin sign for k, dotted and dotless i):
+        keyword passes over ASCII would miss what the `(?i)` pattern finds."""
+        if self._folds is None:
+            self._folds = not self.ascii and _FOLDS.search(self.text) is not None
+        return self._folds
 
     def triggers(self, needles: tuple[bytes, ...]) -> list[int]:
         """Every position (overlapping ones too) where one of `needles` occurs in `sig`."""
@@ -237,6 +270,11 @@ def _sig_table() -> bytes:
 
 
 _SIG_TABLE = _sig_table()
+PEM = "pem_private_key"
+_NO_STARTS: list[int] = []
+# The non-ASCII characters that `re`'s IGNORECASE matches to ASCII letters (a test checks
+# this against every code point).
+_FOLDS = re.compile("[\u0130\u0131\u017f\u212a]")
 Search = Callable[[re.Pattern[str], "Scan", int, int], "re.Match[str] | None"]
 _LOCAL_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-"
 _DOMAIN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-"
@@ -288,6 +326,21 @@ def _password_search(
     pattern: re.Pattern[str], scan: Scan, pos: int, endpos: int
 ) -> re.Match[str] | None:
     text = scan.text
+    if scan.folds:  # `paſſword`: only the pattern itself knows every case-insensitive form
+        return pattern.search(text, pos, endpos)
+    keywords = scan.starts("password_assignment")
+    if keywords is not None:
+        tried = -1
+        for keyword in keywords[bisect.bisect_left(keywords, pos) :]:
+            if keyword >= endpos:
+                return None
+            start = _run_start(text, keyword, _KEY_CHARS, 32, pos)
+            if start != tried and (start == 0 or text[start - 1] not in _KEY_CHARS):
+                tried = start
+                found = pattern.match(text, start, endpos)
+                if found is not None:
+                    return found
+        return None
     lower = scan.lower
     if lower is None:
         return pattern.search(text, pos, endpos)
@@ -380,6 +433,9 @@ def _jwt_search(
     """Every JWT starts with `eyJ`: try the pattern only there (a regex search would test its
     lookbehind at every position, at about a tenth of the speed of `str.find`)."""
     text = scan.text
+    starts = scan.starts("jwt")
+    if starts is not None:
+        return _match_at(pattern, text, starts, pos, endpos)
     index = text.find("eyJ", pos, endpos)
     while index >= 0:
         found = pattern.match(text, index, endpos)
@@ -395,6 +451,9 @@ def _aws_search(
     """Every access key id starts with one of `_AWS_PREFIX`'s literals: try the pattern only
     there."""
     text = scan.text
+    starts = scan.starts("aws_access_key")
+    if starts is not None:
+        return _match_at(pattern, text, starts, pos, endpos)
     prefix = _AWS_PREFIX.search(text, pos, endpos)
     while prefix is not None:
         start = prefix.start()
@@ -405,11 +464,48 @@ def _aws_search(
     return None
 
 
-def _triggered(needles: tuple[bytes, ...]) -> Search:
-    """A search that tries the pattern only where the signature shows a candidate: every
-    match of these detectors starts where one of `needles` does."""
+def _match_at(
+    pattern: re.Pattern[str], text: str, starts: list[int], pos: int, endpos: int
+) -> re.Match[str] | None:
+    """The first match of `pattern` at one of `starts` (sorted) in [pos, endpos)."""
+    for start in starts[bisect.bisect_left(starts, pos) :]:
+        if start >= endpos:
+            return None
+        found = pattern.match(text, start, endpos)
+        if found is not None:
+            return found
+    return None
+
+
+def _possible(kind: str, fallback: Callable[[Scan], bool]) -> Callable[[Scan], bool]:
+    """Whether detector `kind` can match anywhere in the text: from the prefilter's pass when
+    there is one, else by `fallback`."""
+
+    def possible(scan: Scan) -> bool:
+        starts = scan.starts(kind)
+        return fallback(scan) if starts is None else bool(starts)
+
+    return possible
+
+
+def _pem_search(
+    pattern: re.Pattern[str], scan: Scan, pos: int, endpos: int
+) -> re.Match[str] | None:
+    starts = scan.starts(PEM)
+    if starts is not None:
+        return _match_at(pattern, scan.text, starts, pos, endpos)
+    return pattern.search(scan.text, pos, endpos)
+
+
+def _triggered(kind: str, needles: tuple[bytes, ...]) -> Search:
+    """A search that tries the pattern only where a candidate begins: where the prefilter
+    says, or without one where the signature shows one of `needles` (every match of these
+    detectors starts where one of them does)."""
 
     def search(pattern: re.Pattern[str], scan: Scan, pos: int, endpos: int) -> re.Match[str] | None:
+        starts = scan.starts(kind)
+        if starts is not None:
+            return _match_at(pattern, scan.text, starts, pos, endpos)
         if not scan.ascii:
             return pattern.search(scan.text, pos, endpos)
         for trigger in scan.triggers(needles):
@@ -465,8 +561,8 @@ DETECTORS: dict[str, Detector] = {
             32,
             accept=_accept_card,
             normalize=_digits,
-            possible=lambda scan: bool(scan.triggers(_CARD_TRIGGERS)),
-            search=_triggered(_CARD_TRIGGERS),
+            possible=_possible("credit_card", lambda scan: bool(scan.triggers(_CARD_TRIGGERS))),
+            search=_triggered("credit_card", _CARD_TRIGGERS),
             tail_start=_class_tail(
                 re.compile(r"(?<![0-9])[0-9](?:[ -]?[0-9]){0,18}[ -]?\Z"),
                 _DIGITS + " -",
@@ -500,8 +596,8 @@ DETECTORS: dict[str, Detector] = {
             re.compile(r"(?<![A-Za-z0-9])[A-Z](?:[A-Z](?:[0-9](?:[0-9][A-Z0-9 ]{0,40})?)?)?\Z"),
             48,
             accept=_accept_iban,
-            possible=lambda scan: bool(scan.triggers((b"AA00",))),
-            search=_triggered((b"AA00",)),
+            possible=_possible("iban", lambda scan: bool(scan.triggers((b"AA00",)))),
+            search=_triggered("iban", (b"AA00",)),
             tail_start=_class_tail(
                 re.compile(r"(?<![A-Za-z0-9])[A-Z](?:[A-Z](?:[0-9](?:[0-9][A-Z0-9 ]{0,40})?)?)?\Z"),
                 _UPPER + _DIGITS + " ",
@@ -521,8 +617,8 @@ DETECTORS: dict[str, Detector] = {
             re.compile(r"(?<![0-9-])[0-9]{1,3}(?:-(?:[0-9]{1,2}(?:-[0-9]{0,4})?)?)?\Z"),
             16,
             normalize=_digits,
-            possible=lambda scan: bool(scan.triggers((b"000s00s0000",))),
-            search=_triggered((b"000s00s0000",)),
+            possible=_possible("us_ssn", lambda scan: bool(scan.triggers((b"000s00s0000",)))),
+            search=_triggered("us_ssn", (b"000s00s0000",)),
             tail_start=_class_tail(
                 re.compile(r"(?<![0-9-])[0-9]{1,3}(?:-(?:[0-9]{1,2}(?:-[0-9]{0,4})?)?)?\Z"),
                 _DIGITS + "-",
@@ -544,7 +640,7 @@ DETECTORS: dict[str, Detector] = {
             ),
             LOOKBEHIND,
             description="JSON web tokens (eyJ....eyJ....signature)",
-            possible=lambda scan: "eyJ" in scan.text,
+            possible=_possible("jwt", lambda scan: "eyJ" in scan.text),
             search=_jwt_search,
             tail_start=_jwt_tail,
         ),
@@ -554,7 +650,9 @@ DETECTORS: dict[str, Detector] = {
             re.compile(r"(?<![A-Z0-9])A[A-Z0-9]{0,19}\Z"),
             24,
             description="AWS access key ids (AKIA..., ASIA..., 20 characters)",
-            possible=lambda scan: _AWS_PREFIX.search(scan.text) is not None,
+            possible=_possible(
+                "aws_access_key", lambda scan: _AWS_PREFIX.search(scan.text) is not None
+            ),
             search=_aws_search,
             tail_start=_class_tail(
                 re.compile(r"(?<![A-Z0-9])A[A-Z0-9]{0,19}\Z"), _UPPER + _DIGITS, 24, "A"
@@ -567,7 +665,8 @@ DETECTORS: dict[str, Detector] = {
             64,
             description="PEM private key blocks: the body between BEGIN ... PRIVATE KEY and "
             "END ... PRIVATE KEY lines (multi-line; the BEGIN and END lines stay visible)",
-            possible=lambda scan: "-----BEGIN " in scan.text,
+            possible=_possible(PEM, lambda scan: "-----BEGIN " in scan.text),
+            search=_pem_search,
             tail_start=_class_tail(
                 re.compile(r"-{1,5}(?:B(?:E(?:G(?:I(?:N(?: [A-Z0-9 ]{0,40}-{0,5})?)?)?)?)?)?\Z"),
                 "-" + _UPPER + _DIGITS + " ",
@@ -590,14 +689,107 @@ DETECTORS: dict[str, Detector] = {
             ),
             400,
             value_groups=("dq", "sq", "bare"),
-            search=_password_search,  # finds the keywords itself: no separate prefilter
+            # without the compiled prefilter it finds the keywords itself: no separate pass
+            possible=lambda scan: scan.folds or scan.starts("password_assignment") != [],
+            search=_password_search,
             tail_start=_password_tail,
             description='assignments such as password=..., secret: ..., api_key = "...", '
             "token=...: only the value is masked",
         ),
     )
 }
-PEM = "pem_private_key"
+
+
+# -- the compiled prefilter ------------------------------------------------------------------
+
+# Where each built-in detector's matches can begin: (Hyperscan pattern, width). A match of the
+# pattern ending at `end` puts a candidate at `end - width`; every match of the detector
+# begins at such a candidate (a test checks it against the plain regular expressions). The
+# `(?:^|[^...])` prefixes are the detectors' own lookbehinds: a run of a million digits is
+# one candidate, not a million.
+_TRIGGERS: dict[str, tuple[tuple[str, int], ...]] = {
+    "credit_card": (
+        (r"(?:^|[^0-9])[0-9]{13}", 13),
+        (r"(?:^|[^0-9])[0-9]{4}[ -][0-9]{4}[ -][0-9]{4}[ -][0-9]", 16),
+        (r"(?:^|[^0-9])[0-9]{4}[ -][0-9]{6}[ -][0-9]{4}", 16),
+    ),
+    "iban": ((r"(?:^|[^A-Za-z0-9])[A-Z]{2}[0-9]{2}", 4),),
+    "us_ssn": ((r"(?:^|[^0-9-])[0-9]{3}-[0-9]{2}-[0-9]{4}", 11),),
+    "jwt": ((r"(?:^|[^A-Za-z0-9_-])eyJ", 3),),
+    "aws_access_key": (
+        (r"(?:^|[^A-Z0-9])A3T", 3),
+        (r"(?:^|[^A-Z0-9])A(?:KIA|SIA|BIA|CCA)", 4),
+    ),
+    PEM: ((r"-----BEGIN ", 11),),
+    # case-insensitive (ASCII); texts with other case forms go to the pattern (Scan.folds)
+    "password_assignment": tuple((word, len(word)) for word in _KEY_LITERALS),
+}
+_CASELESS = frozenset({"password_assignment"})
+
+
+class Prefilter:
+    """One Hyperscan database of the triggers of some detectors: one pass over a text finds
+    where each of them may match (`Scan.starts`), instead of a pass (or five) per detector.
+    The text is scanned as ASCII with every other character as `?` (one byte per character,
+    so offsets are string indices; no trigger holds a `?` or a non-ASCII character)."""
+
+    def __init__(self, kinds: frozenset[str]) -> None:
+        assert hyperscan is not None
+        self.kinds = kinds
+        entries = [(kind, *trigger) for kind in sorted(kinds) for trigger in _TRIGGERS[kind]]
+        self._kinds = tuple(kind for kind, _, _ in entries)
+        self._widths = tuple(width for _, _, width in entries)
+        database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        database.compile(
+            expressions=[pattern.encode() for _, pattern, _ in entries],
+            ids=list(range(len(entries))),
+            elements=len(entries),
+            flags=[
+                hyperscan.HS_FLAG_CASELESS if kind in _CASELESS else 0 for kind, _, _ in entries
+            ],
+        )
+        self._database = database
+        self._local = threading.local()  # a scratch space per thread
+
+    def run(self, text: str) -> dict[str, list[int]]:
+        """Sorted candidate starts per detector (detectors without any are left out)."""
+        if not text:
+            return {}
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = hyperscan.Scratch(self._database)
+        found: list[tuple[int, int]] = []
+        append = found.append
+
+        def on_match(index: int, start: int, end: int, flags: int, context: object) -> None:
+            append((index, end))
+
+        data = text.encode("ascii", "replace")
+        self._database.scan(data, match_event_handler=on_match, scratch=scratch)
+        starts: dict[str, list[int]] = {}
+        kinds, widths = self._kinds, self._widths
+        for index, end in found:
+            starts.setdefault(kinds[index], []).append(end - widths[index])
+        for kind, places in starts.items():
+            if len(places) > 1:
+                starts[kind] = sorted(set(places))
+        return starts
+
+
+_PREFILTERS: dict[frozenset[str], Prefilter | None] = {}
+_PREFILTERS_LOCK = threading.Lock()
+
+
+def prefilter_for(kinds: Iterable[str]) -> Prefilter | None:
+    """The compiled prefilter for these detectors (shared, compiled once per set), or None
+    when Hyperscan is not installed or none of them has triggers."""
+    key = frozenset(kind for kind in kinds if kind in _TRIGGERS)
+    if hyperscan is None or not key:
+        return None
+    with _PREFILTERS_LOCK:
+        if key not in _PREFILTERS:
+            _PREFILTERS[key] = Prefilter(key)
+        return _PREFILTERS[key]
 
 
 # -- rules -----------------------------------------------------------------------------------
@@ -918,9 +1110,11 @@ class Masker:
 
     rules: tuple[MaskRule, ...]
     secret: bytes = b""
+    prefilter: bool = True  # False: every detector makes its own passes (the reference path)
     text_finders: tuple[_Finder, ...] = field(init=False)
     _column_finders: tuple[_Finder, ...] = field(init=False)
     _keyed: hmac.HMAC = field(init=False, repr=False)
+    _prefilter: Prefilter | None = field(init=False, repr=False)
     _tokens: dict[tuple[Callable[[str], str], str], str] = field(init=False, repr=False)
     _plans: dict[tuple[tuple[str, ...], tuple[str | None, ...] | None, bool], ColumnPlan] = field(
         init=False, repr=False
@@ -933,6 +1127,8 @@ class Masker:
         finders = [_finder(r) for r in self.rules if r.detector or r.pattern]
         self.text_finders = tuple(f for f in finders if f.rule.column is None)
         self._column_finders = tuple(f for f in finders if f.rule.column is not None)
+        detectors = (r.detector for r in self.rules if r.detector is not None)
+        self._prefilter = prefilter_for(detectors) if self.prefilter else None
 
     @property
     def masks_text(self) -> bool:
@@ -970,7 +1166,7 @@ class Masker:
         finders = self.text_finders if finders is None else finders
         if not finders:
             return []
-        scan = Scan(text)
+        scan = Scan(text, self._prefilter if len(text) >= PREFILTER_MIN else None)
         finders = [f for f in finders if f.possible is None or f.possible(scan)]
         if not finders:
             return []

@@ -7,13 +7,27 @@ import itertools
 import os
 import pty
 import select
+import sys
 import time
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import proxy.masking
 from proxy.mask_stream import MaskStream
 from proxy.masking import ESCAPE, MaskPolicy
+
+
+@pytest.fixture(scope="module", autouse=True, params=["prefilter always", "prefilter never"])
+def prefilter_mode(request):
+    """Every test here runs twice: with the compiled prefilter on every text the stream scans
+    (however short), and never (each detector's own passes)."""
+    saved = proxy.masking.PREFILTER_MIN
+    proxy.masking.PREFILTER_MIN = 0 if request.param == "prefilter always" else sys.maxsize
+    yield request.param
+    proxy.masking.PREFILTER_MIN = saved
+
 
 SECRET = b"gateway-secret"
 ALL_DETECTORS = [
@@ -339,3 +353,22 @@ def test_literal_first_detectors_split_at_every_byte_boundary():
             start = act.position - 7
             assert out[start : start + act.length] == b"*" * act.length, (cut, act)
         assert acts[-1].token == acts[-2].token  # the same address, the same (cached) token
+
+
+def test_the_prefilter_and_the_per_detector_passes_give_the_same_stream():
+    """A long stream (the prefilter's case) cut into uneven pieces: the same bytes and acts
+    with the compiled prefilter as with each detector's own passes, whatever the mode."""
+    data = (FILE + DECOYS) * 15 + "é 4111 1111 1111 1111 pa\u017f\u017fword=x\n".encode()
+    pieces = chunked(data, [*range(0, len(data), 997), 5, 6, 4000, 4001])
+    fast = make_masker()
+    assert fast._prefilter is not None
+    slow = proxy.masking.Masker(fast.rules, fast.secret, prefilter=False)
+    saved = proxy.masking.PREFILTER_MIN
+    try:
+        proxy.masking.PREFILTER_MIN = 0
+        got = run(MaskStream(fast), pieces)
+    finally:
+        proxy.masking.PREFILTER_MIN = saved
+    assert got == run(MaskStream(slow), pieces)
+    assert got[0] == one_shot(data, slow)
+    assert "pa\u017f\u017fword=*\n".encode() in got[0]  # the value is masked

@@ -2,24 +2,43 @@
 
 from __future__ import annotations
 
+import re
+import sys
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import proxy.masking
 from proxy.config import ConfigError
 from proxy.masking import (
+    _FOLDS,
+    _TRIGGERS,
     DETECTORS,
     FULL_VALUE,
     TOKEN_CACHE,
+    Masker,
     MaskPolicy,
     Scan,
     Style,
     iban_ok,
     luhn_ok,
     make_token,
+    prefilter_for,
 )
 
 SECRET = b"gateway-secret"
+ALL_DETECTORS = [{"name": name, "detector": name} for name in DETECTORS]
+
+
+@pytest.fixture(scope="module", autouse=True, params=["prefilter always", "prefilter never"])
+def prefilter_mode(request):
+    """Every test here runs twice: with the compiled prefilter on every text (however short),
+    and never (each detector's own passes, the reference path)."""
+    saved = proxy.masking.PREFILTER_MIN
+    proxy.masking.PREFILTER_MIN = 0 if request.param == "prefilter always" else sys.maxsize
+    yield request.param
+    proxy.masking.PREFILTER_MIN = saved
 
 
 def masker(*rules: dict, groups=("dev",), target="db1", secret=SECRET):
@@ -486,3 +505,148 @@ def test_plans_are_cached_per_column_list_tables_and_record():
     assert m.plan(["id", "password"]).whole[1] is not None  # unknown table: fails safe
     row, acts = m.plan(["id", "password"], ["users", "users"]).mask_row(["1", "hunter2"])
     assert row == ["1", FULL_VALUE] and len(acts) == 1
+
+
+# -- the compiled prefilter --------------------------------------------------------------------
+
+
+def test_the_prefilter_is_compiled_once_per_set_of_detectors():
+    m = masker(*ALL_DETECTORS)
+    assert m._prefilter is not None and m._prefilter.kinds == frozenset(_TRIGGERS)
+    assert prefilter_for(reversed(list(DETECTORS))) is m._prefilter
+    assert masker({"name": "mail", "detector": "email"})._prefilter is None  # `@`: str.find
+    assert masker({"name": "k", "pattern": "x+"})._prefilter is None
+    assert Masker(m.rules, SECRET, prefilter=False)._prefilter is None
+
+
+def test_prefilter_candidates_are_where_matches_may_begin():
+    prefilter = prefilter_for(_TRIGGERS)
+    assert prefilter is not None
+    text = (
+        "é 4111111111111111 12345678901234567890 4111 1111 1111 1111 x3782-822463-10005 "
+        "DE89370400440532013000 123-45-6789 eyJx AKIAIOSFODNN7EXAMPLE 5A3TX "
+        "-----BEGIN RSA PRIVATE KEY----- DB_PassWord=x apikey TOKEN"
+    )
+    starts = prefilter.run(text)
+    assert starts["credit_card"] == [
+        text.index("4111111111111111"),
+        text.index("1234567890"),  # a run of digits is one candidate, at its start
+        text.index("4111 "),
+        text.index("3782"),
+        text.index("89370400"),  # the IBAN's digits: the card pattern then rejects them
+    ]
+    assert starts["iban"] == [text.index("DE89")]
+    assert starts["us_ssn"] == [text.index("123-45")]
+    assert starts["jwt"] == [text.index("eyJx")]
+    assert starts["aws_access_key"] == [text.index("AKIA")]  # 5A3T follows a digit
+    assert starts["pem_private_key"] == [text.index("-----BEGIN")]
+    assert starts["password_assignment"] == [
+        text.index("KEY-----"),  # any case
+        text.index("Pass"),
+        text.index("key"),
+        text.index("TOKEN"),
+    ]
+    assert prefilter.run("") == {} and prefilter.run("nothing here") == {}
+
+
+def test_fold_characters_are_every_non_ascii_one_ignorecase_takes_for_ascii():
+    letter = re.compile("(?i)[a-z]")
+    found = {
+        chr(code)
+        for code in range(0x80, sys.maxunicode + 1)
+        if not 0xD800 <= code <= 0xDFFF and letter.match(chr(code))
+    }
+    assert found == {"\u0130", "\u0131", "\u017f", "\u212a"}
+    assert all(_FOLDS.match(char) for char in found)
+
+
+@pytest.mark.parametrize(
+    "text", ["pa\u017f\u017fword=hunter2", "api_\u212aey: hunter2", "x \u0130=1"]
+)
+def test_case_insensitive_keywords_with_non_ascii_case_forms(text):
+    pattern = DETECTORS["password_assignment"].pattern
+    m = masker({"name": "pw", "detector": "password_assignment"})
+    hits = m.find(text)
+    found = pattern.search(text)
+    assert [(h.start, h.end) for h in hits] == ([found.span()] if found else [])
+    if "hunter2" in text:
+        assert "hunter2" not in m.mask_text(text)[0]
+
+
+ADVERSARIAL = st.lists(
+    st.sampled_from(
+        [
+            *("a", "A", "Z", "K", "I", "3", "T", "S", "0", "1", "4", "7", "9", " ", "-", "_"),
+            *(".", "=", ":", '"', "'", "@", "\n", "\r\n", "\t", ";", ",", "&", "/", "?"),
+            *("é", "漢", "\udc80", "\u017f", "\u212a", "\u0130", "\u0131", "\x1b[0m"),
+            *("\x1b]0;a@b.example.org\x07", "\x1b[31m", "eyJ", "eyJzdWIi", "hbGciOiJIUzI1NiJ9"),
+            *("AKIA", "A3T", "ASIA", "ACCA", "IOSFODNN7EXAMPLE", "2222", "DE89", "GB82"),
+            *("3704 0044 0532 0130 00", "370400440532013000", "WEST12345698765432", "123-45"),
+            *("-6789", "4111", "1111", " 1111", "-1111", "4111111111111111", "5555555555554444"),
+            *("3782 822463 10005", "0000000000000", "-----BEGIN ", "RSA ", "PRIVATE KEY-----"),
+            *("-----END PRIVATE KEY-----", "password", "PassWord", "pwd", "secret", "Token"),
+            *("api_key", "apikey", "access-key", "KEY", "hunter2", "alice", "@example.com"),
+            *("example.co.uk", "root@localhost"),
+        ]
+    ),
+    max_size=60,
+)
+
+
+def _differential(text: str, pos: int) -> None:
+    """The prefilter's candidates give exactly what each detector's own passes give, and what
+    its plain regular expression gives; and the masker's hits are the same both ways."""
+    prefilter = prefilter_for(_TRIGGERS)
+    assert prefilter is not None
+    endpos = len(text)
+    for name in _TRIGGERS:
+        detector = DETECTORS[name]
+        assert detector.search is not None and detector.possible is not None
+        fast = detector.search(detector.pattern, Scan(text, prefilter), pos, endpos)
+        old = detector.search(detector.pattern, Scan(text), pos, endpos)
+        plain = detector.pattern.search(text, pos, endpos)
+        assert (fast and fast.span()) == (plain and plain.span()), (name, text, pos)
+        assert (old and old.span()) == (plain and plain.span()), (name, text, pos)
+        if plain is not None:  # "cannot match" is never said of a text that matches
+            assert detector.possible(Scan(text, prefilter)), (name, text)
+            assert detector.possible(Scan(text)), (name, text)
+    with_prefilter = masker(*ALL_DETECTORS)
+    without = Masker(with_prefilter.rules, SECRET, prefilter=False)
+    saved = proxy.masking.PREFILTER_MIN
+    proxy.masking.PREFILTER_MIN = 0
+    try:
+        fast_hits = with_prefilter.find(text, pos)
+    finally:
+        proxy.masking.PREFILTER_MIN = saved
+    old_hits = without.find(text, pos)
+    assert [(h.start, h.end, h.vstart, h.vend, h.finder.rule.name) for h in fast_hits] == [
+        (h.start, h.end, h.vstart, h.vend, h.finder.rule.name) for h in old_hits
+    ], text
+
+
+@settings(max_examples=600, deadline=None)
+@given(ADVERSARIAL, st.integers(min_value=0, max_value=80))
+def test_prefilter_finds_exactly_what_the_per_detector_passes_find(pieces, pos):
+    text = "".join(pieces)
+    _differential(text, min(pos, len(text)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=200), st.integers(0, 50))
+def test_prefilter_on_random_text(text, pos):
+    _differential(text, min(pos, len(text)))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1" * 5000 + " 4111111111111111",  # a long digit run is one candidate
+        "key" * 2000 + " password=hunter2",
+        "eyJ" * 1000 + " AKIA" * 500,
+        "\u017f" + "x" * 300 + " passwd: abc",
+        "-----BEGIN " * 100 + "PRIVATE KEY-----\nabc",
+    ],
+)
+def test_prefilter_on_adversarial_long_text(text):
+    _differential(text, 0)
+    _differential(text, len(text) // 2)
