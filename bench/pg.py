@@ -278,6 +278,11 @@ async def main() -> None:
     )
     parser.add_argument("--skip-tpcb", action="store_true", help="only pgbench -S")
     parser.add_argument(
+        "--asyncio-loop",
+        action="store_true",
+        help="run everything on asyncio's own loop instead of uvloop (which the gateway uses)",
+    )
+    parser.add_argument(
         "--diagnose",
         action="store_true",
         help="also run -S through the gateway with recording replaced by a no-op (diagnostic)",
@@ -356,4 +361,9 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if "--asyncio-loop" in sys.argv:
+        asyncio.run(main())
+    else:
+        from hoop_tui.commands.gateway import run_event_loop
+
+        run_event_loop(main())  # uvloop, as `hoop-tui gateway` runs

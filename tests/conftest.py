@@ -7,6 +7,7 @@ each test gets its own gateway, data directory and client files.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,6 +17,16 @@ from tests.fixtures.gateway import GatewayHarness
 from tests.fixtures.processes import stop
 from tests.fixtures.slapd import LdapUser, Slapd, start_slapd
 from tests.fixtures.sshd import Sshd, keygen, start_sshd
+
+if os.environ.get("HOOP_TEST_LOOP") == "uvloop":
+    # In-process tests run on asyncio's loop; HOOP_TEST_LOOP=uvloop runs them on uvloop, the
+    # loop `hoop-tui gateway` itself uses (its subprocess tests run on uvloop either way).
+
+    @pytest.fixture(scope="session")
+    def event_loop_policy() -> asyncio.AbstractEventLoopPolicy:
+        import uvloop
+
+        return uvloop.EventLoopPolicy()
 
 
 @pytest.fixture(scope="session")

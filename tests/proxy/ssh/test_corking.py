@@ -6,10 +6,13 @@ import asyncio
 
 from proxy.ssh.corking import CorkedTransport
 
+# Writers of open test connections: a collected writer would close its connection.
+_KEPT: list[asyncio.StreamWriter] = []
+
 
 async def pair() -> tuple[asyncio.Transport, asyncio.StreamReader, asyncio.Server]:
     received: asyncio.Future[asyncio.StreamReader] = asyncio.get_running_loop().create_future()
-    kept: list[asyncio.StreamWriter] = []
+    kept = _KEPT
 
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         kept.append(writer)  # a collected writer would close the connection
@@ -19,7 +22,6 @@ async def pair() -> tuple[asyncio.Transport, asyncio.StreamReader, asyncio.Serve
     _, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
     reader = await received
     kept.append(writer)
-    server.kept = kept  # type: ignore[attr-defined]
     return writer.transport, reader, server  # type: ignore[return-value]
 
 
