@@ -34,6 +34,13 @@ PG_PORT = 5432
 ALICE_PASSWORD = "alice-pw"
 BOB_PASSWORD = "bob-pw"
 CLIENT_TIMEOUT = 60.0
+DIRECT_DSN = f"host={PG_HOST} port={PG_PORT} user=root dbname=test"  # straight to PostgreSQL
+REVIEW_WRITES = {
+    "name": "review-writes",
+    "sql": ["write"],
+    "action": "review",
+    "approvers": ["oncall"],
+}
 _HASHES: dict[str, str] = {}
 
 
@@ -160,6 +167,19 @@ class PgHarness:
             **extra,
         }
         return " ".join(f"{key}={value}" for key, value in parts.items())
+
+    async def asyncpg(self, user: str = "alice", *, ssl: Any = False) -> Any:
+        """An asyncpg connection to the `test` database through the gateway."""
+        import asyncpg  # only the tests that use it pay for the import
+
+        return await asyncpg.connect(
+            host="127.0.0.1",
+            port=self.port,
+            user=user,
+            password=ALICE_PASSWORD if user == "alice" else BOB_PASSWORD,
+            database="test",
+            ssl=ssl,
+        )
 
     def env(self, database: str = "test", user: str = "alice") -> dict[str, str]:
         env = dict(os.environ)

@@ -11,29 +11,22 @@ import psycopg
 import pytest
 
 from proxy.broker import Person
-from tests.proxy.pg.harness import ALICE_PASSWORD, PgHarness
+from tests.proxy.pg.harness import DIRECT_DSN, REVIEW_WRITES, PgHarness
 
-DIRECT = "host=127.0.0.1 port=5432 user=root dbname=test"
 TABLE = "hoop_batch"
 
 DENY_DDL = {"name": "no-ddl", "sql": ["ddl"], "action": "deny", "message": "no schema changes"}
-REVIEW_WRITES = {
-    "name": "review-writes",
-    "sql": ["write"],
-    "action": "review",
-    "approvers": ["oncall"],
-}
 BOB = Person("bob", frozenset({"oncall"}))
 
 
 async def _fresh_table() -> None:
-    async with await psycopg.AsyncConnection.connect(DIRECT, autocommit=True) as conn:
+    async with await psycopg.AsyncConnection.connect(DIRECT_DSN, autocommit=True) as conn:
         await conn.execute(f"drop table if exists {TABLE}")
         await conn.execute(f"create table {TABLE} (a int)")
 
 
 async def _rows() -> list[int]:
-    async with await psycopg.AsyncConnection.connect(DIRECT, autocommit=True) as conn:
+    async with await psycopg.AsyncConnection.connect(DIRECT_DSN, autocommit=True) as conn:
         cur = await conn.execute(f"select a from {TABLE} order by a")
         return [row[0] for row in await cur.fetchall()]
 
@@ -115,14 +108,7 @@ async def test_a_hold_denied_mid_executemany_leaves_no_row(pg: PgHarness) -> Non
     await _fresh_table()
     await pg.start()
     assert pg.service is not None
-    conn = await asyncpg.connect(
-        host="127.0.0.1",
-        port=pg.port,
-        user="alice",
-        password=ALICE_PASSWORD,
-        database="test",
-        ssl=False,
-    )
+    conn = await pg.asyncpg()
     try:
         task = asyncio.ensure_future(
             conn.executemany(f"insert into {TABLE} values ($1)", [(1,), (2,), (3,)])

@@ -7,14 +7,12 @@ import asyncio
 import io
 from typing import Any
 
-import asyncpg
 import psycopg
 import pytest
 
 from storage.schema import EventType
-from tests.proxy.pg.harness import ALICE_PASSWORD, PgHarness
+from tests.proxy.pg.harness import DIRECT_DSN, PgHarness
 
-DIRECT = "host=127.0.0.1 port=5432 user=root dbname=test"
 TABLE = "hoop_copy_users"
 CARD = "4111 1111 1111 1111"
 MASKS = (
@@ -24,7 +22,7 @@ MASKS = (
 
 
 async def _fresh_table() -> None:
-    async with await psycopg.AsyncConnection.connect(DIRECT, autocommit=True) as conn:
+    async with await psycopg.AsyncConnection.connect(DIRECT_DSN, autocommit=True) as conn:
         await conn.execute(f"drop table if exists {TABLE}")
         await conn.execute(
             f"create table {TABLE} (id int primary key, name text not null,"
@@ -113,14 +111,7 @@ async def test_asyncpg_copy_out_is_masked(pg: PgHarness) -> None:
     pg.extra_toml = MASKS
     await _fresh_table()
     await pg.start()
-    conn = await asyncpg.connect(
-        host="127.0.0.1",
-        port=pg.port,
-        user="alice",
-        password=ALICE_PASSWORD,
-        database="test",
-        ssl=False,
-    )
+    conn = await pg.asyncpg()
     try:
         sink = io.BytesIO()
         await conn.copy_from_table(TABLE, output=sink, format="csv")

@@ -11,27 +11,20 @@ import psycopg
 import pytest
 
 from proxy.broker import Person
-from tests.proxy.pg.harness import ALICE_PASSWORD, PgHarness
+from tests.proxy.pg.harness import DIRECT_DSN, REVIEW_WRITES, PgHarness
 
-DIRECT = "host=127.0.0.1 port=5432 user=root dbname=test"
 TABLE = "hoop_prepared"
-REVIEW_WRITES = {
-    "name": "review-writes",
-    "sql": ["write"],
-    "action": "review",
-    "approvers": ["oncall"],
-}
 BOB = Person("bob", frozenset({"oncall"}))
 
 
 async def _fresh_table() -> None:
-    async with await psycopg.AsyncConnection.connect(DIRECT, autocommit=True) as conn:
+    async with await psycopg.AsyncConnection.connect(DIRECT_DSN, autocommit=True) as conn:
         await conn.execute(f"drop table if exists {TABLE}")
         await conn.execute(f"create table {TABLE} as select generate_series(1, 3) as a")
 
 
 async def _count() -> int:
-    async with await psycopg.AsyncConnection.connect(DIRECT, autocommit=True) as conn:
+    async with await psycopg.AsyncConnection.connect(DIRECT_DSN, autocommit=True) as conn:
         cur = await conn.execute(f"select count(*) from {TABLE}")
         row = await cur.fetchone()
         assert row is not None
@@ -82,14 +75,7 @@ async def test_a_driver_prepared_statement_run_by_sql_execute_is_held(pg: PgHarn
     pg.rules = [REVIEW_WRITES]
     await _fresh_table()
     await pg.start()
-    conn = await asyncpg.connect(
-        host="127.0.0.1",
-        port=pg.port,
-        user="alice",
-        password=ALICE_PASSWORD,
-        database="test",
-        ssl=False,
-    )
+    conn = await pg.asyncpg()
     try:
         statement = await conn.prepare(f"delete from {TABLE}")  # Parse: held at each run
         task = asyncio.ensure_future(conn.execute(f'execute "{statement.get_name()}"'))

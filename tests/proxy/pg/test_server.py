@@ -8,7 +8,6 @@ import contextlib
 import ssl
 from typing import Any
 
-import asyncpg
 import psycopg
 import pytest
 
@@ -98,14 +97,7 @@ async def test_psycopg_text_and_binary(pg: PgHarness) -> None:
 
 async def test_asyncpg_prepared_and_copy(pg: PgHarness) -> None:
     await pg.start()
-    conn = await asyncpg.connect(
-        host="127.0.0.1",
-        port=pg.port,
-        user="alice",
-        password="alice-pw",
-        database="test",
-        ssl=False,
-    )
+    conn = await pg.asyncpg()
     try:
         await conn.execute("create temp table c (id int, name text)")
         statement = await conn.prepare("select $1::int * 2 as doubled")
@@ -303,14 +295,7 @@ async def test_tls_password_login(pg: PgHarness) -> None:
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    conn2 = await asyncpg.connect(
-        host="127.0.0.1",
-        port=pg.port,
-        user="bob",
-        password=BOB_PASSWORD,
-        database="test",
-        ssl=context,
-    )
+    conn2 = await pg.asyncpg("bob", ssl=context)
     assert await conn2.fetchval("select 5") == 5
     await conn2.close()
 
