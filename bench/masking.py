@@ -340,10 +340,14 @@ def run_bulk(gateways: Gateways, data: bytes, repeat: int, py_spy: str | None) -
             rates[label].append(rate)
             if label is not None and got != expected[label]:
                 leaked = sum(s.encode() in got for s in SECRETS) if label != "none" else 0
+                want = expected[label]
+                pairs = enumerate(zip(got, want, strict=False))
+                at = next((i for i, (a, b) in pairs if a != b), -1)
                 print(
                     f"  ! {label}: output differs from one-shot masking "
-                    f"({len(got)} vs {len(expected[label])} bytes; {leaked} sample secrets "
-                    "visible)"
+                    f"({len(got)} vs {len(want)} bytes; {leaked} sample secrets "
+                    f"visible); first at byte {at}: got {got[at - 40 : at + 40]!r}, "
+                    f"one-shot {want[at - 40 : at + 40]!r}"
                 )
     direct = statistics.median(rates[None])
     base = statistics.median(rates["none"])
