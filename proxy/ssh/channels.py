@@ -340,11 +340,13 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         if not self.target_paused_by and self.target is not None:
             self.target.pause_reading()
         self.target_paused_by.add(reason)
+        self._cancel_quiet_flush()  # the quiet that follows is ours, not the program's
 
     def _resume_target(self, reason: str) -> None:
         self.target_paused_by.discard(reason)
         if not self.target_paused_by and self.target is not None:
             self.target.resume_reading()
+            self._arm_quiet_flush()
 
     def _pause(self, reason: str) -> None:
         if not self.paused_by and self.chan is not None:
@@ -378,12 +380,24 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         stream.position = self.output_bytes
         out, acts = stream.feed(data)
         self._deliver(out, acts, datatype)
+        self._cancel_quiet_flush()
+        self._arm_quiet_flush()
+
+    def _arm_quiet_flush(self) -> None:
+        """Let a held possible secret out after `QUIET_FLUSH_S` of quiet from the target, so
+        interactive output never waits. Not while the gateway itself holds the target back
+        (caller or recorder behind): that quiet says nothing about where the output ends, and
+        releasing the start of a secret there would let it through once the rest arrives."""
+        if self.target_paused_by or self._mask_timer is not None:
+            return
+        if any(stream.held for stream in self.mask_streams.values()):
+            loop = asyncio.get_running_loop()
+            self._mask_timer = loop.call_later(QUIET_FLUSH_S, self._flush_masks)
+
+    def _cancel_quiet_flush(self) -> None:
         if self._mask_timer is not None:
             self._mask_timer.cancel()
             self._mask_timer = None
-        if any(s.held for s in self.mask_streams.values()):
-            loop = asyncio.get_running_loop()
-            self._mask_timer = loop.call_later(QUIET_FLUSH_S, self._flush_masks)
 
     def _flush_masks(self, final: bool = False) -> None:
         """Quiet for a moment (or the end): let out what was held back as a possible secret."""

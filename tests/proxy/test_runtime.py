@@ -367,6 +367,30 @@ async def test_secrets_in_command_output_are_masked_before_the_caller_sees_them(
     assert copied.read_bytes() == secrets_file.read_bytes()  # file transfers stay byte-exact
 
 
+async def test_a_slow_reader_never_gets_a_secret_through_the_quiet_flush(
+    harness: GatewayHarness, tmp_path: Path
+):
+    """The caller reads slowly, so the gateway keeps pausing the target mid-stream. That quiet
+    is the gateway's own and must not release the start of a secret: every address in the
+    file stays masked, however the pauses fall."""
+    harness.masks.append({"name": "emails", "detector": "email"})
+    await start(harness)
+    addresses = tmp_path / "addresses.txt"
+    addresses.write_bytes(b"".join(b"user%06d@example.org\n" % n for n in range(1_000_000)))
+    client = await harness.spawn(
+        "ssh", "-p", str(harness.port), "alice+web1@127.0.0.1", f"cat {addresses}", user="alice"
+    )
+    assert client.stdout is not None
+    received = bytearray()
+    while chunk := await asyncio.wait_for(client.stdout.read(16384), 60):
+        received += chunk
+        await asyncio.sleep(0.003)  # a reader slower than the gateway, pausing it again and again
+    assert await asyncio.wait_for(client.wait(), 30) == 0
+    assert received.count(b"\n") == 1_000_000
+    leaked = [line for line in received.splitlines() if b"@example.org" in line]
+    assert leaked == [], f"{len(leaked)} addresses got through, e.g. {leaked[:3]}"
+
+
 async def test_a_hold_nobody_decides_expires_and_the_exec_fails(harness: GatewayHarness, tmp_path):
     harness.add_rule(
         "quick-review", shell="touch *quick*", action="review", approvers=["oncall"], timeout="1s"
