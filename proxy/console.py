@@ -30,6 +30,30 @@ def parse_duration(text: str) -> int | None:
     return sum(int(n) * UNITS[u] for n, u in parts)
 
 
+ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """`text` with every character that is not plainly printable written as an escape
+    (`\\x1b`, `\\r`, `\\u202e`): control characters (C0, DEL, C1), format characters such
+    as the bidirectional overrides, and spaces other than ` `. A held command is the
+    requester's own text, byte for byte from an exec request: printed raw, its CR, CSI and OSC
+    sequences could redraw the approver's screen and show a harmless command in place of the
+    one that runs."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else _escape(char) for char in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if char in ESCAPES:
+        return ESCAPES[char]
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 HELP = """commands:
   holds                       list held commands
   grants                      list grant requests and live grants
@@ -49,7 +73,7 @@ def describe_hold(hold: dict[str, Any], now: float) -> str:
     approvals = len([d for d in hold["decisions"] if d["approve"]])
     left = max(0, int(hold["expires_at"] - now))
     return (
-        f"{hold['id']}  {hold['user']}@{hold['target']}  {hold['command']}\n"
+        f"{hold['id']}  {hold['user']}@{hold['target']}  {printable(hold['command'])}\n"
         f"    rule {hold['rule']}, {approvals}/{hold['approvals_needed']} approvals from "
         f"{', '.join(hold['approvers'])}, {left // 60}m{left % 60:02d}s left"
     )
@@ -59,7 +83,7 @@ def describe_grant(grant: dict[str, Any]) -> str:
     hours = grant["duration_s"] / 3600
     return (
         f"{grant['id']}  {grant['user']} -> {grant['target']} for {hours:g}h: "
-        f"{grant['reason']} [{grant['status']}]"
+        f"{printable(grant['reason'])} [{grant['status']}]"
     )
 
 

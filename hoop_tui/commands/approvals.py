@@ -17,6 +17,7 @@ from typing import Any
 
 from hoop_tui.commands.common import add_config_arguments, data_dir_from, parse_duration
 from hoop_tui.errors import CommandError
+from proxy.console import printable
 from proxy.control import ControlClient, ControlError, socket_path
 
 
@@ -79,7 +80,7 @@ def cmd_holds(args: argparse.Namespace) -> int:
             print(
                 f"{hold['id']:<10} {hold['user'][:10]:<10} {hold['target'][:12]:<12} "
                 f"{hold['rule'][:22]:<22} {_left(hold['expires_at']):<8} {status:<9} "
-                f"{hold['command']}"
+                f"{printable(hold['command'])}"
             )
 
     return _print_json_or(args, holds, show)
@@ -118,7 +119,8 @@ def cmd_grants(args: argparse.Namespace) -> int:
         for grant in rows:
             print(
                 f"{grant['id']:<10} {grant['user'][:10]:<10} {grant['target'][:12]:<12} "
-                f"{grant['status']:<10} {_left(grant['expires_at']):<8} {grant['reason']}"
+                f"{grant['status']:<10} {_left(grant['expires_at']):<8} "
+                f"{printable(grant['reason'])}"
             )
 
     return _print_json_or(args, grants, show)

@@ -153,3 +153,75 @@ async def test_the_console_shows_only_what_concerns_its_person(service):
     await asyncio.wait_for(running, 5)
     for waiting in (others, own):
         waiting.cancel()
+
+
+# -- through the real gateway --------------------------------------------------------------------
+
+
+async def test_a_held_command_cannot_redraw_the_approvers_console(harness, tmp_path):
+    """An exec request carries its command string byte for byte, control characters too. If
+    the console printed it raw, alice could have bob's terminal erase what the command really
+    is and show something harmless in its place: `touch .../restart.evil #` runs, bob reads
+    `ls -la`. The console shows every control character as an escape instead."""
+    import contextlib
+    import getpass
+    import time
+
+    harness.add_user("alice", password="alice-pw", groups=("dev",))
+    harness.add_user("bob", groups=("oncall",))
+    harness.add_target("web1")
+    harness.add_rule(
+        "restarts-need-review",
+        shell="touch *restart*",
+        action="review",
+        approvers=["oncall"],
+        timeout="1m",
+    )
+    harness.operators[getpass.getuser()] = "bob"
+    await harness.start_runtime()
+    console = await asyncio.create_subprocess_exec(
+        "ssh",
+        *harness.ssh_args("bob"),
+        "-T",
+        "-p",
+        str(harness.port),
+        "bob@127.0.0.1",
+        "console",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=harness.env(None),
+        start_new_session=True,
+    )
+    assert console.stdin is not None and console.stdout is not None
+    seen = bytearray()
+
+    async def shown(needle: bytes) -> None:
+        deadline = time.monotonic() + 20
+        while needle not in seen:
+            assert time.monotonic() < deadline, f"{needle!r} not in {bytes(seen)[-600:]!r}"
+            with contextlib.suppress(TimeoutError):
+                seen.extend(await asyncio.wait_for(console.stdout.read(65536), 0.5))
+
+    spoof = f"touch {tmp_path}/restart.evil #\r\x1b[2K\x1b]0;x\x07ls -la\u202e\x9b2J"
+    try:
+        await shown(b"hoop console for bob (oncall)")
+        client = asyncio.ensure_future(harness.ssh_jump("alice", "web1", spoof))
+        await shown(b"[new hold]")
+        await shown(b"rule restarts-need-review")
+        console.stdin.write(b"holds\nquit\n")
+        await asyncio.wait_for(console.wait(), 20)
+        seen.extend(await console.stdout.read())
+        (hold,) = harness.runtime.broker.pending_holds()
+        assert hold.command == spoof  # kept as it was sent: only its display is escaped
+    finally:
+        if console.returncode is None:
+            console.kill()
+            await console.wait()
+        with contextlib.suppress(BaseException):
+            client.cancel()
+            await client
+    text = bytes(seen).decode("utf-8", "replace")
+    shown_as = f"touch {tmp_path}/restart.evil #\\r\\x1b[2K\\x1b]0;x\\x07ls -la\\u202e\\x9b2J"
+    assert shown_as in text
+    assert not [c for c in text.replace("\r\n", "").replace("\a", "") if not c.isprintable()]
