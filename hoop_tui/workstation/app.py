@@ -22,6 +22,7 @@ from hoop_tui.workstation.live import LiveScreen, WatchScreen
 from hoop_tui.workstation.queue import QueueScreen
 from hoop_tui.workstation.recordings import RecordingsScreen
 from proxy.config import DEFAULT_CONFIG_NAME, ConfigError, load_config, resolve_config_path
+from proxy.console import printable
 from proxy.control import ControlClient, ControlError, socket_path
 from replay.masking_view import CurrentMasks, load_current_masks
 
@@ -169,10 +170,11 @@ class Workstation(App[None]):
             return
         if event == "hold.created":
             self.bell()
-            self.notify(
-                f"{hold['user']}@{hold['target']}: {hold['command']}",
+            self.notify(  # the requester's text: never markup, controls escaped
+                f"{hold['user']}@{hold['target']}: {printable(hold['command'])}",
                 title=f"New hold {hold['id']}",
                 timeout=10,
+                markup=False,
             )
         elif event == "hold.decided" and hold["decisions"]:
             last = hold["decisions"][-1]

@@ -12,7 +12,14 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
 
+from proxy.console import printable
+
 COLUMNS = ("ID", "WHO", "WHERE", "COMMAND", "RULE", "VOTES", "AGE", "LEFT")
+
+
+def printable_lines(text: str) -> str:
+    """Each line of `text` through `printable`, the line breaks kept."""
+    return "\n".join(printable(line) for line in text.split("\n"))
 
 
 def _duration(seconds: float) -> str:
@@ -37,8 +44,10 @@ class DecisionDialog(ModalScreen[tuple[bool, str] | None]):
         with Vertical(id="dialog"):
             yield Label(f"{verb} {self.hold['id']}?", id="dialog-title")
             yield Static(
-                f"{self.hold['user']}@{self.hold['target']}: {self.hold['command']}\n"
-                f"rule {self.hold['rule']}",
+                Text(
+                    f"{self.hold['user']}@{self.hold['target']}: "
+                    f"{printable(self.hold['command'])}\nrule {self.hold['rule']}"
+                ),
                 id="dialog-command",
             )
             placeholder = "reason (optional)" if self.approve else "reason (required)"
@@ -120,7 +129,7 @@ class QueueScreen(Screen[None]):
             hold["id"],
             hold["user"],
             hold["target"],
-            Text(hold["command"], style="bold"),
+            Text(printable(hold["command"]), style="bold"),
             hold["rule"],
             f"{votes}/{hold['approvals_needed']}",
             _duration(now - hold["created_at"]),
@@ -155,8 +164,8 @@ class QueueScreen(Screen[None]):
         while lines and not lines[-1]:
             lines = lines[:-1]
         shown = "\n".join(lines[-12:])
-        self.query_one("#hold-screen", Static).update(
-            f"{hold['user']}'s terminal now:\n{shown}" if shown else ""
+        self.query_one("#hold-screen", Static).update(  # the requester's own output: text
+            Text(f"{hold['user']}'s terminal now:\n{printable_lines(shown)}") if shown else ""
         )
 
     def _show_detail(self) -> None:
@@ -168,11 +177,14 @@ class QueueScreen(Screen[None]):
         decided = ", ".join(
             f"{d['by']} {'approved' if d['approve'] else 'denied'}" for d in hold["decisions"]
         )
-        detail.update(
-            f"{hold['id']}: {hold['user']} on {hold['target']} (session {hold['session_id'][:8]})\n"
-            f"  {hold['command']}\n"
-            f"  held by rule {hold['rule']}; approvers: {', '.join(hold['approvers'])}"
-            + (f"; so far: {decided}" if decided else "")
+        detail.update(  # the command is the requester's text: never markup, controls escaped
+            Text(
+                f"{hold['id']}: {hold['user']} on {hold['target']} "
+                f"(session {hold['session_id'][:8]})\n"
+                f"  {printable(hold['command'])}\n"
+                f"  held by rule {hold['rule']}; approvers: {', '.join(hold['approvers'])}"
+                + (f"; so far: {decided}" if decided else "")
+            )
         )
 
     def action_decide(self, approve: bool) -> None:

@@ -7,7 +7,7 @@ import getpass
 import time
 
 import pytest
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable, Input, Static
 
 from hoop_tui.workstation.app import Workstation
 from hoop_tui.workstation.queue import DecisionDialog
@@ -105,6 +105,30 @@ async def test_another_approvers_decision_clears_the_row_everywhere(service):
         )
         await _until(pilot, lambda: table.row_count == 0)
         assert (await waiting).approved_by == ["carol"]
+
+
+async def test_a_held_command_is_shown_as_text_never_as_markup_or_escapes(service):
+    """The command of a hold is the requester's text. Read as Textual markup, `[/x]` crashed
+    every approver's workstation while the hold was pending, and `[b]...[/b]` or a colour
+    could change what the approver reads; its ESC and CR bytes reached their terminal. The
+    queue, the detail, the notification and the dialog show it as text, controls escaped."""
+    command = "touch /tmp/restart.x [b]rm -rf /[/b] [/x] \x1b[2K\rls"
+    shown = "touch /tmp/restart.x [b]rm -rf /[/b] [/x] \\x1b[2K\\rls"
+    app = Workstation(service.data_dir)
+    async with app.run_test() as pilot:
+        await _until(pilot, lambda: app.person == "bob")
+        waiting = _hold(service, command)
+        table = app.queue.query_one("#holds", DataTable)
+        await _until(pilot, lambda: table.row_count == 1)
+        await pilot.pause(0.3)
+        assert app.is_running and app.return_code is None
+        assert shown in str(table.get_row_at(0)[3])
+        assert shown in str(app.queue.query_one("#hold-detail", Static).render())
+        await pilot.press("a")
+        await _until(pilot, lambda: isinstance(app.screen, DecisionDialog))
+        assert shown in str(app.screen.query_one("#dialog-command", Static).render())
+        await pilot.press("escape")
+        waiting.cancel()
 
 
 async def test_recordings_browser_filters_and_opens_a_transcript(service):
