@@ -455,8 +455,8 @@ class PgSession:
         statement_end = body.find(b"\x00", portal_end + 1)
         if portal_end < 0 or statement_end < 0:
             raise ProtocolError("Bind without portal and statement names")
-        portal = body[:portal_end].decode("utf-8", errors="replace")
-        statement = body[portal_end + 1 : statement_end].decode("utf-8", errors="replace")
+        portal = _name(body[:portal_end])
+        statement = _name(body[portal_end + 1 : statement_end])
         prepared = self._statements.get(statement)
         bound = Portal(statement, body, prepared.columns if prepared else None, prepared)
         previous = self._portals.get(portal) if portal else None
@@ -473,7 +473,7 @@ class PgSession:
         body = raw[5:]
         if len(body) < 2 or body[-1] != 0 or body[0] not in b"SP":
             raise ProtocolError("malformed Describe")
-        name = body[1:-1].decode("utf-8", errors="replace")
+        name = _name(body[1:-1])
         self._expects.append(Expect(Kind.DESCRIBE, name=name, describe_kind=chr(body[0])))
         self._forward(raw)
         self._batch_open = True
@@ -521,7 +521,7 @@ class PgSession:
         body = raw[5:]
         if len(body) < 2 or body[-1] != 0 or body[0] not in b"SP":
             raise ProtocolError("malformed Close")
-        name = body[1:-1].decode("utf-8", errors="replace")
+        name = _name(body[1:-1])
         table: dict[str, Any] = self._statements if body[0] == ord("S") else self._portals
         self._expects.append(Expect(Kind.CLOSE, on_done=_forget(table, name)))
         self._forward(raw)
@@ -1226,6 +1226,17 @@ def _row(buf: bytearray, pos: int, end: int) -> list[Any]:
     if pos != end:
         raise ProtocolError("DataRow is longer than its values")
     return values
+
+
+def _name(raw: bytes) -> str:
+    """A statement or portal name of Bind, Describe or Close, read as strictly as Parse and
+    Execute read theirs. A lenient decoding would give two names the server tells apart
+    (byte 0xFF and U+FFFD, under LATIN1) one entry here, and a Bind would be judged by
+    the wrong statement."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("a statement or portal name is not valid UTF-8") from None
 
 
 def _wire_value(masked: bytes | str | None, original: bytes | str | None) -> bytes | None:
