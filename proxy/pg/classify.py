@@ -165,6 +165,9 @@ _RELATION_OBJECTS = frozenset(
 _TARGET_KEYS = ("relation", "rel")  # DML and DDL targets; `rel` of CREATE TABLE AS / INTO
 _ROLE_SETTINGS = frozenset({"role", "session_authorization"})
 CLIENT_ENCODING = "client_encoding"
+# Off, the server reads a backslash in a plain '...' string as an escape; the gateway's parser
+# never does, so the two would split and read statements differently.
+STANDARD_CONFORMING_STRINGS = "standard_conforming_strings"
 _READ_ONLY_SETTINGS = frozenset({"default_transaction_read_only", "transaction_read_only"})
 _FALSE_WORDS = frozenset({"off", "false", "no", "0", "f", "n", "of"})
 
@@ -190,13 +193,15 @@ class Statement:
     (`schema.table` or `table` as written; CTE names included), for rules on tables.
     `encodings` are the values it sets `client_encoding` to, anywhere in it (`SET`,
     `SET NAMES`, `set_config('client_encoding', ...)`, a function's `SET` clause); None
-    where the value is only known when it runs."""
+    where the value is only known when it runs. `conforming` are the values it sets
+    `standard_conforming_strings` to, the same way."""
 
     text: str
     classes: frozenset[str]
     tables: frozenset[str] = frozenset()
     named: Named | None = None
     encodings: tuple[str | None, ...] = ()
+    conforming: tuple[str | None, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +241,7 @@ def classify(sql: str) -> Classified:
                 frozenset(found.tables),
                 found.named_for(text),
                 tuple(found.encodings),
+                tuple(found.conforming),
             )
         )
     return Classified(tuple(statements))
@@ -324,6 +330,7 @@ class _Found:
     cacheable: bool = True
     tables: set[str] = field(default_factory=set)
     encodings: list[str | None] = field(default_factory=list)  # see Statement.encodings
+    conforming: list[str | None] = field(default_factory=list)  # see Statement.conforming
     executes: set[str] = field(default_factory=set)
     prepares: tuple[str, _Found] | None = None
     deallocates: str | None = None
@@ -477,6 +484,8 @@ class _Walker:
         kind = fields.get("kind")
         if name == CLIENT_ENCODING:
             self.client_encoding(fields)
+        elif name == STANDARD_CONFORMING_STRINGS:
+            self.conforming_strings(fields)
         if name in _ROLE_SETTINGS:
             self.found.classes.add(SET_ROLE)
         elif name in _READ_ONLY_SETTINGS:
@@ -495,6 +504,14 @@ class _Walker:
             args = fields.get("args") or []
             self.found.encodings.append(_const_string(args[0]) if len(args) == 1 else None)
         # DEFAULT, RESET and FROM CURRENT return to the session's own value
+
+    def conforming_strings(self, fields: dict[str, Any]) -> None:
+        """A `SET standard_conforming_strings`, also as a function's SET clause."""
+        self.found.cacheable = False
+        if fields.get("kind") == "VAR_SET_VALUE":
+            args = fields.get("args") or []
+            self.found.conforming.append(_setting_text(args[0]) if len(args) == 1 else None)
+        # DEFAULT and RESET return to the value the session logged in with, which was on
 
     def def_elem(self, fields: dict[str, Any]) -> bool:
         name = fields.get("defname")
@@ -520,6 +537,8 @@ class _Walker:
             # is left to the server's report of a changed client_encoding.
             if setting == CLIENT_ENCODING:
                 self.found.encodings.append(_const_string(args[1]) if len(args) > 1 else None)
+            elif setting == STANDARD_CONFORMING_STRINGS:
+                self.found.conforming.append(_const_string(args[1]) if len(args) > 1 else None)
         return False
 
     def create_function(self, fields: dict[str, Any]) -> bool:
@@ -536,6 +555,10 @@ class _Walker:
                 setting = arg.get("VariableSetStmt")
                 if isinstance(setting, dict) and setting.get("name") == CLIENT_ENCODING:
                     self.client_encoding(setting)  # in force while the function runs
+                elif isinstance(setting, dict) and setting.get("name") == (
+                    STANDARD_CONFORMING_STRINGS
+                ):
+                    self.conforming_strings(setting)  # the body is parsed under it
             elif name == "as":
                 items = arg.get("List", {}).get("items", []) if isinstance(arg, dict) else []
                 if len(items) == 1:  # two items are a C function's file and symbol
@@ -725,6 +748,28 @@ def _string(node: Any) -> str:
     if isinstance(node, dict) and "String" in node:
         return str(node["String"].get("sval", ""))
     return ""
+
+
+def setting_is_true(value: str | None) -> bool:
+    """Whether PostgreSQL reads a boolean setting's value as true (its `parse_bool`: `on`,
+    `1`, and `true` and `yes` or any prefix of them, in any case). Anything else is false
+    or an error to the server, and the gateway counts it as false."""
+    word = (value or "").strip().lower()
+    return word in ("on", "1") or (
+        word != "" and ("true".startswith(word) or "yes".startswith(word))
+    )
+
+
+def _setting_text(arg: Any) -> str | None:
+    """A SET value as the server receives it: a string, a number, or None (not a constant)."""
+    if isinstance(arg, dict) and "A_Const" in arg:
+        const = arg["A_Const"]
+        for key in ("sval", "ival", "fval"):
+            if isinstance(const.get(key), dict):
+                return str(const[key].get(key, 0 if key == "ival" else ""))
+        if isinstance(const.get("boolval"), dict):
+            return "on" if const["boolval"].get("boolval") else "off"
+    return None
 
 
 def _const_string(node: Any) -> str | None:

@@ -44,6 +44,7 @@ from proxy.pg.session import (
     Judge,
     PgSession,
     UnparsableMode,
+    conforming_refusal,
     encoding_refusal,
     refusal_message,
 )
@@ -855,6 +856,7 @@ class PgConnection:
         scram: ScramClient | None = None
         greeting: list[bytes] = []
         encoding: str | None = None  # the session's client_encoding, as the target reports it
+        conforming: str | None = None  # and its standard_conforming_strings
 
         async def next_message() -> Any:
             while True:
@@ -911,6 +913,8 @@ class PgConnection:
             elif isinstance(message, ParameterStatus):
                 if message.name == "client_encoding":
                     encoding = message.value
+                elif message.name == "standard_conforming_strings":
+                    conforming = message.value
                 greeting.append(message.encode())
             elif isinstance(message, ErrorResponse) and message.TYPE == Backend.ERROR_RESPONSE:
                 log.warning(
@@ -928,6 +932,9 @@ class PgConnection:
                 # The client's startup parameter, PGCLIENTENCODING, the role's or database's
                 # setting: whatever decided it, the reported value is the one rows come in.
                 refusal = encoding_refusal(encoding, masking=self._masking())
+                # Off (a startup parameter, a role's or database's setting), the server would
+                # read backslashes in strings differently from the gateway's parser.
+                refusal = refusal or conforming_refusal(conforming)
                 if refusal is not None:
                     raise LoginRefused(*refusal)
                 self.key = self.gateway.new_cancel_key(self)

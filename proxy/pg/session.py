@@ -81,6 +81,7 @@ DEFAULT_SAMPLE_ROWS = 20
 MAX_SAMPLE_VALUE = 1024  # bytes of one recorded value; longer values are cut
 _SYNC = frame(Frontend.SYNC)
 _CLIENT_ENCODING_STATUS = sqlclass.CLIENT_ENCODING.encode() + b"\x00"
+_CONFORMING_STATUS = sqlclass.STANDARD_CONFORMING_STRINGS.encode() + b"\x00"
 
 
 # Encoding names as PostgreSQL compares them: lower case, letters and digits only.
@@ -139,6 +140,21 @@ def encoding_refusal(value: str | None, *, masking: bool) -> tuple[str, str] | N
             f"so client_encoding {value} is not allowed (use UTF8, e.g. PGCLIENTENCODING=UTF8)",
         )
     return None
+
+
+def conforming_refusal(value: str | None) -> tuple[str, str] | None:
+    """Why the session may not set standard_conforming_strings to `value` (None: a value
+    only known when it runs): (sqlstate, message), or None when it may. Off, the server
+    reads `\\'` in a `'...'` string as an escaped quote, the gateway's parser as a backslash
+    then a quote: `select 'x\\'' ; drop table t; --'` is one SELECT to the gateway (its
+    string goes on after the doubled quote) and a SELECT and a DROP to the server."""
+    if sqlclass.setting_is_true(value):
+        return None
+    return (
+        FEATURE_NOT_SUPPORTED,
+        "hoop: standard_conforming_strings must stay on: with it off the server reads "
+        "backslashes in strings differently from the gateway's SQL parser",
+    )
 
 
 class Recorder(Protocol):
@@ -561,11 +577,16 @@ class PgSession:
     # -- SQL prepared statements --------------------------------------------------------------
 
     def _encoding_refusal(self, found: sqlclass.Classified) -> tuple[str, str] | None:
-        """A statement that sets a client_encoding the session may not use, refused before
-        the upstream sees it (see `encoding_refusal`)."""
+        """A statement that sets a client_encoding the session may not use, or turns
+        standard_conforming_strings off, refused before the upstream sees it (see
+        `encoding_refusal` and `conforming_refusal`)."""
         for statement in found.statements:
             for value in statement.encodings:
                 refusal = encoding_refusal(value, masking=self.masker is not None)
+                if refusal is not None:
+                    return refusal
+            for value in statement.conforming:
+                refusal = conforming_refusal(value)
                 if refusal is not None:
                     return refusal
         return None
@@ -895,11 +916,16 @@ class PgSession:
     def _up_parameter_status(self, buf: bytearray, start: int, end: int) -> bool:
         """The server reports a new client_encoding after whatever changed it, also where the
         gateway could not see the change (dynamic SQL): one the session may not use ends it,
-        since what follows would be read in an encoding the gateway does not read."""
-        if not buf.startswith(_CLIENT_ENCODING_STATUS, start + 5):
+        since what follows would be read in an encoding the gateway does not read. The same
+        for standard_conforming_strings turned off."""
+        if buf.startswith(_CONFORMING_STATUS, start + 5):
+            value = ParameterStatus.decode(bytes(buf[start + 5 : end])).value
+            refusal = conforming_refusal(value)
+        elif buf.startswith(_CLIENT_ENCODING_STATUS, start + 5):
+            value = ParameterStatus.decode(bytes(buf[start + 5 : end])).value
+            refusal = encoding_refusal(value, masking=self.masker is not None)
+        else:
             return True
-        value = ParameterStatus.decode(bytes(buf[start + 5 : end])).value
-        refusal = encoding_refusal(value, masking=self.masker is not None)
         if refusal is None:
             return True
         self._fatal(refusal[0], refusal[1] + "; the server switched to it, so the session ends")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import psycopg
+import pytest
 
 from tests.proxy.pg.harness import DIRECT_DSN, PgHarness
 
@@ -60,3 +61,66 @@ async def test_a_bind_name_that_is_not_utf8_cannot_borrow_another_statements_ver
     error = await asyncio.to_thread(attack)
     assert error  # the gateway ends the session (FATAL 08P01: a name that is not UTF-8)
     assert await _count() == 1
+
+
+SPLIT_BY_BACKSLASH = f"select 'x\\'' ; drop table {TABLE}; --'"
+
+
+async def test_standard_conforming_strings_off_cannot_hide_a_statement(pg: PgHarness) -> None:
+    """With standard_conforming_strings off the server ends `'x\\''` where the gateway's
+    parser reads on: the DROP after it was a string to the gateway and ran."""
+    pg.rules = [DENY_DDL]
+    await _fresh_table()
+    await pg.start()
+    async with await psycopg.AsyncConnection.connect(pg.dsn(), autocommit=True) as conn:
+        for turn_off in (
+            "set standard_conforming_strings = off",
+            "SET standard_conforming_strings TO 'fal'",
+            "set local standard_conforming_strings = 0",
+            "select set_config('standard_conforming_strings', 'off', false)",
+            "select set_config('standard_conforming_strings', %s, false)",
+            "do $$ begin perform set_config('standard_conforming_strings', 'no', false); end $$",
+        ):
+            with pytest.raises(psycopg.errors.FeatureNotSupported) as caught:
+                await conn.execute(turn_off, ("off",) if "%s" in turn_off else None)
+            assert "standard_conforming_strings must stay on" in str(caught.value)
+            await conn.execute(SPLIT_BY_BACKSLASH)  # one SELECT, as the gateway reads it
+        await conn.execute("set standard_conforming_strings = on")  # on is fine
+        await conn.execute("reset standard_conforming_strings")
+    assert await _count() == 1
+
+
+async def test_standard_conforming_strings_off_from_dynamic_sql_ends_the_session(
+    pg: PgHarness,
+) -> None:
+    pg.rules = [DENY_DDL]
+    await _fresh_table()
+    await pg.start()
+    async with await psycopg.AsyncConnection.connect(pg.dsn(), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as caught:
+            await conn.execute(
+                "do $$ begin execute 'set standard_conforming_strings = ' || 'off'; end $$"
+            )
+        assert "so the session ends" in str(caught.value)
+        with pytest.raises(psycopg.OperationalError):
+            await conn.execute(SPLIT_BY_BACKSLASH)
+    assert await _count() == 1
+
+
+async def test_a_login_with_standard_conforming_strings_off_is_refused(pg: PgHarness) -> None:
+    import asyncpg
+
+    pg.rules = [DENY_DDL]
+    await _fresh_table()
+    await pg.start()
+    with pytest.raises(asyncpg.PostgresError) as caught:
+        await asyncpg.connect(
+            host="127.0.0.1",
+            port=pg.port,
+            user="alice",
+            password="alice-pw",
+            database="test",
+            ssl=False,
+            server_settings={"standard_conforming_strings": "off"},
+        )
+    assert "standard_conforming_strings must stay on" in str(caught.value)
