@@ -305,10 +305,13 @@ class Classifier:
                 )
         self.misses += 1
         result = classify(sql)
-        if result.error is None and _cacheable(sql):
-            self._by_print[printed] = tuple((s.classes, s.tables) for s in result.statements)
-            if len(self._by_print) > self.max_entries:
-                self._by_print.popitem(last=False)
+        if result.error is not None or not _cacheable(sql):
+            # No fingerprint either: the session's verdict cache is keyed by it, and a
+            # look-alike (`do $$ ... $$` with another body) must not get this verdict.
+            return result
+        self._by_print[printed] = tuple((s.classes, s.tables) for s in result.statements)
+        if len(self._by_print) > self.max_entries:
+            self._by_print.popitem(last=False)
         return Classified(result.statements, result.error, printed)
 
 
@@ -416,19 +419,31 @@ class _Walker:
 
     def delete(self, fields: dict[str, Any]) -> bool:
         self.found.classes.add(WRITE)
+        self.constant_condition(fields.get("whereClause"))
         if _no_condition(fields.get("whereClause")):
             self.found.classes.add(DELETE_WITHOUT_WHERE)
         return False
 
     def update(self, fields: dict[str, Any]) -> bool:
         self.found.classes.add(WRITE)
+        self.constant_condition(fields.get("whereClause"))
         if _no_condition(fields.get("whereClause")):
             self.found.classes.add(UPDATE_WITHOUT_WHERE)
         return False
 
+    def constant_condition(self, where: Any) -> None:
+        """`WHERE 1 = 1` and `WHERE 1 = 2`, `WHERE true` and `WHERE false` share a
+        fingerprint (constants are left out) but not `*_without_where`."""
+        if isinstance(where, dict) and ("A_Const" in where or "A_Expr" in where):
+            self.found.cacheable = False
+
     def range_var(self, fields: dict[str, Any]) -> bool:
         name = str(fields.get("relname") or "")
         schema = fields.get("schemaname")
+        if schema:
+            # The fingerprint leaves out the schema of a DML table (`public.t` and
+            # `secret.t` share one), and rules on tables may name it.
+            self.found.cacheable = False
         if name:
             self.found.tables.add(f"{schema}.{name}" if schema else name)
         return False
@@ -489,6 +504,7 @@ class _Walker:
         if name in _ROLE_SETTINGS:
             self.found.classes.add(SET_ROLE)
         elif name in _READ_ONLY_SETTINGS:
+            self.found.cacheable = False  # `= on` and `= off` share a fingerprint
             if kind != "VAR_SET_VALUE" or _false_value(fields.get("args")):
                 self.found.classes.add(READ_WRITE)
         elif kind == "VAR_RESET_ALL":
@@ -515,8 +531,10 @@ class _Walker:
 
     def def_elem(self, fields: dict[str, Any]) -> bool:
         name = fields.get("defname")
-        if name in _READ_ONLY_SETTINGS and _false_value(fields.get("arg")):
-            self.found.classes.add(READ_WRITE)
+        if name in _READ_ONLY_SETTINGS:
+            self.found.cacheable = False  # READ ONLY and READ WRITE share a fingerprint
+            if _false_value(fields.get("arg")):
+                self.found.classes.add(READ_WRITE)
         return False
 
     def func_call(self, fields: dict[str, Any]) -> bool:

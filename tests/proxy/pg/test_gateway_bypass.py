@@ -124,3 +124,80 @@ async def test_a_login_with_standard_conforming_strings_off_is_refused(pg: PgHar
             server_settings={"standard_conforming_strings": "off"},
         )
     assert "standard_conforming_strings must stay on" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("target", "rule", "first", "then"),
+    [
+        (
+            "test",
+            {"name": "no-wholesale", "sql": ["delete_without_where"], "action": "deny"},
+            f"delete from {TABLE} where 1 = 2",
+            f"delete from {TABLE} where 1 = 1",
+        ),
+        (
+            "test",
+            {"name": "no-wholesale", "sql": ["update_without_where"], "action": "deny"},
+            f"update {TABLE} set a = 3 where false",
+            f"update {TABLE} set a = 3 where true",
+        ),
+        # The fingerprint leaves out schema names: the tables of public.t were hoop_secret.t's.
+        (
+            "test",
+            {"name": "no-secret", "tables": ["hoop_secret.*"], "action": "deny"},
+            f"delete from public.{TABLE} where a = 5",
+            f"delete from hoop_secret.{TABLE} where a = 1",
+        ),
+        # Classes that depend on a constant were never shared, but the session's verdict
+        # cache, keyed by the fingerprint, still shared their verdicts.
+        (
+            "test",
+            DENY_WRITES,
+            "do $$ begin perform 1; end $$",
+            f"do $$ begin delete from {TABLE}; end $$",
+        ),
+        (
+            "test",
+            {"name": "no-role", "sql": ["set_role"], "action": "deny"},
+            "select set_config('search_path', 'public', false)",
+            "select set_config('role', 'pg_monitor', false)",
+        ),
+        ("readonly", None, "begin read only", "begin read write"),
+        (
+            "readonly",
+            None,
+            "set default_transaction_read_only = on",
+            "set default_transaction_read_only = off",
+        ),
+        (
+            "readonly",
+            None,
+            "set session characteristics as transaction read only",
+            "set session characteristics as transaction read write",
+        ),
+    ],
+)
+async def test_a_statement_is_never_judged_by_the_classes_of_a_look_alike(
+    pg: PgHarness, target: str, rule: dict | None, first: str, then: str
+) -> None:
+    """The classifier shared classes between texts with the same pglast fingerprint, which
+    leaves out constants and schema names that decide classes and tables: once a harmless
+    look-alike had been seen, the harmful statement got its classes."""
+    pg.rules = [rule] if rule else []
+    await _fresh_table()
+    async with await psycopg.AsyncConnection.connect(DIRECT_DSN, autocommit=True) as conn:
+        await conn.execute("create schema if not exists hoop_secret")
+        await conn.execute(f"drop table if exists hoop_secret.{TABLE}")
+        await conn.execute(f"create table hoop_secret.{TABLE} (a int)")
+        await conn.execute(f"insert into hoop_secret.{TABLE} values (1)")
+    await pg.start()
+    async with await psycopg.AsyncConnection.connect(pg.dsn(target), autocommit=True) as conn:
+        await conn.execute(first)
+        if first.startswith("begin"):
+            await conn.execute("commit")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            await conn.execute(then)
+    assert await _count() == 1
+    async with await psycopg.AsyncConnection.connect(DIRECT_DSN, autocommit=True) as conn:
+        cur = await conn.execute(f"select count(*) from hoop_secret.{TABLE} where a = 1")
+        assert await cur.fetchone() == (1,)
