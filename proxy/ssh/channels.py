@@ -221,7 +221,10 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             target_chan.pause_reading()
         self._start_masking()
         make_gate = getattr(self.inspector, "shell_gate", None)
-        if self.kind == "shell" and self.term_type and make_gate is not None:
+        # Every session with a terminal is typed into: a login shell, and just as well an exec
+        # request that starts one (`ssh -t host bash`, `sudo -i`), whose lines would otherwise
+        # meet no rule after the exec string itself was judged.
+        if self.kind in ("shell", "exec") and self.term_type and make_gate is not None:
             self.gate = make_gate(
                 self.link,
                 self.number,

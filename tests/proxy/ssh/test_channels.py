@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import pty
@@ -278,3 +279,54 @@ async def test_an_inspector_can_refuse_an_exec_before_it_runs(
     first = (await recordings(harness))[0]
     assert first.of("exec")[0]["command"] == f"touch {marker}".encode()
     assert first.of("exit_status") == []
+
+
+# -- the policy meets every way a caller can type commands --------------------------------------
+
+
+async def start_with_policy(harness: GatewayHarness) -> None:
+    from tests.proxy.test_runtime import start
+
+    await start(harness)  # `rm -rf *` is denied on web1
+
+
+async def test_a_command_typed_into_an_exec_with_a_terminal_is_judged(
+    harness: GatewayHarness, tmp_path: Path
+) -> None:
+    """`ssh -t alice+web1@gateway bash` is an exec request (`bash`, allowed) with a terminal:
+    what alice then types into that bash must meet the rules as in a login shell, or every
+    deny rule is one `ssh -t host bash` away."""
+    await start_with_policy(harness)
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    client = await asyncio.create_subprocess_exec(
+        "ssh",
+        *harness.ssh_args("alice"),
+        "-tt",
+        "-p",
+        str(harness.port),
+        "alice+web1@127.0.0.1",
+        "bash --norc",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=harness.env(None),
+        start_new_session=True,
+    )
+    assert client.stdin is not None and client.stdout is not None
+    seen = bytearray()
+    try:
+        await asyncio.sleep(1.0)  # bash's prompt first: keys typed at a prompt, not a paste
+        client.stdin.write(f"rm -rf {keep}\r".encode())
+        deadline = asyncio.get_running_loop().time() + 20
+        while b"denied" not in seen:
+            left = deadline - asyncio.get_running_loop().time()
+            assert left > 0, f"no denial shown: {bytes(seen)!r}"
+            with contextlib.suppress(TimeoutError):
+                seen += await asyncio.wait_for(client.stdout.read(4096), left)
+        await asyncio.sleep(0.5)
+    finally:
+        if client.returncode is None:
+            client.kill()
+            await client.wait()
+    assert keep.is_dir(), bytes(seen)
