@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING
 from proxy.enforcement import Enforcer, Outcome
 from proxy.line_detector import CommandLine, LineDetector
 from proxy.masking import Masker, MaskPolicy
-from proxy.policy import Caller, Policy, Verdict, decide_command_line, decide_exec
+from proxy.policy import (
+    Caller,
+    Policy,
+    Verdict,
+    decide_command_line,
+    decide_exec,
+    decide_unseen,
+)
 from proxy.shell_gate import ShellGate
 from storage.schema import EventType
 
@@ -52,6 +59,23 @@ class PolicyInspector:
         verdict = decide_exec(self.policy, caller_of(link), link.target.name, command)
         link.record(EventType.COMMAND, channel, "exec", command)
         outcome = await self._enforce(link, channel, command, verdict, notify)
+        return None if outcome.allowed else outcome.machine_line(verdict)
+
+    async def check_shell_without_terminal(
+        self,
+        link: TargetLink,
+        channel: int,
+        notify: Callable[[str], None] = lambda text: None,
+    ) -> str | None:
+        """A shell session without a terminal (`ssh -T host < script`): the target's shell runs
+        whatever the caller sends as a script, with no Enter and no screen to judge it by. It is
+        judged once, as a command nobody can read (`decide_unseen`): None to let it start, else
+        the line for the caller's stderr."""
+        what = "a shell without a terminal (its commands come from the caller, not inspected)"
+        why = "a shell without a terminal runs input the gateway cannot inspect; use ssh -t"
+        verdict = decide_unseen(self.policy, caller_of(link), link.target.name, what, why)
+        link.record(EventType.COMMAND, channel, "shell", what)
+        outcome = await self._enforce(link, channel, what, verdict, notify)
         return None if outcome.allowed else outcome.machine_line(verdict)
 
     def shell_gate(

@@ -722,6 +722,16 @@ def decide_exec(policy: Policy, caller: Caller, target: str, command: str) -> Ve
     return _worst(v for v in (whole, parts) if v is not None) or _default(policy)
 
 
+def decide_unseen(policy: Policy, caller: Caller, target: str, what: str, why: str) -> Verdict:
+    """Commands the gateway cannot see at all, such as a shell without a terminal reading them
+    from the channel: never allowed. The first catch-all rule of this caller that denies or
+    holds decides (allow rules cannot vouch for what nobody can read), else `unparsable`."""
+    for rule in policy.rules:
+        if rule.catch_all and rule.action is not Action.ALLOW and rule.applies_to(caller, target):
+            return _from_rule(rule, what, Basis.OPAQUE)
+    return _unparsable_message(policy, what, why, Basis.OPAQUE)
+
+
 def decide_sql(
     policy: Policy,
     caller: Caller,

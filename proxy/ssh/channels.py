@@ -191,6 +191,12 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             if refusal is not None:
                 self._fail(refusal, status=126)
                 return
+        check_blind_shell = getattr(self.inspector, "check_shell_without_terminal", None)
+        if self.kind == "shell" and not self.term_type and check_blind_shell is not None:
+            refusal = await check_blind_shell(self.link, self.number, notify=self._notify)
+            if refusal is not None:
+                self._fail(refusal, status=126)
+                return
         env: dict[str | bytes, str | bytes] = {
             key: value
             for key, value in self.chan.get_environment().items()

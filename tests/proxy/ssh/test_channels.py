@@ -330,3 +330,28 @@ async def test_a_command_typed_into_an_exec_with_a_terminal_is_judged(
             client.kill()
             await client.wait()
     assert keep.is_dir(), bytes(seen)
+
+
+async def test_a_shell_without_a_terminal_is_not_let_through_unjudged(
+    harness: GatewayHarness, tmp_path: Path
+) -> None:
+    """`ssh -T alice+web1@gateway < script`: the target's shell reads its commands from the
+    channel, with no terminal and no Enter for the gateway to judge. It must not run them
+    unjudged: it gets the `unparsable` verdict (review, which without `[policy] approvers`
+    nobody can give: denied)."""
+    await start_with_policy(harness)
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    result = await harness.run(
+        "ssh",
+        "-T",
+        "-p",
+        str(harness.port),
+        "alice+web1@127.0.0.1",
+        user="alice",
+        stdin=f"rm -rf {keep}\necho ran\n".encode(),
+        timeout=40,
+    )
+    assert result.status == 126 and "ran" not in result.out, result
+    assert "without a terminal" in result.err
+    assert keep.is_dir()
