@@ -505,7 +505,7 @@ class _Walker:
             self.found.classes.add(SET_ROLE)
         elif name in _READ_ONLY_SETTINGS:
             self.found.cacheable = False  # `= on` and `= off` share a fingerprint
-            if kind != "VAR_SET_VALUE" or _false_value(fields.get("args")):
+            if kind != "VAR_SET_VALUE" or not _true_value(fields.get("args")):
                 self.found.classes.add(READ_WRITE)
         elif kind == "VAR_RESET_ALL":
             self.found.classes.add(SET_ROLE)  # RESET ALL resets the role too
@@ -533,7 +533,7 @@ class _Walker:
         name = fields.get("defname")
         if name in _READ_ONLY_SETTINGS:
             self.found.cacheable = False  # READ ONLY and READ WRITE share a fingerprint
-            if _false_value(fields.get("arg")):
+            if not _true_value(fields.get("arg")):
                 self.found.classes.add(READ_WRITE)
         return False
 
@@ -732,6 +732,14 @@ def _def_name(option: Any) -> str:
     if isinstance(option, dict) and "DefElem" in option:
         return str(option["DefElem"].get("defname", ""))
     return ""
+
+
+def _true_value(arg: Any) -> bool:
+    """A setting's value that PostgreSQL surely reads as true (a list of one constant);
+    what it may read as false (`fal`, `fa`, ...) or refuse is not."""
+    if isinstance(arg, list):
+        return len(arg) == 1 and _true_value(arg[0])
+    return setting_is_true(_setting_text(arg))
 
 
 def _false_arg(option: Any) -> bool:

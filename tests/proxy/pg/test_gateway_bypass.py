@@ -126,6 +126,34 @@ async def test_a_login_with_standard_conforming_strings_off_is_refused(pg: PgHar
     assert "standard_conforming_strings must stay on" in str(caught.value)
 
 
+async def test_a_read_only_target_stays_read_only_for_every_spelling_of_false(
+    pg: PgHarness,
+) -> None:
+    """PostgreSQL reads `fal`, `fa`, `FALS` as false; the gateway only knew `off`, `false`,
+    `no`, `0`, `f`, `n`, `of`, so `SET default_transaction_read_only = fal` passed on a
+    read-only target and a write hidden in a function a SELECT calls then ran."""
+    await _fresh_table()
+    async with await psycopg.AsyncConnection.connect(DIRECT_DSN, autocommit=True) as conn:
+        await conn.execute(
+            "create or replace function hoop_bypass_write() returns int language sql "
+            f"as 'insert into {TABLE} values (2) returning 1'"
+        )
+    await pg.start()
+    async with await psycopg.AsyncConnection.connect(pg.dsn("readonly"), autocommit=True) as conn:
+        for read_write in (
+            "set default_transaction_read_only = fal",
+            "SET default_transaction_read_only TO 'FA'",
+            "set session characteristics as transaction read write",
+            "set default_transaction_read_only = 2",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                await conn.execute(read_write)
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                await conn.execute("select hoop_bypass_write()")
+        await conn.execute("set default_transaction_read_only = 'tru'")  # true stays allowed
+    assert await _count() == 1
+
+
 @pytest.mark.parametrize(
     ("target", "rule", "first", "then"),
     [
