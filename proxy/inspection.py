@@ -54,9 +54,12 @@ class PolicyInspector:
         channel: int,
         command: str,
         notify: Callable[[str], None] = lambda text: None,
+        *,
+        terminal: bool = False,
     ) -> str | None:
         """None to run the command, else the one line to put on the caller's stderr."""
-        verdict = decide_exec(self.policy, caller_of(link), link.target.name, command)
+        caller = caller_of(link)
+        verdict = decide_exec(self.policy, caller, link.target.name, command, terminal=terminal)
         link.record(EventType.COMMAND, channel, "exec", command)
         outcome = await self._enforce(link, channel, command, verdict, notify)
         return None if outcome.allowed else outcome.machine_line(verdict)

@@ -701,9 +701,15 @@ def decide_command_line(
     return decide_shell(policy, caller, target, line.text)
 
 
-def decide_exec(policy: Policy, caller: Caller, target: str, command: str) -> Verdict:
+def decide_exec(
+    policy: Policy, caller: Caller, target: str, command: str, *, terminal: bool = False
+) -> Verdict:
     """An SSH exec request, inspected in full: the whole string against `exec` patterns, and
-    every simple command in it against `shell` patterns and catch-all rules; most severe wins."""
+    every simple command in it against `shell` patterns and catch-all rules; most severe wins.
+
+    Without a `terminal` the command's input is the caller's channel, which nothing judges: a
+    shell reading its commands from it (`ssh host bash < script`) is opaque. With one, the
+    lines typed into it are judged at Enter by the shell gate."""
     whole: Verdict | None = None
     for rule in policy.rules:
         if not rule.exec or not rule.applies_to(caller, target):
@@ -712,7 +718,7 @@ def decide_exec(policy: Policy, caller: Caller, target: str, command: str) -> Ve
         if verdict is not None:
             whole = verdict
             break
-    result = analyse_line(command, interactive=False)
+    result = analyse_line(command, interactive=False, input_unseen=not terminal)
     if isinstance(result, Unparsable):
         parts: Verdict | None = _unparsable(policy, result)
     else:

@@ -185,21 +185,26 @@ class Unparsable:
 LineResult = ShellAnalysis | Unparsable
 
 
-def analyse_line(line: str, *, interactive: bool = True) -> LineResult:
+def analyse_line(line: str, *, interactive: bool = True, input_unseen: bool = False) -> LineResult:
     """Every simple command one line (or one logical line) would run, or why we cannot tell.
 
     `interactive` is True for lines typed into an interactive shell, where bash expands
     history references (`!!`, `!rm`, `^a^b`) before it parses; an exec request's command
-    runs in a non-interactive shell, where it does not. Results are immutable and cached:
-    people repeat their commands, and parsing is the costly part of a verdict."""
+    runs in a non-interactive shell, where it does not. `input_unseen` says that the line's
+    own standard input is something the gateway does not judge (an exec request without a
+    terminal reads the caller's channel): a shell there reads its commands from it, as from
+    a pipe, so it is opaque. Results are immutable and cached: people repeat their commands,
+    and parsing is the costly part of a verdict."""
     if len(line) > MAX_CACHED_LINE_CHARS:
-        return _with_history_check(_analyse(line, depth=0, aliases={}, via=()), interactive)
-    return _analyse_line_cached(line, interactive)
+        result = _analyse(line, depth=0, aliases={}, via=(), input_unseen=input_unseen)
+        return _with_history_check(result, interactive)
+    return _analyse_line_cached(line, interactive, input_unseen)
 
 
 @functools.lru_cache(maxsize=2048)
-def _analyse_line_cached(line: str, interactive: bool) -> LineResult:
-    return _with_history_check(_analyse(line, depth=0, aliases={}, via=()), interactive)
+def _analyse_line_cached(line: str, interactive: bool, input_unseen: bool) -> LineResult:
+    result = _analyse(line, depth=0, aliases={}, via=(), input_unseen=input_unseen)
+    return _with_history_check(result, interactive)
 
 
 def analyse_paste(text: str, *, interactive: bool = True) -> list[LineResult]:
@@ -296,7 +301,12 @@ _INCOMPLETE_MARKERS = ("unexpected EOF", "delimited by end-of-file")
 
 
 def _analyse(
-    line: str, *, depth: int, aliases: dict[str, str | None], via: tuple[str, ...]
+    line: str,
+    *,
+    depth: int,
+    aliases: dict[str, str | None],
+    via: tuple[str, ...],
+    input_unseen: bool = False,
 ) -> LineResult:
     if len(line) > MAX_LINE_CHARS:
         return Unparsable(line, f"the line is longer than {MAX_LINE_CHARS} characters")
@@ -315,7 +325,7 @@ def _analyse(
         message = _short(exc)
         incomplete = any(marker in message for marker in _INCOMPLETE_MARKERS)
         return Unparsable(line, f"cannot parse: {message}", incomplete=incomplete)
-    walker = _Walker(source, depth, aliases, via, quoted_heredocs)
+    walker = _Walker(source, depth, aliases, via, quoted_heredocs, input_unseen=input_unseen)
     try:
         for tree in trees:
             walker.visit(tree)
@@ -747,17 +757,18 @@ class _Walker:
     via: tuple[str, ...]
     quoted_heredocs: frozenset[str]
     commands: list[SimpleCommand] = field(default_factory=list)
+    input_unseen: bool = False  # the line's standard input is not judged (see analyse_line)
 
     def visit(self, node: Any, context: _Context | None = None) -> None:
         kind = getattr(node, "kind", None)
         if kind == "command":
-            self._command(node, context or _Context())
+            self._command(node, context or _Context(stdin_fed=self.input_unseen))
         elif kind == "pipeline":
             first = True
             for part in node.parts:
                 if getattr(part, "kind", None) in ("pipe", "reservedword"):
                     continue
-                self.visit(part, _Context(stdin_fed=not first))
+                self.visit(part, _Context(stdin_fed=not first or self.input_unseen))
                 first = False
         elif kind in ("commandsubstitution", "processsubstitution"):
             self.visit(node.command)
@@ -898,7 +909,13 @@ class _Walker:
             self._add(SimpleCommand((Word.literal(label), *inner.words), opaque=reason, via=via))
             return
         text = " ".join(word.text for word in inner.words)
-        result = _analyse(text, depth=self.depth + 1, aliases=self.aliases, via=via)
+        result = _analyse(
+            text,
+            depth=self.depth + 1,
+            aliases=self.aliases,
+            via=via,
+            input_unseen=self.input_unseen,
+        )
         if isinstance(result, Unparsable):
             reason = f"{label} runs a string that cannot be analysed: {result.reason}"
             self._add(SimpleCommand((Word.literal(label), Word.literal(text)), reason, via))
@@ -923,7 +940,13 @@ class _Walker:
             return
         expanded = " ".join([value, *(_requote(word) for word in argv[1:])])
         aliases = {key: val for key, val in self.aliases.items() if key != name}
-        result = _analyse(expanded, depth=self.depth + 1, aliases=aliases, via=(*via, "alias"))
+        result = _analyse(
+            expanded,
+            depth=self.depth + 1,
+            aliases=aliases,
+            via=(*via, "alias"),
+            input_unseen=self.input_unseen,
+        )
         if isinstance(result, ShellAnalysis):
             self.commands.extend(result.commands)
 
@@ -1097,8 +1120,8 @@ def _sudo(words: list[Word]) -> _Inner:
     if flags & set("lVvKke"):  # list, version, validate, kill timestamps, edit: no command
         return None
     index = _skip_options(words, 1, _SUDO)
-    if index >= len(words):
-        return None
+    if index >= len(words):  # `sudo -i`, `sudo -s`: a shell that reads its input
+        return _ReadsInput() if flags & set("si") else None
     if flags & set("si"):  # the command runs through the target user's shell
         return _Parse(words[index:])
     return _Run(words[index:])
@@ -1202,8 +1225,9 @@ def _command_string(words: list[Word], long_names: tuple[str, ...]) -> _Inner:
 
 
 def _su(words: list[Word]) -> _Inner:
-    """`su -c CMD`, `runuser -c CMD`, `sg GROUP -c CMD`: CMD runs through a shell."""
-    return _command_string(words, ("--command", "--session-command"))
+    """`su -c CMD`, `runuser -c CMD`, `sg GROUP -c CMD`: CMD runs through a shell; without
+    a command they start a shell that reads its input."""
+    return _command_string(words, ("--command", "--session-command")) or _ReadsInput()
 
 
 def _watch(words: list[Word]) -> _Inner:

@@ -62,6 +62,7 @@ class ChannelInspector(Protocol):
 
     `check_exec` returns None to let the command run, or the line to show on the caller's
     stderr when it may not; while it waits (a hold), `notify` shows progress to the caller.
+    `terminal` says whether the exec has a PTY (what is typed into it then meets the gate).
     An inspector may also offer `shell_gate(link, channel, columns, to_target=, to_caller=)`,
     returning a `ShellGate` that judges each line of an interactive shell at Enter.
     """
@@ -72,6 +73,8 @@ class ChannelInspector(Protocol):
         channel: int,
         command: str,
         notify: Callable[[str], None] = ...,
+        *,
+        terminal: bool = False,
     ) -> str | None: ...
 
 
@@ -92,6 +95,8 @@ class AllowAll:
         channel: int,
         command: str,
         notify: Callable[[str], None] = lambda text: None,
+        *,
+        terminal: bool = False,
     ) -> str | None:
         return None
 
@@ -186,7 +191,11 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             if not self.link.record(EventType.EXEC, self.number, self.command.encode()):
                 return
             refusal = await self.inspector.check_exec(
-                self.link, self.number, self.command, notify=self._notify
+                self.link,
+                self.number,
+                self.command,
+                notify=self._notify,
+                terminal=bool(self.term_type),
             )
             if refusal is not None:
                 self._fail(refusal, status=126)

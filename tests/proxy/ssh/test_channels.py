@@ -254,7 +254,7 @@ class RefuseWord:
     def __init__(self, word: str) -> None:
         self.word = word
 
-    async def check_exec(self, link, channel, command, notify=lambda text: None):  # type: ignore[no-untyped-def]
+    async def check_exec(self, link, channel, command, notify=lambda text: None, terminal=False):  # type: ignore[no-untyped-def]
         if self.word in command:
             notify("hoop: checking...\r\n")
             return f"hoop: denied: {self.word!r} is not allowed"
@@ -354,4 +354,31 @@ async def test_a_shell_without_a_terminal_is_not_let_through_unjudged(
     )
     assert result.status == 126 and "ran" not in result.out, result
     assert "without a terminal" in result.err
+    assert keep.is_dir()
+
+
+@pytest.mark.parametrize(
+    "command", ["bash", "sh -s", "env bash --norc", "exec sh", "sudo -i", "su -"]
+)
+async def test_an_exec_of_a_shell_reading_the_channel_is_not_let_through_unjudged(
+    harness: GatewayHarness, tmp_path: Path, command: str
+) -> None:
+    """`ssh alice+web1@gateway bash < script`: the exec string is only `bash`, which reads the
+    commands to run from the channel, as `... | bash` reads them from a pipe. Without a
+    terminal nothing of that input is judged, so the exec itself is opaque (unparsable)."""
+    await start_with_policy(harness)
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    result = await harness.run(
+        "ssh",
+        "-p",
+        str(harness.port),
+        "alice+web1@127.0.0.1",
+        command,
+        user="alice",
+        stdin=f"rm -rf {keep}\necho ran\n".encode(),
+        timeout=40,
+    )
+    assert result.status == 126 and "ran" not in result.out, result
+    assert "reads the commands to run from its input" in result.err
     assert keep.is_dir()
