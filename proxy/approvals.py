@@ -160,12 +160,15 @@ class ApprovalService:
         return grant
 
     async def _request_grant(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+        # A console user gets the target's approvers, as in the line console: someone logged in
+        # remotely does not pick who approves their own access.
+        named = [] if caller.restricted else [str(g) for g in args.get("approvers") or []]
         grant = self.request_grant(
             caller.person,
             str(args["target"]),
             duration_s=int(args["duration_s"]),
             reason=str(args.get("reason") or ""),
-            approvers=[str(group) for group in args.get("approvers") or []],
+            approvers=named,
         )
         return grant.to_json()
 

@@ -319,3 +319,13 @@ async def test_a_ticket_sees_only_the_holds_and_grants_that_concern_its_person(g
     await client.close()
     for waiting in (others, own):
         waiting.cancel()
+
+
+async def test_a_ticket_cannot_pick_the_approvers_of_its_own_grant(gateway):
+    carol = Person("carol", frozenset({"dev", "friends"}))
+    client = await _ticket_client(gateway, gateway.control.tickets.issue(carol))
+    grant = await client.call(
+        "grants.request", target="web1", duration_s=600, reason="x", approvers=["friends"]
+    )
+    assert grant["approvers"] == ["oncall"]  # the target's approvers, not the ones named
+    await client.close()
