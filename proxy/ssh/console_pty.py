@@ -46,6 +46,10 @@ CTTY_TRAMPOLINE = (
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 KILL_AFTER_S = 2.0  # between the hang-up and SIGKILL when the caller goes away
 MAX_PENDING_INPUT = 64 * 1024  # stop reading the channel while this much waits for the child
+# Each remote workstation is a Python process of its own (tens of MB): a person may keep a few
+# open, the gateway a bounded number, so logins cannot exhaust the gateway host.
+WORKSTATIONS_PER_PERSON = 3
+WORKSTATIONS_IN_ALL = 24
 
 
 def workstation_command(data_dir: Path, ticket: str, term: str) -> tuple[list[str], dict[str, str]]:
@@ -85,6 +89,18 @@ def set_window_size(fd: int, columns: int, rows: int, xpixels: int = 0, ypixels:
 _LIVE: set[PtyChild] = set()  # children of this gateway process not yet reaped
 
 
+def workstation_refusal(person: str) -> str | None:
+    """Why `person` may not open another remote workstation now, or None."""
+    if sum(1 for child in _LIVE if child.owner == person) >= WORKSTATIONS_PER_PERSON:
+        return (
+            f"you already have {WORKSTATIONS_PER_PERSON} workstations open: close one, or use "
+            "`console` without -t for the line-mode console"
+        )
+    if len(_LIVE) >= WORKSTATIONS_IN_ALL:
+        return "the gateway has as many remote workstations open as it allows; try again later"
+    return None
+
+
 async def stop_all() -> None:
     """Hang up every remote workstation and wait until each has exited (gateway stop)."""
     children = list(_LIVE)
@@ -112,8 +128,10 @@ class PtyChild:
         argv: list[str],
         env: dict[str, str],
         size: tuple[int, int, int, int],
+        owner: str = "",
     ) -> None:
         self.chan = chan
+        self.owner = owner  # the person it acts for, for `workstation_refusal`
         self.argv = argv
         self.env = env
         self.size = size
@@ -126,6 +144,7 @@ class PtyChild:
         self._output_done = asyncio.Event()
         self._closed = False
         self._tasks: set[asyncio.Future[None]] = set()
+        _LIVE.add(self)  # counted from now, so a burst of logins cannot outrun the limit
 
     @property
     def pid(self) -> int | None:
@@ -148,12 +167,12 @@ class PtyChild:
             )
         except BaseException:
             os.close(master)
+            _LIVE.discard(self)
             raise
         finally:
             os.close(slave)
         self.master = master
         os.set_blocking(master, False)
-        _LIVE.add(self)
         if self._closed:  # the caller left while the child was being spawned
             self._closed = False
             self.close()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import asyncssh
 
 from proxy.config import TargetConfig
-from proxy.ssh.console_pty import PtyChild
+from proxy.ssh.console_pty import PtyChild, workstation_refusal
 
 if TYPE_CHECKING:
     from proxy.ssh.channels import CallerChannel
@@ -149,8 +149,14 @@ class MenuChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         chan = self.chan
         identity = self.server.identity
         term_type, size, _ = self.term
+        refusal = workstation_refusal(identity.name)
+        if refusal is not None:
+            log.warning("%s: remote workstation refused: %s", identity.name, refusal)
+            chan.write_stderr(f"hoop: {refusal}\r\n".encode())
+            chan.exit(1)
+            return
         argv, env = self.server.context.workstation(identity, term_type)
-        child = PtyChild(chan, argv, env, size)
+        child = PtyChild(chan, argv, env, size, owner=identity.name)
         self.workstation = child
 
         async def run() -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from proxy.control import TICKET_ENV
+from proxy.ssh import console_pty
 from replay.terminal import Terminal
 from storage.state import HoldStatus
 from tests.fixtures.gateway import GatewayHarness
@@ -248,3 +249,35 @@ async def test_without_a_terminal_console_stays_line_mode(harness: GatewayHarnes
     assert "hoop console for bob (oncall)" in result.out
     assert "no held commands" in result.out
     assert workstation_children() == []
+
+
+async def test_a_person_may_keep_only_a_few_workstations_open(
+    harness: GatewayHarness, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(console_pty, "WORKSTATIONS_PER_PERSON", 1)
+    await start(harness)
+    first = await SshTerminal.open(harness, "bob", "console")
+    second = None
+    try:
+        await first.shows("bob @ remote console")
+        second = await SshTerminal.open(harness, "bob", "console")
+        status = await asyncio.wait_for(second.process.wait(), 30)
+        second.pump()
+        assert status == 1
+        assert "you already have 1 workstations open" in second.raw.decode(errors="replace")
+        assert len(workstation_children()) == 1
+        line_mode = await harness.run(  # the line-mode console is still there
+            "ssh",
+            "-T",
+            "-p",
+            str(harness.port),
+            "bob@127.0.0.1",
+            "console",
+            user="bob",
+            stdin=b"quit\n",
+        )
+        assert "hoop console for bob" in line_mode.out
+    finally:
+        await first.close()
+        if second is not None:
+            await second.close()
