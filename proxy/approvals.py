@@ -129,6 +129,7 @@ class ApprovalService:
         return hold
 
     async def _decide_hold(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+        self._refuse_unseen(caller, HOLDS_TOPIC, self.broker.store.get_hold(str(args["id"])))
         hold = self.decide_hold(
             str(args["id"]),
             caller.person,
@@ -188,6 +189,7 @@ class ApprovalService:
         return grant
 
     async def _decide_grant(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+        self._refuse_unseen(caller, GRANTS_TOPIC, self.broker.store.get_grant(str(args["id"])))
         grant = self.decide_grant(
             str(args["id"]),
             caller.person,
@@ -197,10 +199,19 @@ class ApprovalService:
         return grant.to_json()
 
     async def _revoke_grant(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+        self._refuse_unseen(caller, GRANTS_TOPIC, self.broker.store.get_grant(str(args["id"])))
         grant = self.revoke_grant(
             str(args["id"]), caller.person, reason=str(args.get("reason") or "")
         )
         return grant.to_json()
+
+    @staticmethod
+    def _refuse_unseen(caller: Caller, topic: str, item: Hold | Grant | None) -> None:
+        """A console user deciding on a hold or grant they cannot see is told it does not
+        exist, the same answer as for an unknown id: nothing about it leaks."""
+        if item is not None and not caller.sees(topic, item.to_json()):
+            kind = "hold" if topic == HOLDS_TOPIC else "grant"
+            raise DecisionRefused(f"no {kind} {item.id}")
 
     async def _audit(self, caller: Caller, args: dict[str, Any]) -> list[dict[str, Any]]:
         limit = args.get("limit")

@@ -329,3 +329,19 @@ async def test_a_ticket_cannot_pick_the_approvers_of_its_own_grant(gateway):
     )
     assert grant["approvers"] == ["oncall"]  # the target's approvers, not the ones named
     await client.close()
+
+
+async def test_deciding_a_hold_one_cannot_see_answers_as_for_an_unknown_id(gateway):
+    carol = Person("carol", frozenset({"dev"}))
+    waiting = asyncio.ensure_future(gateway.request_hold(**_hold_request()))
+    await asyncio.sleep(0.05)
+    (hold,) = gateway.broker.pending_holds()
+    client = await _ticket_client(gateway, gateway.control.tickets.issue(carol))
+    with pytest.raises(ControlError) as unseen:
+        await client.call("holds.decide", id=hold.id, approve=True, reason="x")
+    with pytest.raises(ControlError) as unknown:
+        await client.call("holds.decide", id="h-000000", approve=True, reason="x")
+    assert str(unseen.value) == f"no hold {hold.id}"
+    assert str(unknown.value) == "no hold h-000000"
+    await client.close()
+    waiting.cancel()
