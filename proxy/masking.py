@@ -1116,9 +1116,15 @@ class Masker:
     _keyed: hmac.HMAC = field(init=False, repr=False)
     _prefilter: Prefilter | None = field(init=False, repr=False)
     _tokens: dict[tuple[Callable[[str], str], str], str] = field(init=False, repr=False)
-    _plans: dict[tuple[tuple[str, ...], tuple[str | None, ...] | None, bool], ColumnPlan] = field(
-        init=False, repr=False
-    )
+    _plans: dict[
+        tuple[
+            tuple[str, ...],
+            tuple[str | None, ...] | None,
+            bool,
+            tuple[MaskRule | None, ...] | None,
+        ],
+        ColumnPlan,
+    ] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._keyed = hmac.new(self.secret, digestmod=hashlib.sha256)
@@ -1309,16 +1315,25 @@ class Masker:
         tables: Sequence[str | None] | None = None,
         *,
         record: bool = True,
+        forced: Sequence[MaskRule | None] | None = None,
     ) -> ColumnPlan:
         """What to do with each column of a result: build once per RowDescription. `tables`
-        gives each column's table name (None when unknown). Plans are cached per masker (a
-        session runs the same few queries again and again); a plan is never changed."""
-        key = (tuple(columns), tuple(tables) if tables is not None else None, record)
+        gives each column's table name (None when unknown). `forced` gives, per column, a
+        whole-value rule that applies whatever the column's name (its value comes from a
+        masked column: proxy/pg/lineage.py). Plans are cached per masker (a session runs the
+        same few queries again and again); a plan is never changed."""
+        forced_key = tuple(forced) if forced is not None and any(forced) else None
+        key = (tuple(columns), tuple(tables) if tables is not None else None, record, forced_key)
         cached = self._plans.get(key)
         if cached is not None:
             return cached
         tables = tables if tables is not None else [None] * len(columns)
         whole = tuple(self.column_rule(c, t) for c, t in zip(columns, tables, strict=True))
+        if forced_key is not None:
+            whole = tuple(
+                w if w is not None else (forced_key[i] if i < len(forced_key) else None)
+                for i, w in enumerate(whole)
+            )
         scan = tuple(
             () if w is not None else self.value_finders(c, t)
             for c, t, w in zip(columns, tables, whole, strict=True)

@@ -28,12 +28,13 @@ Wire codes go through dispatch tables keyed by the message type.
 from __future__ import annotations
 
 import enum
+import json
 import re
 import secrets
 import struct
 import time
-from collections import deque
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -47,6 +48,7 @@ from proxy.pg.copy_out import (
     learn_columns_messages,
     parse_copy_out,
 )
+from proxy.pg.lineage import OutputMasks, lineages
 from proxy.pg.wire import (
     Backend,
     Bind,
@@ -78,6 +80,7 @@ SYNTAX_ERROR = "42601"
 QUERY_CANCELED = "57014"
 PROTOCOL_VIOLATION = "08P01"
 DEFAULT_SAMPLE_ROWS = 20
+OUTPUT_CACHE = 256  # statements whose output masks a session keeps (see _outputs_of)
 MAX_SAMPLE_VALUE = 1024  # bytes of one recorded value; longer values are cut
 _SYNC = frame(Frontend.SYNC)
 _CLIENT_ENCODING_STATUS = sqlclass.CLIENT_ENCODING.encode() + b"\x00"
@@ -222,6 +225,11 @@ class Result:
     described_by: list[Portal | Prepared] = field(default_factory=list)
     on_done: Callable[[], None] | None = None  # an effect that counts once it succeeded
     copy: CopyJob | None = None  # a COPY TO STDOUT whose rows are masked
+    # Output columns whose values come from masked columns, whatever they are called.
+    outputs: OutputMasks | None = None
+    types: tuple[int, ...] | None = None  # the columns' type OIDs, when described
+    formats: tuple[int, ...] = ()  # result format codes of the Bind (none: text)
+    nulled: bool = False  # a masked binary value was sent as NULL (the notice was sent)
 
 
 @dataclass(slots=True)
@@ -247,6 +255,8 @@ class Prepared:
     columns: list[str] | None = None
     found: sqlclass.Classified | None = None
     copy: CopyOut | None = None  # a COPY TO STDOUT whose rows are masked
+    outputs: OutputMasks | None = None  # see Result.outputs
+    types: tuple[int, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -255,6 +265,7 @@ class Portal:
     bind: bytes  # the raw Bind body, decoded only when recorded
     columns: list[str] | None = None
     prepared: Prepared | None = None  # what it runs, fixed at Bind (None: not known here)
+    types: tuple[int, ...] | None = None
 
 
 class PgSession:
@@ -290,7 +301,8 @@ class PgSession:
         self._discarding = False  # after a refusal in the extended protocol, until Sync
         self._batch_open = False  # extended messages forwarded since the last Sync
         self._abort_portal = f"hoop-refused-{secrets.token_hex(8)}"  # a portal never made
-        self._column_cache: dict[bytes, tuple[str, ...]] = {}
+        self._column_cache: dict[bytes, tuple[tuple[str, ...], tuple[int, ...]]] = {}
+        self._outputs: OrderedDict[str, tuple[OutputMasks | None, ...]] = OrderedDict()
         self.masker: Masker | None = None  # set after login when masking rules apply
         self._sides = 0  # SIDE questions not yet answered
         self._copy_rows: CopyRows | None = None  # the COPY whose CopyData is being masked
@@ -425,6 +437,14 @@ class PgSession:
             if named:
                 for statement, result in zip(found.statements, results, strict=False):
                     result.on_done = self._named_effects(statement)
+            if self.masker is not None and self.masker.uses_columns:
+                outputs = self._outputs_of(sql)
+                for index, (statement, result) in enumerate(
+                    zip(found.statements, results, strict=False)
+                ):
+                    result.outputs = self._executed_outputs(statement) or (
+                        outputs[index] if index < len(outputs) else None
+                    )
             self._expects.append(Expect(Kind.QUERY, results=results))
             self._forward(raw)
 
@@ -453,7 +473,13 @@ class PgSession:
                 return
 
         def proceed() -> None:
-            self._define(parse.name, Prepared(parse.sql, verdict, found=found, copy=copy))
+            outputs = None
+            if self.masker is not None and self.masker.uses_columns:
+                outputs = next(iter(self._outputs_of(parse.sql)), None)
+                for statement in found.statements:
+                    outputs = self._executed_outputs(statement) or outputs
+            prepared = Prepared(parse.sql, verdict, found=found, copy=copy, outputs=outputs)
+            self._define(parse.name, prepared)
             self._expects.append(Expect(Kind.PARSE, name=parse.name))
             self._forward(raw)
             self._batch_open = True
@@ -507,6 +533,10 @@ class PgSession:
         def proceed() -> None:
             result = Result(sql, self.clock_ns(), portal.columns if portal else None)
             result.described_by = [item for item in (portal, prepared) if item is not None]
+            if prepared is not None:
+                result.outputs = prepared.outputs
+            if portal is not None:
+                result.formats = _result_formats(portal.bind)
             if prepared is not None and prepared.copy is not None:
                 columns = prepared.copy.columns
                 result.copy = CopyJob(prepared.copy, list(columns) if columns else None)
@@ -626,6 +656,31 @@ class PgSession:
             )
         return self.decide(sqlclass.Classified(tuple(statements), found.error))
 
+    def _outputs_of(self, sql: str) -> tuple[OutputMasks | None, ...]:
+        """Per statement of a string, which output columns carry masked values for this
+        session's rules. The parse is cached by text (lineage.lineages); this per session."""
+        found = self._outputs.get(sql)
+        if found is not None:
+            self._outputs.move_to_end(sql)
+            return found
+        assert self.masker is not None
+        found = tuple(OutputMasks.build(item, self.masker) for item in lineages(sql))
+        self._outputs[sql] = found
+        if len(self._outputs) > OUTPUT_CACHE:
+            self._outputs.popitem(last=False)
+        return found
+
+    def _executed_outputs(self, statement: sqlclass.Statement) -> OutputMasks | None:
+        """An SQL EXECUTE returns what the statement prepared under its name returns."""
+        if statement.named is None or not statement.named.executes:
+            return None
+        outputs: OutputMasks | None = None
+        for name in sorted(statement.named.executes):
+            body = self._statements.get(name)
+            if body is not None and body.outputs is not None:
+                outputs = body.outputs.merged(outputs)
+        return outputs
+
     def _define(self, name: str, prepared: Prepared) -> None:
         """A prepared statement sent upstream. Redefining a named one fails upstream, which
         keeps the old one, so until it is closed it is judged by both."""
@@ -640,7 +695,13 @@ class PgSession:
             return None
         if named.prepares is not None and named.body is not None:
             body = sqlclass.Classified((named.body,))
-            self._define(named.prepares, Prepared(statement.text, self.decide(body), found=body))
+            outputs = None
+            if self.masker is not None and self.masker.uses_columns:
+                outputs = next(iter(self._outputs_of(statement.text)), None)
+            self._define(
+                named.prepares,
+                Prepared(statement.text, self.decide(body), found=body, outputs=outputs),
+            )
         if named.deallocates_all:
             statements = dict(self._statements)
             portals = dict(self._portals) if named.closes_portals else {}
@@ -753,7 +814,11 @@ class PgSession:
                 "session rather than pass unmasked data",
             )
             return False
-        plan = self.masker.plan(columns)
+        forced = None
+        if job is not None and job.spec.query is not None and self.masker.uses_columns:
+            outputs = next(iter(self._outputs_of(job.spec.query)), None)
+            forced = outputs.rules(columns) if outputs is not None else None
+        plan = self.masker.plan(columns, forced=forced)
         if not plan.active:
             return True
         if job is None or buf[start + 5] != 0 or job.spec.format == BINARY or not job.spec.utf8:
@@ -956,33 +1021,40 @@ class PgSession:
 
     def _up_row_description(self, buf: bytearray, start: int, end: int) -> bool:
         body = bytes(buf[start + 5 : end])
-        names = self._column_cache.get(body)
-        if names is None:
-            names = tuple(c.name for c in RowDescription.decode(body).columns)
+        described = self._column_cache.get(body)
+        if described is None:
+            decoded = RowDescription.decode(body).columns
+            described = (tuple(c.name for c in decoded), tuple(c.type_oid for c in decoded))
             if len(self._column_cache) < 256:
-                self._column_cache[body] = names
+                self._column_cache[body] = described
+        names, types = described
         columns = list(names)
         head = self._head()
         if head is None:
             return True
         if head.kind is Kind.DESCRIBE:
-            self._describe_done(head, columns)
+            self._describe_done(head, columns, types)
         else:
             result = self._result(head)
             if result is not None:
                 result.columns = columns
+                result.types = types
         return True
 
-    def _describe_done(self, head: Expect, columns: list[str] | None) -> None:
+    def _describe_done(
+        self, head: Expect, columns: list[str] | None, types: tuple[int, ...] | None = None
+    ) -> None:
         self._expects.popleft()
         if head.describe_kind == "S":
             prepared = self._statements.get(head.name)
             if prepared is not None:
                 prepared.columns = columns
+                prepared.types = types
         else:
             portal = self._portals.get(head.name)
             if portal is not None:
                 portal.columns = columns
+                portal.types = types
 
     def _result(self, head: Expect) -> Result | None:
         if head.current is None and head.results:
@@ -1013,7 +1085,12 @@ class PgSession:
             if columns is None:  # never described: value detectors still run on every column
                 (count,) = _I16.unpack_from(buf, start + 5)
                 columns = [""] * count
-            result.mask = self.masker.plan(columns)
+            if result.types is None:
+                result.types = next(
+                    (item.types for item in result.described_by if item.types is not None), None
+                )
+            forced = result.outputs.rules(columns) if result.outputs is not None else None
+            result.mask = self.masker.plan(columns, forced=forced)
         plan = result.mask
         if not plan.active:
             return False
@@ -1028,6 +1105,14 @@ class PgSession:
         if not acts:
             return False
         out = tuple(_wire_value(new, old) for new, old in zip(masked, texts, strict=True))
+        out, nulled = _typed_values(out, texts, masked, result)
+        if nulled and not result.nulled:
+            result.nulled = True
+            self.to_client += NoticeResponse.make(
+                "01000",
+                "hoop: masked values of binary-format columns are sent as NULL",
+                severity="NOTICE",
+            ).encode()
         self.to_client += DataRow(out).encode()
         if len(result.sample) < self.sample_rows:
             result.sample.append([_sample_value(v) for v in out])
@@ -1274,6 +1359,51 @@ def _wire_value(masked: bytes | str | None, original: bytes | str | None) -> byt
     return masked
 
 
+# Types whose binary format is their UTF-8 text: a masked value can be sent as text.
+_TEXT_TYPES = frozenset({25, 1043, 1042, 19, 705, 18})
+_JSONB = 3802
+_JSON_TYPES = frozenset({114, _JSONB})
+
+
+def _typed_values(
+    out: tuple[bytes | None, ...],
+    texts: Sequence[bytes | str | None],
+    masked: Sequence[bytes | str | None],
+    result: Result,
+) -> tuple[tuple[bytes | None, ...], bool]:
+    """The row with masked values made readable for their column's type: a JSON value
+    becomes a JSON string (`"********"`, so a driver still parses it), and a binary-format
+    value of any other non-text type becomes NULL (a driver would misread `********` as an
+    integer or a timestamp). Also whether a value became NULL."""
+    types = result.types or ()
+    formats = result.formats
+    nulled = False
+    row = list(out)
+    for index, value in enumerate(row):
+        if value is None or masked[index] == texts[index]:
+            continue
+        oid = types[index] if index < len(types) else 0
+        code = formats[0] if len(formats) == 1 else _at(formats, index)
+        if oid in _JSON_TYPES:
+            quoted = json.dumps(value.decode("utf-8", "replace")).encode("utf-8")
+            row[index] = b"\x01" + quoted if code == 1 and oid == _JSONB else quoted
+        elif code == 1 and oid not in _TEXT_TYPES:
+            row[index] = None
+            nulled = True
+    return tuple(row), nulled
+
+
+def _at(codes: tuple[int, ...], index: int) -> int:
+    return codes[index] if index < len(codes) else 0
+
+
+def _result_formats(bind_body: bytes) -> tuple[int, ...]:
+    try:
+        return Bind.decode(bind_body).result_formats
+    except ProtocolError:
+        return ()
+
+
 def _sample_text(value: str | None) -> str | None:
     return None if value is None else value[:MAX_SAMPLE_VALUE]
 
@@ -1328,7 +1458,8 @@ def _merged(old: Prepared, new: Prepared) -> Prepared:
     statements = (old.found.statements if old.found else ()) + (
         new.found.statements if new.found else ()
     )
-    return Prepared(new.sql, verdict, None, sqlclass.Classified(statements))
+    outputs = new.outputs.merged(old.outputs) if new.outputs is not None else old.outputs
+    return Prepared(new.sql, verdict, None, sqlclass.Classified(statements), outputs=outputs)
 
 
 def _bodies(

@@ -1,0 +1,548 @@
+"""Where the values of a statement's result come from, for column mask rules. Pure.
+
+A `[[masks]] column = "password"` rule matches the result's column names, and a query can
+rename or wrap a column (`select password as p`, `lower(password)`, `(select password ...)`,
+`row_to_json(u)`). `lineage(sql)` reads, with pglast, which columns each output column of a
+statement's top-level target list refers to anywhere inside its expression (`Source`), and
+the names the statement's subqueries and CTEs give to their outputs (`derived`), so a rename
+inside a subquery is followed too. `OutputMasks.build(lineage, masker)` then decides, for one
+session's rules, which output positions and which output names carry a masked value.
+
+It fails closed: a table the gateway cannot tell counts as matching a rule's `tables`, a
+whole-row reference (`row_to_json(t)`, `t::text`, `t.*` inside an expression) masks its output
+column when the relation could hold a masked column, and a `*` in a later UNION branch masks
+the positions it covers. Lineage is parsed once per statement text (bounded LRU); the masks per
+session (the rules differ per caller) are cached by the caller.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any
+
+from pglast import parser as pg_parser
+
+from proxy.masking import Masker, MaskRule
+
+MAX_ENTRIES = 4096
+MAX_TEXT = 16384
+MAX_DEPTH = 400
+UNKNOWN_NAME = "?column?"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """What one output expression reads: columns as (name, table or None when unknown), and
+    whole rows of relations (table, None when unknown or derived)."""
+
+    columns: frozenset[tuple[str, str | None]] = frozenset()
+    rows: frozenset[str | None] = frozenset()
+
+    def __or__(self, other: Source) -> Source:
+        return Source(self.columns | other.columns, self.rows | other.rows)
+
+
+EMPTY = Source()
+
+
+@dataclass(frozen=True, slots=True)
+class Branch:
+    """One SELECT of the top level (several for UNION/INTERSECT/EXCEPT): the sources of the
+    output positions before its first top-level `*` (`head`) and after it (`tail`, counted
+    from the end); `star` is what the `*` may cover (None: no `*`)."""
+
+    head: tuple[Source, ...]
+    tail: tuple[Source, ...] = ()
+    star: Source | None = None
+    first: bool = True  # the branch whose `*` columns the RowDescription names
+
+
+@dataclass(frozen=True, slots=True)
+class Lineage:
+    branches: tuple[Branch, ...] = ()
+    derived: tuple[tuple[str, Source], ...] = ()  # subquery/CTE output name (lower) -> source
+
+
+NO_LINEAGE = Lineage()
+
+
+# -- parsing -------------------------------------------------------------------------------------
+
+_cache: OrderedDict[str, tuple[Lineage, ...]] = OrderedDict()
+
+
+def lineages(sql: str) -> tuple[Lineage, ...]:
+    """The lineage of each statement of a string, in order (empty when it does not parse).
+    Cached by exact text: fingerprints drop the aliases this depends on."""
+    found = _cache.get(sql)
+    if found is not None:
+        _cache.move_to_end(sql)
+        return found
+    try:
+        tree = json.loads(pg_parser.parse_sql_json(sql))
+    except pg_parser.ParseError:
+        found = ()
+    else:
+        found = tuple(_lineage(raw.get("stmt")) for raw in tree.get("stmts", []))
+    if len(sql) <= MAX_TEXT:
+        _cache[sql] = found
+        if len(_cache) > MAX_ENTRIES:
+            _cache.popitem(last=False)
+    return found
+
+
+def _lineage(stmt: Any) -> Lineage:
+    if not isinstance(stmt, dict) or len(stmt) != 1:
+        return NO_LINEAGE
+    ((kind, fields),) = stmt.items()
+    if kind in ("PrepareStmt", "DeclareCursorStmt"):
+        return _lineage(fields.get("query"))  # what EXECUTE or FETCH returns
+    reader = _Reader()
+    reader.collect(fields, 0)
+    if kind == "SelectStmt":
+        branches = reader.branches(fields)
+    elif kind in ("InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"):
+        returning = fields.get("returningList") or (fields.get("returningClause") or {}).get(
+            "exprs"
+        )
+        branches = [reader.target_branch(returning or [])] if returning else []
+    else:
+        return NO_LINEAGE
+    return Lineage(tuple(branches), tuple(reader.derived))
+
+
+@dataclass(slots=True)
+class _Reader:
+    aliases: dict[str, set[str | None]] = field(default_factory=dict)
+    ctes: set[str] = field(default_factory=set)
+    functions: set[str] = field(default_factory=set)  # aliases of set-returning functions
+    derived: list[tuple[str, Source]] = field(default_factory=list)
+    _pending: list[tuple[str, Any, list[str]]] = field(default_factory=list)
+
+    # the relations of the statement, scope-blind (conservative: a name meaning two things
+    # resolves to both)
+
+    def collect(self, node: Any, depth: int) -> None:
+        self._walk(node, depth)
+        for kind, fields, colnames in self._pending:
+            self._derive(kind, fields, colnames)
+
+    def _walk(self, node: Any, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            return
+        if isinstance(node, list):
+            for item in node:
+                self._walk(item, depth + 1)
+            return
+        if not isinstance(node, dict):
+            return
+        if "CommonTableExpr" in node:
+            cte = node["CommonTableExpr"]
+            name = str(cte.get("ctename") or "").lower()
+            self.ctes.add(name)
+            self.aliases.setdefault(name, set()).add(None)
+            self._pending.append(("query", cte.get("ctequery"), _names(cte.get("aliascolnames"))))
+        elif "RangeSubselect" in node:
+            sub = node["RangeSubselect"]
+            alias = sub.get("alias") or {}
+            if alias.get("aliasname"):
+                self.aliases.setdefault(str(alias["aliasname"]).lower(), set()).add(None)
+            self._pending.append(("query", sub.get("subquery"), _names(alias.get("colnames"))))
+        elif "RangeFunction" in node:
+            # `unnest(a.attoptions) o`: `o` (and its column aliases) is what the function
+            # returns, so it reads what the function's arguments read
+            function = node["RangeFunction"]
+            alias = function.get("alias") or {}
+            names: list[str] = []
+            if alias.get("aliasname"):
+                name = str(alias["aliasname"]).lower()
+                self.functions.add(name)
+                names = [name, *_names(alias.get("colnames"))]
+            self._pending.append(("function", function.get("functions"), names))
+        for key, value in node.items():
+            if key in ("relation", "RangeVar") and isinstance(value, dict) and "relname" in value:
+                self._range_var(value)
+            if isinstance(value, dict | list):
+                self._walk(value, depth + 1)
+
+    def _range_var(self, var: dict[str, Any]) -> None:
+        relname = str(var.get("relname") or "").lower()
+        schema = str(var.get("schemaname") or "").lower()
+        alias = var.get("alias") or {}
+        name = str(alias.get("aliasname") or relname).lower()
+        tables: set[str | None]
+        if not schema and relname in self.ctes:
+            tables = {None}
+        else:
+            tables = {relname, f"{schema}.{relname}"} if schema else {relname}
+        self.aliases.setdefault(name, set()).update(tables)
+        for colname in _names(alias.get("colnames")):  # `users u(a, b)` renames columns
+            self._pending.append(("rename", frozenset(tables), [colname]))
+
+    def _derive(self, kind: str, node: Any, colnames: list[str]) -> None:
+        if kind == "rename":
+            self.derived.append((colnames[0], Source(rows=node)))
+            return
+        if kind == "function":
+            source = self.source(node)
+            self.derived.extend((name, source) for name in colnames)
+            return
+        outputs, star = self.outputs(node)
+        if colnames:
+            if star is not None:  # positions unknown: every alias may hold anything
+                every = star
+                for _, source in outputs:
+                    every = every | source
+                outputs = [(name, every) for name in colnames]
+            else:
+                outputs = [
+                    (colnames[i] if i < len(colnames) else name, source)
+                    for i, (name, source) in enumerate(outputs)
+                ]
+        self.derived.extend(outputs)
+
+    def outputs(self, node: Any) -> tuple[list[tuple[str, Source]], Source | None]:
+        """A subquery's (or CTE's) output names and sources, and what a `*` in it covers."""
+        if not isinstance(node, dict) or len(node) != 1:
+            return [], None
+        ((kind, fields),) = node.items()
+        if kind == "SelectStmt":
+            return self._select_outputs(fields)
+        returning = fields.get("returningList") or (fields.get("returningClause") or {}).get(
+            "exprs"
+        )
+        if kind in ("InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt") and returning:
+            return self._target_outputs(returning)
+        return [], None
+
+    def _select_outputs(
+        self, fields: dict[str, Any]
+    ) -> tuple[list[tuple[str, Source]], Source | None]:
+        if fields.get("op", "SETOP_NONE") != "SETOP_NONE":
+            left, left_star = self._select_outputs(_select(fields.get("larg")))
+            right, right_star = self._select_outputs(_select(fields.get("rarg")))
+            if left_star is None and right_star is None and len(left) == len(right):
+                return [
+                    (name, source | other)
+                    for (name, source), (_, other) in zip(left, right, strict=True)
+                ], None
+            every = (left_star or EMPTY) | (right_star or EMPTY)
+            for _, source in left + right:
+                every = every | source
+            return [(name, every) for name, _ in left], (every if left_star else None)
+        if fields.get("valuesLists"):
+            rows = [_items(row) for row in fields["valuesLists"]]
+            width = max(len(row) for row in rows)
+            return [
+                (
+                    f"column{i + 1}",
+                    _union(self.source(row[i]) for row in rows if i < len(row)),
+                )
+                for i in range(width)
+            ], None
+        return self._target_outputs(fields.get("targetList") or [])
+
+    def _target_outputs(self, targets: list[Any]) -> tuple[list[tuple[str, Source]], Source | None]:
+        outputs: list[tuple[str, Source]] = []
+        star: Source | None = None
+        for target in targets:
+            res = target.get("ResTarget", {}) if isinstance(target, dict) else {}
+            value = res.get("val")
+            covered = self.star(value)
+            if covered is not None:
+                star = covered if star is None else star | covered
+                continue
+            name = str(res.get("name") or _figure_name(value)).lower()
+            outputs.append((name, self.source(value)))
+        return outputs, star
+
+    # the top level
+
+    def branches(self, fields: dict[str, Any], first: bool = True) -> list[Branch]:
+        if fields.get("op", "SETOP_NONE") != "SETOP_NONE":
+            return self.branches(_select(fields.get("larg")), first) + self.branches(
+                _select(fields.get("rarg")), False
+            )
+        if fields.get("valuesLists"):
+            outputs, _ = self._select_outputs(fields)
+            return [Branch(tuple(source for _, source in outputs), first=first)]
+        branch = self.target_branch(fields.get("targetList") or [])
+        return [Branch(branch.head, branch.tail, branch.star, first)]
+
+    def target_branch(self, targets: list[Any]) -> Branch:
+        head: list[Source] = []
+        tail: list[Source] = []
+        star: Source | None = None
+        stars = 0
+        for target in targets:
+            res = target.get("ResTarget", {}) if isinstance(target, dict) else {}
+            value = res.get("val")
+            covered = self.star(value)
+            if covered is not None:
+                stars += 1
+                star = covered if star is None else star | covered
+                if stars > 1:  # between two stars, positions are unknown
+                    for source in tail:
+                        star = star | source
+                    tail = []
+                continue
+            (head if star is None else tail).append(self.source(value))
+        return Branch(tuple(head), tuple(tail), star)
+
+    def star(self, value: Any) -> Source | None:
+        """A top-level `*` or `t.*` target: what it may cover; None for other targets."""
+        if not (isinstance(value, dict) and "ColumnRef" in value):
+            return None
+        fields = value["ColumnRef"].get("fields") or []
+        if not fields or not (isinstance(fields[-1], dict) and "A_Star" in fields[-1]):
+            return None
+        if len(fields) == 1:
+            return Source(rows=frozenset(self._everything()))
+        return Source(rows=frozenset(self.resolve(_sval(fields[-2]))))
+
+    def _everything(self) -> set[str | None]:
+        out: set[str | None] = {None} if not self.aliases else set()
+        for tables in self.aliases.values():
+            out |= tables
+        return out
+
+    def resolve(self, qualifier: str) -> set[str | None]:
+        if qualifier.lower() in self.functions:
+            return {None}
+        return set(self.aliases.get(qualifier.lower(), {qualifier.lower() or None}))
+
+    # expressions
+
+    def source(self, node: Any, depth: int = 0) -> Source:
+        """Every column and whole row an expression reads, anywhere inside it."""
+        if depth > MAX_DEPTH:
+            return Source(rows=frozenset({None}))  # too deep to read: fail closed
+        if isinstance(node, list):
+            return _union(self.source(item, depth + 1) for item in node)
+        if not isinstance(node, dict):
+            return EMPTY
+        if "ColumnRef" in node:
+            return self._column_ref(node["ColumnRef"].get("fields") or [])
+        if "SubLink" in node:
+            link = node["SubLink"]
+            found = self.source(link.get("testexpr"), depth + 1)
+            if link.get("subLinkType") != "EXISTS_SUBLINK":
+                found = found | self._subselect(link.get("subselect"), depth + 1)
+            return found
+        if "SelectStmt" in node:
+            return self._subselect(node, depth + 1)
+        return _union(
+            self.source(value, depth + 1)
+            for value in node.values()
+            if isinstance(value, dict | list)
+        )
+
+    def _subselect(self, node: Any, depth: int) -> Source:
+        outputs, star = self.outputs(node)
+        found = star or EMPTY
+        for _, source in outputs:
+            found = found | source
+        return found
+
+    def _column_ref(self, fields: list[Any]) -> Source:
+        if not fields:
+            return EMPTY
+        if isinstance(fields[-1], dict) and "A_Star" in fields[-1]:
+            if len(fields) == 1:
+                return Source(rows=frozenset(self._everything()))
+            return Source(rows=frozenset(self.resolve(_sval(fields[-2]))))
+        name = _sval(fields[-1]).lower()
+        if len(fields) == 1:
+            # `u` alone may be the whole row of `users u`
+            rows = self.aliases.get(name) if name not in self.functions else None
+            columns = frozenset({(name, None)})
+            return Source(columns, frozenset(rows) if rows else frozenset())
+        tables = self.resolve(_sval(fields[-2]))
+        return Source(frozenset((name, table) for table in tables))
+
+
+def _select(node: Any) -> dict[str, Any]:
+    if isinstance(node, dict) and "SelectStmt" in node:
+        return dict(node["SelectStmt"])
+    return node if isinstance(node, dict) else {}
+
+
+def _items(row: Any) -> list[Any]:
+    if isinstance(row, dict) and "List" in row:
+        return list(row["List"].get("items") or [])
+    return list(row) if isinstance(row, list) else []
+
+
+def _sval(node: Any) -> str:
+    if isinstance(node, dict) and "String" in node:
+        return str(node["String"].get("sval", ""))
+    return ""
+
+
+def _names(items: Any) -> list[str]:
+    return [_sval(item).lower() for item in items or []]
+
+
+def _union(sources: Any) -> Source:
+    out = EMPTY
+    for source in sources:
+        out = out | source
+    return out
+
+
+_FIXED_NAMES = {
+    "CoalesceExpr": "coalesce",
+    "CaseExpr": "case",
+    "A_ArrayExpr": "array",
+    "RowExpr": "row",
+    "NullIfExpr": "nullif",
+}
+
+
+def _figure_name(node: Any) -> str:
+    """The name PostgreSQL gives an output column without `AS` (its FigureColname), or
+    `?column?`."""
+    if not isinstance(node, dict) or len(node) != 1:
+        return UNKNOWN_NAME
+    ((kind, fields),) = node.items()
+    if kind == "ColumnRef":
+        parts = fields.get("fields") or []
+        return _sval(parts[-1]) or UNKNOWN_NAME if parts else UNKNOWN_NAME
+    if kind == "FuncCall":
+        parts = fields.get("funcname") or []
+        return _sval(parts[-1]) or UNKNOWN_NAME if parts else UNKNOWN_NAME
+    if kind == "TypeCast":
+        inner = _figure_name(fields.get("arg"))
+        if inner != UNKNOWN_NAME:
+            return inner
+        names = (fields.get("typeName") or {}).get("names") or []
+        return _sval(names[-1]) or UNKNOWN_NAME if names else UNKNOWN_NAME
+    if kind == "A_Indirection":
+        for item in reversed(fields.get("indirection") or []):
+            if _sval(item):
+                return _sval(item)
+        return _figure_name(fields.get("arg"))
+    if kind == "MinMaxExpr":
+        return "greatest" if fields.get("op") == "IS_GREATEST" else "least"
+    if kind == "SubLink":
+        link = fields.get("subLinkType")
+        if link == "EXISTS_SUBLINK":
+            return "exists"
+        if link == "ARRAY_SUBLINK":
+            return "array"
+        if link == "EXPR_SUBLINK":
+            targets = _select(fields.get("subselect")).get("targetList") or []
+            if targets:
+                res = targets[0].get("ResTarget", {})
+                return str(res.get("name") or _figure_name(res.get("val")))
+        return UNKNOWN_NAME
+    return _FIXED_NAMES.get(kind, UNKNOWN_NAME)
+
+
+# -- one session's rules ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Resolved:
+    head: tuple[MaskRule | None, ...]
+    tail: tuple[MaskRule | None, ...]
+    star: MaskRule | None
+    has_star: bool
+    first: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OutputMasks:
+    """Which output columns of one statement carry a masked value, for one masker."""
+
+    branches: tuple[_Resolved, ...] = ()
+    names: tuple[tuple[str, MaskRule], ...] = ()
+
+    @classmethod
+    def build(cls, lineage: Lineage, masker: Masker) -> OutputMasks | None:
+        rules = [r for r in masker.rules if _whole_column(r)]
+        if not rules or not (lineage.branches or lineage.derived):
+            return None
+        names: dict[str, MaskRule] = {}
+        changed = True
+        while changed:  # a subquery's output may read another's: follow until stable
+            changed = False
+            for name, source in lineage.derived:
+                if name not in names:
+                    rule = _rule(source, rules, names)
+                    if rule is not None:
+                        names[name] = rule
+                        changed = True
+        branches = tuple(
+            _Resolved(
+                tuple(_rule(s, rules, names) for s in branch.head),
+                tuple(_rule(s, rules, names) for s in branch.tail),
+                _rule(branch.star, rules, names) if branch.star is not None else None,
+                branch.star is not None,
+                branch.first,
+            )
+            for branch in lineage.branches
+        )
+        found = cls(branches, tuple(names.items()))
+        return found if found.active else None
+
+    @property
+    def active(self) -> bool:
+        return bool(self.names) or any(
+            any(b.head) or any(b.tail) or (b.star is not None and not b.first)
+            for b in self.branches
+        )
+
+    def merged(self, other: OutputMasks | None) -> OutputMasks:
+        """Either of two statements (a redefined prepared statement): the union of both."""
+        if other is None:
+            return self
+        return OutputMasks(self.branches + other.branches, self.names + other.names)
+
+    def rules(self, columns: Sequence[str]) -> tuple[MaskRule | None, ...]:
+        """The rule masking each output column (None: no lineage says so; the column's own
+        name is still matched by the masker)."""
+        count = len(columns)
+        out: list[MaskRule | None] = [None] * count
+        for branch in self.branches:
+            tail_from = count - len(branch.tail)
+            for index in range(count):
+                if out[index] is not None:
+                    continue
+                if index < len(branch.head):
+                    out[index] = branch.head[index]
+                elif branch.has_star and index >= tail_from and index - tail_from >= 0:
+                    out[index] = branch.tail[index - tail_from]
+                elif branch.has_star and not branch.first:
+                    out[index] = branch.star  # a later branch's `*`: its names are not shown
+        if self.names:
+            named = dict(reversed(self.names))
+            for index, column in enumerate(columns):
+                if out[index] is None:
+                    out[index] = named.get(column.lower())
+        return tuple(out)
+
+
+def _whole_column(rule: MaskRule) -> bool:
+    return rule.column is not None and rule.detector is None and rule.pattern is None
+
+
+def _rule(source: Source, rules: Sequence[MaskRule], names: dict[str, MaskRule]) -> MaskRule | None:
+    """The first rule (config order) a source's columns or rows fall under."""
+    for rule in rules:
+        for column, table in source.columns:
+            if rule.matches_column(column, table):
+                return rule
+        for table in source.rows:
+            if not rule.tables or table is None:
+                return rule
+            if any(fnmatchcase(table, pattern.lower()) for pattern in rule.tables):
+                return rule
+    for column, _ in sorted(source.columns, key=lambda item: (item[0], item[1] or "")):
+        if column in names:
+            return names[column]
+    return None
