@@ -72,15 +72,34 @@ NO_LINEAGE = Lineage()
 
 # -- parsing -------------------------------------------------------------------------------------
 
-_cache: OrderedDict[str, tuple[Lineage, ...]] = OrderedDict()
+ShapeKey = tuple[str, ...] | str
+_CONSTANTS = frozenset({"ICONST", "FCONST", "SCONST", "BCONST", "XCONST", "USCONST"})
+_cache: OrderedDict[ShapeKey, tuple[Lineage, ...]] = OrderedDict()
+
+
+def shape_key(sql: str) -> ShapeKey:
+    """What lineage depends on: the statement's tokens, with each constant's value left out.
+    A constant never names a column, a relation or an alias, so `... WHERE aid = 1` and
+    `... WHERE aid = 2` share their lineage and are parsed once. Fingerprints cannot serve
+    here: they drop aliases, and aliases decide which value an outer query reads. Text the
+    scanner rejects is its own key."""
+    try:
+        tokens = pg_parser.scan(sql)
+    except pg_parser.ParseError:
+        return sql
+    return tuple(
+        token.name if token.name in _CONSTANTS else sql[token.start : token.end + 1]
+        for token in tokens
+    )
 
 
 def lineages(sql: str) -> tuple[Lineage, ...]:
-    """The lineage of each statement of a string, in order (empty when it does not parse).
-    Cached by exact text: fingerprints drop the aliases this depends on."""
-    found = _cache.get(sql)
+    """The lineage of each statement of a string, in order (empty when it does not parse),
+    cached by `shape_key`."""
+    key = shape_key(sql)
+    found = _cache.get(key)
     if found is not None:
-        _cache.move_to_end(sql)
+        _cache.move_to_end(key)
         return found
     try:
         tree = json.loads(pg_parser.parse_sql_json(sql))
@@ -89,7 +108,7 @@ def lineages(sql: str) -> tuple[Lineage, ...]:
     else:
         found = tuple(_lineage(raw.get("stmt")) for raw in tree.get("stmts", []))
     if len(sql) <= MAX_TEXT:
-        _cache[sql] = found
+        _cache[key] = found
         if len(_cache) > MAX_ENTRIES:
             _cache.popitem(last=False)
     return found

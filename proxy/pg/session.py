@@ -48,7 +48,7 @@ from proxy.pg.copy_out import (
     learn_columns_messages,
     parse_copy_out,
 )
-from proxy.pg.lineage import OutputMasks, lineages
+from proxy.pg.lineage import OutputMasks, ShapeKey, lineages, shape_key
 from proxy.pg.wire import (
     Backend,
     Bind,
@@ -302,7 +302,7 @@ class PgSession:
         self._batch_open = False  # extended messages forwarded since the last Sync
         self._abort_portal = f"hoop-refused-{secrets.token_hex(8)}"  # a portal never made
         self._column_cache: dict[bytes, tuple[tuple[str, ...], tuple[int, ...]]] = {}
-        self._outputs: OrderedDict[str, tuple[OutputMasks | None, ...]] = OrderedDict()
+        self._outputs: OrderedDict[ShapeKey, tuple[OutputMasks | None, ...]] = OrderedDict()
         self.masker: Masker | None = None  # set after login when masking rules apply
         self._sides = 0  # SIDE questions not yet answered
         self._copy_rows: CopyRows | None = None  # the COPY whose CopyData is being masked
@@ -658,14 +658,15 @@ class PgSession:
 
     def _outputs_of(self, sql: str) -> tuple[OutputMasks | None, ...]:
         """Per statement of a string, which output columns carry masked values for this
-        session's rules. The parse is cached by text (lineage.lineages); this per session."""
-        found = self._outputs.get(sql)
+        session's rules, cached by the statement's shape (lineage.shape_key): per session."""
+        key = shape_key(sql)
+        found = self._outputs.get(key)
         if found is not None:
-            self._outputs.move_to_end(sql)
+            self._outputs.move_to_end(key)
             return found
         assert self.masker is not None
         found = tuple(OutputMasks.build(item, self.masker) for item in lineages(sql))
-        self._outputs[sql] = found
+        self._outputs[key] = found
         if len(self._outputs) > OUTPUT_CACHE:
             self._outputs.popitem(last=False)
         return found

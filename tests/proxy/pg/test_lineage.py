@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.masking import Masker, MaskPolicy
-from proxy.pg.lineage import OutputMasks, lineages
+from proxy.pg.lineage import OutputMasks, lineages, shape_key
 
 
 def _masker(**rule: object) -> Masker:
@@ -101,3 +101,20 @@ def test_no_column_rules_means_no_masks() -> None:
 def test_lineage_is_parsed_once_per_text() -> None:
     sql = "select password as cached_p from users"
     assert lineages(sql) is lineages(sql)
+
+
+def test_statements_differing_only_in_constants_share_a_shape_and_nothing_else_does():
+    base = "select pw from (select password as pw, name as nm from users where id = 1) s"
+    assert shape_key(base) == shape_key(base.replace("id = 1", "id = 42"))
+    assert shape_key("select $$a$$, 'b', 1.5") == shape_key("select $$z$$, 'y', 2.5")
+    for other in (
+        base.replace("password as pw, name as nm", "password as nm, name as pw"),  # aliases
+        base.replace("select pw", 'select "pw"'),  # quoting
+        base.replace("id = 1", "id = id"),  # a column where a constant was
+        base.replace("users", "admins"),  # another relation
+    ):
+        assert shape_key(other) != shape_key(base), other
+    swapped = "select pw from (select password as nm, name as pw from users where id = 7) s"
+    lineages(base)  # cached first: the look-alike with swapped aliases must not reuse it
+    assert lineages(swapped) != lineages(base)
+    assert shape_key("select 'unterminated") == "select 'unterminated"
