@@ -177,6 +177,15 @@ async def echo(setup: Setup, via_gateway: bool, count: int) -> tuple[float, floa
         return statistics.median(samples), percentile(samples, 0.99)
 
 
+async def loop_lag(lags: list[float], every: float = 0.005) -> None:
+    """How late this process's event loop wakes from a short sleep, in ms: time that every
+    echo measured here also waits, whoever relays it."""
+    while True:
+        started = time.perf_counter()
+        await asyncio.sleep(every)
+        lags.append((time.perf_counter() - started - every) * 1000)
+
+
 def proc_status(pid: int, key: str) -> int:
     """A number from /proc/PID/status, e.g. VmRSS (KiB) or Threads."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -209,8 +218,15 @@ async def concurrent(
     threads = proc_status(setup.gateway.pid, "Threads")
     await asyncio.gather(*(keystrokes(p, 3, pause=pause) for p in processes))  # warm up
     cpu_before = cpu_seconds(setup.gateway.pid)
+    lags: list[float] = []
+    watching = asyncio.ensure_future(loop_lag(lags))
     results = await asyncio.gather(*(keystrokes(p, keys_each, pause=pause) for p in processes))
+    watching.cancel()
     cpu_used = cpu_seconds(setup.gateway.pid) - cpu_before
+    print(
+        f"  load generator's own event-loop lag (its share of every echo): p50 "
+        f"{percentile(lags, 0.5):.2f} ms, p99 {percentile(lags, 0.99):.2f} ms"
+    )
     for conn in conns:
         conn.close()
     samples = [sample for result in results for sample in result]
