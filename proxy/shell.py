@@ -95,6 +95,7 @@ class SimpleCommand:
     argv: tuple[Word, ...]
     opaque: str | None = None
     via: tuple[str, ...] = ()
+    reads_commands: bool = False  # a shell (or `sudo -i`, `su -`) taking commands from its input
 
     @property
     def program(self) -> str:
@@ -183,6 +184,17 @@ class Unparsable:
 
 
 LineResult = ShellAnalysis | Unparsable
+
+
+def starts_a_shell(command: str) -> bool:
+    """Whether an exec request's command starts a shell that takes commands typed into it
+    (`bash`, `exec sh`, `sudo -i`, `su -`): with a terminal, those lines are judged one by one
+    like a login shell's. A command that does not parse counts as one (fail closed); a program
+    such as `python3`, `psql` or `top` does not, since what is typed into it is not shell."""
+    result = analyse_line(command, interactive=False)
+    if isinstance(result, Unparsable):
+        return True
+    return any(simple.reads_commands or simple.opaque for simple in result.commands)
 
 
 def analyse_line(line: str, *, interactive: bool = True, input_unseen: bool = False) -> LineResult:
@@ -889,7 +901,10 @@ class _Walker:
         inner = wrapper(list(argv))
         if isinstance(inner, _ReadsInput) and stdin_fed:
             reason = f"{basename} reads the commands to run from its input, which is not visible"
-            self._add(SimpleCommand(argv, opaque=reason, via=via))
+            self._add(SimpleCommand(argv, opaque=reason, via=via, reads_commands=True))
+            return
+        if isinstance(inner, _ReadsInput):
+            self._add(SimpleCommand(argv, via=via, reads_commands=True))
             return
         if isinstance(inner, _Opaque):
             self._add(SimpleCommand(argv, opaque=inner.reason, via=via))

@@ -22,6 +22,7 @@ import asyncssh
 
 from proxy.mask_stream import QUIET_FLUSH_S, MaskStream
 from proxy.masking import MaskAct, Masker
+from proxy.shell import starts_a_shell
 from proxy.ssh.link import RecordingUnavailable, TargetLink
 from proxy.ssh.scp import Direction, ScpObserver
 from proxy.ssh.sftp import FileOperation, SftpObserver
@@ -236,10 +237,14 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             target_chan.pause_reading()
         self._start_masking()
         make_gate = getattr(self.inspector, "shell_gate", None)
-        # Every session with a terminal is typed into: a login shell, and just as well an exec
-        # request that starts one (`ssh -t host bash`, `sudo -i`), whose lines would otherwise
-        # meet no rule after the exec string itself was judged.
-        if self.kind in ("shell", "exec") and self.term_type and make_gate is not None:
+        # Lines typed into a shell are judged at Enter: a login shell's, and just as well those
+        # of an exec request that starts one (`ssh -t host bash`, `sudo -i`), which would
+        # otherwise meet no rule after the exec string itself was judged. What is typed into
+        # another program (`ssh -t host python3`, `psql`, `top`) is not shell and passes.
+        typed_into_a_shell = self.kind == "shell" or (
+            self.kind == "exec" and starts_a_shell(self.command or "")
+        )
+        if typed_into_a_shell and self.term_type and make_gate is not None:
             self.gate = make_gate(
                 self.link,
                 self.number,

@@ -12,6 +12,7 @@ from proxy.shell import (
     Unparsable,
     analyse_line,
     analyse_paste,
+    starts_a_shell,
 )
 
 
@@ -427,3 +428,27 @@ def test_the_plain_line_shortcut_builds_what_bashlex_builds(first, rest, gaps):
     if fast is None:  # a reserved word in command position takes the long way
         return
     assert [tree.dump() for tree in fast] == [tree.dump() for tree in bashlex.parse(line)]
+
+
+@pytest.mark.parametrize(
+    ("command", "shell"),
+    [
+        ("bash", True),
+        ("exec sh", True),
+        ("env bash --norc", True),
+        ("sudo -i", True),
+        ("su -", True),
+        ("ls; bash", True),
+        ("$SHELL", True),  # unknown program: fail closed
+        ("echo 'unterminated", True),  # does not parse: fail closed
+        ("python3 -q", False),
+        ("psql appdb", False),
+        ("top", False),
+        ("bash -c 'ls -la'", False),
+        ("stty raw -echo; exec cat", False),
+    ],
+)
+def test_an_exec_that_starts_a_shell_is_told_from_one_that_does_not(
+    command: str, shell: bool
+) -> None:
+    assert starts_a_shell(command) is shell

@@ -9,6 +9,7 @@ import os
 import pty
 import shutil
 import struct
+import sys
 import termios
 from pathlib import Path
 
@@ -330,6 +331,45 @@ async def test_a_command_typed_into_an_exec_with_a_terminal_is_judged(
             client.kill()
             await client.wait()
     assert keep.is_dir(), bytes(seen)
+
+
+async def test_what_is_typed_into_a_program_that_is_not_a_shell_is_not_judged_as_shell(
+    harness: GatewayHarness, tmp_path: Path
+) -> None:
+    """`ssh -t alice+web1@gateway python3`: lines typed into a REPL are Python, not shell. The
+    gate stays out (as it does for full-screen programs), or `print("hi")` would be held as an
+    unparsable shell line and the REPL would be unusable."""
+    await start_with_policy(harness)
+    client = await asyncio.create_subprocess_exec(
+        "ssh",
+        *harness.ssh_args("alice"),
+        "-tt",
+        "-p",
+        str(harness.port),
+        "alice+web1@127.0.0.1",
+        f"{sys.executable} -q",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=harness.env(None),
+        start_new_session=True,
+    )
+    assert client.stdin is not None and client.stdout is not None
+    seen = bytearray()
+    try:
+        await asyncio.sleep(1.0)  # the REPL's prompt first
+        client.stdin.write(b'print("rm -rf " + "/" * 3)\r')
+        deadline = asyncio.get_running_loop().time() + 20
+        while b"rm -rf ///" not in seen:
+            left = deadline - asyncio.get_running_loop().time()
+            assert left > 0, f"the REPL did not answer: {bytes(seen)!r}"
+            with contextlib.suppress(TimeoutError):
+                seen += await asyncio.wait_for(client.stdout.read(4096), left)
+    finally:
+        if client.returncode is None:
+            client.kill()
+            await client.wait()
+    assert b"[hoop]" not in seen
 
 
 async def test_a_shell_without_a_terminal_is_not_let_through_unjudged(
