@@ -165,7 +165,6 @@ async def test_a_held_command_cannot_redraw_the_approvers_console(harness, tmp_p
     `ls -la`. The console shows every control character as an escape instead."""
     import contextlib
     import getpass
-    import time
 
     harness.add_user("alice", password="alice-pw", groups=("dev",))
     harness.add_user("bob", groups=("oncall",))
@@ -179,48 +178,23 @@ async def test_a_held_command_cannot_redraw_the_approvers_console(harness, tmp_p
     )
     harness.operators[getpass.getuser()] = "bob"
     await harness.start_runtime()
-    console = await asyncio.create_subprocess_exec(
-        "ssh",
-        *harness.ssh_args("bob"),
-        "-T",
-        "-p",
-        str(harness.port),
-        "bob@127.0.0.1",
-        "console",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=harness.env(None),
-        start_new_session=True,
-    )
-    assert console.stdin is not None and console.stdout is not None
-    seen = bytearray()
-
-    async def shown(needle: bytes) -> None:
-        deadline = time.monotonic() + 20
-        while needle not in seen:
-            assert time.monotonic() < deadline, f"{needle!r} not in {bytes(seen)[-600:]!r}"
-            with contextlib.suppress(TimeoutError):
-                seen.extend(await asyncio.wait_for(console.stdout.read(65536), 0.5))
-
+    console = await harness.line_console("bob")
     spoof = f"touch {tmp_path}/restart.evil #\r\x1b[2K\x1b]0;x\x07ls -la\u202e\x9b2J"
     try:
-        await shown(b"hoop console for bob (oncall)")
+        await console.shown(b"hoop console for bob (oncall)")
         client = asyncio.ensure_future(harness.ssh_jump("alice", "web1", spoof))
-        await shown(b"[new hold]")
-        await shown(b"rule restarts-need-review")
-        console.stdin.write(b"holds\nquit\n")
-        await asyncio.wait_for(console.wait(), 20)
-        seen.extend(await console.stdout.read())
+        await console.shown(b"[new hold]")
+        await console.shown(b"rule restarts-need-review")
+        console.type("holds\nquit\n")
+        await console.finish()
         (hold,) = harness.runtime.broker.pending_holds()
         assert hold.command == spoof  # kept as it was sent: only its display is escaped
     finally:
-        if console.returncode is None:
-            console.kill()
-            await console.wait()
+        await console.close()
         with contextlib.suppress(BaseException):
             client.cancel()
             await client
+    seen = console.seen
     text = bytes(seen).decode("utf-8", "replace")
     shown_as = f"touch {tmp_path}/restart.evil #\\r\\x1b[2K\\x1b]0;x\\x07ls -la\\u202e\\x9b2J"
     assert shown_as in text

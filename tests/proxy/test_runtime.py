@@ -5,7 +5,6 @@ just-in-time access, grants ending live sessions, and the approver console."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import getpass
 import os
 import pty
@@ -257,47 +256,22 @@ async def test_the_line_console_over_ssh_without_a_terminal(
     """`ssh bob@gateway console` without a PTY (a script): the line-mode console. With a PTY
     it is the full-screen workstation (tests/proxy/test_console_pty.py)."""
     await start(harness)
-    console = await asyncio.create_subprocess_exec(
-        "ssh",
-        *harness.ssh_args("bob"),
-        "-T",
-        "-p",
-        str(harness.port),
-        "bob@127.0.0.1",
-        "console",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=harness.env(None),
-        start_new_session=True,
-    )
-    assert console.stdin is not None and console.stdout is not None
-    seen = bytearray()
-
-    async def shown(needle: bytes) -> None:
-        deadline = time.monotonic() + 20
-        while needle not in seen:
-            assert time.monotonic() < deadline, f"{needle!r} not in {bytes(seen)[-600:]!r}"
-            with contextlib.suppress(TimeoutError):
-                seen.extend(await asyncio.wait_for(console.stdout.read(65536), 0.5))
-
+    console = await harness.line_console("bob")
     try:
-        await shown(b"hoop console for bob (oncall)")
+        await console.shown(b"hoop console for bob (oncall)")
         client = asyncio.ensure_future(
             harness.ssh_jump("alice", "web1", f"touch {tmp_path}/restart.done; echo done")
         )
-        await shown(b"[new hold]")
+        await console.shown(b"[new hold]")
         hold = await pending_hold(harness)
-        console.stdin.write(f"approve {hold.id} go\n".encode())
+        console.type(f"approve {hold.id} go\n")
         result = await asyncio.wait_for(client, 20)
         assert (result.status, result.out) == (0, "done\n")
-        await shown(f"[{hold.id}] approved".encode())
-        console.stdin.write(b"quit\n")
-        assert await asyncio.wait_for(console.wait(), 20) == 0
+        await console.shown(f"[{hold.id}] approved".encode())
+        console.type("quit\n")
+        assert await console.finish() == 0
     finally:
-        if console.returncode is None:
-            console.kill()
-            await console.wait()
+        await console.close()
     assert harness.runtime.broker.store.get_hold(hold.id).status is HoldStatus.APPROVED
 
 
