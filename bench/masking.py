@@ -39,11 +39,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.ssh import CIPHER, Setup, echo_session, open_echo, percentile
+from bench.ssh import (
+    CIPHER,
+    Setup,
+    echo_session,
+    open_echo,
+    percentile,
+    start_gateway,
+    write_client_config,
+)
 from proxy.mask_stream import MaskStream
 from proxy.masking import DETECTORS, Masker, MaskPolicy
 from proxy.pg.wire import DataRow
-from tests.fixtures.processes import free_port, stop, wait_for_port
+from tests.fixtures.processes import stop
 from tests.fixtures.sshd import Sshd, keygen, start_sshd
 
 CHUNK = 4096
@@ -226,67 +234,19 @@ class Gateways:
         alice_public = keygen(directory / "alice_key", "alice")
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.setups: dict[str, Setup] = {}
-        known = []
+        known: list[str] = []
         try:
             for index, (label, rules) in enumerate(sets.items()):
-                self._start(index, label, rules, alice_public, known)
+                process, port, ca_line = start_gateway(
+                    directory, f"gateway{index}", self.sshd, alice_public, masks_toml(rules)
+                )
+                self.processes[label] = process
+                self.setups[label] = Setup(directory, self.sshd, process, port)
+                known.append(ca_line)
         except BaseException:
             self.close()
             raise
-        sshd = self.sshd
-        known.append(f"[127.0.0.1]:{sshd.port} {sshd.host_key}")
-        (directory / "known_hosts").write_text("\n".join(known) + "\n")
-        (directory / "ssh_config").write_text(
-            f"""Host *
-  UserKnownHostsFile {directory}/known_hosts
-  GlobalKnownHostsFile /dev/null
-  StrictHostKeyChecking yes
-  IdentitiesOnly yes
-  IdentityAgent none
-  BatchMode yes
-  Ciphers {CIPHER}
-  IdentityFile {directory}/alice_key
-  IdentityFile {sshd.key_file}
-  ControlMaster no
-"""
-        )
-
-    def _start(
-        self, index: int, label: str, rules: list[dict[str, str]], alice: str, known: list[str]
-    ) -> None:
-        sshd = self.sshd
-        port = free_port()
-        config = self.directory / f"gateway{index}.toml"
-        config.write_text(
-            f"""[gateway]
-data_dir = "{self.directory}/data{index}"
-ssh_listen = "127.0.0.1:{port}"
-
-[[users]]
-name = "alice"
-authorized_keys = ["{alice}"]
-groups = ["dev"]
-
-[[targets]]
-name = "web1"
-host = "127.0.0.1"
-port = {sshd.port}
-user = "{sshd.user}"
-key_file = "{sshd.key_file}"
-host_key = "{sshd.host_key}"
-groups = ["dev"]
-
-{masks_toml(rules)}"""
-        )
-        hoop = [sys.executable, "-m", "hoop_tui.cli", "gateway", "--config", str(config)]
-        ca = subprocess.run([*hoop, "--known-hosts"], capture_output=True, text=True, check=True)
-        known.append(ca.stdout.strip())
-        log = self.directory / f"gateway{index}.log"
-        with log.open("wb") as log_file:
-            process = subprocess.Popen(hoop, stdout=log_file, stderr=log_file)
-        self.processes[label] = process
-        wait_for_port(port, process, log)
-        self.setups[label] = Setup(self.directory, sshd, process, port)
+        write_client_config(directory, self.sshd, known)
 
     def close(self) -> None:
         for process in self.processes.values():

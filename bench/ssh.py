@@ -50,14 +50,17 @@ class Setup:
         return self.directory / "ssh_config"
 
 
-def start(directory: Path) -> Setup:
-    sshd = start_sshd(directory / "sshd")
-    alice_public = keygen(directory / "alice_key", "alice")
+def start_gateway(
+    directory: Path, name: str, sshd: Sshd, alice_public: str, extra_toml: str = ""
+) -> tuple[subprocess.Popen[bytes], int, str]:
+    """A `hoop-tui gateway` subprocess (recording on) with user alice and target web1 (the
+    sshd), its own data directory, config and log under `directory` named by `name`; its
+    process, SSH port and the @cert-authority line callers trust."""
     port = free_port()
-    config = directory / "gateway.toml"
+    config = directory / f"{name}.toml"
     config.write_text(
         f"""[gateway]
-data_dir = "{directory}/data"
+data_dir = "{directory}/{name}-data"
 ssh_listen = "127.0.0.1:{port}"
 
 [[users]]
@@ -73,13 +76,23 @@ user = "{sshd.user}"
 key_file = "{sshd.key_file}"
 host_key = "{sshd.host_key}"
 groups = ["dev"]
-"""
+
+{extra_toml}"""
     )
     hoop = [sys.executable, "-m", "hoop_tui.cli", "gateway", "--config", str(config)]
     ca_line = subprocess.run([*hoop, "--known-hosts"], capture_output=True, text=True, check=True)
-    (directory / "known_hosts").write_text(
-        f"{ca_line.stdout}[127.0.0.1]:{sshd.port} {sshd.host_key}\n"
-    )
+    log = directory / f"{name}.log"
+    with log.open("wb") as log_file:
+        gateway = subprocess.Popen(hoop, stdout=log_file, stderr=log_file)
+    wait_for_port(port, gateway, log)
+    return gateway, port, ca_line.stdout.strip()
+
+
+def write_client_config(directory: Path, sshd: Sshd, known: list[str]) -> None:
+    """known_hosts (the gateways' CA lines and the sshd's key) and an ssh_config for the
+    OpenSSH client: alice's key and the sshd's, the benchmark cipher, no agent."""
+    known_hosts = [*known, f"[127.0.0.1]:{sshd.port} {sshd.host_key}"]
+    (directory / "known_hosts").write_text("\n".join(known_hosts) + "\n")
     (directory / "ssh_config").write_text(
         f"""Host *
   UserKnownHostsFile {directory}/known_hosts
@@ -94,10 +107,13 @@ groups = ["dev"]
   ControlMaster no
 """
     )
-    log = directory / "gateway.log"
-    with log.open("wb") as log_file:
-        gateway = subprocess.Popen(hoop, stdout=log_file, stderr=log_file)
-    wait_for_port(port, gateway, log)
+
+
+def start(directory: Path) -> Setup:
+    sshd = start_sshd(directory / "sshd")
+    alice_public = keygen(directory / "alice_key", "alice")
+    gateway, port, ca_line = start_gateway(directory, "gateway", sshd, alice_public)
+    write_client_config(directory, sshd, [ca_line])
     return Setup(directory, sshd, gateway, port)
 
 
