@@ -291,6 +291,44 @@ async def start_with_policy(harness: GatewayHarness) -> None:
     await start(harness)  # `rm -rf *` is denied on web1
 
 
+async def typed_into_exec(
+    harness: GatewayHarness, command: str, keys: bytes, until: bytes
+) -> bytes:
+    """`ssh -tt alice+web1@gateway COMMAND`, `keys` typed once its prompt is up; the output
+    until `until` shows (the test fails after 20 s without it)."""
+    client = await asyncio.create_subprocess_exec(
+        "ssh",
+        *harness.ssh_args("alice"),
+        "-tt",
+        "-p",
+        str(harness.port),
+        "alice+web1@127.0.0.1",
+        command,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=harness.env(None),
+        start_new_session=True,
+    )
+    assert client.stdin is not None and client.stdout is not None
+    seen = bytearray()
+    try:
+        await asyncio.sleep(1.0)  # the prompt first: keys typed at a prompt, not a paste
+        client.stdin.write(keys)
+        deadline = asyncio.get_running_loop().time() + 20
+        while until not in seen:
+            left = deadline - asyncio.get_running_loop().time()
+            assert left > 0, f"{until!r} never shown: {bytes(seen)!r}"
+            with contextlib.suppress(TimeoutError):
+                seen += await asyncio.wait_for(client.stdout.read(4096), left)
+        await asyncio.sleep(0.5)
+    finally:
+        if client.returncode is None:
+            client.kill()
+            await client.wait()
+    return bytes(seen)
+
+
 async def test_a_command_typed_into_an_exec_with_a_terminal_is_judged(
     harness: GatewayHarness, tmp_path: Path
 ) -> None:
@@ -300,37 +338,8 @@ async def test_a_command_typed_into_an_exec_with_a_terminal_is_judged(
     await start_with_policy(harness)
     keep = tmp_path / "keep"
     keep.mkdir()
-    client = await asyncio.create_subprocess_exec(
-        "ssh",
-        *harness.ssh_args("alice"),
-        "-tt",
-        "-p",
-        str(harness.port),
-        "alice+web1@127.0.0.1",
-        "bash --norc",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env=harness.env(None),
-        start_new_session=True,
-    )
-    assert client.stdin is not None and client.stdout is not None
-    seen = bytearray()
-    try:
-        await asyncio.sleep(1.0)  # bash's prompt first: keys typed at a prompt, not a paste
-        client.stdin.write(f"rm -rf {keep}\r".encode())
-        deadline = asyncio.get_running_loop().time() + 20
-        while b"denied" not in seen:
-            left = deadline - asyncio.get_running_loop().time()
-            assert left > 0, f"no denial shown: {bytes(seen)!r}"
-            with contextlib.suppress(TimeoutError):
-                seen += await asyncio.wait_for(client.stdout.read(4096), left)
-        await asyncio.sleep(0.5)
-    finally:
-        if client.returncode is None:
-            client.kill()
-            await client.wait()
-    assert keep.is_dir(), bytes(seen)
+    seen = await typed_into_exec(harness, "bash --norc", f"rm -rf {keep}\r".encode(), b"denied")
+    assert keep.is_dir(), seen
 
 
 async def test_what_is_typed_into_a_program_that_is_not_a_shell_is_not_judged_as_shell(
@@ -340,35 +349,9 @@ async def test_what_is_typed_into_a_program_that_is_not_a_shell_is_not_judged_as
     gate stays out (as it does for full-screen programs), or `print("hi")` would be held as an
     unparsable shell line and the REPL would be unusable."""
     await start_with_policy(harness)
-    client = await asyncio.create_subprocess_exec(
-        "ssh",
-        *harness.ssh_args("alice"),
-        "-tt",
-        "-p",
-        str(harness.port),
-        "alice+web1@127.0.0.1",
-        f"{sys.executable} -q",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env=harness.env(None),
-        start_new_session=True,
+    seen = await typed_into_exec(
+        harness, f"{sys.executable} -q", b'print("rm -rf " + "/" * 3)\r', b"rm -rf ///"
     )
-    assert client.stdin is not None and client.stdout is not None
-    seen = bytearray()
-    try:
-        await asyncio.sleep(1.0)  # the REPL's prompt first
-        client.stdin.write(b'print("rm -rf " + "/" * 3)\r')
-        deadline = asyncio.get_running_loop().time() + 20
-        while b"rm -rf ///" not in seen:
-            left = deadline - asyncio.get_running_loop().time()
-            assert left > 0, f"the REPL did not answer: {bytes(seen)!r}"
-            with contextlib.suppress(TimeoutError):
-                seen += await asyncio.wait_for(client.stdout.read(4096), left)
-    finally:
-        if client.returncode is None:
-            client.kill()
-            await client.wait()
     assert b"[hoop]" not in seen
 
 
