@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -115,7 +116,7 @@ class RecordingsScreen(Screen[None]):
         words = text.lower().split()
         for row in self.rows.values():
             if all(self._matches(row, word) for word in words):
-                table.add_row(
+                cells = (
                     _started(row),
                     row.user,
                     row.target,
@@ -124,8 +125,11 @@ class RecordingsScreen(Screen[None]):
                     str(row.denies),
                     str(row.holds),
                     row.end_reason or "live",
-                    key=row.id,
                 )
+                # Plain Text, never markup: an end reason carries words from the target or
+                # the client ("[...]" would be read as styling, or fail to parse), and
+                # parsing 16,000 cells as markup was a third of the start-up time.
+                table.add_row(*(Text(cell) for cell in cells), key=row.id)
 
     @staticmethod
     def _matches(row: SessionRow, word: str) -> bool:
