@@ -418,17 +418,18 @@ class _Walker:
         return False
 
     def delete(self, fields: dict[str, Any]) -> bool:
-        self.found.classes.add(WRITE)
-        self.constant_condition(fields.get("whereClause"))
-        if _no_condition(fields.get("whereClause")):
-            self.found.classes.add(DELETE_WITHOUT_WHERE)
-        return False
+        return self.write_where(fields, DELETE_WITHOUT_WHERE)
 
     def update(self, fields: dict[str, Any]) -> bool:
+        return self.write_where(fields, UPDATE_WITHOUT_WHERE)
+
+    def write_where(self, fields: dict[str, Any], without_where: str) -> bool:
+        """A DELETE or UPDATE: a write, and `without_where` when nothing limits its rows."""
         self.found.classes.add(WRITE)
-        self.constant_condition(fields.get("whereClause"))
-        if _no_condition(fields.get("whereClause")):
-            self.found.classes.add(UPDATE_WITHOUT_WHERE)
+        where = fields.get("whereClause")
+        self.constant_condition(where)
+        if _no_condition(where):
+            self.found.classes.add(without_where)
         return False
 
     def constant_condition(self, where: Any) -> None:
