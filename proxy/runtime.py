@@ -225,11 +225,10 @@ class GatewayRuntime:
     async def _list_sessions(self, caller: Caller, args: dict[str, Any]) -> list[dict[str, Any]]:
         rows = []
         # A console user sees their own sessions and those whose held commands they may decide.
-        deciding = {
-            hold.session_id
-            for hold in self.approvals.broker.store.list_holds(HoldStatus.PENDING)
-            if caller.person.concerned_by(hold.to_json())
-        }
+        deciding: set[str] = set()
+        if caller.restricted:
+            pending = self.approvals.broker.store.list_holds(HoldStatus.PENDING)
+            deciding = {h.session_id for h in pending if caller.person.concerned_by(h.to_json())}
         for session_id, link in self._live_links().items():
             if caller.restricted and not (
                 link.identity.name == caller.person.name or session_id in deciding
