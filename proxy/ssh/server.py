@@ -24,7 +24,7 @@ from proxy.auth import Authenticator, Identity
 from proxy.config import GatewayConfig, TargetConfig
 from proxy.ssh.agent import allow_on_caller
 from proxy.ssh.channels import AllowAll, CallerChannel, ChannelInspector
-from proxy.ssh.corking import cork
+from proxy.ssh.corking import lean_writes
 from proxy.ssh.forwarding import forward_to_target, listen_on_target
 from proxy.ssh.hostkeys import HostKeys
 from proxy.ssh.link import LinkRegistry, TargetLink
@@ -107,7 +107,7 @@ class CallerServer(asyncssh.SSHServer):
         self.jump_links: set[TargetLink] = set()
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
-        cork(conn)
+        lean_writes(conn)
         self.conn = conn
         self.context.connections.add(conn)
         peer = conn.get_extra_info("peername") or ("unknown", 0)
@@ -254,7 +254,7 @@ class InnerServer(CallerServer):
         self.identity = link.identity
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
-        cork(conn)
+        lean_writes(conn)
         self.conn = conn
         self.client = self.outer.client
         self.client_host = self.outer.client_host

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import asyncssh
 
 from proxy.config import TargetConfig
-from proxy.ssh.corking import cork
+from proxy.ssh.corking import lean_writes
 
 log = logging.getLogger("hoop.ssh.upstream")
 
@@ -42,7 +42,7 @@ class _UpstreamClient(asyncssh.SSHClient):
         self._authenticated = False
 
     def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
-        cork(conn)
+        lean_writes(conn)
 
     def auth_completed(self) -> None:
         self._authenticated = True
