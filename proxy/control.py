@@ -245,6 +245,11 @@ class ControlServer:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
+    def watched(self, topic: str) -> bool:
+        """Whether anyone would receive an event on `topic`: the hot path asks before it builds
+        one for every chunk of session output."""
+        return bool(self._listeners) or any(topic in caller.topics for caller in self._callers)
+
     def publish(self, topic: str, event: str, data: dict[str, Any]) -> None:
         """Push an event to every caller subscribed to `topic`, and to in-process listeners."""
         for listener in list(self._listeners):

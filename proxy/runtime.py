@@ -211,11 +211,13 @@ class GatewayRuntime:
         counts = self.traffic.setdefault(link, [0, 0])
         counts[event is EventType.OUTPUT] += len(data)
         if event is EventType.OUTPUT:
-            self.control.publish(
-                f"session:{link.session_id}",
-                "session.output",
-                {"session_id": link.session_id, "channel": fields[0], "data": data},
-            )
+            topic = f"session:{link.session_id}"
+            if self.control.watched(topic):
+                self.control.publish(
+                    topic,
+                    "session.output",
+                    {"session_id": link.session_id, "channel": fields[0], "data": data},
+                )
 
     def _live_links(self) -> dict[str, TargetLink]:
         return {

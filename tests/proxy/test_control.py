@@ -116,6 +116,20 @@ async def test_a_hold_is_pushed_at_once_and_released_from_the_command_line(gatew
     await watcher.close()
 
 
+async def test_a_topic_is_watched_only_while_someone_subscribes_to_it(gateway):
+    control = gateway.control
+    assert not control.watched("session:abc")
+    watcher = await ControlClient.connect(socket_path(gateway.data_dir))
+    await watcher.call("subscribe", topics=["session:abc"])
+    assert control.watched("session:abc") and not control.watched("session:other")
+    await watcher.call("unsubscribe", topics=["session:abc"])
+    assert not control.watched("session:abc")
+    stop = control.listen(lambda topic, event, data: None)  # in-process listeners hear all
+    assert control.watched("session:other")
+    stop()
+    await watcher.close()
+
+
 async def test_deny_needs_a_reason_and_reaches_the_session(gateway):
     session = asyncio.ensure_future(gateway.request_hold(**_hold_request()))
     await asyncio.sleep(0.05)
