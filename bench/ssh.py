@@ -10,9 +10,10 @@ recording on, as in production), then measures with the same cipher on every leg
    connection is encrypted twice between client and gateway);
 2. keystroke echo: one byte written to a raw-mode `cat` on a PTY and read back, p50 and p99,
    direct and through the gateway;
-3. N concurrent interactive sessions through the gateway, each typing a key every ~100 ms
-   (`--pause`):
-   echo p50/p99 over all of them, and the gateway's resident memory per session.
+3. N concurrent interactive sessions, direct and through the gateway, each typing a key every
+   ~100 ms (`--pause`) from its own random start: echo p50/p99 over all of them; then one
+   burst in which every session presses a key at the same instant; the gateway's resident
+   memory per session and CPU per keystroke.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -216,11 +218,35 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@dataclass
+class Typing:
+    """What N sessions typing at once measured."""
+
+    p50: float  # echo ms, steady typing
+    p99: float
+    burst_p50: float  # echo ms when every session pressed a key at the same instant
+    burst_p99: float
+    kib_per_session: float  # gateway resident memory
+    cpu_per_key_us: float  # gateway CPU
+    threads: int  # gateway threads
+
+
+async def typist(
+    process: asyncssh.SSHClientProcess[bytes], warm_up: int, count: int, pause: float
+) -> list[float]:
+    """One person typing: starts at a random moment within one pause (people do not press
+    their keys in step), warms up, then measures `count` keys."""
+    await asyncio.sleep(random.uniform(0, pause))
+    await keystrokes(process, warm_up, pause=pause)
+    return await keystrokes(process, count, pause=pause)
+
+
 async def concurrent(
     setup: Setup, sessions: int, keys_each: int, via_gateway: bool = True, pause: float = 0.1
-) -> tuple[float, float, float, float, int]:
-    """Echo p50 and p99 over `sessions` sessions typing at once, gateway KiB per session,
-    gateway CPU µs per keystroke and the gateway's thread count while they type."""
+) -> Typing:
+    """Echo p50 and p99 over `sessions` sessions typing at once, then one burst where all of
+    them press a key at the same instant; the gateway's memory per session, CPU per keystroke
+    and thread count."""
     before = proc_status(setup.gateway.pid, "VmRSS")
     conns: list[asyncssh.SSHClientConnection] = []
     processes = []
@@ -232,28 +258,32 @@ async def concurrent(
         processes += await asyncio.gather(*(echo_session(conn) for conn in batch))
     during = proc_status(setup.gateway.pid, "VmRSS")
     threads = proc_status(setup.gateway.pid, "Threads")
-    await asyncio.gather(*(keystrokes(p, 3, pause=pause) for p in processes))  # warm up
     cpu_before = cpu_seconds(setup.gateway.pid)
     lags: list[float] = []
     watching = asyncio.ensure_future(loop_lag(lags))
-    results = await asyncio.gather(*(keystrokes(p, keys_each, pause=pause) for p in processes))
+    results = await asyncio.gather(*(typist(p, 5, keys_each, pause) for p in processes))
     watching.cancel()
     cpu_used = cpu_seconds(setup.gateway.pid) - cpu_before
     print(
         f"  load generator's own event-loop lag (its share of every echo): p50 "
         f"{percentile(lags, 0.5):.2f} ms, p99 {percentile(lags, 0.99):.2f} ms"
     )
+    burst = [
+        sample
+        for result in await asyncio.gather(*(keystrokes(p, 1) for p in processes))
+        for sample in result
+    ]
     for conn in conns:
         conn.close()
     samples = [sample for result in results for sample in result]
-    per_session_kib = (during - before) / sessions
-    cpu_per_key_us = cpu_used / len(samples) * 1e6
-    return (
-        statistics.median(samples),
-        percentile(samples, 0.99),
-        per_session_kib,
-        cpu_per_key_us,
-        threads,
+    return Typing(
+        p50=statistics.median(samples),
+        p99=percentile(samples, 0.99),
+        burst_p50=statistics.median(burst),
+        burst_p99=percentile(burst, 0.99),
+        kib_per_session=(during - before) / sessions,
+        cpu_per_key_us=cpu_used / (len(samples) + 5 * sessions) * 1e6,
+        threads=threads,
     )
 
 
@@ -262,7 +292,9 @@ async def main() -> None:
     parser.add_argument("--size-mb", type=int, default=512)
     parser.add_argument("--echo-count", type=int, default=500)
     parser.add_argument("--sessions", type=int, default=200)
-    parser.add_argument("--keys-each", type=int, default=30)
+    parser.add_argument(
+        "--keys-each", type=int, default=100, help="measured keys per session (default 100)"
+    )
     parser.add_argument(
         "--pause",
         type=float,
@@ -314,13 +346,17 @@ async def run_echo(setup: Setup, count: int) -> None:
 
 async def run_concurrent(setup: Setup, sessions: int, keys_each: int, pause: float) -> None:
     rate = f"a key every {pause * 1000:.0f} ms each"
-    b50, b99, *_ = await concurrent(setup, sessions, keys_each, False, pause)
-    print(f"{sessions} sessions typing ({rate}), direct: echo p50 {b50:.2f} ms p99 {b99:.2f} ms")
-    c50, c99, per, cpu, threads = await concurrent(setup, sessions, keys_each, True, pause)
+    for via_gateway in (False, True):
+        typing = await concurrent(setup, sessions, keys_each, via_gateway, pause)
+        how = "gateway" if via_gateway else "direct"
+        print(
+            f"{sessions} sessions typing ({rate}), {how}: echo p50 {typing.p50:.2f} ms "
+            f"p99 {typing.p99:.2f} ms; all pressing a key at once: p50 {typing.burst_p50:.1f} ms "
+            f"p99 {typing.burst_p99:.1f} ms"
+        )
     print(
-        f"{sessions} sessions typing ({rate}), gateway: echo p50 {c50:.2f} ms p99 {c99:.2f} ms; "
-        f"gateway memory {per:.0f} KiB per session, CPU {cpu:.0f} µs per keystroke, "
-        f"{threads} threads"
+        f"  gateway memory {typing.kib_per_session:.0f} KiB per session, "
+        f"CPU {typing.cpu_per_key_us:.0f} µs per keystroke, {typing.threads} threads"
     )
 
 
