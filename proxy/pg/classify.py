@@ -434,9 +434,15 @@ class _Walker:
 
     def constant_condition(self, where: Any) -> None:
         """`WHERE 1 = 1` and `WHERE 1 = 2`, `WHERE true` and `WHERE false` share a
-        fingerprint (constants are left out) but not `*_without_where`."""
-        if isinstance(where, dict) and ("A_Const" in where or "A_Expr" in where):
+        fingerprint (constants are left out) but not `*_without_where`. Only the shapes
+        `_no_condition` reads constants in; `WHERE aid = 4` is judged alike for every value."""
+        if isinstance(where, dict) and "A_Const" in where:
             self.found.cacheable = False
+        elif isinstance(where, dict) and "A_Expr" in where:
+            expr = where["A_Expr"]
+            sides = (expr.get("lexpr"), expr.get("rexpr"))
+            if all(isinstance(side, dict) and "A_Const" in side for side in sides):
+                self.found.cacheable = False
 
     def range_var(self, fields: dict[str, Any]) -> bool:
         name = str(fields.get("relname") or "")

@@ -140,6 +140,19 @@ def test_cache_by_fingerprint() -> None:
     assert len(many.statements) == 2
 
 
+def test_writes_share_a_fingerprint_unless_their_where_is_made_of_constants() -> None:
+    classifier = Classifier()
+    classifier("update accounts set balance = balance + 5 where id = 1")
+    again = classifier("update accounts set balance = balance + 7 where id = 2")
+    assert (classifier.hits, classifier.misses) == (1, 1)  # pgbench's TPC-B writes hit
+    assert again.classes == {"write"} and again.fingerprint is not None
+    # `1 = 2` and `1 = 1` share a fingerprint, but only one of them is without a WHERE.
+    assert classifier("delete from t where 1 = 2").classes == {"write"}
+    assert classifier("delete from t where 1 = 1").classes == {"write", "delete_without_where"}
+    assert classifier("update t set a = 1 where false").classes == {"write"}
+    assert "update_without_where" in classifier("update t set a = 1 where true").classes
+
+
 def test_cache_is_bounded() -> None:
     classifier = Classifier(max_entries=10)
     for index in range(50):
