@@ -696,10 +696,10 @@ DETECTORS: dict[str, Detector] = {
 # `(?:^|[^...])` prefixes are the detectors' own lookbehinds: a run of a million digits is
 # one candidate, not a million.
 _TRIGGERS: dict[str, tuple[tuple[str, int], ...]] = {
+    # 13 contiguous digits, or the first 13 characters of 4-4-4-... and 4-6-... groups: one
+    # pattern sharing the leading four digits costs Hyperscan half of three separate ones.
     "credit_card": (
-        (r"(?:^|[^0-9])[0-9]{13}", 13),
-        (r"(?:^|[^0-9])[0-9]{4}[ -][0-9]{4}[ -][0-9]{4}[ -][0-9]", 16),
-        (r"(?:^|[^0-9])[0-9]{4}[ -][0-9]{6}[ -][0-9]{4}", 16),
+        (r"(?:^|[^0-9])[0-9]{4}(?:[0-9]{9}|[ -][0-9]{4}[ -][0-9]{3}|[ -][0-9]{6}[ -][0-9])", 13),
     ),
     "iban": ((r"(?:^|[^A-Za-z0-9])[A-Z]{2}[0-9]{2}", 4),),
     "us_ssn": ((r"(?:^|[^0-9-])[0-9]{3}-[0-9]{2}-[0-9]{4}", 11),),

@@ -532,6 +532,7 @@ def test_prefilter_candidates_are_where_matches_may_begin():
         text.index("4111111111111111"),
         text.index("1234567890"),  # a run of digits is one candidate, at its start
         text.index("4111 "),
+        text.index("1111 1111 1111 x"),  # 13 characters of groups are enough to look closer
         text.index("3782"),
         text.index("89370400"),  # the IBAN's digits: the card pattern then rejects them
     ]
