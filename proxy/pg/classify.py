@@ -16,6 +16,7 @@ statement whose classes depend on a constant (a function body, a DO block, `set_
 from __future__ import annotations
 
 import json
+import re
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -256,13 +257,53 @@ def _cacheable(sql: str) -> bool:
     return all(_Walker().run(raw.get("stmt")).cacheable for raw in tree.get("stmts", []))
 
 
+_NUMBER = r"(?<![\w$])(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?(?![\w$])"
+_QUOTED_NAME = r'"(?:[^"]|"")*"'
+_NUMBERS = re.compile(_NUMBER)
+_QUOTED_NAMES = re.compile(_QUOTED_NAME)
+# A quoted name (kept as it is), a string or a number: matched left to right, so a quote or
+# a digit inside one of the others is never read on its own.
+_LITERALS = re.compile(rf"({_QUOTED_NAME})|'(?:[^']|'')*'|{_NUMBER}")
+_NOT_READ = ("$", "\\", "\x00", "--", "/*")  # dollar quotes and parameters, escapes, comments
+
+
+def _literal_token(match: re.Match[str]) -> str:
+    name = match.group(1)
+    if name is not None:
+        return name
+    return "\x00S" if match.group(0)[0] == "'" else "\x00N"
+
+
+def literal_shape(sql: str) -> str | None:
+    """A plain one-statement text with its string and number literals left out, read with a
+    regular expression: `WHERE aid = 1` and `WHERE aid = 2` share it. Two texts with one shape
+    differ only in constants, so they share a fingerprint too; this key is finer, and needs no
+    call into the parser, which releases the GIL (to whichever thread is waiting for it) on
+    every call. None for texts it does not try to read: several statements, comments, dollar
+    quotes, parameters, backslashes, unclosed quotes."""
+    if any(part in sql for part in _NOT_READ):
+        return None
+    if "'" in sql or '"' in sql:
+        shape = _LITERALS.sub(_literal_token, sql)
+        bare = _QUOTED_NAMES.sub("", shape)
+        if "'" in bare or '"' in bare:
+            return None
+    else:
+        shape = bare = _NUMBERS.sub("\x00N", sql)
+    if ";" in bare.rstrip().removesuffix(";"):
+        return None
+    return shape.rstrip()
+
+
 class Classifier:
-    """`classify` with an exact-text cache and a fingerprint cache, both bounded (LRU)."""
+    """`classify` with caches, each bounded (LRU): by exact text, by literal shape (plain
+    statements, no parser call) and by fingerprint."""
 
     def __init__(self, max_entries: int = 4096, max_text: int = 16384) -> None:
         self.max_entries = max_entries
         self.max_text = max_text
         self._by_text: OrderedDict[str, Classified] = OrderedDict()
+        self._by_shape: OrderedDict[str, tuple[frozenset[str], frozenset[str], str]] = OrderedDict()
         self._by_print: OrderedDict[str, tuple[tuple[frozenset[str], frozenset[str]], ...]] = (
             OrderedDict()
         )
@@ -278,11 +319,25 @@ class Classifier:
             self._by_text.move_to_end(sql)
             self.hits += 1
             return found
+        shape = literal_shape(sql) if len(sql) <= self.max_text else None
+        if shape is not None:
+            known = self._by_shape.get(shape)
+            if known is not None:
+                self._by_shape.move_to_end(shape)
+                self.hits += 1
+                classes, tables, printed = known
+                return Classified((Statement(sql.strip(), classes, tables),), fingerprint=printed)
         result = self._classify(sql)
         if len(sql) <= self.max_text:
             self._by_text[sql] = result
             if len(self._by_text) > self.max_entries:
                 self._by_text.popitem(last=False)
+        if shape is not None and result.fingerprint is not None and len(result.statements) == 1:
+            # A fingerprint means the verdict does not depend on constants (see _classify).
+            only = result.statements[0]
+            self._by_shape[shape] = (only.classes, only.tables, result.fingerprint)
+            if len(self._by_shape) > self.max_entries:
+                self._by_shape.popitem(last=False)
         return result
 
     def _classify(self, sql: str) -> Classified:

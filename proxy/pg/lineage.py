@@ -27,6 +27,7 @@ from typing import Any
 from pglast import parser as pg_parser
 
 from proxy.masking import Masker, MaskRule
+from proxy.pg.classify import literal_shape
 
 MAX_ENTRIES = 4096
 MAX_TEXT = 16384
@@ -82,7 +83,11 @@ def shape_key(sql: str) -> ShapeKey:
     A constant never names a column, a relation or an alias, so `... WHERE aid = 1` and
     `... WHERE aid = 2` share their lineage and are parsed once. Fingerprints cannot serve
     here: they drop aliases, and aliases decide which value an outer query reads. Text the
-    scanner rejects is its own key."""
+    scanner rejects is its own key. A plain statement's literal shape (`literal_shape`) is
+    finer still and costs no call into the parser, which releases the GIL on every call."""
+    shape = literal_shape(sql)
+    if shape is not None:
+        return ("\x00", shape)  # no scanned token holds a NUL: no scanned key looks like this
     try:
         tokens = pg_parser.scan(sql)
     except pg_parser.ParseError:

@@ -6,8 +6,10 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from proxy.pg.classify import ALL_CLASSES, Classifier, classify
+from proxy.pg.classify import ALL_CLASSES, Classifier, classify, literal_shape
 
 CASES = [
     ("select 1", {"read"}),
@@ -199,3 +201,64 @@ def test_prepared_statement_names() -> None:
     classifier = Classifier()
     classifier("execute a(1)")
     assert classifier("execute b(2)").statements[0].named.executes == {"b"}  # type: ignore[union-attr]
+
+
+def test_literal_shape_leaves_out_constants_and_only_constants() -> None:
+    assert literal_shape("select * from t where id = 1") == literal_shape(
+        "select * from t where id = 22"
+    )
+    assert literal_shape("select 'a''b', 1.5e3 from \"o'dd\"\"t\" where x = -.5;") == (
+        'select \x00S, \x00N from "o\'dd""t" where x = -\x00N;'
+    )
+    assert literal_shape("select t1.x2 from t1") == "select t1.x2 from t1"  # names keep digits
+    assert literal_shape("select 'a;b'") == "select \x00S"  # a `;` inside a string
+    for unread in (
+        "select 1; select 2",
+        "select $1",
+        "select $$x$$",
+        "select 'open",
+        'select "open',
+        "select 1 -- comment",
+        "select /* c */ 1",
+        "select E'\\n'",
+    ):
+        assert literal_shape(unread) is None, unread
+
+
+# Statements whose classes depend on a constant's value, with a slot for it.
+_TEMPLATES = (
+    "select set_config({s}, 'x', false)",
+    "delete from t where {n} = {n}",
+    "update t set a = {n} where {s} = {s}",
+    "set default_transaction_read_only = {s}",
+    "set transaction_read_only = {n}",
+    "select * from accounts where id = {n} and name = {s}",
+    'select "o\'dd" from "we;ird" where x = {n}',
+    "copy (select {n}) to program {s}",
+    "set role {s}",
+    "select pg_read_file({s})",
+)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(_TEMPLATES),
+            st.sampled_from(["'role'", "'on'", "'off'", "'x'", "'search_path'", "'1'", "''"]),
+            st.sampled_from(["0", "1", "2", "1.5", "1e3"]),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+@settings(max_examples=150, deadline=None)
+def test_the_caches_never_change_a_classification(
+    texts: list[tuple[str, str, str]],
+) -> None:
+    classifier = Classifier()
+    for template, string, number in texts:
+        sql = template.format(s=string, n=number)
+        cached, fresh = classifier(sql), classify(sql)
+        assert [(s.classes, s.tables) for s in cached.statements] == [
+            (s.classes, s.tables) for s in fresh.statements
+        ], sql
