@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from proxy.config import ConfigError
 
@@ -507,10 +507,15 @@ def _pem_search(
     return pattern.search(scan.text, pos, endpos)
 
 
-def _triggered(kind: str, needles: tuple[bytes, ...]) -> Search:
-    """A search that tries the pattern only where a candidate begins: where the prefilter
-    says, or without one where the signature shows one of `needles` (every match of these
-    detectors starts where one of them does)."""
+class _Triggered(TypedDict):
+    possible: Callable[[Scan], bool]
+    search: Search
+
+
+def _triggered(kind: str, needles: tuple[bytes, ...]) -> _Triggered:
+    """`possible` and `search` for a detector whose every match starts where one of `needles`
+    shows in the signature: the pattern is tried only where a candidate begins, where the
+    prefilter says or, without one, where the signature shows a needle."""
 
     def search(pattern: re.Pattern[str], scan: Scan, pos: int, endpos: int) -> re.Match[str] | None:
         starts = scan.starts(kind)
@@ -528,7 +533,10 @@ def _triggered(kind: str, needles: tuple[bytes, ...]) -> Search:
                 return found
         return None
 
-    return search
+    return {
+        "possible": _possible(kind, lambda scan: bool(scan.triggers(needles))),
+        "search": search,
+    }
 
 
 def _class_tail(
@@ -571,8 +579,7 @@ DETECTORS: dict[str, Detector] = {
             32,
             accept=_accept_card,
             normalize=_digits,
-            possible=_possible("credit_card", lambda scan: bool(scan.triggers(_CARD_TRIGGERS))),
-            search=_triggered("credit_card", _CARD_TRIGGERS),
+            **_triggered("credit_card", _CARD_TRIGGERS),
             tail_classes=(_DIGITS + " -", _DIGITS),
             description="payment card numbers, 13 to 19 digits, contiguous or in groups of "
             "four (or Amex 4-6-5) separated by one space or dash; only Luhn-valid ones with a "
@@ -601,8 +608,7 @@ DETECTORS: dict[str, Detector] = {
             re.compile(r"(?<![A-Za-z0-9])[A-Z](?:[A-Z](?:[0-9](?:[0-9][A-Z0-9 ]{0,40})?)?)?\Z"),
             48,
             accept=_accept_iban,
-            possible=_possible("iban", lambda scan: bool(scan.triggers((b"AA00",)))),
-            search=_triggered("iban", (b"AA00",)),
+            **_triggered("iban", (b"AA00",)),
             tail_classes=(_UPPER + _DIGITS + " ", _UPPER),
             normalize=lambda value: value.replace(" ", "").upper(),
             description="IBANs, compact or in groups of four; only those whose mod-97 check "
@@ -617,8 +623,7 @@ DETECTORS: dict[str, Detector] = {
             re.compile(r"(?<![0-9-])[0-9]{1,3}(?:-(?:[0-9]{1,2}(?:-[0-9]{0,4})?)?)?\Z"),
             16,
             normalize=_digits,
-            possible=_possible("us_ssn", lambda scan: bool(scan.triggers((b"000s00s0000",)))),
-            search=_triggered("us_ssn", (b"000s00s0000",)),
+            **_triggered("us_ssn", (b"000s00s0000",)),
             tail_classes=(_DIGITS + "-", _DIGITS),
             description="US social security numbers written 123-45-6789 (not 000, 666 or 9xx "
             "areas, not 00 groups or 0000 serials)",
