@@ -46,6 +46,9 @@ HIGH_WATER_BYTES = 16 * 1024 * 1024  # past this the owner should stop reading (
 LOW_WATER_BYTES = 4 * 1024 * 1024  # ...and may read again once the backlog is below this
 SMALL_EVENT_BYTES = 256  # what a queued event without bulk data is counted as
 WAKE_BACKLOG = 1024
+# ...or this many bytes: bulk output (32 KiB events) would otherwise reach HIGH_WATER_BYTES
+# before WAKE_BACKLOG events, and every transfer would stall on the recorder to let it start.
+WAKE_BACKLOG_BYTES = FRAME_TARGET_RAW
 # Events one recording may hand to the encoder before the thread turns to the next one, so a
 # bulk transfer cannot delay another session's security frame by more than a slice.
 SERVICE_SLICE_EVENTS = 512
@@ -277,7 +280,7 @@ class RecordingWriter:
         queue.append((code, time_us, values, size))
         if code in SECURITY_CODES:
             self._thread.wake(SECURITY_FLUSH_S)
-        elif len(queue) >= WAKE_BACKLOG:
+        elif len(queue) >= WAKE_BACKLOG or self.backlog_bytes >= WAKE_BACKLOG_BYTES:
             self._thread.wake()
 
     def close(self, reason: str) -> RecordingSummary:

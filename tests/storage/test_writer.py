@@ -94,6 +94,27 @@ def test_plain_output_reaches_the_disk_within_a_second(tmp_path, signer):
     assert waited < 1.0 + 0.1, f"took {waited:.2f}s"
 
 
+def test_bulk_output_is_written_as_it_comes_not_when_the_backlog_is_full(tmp_path, signer):
+    """A frame's worth of output wakes the writer: a relay at full speed must not fill the
+    backlog to its high-water mark (and pause the session) before the writer even starts.
+    Without that wake the output waits for the thread's idle look (every 0.2 s), so only by
+    chance would it be written within 25 ms three times out of five."""
+    path = tmp_path / "s.hrec"
+    writer = _writer(path, signer)
+    chunk = b"x" * 32768
+    waits = []
+    for pause in (0.13, 0.27, 0.11, 0.23, 0.17):
+        time.sleep(pause)
+        for _ in range(20):  # 640 KiB, more than a frame
+            writer.record(EventType.OUTPUT, 0, chunk)
+        recorded_at = time.monotonic()
+        while writer.backlog_bytes and time.monotonic() - recorded_at < 2:
+            time.sleep(0.001)
+        waits.append(time.monotonic() - recorded_at)
+    writer.close("done")
+    assert sum(wait < 0.025 for wait in waits) >= 3, [f"{w * 1000:.0f} ms" for w in waits]
+
+
 def _writer_threads() -> set[str]:
     return {t.name for t in threading.enumerate() if t.name.startswith("recording-writer-")}
 
