@@ -257,7 +257,10 @@ def _cacheable(sql: str) -> bool:
     return all(_Walker().run(raw.get("stmt")).cacheable for raw in tree.get("stmts", []))
 
 
-_NUMBER = r"(?<![\w$])(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?(?![\w$])"
+# PostgreSQL takes every non-ASCII character for a letter of a name: in `x€1` the 1 is part of
+# the name, not a number (Python's `\w` would not say so of `€`).
+_NAME_CHAR = "A-Za-z0-9_$\u0080-\U0010ffff"
+_NUMBER = rf"(?<![{_NAME_CHAR}])(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?(?![{_NAME_CHAR}])"
 _QUOTED_NAME = r'"(?:[^"]|"")*"'
 _NUMBERS = re.compile(_NUMBER)
 _QUOTED_NAMES = re.compile(_QUOTED_NAME)
@@ -502,9 +505,10 @@ class _Walker:
     def range_var(self, fields: dict[str, Any]) -> bool:
         name = str(fields.get("relname") or "")
         schema = fields.get("schemaname")
-        if schema:
+        if schema or any(char.isdigit() for char in name):
             # The fingerprint leaves out the schema of a DML table (`public.t` and
-            # `secret.t` share one), and rules on tables may name it.
+            # `secret.t` share one) and the digits of a table's name (`pay_2023` and
+            # `pay_2024`, as partitions are named), and rules on tables may name either.
             self.found.cacheable = False
         if name:
             self.found.tables.add(f"{schema}.{name}" if schema else name)

@@ -99,6 +99,22 @@ async def test_through_the_gateway(pg: PgHarness) -> None:
         await conn.execute("delete from public.hoop_orders where a = %s", (1,))
 
 
+async def test_a_rule_on_one_partition_is_not_bypassed_through_another(pg: PgHarness) -> None:
+    """pg_query's fingerprint leaves out the digits of a table's name (`pay_2023` and
+    `pay_2024` share one): a statement on the allowed partition must not lend its verdict,
+    through the classifier's caches, to the same statement on the denied one."""
+    async with await psycopg.AsyncConnection.connect(DIRECT, autocommit=True) as conn:
+        for table in ("hoop_pay_2023", "hoop_pay_2024"):
+            await conn.execute(f"create table if not exists {table} (a int)")
+    pg.rules = [{"name": "closed-year", "tables": ["hoop_pay_2024"], "action": "deny"}]
+    await pg.start()
+    async with await psycopg.AsyncConnection.connect(pg.dsn(), autocommit=True) as conn:
+        for _ in range(2):  # the second time, every cache has seen the allowed one
+            await conn.execute("select count(*) from hoop_pay_2023 where a = 1")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="closed-year"):
+                await conn.execute("select count(*) from hoop_pay_2024 where a = 2")
+
+
 async def test_policy_check_agrees_with_the_gateway(pg: PgHarness, capsys) -> None:
     """`hoop-tui policy check --sql` on the gateway's own config gives the verdict psql meets."""
     from hoop_tui.cli import main
