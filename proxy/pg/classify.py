@@ -298,6 +298,37 @@ def literal_shape(sql: str) -> str | None:
     return shape.rstrip()
 
 
+def _literals_are_constants(sql: str) -> bool:
+    """Whether every string and number literal of a plain text is a constant of its parse
+    tree (an A_Const, whose value the fingerprint leaves out) and not, say, the value of an
+    option: `explain (analyze 0)` and `explain (analyze 1)` share a literal shape, not a
+    fingerprint nor a class. Asked once per new shape."""
+    try:
+        tree = json.loads(pg_parser.parse_sql_json(sql))
+    except pg_parser.ParseError:
+        return False
+    constants: set[int] = set()  # byte offsets, where PostgreSQL puts a constant's location
+    nodes: list[Any] = [tree]
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, dict):
+            if "A_Const" in node:
+                constants.add(node["A_Const"].get("location", -1))
+            nodes.extend(node.values())
+        elif isinstance(node, list):
+            nodes.extend(node)
+    for match in _LITERALS.finditer(sql):
+        if match.group(1) is not None:
+            continue  # a quoted name
+        start = len(sql[: match.start()].encode("utf-8"))
+        # `-5` is one constant located at its sign
+        if start not in constants and not (
+            sql[match.start() - 1 : match.start()] == "-" and start - 1 in constants
+        ):
+            return False
+    return True
+
+
 class Classifier:
     """`classify` with caches, each bounded (LRU): by exact text, by literal shape (plain
     statements, no parser call) and by fingerprint."""
@@ -335,8 +366,14 @@ class Classifier:
             self._by_text[sql] = result
             if len(self._by_text) > self.max_entries:
                 self._by_text.popitem(last=False)
-        if shape is not None and result.fingerprint is not None and len(result.statements) == 1:
-            # A fingerprint means the verdict does not depend on constants (see _classify).
+        if (
+            shape is not None
+            and result.fingerprint is not None
+            and len(result.statements) == 1
+            and _literals_are_constants(sql)
+        ):
+            # A fingerprint means the verdict does not depend on constants (see _classify),
+            # and every text of this shape differs from this one only in constants.
             only = result.statements[0]
             self._by_shape[shape] = (only.classes, only.tables, result.fingerprint)
             if len(self._by_shape) > self.max_entries:

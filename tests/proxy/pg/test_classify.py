@@ -247,6 +247,11 @@ _TEMPLATES = (
     "copy (select {n}) to program {s}",
     "set role {s}",
     "select pg_read_file({s})",
+    "explain (analyze {n}) delete from t",  # an option's value: not a constant to pglast
+    "explain (analyze {s}) update t set a = {n}",
+    "copy t to stdout with (header {n})",
+    "select * from t where a = -{n} and b = {s}",
+    "begin transaction isolation level serializable, read {s}",
 )
 
 
