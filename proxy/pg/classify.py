@@ -270,11 +270,18 @@ _LITERALS = re.compile(rf"({_QUOTED_NAME})|'(?:[^']|'')*'|{_NUMBER}")
 _NOT_READ = ("$", "\\", "\x00", "--", "/*")  # dollar quotes and parameters, escapes, comments
 
 
+def _number_token(match: re.Match[str]) -> str:
+    """An integer and another number each get their own placeholder: the grammar takes an
+    integer in places where it refuses `1.5`."""
+    return "\x00I" if match.group(0).isdigit() else "\x00N"
+
+
 def _literal_token(match: re.Match[str]) -> str:
+    """A quoted name as it is, a string or a number as its placeholder."""
     name = match.group(1)
     if name is not None:
         return name
-    return "\x00S" if match.group(0)[0] == "'" else "\x00N"
+    return "\x00S" if match.group(0)[0] == "'" else _number_token(match)
 
 
 def literal_shape(sql: str) -> str | None:
@@ -292,7 +299,7 @@ def literal_shape(sql: str) -> str | None:
         if "'" in bare or '"' in bare:
             return None
     else:
-        shape = bare = _NUMBERS.sub("\x00N", sql)
+        shape = bare = _NUMBERS.sub(_number_token, sql)
     if ";" in bare.rstrip().removesuffix(";"):
         return None
     return shape.rstrip()

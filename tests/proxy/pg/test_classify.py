@@ -219,6 +219,7 @@ def test_literal_shape_leaves_out_constants_and_only_constants() -> None:
         'select \x00S, \x00N from "o\'dd""t" where x = -\x00N;'
     )
     assert literal_shape("select t1.x2 from t1") == "select t1.x2 from t1"  # names keep digits
+    assert literal_shape("fetch 2 from c") != literal_shape("fetch 2.5 from c")  # an integer
     assert literal_shape("select 'a;b'") == "select \x00S"  # a `;` inside a string
     # PostgreSQL reads `x€1` as one name: its digits are not a number
     assert literal_shape("select * from x€1") != literal_shape("select * from x€2")
