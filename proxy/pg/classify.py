@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,7 +211,8 @@ class Classified:
 
     statements: tuple[Statement, ...]
     error: str | None = None
-    fingerprint: str | None = None
+    # Strings with equal keys get the same classes, tables and verdict; None: judge afresh.
+    key: Hashable | None = None
 
     @property
     def classes(self) -> frozenset[str]:
@@ -336,16 +337,38 @@ def _literals_are_constants(sql: str) -> bool:
     return True
 
 
+_CONSTANT_TOKENS = frozenset({"ICONST", "FCONST", "SCONST", "BCONST", "XCONST", "USCONST"})
+_COMMENT_TOKENS = frozenset({"SQL_COMMENT", "C_COMMENT"})
+
+
+def token_shape(sql: str) -> tuple[str, ...] | None:
+    """The text's tokens as written, with each constant's value (and every comment) left out;
+    None when the scanner rejects it. Names keep every character, where the fingerprint
+    leaves out a DML table's schema and the digits of a table's name (`x` and `x11` share
+    one)."""
+    try:
+        tokens = pg_parser.scan(sql)
+    except pg_parser.ParseError:
+        return None
+    return tuple(
+        token.name if token.name in _CONSTANT_TOKENS else sql[token.start : token.end + 1]
+        for token in tokens
+        if token.name not in _COMMENT_TOKENS
+    )
+
+
 class Classifier:
     """`classify` with caches, each bounded (LRU): by exact text, by literal shape (plain
-    statements, no parser call) and by fingerprint."""
+    statements, no parser call) and by fingerprint together with the token shape."""
 
     def __init__(self, max_entries: int = 4096, max_text: int = 16384) -> None:
         self.max_entries = max_entries
         self.max_text = max_text
         self._by_text: OrderedDict[str, Classified] = OrderedDict()
-        self._by_shape: OrderedDict[str, tuple[frozenset[str], frozenset[str], str]] = OrderedDict()
-        self._by_print: OrderedDict[str, tuple[tuple[frozenset[str], frozenset[str]], ...]] = (
+        self._by_shape: OrderedDict[str, tuple[frozenset[str], frozenset[str], Hashable]] = (
+            OrderedDict()
+        )
+        self._by_print: OrderedDict[Hashable, tuple[tuple[frozenset[str], frozenset[str]], ...]] = (
             OrderedDict()
         )
         self.hits = 0
@@ -366,8 +389,8 @@ class Classifier:
             if known is not None:
                 self._by_shape.move_to_end(shape)
                 self.hits += 1
-                classes, tables, printed = known
-                return Classified((Statement(sql.strip(), classes, tables),), fingerprint=printed)
+                classes, tables, key = known
+                return Classified((Statement(sql.strip(), classes, tables),), key=key)
         result = self._classify(sql)
         if len(sql) <= self.max_text:
             self._by_text[sql] = result
@@ -375,14 +398,14 @@ class Classifier:
                 self._by_text.popitem(last=False)
         if (
             shape is not None
-            and result.fingerprint is not None
+            and result.key is not None
             and len(result.statements) == 1
             and _literals_are_constants(sql)
         ):
-            # A fingerprint means the verdict does not depend on constants (see _classify),
-            # and every text of this shape differs from this one only in constants.
+            # A key means the verdict does not depend on constants (see _classify), and
+            # every text of this shape differs from this one only in constants.
             only = result.statements[0]
-            self._by_shape[shape] = (only.classes, only.tables, result.fingerprint)
+            self._by_shape[shape] = (only.classes, only.tables, result.key)
             if len(self._by_shape) > self.max_entries:
                 self._by_shape.popitem(last=False)
         return result
@@ -393,28 +416,35 @@ class Classifier:
         except pg_parser.ParseError:
             self.misses += 1
             return classify(sql)
-        shapes = self._by_print.get(printed)
+        tokens = token_shape(sql)
+        if tokens is None:
+            self.misses += 1
+            return classify(sql)
+        # The fingerprint keeps what constants stand for (an option's value), the tokens keep
+        # every name; texts equal in both differ only in constants.
+        key = (printed, tokens)
+        shapes = self._by_print.get(key)
         if shapes is not None:
-            self._by_print.move_to_end(printed)
+            self._by_print.move_to_end(key)
             self.hits += 1
             if len(shapes) == 1:
-                return Classified((Statement(sql.strip(), *shapes[0]),), fingerprint=printed)
+                return Classified((Statement(sql.strip(), *shapes[0]),), key=key)
             texts = split(sql)
             if len(texts) == len(shapes):
                 return Classified(
                     tuple(Statement(t, *shape) for t, shape in zip(texts, shapes, strict=True)),
-                    fingerprint=printed,
+                    key=key,
                 )
         self.misses += 1
         result = classify(sql)
         if result.error is not None or not _cacheable(sql):
-            # No fingerprint either: the session's verdict cache is keyed by it, and a
-            # look-alike (`do $$ ... $$` with another body) must not get this verdict.
+            # No key either: the session's verdict cache is keyed by it, and a look-alike
+            # (`do $$ ... $$` with another body) must not get this verdict.
             return result
-        self._by_print[printed] = tuple((s.classes, s.tables) for s in result.statements)
+        self._by_print[key] = tuple((s.classes, s.tables) for s in result.statements)
         if len(self._by_print) > self.max_entries:
             self._by_print.popitem(last=False)
-        return Classified(result.statements, result.error, printed)
+        return Classified(result.statements, result.error, key)
 
 
 def split(sql: str) -> list[str]:

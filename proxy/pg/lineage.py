@@ -27,7 +27,7 @@ from typing import Any
 from pglast import parser as pg_parser
 
 from proxy.masking import Masker, MaskRule
-from proxy.pg.classify import literal_shape
+from proxy.pg.classify import literal_shape, token_shape
 
 MAX_ENTRIES = 4096
 MAX_TEXT = 16384
@@ -74,7 +74,6 @@ NO_LINEAGE = Lineage()
 # -- parsing -------------------------------------------------------------------------------------
 
 ShapeKey = tuple[str, ...] | str
-_CONSTANTS = frozenset({"ICONST", "FCONST", "SCONST", "BCONST", "XCONST", "USCONST"})
 _cache: OrderedDict[ShapeKey, tuple[Lineage, ...]] = OrderedDict()
 
 
@@ -88,14 +87,8 @@ def shape_key(sql: str) -> ShapeKey:
     shape = literal_shape(sql)
     if shape is not None:
         return ("\x00", shape)  # no scanned token holds a NUL: no scanned key looks like this
-    try:
-        tokens = pg_parser.scan(sql)
-    except pg_parser.ParseError:
-        return sql
-    return tuple(
-        token.name if token.name in _CONSTANTS else sql[token.start : token.end + 1]
-        for token in tokens
-    )
+    tokens = token_shape(sql)
+    return sql if tokens is None else tokens
 
 
 def lineages(sql: str) -> tuple[Lineage, ...]:

@@ -27,7 +27,7 @@ import logging
 import os
 import secrets
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -397,9 +397,9 @@ def _client_tls_context(target: PgTarget) -> ssl.SSLContext:
 def make_decider(
     policy: Policy, caller: Caller, target: PgTarget
 ) -> Callable[[sqlclass.Classified], Verdict]:
-    """Classes -> verdict for one session, cached by the statement's fingerprint (the caller
-    and target never change within a session, so the verdict of a shape is fixed)."""
-    cache: dict[str, Verdict] = {}
+    """Classes -> verdict for one session, cached by the classifier's key (the caller and
+    target never change within a session, so the verdict of a shape is fixed)."""
+    cache: dict[Hashable, Verdict] = {}
 
     def one(statement: sqlclass.Statement) -> Verdict:
         if target.read_only and statement.classes & sqlclass.NOT_READ_ONLY:
@@ -416,7 +416,7 @@ def make_decider(
         )
 
     def decide(found: sqlclass.Classified) -> Verdict:
-        key = found.fingerprint if len(found.statements) == 1 else None
+        key = found.key if len(found.statements) == 1 else None
         if key is not None:
             cached = cache.get(key)
             if cached is not None:

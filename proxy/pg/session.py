@@ -625,7 +625,7 @@ class PgSession:
         """The verdict of a string that uses SQL prepared statements. An EXECUTE carries the
         classes and tables of the body prepared under its name (a PREPARE earlier in the same
         string counts); a name the gateway never saw prepared is refused. Decided without the
-        fingerprint, which ignores these names."""
+        classifier's key: these names are not in the fingerprint."""
         overlay: dict[str, Prepared | None] = {}
         statements = []
         for statement in found.statements:
