@@ -11,9 +11,10 @@ import fnmatch
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import asyncssh
 
@@ -173,6 +174,46 @@ def load_config(path: Path) -> GatewayConfig:
         ldap=reader.ldap(raw.get("ldap")),
         targets=reader.targets(raw.get("targets", [])),
     )
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+_Entry = TypeVar("_Entry", bound=_Named)
+
+
+def entry_key(section: str, index: int, name: str | None, fieldname: str) -> str:
+    """How an error names a field of entry `index` of an array of tables: `rules #2 (x).sql`."""
+    return f"{section} #{index} ({name}).{fieldname}" if name else f"{section} #{index}.{fieldname}"
+
+
+def parse_named_entries(
+    raw: object,
+    path: Path | str,
+    section: str,
+    parse_one: Callable[[object, int, Path | str], _Entry],
+    why_unique: str = "",
+) -> list[_Entry]:
+    """An array of tables (`[[section]]`) whose entries each have a name no other has,
+    parsed in order by `parse_one(entry, index, path)`."""
+    if not isinstance(raw, list):
+        raise ConfigError(path, section, f"must be an array of tables ([[{section}]])")
+    entries: list[_Entry] = []
+    seen: dict[str, int] = {}
+    for index, raw_entry in enumerate(raw, start=1):
+        entry = parse_one(raw_entry, index, path)
+        if entry.name in seen:
+            raise ConfigError(
+                path,
+                entry_key(section, index, entry.name, "name"),
+                f"the name is already used by {section.removesuffix('s')} #{seen[entry.name]}; "
+                f"names must be unique{why_unique}",
+            )
+        seen[entry.name] = index
+        entries.append(entry)
+    return entries
 
 
 def parse_duration(value: object) -> float:

@@ -45,7 +45,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, TypedDict
 
-from proxy.config import ConfigError
+from proxy.config import ConfigError, entry_key, parse_named_entries
 
 try:  # the compiled multi-pattern prefilter (Hyperscan); without it, per-detector passes
     import hyperscan
@@ -890,7 +890,7 @@ def _finder(rule: MaskRule) -> _Finder:
 
 
 def _key(index: int, name: str | None, fieldname: str) -> str:
-    return f"masks #{index} ({name}).{fieldname}" if name else f"masks #{index}.{fieldname}"
+    return entry_key("masks", index, name, fieldname)
 
 
 def _strings(
@@ -991,26 +991,14 @@ class MaskPolicy:
     @classmethod
     def from_config(cls, raw_masks: object, path: Path | str, secret: bytes = b"") -> MaskPolicy:
         """`[[masks]]` as tomllib gives it (a list of tables; None means no rules)."""
-        if raw_masks is None:
-            raw_masks = []
-        if not isinstance(raw_masks, list):
-            raise ConfigError(path, "masks", "must be an array of tables ([[masks]])")
-        rules: list[MaskRule] = []
-        seen: dict[str, int] = {}
-        for index, entry in enumerate(raw_masks, start=1):
-            rule = parse_rule(entry, index, path)
-            if rule.name in seen:
-                raise ConfigError(
-                    path,
-                    _key(index, rule.name, "name"),
-                    f"the name is already used by mask #{seen[rule.name]}; names must be unique",
-                )
-            seen[rule.name] = index
+        rules = parse_named_entries(
+            [] if raw_masks is None else raw_masks, path, "masks", parse_rule
+        )
+        for index, rule in enumerate(rules, start=1):
             if rule.style is Style.TOKEN and not secret:
                 raise ConfigError(
                     path, _key(index, rule.name, "style"), "token needs a gateway secret"
                 )
-            rules.append(rule)
         return cls(tuple(rules), secret)
 
     @classmethod

@@ -26,7 +26,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Protocol
 
-from proxy.config import ConfigError
+from proxy.config import ConfigError, entry_key, parse_named_entries
 from proxy.line_detector import CommandLine
 from proxy.shell import (
     LineResult,
@@ -482,22 +482,15 @@ def parse_policy(raw: Mapping[str, Any], path: Path | str) -> Policy:
 
 def parse_rules(raw_rules: object, path: Path | str) -> tuple[Rule, ...]:
     """`[[rules]]` as tomllib gives it (a list of tables) -> rules, in order."""
-    if not isinstance(raw_rules, list):
-        raise ConfigError(path, "rules", "must be an array of tables ([[rules]])")
-    rules: list[Rule] = []
-    names: dict[str, int] = {}
-    for index, entry in enumerate(raw_rules, start=1):
-        rule = _parse_rule(entry, index, path)
-        if rule.name in names:
-            raise ConfigError(
-                path,
-                _rule_key(index, rule.name, "name"),
-                f"the name is already used by rule #{names[rule.name]}; names must be unique "
-                "because verdicts and the audit log refer to them",
-            )
-        names[rule.name] = index
-        rules.append(rule)
-    return tuple(rules)
+    return tuple(
+        parse_named_entries(
+            raw_rules,
+            path,
+            "rules",
+            _parse_rule,
+            " because verdicts and the audit log refer to them",
+        )
+    )
 
 
 def _parse_rule(entry: object, index: int, path: Path | str) -> Rule:
@@ -511,9 +504,9 @@ def _parse_rule(entry: object, index: int, path: Path | str) -> Rule:
     def key(field: str) -> str:
         return _rule_key(index, name, field)
 
-    for entry_key in entry:
-        if entry_key not in _RULE_KEYS:
-            raise ConfigError(path, key(entry_key), f"unknown key (known: {_known(_RULE_KEYS)})")
+    for given in entry:
+        if given not in _RULE_KEYS:
+            raise ConfigError(path, key(given), f"unknown key (known: {_known(_RULE_KEYS)})")
     if "action" not in entry:
         raise ConfigError(path, key("action"), 'missing: say "allow", "deny" or "review"')
     action = _action(entry["action"], path, key("action"))
@@ -607,7 +600,7 @@ class OptionsPattern:
 
 
 def _rule_key(index: int, name: str | None, field: str) -> str:
-    return f"rules #{index} ({name}).{field}" if name else f"rules #{index}.{field}"
+    return entry_key("rules", index, name, field)
 
 
 def _known(keys: Collection[str]) -> str:

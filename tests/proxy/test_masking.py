@@ -397,6 +397,11 @@ def test_groups_and_except_groups_and_targets():
         ([{"name": "g", "column": "a", "groups": [1]}], "masks #1 (g).groups", "list"),
         (["x"], "masks #1", "table"),
         ({"name": "x"}, "masks", "array"),
+        (
+            [{"name": "c", "column": "a"}, {"name": "c", "detector": "email"}],
+            "masks #2 (c).name",
+            "already used by mask #1",
+        ),
     ],
 )
 def test_config_errors_name_the_rule_and_key(rules, key, words):
