@@ -45,9 +45,11 @@ MAX_MESSAGE = 1024 * 1024
 TICKET_ENV = "HOOP_CONSOLE_TICKET"  # how the gateway hands a console ticket to its child
 TICKET_TTL_S = 60.0
 # What a connection bound by a console ticket may do: what the line console offers (holds,
-# grants), and the list of live sessions. Watching or ending sessions, their screens and the
-# audit log stay with the operators on the gateway host ([control.operators]); operations
-# registered later are refused to ticket holders until they are added here (fail closed).
+# grants), and the live sessions that concern its person (their own, and those with a held
+# command they may decide: the handlers check), listed, watched and their screens shown.
+# Ending sessions and the audit log stay with the operators on the gateway host
+# ([control.operators]); operations registered later are refused to ticket holders until
+# they are added here (fail closed).
 REMOTE_OPS = frozenset(
     {
         "whoami",
@@ -60,6 +62,8 @@ REMOTE_OPS = frozenset(
         "grants.decide",
         "grants.revoke",
         "sessions.list",
+        "sessions.screen",
+        "sessions.watch",
     }
 )
 REMOTE_TOPICS = frozenset({"holds", "grants"})

@@ -224,17 +224,23 @@ class GatewayRuntime:
             link.session_id: link for link in self.ssh.context.registry.links if link.session_id
         }
 
+    def _concerning(self, caller: Caller) -> Callable[[str, TargetLink], bool]:
+        """Which live sessions a caller may list, watch and see the screen of: every one for an
+        operator; for a console user, their own and those with a held command they may
+        decide (the requester's terminal beside the hold)."""
+        if not caller.restricted:
+            return lambda session_id, link: True
+        pending = self.approvals.broker.store.list_holds(HoldStatus.PENDING)
+        deciding = {h.session_id for h in pending if caller.person.concerned_by(h.to_json())}
+        return lambda session_id, link: (
+            link.identity.name == caller.person.name or session_id in deciding
+        )
+
     async def _list_sessions(self, caller: Caller, args: dict[str, Any]) -> list[dict[str, Any]]:
         rows = []
-        # A console user sees their own sessions and those whose held commands they may decide.
-        deciding: set[str] = set()
-        if caller.restricted:
-            pending = self.approvals.broker.store.list_holds(HoldStatus.PENDING)
-            deciding = {h.session_id for h in pending if caller.person.concerned_by(h.to_json())}
+        concerns = self._concerning(caller)
         for session_id, link in self._live_links().items():
-            if caller.restricted and not (
-                link.identity.name == caller.person.name or session_id in deciding
-            ):
+            if not concerns(session_id, link):
                 continue
             header = link.recording.header if link.recording is not None else None
             bytes_in, bytes_out = self.traffic.get(link, [0, 0])
@@ -254,30 +260,38 @@ class GatewayRuntime:
             )
         return rows
 
-    def _link(self, args: dict[str, Any]) -> TargetLink:
+    def _link(self, args: dict[str, Any], caller: Caller) -> TargetLink:
+        """The one live session `args["id"]` starts, among those that concern the caller: one
+        it may not see gets the same answer as an id that matches none."""
         session_id = str(args["id"])
-        matches = [link for sid, link in self._live_links().items() if sid.startswith(session_id)]
+        concerns = self._concerning(caller)
+        matches = [
+            link
+            for sid, link in self._live_links().items()
+            if sid.startswith(session_id) and concerns(sid, link)
+        ]
         if len(matches) != 1:
             raise DecisionRefused(f"no single live session {session_id}")
         return matches[0]
 
     async def _watch_session(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
-        """Stream a live session's output to this caller, read-only."""
-        link = self._link(args)
+        """Stream a live session's output to this caller, read-only, until the caller stops or
+        the session ends."""
+        link = self._link(args, caller)
         caller.topics.add(f"session:{link.session_id}")
         return {"id": link.session_id, "user": link.identity.name, "target": link.target.name}
 
     async def _session_screen(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
         """The session's terminal as its user sees it now, rendered from its recording so far
         (on request, off the event loop: no terminal emulation on the forwarding path)."""
-        link = self._link(args)
+        link = self._link(args, caller)
         if link.recording is None:
             return {"id": link.session_id, "lines": []}
         lines = await asyncio.to_thread(screen_of_recording, link.recording.path)
         return {"id": link.session_id, "lines": lines}
 
     async def _end_session(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
-        link = self._link(args)
+        link = self._link(args, caller)
         reason = str(args.get("reason") or "").strip()
         if not reason:
             raise DecisionRefused("ending a session needs a reason (--reason)")

@@ -189,7 +189,10 @@ async def _read_until(master: int, needle: bytes, seen: bytearray, timeout: floa
 async def test_shell_lines_are_judged_at_enter_in_a_real_pty(
     harness: GatewayHarness, tmp_path: Path
 ):
+    from proxy.control import ControlClient, socket_path
+
     await start(harness)
+    assert harness.runtime is not None
     keep = tmp_path / "keep"
     keep.mkdir()
     pid, master = _pty_ssh(harness, "-J", harness.jump("alice"), "web1")
@@ -202,7 +205,12 @@ async def test_shell_lines_are_judged_at_enter_in_a_real_pty(
         os.write(master, f"touch {tmp_path}/restart.done\r".encode())
         await _read_until(master, b"held as h-", seen)
         hold = await pending_hold(harness)
-        shown = await harness.runtime._session_screen(None, {"id": hold.session_id})  # type: ignore[arg-type]
+        # the approver's remote workstation asks for the requester's terminal beside the hold
+        bob = await ControlClient.connect(
+            socket_path(harness.data_dir), ticket=harness.runtime.control.tickets.issue(BOB)
+        )
+        shown = await bob.call("sessions.screen", id=hold.session_id)
+        await bob.close()
         screen = "".join(shown["lines"])  # the requester's terminal, long lines wrapped
         assert f"touch {tmp_path}/restart.done" in screen and "held as h-" in screen, shown
         harness.runtime.approvals.decide_hold(hold.id, BOB, approve=True, reason="fine")
@@ -309,6 +317,45 @@ async def test_live_sessions_are_listed_watched_and_ended(harness: GatewayHarnes
     assert found[-1].end_reason == "ended by bob: incident over"
     code, out, _ = await hoop(harness, "audit")
     assert "session_ended" in out and "incident over" in out
+
+
+async def test_a_remote_approver_sees_the_session_of_a_hold_they_may_decide_and_no_other(
+    harness: GatewayHarness, tmp_path: Path
+):
+    """The remote workstation (a console ticket) shows the requester's terminal beside a held
+    command, and lets the approver watch that session; someone who may not decide the hold
+    gets the answer an unknown session gets."""
+    from proxy.control import ControlClient, ControlError, socket_path
+
+    await start(harness)
+    assert harness.runtime is not None
+    marker = tmp_path / "restart.done"
+    client = asyncio.ensure_future(harness.ssh_jump("alice", "web1", f"touch {marker}"))
+    hold = await pending_hold(harness)
+    tickets = harness.runtime.control.tickets
+    bob = await ControlClient.connect(socket_path(harness.data_dir), ticket=tickets.issue(BOB))
+    carol = await ControlClient.connect(
+        socket_path(harness.data_dir), ticket=tickets.issue(Person("carol", frozenset({"dev"})))
+    )
+    try:
+        (listed,) = await bob.call("sessions.list")
+        assert listed["id"] == hold.session_id and listed["user"] == "alice"
+        screen = await bob.call("sessions.screen", id=hold.session_id)
+        assert screen["id"] == hold.session_id and isinstance(screen["lines"], list)
+        watched = await bob.call("sessions.watch", id=hold.session_id)
+        assert (watched["user"], watched["target"]) == ("alice", "web1")
+        assert await carol.call("sessions.list") == []
+        for op in ("sessions.screen", "sessions.watch"):
+            with pytest.raises(ControlError, match="no single live session"):
+                await carol.call(op, id=hold.session_id)
+        with pytest.raises(ControlError, match="not available in the remote console"):
+            await bob.call("sessions.end", id=hold.session_id, reason="no")
+    finally:
+        await bob.close()
+        await carol.close()
+    code, _, err = await hoop(harness, "approve", hold.id, "--reason", "ok")
+    assert code == 0, err
+    assert (await client).status == 0
 
 
 async def test_secrets_in_command_output_are_masked_before_the_caller_sees_them(
