@@ -307,14 +307,23 @@ def literal_shape(sql: str) -> str | None:
 
 
 def _literals_are_constants(sql: str) -> bool:
-    """Whether every string and number literal of a plain text is a constant of its parse
-    tree (an A_Const, whose value the fingerprint leaves out) and not, say, the value of an
-    option: `explain (analyze 0)` and `explain (analyze 1)` share a literal shape, not a
+    """Whether the literals the literal shape leaves out are exactly PostgreSQL's constant
+    tokens (its scanner agrees where each begins and ends), and each is a constant of the
+    parse tree (an A_Const, whose value the fingerprint leaves out) and not, say, the value of
+    an option: `explain (analyze 0)` and `explain (analyze 1)` share a literal shape, not a
     fingerprint nor a class. Asked once per new shape."""
+    literals = [m for m in _LITERALS.finditer(sql) if m.group(1) is None]
     try:
+        scanned = {
+            (token.start, token.end)
+            for token in pg_parser.scan(sql)
+            if token.name in _CONSTANT_TOKENS
+        }
         tree = json.loads(pg_parser.parse_sql_json(sql))
     except pg_parser.ParseError:
         return False
+    if scanned != {(m.start(), m.end() - 1) for m in literals}:
+        return False  # `1.x` is the constant `1.` to PostgreSQL, `B'01'` one token, ...
     constants: set[int] = set()  # byte offsets, where PostgreSQL puts a constant's location
     nodes: list[Any] = [tree]
     while nodes:
@@ -325,9 +334,7 @@ def _literals_are_constants(sql: str) -> bool:
             nodes.extend(node.values())
         elif isinstance(node, list):
             nodes.extend(node)
-    for match in _LITERALS.finditer(sql):
-        if match.group(1) is not None:
-            continue  # a quoted name
+    for match in literals:
         start = len(sql[: match.start()].encode("utf-8"))
         # `-5` is one constant located at its sign
         if start not in constants and not (
