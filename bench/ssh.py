@@ -1,13 +1,14 @@
 """SSH gateway benchmarks, each a ratio against direct OpenSSH measured in the same run.
 
-    python3 bench/ssh.py [--size-mb 512] [--echo-count 500] [--sessions 200]
+    python3 bench/ssh.py [--size-mb 512] [--rounds 3] [--echo-count 500] [--sessions 200]
 
 Starts a private sshd (the target) and the gateway as a separate process (`hoop-tui gateway`,
 recording on, as in production), then measures with the same cipher on every leg:
 
 1. bulk exec output: `ssh ... 'head -c N /dev/zero'` through the real OpenSSH client, direct
    to sshd, through the gateway with `alice+web1` and through it with `-J` (the inner
-   connection is encrypted twice between client and gateway);
+   connection is encrypted twice between client and gateway), in `--rounds` interleaved
+   rounds, each ratio against the direct run of its own round;
 2. keystroke echo: one byte written to a raw-mode `cat` on a PTY and read back, p50 and p99,
    direct and through the gateway;
 3. N concurrent interactive sessions, direct and through the gateway, each typing a key every
@@ -290,6 +291,7 @@ async def concurrent(
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mb", type=int, default=512)
+    parser.add_argument("--rounds", type=int, default=3, help="bulk rounds (default 3)")
     parser.add_argument("--echo-count", type=int, default=500)
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument(
@@ -313,7 +315,7 @@ async def main() -> None:
         try:
             print(f"cipher {CIPHER}, {os.cpu_count()} CPUs")
             if "bulk" in parts:
-                run_bulk(setup, args.size_mb)
+                run_bulk(setup, args.size_mb, args.rounds)
             if "echo" in parts:
                 await run_echo(setup, args.echo_count)
             if "concurrent" in parts:
@@ -324,14 +326,28 @@ async def main() -> None:
             stop(setup.sshd.process)
 
 
-def run_bulk(setup: Setup, size_mb: int) -> None:
+def run_bulk(setup: Setup, size_mb: int, rounds: int) -> None:
+    """Direct, `alice+web1` and `-J` in turn, `rounds` times (the order rotating), so that each
+    ratio compares runs made moments apart; the direct baseline alone moves by a third between
+    runs on a shared 2-core machine."""
     size = size_mb * 1_000_000
-    direct = bulk(setup, "direct", size)
-    through = bulk(setup, "gateway", size)
-    jumped = bulk(setup, "jump", size)
-    print(f"bulk exec output ({size_mb} MB): direct {direct:.0f} MB/s")
-    print(f"  gateway alice+web1, recorded: {through:.0f} MB/s  ratio {through / direct:.2f}")
-    print(f"  gateway -J web1, recorded:    {jumped:.0f} MB/s  ratio {jumped / direct:.2f}")
+    ways = ["direct", "gateway", "jump"]
+    rates: dict[str, list[float]] = {way: [] for way in ways}
+    for index in range(rounds):
+        for way in ways[index % 3 :] + ways[: index % 3]:
+            rates[way].append(bulk(setup, way, size))
+    direct = rates["direct"]
+    print(
+        f"bulk exec output ({size_mb} MB, {rounds} rounds): direct median "
+        f"{statistics.median(direct):.0f} MB/s, runs {[round(r) for r in direct]}"
+    )
+    for way, label in (("gateway", "alice+web1"), ("jump", "-J web1   ")):
+        ratios = [r / d for r, d in zip(rates[way], direct, strict=True)]
+        print(
+            f"  gateway {label}, recorded: median {statistics.median(rates[way]):.0f} MB/s, "
+            f"ratio median {statistics.median(ratios):.2f} (rounds "
+            f"{min(ratios):.2f}-{max(ratios):.2f})"
+        )
 
 
 async def run_echo(setup: Setup, count: int) -> None:
