@@ -258,6 +258,10 @@ def _cacheable(sql: str) -> bool:
     return all(_Walker().run(raw.get("stmt")).cacheable for raw in tree.get("stmts", []))
 
 
+_CONSTANT_TOKENS = frozenset({"ICONST", "FCONST", "SCONST", "BCONST", "XCONST", "USCONST"})
+_COMMENT_TOKENS = frozenset({"SQL_COMMENT", "C_COMMENT"})
+
+
 # PostgreSQL takes every non-ASCII character for a letter of a name: in `x€1` the 1 is part of
 # the name, not a number (Python's `\w` would not say so of `€`).
 _NAME_CHAR = "A-Za-z0-9_$\u0080-\U0010ffff"
@@ -287,11 +291,12 @@ def _literal_token(match: re.Match[str]) -> str:
 
 def literal_shape(sql: str) -> str | None:
     """A plain one-statement text with its string and number literals left out, read with a
-    regular expression: `WHERE aid = 1` and `WHERE aid = 2` share it. Two texts with one shape
-    differ only in constants, so they share a fingerprint too; this key is finer, and needs no
-    call into the parser, which releases the GIL (to whichever thread is waiting for it) on
-    every call. None for texts it does not try to read: several statements, comments, dollar
-    quotes, parameters, backslashes, unclosed quotes."""
+    regular expression: `WHERE aid = 1` and `WHERE aid = 2` share it. Names keep every
+    character, and no call into the parser is needed, which releases the GIL (to whichever
+    thread is waiting for it) on every call. Texts of one shape differ only in literals; the
+    classifier relies on that only where those are constants (`_literals_are_constants`).
+    None for texts it does not try to read: several statements, comments, dollar quotes,
+    parameters, backslashes, unclosed quotes."""
     if any(part in sql for part in _NOT_READ):
         return None
     if "'" in sql or '"' in sql:
@@ -342,10 +347,6 @@ def _literals_are_constants(sql: str) -> bool:
         ):
             return False
     return True
-
-
-_CONSTANT_TOKENS = frozenset({"ICONST", "FCONST", "SCONST", "BCONST", "XCONST", "USCONST"})
-_COMMENT_TOKENS = frozenset({"SQL_COMMENT", "C_COMMENT"})
 
 
 def token_shape(sql: str) -> tuple[str, ...] | None:
