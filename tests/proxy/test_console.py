@@ -45,22 +45,27 @@ async def _run(service, person, screen):
     return asyncio.ensure_future(console.run())
 
 
-async def test_a_new_hold_appears_and_is_approved_from_the_console(service):
-    screen = Screen()
-    running = await _run(service, BOB, screen)
-    await screen.until("no held commands")
-    waiting = asyncio.ensure_future(
+def _held(service, user: str, command: str) -> asyncio.Future:
+    """`user`'s command held by the rule `restarts` for one approval from oncall, waiting."""
+    return asyncio.ensure_future(
         service.request_hold(
             session_id="s",
-            user="alice",
+            user=user,
             target="web1",
-            command="systemctl restart nginx",
+            command=command,
             rule="restarts",
             approvers=["oncall"],
             approvals=1,
             timeout_s=600,
         )
     )
+
+
+async def test_a_new_hold_appears_and_is_approved_from_the_console(service):
+    screen = Screen()
+    running = await _run(service, BOB, screen)
+    await screen.until("no held commands")
+    waiting = _held(service, "alice", "systemctl restart nginx")
     await screen.until("[new hold]")
     (hold,) = service.broker.pending_holds()
     assert f"{hold.id}  alice@web1  systemctl restart nginx" in screen.text
@@ -75,18 +80,7 @@ async def test_a_new_hold_appears_and_is_approved_from_the_console(service):
 async def test_refusals_and_unknown_commands_are_explained(service):
     screen = Screen()
     running = await _run(service, Person("alice", frozenset({"oncall"})), screen)
-    waiting = asyncio.ensure_future(
-        service.request_hold(
-            session_id="s",
-            user="alice",
-            target="web1",
-            command="reboot",
-            rule="r",
-            approvers=["oncall"],
-            approvals=1,
-            timeout_s=600,
-        )
-    )
+    waiting = _held(service, "alice", "reboot")
     await screen.until("[new hold]")
     (hold,) = service.broker.pending_holds()
     await screen.lines.put(f"approve {hold.id}")
@@ -127,20 +121,8 @@ async def test_the_console_shows_only_what_concerns_its_person(service):
     carol = Person("carol", frozenset({"dev"}))
     running = await _run(service, carol, screen)
     await screen.until("no held commands")
-    request = {
-        "session_id": "s",
-        "target": "web1",
-        "rule": "restarts",
-        "approvers": ["oncall"],
-        "approvals": 1,
-        "timeout_s": 600,
-    }
-    others = asyncio.ensure_future(
-        service.request_hold(user="alice", command="cat /etc/shadow", **request)
-    )
-    own = asyncio.ensure_future(
-        service.request_hold(user="carol", command="systemctl reload app", **request)
-    )
+    others = _held(service, "alice", "cat /etc/shadow")
+    own = _held(service, "carol", "systemctl reload app")
     await screen.until("[new hold]")
     await screen.lines.put("holds")
     for _ in range(200):  # the new-hold line, then the listing
