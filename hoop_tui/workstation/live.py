@@ -143,6 +143,10 @@ class LiveScreen(Screen[None]):
             return
         self.app.watch_session(session)  # type: ignore[attr-defined]
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # ending a session stays with the operators on the gateway host: not offered remotely
+        return not (action == "end" and getattr(self.app, "remote", False))
+
     def action_end(self) -> None:
         session = self.selected()
         if session is None:
