@@ -173,6 +173,7 @@ class QueueScreen(Screen[None]):
         detail = self.query_one("#hold-detail", Static)
         if hold is None:
             detail.update("No held commands. New ones appear here as they arrive.")
+            self.query_one("#hold-screen", Static).update("")  # nobody's terminal to show
             return
         decided = ", ".join(
             f"{d['by']} {'approved' if d['approve'] else 'denied'}" for d in hold["decisions"]

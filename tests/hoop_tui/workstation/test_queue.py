@@ -64,6 +64,10 @@ async def test_a_hold_arrives_live_and_is_approved_with_keys(service):
         table = app.queue.query_one("#holds", DataTable)
         await _until(pilot, lambda: table.row_count == 1)
         assert "alice" in str(table.get_row_at(0)) and "restart nginx" in str(table.get_row_at(0))
+        (pending,) = app.queue.holds
+        app.queue.show_screen(pending, ["$ systemctl restart nginx"])  # as the gateway answers
+        screen_pane = app.queue.query_one("#hold-screen", Static)
+        await _until(pilot, lambda: "alice's terminal now" in str(screen_pane.render()))
         await pilot.press("a")
         await _until(pilot, lambda: isinstance(app.screen, DecisionDialog))
         await pilot.press(*"ok by me")
@@ -72,6 +76,7 @@ async def test_a_hold_arrives_live_and_is_approved_with_keys(service):
         assert hold.status is HoldStatus.APPROVED
         assert hold.decisions[-1].by == "bob" and hold.decisions[-1].reason == "ok by me"
         await _until(pilot, lambda: table.row_count == 0)
+        await _until(pilot, lambda: "terminal now" not in str(screen_pane.render()))
 
 
 async def test_deny_needs_a_reason_in_the_dialog(service):
