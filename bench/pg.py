@@ -1,12 +1,14 @@
 """The PostgreSQL gateway against direct PostgreSQL, with pgbench, measured in the same run.
 
-    python bench/pg.py               # pgbench -S and TPC-B-like, 10 s each, 8 clients, 2 threads
-    python bench/pg.py --quick       # 3 s each
+    python bench/pg.py               # pgbench -S and TPC-B-like, 10 s each, 8 clients, 2 threads,
+                                     # 3 interleaved rounds (--rounds)
+    python bench/pg.py --quick       # 3 s each, one round
     python bench/pg.py --profile     # also prints a cProfile of the gateway during -S
     python bench/pg.py --diagnose    # also -S through the gateway with recording disabled
 
-Runs, back to back, against the machine's PostgreSQL (127.0.0.1:5432, trust auth, database
-`test`, pgbench tables made with `pgbench -i -s 1` if missing):
+Runs, in interleaved rounds (the order rotating, each ratio against the direct run of its own
+round), against the machine's PostgreSQL (127.0.0.1:5432, trust auth, database `test`,
+pgbench tables made with `pgbench -i -s 1` if missing):
 
 1. `pgbench -S -c 8 -j 2 -T N` (one SELECT per transaction, simple protocol) direct;
 2. the same through a bare asyncio byte relay (no framing, no inspection: the floor of any
@@ -278,6 +280,9 @@ async def main() -> None:
     )
     parser.add_argument("--skip-tpcb", action="store_true", help="only pgbench -S")
     parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds of each comparison (default 3)"
+    )
+    parser.add_argument(
         "--asyncio-loop",
         action="store_true",
         help="run everything on asyncio's own loop instead of uvloop (which the gateway uses)",
@@ -291,26 +296,30 @@ async def main() -> None:
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
     duration = 3 if args.quick else args.duration
+    rounds = 1 if args.quick else args.rounds
     bench = (duration, args.clients, args.threads)
     await ensure_tables()
     with tempfile.TemporaryDirectory(prefix="hoop-bench-pg-") as tmp:
         gateway, service, control = await start_gateway(Path(tmp))
         relay = await relay_server()
         relay_port = relay.sockets[0].getsockname()[1]
+        bouncer_dir = Path(tempfile.mkdtemp(prefix="hoop-pgbouncer-"))
+        os.chmod(bouncer_dir, 0o755)
+        bouncer = await start_pgbouncer(bouncer_dir)
         try:
-            print(f"pgbench -S -c {args.clients} -j {args.threads} -T {duration} (simple protocol)")
-            direct = await pgbench("direct", PG_PORT, ["-S"], *bench, PG_USER)
-            print(line(direct, None))
-            bare = await pgbench("bare byte relay", relay_port, ["-S"], *bench, PG_USER)
-            print(line(bare, direct))
+            ways = {"direct": PG_PORT, "bare byte relay": relay_port, "gateway": gateway.port}
+            if bouncer is not None:
+                ways["pgbouncer"] = bouncer[1]
+            print(
+                f"pgbench -S -c {args.clients} -j {args.threads} -T {duration} (simple protocol), "
+                f"{rounds} interleaved round(s)"
+            )
             profiler = cProfile.Profile() if args.profile else None
-            if profiler:
-                profiler.enable()
-            full = await pgbench("gateway", gateway.port, ["-S"], *bench, PG_USER)
-            if profiler:
-                profiler.disable()
-            print(line(full, direct))
-            print(f"gateway / bare relay: {full.tps / bare.tps:.2f}x")
+            select = await interleaved(ways, ["-S"], bench, rounds, profiler)
+            report(select)
+            print(
+                f"gateway / bare relay: {ratio_span(select['gateway'], select['bare byte relay'])}"
+            )
             if args.diagnose:
                 real = PgConnection._start_recording
                 PgConnection._start_recording = _no_recording  # type: ignore[method-assign]
@@ -320,7 +329,7 @@ async def main() -> None:
                     )
                 finally:
                     PgConnection._start_recording = real  # type: ignore[method-assign]
-                print(line(unrecorded, direct))
+                print(line(unrecorded, select["direct"][-1]))
             print(f"classifier: {gateway.classifier.hits} hits, {gateway.classifier.misses} misses")
             print()
             if profiler:
@@ -328,36 +337,74 @@ async def main() -> None:
             if args.skip_tpcb:
                 return
             print(f"pgbench (TPC-B-like) -c {args.clients} -j {args.threads} -T {duration}")
-            tpcb_direct = await pgbench("direct", PG_PORT, [], *bench, PG_USER)
-            print(line(tpcb_direct, None))
-            tpcb = await pgbench("gateway", gateway.port, [], *bench, PG_USER)
-            print(line(tpcb, tpcb_direct))
-            bouncer_dir = Path(tempfile.mkdtemp(prefix="hoop-pgbouncer-"))
-            os.chmod(bouncer_dir, 0o755)
-            bouncer = await start_pgbouncer(bouncer_dir)
+            del ways["bare byte relay"]
+            tpcb = await interleaved(ways, [], bench, rounds, None)
+            report(tpcb)
             if bouncer is None:
-                print("\npgbouncer: not installed here, not measured")
+                print("\npgbouncer: not installed here (apt-get install pgbouncer), not measured")
             else:
-                process, bouncer_port = bouncer
-                try:
-                    print("\npgbouncer 1.x, transaction pooling, same runs:")
-                    pooled_s = await pgbench("pgbouncer -S", bouncer_port, ["-S"], *bench, PG_USER)
-                    print(line(pooled_s, direct))
-                    pooled = await pgbench("pgbouncer TPC-B", bouncer_port, [], *bench, PG_USER)
-                    print(line(pooled, tpcb_direct))
-                    print(
-                        f"gateway / pgbouncer: -S {full.tps / pooled_s.tps:.2f}x, "
-                        f"TPC-B {tpcb.tps / pooled.tps:.2f}x"
-                    )
-                finally:
-                    process.terminate()
-                    await process.wait()
-                    shutil.rmtree(bouncer_dir, ignore_errors=True)
+                print(
+                    f"\ngateway / pgbouncer (transaction pooling): "
+                    f"-S {ratio_span(select['gateway'], select['pgbouncer'])}, "
+                    f"TPC-B {ratio_span(tpcb['gateway'], tpcb['pgbouncer'])}"
+                )
         finally:
+            if bouncer is not None:
+                bouncer[0].terminate()
+                await bouncer[0].wait()
+            shutil.rmtree(bouncer_dir, ignore_errors=True)
             relay.close()
             await gateway.stop()
             await service.stop()
             await control.stop()
+
+
+async def interleaved(
+    ways: dict[str, int],
+    args: list[str],
+    bench: tuple[int, int, int],
+    rounds: int,
+    profiler: cProfile.Profile | None,
+) -> dict[str, list[Run]]:
+    """Each way (name -> port) once per round, the order rotating, so that every ratio compares
+    runs made moments apart; the profiler, if any, watches the gateway's first run."""
+    names = list(ways)
+    runs: dict[str, list[Run]] = {name: [] for name in names}
+    for index in range(rounds):
+        for name in names[index % len(names) :] + names[: index % len(names)]:
+            watched = profiler is not None and name == "gateway" and not runs[name]
+            if watched:
+                profiler.enable()
+            runs[name].append(await pgbench(name, ways[name], args, *bench, PG_USER))
+            if watched:
+                profiler.disable()
+    return runs
+
+
+def report(runs: dict[str, list[Run]]) -> None:
+    """Per way, its run of median TPS against direct's median run; with several rounds, the
+    range of its per-round ratio to direct as well."""
+    direct = runs["direct"]
+    for name, own in runs.items():
+        median = sorted(own, key=lambda run: run.tps)[len(own) // 2]
+        text = line(
+            median,
+            None if name == "direct" else sorted(direct, key=lambda r: r.tps)[len(direct) // 2],
+        )
+        if name != "direct" and len(own) > 1:
+            text += f"  (per round {ratio_span(own, direct)})"
+        print(text)
+
+
+def ratio_span(runs: list[Run], bases: list[Run]) -> str:
+    """The median of the per-round TPS ratios, with their range when there are several."""
+    ratios = sorted(run.tps / base.tps for run, base in zip(runs, bases, strict=True) if base.tps)
+    if not ratios:
+        return "n/a"
+    median = ratios[len(ratios) // 2]
+    if len(ratios) == 1:
+        return f"{median:.2f}x"
+    return f"{median:.2f}x ({ratios[0]:.2f}-{ratios[-1]:.2f})"
 
 
 if __name__ == "__main__":
