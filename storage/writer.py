@@ -273,14 +273,17 @@ class RecordingWriter:
         queue = self._queue
         code = int(etype)
         size = len(values[1]) if code in _BULK and len(values) > 1 else SMALL_EVENT_BYTES
-        if len(queue) >= self._max_pending or self.backlog_bytes + size > self._max_pending_bytes:
+        backlog = self.backlog_bytes
+        if len(queue) >= self._max_pending or backlog + size > self._max_pending_bytes:
             self._fail(RecordingFailed("recording queue is full: the recorder cannot keep up"))
             raise RecordingFailed(f"recording {self.path.name} has failed: {self._failure}")
         self._queued_bytes += size
         queue.append((code, time_us, values, size))
         if code in SECURITY_CODES:
             self._thread.wake(SECURITY_FLUSH_S)
-        elif len(queue) >= WAKE_BACKLOG or self.backlog_bytes >= WAKE_BACKLOG_BYTES:
+        elif len(queue) >= WAKE_BACKLOG or backlog < WAKE_BACKLOG_BYTES <= backlog + size:
+            # Once, as the backlog passes a frame's worth: the thread then drains the queue
+            # before it sleeps again, so waking it for every later event only costs a lock.
             self._thread.wake()
 
     def close(self, reason: str) -> RecordingSummary:
