@@ -272,13 +272,16 @@ _QUOTED_NAMES = re.compile(_QUOTED_NAME)
 # A quoted name (kept as it is), a string or a number: matched left to right, so a quote or
 # a digit inside one of the others is never read on its own.
 _LITERALS = re.compile(rf"({_QUOTED_NAME})|'(?:[^']|'')*'|{_NUMBER}")
+_INT4_MAX = 2**31 - 1
 _NOT_READ = ("$", "\\", "\x00", "--", "/*")  # dollar quotes and parameters, escapes, comments
 
 
 def _number_token(match: re.Match[str]) -> str:
     """An integer and another number each get their own placeholder: the grammar takes an
-    integer in places where it refuses `1.5`."""
-    return "\x00I" if match.group(0).isdigit() else "\x00N"
+    integer in places where it refuses `1.5`. PostgreSQL's scanner reads digits past the
+    32-bit range as a numeric, not an integer, so those are `N` too."""
+    text = match.group(0)
+    return "\x00I" if text.isdigit() and int(text) <= _INT4_MAX else "\x00N"
 
 
 def _literal_token(match: re.Match[str]) -> str:

@@ -186,6 +186,14 @@ def test_a_name_the_fingerprint_leaves_out_never_borrows_a_cached_one(
     assert classifier(second).statements[0].tables == classify(second).statements[0].tables
 
 
+def test_an_integer_past_32_bits_is_not_read_as_an_integer() -> None:
+    """PostgreSQL's scanner reads 2147483648 as a numeric, which the grammar refuses where it
+    wants an integer: such a text must not borrow the classes of one that parses."""
+    classifier = Classifier()
+    assert classifier("select timestamp(2) 'x'").classes == {"read"}
+    assert classifier("select timestamp(2147483648) 'on'").classes == {"unparsable"}
+
+
 def test_cache_is_bounded() -> None:
     classifier = Classifier(max_entries=10)
     for index in range(50):
