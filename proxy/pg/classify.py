@@ -272,7 +272,7 @@ _QUOTED_NAMES = re.compile(_QUOTED_NAME)
 # A quoted name (kept as it is), a string or a number: matched left to right, so a quote or
 # a digit inside one of the others is never read on its own.
 _LITERALS = re.compile(rf"({_QUOTED_NAME})|'(?:[^']|'')*'|{_NUMBER}")
-_INT4_MAX = 2**31 - 1
+_INT4_MAX = str(2**31 - 1)
 _NOT_READ = ("$", "\\", "\x00", "--", "/*")  # dollar quotes and parameters, escapes, comments
 
 
@@ -281,7 +281,11 @@ def _number_token(match: re.Match[str]) -> str:
     integer in places where it refuses `1.5`. PostgreSQL's scanner reads digits past the
     32-bit range as a numeric, not an integer, so those are `N` too."""
     text = match.group(0)
-    return "\x00I" if text.isdigit() and int(text) <= _INT4_MAX else "\x00N"
+    if not text.isdigit():
+        return "\x00N"
+    digits = text.lstrip("0")  # `00000000001` is an integer; no int() of a 5,000-digit run
+    fits = len(digits) < len(_INT4_MAX) or (len(digits) == len(_INT4_MAX) and digits <= _INT4_MAX)
+    return "\x00I" if fits else "\x00N"
 
 
 def _literal_token(match: re.Match[str]) -> str:
@@ -597,6 +601,12 @@ class _Walker:
             self.found.cacheable = False
         if name:
             self.found.tables.add(f"{schema}.{name}" if schema else name)
+            if "." in name or "." in str(schema or ""):
+                # `"scratch.x"` is a table, not `x` in schema scratch: its quoted spelling is
+                # named too, so an allow rule for `scratch.*` does not cover it (an allow rule
+                # needs every table), while a deny rule for `scratch.*` still does.
+                quoted = f'"{name}"'
+                self.found.tables.add(f'"{schema}".{quoted}' if schema else quoted)
         return False
 
     def drop(self, fields: dict[str, Any]) -> bool:

@@ -192,6 +192,8 @@ def test_an_integer_past_32_bits_is_not_read_as_an_integer() -> None:
     classifier = Classifier()
     assert classifier("select timestamp(2) 'x'").classes == {"read"}
     assert classifier("select timestamp(2147483648) 'on'").classes == {"unparsable"}
+    assert classifier("select " + "9" * 5000).classes == {"read"}  # no int() of 5,000 digits
+    assert literal_shape("select 00000000001") == "select \x00I"
 
 
 def test_cache_is_bounded() -> None:

@@ -56,6 +56,10 @@ def test_allow_rules_need_every_table_and_a_schema_when_they_name_one() -> None:
     assert verdict(rules, "create table scratch.t2 as select 1") == "allow:scratch"
     assert verdict(rules, "insert into payments select * from scratch.t") == "deny:no-writes"
     assert verdict(rules, "insert into t values (1)") == "deny:no-writes"  # which schema?
+    # a table named "scratch.x" is not x in schema scratch
+    assert verdict(rules, 'insert into "scratch.x" values (1)') == "deny:no-writes"
+    deny_scratch = [{"name": "s", "sql": ["write"], "tables": ["scratch.*"], "action": "deny"}]
+    assert verdict(deny_scratch, 'insert into "scratch.x" values (1)') == "deny:s"  # either way
     # A rule with tables alone: any statement naming them.
     assert verdict([{"name": "p", "tables": ["payments"], "action": "deny"}], "select 1") == (
         "allow:None"
