@@ -148,16 +148,7 @@ async def test_a_held_command_cannot_redraw_the_approvers_console(harness, tmp_p
     import contextlib
     import getpass
 
-    harness.add_user("alice", password="alice-pw", groups=("dev",))
-    harness.add_user("bob", groups=("oncall",))
-    harness.add_target("web1")
-    harness.add_rule(
-        "restarts-need-review",
-        shell="touch *restart*",
-        action="review",
-        approvers=["oncall"],
-        timeout="1m",
-    )
+    harness.add_restart_review()
     harness.operators[getpass.getuser()] = "bob"
     await harness.start_runtime()
     console = await harness.line_console("bob")

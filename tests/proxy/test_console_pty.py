@@ -26,17 +26,8 @@ pytestmark = pytest.mark.timeout(120)
 
 
 async def start(harness: GatewayHarness) -> None:
-    harness.add_user("alice", password="alice-pw", groups=("dev",))
-    harness.add_user("bob", groups=("oncall",))
+    harness.add_restart_review()
     harness.add_user("admin", groups=("oncall",))
-    harness.add_target("web1")
-    harness.add_rule(
-        "restarts-need-review",
-        shell="touch *restart*",
-        action="review",
-        approvers=["oncall"],
-        timeout="1m",
-    )
     # The gateway's own OS user is an operator acting as `admin`: the remote workstation runs
     # as that OS user, yet must act as bob.
     harness.operators[getpass.getuser()] = "admin"

@@ -26,17 +26,8 @@ BOB = Person("bob", frozenset({"oncall"}))
 
 
 async def start(harness: GatewayHarness, **target: object) -> None:
-    harness.add_user("alice", password="alice-pw", groups=("dev",))
-    harness.add_user("bob", groups=("oncall",))
-    harness.add_target("web1", **target)
     harness.add_rule("no-recursive-delete", shell="rm -rf *", action="deny", message="not on web1")
-    harness.add_rule(
-        "restarts-need-review",
-        shell="touch *restart*",
-        action="review",
-        approvers=["oncall"],
-        timeout="1m",
-    )
+    harness.add_restart_review(**target)
     harness.operators[getpass.getuser()] = "bob"
     await harness.start_runtime()
 
