@@ -37,9 +37,10 @@ import bisect
 import enum
 import hashlib
 import hmac
+import itertools
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -336,25 +337,35 @@ def _password_search(
     pattern: re.Pattern[str], scan: Scan, pos: int, endpos: int
 ) -> re.Match[str] | None:
     text = scan.text
-    if scan.folds:  # `paſſword`: only the pattern itself knows every case-insensitive form
-        return pattern.search(text, pos, endpos)
-    keywords = scan.starts("password_assignment")
-    if keywords is not None:
-        tried = -1
-        for keyword in keywords[bisect.bisect_left(keywords, pos) :]:
-            if keyword >= endpos:
-                return None
-            start = _run_start(text, keyword, _KEY_CHARS, 32, pos)
-            if start != tried and (start == 0 or text[start - 1] not in _KEY_CHARS):
-                tried = start
-                found = pattern.match(text, start, endpos)
-                if found is not None:
-                    return found
-        return None
-    lower = scan.lower
-    if lower is None:
+    keywords = None if scan.folds else _keyword_places(scan, pos, endpos)
+    if keywords is None:  # `paſſword`: only the pattern itself knows every case-insensitive form
         return pattern.search(text, pos, endpos)
     tried = -1
+    for keyword in keywords:
+        start = _run_start(text, keyword, _KEY_CHARS, 32, pos)
+        if start != tried and (start == 0 or text[start - 1] not in _KEY_CHARS):
+            tried = start
+            found = pattern.match(text, start, endpos)
+            if found is not None:
+                return found
+    return None
+
+
+def _keyword_places(scan: Scan, pos: int, endpos: int) -> Iterator[int] | None:
+    """Where a password keyword (any ASCII case) starts in text[pos:endpos], in order: from
+    the prefilter's pass, or by finding each literal in the lowered text; None when neither
+    can say (lowering would move characters)."""
+    keywords = scan.starts("password_assignment")
+    if keywords is not None:
+        first = bisect.bisect_left(keywords, pos)
+        return itertools.takewhile(lambda keyword: keyword < endpos, keywords[first:])
+    lower = scan.lower
+    if lower is None:
+        return None
+    return _literal_places(lower, pos, endpos)
+
+
+def _literal_places(lower: str, pos: int, endpos: int) -> Iterator[int]:
     # the next place of each literal (-1: none left); each literal is searched for again only
     # once the scan has passed it, so text full of `key` costs one pass per literal, not one
     # per candidate
@@ -362,13 +373,8 @@ def _password_search(
     while True:
         keyword = min((i for i in nexts if i >= 0), default=-1)
         if keyword < 0:
-            return None
-        start = _run_start(text, keyword, _KEY_CHARS, 32, pos)
-        if start != tried and (start == 0 or text[start - 1] not in _KEY_CHARS):
-            tried = start
-            found = pattern.match(text, start, endpos)
-            if found is not None:
-                return found
+            return
+        yield keyword
         pos = keyword + 1
         nexts = [
             i if i < 0 or i >= pos else lower.find(w, pos, endpos)
