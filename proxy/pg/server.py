@@ -35,7 +35,7 @@ from typing import Any, cast
 from proxy.auth import Authenticator, Identity
 from proxy.config import ConfigError, GatewayConfig, TargetConfig, parse_host_port
 from proxy.enforcement import Enforcer, Outcome
-from proxy.masking import MaskPolicy
+from proxy.masking import Masker, MaskPolicy
 from proxy.pg import classify as sqlclass
 from proxy.pg.scram import MECHANISM, ScramClient, ScramError, ScramServer, Verifier, md5_password
 from proxy.pg.session import (
@@ -566,6 +566,7 @@ class PgConnection:
         self.target: PgTarget | None = None
         self.recording: Any = None
         self.session: PgSession | None = None
+        self.masker: Masker | None = None  # this caller's masking rules here, once logged in
         self.up_reader: asyncio.StreamReader | None = None
         self.up_writer: asyncio.StreamWriter | None = None
         self.up_key: tuple[int, bytes] | None = None
@@ -931,7 +932,8 @@ class PgConnection:
             elif isinstance(message, ReadyForQuery):
                 # The client's startup parameter, PGCLIENTENCODING, the role's or database's
                 # setting: whatever decided it, the reported value is the one rows come in.
-                refusal = encoding_refusal(encoding, masking=self._masking())
+                self.masker = self._masker()
+                refusal = encoding_refusal(encoding, masking=self.masker is not None)
                 # Off (a startup parameter, a role's or database's setting), the server would
                 # read backslashes in strings differently from the gateway's parser.
                 refusal = refusal or conforming_refusal(conforming)
@@ -948,13 +950,13 @@ class PgConnection:
             else:  # notices during login
                 greeting.append(message.encode())
 
-    def _masking(self) -> bool:
-        """Whether masking rules apply to this caller on this target (the relay sets the
-        session's masker the same way)."""
+    def _masker(self) -> Masker | None:
+        """The masking rules that apply to this caller on this target, if any."""
         masks = self.gateway.masks
         if masks is None or self.identity is None or self.target is None:
-            return False
-        return bool(masks.for_caller(self.identity.groups, self.target.name).rules)
+            return None
+        masker = masks.for_caller(self.identity.groups, self.target.name)
+        return masker if masker.rules else None
 
     # -- the relay -----------------------------------------------------------------------------
 
@@ -969,10 +971,7 @@ class PgConnection:
             sample_rows=settings.sample_rows,
             unparsable=settings.unparsable,
         )
-        masks = self.gateway.masks
-        if masks is not None:
-            masker = masks.for_caller(self.identity.groups, self.target.name)
-            self.session.masker = masker if masker.rules else None
+        self.session.masker = self.masker
         log.info(
             "session %s: %s from %s -> %s",
             self.session_id,
