@@ -34,7 +34,7 @@ import secrets
 import struct
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -48,7 +48,7 @@ from proxy.pg.copy_out import (
     learn_columns_messages,
     parse_copy_out,
 )
-from proxy.pg.lineage import OutputMasks, ShapeKey, lineages, shape_key
+from proxy.pg.lineage import OutputMasks, lineages, shape_key
 from proxy.pg.wire import (
     Backend,
     Bind,
@@ -302,7 +302,7 @@ class PgSession:
         self._batch_open = False  # extended messages forwarded since the last Sync
         self._abort_portal = f"hoop-refused-{secrets.token_hex(8)}"  # a portal never made
         self._column_cache: dict[bytes, tuple[tuple[str, ...], tuple[int, ...]]] = {}
-        self._outputs: OrderedDict[ShapeKey, tuple[OutputMasks | None, ...]] = OrderedDict()
+        self._outputs: OrderedDict[Hashable, tuple[OutputMasks | None, ...]] = OrderedDict()
         self.masker: Masker | None = None  # set after login when masking rules apply
         self._sides = 0  # SIDE questions not yet answered
         self._copy_rows: CopyRows | None = None  # the COPY whose CopyData is being masked
@@ -438,7 +438,7 @@ class PgSession:
                 for statement, result in zip(found.statements, results, strict=False):
                     result.on_done = self._named_effects(statement)
             if self.masker is not None and self.masker.uses_columns:
-                outputs = self._outputs_of(sql)
+                outputs = self._outputs_of(sql, found.key)
                 for index, (statement, result) in enumerate(
                     zip(found.statements, results, strict=False)
                 ):
@@ -475,7 +475,7 @@ class PgSession:
         def proceed() -> None:
             outputs = None
             if self.masker is not None and self.masker.uses_columns:
-                outputs = next(iter(self._outputs_of(parse.sql)), None)
+                outputs = next(iter(self._outputs_of(parse.sql, found.key)), None)
                 for statement in found.statements:
                     outputs = self._executed_outputs(statement) or outputs
             prepared = Prepared(parse.sql, verdict, found=found, copy=copy, outputs=outputs)
@@ -656,10 +656,14 @@ class PgSession:
             )
         return self.decide(sqlclass.Classified(tuple(statements), found.error))
 
-    def _outputs_of(self, sql: str) -> tuple[OutputMasks | None, ...]:
+    def _outputs_of(
+        self, sql: str, known: Hashable | None = None
+    ) -> tuple[OutputMasks | None, ...]:
         """Per statement of a string, which output columns carry masked values for this
-        session's rules, cached by the statement's shape (lineage.shape_key): per session."""
-        key = shape_key(sql)
+        session's rules, cached per session by the statement's shape: the classifier's key
+        when it has one (`known`: texts sharing it differ only in constants and comments,
+        so their lineage is one), else lineage.shape_key."""
+        key = known if known is not None else shape_key(sql)
         found = self._outputs.get(key)
         if found is not None:
             self._outputs.move_to_end(key)
