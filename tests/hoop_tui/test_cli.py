@@ -1,0 +1,56 @@
+"""The `hoop-tui` command line as a fresh install runs it: nothing on stderr but its own words."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def hoop_quiet_env() -> dict[str, str]:
+    """The environment a user has: no PYTHONWARNINGS that could hide or add warnings."""
+    env = dict(os.environ)
+    env.pop("PYTHONWARNINGS", None)
+    return env
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["gateway", "--help"],
+        ["sessions", "--data-dir", "{tmp}", "--json"],
+        ["policy", "--help"],
+    ],
+    ids=["help", "gateway-help", "sessions", "policy-help"],
+)
+def test_commands_print_nothing_on_stderr(tmp_path, args):
+    argv = [arg.replace("{tmp}", str(tmp_path / "data")) for arg in args]
+    result = subprocess.run(
+        [sys.executable, "-m", "hoop_tui", *argv],
+        capture_output=True,
+        text=True,
+        env=hoop_quiet_env(),
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+    assert result.stderr == ""
+
+
+def test_only_the_dsa_warning_is_filtered():
+    """A warning from asyncssh other than the DSA one, or DSA from elsewhere, still shows."""
+    code = (
+        "import warnings, hoop_tui\n"
+        "from cryptography.utils import CryptographyDeprecationWarning as W\n"
+        "warnings.warn_explicit('DSA is deprecated', W, 'x.py', 1, module='elsewhere')\n"
+        "warnings.warn_explicit('something new', W, 'x.py', 1, module='asyncssh.crypto.dsa')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=hoop_quiet_env()
+    )
+    assert result.returncode == 0, result.stderr
+    assert "DSA is deprecated" in result.stderr
+    assert "something new" in result.stderr
