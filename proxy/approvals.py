@@ -79,9 +79,13 @@ class ApprovalService:
         self._wake.set()
         try:
             return await future
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as cancelled:
+            # Whoever cancelled may say why (the caller disconnected); Ctrl-C says nothing.
+            reason = str(cancelled.args[0]) if cancelled.args else "withdrawn"
             with contextlib.suppress(DecisionRefused):
-                withdrawn = self.broker.withdraw_hold(hold.id, by=hold.user, now=self.clock())
+                withdrawn = self.broker.withdraw_hold(
+                    hold.id, by=hold.user, now=self.clock(), reason=reason
+                )
                 self._publish_hold("hold.decided", withdrawn)
             raise
         finally:

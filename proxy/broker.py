@@ -120,6 +120,7 @@ class ApprovalBroker:
     ) -> Hold:
         hold.status = status
         hold.decided_at = now
+        hold.note = reason
         self.store.save_hold(hold)
         self._audit(now, actor, f"hold_{status}", hold.id, reason=reason)
         return hold
@@ -149,10 +150,13 @@ class ApprovalBroker:
         self.store.save_hold(hold)
         return hold
 
-    def withdraw_hold(self, hold_id: str, *, by: str, now: float) -> Hold:
-        """The requester takes the request back (Ctrl-C while held, or the session ended)."""
+    def withdraw_hold(
+        self, hold_id: str, *, by: str, now: float, reason: str = "withdrawn"
+    ) -> Hold:
+        """The requester takes the request back (Ctrl-C while held, or the session ended);
+        `reason` stays on the hold for the queue to show."""
         hold = self._pending_hold(hold_id, now)
-        return self._finish_hold(hold, HoldStatus.WITHDRAWN, now, by, "withdrawn")
+        return self._finish_hold(hold, HoldStatus.WITHDRAWN, now, by, reason)
 
     def expire_holds(self, now: float, live_sessions: set[str] | None = None) -> list[Hold]:
         """Expire pending holds whose time is up, and (when `live_sessions` is given) those of

@@ -109,7 +109,7 @@ class Enforcer:
                 hold.id,
                 str(final.status),
                 last.by if last else "gateway",
-                last.reason if last else str(final.status),
+                last.reason if last else final.note or str(final.status),
             )
         if decided.status is HoldStatus.APPROVED:
             return Outcome(True, f"{hold.id} approved by {', '.join(decided.approved_by)}", decided)

@@ -61,6 +61,7 @@ class Hold:
     status: HoldStatus = HoldStatus.PENDING
     decided_at: float | None = None
     decisions: list[Decision] = field(default_factory=list)
+    note: str = ""  # why it ended, in a word: "timed out", "the caller disconnected"
 
     @property
     def approved_by(self) -> list[str]:
@@ -85,6 +86,7 @@ class Hold:
                 {"by": d.by, "approve": d.approve, "reason": d.reason, "at": d.at}
                 for d in self.decisions
             ],
+            "note": self.note,
         }
 
 

@@ -77,10 +77,12 @@ def cmd_holds(args: argparse.Namespace) -> int:
                 f"{len([d for d in hold['decisions'] if d['approve']])}/{hold['approvals_needed']}"
             )
             status = hold["status"] if hold["status"] != "pending" else f"pending {votes}"
+            # A decided hold says why it ended ("the caller disconnected", "timed out").
+            why = f"  ({printable(hold['note'])})" if hold.get("note") else ""
             print(
                 f"{hold['id']:<10} {hold['user'][:10]:<10} {hold['target'][:12]:<12} "
                 f"{hold['rule'][:22]:<22} {_left(hold['expires_at']):<8} {status:<9} "
-                f"{printable(hold['command'])}"
+                f"{printable(hold['command'])}{why}"
             )
 
     return _print_json_or(args, holds, show)

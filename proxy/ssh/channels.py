@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import Protocol, cast
 
 import asyncssh
 
@@ -26,10 +26,15 @@ from proxy.shell import starts_a_shell
 from proxy.ssh.link import RecordingUnavailable, TargetLink
 from proxy.ssh.scp import Direction, ScpObserver
 from proxy.ssh.sftp import FileOperation, SftpObserver
+from proxy.ssh.strict import StrictShell
 from proxy.ssh.upstream import TargetUnavailable
 from storage.schema import EventType
 
 log = logging.getLogger("hoop.ssh")
+
+# Why a request still being judged or held is withdrawn when its caller's channel goes away:
+# the cancellation carries it to the hold, and `hoop-tui holds --all` shows it.
+CALLER_GONE = "the caller disconnected"
 
 # Let the target send big packets: fewer packets to decrypt per byte relayed.
 TARGET_WINDOW = 8 * 1024 * 1024
@@ -131,6 +136,7 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         self.closed = False  # the caller's channel is gone
         self.ending = False  # we have started closing the caller's channel
         self._closed_event = asyncio.Event()
+        self._starting: asyncio.Task[None] | None = None
 
     # -- requests from the caller, before the session starts ---------------------------------
 
@@ -163,7 +169,7 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         # asyncssh resumes reading right after this returns; data that comes before the target
         # is ready is kept in `early` and pauses the channel (see data_received).
         self.paused_by.add("starting")
-        self.link.spawn(self._start())
+        self._starting = self.link.spawn(self._start())
 
     # -- opening the target side ---------------------------------------------------------------
 
@@ -188,16 +194,27 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             detail += f" pty {self.term_type} {cols}x{rows}"
         if not self.link.record(EventType.CHANNEL_OPEN, self.number, "session", detail):
             return
+        identity = self.link.identity
+        strict = (
+            self.link.config.shell_mode(identity.name, identity.groups, self.link.target.name)
+            == "strict"
+        )
+        check_strict_exec = getattr(self.inspector, "check_strict_exec", None)
         if self.command is not None:
             if not self.link.record(EventType.EXEC, self.number, self.command.encode()):
                 return
-            refusal = await self.inspector.check_exec(
-                self.link,
-                self.number,
-                self.command,
-                notify=self._notify,
-                terminal=bool(self.term_type),
-            )
+            if strict and self.term_type and check_strict_exec is not None:
+                refusal = await check_strict_exec(
+                    self.link, self.number, self.command, notify=self._notify
+                )
+            else:
+                refusal = await self.inspector.check_exec(
+                    self.link,
+                    self.number,
+                    self.command,
+                    notify=self._notify,
+                    terminal=bool(self.term_type),
+                )
             if refusal is not None:
                 self._fail(refusal, status=126)
                 return
@@ -212,23 +229,37 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             for key, value in self.chan.get_environment().items()
             if self.link.config.ssh.env_allowed(key)
         }
-        try:
-            target_chan, _ = await upstream.create_session(
-                lambda: TargetChannel(self),
-                command=self.command,
-                subsystem=self.subsystem,
-                env=env,
-                term_type=self.term_type or None,
-                term_size=self.term_size if self.term_type else None,
-                term_modes=self.term_modes if self.term_type else None,
-                encoding=None,
-                window=TARGET_WINDOW,
-                max_pktsize=TARGET_PACKET,
-            )
-        except (asyncssh.ChannelOpenError, asyncssh.Error, OSError) as exc:
-            reason = getattr(exc, "reason", "") or str(exc)
-            self._fail(f"hoop: target {self.link.target.name} refused the session: {reason}")
-            return
+        strict_shell = strict and self.kind == "shell" and bool(self.term_type)
+        if strict_shell:
+            # The gateway is the line editor; each line runs as its own exec (proxy/ssh/strict).
+            check = getattr(self.inspector, "check_strict_line", None)
+            number = self.number
+
+            async def check_line(line: str, notify: Callable[[str], None]) -> str | None:
+                assert check is not None
+                result: str | None = await check(self.link, number, line, notify)
+                return result
+
+            shell = StrictShell(self, upstream, env, check_line if check else None)
+            target_chan = cast("asyncssh.SSHClientChannel[bytes]", shell)
+        else:
+            try:
+                target_chan, _ = await upstream.create_session(
+                    lambda: TargetChannel(self),
+                    command=self.command,
+                    subsystem=self.subsystem,
+                    env=env,
+                    term_type=self.term_type or None,
+                    term_size=self.term_size if self.term_type else None,
+                    term_modes=self.term_modes if self.term_type else None,
+                    encoding=None,
+                    window=TARGET_WINDOW,
+                    max_pktsize=TARGET_PACKET,
+                )
+            except (asyncssh.ChannelOpenError, asyncssh.Error, OSError) as exc:
+                reason = getattr(exc, "reason", "") or str(exc)
+                self._fail(f"hoop: target {self.link.target.name} refused the session: {reason}")
+                return
         self.target = target_chan
         if self.closed:
             target_chan.close()
@@ -244,7 +275,7 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         typed_into_a_shell = self.kind == "shell" or (
             self.kind == "exec" and starts_a_shell(self.command or "")
         )
-        if typed_into_a_shell and self.term_type and make_gate is not None:
+        if typed_into_a_shell and self.term_type and make_gate is not None and not strict_shell:
             self.gate = make_gate(
                 self.link,
                 self.number,
@@ -545,6 +576,9 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._closed_event.set()
+        if self._starting is not None and not self._starting.done():
+            # Nobody is left to run it for: a held request is withdrawn now, not at expiry.
+            self._starting.cancel(CALLER_GONE)
         self._close_gate()
         if self.target is not None:
             self.target.close()

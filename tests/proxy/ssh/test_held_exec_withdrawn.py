@@ -1,0 +1,75 @@
+"""A held exec whose caller has gone is withdrawn at once (issue 12, class 16), through a real
+`ssh` that is killed while its command waits for approval."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from storage.state import HoldStatus
+from tests.fixtures.gateway import GatewayHarness
+
+pytestmark = pytest.mark.timeout(90)
+
+
+async def hoop(harness: GatewayHarness, *args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hoop_tui.cli",
+        *args,
+        "--config",
+        str(harness.directory / "gateway.toml"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    return process.returncode, out.decode()
+
+
+async def test_killing_the_client_of_a_held_exec_withdraws_the_hold_at_once(
+    harness: GatewayHarness, tmp_path: Path
+) -> None:
+    harness.add_restart_review()
+    harness.operators[getpass.getuser()] = "bob"
+    await harness.start_runtime()
+    assert harness.runtime is not None
+    marker = tmp_path / "restart.done"
+    client = await harness.spawn(
+        "ssh", "-p", str(harness.port), "alice+web1@127.0.0.1", f"touch {marker}", user="alice"
+    )
+    broker = harness.runtime.broker
+    deadline = time.monotonic() + 20
+    while not broker.pending_holds():
+        assert time.monotonic() < deadline, "no hold appeared"
+        await asyncio.sleep(0.05)
+    (hold,) = broker.pending_holds()
+
+    client.send_signal(signal.SIGKILL)
+    await client.wait()
+    killed = time.monotonic()
+    while (current := broker.store.get_hold(hold.id)) is not None and (
+        current.status is HoldStatus.PENDING
+    ):
+        assert time.monotonic() - killed < 1.5, "the hold is still pending after its client died"
+        await asyncio.sleep(0.05)
+    assert current is not None and current.status is HoldStatus.WITHDRAWN
+
+    _, pending = await hoop(harness, "holds")
+    assert hold.id not in pending
+    _, listing = await hoop(harness, "holds", "--all")
+    (row,) = [line for line in listing.splitlines() if line.startswith(hold.id)]
+    assert "withdrawn" in row and "the caller disconnected" in row
+    _, as_json = await hoop(harness, "holds", "--all", "--json")
+    (shown,) = [h for h in json.loads(as_json) if h["id"] == hold.id]
+    assert shown["status"] == "withdrawn" and shown["note"] == "the caller disconnected"
+    # Approving it now is refused, and the command never ran.
+    assert not marker.exists()
