@@ -38,6 +38,7 @@ from typing import Any
 import msgpack
 
 from proxy.broker import DecisionRefused, Person
+from storage.private import private_dir
 
 SOCKET_NAME = "control.sock"
 MAX_MESSAGE = 1024 * 1024
@@ -224,7 +225,7 @@ class ControlServer:
         self._handlers[op] = handler
 
     async def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         old_umask = os.umask(0o177)  # the socket is born owner-only

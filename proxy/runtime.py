@@ -36,6 +36,7 @@ from proxy.ssh.console_pty import workstation_command
 from proxy.ssh.gateway import SshGateway
 from proxy.ssh.link import TargetLink
 from storage.catalogue import SqliteCatalogue
+from storage.private import private_dir, private_tree_top
 from storage.recorder import recover_unfinished
 from storage.schema import EventType
 from storage.state import AuditEntry, Grant, GrantStatus, HoldStatus, SqliteState
@@ -76,7 +77,7 @@ def mask_secret(data_dir: Path) -> bytes:
     correlate masked values across sessions without seeing them."""
     path = data_dir / MASK_KEY_NAME
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(secrets.token_bytes(32))
@@ -103,6 +104,7 @@ class GatewayRuntime:
     def __init__(self, config: GatewayConfig, *, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.clock = clock
+        private_tree_top(config.data_dir)  # held commands, recordings, keys: owner-only
         self.policy: Policy = parse_policy(config.raw, config.path)
         if pg_enabled(config):
             parse_pg_settings(config)  # a config error stops the start, not the first login

@@ -14,6 +14,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from storage.private import private_dir, private_file
+
 PRIVATE_KEY_NAME = "recording_key"
 PUBLIC_KEY_NAME = "recording_key.pub"
 
@@ -32,7 +34,7 @@ def load_or_create_signing_key(data_dir: Path) -> Ed25519PrivateKey:
     path = data_dir / PRIVATE_KEY_NAME
     if path.exists():
         return load_private_key(path)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -45,7 +47,8 @@ def load_or_create_signing_key(data_dir: Path) -> Ed25519PrivateKey:
     public = key.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     )
-    (data_dir / PUBLIC_KEY_NAME).write_bytes(public + b" hoop-tui recording signer\n")
+    public_path = private_file(data_dir / PUBLIC_KEY_NAME)
+    public_path.write_bytes(public + b" hoop-tui recording signer\n")
     return key
 
 

@@ -8,6 +8,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from storage.private import narrow, private_dir, private_file
+
 
 class Database:
     """A SQLite file with its tables. `connection()` gives this thread's connection."""
@@ -15,7 +17,12 @@ class Database:
     def __init__(self, path: Path, schema: str) -> None:
         self.path = path
         self._local = threading.local()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Held commands and the catalogue are nobody else's to read: the file is made
+        # owner-only before SQLite opens it, and SQLite gives -wal and -shm the same mode.
+        private_dir(path.parent)
+        private_file(path)
+        for suffix in ("-wal", "-shm"):
+            narrow(path.with_name(path.name + suffix))
         db = self.connection()
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(schema)

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from storage.encoder import FRAME_TARGET_RAW, RecordingEncoder
 from storage.encoder import SPLITTABLE as _BULK
+from storage.private import FILE_MODE, private_dir
 from storage.schema import EVENTS, SECURITY_CODES, EventType, RecordingHeader
 
 # A little under the one second we promise, so scheduling delays stay inside the promise.
@@ -221,8 +222,8 @@ class RecordingWriter:
         # Only the writer thread reads or writes these two.
         self._frame_deadline: float | None = None
         self._last_checkpoint = time.monotonic()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        private_dir(path.parent)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         try:  # the header is written here, so the file is a valid recording from the start
             self._write(self._encoder.start())
         except OSError:

@@ -72,6 +72,7 @@ from proxy.pg.wire import (
 )
 from proxy.policy import Action, Basis, Caller, Policy, Verdict, decide_sql, parse_policy
 from proxy.recording import start_session_recording
+from storage.private import private_dir, private_file
 from storage.schema import EventType
 from storage.writer import RecordingFailed
 
@@ -331,7 +332,7 @@ def ensure_certificate(directory: Path) -> tuple[Path, Path]:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(directory)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hoop-tui gateway")])
     now = datetime.datetime.now(datetime.UTC)
@@ -364,7 +365,7 @@ def ensure_certificate(directory: Path) -> tuple[Path, Path]:
     with os.fdopen(fd, "wb") as handle:
         handle.write(key_bytes)
     os.replace(key_path.with_suffix(".tmp"), key_path)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    private_file(cert_path).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import asyncssh
 
+from storage.private import private_dir
+
 CERT_LIFETIME = 7 * 86400
 CERT_REFRESH_AFTER = 86400
 CLOCK_SKEW_ALLOWANCE = 3600
@@ -24,7 +26,7 @@ def load_or_create_key(path: Path) -> asyncssh.SSHKey:
     """Read an Ed25519 private key, creating it (mode 0600) on first use."""
     if path.exists():
         return asyncssh.read_private_key(path)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(path.parent)
     key = asyncssh.generate_private_key("ssh-ed25519", comment=path.name)
     data = key.export_private_key()
     fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
