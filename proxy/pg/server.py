@@ -519,9 +519,11 @@ class PgGateway:
         self._tasks.add(conn.task)
         conn.task.add_done_callback(self._tasks.discard)
 
-    def new_cancel_key(self, conn: PgConnection) -> tuple[int, bytes]:
+    def new_cancel_key(self, conn: PgConnection, pid: int | None = None) -> tuple[int, bytes]:
+        """The client's BackendKeyData: the upstream's PID when known, and a secret of the
+        gateway's own, which CancelRequest is matched against."""
         while True:
-            key = (secrets.randbelow(2**31 - 1) + 1, secrets.token_bytes(4))
+            key = (pid or secrets.randbelow(2**31 - 1) + 1, secrets.token_bytes(4))
             if key not in self.cancel_keys:
                 self.cancel_keys[key] = conn
                 return key
@@ -571,6 +573,7 @@ class PgConnection:
         self.up_reader: asyncio.StreamReader | None = None
         self.up_writer: asyncio.StreamWriter | None = None
         self.up_key: tuple[int, bytes] | None = None
+        self.client_encoding: str | None = None  # as the target reported it at login
         self.key: tuple[int, bytes] | None = None
         self.judge_task: asyncio.Task[None] | None = None
         self._pending_upstream = b""
@@ -736,7 +739,9 @@ class PgConnection:
         failed = LoginRefused("28P01", f'password authentication failed for user "{user}"')
         if not tls and not settings.allow_plain:
             raise LoginRefused(
-                "28000", "hoop: the gateway requires TLS (connect with sslmode=require)"
+                "28000",
+                "hoop: the gateway requires TLS (connect with sslmode=require); "
+                "plain connections are accepted only with [postgres] allow_plain = true",
             )
         verifier = settings.scram.get(user)
         if verifier is not None or not (tls or settings.plain_passwords):
@@ -940,7 +945,12 @@ class PgConnection:
                 refusal = refusal or conforming_refusal(conforming)
                 if refusal is not None:
                     raise LoginRefused(*refusal)
-                self.key = self.gateway.new_cancel_key(self)
+                self.client_encoding = encoding
+                # The server's own PID (NOTIFY carries it, pg_terminate_backend takes it),
+                # with a secret of the gateway's: the upstream's never leaves the gateway.
+                self.key = self.gateway.new_cancel_key(
+                    self, self.up_key[0] if self.up_key is not None else None
+                )
                 out = [Authentication(AuthCode.OK).encode(), *greeting]
                 out.append(BackendKeyData(self.key[0], self.key[1]).encode())
                 out.append(message.encode())
@@ -973,6 +983,8 @@ class PgConnection:
             unparsable=settings.unparsable,
         )
         self.session.masker = self.masker
+        self.session.set_client_encoding(self.client_encoding)
+        self.session.typos_are_syntax_errors = self.gateway.policy.default is Action.ALLOW
         log.info(
             "session %s: %s from %s -> %s",
             self.session_id,
@@ -1034,7 +1046,9 @@ class PgConnection:
     def _side_closed(self, upstream: bool) -> None:
         session = self.session
         if upstream:
-            if session is not None and not session.closed and not self.ended:
+            if session is not None and session.upstream_fatal:
+                pass  # the server's own FATAL went to the client: just close, as it did
+            elif session is not None and not session.closed and not self.ended:
                 assert self.target is not None
                 session.fatal(
                     "08006", f"hoop: the connection to target {self.target.name} was lost"

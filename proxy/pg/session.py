@@ -117,6 +117,63 @@ SPLIT_ASCII_ENCODINGS = frozenset(
 )
 
 
+# The client encodings the gateway reads SQL in, by PostgreSQL's names and aliases (normalized
+# as above), with the Python codec of each. All are ASCII-compatible and no byte of a
+# multibyte character is below 0x80, so quotes, backslashes and semicolons are where the
+# server sees them. SQL_ASCII is read as UTF-8: the server does not say what its bytes are.
+_SINGLE_BYTE = {
+    "latin1": "latin-1",
+    "latin2": "iso8859-2",
+    "latin3": "iso8859-3",
+    "latin4": "iso8859-4",
+    "latin5": "iso8859-9",
+    "latin6": "iso8859-10",
+    "latin7": "iso8859-13",
+    "latin8": "iso8859-14",
+    "latin9": "iso8859-15",
+    "latin10": "iso8859-16",
+    "iso88595": "iso8859-5",
+    "iso88596": "iso8859-6",
+    "iso88597": "iso8859-7",
+    "iso88598": "iso8859-8",
+    "koi8r": "koi8-r",
+    "koi8": "koi8-r",
+    "koi8u": "koi8-u",
+    "win866": "cp866",
+    "alt": "cp866",
+    "win874": "cp874",
+    "win": "cp1251",
+    "abc": "cp1258",
+    "tcvn": "cp1258",
+    "tcvn5712": "cp1258",
+    "vscii": "cp1258",
+    "euccn": "gb2312",
+    "eucjp": "euc_jp",
+    "eucjis2004": "euc_jis_2004",
+    "euckr": "euc_kr",
+}
+_ISO_ALIASES = {"1": 1, "2": 2, "3": 3, "4": 4, "9": 5, "10": 6, "13": 7, "14": 8, "15": 9}
+CODECS: dict[str, str] = {
+    "utf8": "utf-8",
+    "unicode": "utf-8",
+    "sqlascii": "utf-8",
+    **_SINGLE_BYTE,
+    **{f"iso8859{iso}": _SINGLE_BYTE[f"latin{n}"] for iso, n in _ISO_ALIASES.items()},
+    "iso885916": "iso8859-16",
+    **{f"win{n}": f"cp{n}" for n in range(1250, 1259)},
+    **{f"windows{n}": f"cp{n}" for n in (*range(1250, 1259), 866, 874)},
+}
+
+
+def _encoding_name(value: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", value.lower())
+
+
+def codec_of(value: str | None) -> str | None:
+    """The Python codec the gateway reads a client_encoding in, or None (not readable)."""
+    return CODECS.get(_encoding_name(value)) if value is not None else None
+
+
 def encoding_refusal(value: str | None, *, masking: bool) -> tuple[str, str] | None:
     """Why the session may not use client_encoding `value` (None: a value the gateway could
     not tell before it runs): (sqlstate, message), or None when it may."""
@@ -128,7 +185,7 @@ def encoding_refusal(value: str | None, *, masking: bool) -> tuple[str, str] | N
             "hoop: masking rules apply to this session and the gateway masks UTF8 text only; "
             "it cannot tell which client_encoding this would set, so it is not allowed",
         )
-    name = re.sub(r"[^a-z0-9]", "", value.lower())
+    name = _encoding_name(value)
     if name in SPLIT_ASCII_ENCODINGS:
         return (
             FEATURE_NOT_SUPPORTED,
@@ -141,6 +198,12 @@ def encoding_refusal(value: str | None, *, masking: bool) -> tuple[str, str] | N
             INSUFFICIENT_PRIVILEGE,
             f"hoop: masking rules apply to this session and the gateway masks UTF8 text only, "
             f"so client_encoding {value} is not allowed (use UTF8, e.g. PGCLIENTENCODING=UTF8)",
+        )
+    if name not in CODECS:
+        return (
+            FEATURE_NOT_SUPPORTED,
+            f"hoop: client_encoding {value} is not allowed: the gateway cannot read SQL in it "
+            "(use UTF8, or a single-byte encoding such as LATIN1 or WIN1252)",
         )
     return None
 
@@ -286,12 +349,17 @@ class PgSession:
         self.record = record
         self.sample_rows = sample_rows
         self.unparsable = unparsable
+        # Set by the shell when `[policy] default = "allow"`: see `_syntax_error`.
+        self.typos_are_syntax_errors = False
         self.clock_ns = clock_ns
         self.to_client = bytearray()
         self.to_upstream = bytearray()
         self.commands: list[Command] = []
         self.status = "I"
         self.closed = False
+        # The server sent FATAL (pg_terminate_backend, shutdown): the client has its
+        # error, and its closing socket is the rest of the story.
+        self.upstream_fatal = False
         self._client = MessageReader()
         self._upstream = MessageReader()
         self._expects: deque[Expect] = deque()
@@ -302,6 +370,7 @@ class PgSession:
         self._batch_open = False  # extended messages forwarded since the last Sync
         self._abort_portal = f"hoop-refused-{secrets.token_hex(8)}"  # a portal never made
         self._column_cache: dict[bytes, tuple[tuple[str, ...], tuple[int, ...]]] = {}
+        self._codec = "utf-8"  # the client_encoding, as the Python codec text is read in
         self._outputs: OrderedDict[Hashable, tuple[OutputMasks | None, ...]] = OrderedDict()
         self.masker: Masker | None = None  # set after login when masking rules apply
         self._sides = 0  # SIDE questions not yet answered
@@ -367,6 +436,14 @@ class PgSession:
             return self._decide_named(found)
         return self.decide(found)
 
+    def set_client_encoding(self, value: str | None) -> None:
+        """The client_encoding the server reported (at login, or after a change): statements,
+        names, column names and errors are read in it from now on."""
+        codec = codec_of(value)
+        if codec is not None and codec != self._codec:
+            self._codec = codec
+            self._column_cache.clear()
+
     def fatal(self, sqlstate: str, message: str) -> None:
         """End the session with a FATAL error for the client (upstream lost, recording broke)."""
         self._fatal(sqlstate, message)
@@ -396,23 +473,21 @@ class PgSession:
 
     def _on_query(self, raw: bytes) -> None:
         if raw[-1] != 0 or raw.find(b"\x00", 5) != len(raw) - 1:
-            sql = Query.decode(raw[5:]).sql  # raises the precise ProtocolError
+            sql = Query.decode(raw[5:], self._codec).sql  # raises the precise ProtocolError
         else:
             try:
-                sql = raw[5:-1].decode("utf-8")
+                sql = raw[5:-1].decode(self._codec)
             except UnicodeDecodeError:
-                raise ProtocolError("string field is not valid UTF-8") from None
+                sql = Query.decode(raw[5:], self._codec).sql  # raises the ProtocolError
         found = self.classify(sql)
-        if found.error is not None and self.unparsable is UnparsableMode.SYNTAX_ERROR:
+        if self._syntax_error(found):
             self._record(EventType.SQL_STATEMENT, sql, [])
-            self._local_error(SYNTAX_ERROR, found.error)
-            self._local_ready()
+            self._refuse(False, found.error or "", SYNTAX_ERROR, sql, _SYNTAX_HINT)
             return
         wrong_encoding = self._encoding_refusal(found)
         if wrong_encoding is not None:
             self._record(EventType.SQL_STATEMENT, sql, [])
-            self._local_error(*wrong_encoding)
-            self._local_ready()
+            self._refuse(False, wrong_encoding[1], wrong_encoding[0], sql)
             return
         named = any(statement.named is not None for statement in found.statements)
         verdict = self.verdict(found)
@@ -424,8 +499,7 @@ class PgSession:
         if self.masker is not None and sqlclass.COPY_OUT in found.classes:
             refusal = self._copy_jobs(found, results)
             if refusal:
-                self._local_error(INSUFFICIENT_PRIVILEGE, refusal)
-                self._local_ready()
+                self._refuse(False, refusal, INSUFFICIENT_PRIVILEGE, sql)
                 return
 
         def proceed() -> None:
@@ -451,11 +525,11 @@ class PgSession:
         self._judge(verdict, sql, proceed, extended=False)
 
     def _on_parse(self, raw: bytes) -> None:
-        parse = Parse.decode(raw[5:])
+        parse = Parse.decode(raw[5:], self._codec)
         found = self.classify(parse.sql)
-        if found.error is not None and self.unparsable is UnparsableMode.SYNTAX_ERROR:
+        if self._syntax_error(found):
             self._record(EventType.SQL_STATEMENT, parse.sql, [])
-            self._refuse(True, found.error, SYNTAX_ERROR, parse.sql)
+            self._refuse(True, found.error or "", SYNTAX_ERROR, parse.sql, _SYNTAX_HINT)
             return
         wrong_encoding = self._encoding_refusal(found)
         if wrong_encoding is not None:
@@ -497,8 +571,8 @@ class PgSession:
         statement_end = body.find(b"\x00", portal_end + 1)
         if portal_end < 0 or statement_end < 0:
             raise ProtocolError("Bind without portal and statement names")
-        portal = _name(body[:portal_end])
-        statement = _name(body[portal_end + 1 : statement_end])
+        portal = _name(body[:portal_end], self._codec)
+        statement = _name(body[portal_end + 1 : statement_end], self._codec)
         prepared = self._statements.get(statement)
         bound = Portal(statement, body, prepared.columns if prepared else None, prepared)
         previous = self._portals.get(portal) if portal else None
@@ -515,18 +589,18 @@ class PgSession:
         body = raw[5:]
         if len(body) < 2 or body[-1] != 0 or body[0] not in b"SP":
             raise ProtocolError("malformed Describe")
-        name = _name(body[1:-1])
+        name = _name(body[1:-1], self._codec)
         self._expects.append(Expect(Kind.DESCRIBE, name=name, describe_kind=chr(body[0])))
         self._forward(raw)
         self._batch_open = True
 
     def _on_execute(self, raw: bytes) -> None:
-        execute = Execute.decode(raw[5:])
+        execute = Execute.decode(raw[5:], self._codec)
         portal = self._portals.get(execute.portal)
         prepared = portal.prepared if portal is not None else None
         sql = prepared.sql if prepared is not None else ""
 
-        params = _params(portal.bind) if portal is not None else []
+        params = _params(portal.bind, self._codec) if portal is not None else []
         if not self._record(EventType.SQL_STATEMENT, sql, params):
             return
 
@@ -567,7 +641,7 @@ class PgSession:
         body = raw[5:]
         if len(body) < 2 or body[-1] != 0 or body[0] not in b"SP":
             raise ProtocolError("malformed Close")
-        name = _name(body[1:-1])
+        name = _name(body[1:-1], self._codec)
         table: dict[str, Any] = self._statements if body[0] == ord("S") else self._portals
         self._expects.append(Expect(Kind.CLOSE, on_done=_forget(table, name)))
         self._forward(raw)
@@ -591,10 +665,12 @@ class PgSession:
         self._record(
             EventType.VERDICT, 0, "deny", "", "fast-path function calls bypass SQL inspection"
         )
-        self._local_error(
-            INSUFFICIENT_PRIVILEGE, "hoop: fast-path function calls are not allowed by the gateway"
+        self._refuse(
+            False,
+            "hoop: fast-path function calls are not allowed by the gateway",
+            INSUFFICIENT_PRIVILEGE,
+            "(fast-path function call)",
         )
-        self._local_ready()
 
     def _on_terminate(self, raw: bytes) -> None:
         self._forward(raw)
@@ -603,6 +679,17 @@ class PgSession:
 
     def _on_password(self, raw: bytes) -> None:
         raise ProtocolError("a password message after the login")
+
+    def _syntax_error(self, found: sqlclass.Classified) -> bool:
+        """Whether text the parser rejected is answered with its syntax error (42601, nothing
+        sent): always with `unparsable = "syntax_error"`; with "policy", when the policy is
+        permissive (`typos_are_syntax_errors`) and no rule names the text (its verdict would
+        only be `[policy] unparsable`). Nothing runs either way."""
+        if found.error is None:
+            return False
+        if self.unparsable is UnparsableMode.SYNTAX_ERROR:
+            return True
+        return self.typos_are_syntax_errors and self.verdict(found).basis is Basis.UNPARSABLE
 
     # -- SQL prepared statements --------------------------------------------------------------
 
@@ -883,15 +970,24 @@ class PgSession:
         self._paused = _Pending(proceed, extended, statement)
         self.commands.append(Judge(verdict, statement))
 
-    def _refuse(self, extended: bool, message: str, sqlstate: str, statement: str) -> None:
+    def _refuse(
+        self, extended: bool, message: str, sqlstate: str, statement: str, hint: str = ""
+    ) -> None:
+        """Answer a statement with an error the gateway makes. PostgreSQL fails a transaction
+        block on any error, so where one may be open (the last status was not idle, or answers
+        are still due) the upstream is made to fail too (`_abort_batch`): afterwards both
+        sides are in the failed state, the next statement gets 25P02 and COMMIT rolls back."""
+        maybe_open = self.status != "I" or bool(self._expects)
         if extended:
-            abort = self._abort_batch() if self._batch_open else None
-            self._local_error(sqlstate, message)
+            abort = self._abort_batch() if self._batch_open or maybe_open else None
+            self._local_error(sqlstate, message, hint)
             if abort is not None and self._expects and self._expects[-1].kind is Kind.LOCAL:
                 abort.refusal = self._expects[-1]
             self._discarding = True
         else:
-            self._local_error(sqlstate, message)
+            if maybe_open:
+                self._abort_batch()
+            self._local_error(sqlstate, message, hint)
             self._local_ready()
 
     def _abort_batch(self) -> Expect:
@@ -908,9 +1004,10 @@ class PgSession:
         self._batch_open = False
         return abort
 
-    def _local_error(self, sqlstate: str, message: str) -> None:
+    def _local_error(self, sqlstate: str, message: str, hint: str = "") -> None:
         self._record(EventType.SQL_ERROR, sqlstate, message)
-        self._local(ErrorResponse.make(sqlstate, message).encode())
+        extra = {"hint": hint} if hint else {}
+        self._local(ErrorResponse.make(sqlstate, message, **extra).encode())
 
     def _local(self, data: bytes) -> None:
         if self._expects:
@@ -997,6 +1094,8 @@ class PgSession:
         else:
             return True
         if refusal is None:
+            if buf.startswith(_CLIENT_ENCODING_STATUS, start + 5):
+                self.set_client_encoding(value)
             return True
         self._fatal(refusal[0], refusal[1] + "; the server switched to it, so the session ends")
         return False
@@ -1028,7 +1127,7 @@ class PgSession:
         body = bytes(buf[start + 5 : end])
         described = self._column_cache.get(body)
         if described is None:
-            decoded = RowDescription.decode(body).columns
+            decoded = RowDescription.decode(body, self._codec).columns
             described = (tuple(c.name for c in decoded), tuple(c.type_oid for c in decoded))
             if len(self._column_cache) < 256:
                 self._column_cache[body] = described
@@ -1191,7 +1290,7 @@ class PgSession:
     def _up_notice(self, buf: bytearray, start: int, end: int) -> bool:
         if self.masker is None:
             return True
-        masked = self._mask_report(NoticeResponse.decode(bytes(buf[start + 5 : end])))
+        masked = self._mask_report(NoticeResponse.decode(bytes(buf[start + 5 : end]), self._codec))
         if masked is None:
             return True
         self.to_client += masked.encode()
@@ -1202,7 +1301,9 @@ class PgSession:
         if head is not None and head.kind is Kind.ABORT:
             self._expects.popleft()  # the failure the gateway asked for: not the client's
             return False
-        error = ErrorResponse.decode(bytes(buf[start + 5 : end]))
+        error = ErrorResponse.decode(bytes(buf[start + 5 : end]), self._codec)
+        if error.get(Field.SEVERITY_NONLOCALIZED, error.get(Field.SEVERITY)) in _ENDS_SESSION:
+            self.upstream_fatal = True
         self._copy_rows = None  # a COPY that fails midway sends nothing more
         masked = self._mask_report(error)
         shown = masked or error
@@ -1315,6 +1416,7 @@ _UPSTREAM_HANDLERS: dict[int, _UpstreamHandler] = {
 
 
 _TEXT_FIELDS = frozenset({Field.MESSAGE, Field.DETAIL, Field.HINT})
+_ENDS_SESSION = frozenset({"FATAL", "PANIC"})
 _ASYNC_CODES = (Backend.NOTICE_RESPONSE, Backend.NOTIFICATION_RESPONSE, Backend.PARAMETER_STATUS)
 _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
@@ -1344,15 +1446,15 @@ def _row(buf: bytearray, pos: int, end: int) -> list[Any]:
     return values
 
 
-def _name(raw: bytes) -> str:
+def _name(raw: bytes, codec: str) -> str:
     """A statement or portal name of Bind, Describe or Close, read as strictly as Parse and
     Execute read theirs. A lenient decoding would give two names the server tells apart
     (byte 0xFF and U+FFFD, under LATIN1) one entry here, and a Bind would be judged by
     the wrong statement."""
     try:
-        return raw.decode("utf-8")
+        return raw.decode(codec)
     except UnicodeDecodeError:
-        raise ProtocolError("a statement or portal name is not valid UTF-8") from None
+        raise ProtocolError(f"a statement or portal name is not valid {codec}") from None
 
 
 def _wire_value(masked: bytes | str | None, original: bytes | str | None) -> bytes | None:
@@ -1423,10 +1525,10 @@ def _sample_value(value: bytes | None) -> str | bytes | None:
         return bytes(cut)
 
 
-def _params(bind_body: bytes) -> list[str | bytes | None]:
+def _params(bind_body: bytes, codec: str = "utf-8") -> list[str | bytes | None]:
     """A Bind's parameters for the record: text ones as text, binary ones as bytes."""
     try:
-        bind = Bind.decode(bind_body)
+        bind = Bind.decode(bind_body, codec)
     except ProtocolError:
         return []
     out: list[str | bytes | None] = []
@@ -1434,13 +1536,14 @@ def _params(bind_body: bytes) -> list[str | bytes | None]:
         if value is None:
             out.append(None)
         elif bind.param_format(index) == 0:
-            out.append(value[:MAX_SAMPLE_VALUE].decode("utf-8", errors="replace"))
+            out.append(value[:MAX_SAMPLE_VALUE].decode(codec, errors="replace"))
         else:
             out.append(bytes(value[:MAX_SAMPLE_VALUE]))
     return out
 
 
 _ALLOWED = Verdict(Action.ALLOW, Basis.DEFAULT, "")
+_SYNTAX_HINT = "hoop: the gateway's SQL parser rejected it, so it was not sent to the server"
 
 
 def _row_mask(act: MaskAct, row: int) -> tuple[object, ...]:

@@ -109,11 +109,12 @@ class AuthCode(IntEnum):
 class Body:
     """A cursor over one message body; every read checks the bounds."""
 
-    __slots__ = ("data", "pos")
+    __slots__ = ("data", "encoding", "pos")
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, encoding: str = "utf-8") -> None:
         self.data = data
         self.pos = 0
+        self.encoding = encoding  # the session's client_encoding, as a Python codec
 
     def _take(self, size: int) -> bytes:
         end = self.pos + size
@@ -154,9 +155,10 @@ class Body:
 
     def cstring(self) -> str:
         try:
-            return self.cstring_bytes().decode("utf-8")
+            return self.cstring_bytes().decode(self.encoding)
         except UnicodeDecodeError:
-            raise ProtocolError("string field is not valid UTF-8") from None
+            what = "UTF-8" if self.encoding == "utf-8" else self.encoding
+            raise ProtocolError(f"string field is not valid {what}") from None
 
     def count(self, item_size: int) -> int:
         """An int16 count of items at least `item_size` bytes each; refused if it cannot fit."""
@@ -424,8 +426,8 @@ class Query(Message):
         return _cstr(self.sql)
 
     @classmethod
-    def decode(cls, data: bytes) -> Query:
-        reader = Body(data)
+    def decode(cls, data: bytes, encoding: str = "utf-8") -> Query:
+        reader = Body(data, encoding)
         sql = reader.cstring()
         reader.end()
         return cls(sql)
@@ -443,8 +445,8 @@ class Parse(Message):
         return _cstr(self.name) + _cstr(self.sql) + _I16.pack(len(self.param_types)) + types
 
     @classmethod
-    def decode(cls, data: bytes) -> Parse:
-        reader = Body(data)
+    def decode(cls, data: bytes, encoding: str = "utf-8") -> Parse:
+        reader = Body(data, encoding)
         name = reader.cstring()
         sql = reader.cstring()
         types = tuple(reader.uint32() for _ in range(reader.count(4)))
@@ -471,8 +473,8 @@ class Bind(Message):
         return b"".join(out)
 
     @classmethod
-    def decode(cls, data: bytes) -> Bind:
-        reader = Body(data)
+    def decode(cls, data: bytes, encoding: str = "utf-8") -> Bind:
+        reader = Body(data, encoding)
         portal = reader.cstring()
         statement = reader.cstring()
         formats = tuple(reader.int16() for _ in range(reader.count(2)))
@@ -541,8 +543,8 @@ class Execute(Message):
         return _cstr(self.portal) + _I32.pack(self.max_rows)
 
     @classmethod
-    def decode(cls, data: bytes) -> Execute:
-        reader = Body(data)
+    def decode(cls, data: bytes, encoding: str = "utf-8") -> Execute:
+        reader = Body(data, encoding)
         portal = reader.cstring()
         rows = reader.int32()
         reader.end()
@@ -756,8 +758,8 @@ class RowDescription(Message):
         return b"".join(out)
 
     @classmethod
-    def decode(cls, data: bytes) -> RowDescription:
-        reader = Body(data)
+    def decode(cls, data: bytes, encoding: str = "utf-8") -> RowDescription:
+        reader = Body(data, encoding)
         columns = []
         for _ in range(reader.count(19)):
             name = reader.cstring()
@@ -825,8 +827,8 @@ class ErrorResponse(Message):
         return b"".join(bytes([code]) + _cstr(value) for code, value in self.fields) + b"\x00"
 
     @classmethod
-    def decode(cls, data: bytes) -> ErrorResponse:
-        reader = Body(data)
+    def decode(cls, data: bytes, encoding: str = "utf-8") -> ErrorResponse:
+        reader = Body(data, encoding)
         fields = []
         while code := reader.byte():
             fields.append((code, reader.cstring()))
@@ -866,8 +868,8 @@ class NoticeResponse(ErrorResponse):
     TYPE: ClassVar[int] = Backend.NOTICE_RESPONSE
 
     @classmethod
-    def decode(cls, data: bytes) -> NoticeResponse:
-        return cls(ErrorResponse.decode(data).fields)
+    def decode(cls, data: bytes, encoding: str = "utf-8") -> NoticeResponse:
+        return cls(ErrorResponse.decode(data, encoding).fields)
 
 
 @dataclass(frozen=True, slots=True)

@@ -165,12 +165,14 @@ async def test_deny_drop_table_keeps_connection_usable(pg: PgHarness) -> None:
             await conn.execute("delete from hoop_history", prepare=True)
         cur = await conn.execute("select %s::int", (7,))
         assert await cur.fetchone() == (7,)
-        # A deny inside a transaction leaves the transaction usable.
+        # A deny inside a transaction fails it, as a server error would (issue 19).
         await conn.execute("begin")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             await conn.execute("with x as (delete from hoop_history returning 1) select 1")
-        await conn.execute("select 1")
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            await conn.execute("select 1")
         await conn.execute("rollback")
+        await conn.execute("select 1")
     result = await pg.psql("-c", "drop table hoop_guarded", database="guarded")
     assert "schema changes need a change request" in result.err
     events = await _events(pg, 2)

@@ -135,13 +135,22 @@ def test_denied_query_waits_for_earlier_answers_then_errors() -> None:
     assert up(session) == wire.Query("select 1").encode()
     session.judged(False, "hoop: no DDL (rule no-ddl)")
     assert down(session) == []  # the first query's answer has not come yet
+    # The first query may have opened a transaction: the upstream is made to fail it, with
+    # a Describe of a portal that does not exist (nothing of the denied statement is sent).
+    aborting = up(session)
+    assert aborting.startswith(b"D") and b"drop" not in aborting
     session.upstream_data(select_reply())
+    assert [type(m).__name__ for m in down(session)][-1] == "ReadyForQuery"
+    session.upstream_data(
+        wire.ErrorResponse.make("34000", "portal does not exist").encode()
+        + wire.ReadyForQuery("I").encode()
+    )
     messages = down(session)
-    assert [type(m).__name__ for m in messages][-2:] == ["ErrorResponse", "ReadyForQuery"]
+    assert [type(m).__name__ for m in messages] == ["ErrorResponse", "ReadyForQuery"]
     error = messages[-2]
     assert isinstance(error, wire.ErrorResponse) and error.sqlstate == "42501"
     assert "no DDL" in error.message
-    assert up(session) == b""  # nothing of the denied statement went upstream
+    assert up(session) == b""
     assert recorder.of(EventType.SQL_ERROR) == [("42501", "hoop: no DDL (rule no-ddl)")]
 
 

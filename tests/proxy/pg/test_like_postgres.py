@@ -1,0 +1,299 @@
+"""Through the gateway, PostgreSQL behaves like PostgreSQL (issue 19): a refusal fails the
+transaction on both sides, single-byte client encodings work, the client knows its backend,
+a server-side disconnect reaches the client as the server sent it, typos are syntax errors,
+and the refusal of a plain connection names its setting. Real psycopg, asyncpg and psql
+through the gateway to the machine's PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import psycopg
+import pytest
+from psycopg import errors
+from psycopg.pq import TransactionStatus
+
+from tests.proxy.pg.harness import DIRECT_DSN, PgHarness
+
+DENY_TRUNCATE = {
+    "name": "no-truncate",
+    "sql": ["truncate"],
+    "action": "deny",
+    "message": "truncate needs a change request",
+}
+
+
+@pytest.fixture
+async def table() -> AsyncIterator[str]:
+    """A fresh table of this test in the `test` database, dropped afterwards."""
+    name = f"hoop_like_{uuid.uuid4().hex[:10]}"
+    async with await psycopg.AsyncConnection.connect(DIRECT_DSN, autocommit=True) as conn:
+        await conn.execute(f"create table {name} (id int)")
+    yield name
+    async with await psycopg.AsyncConnection.connect(DIRECT_DSN, autocommit=True) as conn:
+        await conn.execute(f"drop table if exists {name}")
+
+
+async def _count(table: str) -> int:
+    async with await psycopg.AsyncConnection.connect(DIRECT_DSN, autocommit=True) as conn:
+        cur = await conn.execute(f"select count(*) from {table}")
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+# -- 1. a refusal inside a transaction block fails it, on both sides -------------------------
+
+
+async def test_a_refusal_in_a_transaction_fails_it_extended_protocol(
+    pg: PgHarness, table: str
+) -> None:
+    """psycopg (extended protocol): after the refusal the transaction is INERROR, the next
+    statement gets 25P02, and COMMIT rolls the insert back."""
+    pg.rules = [DENY_TRUNCATE]
+    await pg.start()
+    async with await psycopg.AsyncConnection.connect(pg.dsn()) as conn:
+        await conn.execute(f"insert into {table} values (1)")
+        with pytest.raises(errors.InsufficientPrivilege):
+            await conn.execute(f"truncate {table}")
+        assert conn.info.transaction_status is TransactionStatus.INERROR
+        with pytest.raises(errors.InFailedSqlTransaction):
+            await conn.execute(f"insert into {table} values (2)")
+        cur = conn.cursor()
+        await cur.execute("commit")
+        assert cur.statusmessage == "ROLLBACK"
+    assert await _count(table) == 0
+
+
+async def test_a_refusal_in_a_transaction_fails_it_simple_protocol(
+    pg: PgHarness, table: str
+) -> None:
+    """asyncpg's execute() without arguments (simple protocol): the same."""
+    pg.rules = [DENY_TRUNCATE]
+    await pg.start()
+    conn = await pg.asyncpg()
+    try:
+        await conn.execute(f"begin; insert into {table} values (1)")
+        with pytest.raises(Exception) as caught:
+            await conn.execute(f"truncate {table}")
+        assert getattr(caught.value, "sqlstate", "") == "42501"
+        with pytest.raises(Exception) as caught:
+            await conn.execute("select 1")
+        assert getattr(caught.value, "sqlstate", "") == "25P02"
+        assert await conn.execute("commit") == "ROLLBACK"
+    finally:
+        await conn.close()
+    assert await _count(table) == 0
+
+
+async def test_psql_script_with_a_refusal_and_a_typo_commits_nothing(
+    pg: PgHarness, table: str
+) -> None:
+    """psql: a refused statement and a typo each fail the transaction they are in."""
+    pg.rules = [DENY_TRUNCATE]
+    await pg.start()
+    script = (
+        f"begin;\ninsert into {table} values (1);\ntruncate {table};\n"
+        f"insert into {table} values (2);\ncommit;\n"
+        f"begin;\ninsert into {table} values (3);\nselec 1;\ncommit;\n"
+    ).encode()
+    done = await pg.run("psql", "-X", "-v", "ON_ERROR_STOP=0", "-f", "-", stdin=script)
+    assert done.out.count("ROLLBACK") == 2, done.out + done.err
+    assert "current transaction is aborted" in done.err
+    assert await _count(table) == 0
+
+
+async def test_a_refused_first_message_of_a_batch_still_fails_the_transaction(
+    pg: PgHarness, table: str
+) -> None:
+    """A refused Parse with nothing of its batch forwarded yet: the server is made to fail
+    the open transaction all the same."""
+    pg.rules = [DENY_TRUNCATE]
+    await pg.start()
+    async with await psycopg.AsyncConnection.connect(pg.dsn(), autocommit=True) as conn:
+        await conn.execute("begin")
+        await conn.execute(f"insert into {table} values (1)")
+        assert conn.info.transaction_status is TransactionStatus.INTRANS
+        with pytest.raises(errors.InsufficientPrivilege):
+            await conn.execute(f"truncate {table}", prepare=True)
+        assert conn.info.transaction_status is TransactionStatus.INERROR
+        cur = await conn.execute("commit")
+        assert cur.statusmessage == "ROLLBACK"
+    assert await _count(table) == 0
+
+
+async def test_a_refusal_outside_a_transaction_leaves_the_session_idle(pg: PgHarness) -> None:
+    pg.rules = [DENY_TRUNCATE]
+    await pg.start()
+    async with await psycopg.AsyncConnection.connect(pg.dsn(), autocommit=True) as conn:
+        with pytest.raises(errors.InsufficientPrivilege):
+            await conn.execute("truncate nothing_here")
+        assert conn.info.transaction_status is TransactionStatus.IDLE
+        cur = await conn.execute("select 1")
+        assert await cur.fetchone() == (1,)
+
+
+# -- 2. client encodings ----------------------------------------------------------------------
+
+
+async def test_latin9_queries_errors_and_columns_are_read_in_latin9(pg: PgHarness) -> None:
+    pg.rules = [DENY_TRUNCATE]
+    await pg.start()
+    dsn = pg.dsn(client_encoding="LATIN9")
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        assert conn.info.encoding == "iso8859-15"
+        cur = await conn.execute("select '€ café' as \"prix €\"")
+        assert await cur.fetchone() == ("€ café",)
+        assert cur.description is not None and cur.description[0].name == "prix €"
+        # The server's error, in LATIN9, reaches the client and the session goes on.
+        with pytest.raises(errors.UndefinedTable) as caught:
+            await conn.execute('select * from "tablé_€"')
+        assert "tablé_€" in str(caught.value)
+        # Judged in LATIN9: the rule still applies, the session still works.
+        with pytest.raises(errors.InsufficientPrivilege):
+            await conn.execute('truncate "tablé_€"')
+        cur = await conn.execute("select %s::text", ["ñ€"])
+        assert await cur.fetchone() == ("ñ€",)
+
+
+async def test_switching_to_latin1_and_win1252_mid_session(pg: PgHarness) -> None:
+    await pg.start()
+    async with await psycopg.AsyncConnection.connect(pg.dsn(), autocommit=True) as conn:
+        await conn.execute("set client_encoding to 'LATIN1'")
+        cur = await conn.execute("select 'señor'")
+        assert await cur.fetchone() == ("señor",)
+        await conn.execute("set client_encoding to 'WIN1252'")
+        cur = await conn.execute("select '€'")
+        assert await cur.fetchone() == ("€",)
+
+
+async def test_psql_in_latin1(pg: PgHarness) -> None:
+    await pg.start()
+    env = pg.env()
+    env["PGCLIENTENCODING"] = "LATIN1"
+    done = await pg.run(
+        "psql", "-X", "-At", "-f", "-", env=env, stdin="select 'é';\n".encode("latin-1")
+    )
+    assert done.status == 0, done.err
+    assert done.stdout.strip() == "é".encode("latin-1")
+
+
+@pytest.mark.parametrize("encoding", ["SJIS", "BIG5", "GBK", "GB18030", "UHC"])
+async def test_encodings_with_ascii_trailing_bytes_are_refused(
+    pg: PgHarness, encoding: str
+) -> None:
+    await pg.start()
+    with pytest.raises(psycopg.OperationalError) as caught:
+        await psycopg.AsyncConnection.connect(pg.dsn(client_encoding=encoding))
+    assert f"client_encoding {encoding} is not allowed" in str(caught.value)
+
+
+async def test_encodings_the_gateway_cannot_read_are_refused(pg: PgHarness) -> None:
+    await pg.start()
+    with pytest.raises(psycopg.OperationalError) as caught:
+        await psycopg.AsyncConnection.connect(pg.dsn(client_encoding="EUC_TW"))
+    assert "cannot read SQL in it" in str(caught.value)
+    async with await psycopg.AsyncConnection.connect(pg.dsn(), autocommit=True) as conn:
+        with pytest.raises(errors.FeatureNotSupported):
+            await conn.execute("set client_encoding to 'MULE_INTERNAL'")
+        cur = await conn.execute("show client_encoding")
+        assert await cur.fetchone() == ("UTF8",)
+
+
+# -- 3. backend identity ----------------------------------------------------------------------
+
+
+async def test_the_client_knows_its_backend_and_cancel_still_works(pg: PgHarness) -> None:
+    await pg.start()
+    async with await psycopg.AsyncConnection.connect(pg.dsn(), autocommit=True) as conn:
+        cur = await conn.execute("select pg_backend_pid()")
+        assert await cur.fetchone() == (conn.info.backend_pid,)
+        received = []
+        conn.add_notify_handler(received.append)
+        await conn.execute("listen hoop_pid")
+        await conn.execute("notify hoop_pid, 'x'")
+        await conn.execute("select 1")
+        assert [note.pid for note in received] == [conn.info.backend_pid]
+        task = asyncio.ensure_future(conn.execute("select pg_sleep(20)"))
+        await asyncio.sleep(0.3)
+        await conn.cancel_safe()
+        with pytest.raises(errors.QueryCanceled):
+            await asyncio.wait_for(task, 10)
+
+
+# -- 4. a server-side disconnect --------------------------------------------------------------
+
+
+async def test_pg_terminate_backend_reaches_the_client_as_admin_shutdown(pg: PgHarness) -> None:
+    await pg.start()
+    conn = await psycopg.AsyncConnection.connect(pg.dsn(), autocommit=True)
+    try:
+        async with await psycopg.AsyncConnection.connect(DIRECT_DSN, autocommit=True) as admin:
+            cur = await admin.execute("select pg_terminate_backend(%s)", [conn.info.backend_pid])
+            assert await cur.fetchone() == (True,)
+        await asyncio.sleep(0.3)
+        with pytest.raises(errors.AdminShutdown) as caught:
+            await conn.execute("select 1")
+        assert "terminating connection due to administrator command" in str(caught.value)
+        assert conn.closed
+    finally:
+        await conn.close()
+
+
+async def test_pg_terminate_backend_through_asyncpg(pg: PgHarness) -> None:
+    await pg.start()
+    conn = await pg.asyncpg()
+    pid = await conn.fetchval("select pg_backend_pid()")
+    assert conn.get_server_pid() == pid
+    async with await psycopg.AsyncConnection.connect(DIRECT_DSN, autocommit=True) as admin:
+        await admin.execute("select pg_terminate_backend(%s)", [pid])
+    await asyncio.sleep(0.3)
+    assert conn.is_closed()
+    await conn.close()
+
+
+# -- 6. typos with a permissive policy --------------------------------------------------------
+
+
+async def test_a_typo_with_no_rules_is_a_syntax_error(pg: PgHarness) -> None:
+    await pg.start()
+    async with await psycopg.AsyncConnection.connect(pg.dsn(), autocommit=True) as conn:
+        with pytest.raises(errors.SyntaxError) as caught:
+            await conn.execute("meh")
+        assert 'syntax error at or near "meh"' in str(caught.value)
+        cur = await conn.execute("select 1")
+        assert await cur.fetchone() == (1,)
+    done = await pg.psql("-c", "selec 1")
+    assert 'syntax error at or near "selec"' in done.err
+    assert "needs review" not in done.err
+
+
+async def test_a_rule_naming_unparsable_still_decides(pg: PgHarness) -> None:
+    pg.rules = [{"name": "no-unparsable", "sql": ["unparsable"], "action": "deny"}]
+    await pg.start()
+    async with await psycopg.AsyncConnection.connect(pg.dsn(), autocommit=True) as conn:
+        with pytest.raises(errors.InsufficientPrivilege):
+            await conn.execute("meh")
+
+
+async def test_a_strict_policy_still_holds_unparsable_text(pg: PgHarness) -> None:
+    pg.extra_toml = '[policy]\ndefault = "deny"\nunparsable = "deny"\n'
+    await pg.start()
+    async with await psycopg.AsyncConnection.connect(pg.dsn(), autocommit=True) as conn:
+        with pytest.raises(errors.InsufficientPrivilege):
+            await conn.execute("meh")
+
+
+# -- 7. plain connections ---------------------------------------------------------------------
+
+
+async def test_the_plain_refusal_names_its_setting(pg: PgHarness) -> None:
+    pg.postgres = {}
+    await pg.start()
+    with pytest.raises(psycopg.OperationalError) as caught:
+        await psycopg.AsyncConnection.connect(pg.dsn(user="bob"))
+    assert "[postgres] allow_plain = true" in str(caught.value)
+    done = await pg.psql("-c", "select 1", user="bob")
+    assert "allow_plain" in done.err
