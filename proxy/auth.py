@@ -6,8 +6,14 @@ groups does the user belong to. LDAP is checked by binding as the user, so the g
 sees a directory password hash. When the directory is unreachable, LDAP logins fail closed with
 a message that says so; local users keep working.
 
-Repeated failures are slowed down per (client address, user name), so a password-guessing
-burst costs the gateway sleeping tasks, not CPU, and other users are served as usual.
+An identity is one person whatever they typed: LDAP's `uid` matching ignores case and
+surrounding spaces, so `CAROL` and `'Carol '` bind as carol; the gateway then names the caller
+by the entry's stored DN and `uid`, never by the typed spelling. Local users are matched the
+same way and named as configured. Every comparison of people downstream uses that name.
+
+Repeated failures are slowed down per person (the typed name folded as LDAP compares it) and,
+separately, per client address, in tables of bounded size whose entries expire: a guessing
+burst costs the gateway sleeping tasks, not CPU or memory.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import math
 import os
 import secrets
 import time
+import unicodedata
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -87,14 +94,35 @@ def _unb64(text: str) -> bytes:
     return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
 
 
+def fold_name(name: str) -> str:
+    """The spelling-independent form of a typed user name, the way LDAP's caseIgnoreMatch
+    compares a `uid`: Unicode NFKC, case folded, outer spaces dropped, inner runs of spaces as
+    one. Two spellings that fold alike can reach the same person, so they count as one."""
+    return " ".join(unicodedata.normalize("NFKC", name).split()).casefold()
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """An authenticated caller, as recorded and as policies see it."""
+    """An authenticated caller, as recorded and as policies see it.
+
+    `name` is canonical (a local user's configured name, an LDAP entry's stored name), never
+    the spelling typed at login; `dn` is the directory entry's DN for LDAP identities."""
 
     name: str
     groups: frozenset[str]
     service_account: bool = False
     source: str = "local"
+    dn: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryEntry:
+    """A person as the directory stores them: canonical name and DN, keys, groups."""
+
+    name: str
+    dn: str
+    groups: frozenset[str]
+    keys: tuple[str, ...] = ()
 
 
 class DirectoryUnavailable(Exception):
@@ -109,53 +137,134 @@ class _Attempts:
     last_failure: float = 0.0
 
 
+OVERFLOW = "\x00overflow"  # the one shared entry new names fall into when a table is full
+
+
+@dataclass(slots=True)
+class _Table:
+    """One throttle table (people, or client addresses): spacing grows with failures."""
+
+    free_attempts: int
+    base_delay: float
+    max_delay: float
+    forget_after: float
+    max_entries: int
+    entries: dict[str, _Attempts] = field(default_factory=dict)
+    swept_at: float = 0.0
+
+    def spacing(self, failures: int) -> float:
+        if failures < self.free_attempts:
+            return 0.0
+        doublings = min(failures - self.free_attempts, 60)  # 2**1024 does not fit a float
+        return float(min(self.base_delay * 2**doublings, self.max_delay))
+
+    def stale(self, state: _Attempts, now: float) -> bool:
+        return (
+            state.pending == 0 and now - max(state.last_failure, state.next_at) > self.forget_after
+        )
+
+    def sweep(self, now: float) -> None:
+        for key in [key for key, state in self.entries.items() if self.stale(state, now)]:
+            del self.entries[key]
+        self.swept_at = now
+
+    def slot(self, key: str, now: float) -> str:
+        """`key`, or the shared overflow entry when the table is full of live entries: a
+        flood of new names is then throttled as one (fail closed), and memory stays bounded."""
+        if key in self.entries:
+            return key
+        full = len(self.entries) >= self.max_entries
+        if now - self.swept_at > (1.0 if full else 60.0):  # a sweep at most once a second
+            self.sweep(now)
+        return key if len(self.entries) < self.max_entries else OVERFLOW
+
+    def reserve(self, key: str, now: float) -> float:
+        key = self.slot(key, now)
+        state = self.entries.get(key)
+        if state is None or self.stale(state, now):
+            state = self.entries[key] = _Attempts()
+        start = max(now, state.next_at)
+        state.next_at = start + self.spacing(state.failures + state.pending)
+        state.pending += 1
+        return start - now
+
+    def failed(self, key: str, now: float) -> int:
+        state = self.entries.setdefault(self.slot(key, now), _Attempts())
+        state.pending = max(0, state.pending - 1)
+        state.failures += 1
+        state.last_failure = now
+        return state.failures
+
+    def succeeded(self, key: str, *, forget: bool) -> None:
+        found = key if key in self.entries else OVERFLOW
+        state = self.entries.get(found)
+        if state is not None:
+            state.pending = max(0, state.pending - 1)
+            if forget and state.pending == 0 and found == key:
+                del self.entries[key]
+
+
 @dataclass(slots=True)
 class LoginThrottle:
-    """Spaces out attempts per (client address, user name) once they keep failing.
+    """Spaces out attempts once they keep failing, per person and per client address.
 
-    Pure bookkeeping with an injected clock: `reserve` says how long to wait before checking an
-    attempt, `failed`/`succeeded` report its outcome. Attempts waiting their turn count as
-    failures-to-be, so a burst of simultaneous guesses is spread out, not checked at once.
+    Keys are (client address, typed name). The name is folded (`fold_name`) so every spelling
+    of one person shares one count; the address has a count of its own, so guessing many names
+    from one place is slowed too. Each table holds at most `max_entries` entries, forgets an
+    entry `forget_after` seconds after its last failure, and sends new names to one shared
+    entry when it is full. Pure bookkeeping with an injected clock: `reserve` says how long
+    to wait before checking an attempt, `failed`/`succeeded` report its outcome. Attempts
+    waiting their turn count as failures-to-be, so a burst is spread out, not checked at once.
     """
 
     free_attempts: int = 3
     base_delay: float = 0.5
     max_delay: float = 8.0
     forget_after: float = 900.0
+    address_free_attempts: int = 10
+    max_entries: int = 10_000
     clock: Callable[[], float] = time.monotonic
-    _keys: dict[tuple[str, str], _Attempts] = field(default_factory=dict)
+    people: _Table = field(init=False)
+    addresses: _Table = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.people = _Table(
+            self.free_attempts, self.base_delay, self.max_delay, self.forget_after, self.max_entries
+        )
+        self.addresses = _Table(
+            self.address_free_attempts,
+            self.base_delay,
+            self.max_delay,
+            self.forget_after,
+            self.max_entries,
+        )
 
     def reserve(self, key: tuple[str, str]) -> float:
+        """Seconds to wait before checking this attempt: the longer of its two queues."""
+        address, name = key
         now = self.clock()
-        state = self._keys.get(key)
-        if state is None or (state.pending == 0 and now - state.last_failure > self.forget_after):
-            state = self._keys[key] = _Attempts()
-        start = max(now, state.next_at)
-        state.next_at = start + self.spacing(state.failures + state.pending)
-        state.pending += 1
-        return start - now
+        return max(self.people.reserve(fold_name(name), now), self.addresses.reserve(address, now))
 
     def spacing(self, failures: int) -> float:
-        if failures < self.free_attempts:
-            return 0.0
-        return float(min(self.base_delay * 2 ** (failures - self.free_attempts), self.max_delay))
+        return self.people.spacing(failures)
 
     def failed(self, key: tuple[str, str]) -> int:
-        state = self._keys.setdefault(key, _Attempts())
-        state.pending = max(0, state.pending - 1)
-        state.failures += 1
-        state.last_failure = self.clock()
-        return state.failures
+        """Record a failure; the person's failure count so far."""
+        address, name = key
+        now = self.clock()
+        self.addresses.failed(address, now)
+        return self.people.failed(fold_name(name), now)
 
     def succeeded(self, key: tuple[str, str]) -> None:
-        state = self._keys.get(key)
-        if state is not None:
-            state.pending = max(0, state.pending - 1)
-            if state.pending == 0:
-                del self._keys[key]
+        """The person proved who they are: their count starts again. The address keeps its
+        count until it expires, or logging in to one's own account between guesses at other
+        people's would wipe it."""
+        address, name = key
+        self.people.succeeded(fold_name(name), forget=True)
+        self.addresses.succeeded(address, forget=False)
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self.people.entries) + len(self.addresses.entries)
 
 
 class Directory:
@@ -187,12 +296,11 @@ class Directory:
             raise DirectoryUnavailable(f"{self.config.url}: {exc}") from None
         return conn
 
-    def check_password(self, name: str, password: str) -> frozenset[str] | None:
-        """Bind as the user; their groups on success, None when the password is wrong."""
+    def check_password(self, name: str, password: str) -> DirectoryEntry | None:
+        """Bind as the user; their entry on success, None when the password is wrong."""
         if not password:
             return None  # an empty password would be an anonymous bind, which always succeeds
-        dn = self.config.dn_for(name)
-        conn = self._connect(dn, password)
+        conn = self._connect(self.config.dn_for(name), password)
         try:
             try:
                 bound = conn.bind()
@@ -204,31 +312,53 @@ class Directory:
                 if conn.result and conn.result.get("result") in (32, 34, 53):
                     return None  # no such object, bad DN, unwilling (e.g. disabled)
                 raise DirectoryUnavailable(f"{self.config.url}: bind failed: {conn.result}")
-            return self._groups(conn, dn)
+            return self._entry(conn, name, with_keys=False)
         finally:
             conn.unbind()
 
-    def lookup(self, name: str) -> tuple[list[str], frozenset[str]] | None:
-        """The user's sshPublicKey values and groups, or None when the user does not exist."""
+    def lookup(self, name: str) -> DirectoryEntry | None:
+        """The user's entry (sshPublicKey values, groups), or None when there is none."""
         password = os.environ.get(self.config.bind_password_env or "", None)
         conn = self._connect(self.config.bind_dn, password if self.config.bind_dn else None)
         try:
             try:
                 if not conn.bind():
                     raise DirectoryUnavailable(f"{self.config.url}: lookup bind refused")
-                dn = self.config.dn_for(name)
-                conn.search(
-                    dn, "(objectClass=*)", ldap3.BASE, attributes=["sshPublicKey"], size_limit=1
-                )
             except ldap_exceptions.LDAPException as exc:
                 raise DirectoryUnavailable(f"{self.config.url}: {exc}") from None
-            if not conn.entries:
-                return None
-            values = conn.entries[0].entry_attributes_as_dict.get("sshPublicKey", [])
-            keys = [v.decode() if isinstance(v, bytes) else str(v) for v in values]
-            return keys, self._groups(conn, dn)
+            return self._entry(conn, name, with_keys=True)
         finally:
             conn.unbind()
+
+    def _entry(
+        self, conn: ldap3.Connection, typed: str, *, with_keys: bool
+    ) -> DirectoryEntry | None:
+        """The entry a typed name reaches, named as the directory stores it: the DN the server
+        returns and the value of its first RDN (`uid` for `uid={user},...`). An entry whose
+        stored name is not a spelling of the typed one (an alias, a rename) is refused."""
+        try:
+            conn.search(
+                self.config.dn_for(typed),
+                "(objectClass=*)",
+                ldap3.BASE,
+                attributes=["sshPublicKey"] if with_keys else [],
+                size_limit=1,
+            )
+        except ldap_exceptions.LDAPException as exc:
+            raise DirectoryUnavailable(f"{self.config.url}: {exc}") from None
+        if not conn.entries:
+            return None
+        entry = conn.entries[0]
+        dn = str(entry.entry_dn)
+        name = _first_rdn_value(dn)
+        if not name or fold_name(name) != fold_name(typed):
+            log.warning("directory entry %r is not a spelling of %r; refused", dn, typed)
+            return None
+        keys: tuple[str, ...] = ()
+        if with_keys:
+            values = entry.entry_attributes_as_dict.get("sshPublicKey", [])
+            keys = tuple(v.decode() if isinstance(v, bytes) else str(v) for v in values)
+        return DirectoryEntry(name, dn, self._groups(conn, dn), keys)
 
     def _groups(self, conn: ldap3.Connection, dn: str) -> frozenset[str]:
         groups: set[str] = set()
@@ -272,6 +402,11 @@ class Authenticator:
 
     def __init__(self, config: GatewayConfig, throttle: LoginThrottle | None = None) -> None:
         self.users: dict[str, UserConfig] = config.users
+        folded: dict[str, list[UserConfig]] = {}
+        for user in config.users.values():
+            folded.setdefault(fold_name(user.name), []).append(user)
+        # spellings of a local name; names that fold alike are only ever matched exactly
+        self._folded = {key: found[0] for key, found in folded.items() if len(found) == 1}
         self.directory = Directory(config.ldap) if config.ldap else None
         self.throttle = throttle if throttle is not None else LoginThrottle()
         self._hash_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hoop-hash")
@@ -284,6 +419,29 @@ class Authenticator:
 
     async def _run(self, pool: ThreadPoolExecutor, func: Callable[..., object], *args: object):  # type: ignore[no-untyped-def]
         return await asyncio.get_running_loop().run_in_executor(pool, func, *args)
+
+    def local_user(self, name: str) -> UserConfig | None:
+        """The local user a typed name means: exactly, or as a spelling (`ALICE`, `alice `)."""
+        return self.users.get(name) or self._folded.get(fold_name(name))
+
+    async def directory_person(self, name: str) -> DirectoryEntry | None:
+        """A directory entry, looked up in a worker thread with a deadline, for callers that
+        are not logging in (the control socket's operators). DirectoryUnavailable when the
+        directory does not answer in time: the caller fails closed, the event loop never
+        waits on it."""
+        if self.directory is None:
+            return None
+        deadline = self.directory.config.timeout + 1.0
+        try:
+            found = await asyncio.wait_for(
+                self._run(self._ldap_pool, self.directory.lookup, name), deadline
+            )
+        except DirectoryUnavailable:
+            raise
+        except Exception as exc:  # timed out, or anything unexpected: fail closed
+            raise DirectoryUnavailable(f"{self.directory.config.url}: {exc!r}") from None
+        assert found is None or isinstance(found, DirectoryEntry)
+        return found
 
     async def check_password(self, name: str, password: str, client_host: str) -> LoginResult:
         key = (client_host, name)
@@ -299,7 +457,7 @@ class Authenticator:
         return result
 
     async def _check_password(self, name: str, password: str) -> LoginResult:
-        user = self.users.get(name)
+        user = self.local_user(name)
         if user is not None and user.password_hash is not None:
             started = time.monotonic()
             ok = await self._run(self._hash_pool, verify_password, password, user.password_hash)
@@ -311,20 +469,20 @@ class Authenticator:
             await asyncio.sleep(self._typical_check)
             return LoginResult(None)
         try:
-            groups = await self._run(self._ldap_pool, self.directory.check_password, name, password)
+            entry = await self._run(self._ldap_pool, self.directory.check_password, name, password)
         except Exception as exc:  # unreachable, or anything unexpected: fail closed
             log.error("LDAP unreachable, refusing directory login of %r: %s", name, exc)
             return LoginResult(None, LDAP_UNAVAILABLE_MESSAGE)
-        if groups is None:
+        if entry is None:
             return LoginResult(None)
-        assert isinstance(groups, frozenset)
-        return LoginResult(Identity(name, groups, service_account=False, source="ldap"))
+        assert isinstance(entry, DirectoryEntry)
+        return LoginResult(_ldap_identity(entry))
 
     async def authorized_keys(
         self, name: str
     ) -> tuple[asyncssh.SSHAuthorizedKeys | None, LoginResult]:
         """The authorized keys that may log in as `name`, with the identity they would prove."""
-        user = self.users.get(name)
+        user = self.local_user(name)
         if user is not None:
             return _authorized(user.authorized_keys), LoginResult(_local_identity(user))
         if self.directory is None:
@@ -336,10 +494,8 @@ class Authenticator:
             return None, LoginResult(None, LDAP_UNAVAILABLE_MESSAGE)
         if found is None:
             return None, LoginResult(None)
-        assert isinstance(found, tuple)
-        lines, groups = found
-        identity = Identity(name, groups, service_account=False, source="ldap")
-        return _authorized(lines), LoginResult(identity)
+        assert isinstance(found, DirectoryEntry)
+        return _authorized(found.keys), LoginResult(_ldap_identity(found))
 
     def key_attempt_failed(self, name: str, client_host: str) -> None:
         """A public key offered for `name` was not one of its keys (clients try several)."""
@@ -368,6 +524,10 @@ def _local_identity(user: UserConfig) -> Identity:
     return Identity(
         user.name, frozenset(user.groups), service_account=user.service_account, source="local"
     )
+
+
+def _ldap_identity(entry: DirectoryEntry) -> Identity:
+    return Identity(entry.name, entry.groups, service_account=False, source="ldap", dn=entry.dn)
 
 
 def _authorized(lines: tuple[str, ...] | list[str]) -> asyncssh.SSHAuthorizedKeys | None:

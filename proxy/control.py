@@ -8,7 +8,10 @@ A UNIX socket in the data directory, owner-only. Both directions carry msgpack m
 
 The codec is sans-IO; the server and client are thin asyncio shells around it. The server
 always knows which person acts: it reads the peer's OS user from the socket (SO_PEERCRED) and
-maps it to a gateway identity with the `identify` callback the gateway gives it.
+maps it to a gateway identity with the `identify` callback the gateway gives it. That mapping
+may ask the OS user database and the directory, so it runs off the event loop (a worker
+thread, a coroutine): a slow or stopped directory makes that one connection wait and then fail
+closed with the reason, while sessions and other connections go on.
 
 One exception, for the workstation the gateway runs itself for a remote approver
 (`ssh -t bob@gateway console`): the gateway issues a console ticket (random, single-use,
@@ -24,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import inspect
 import os
 import pwd
 import secrets
@@ -202,12 +206,14 @@ class Caller:
 
 
 Handler = Callable[[Caller, dict[str, Any]], Awaitable[Any]]
+# OS user name -> the person it acts as (None: not mapped); may be a coroutine function
+Identify = Callable[[str], "Person | Awaitable[Person | None] | None"]
 
 
 class ControlServer:
     """Serves registered operations on the control socket and pushes published events."""
 
-    def __init__(self, path: Path, identify: Callable[[str], Person | None]) -> None:
+    def __init__(self, path: Path, identify: Identify) -> None:
         self.path = path
         self._identify = identify
         self._handlers: dict[str, Handler] = {
@@ -287,8 +293,22 @@ class ControlServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         uid = peer_uid(writer.get_extra_info("socket"))
-        os_user = os_user_name(uid)
-        person = self._identify(os_user)
+        os_user = await asyncio.to_thread(os_user_name, uid)  # NSS may ask a directory
+        try:
+            person = await self._person(os_user)
+        except Exception as exc:  # the directory is slow or down: fail closed, say why
+            writer.write(
+                ControlCodec.encode(
+                    {
+                        "id": 0,
+                        "ok": False,
+                        "error": f"cannot tell which gateway identity the OS user {os_user} "
+                        f"is ({exc}); the user directory did not answer, try again later",
+                    }
+                )
+            )
+            writer.close()
+            return
         # A console ticket comes only from the gateway's own OS user (the child it spawned).
         may_present_ticket = uid == os.geteuid()
         unmapped = {
@@ -327,6 +347,12 @@ class ControlServer:
             if caller is not None:
                 self._callers.discard(caller)
             writer.close()
+
+    async def _person(self, os_user: str) -> Person | None:
+        found = self._identify(os_user)
+        if inspect.isawaitable(found):
+            return await found
+        return found
 
     def _redeem(
         self, message: dict[str, Any], writer: asyncio.StreamWriter, allowed: bool

@@ -146,16 +146,20 @@ class GatewayRuntime:
     def person(self, identity: Identity) -> Person:
         return Person(identity.name, frozenset(identity.groups))
 
-    def person_for_os_user(self, os_user: str) -> Person | None:
+    async def person_for_os_user(self, os_user: str) -> Person | None:
+        """The person an operator's OS user acts as, named canonically like a login would be.
+        A directory lookup runs off the event loop; DirectoryUnavailable when it cannot be
+        answered (the control server refuses the connection and says why)."""
         name = self.operators.get(os_user)
         if name is None:
             return None
-        local = self.config.users.get(name)
-        groups = frozenset(local.groups) if local is not None else frozenset()
-        if local is None and self.auth.directory is not None:
-            found = self.auth.directory.lookup(name)
-            groups = found[1] if found is not None else frozenset()
-        return Person(name, groups)
+        local = self.auth.local_user(name)
+        if local is not None:
+            return Person(local.name, frozenset(local.groups))
+        found = await self.auth.directory_person(name)
+        if found is None:
+            return Person(name, frozenset())
+        return Person(found.name, found.groups)
 
     def access_problem(self, identity: Identity, target_name: str) -> str | None:
         """Just-in-time access: a `jit = true` target needs a live grant."""

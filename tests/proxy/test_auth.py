@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,7 @@ from proxy.auth import (
     verify_password,
 )
 from proxy.config import GatewayConfig, LdapConfig, UserConfig
+from tests.fixtures.gateway import GatewayHarness, LineConsole
 from tests.fixtures.processes import free_port
 from tests.fixtures.slapd import GROUP_BASE, USER_DN, Slapd
 
@@ -64,8 +68,50 @@ def test_a_burst_of_1000_failures_is_spread_out_and_others_are_not_slowed() -> N
     assert burst[:3] == [0.0, 0.0, 0.0]
     assert burst == sorted(burst)
     assert burst[-1] > 3600  # the last guess waits more than an hour
-    assert throttle.reserve(("10.0.0.9", "bob")) == 0.0
-    assert throttle.reserve(("10.0.0.7", "alice")) == 0.0
+    assert throttle.reserve(("10.0.0.7", "bob")) == 0.0
+    assert throttle.reserve(("10.0.0.9", "bob")) > 3600  # the guessing address waits its turn
+    assert throttle.reserve(("10.0.0.7", "ALICE ")) > 3600  # and so does alice, from anywhere
+
+
+def test_spellings_of_one_name_share_one_count() -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(clock=clock)
+    waits = []
+    for spelling in ["carol", "CAROL", "Carol ", " cArOl", "carol  ", "ＣＡＲＯＬ"]:
+        waits.append(throttle.reserve((f"10.0.0.{len(waits)}", spelling)))
+        throttle.failed((f"10.0.0.{len(waits)}", spelling))
+    assert waits[:4] == [0.0, 0.0, 0.0, 0.0]
+    assert waits[4:] == [pytest.approx(0.5), pytest.approx(0.5 + 1.0)]
+
+
+def test_many_names_from_one_address_are_slowed_by_the_address() -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(clock=clock)
+    waits = []
+    for n in range(14):
+        waits.append(throttle.reserve(("10.0.0.1", f"user{n}")))
+        throttle.failed(("10.0.0.1", f"user{n}"))
+    assert waits[:11] == [0.0] * 11
+    assert waits[11:] == [pytest.approx(0.5), pytest.approx(1.5), pytest.approx(3.5)]
+    throttle.reserve(("10.0.0.1", "mine"))
+    throttle.succeeded(("10.0.0.1", "mine"))  # one's own login does not wipe the address
+    assert throttle.reserve(("10.0.0.1", "user99")) > 3.5
+
+
+def test_the_throttle_tables_are_bounded_and_expire() -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(clock=clock, max_entries=1000)
+    for n in range(20_000):
+        key = (f"10.{n // 65536}.{n // 256 % 256}.{n % 256}", f"user{n}")
+        throttle.reserve(key)
+        throttle.failed(key)
+    assert len(throttle.people.entries) <= 1001 and len(throttle.addresses.entries) <= 1001
+    # a full table sends new names to one shared entry, which is throttled: fail closed
+    assert throttle.reserve(("10.9.9.9", "someone-new")) > 60
+    clock.now += 3600
+    for n in range(5):
+        assert throttle.reserve((f"10.8.8.{n}", f"later{n}")) == 0.0
+    assert len(throttle) <= 12  # the stale entries were swept; each overflow entry waits
 
 
 def test_throttle_forgets_after_success_and_after_quiet_time() -> None:
@@ -77,7 +123,7 @@ def test_throttle_forgets_after_success_and_after_quiet_time() -> None:
         throttle.failed(key)
     assert throttle.reserve(key) > 0
     throttle.succeeded(key)
-    assert len(throttle) == 0
+    assert not throttle.people.entries
     for _ in range(5):
         throttle.reserve(key)
         throttle.failed(key)
@@ -168,3 +214,167 @@ async def test_failed_logins_are_slowed_per_user_and_address(tmp_path: Path) -> 
         assert loop.time() - started < 0.75  # not queued behind the throttled guesses
     finally:
         auth.close()
+
+
+async def test_every_spelling_of_a_directory_name_is_its_one_stored_identity(
+    tmp_path: Path, slapd: Slapd
+) -> None:
+    """OpenLDAP binds `CAROL` and `'Carol '` with carol's password: the identity is still the
+    entry's stored name and DN, whatever was typed."""
+    auth = Authenticator(make_config(tmp_path, slapd.url))
+    carol_dn = USER_DN.replace("{user}", "carol")
+    try:
+        for spelling in ["carol", "CAROL", "Carol ", " cArOl"]:
+            result = await auth.check_password(spelling, "carol-pw", "127.0.0.1")
+            assert result.identity is not None, spelling
+            assert (result.identity.name, result.identity.dn) == ("carol", carol_dn)
+            assert result.identity.groups == {"dev", "team-blue"}
+        for spelling in ["ERIN", "erin "]:
+            keys, by_key = await auth.authorized_keys(spelling)
+            assert keys is not None and by_key.identity is not None
+            assert by_key.identity.name == "erin"
+    finally:
+        auth.close()
+
+
+async def test_a_local_user_is_named_as_configured_whatever_the_spelling(tmp_path: Path) -> None:
+    auth = Authenticator(make_config(tmp_path, None))
+    try:
+        for spelling in ["ALICE", "Alice ", "alice"]:
+            result = await auth.check_password(spelling, "alice-pw", "127.0.0.1")
+            assert result.identity is not None and result.identity.name == "alice", spelling
+    finally:
+        auth.close()
+
+
+async def test_guesses_over_spellings_of_one_directory_name_are_slowed_as_one(
+    tmp_path: Path, slapd: Slapd
+) -> None:
+    """Ten wrong passwords for carol, each under another spelling, from ten addresses: the
+    throttle counts one person, so attempts 5 to 10 wait."""
+    throttle = LoginThrottle(base_delay=0.2, max_delay=0.2)
+    auth = Authenticator(make_config(tmp_path, slapd.url), throttle=throttle)
+    spellings = ["carol", "CAROL", "Carol", "cArol", "caRol", "carOl", "caroL", " carol"]
+    spellings += ["carol ", "CArol"]
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for n, spelling in enumerate(spellings):
+            refused = await auth.check_password(spelling, f"guess-{n}", f"10.0.1.{n}")
+            assert refused.identity is None
+        assert loop.time() - started >= 6 * 0.2 * 0.9
+        ok = await auth.check_password("dave", "dave-pw", "10.0.2.1")
+        assert ok.identity is not None and ok.identity.name == "dave"
+    finally:
+        auth.close()
+
+
+# -- one person, one identity, through the real gateway ------------------------------------------
+
+
+async def ldap_gateway(
+    harness: GatewayHarness, slapd: Slapd, ldap_keys: dict[str, Path], **rule: object
+) -> None:
+    """alice (local, dev) and the directory's carol and erin (team-blue) on web1; a rule holds
+    `touch *restart*` for two approvals from team-blue, another denies carol `*forbidden*`."""
+    harness.ldap = {"url": slapd.url, "user_dn": USER_DN, "group_base": GROUP_BASE, "timeout": 2}
+    for name in ("carol", "erin"):
+        shutil.copy(ldap_keys[name], harness.directory / f"{name}_key")
+    harness.add_user("alice", groups=("dev",))
+    harness.add_target("web1", groups=["dev", "team-blue"])
+    harness.add_rule("carol-no", users=["carol"], shell="touch *forbidden*", action="deny")
+    harness.add_rule(
+        "restarts", shell="touch *restart*", action="review", approvers=["team-blue"], **rule
+    )
+    await harness.start_runtime()
+
+
+async def console_as(harness: GatewayHarness, login: str, key: str, commands: str) -> str:
+    """`ssh -T -l LOGIN gateway console`, the login typed as given; what the console printed."""
+    process = await harness.spawn(
+        "ssh", "-T", "-p", str(harness.port), "-l", login, "127.0.0.1", "console",
+        user=key, key=key, stdin=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    console = LineConsole(process)
+    try:
+        await console.shown(b"hoop> ")
+        console.type(commands + "quit\n")
+        await console.finish()
+    finally:
+        await console.close()
+    return console.seen.decode("utf-8", "replace")
+
+
+async def wait_hold(harness: GatewayHarness, count: int = 1):  # type: ignore[no-untyped-def]
+    assert harness.runtime is not None
+    deadline = time.monotonic() + 15
+    while len(harness.runtime.broker.pending_holds()) < count:
+        assert time.monotonic() < deadline, "no hold appeared"
+        await asyncio.sleep(0.05)
+    return harness.runtime.broker.pending_holds()[-1]
+
+
+@pytest.mark.timeout(90)
+async def test_two_spellings_of_one_approver_are_one_approval(
+    harness: GatewayHarness, slapd: Slapd, ldap_keys: dict[str, Path], tmp_path: Path
+) -> None:
+    await ldap_gateway(harness, slapd, ldap_keys, approvals=2, timeout="1m")
+    marker = tmp_path / "web.restart"
+    client = asyncio.ensure_future(harness.ssh_jump("alice", "web1", f"touch {marker}"))
+    try:
+        hold = await wait_hold(harness)
+        first = await console_as(harness, "CAROL", "carol", f"approve {hold.id} ok\n")
+        assert "hoop console for carol (dev, team-blue)" in first
+        assert f"{hold.id}: approval recorded (1 of 2)" in first
+        second = await console_as(harness, "Carol ", "carol", f"approve {hold.id} ok\n")
+        assert f"carol already approved hold {hold.id}; it needs 2 different approvers" in second
+        await asyncio.sleep(0.3)
+        assert not marker.exists() and not client.done()
+        third = await console_as(harness, "erin", "erin", f"approve {hold.id} ok\n")
+        assert f"[{hold.id}] approved" in third
+        assert (await client).status == 0 and marker.exists()
+    finally:
+        client.cancel()
+        with contextlib.suppress(BaseException):
+            await client
+    assert harness.runtime is not None
+    audit = harness.runtime.broker.store.audit_log()
+    assert [e.actor for e in audit if e.action == "hold_approve"] == ["carol", "erin"]
+
+
+@pytest.mark.timeout(90)
+async def test_a_directory_user_cannot_approve_their_own_hold_under_another_spelling(
+    harness: GatewayHarness, slapd: Slapd, ldap_keys: dict[str, Path], tmp_path: Path
+) -> None:
+    await ldap_gateway(harness, slapd, ldap_keys, approvals=1, timeout="1m")
+    marker = tmp_path / "db.restart"
+    client = asyncio.ensure_future(
+        harness.ssh_direct("CAROL+web1", f"touch {marker}", user="carol", key="carol")
+    )
+    try:
+        hold = await wait_hold(harness)
+        assert hold.user == "carol"
+        shown = await console_as(harness, "carol ", "carol", f"approve {hold.id} mine\n")
+        assert "you cannot decide your own request; another approver must" in shown
+        await asyncio.sleep(0.3)
+        assert not marker.exists() and not client.done()
+    finally:
+        client.cancel()
+        with contextlib.suppress(BaseException):
+            await client
+
+
+@pytest.mark.timeout(90)
+async def test_a_rule_for_a_directory_user_applies_to_every_spelling(
+    harness: GatewayHarness, slapd: Slapd, ldap_keys: dict[str, Path], tmp_path: Path
+) -> None:
+    await ldap_gateway(harness, slapd, ldap_keys, timeout="1m")
+    for login in ["carol+web1", "CAROL+web1", "carol +web1", " Carol+web1"]:
+        marker = tmp_path / "x.forbidden"
+        result = await harness.run(
+            "ssh", "-p", str(harness.port), "-l", login, "127.0.0.1", f"touch {marker}",
+            user="carol", key="carol",
+        )  # fmt: skip
+        assert result.status == 126, (login, result.err)
+        assert "hoop: denied: deny by rule carol-no" in result.err, login
+        assert not marker.exists()
