@@ -19,6 +19,8 @@ from typing import Any, Protocol, TypeVar
 import asyncssh
 
 DEFAULT_CONFIG_NAME = "gateway.toml"
+# Where `hoop-tui up` creates its data directory and configuration by default.
+UP_DATA_DIR = "hoop-data"
 DEFAULT_SSH_LISTEN = "127.0.0.1:2222"
 DEFAULT_ENV_ALLOW = ("LANG", "LC_*")
 LOGIN_SEPARATOR = "+"
@@ -129,13 +131,18 @@ class GatewayConfig:
 
 
 def resolve_config_path(explicit: str | None) -> Path:
-    """--config, then $HOOP_CONFIG, then ./gateway.toml."""
+    """--config, then $HOOP_CONFIG, then ./gateway.toml, then the one `hoop-tui up` wrote
+    (./hoop-data/gateway.toml), so that every command works in the folder `up` ran in."""
     if explicit:
         return Path(explicit)
     env = os.environ.get("HOOP_CONFIG")
     if env:
         return Path(env)
-    return Path(DEFAULT_CONFIG_NAME)
+    here = Path(DEFAULT_CONFIG_NAME)
+    made_by_up = Path(UP_DATA_DIR) / DEFAULT_CONFIG_NAME
+    if not here.exists() and made_by_up.is_file():
+        return made_by_up
+    return here
 
 
 def load_config(path: Path) -> GatewayConfig:

@@ -26,12 +26,16 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         metavar="FILE",
-        help="gateway configuration (default: $HOOP_CONFIG, then ./gateway.toml)",
+        help=(
+            "gateway configuration (default: $HOOP_CONFIG, then ./gateway.toml, then the "
+            "./hoop-data/gateway.toml that `hoop-tui up` writes)"
+        ),
     )
     parser.add_argument(
         "--data-dir",
         metavar="DIR",
-        help="use this data directory instead of the one the configuration names",
+        help="use this data directory (and the gateway.toml `up` keeps in it) instead of the one "
+        "the configuration names",
     )
 
 

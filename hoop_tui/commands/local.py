@@ -15,6 +15,7 @@ from pathlib import Path
 from hoop_tui.commands.common import add_config_arguments, data_dir_from, gateway_id_from
 from hoop_tui.errors import CommandError
 from hoop_tui.localrec import record_program, terminal_size
+from proxy.config import UP_DATA_DIR
 from replay.export import export_text
 from storage.reader import RecordingReader
 from storage.recorder import RecordingFailed, new_session_id, start_recording
@@ -22,7 +23,7 @@ from storage.schema import RecordingHeader
 from storage.signing import PUBLIC_KEY_NAME, load_public_key
 from storage.verify import verify_recording
 
-DEFAULT_DATA_DIR = "hoop-data"
+DEFAULT_DATA_DIR = UP_DATA_DIR
 CONFIG_NAME = "gateway.toml"
 DEMO_SCRIPT = (
     "printf '\\033[1;32mhoop_tui demo:\\033[0m a recorded session\\n'; "

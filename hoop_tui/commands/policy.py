@@ -12,10 +12,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hoop_tui.commands.common import add_config_arguments
 from hoop_tui.errors import CommandError
-from proxy.config import ConfigError, GatewayConfig, load_config, resolve_config_path
+from proxy.config import (
+    DEFAULT_CONFIG_NAME,
+    ConfigError,
+    GatewayConfig,
+    load_config,
+    resolve_config_path,
+)
 from proxy.policy import (
     Action,
     Basis,
@@ -79,17 +87,13 @@ def register(subparsers: Any) -> None:
         help="treat the user as a service account (also taken from [[users]])",
     )
     check.add_argument("--json", action="store_true", help="print the verdict as JSON")
-    check.add_argument(
-        "--config",
-        metavar="FILE",
-        help="gateway configuration (default: $HOOP_CONFIG, then ./gateway.toml)",
-    )
+    add_config_arguments(check)
     check.set_defaults(handler=run_check)
     parser.set_defaults(handler=lambda _args: parser.print_help() or 2)
 
 
 def run_check(args: argparse.Namespace) -> int:
-    config, policy = _load(args.config)
+    config, policy = _load(args.config, args.data_dir)
     caller = _caller(config, args.user, args.group, args.service_account)
     found: Classified | None = None
     sql_notes: list[str] = []
@@ -115,7 +119,8 @@ def run_check(args: argparse.Namespace) -> int:
     else:
         verdict = decide_shell(policy, caller, args.target, args.command)
         subject = args.command
-    notes = _notes(config, args.target, args.command or args.exec_command) + sql_notes
+    notes = _notes(config, args.user, args.target, args.command or args.exec_command)
+    notes += sql_notes
     if args.json:
         data = _as_json(verdict, caller, args.target, subject, policy, notes)
         if found is not None:
@@ -173,8 +178,17 @@ def _print_statements(found: Classified) -> None:
         print(f"parser:   {found.error}")
 
 
-def _load(explicit: str | None) -> tuple[GatewayConfig, Policy]:
-    path = resolve_config_path(explicit)
+def _load(explicit: str | None, data_dir: str | None = None) -> tuple[GatewayConfig, Policy]:
+    """--config; else the configuration kept in --data-dir (as `hoop-tui up` makes it); else
+    the usual places."""
+    if explicit is None and data_dir is not None:
+        path = Path(data_dir) / DEFAULT_CONFIG_NAME
+        if not path.is_file():
+            raise CommandError(
+                f"{data_dir}: holds no {DEFAULT_CONFIG_NAME}; give --config FILE for this gateway"
+            )
+    else:
+        path = resolve_config_path(explicit)
     try:
         config = load_config(path)
         return config, parse_policy(config.raw, path)
@@ -193,8 +207,13 @@ def _caller(
     return Caller(name, frozenset(groups), service_account)
 
 
-def _notes(config: GatewayConfig, target: str, command: str | None) -> list[str]:
+def _notes(config: GatewayConfig, user: str, target: str, command: str | None) -> list[str]:
     notes: list[str] = []
+    if user not in config.users:
+        where = "in [[users]] nor, without a directory to ask, anywhere"
+        if config.ldap is not None:
+            where = "in [[users]]; an LDAP user's groups must be given with --group"
+        notes.append(f"no user named {user!r} {where} (rules were still applied)")
     target_config = config.targets.get(target)
     if target_config is None and config.targets:
         notes.append(f"no target named {target!r} in {config.path} (rules were still applied)")

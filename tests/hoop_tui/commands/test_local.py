@@ -126,3 +126,40 @@ async def test_the_default_setup_is_a_working_gateway_with_a_local_target(tmp_pa
     finally:
         await runtime.stop()
         stop(sshd.process)
+
+
+def test_commands_run_in_the_folder_up_ran_in(tmp_path):
+    """After `hoop-tui up` set up ./hoop-data, `sessions`, `policy check` (with or without
+    --data-dir) find its configuration instead of failing on a missing ./gateway.toml."""
+    from hoop_tui.commands.local import ensure_default_setup
+
+    ensure_default_setup(tmp_path / "hoop-data")
+
+    def hoop(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "hoop_tui", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    sessions = hoop("sessions", "--json")
+    assert sessions.returncode == 0, sessions.stderr
+    assert sessions.stdout.strip() == "[]"
+    for where in ([], ["--data-dir", "hoop-data"]):
+        check = hoop(
+            "policy",
+            "check",
+            *where,
+            "--user",
+            "demo",
+            "--target",
+            "local",
+            "--command",
+            "rm -rf /srv",
+        )
+        assert check.returncode == 4, check.stderr
+        assert "no-recursive-delete" in check.stdout
+    unknown = hoop("policy", "check", "--user", "nobody", "--target", "local", "--command", "ls")
+    assert "no user named 'nobody'" in unknown.stdout
