@@ -44,6 +44,10 @@ COPY_FILE = "copy_file"
 SET_ROLE = "set_role"
 READ_WRITE = "read_write"
 SERVER_FUNCTION = "server_function"
+SERVER_FILE = "server_file"
+DYNAMIC_SQL = "dynamic_sql"
+STATISTICS = "statistics"
+TABLE_REWRITE = "table_rewrite"
 UNPARSABLE = "unparsable"
 
 ALL_CLASSES = frozenset(
@@ -67,6 +71,10 @@ ALL_CLASSES = frozenset(
         SET_ROLE,
         READ_WRITE,
         SERVER_FUNCTION,
+        SERVER_FILE,
+        DYNAMIC_SQL,
+        STATISTICS,
+        TABLE_REWRITE,
         UNPARSABLE,
     }
 )
@@ -87,6 +95,9 @@ NOT_READ_ONLY = frozenset(
         COPY_FILE,
         SET_ROLE,
         READ_WRITE,
+        SERVER_FILE,
+        DYNAMIC_SQL,
+        TABLE_REWRITE,
     }
 )
 
@@ -125,6 +136,9 @@ _NODE_CLASSES: dict[str, frozenset[str]] = {
     "SecLabelStmt": frozenset({DDL}),
     "CompositeTypeStmt": frozenset({DDL}),
     "ImportForeignSchemaStmt": frozenset({DDL}),
+    "LoadStmt": frozenset({SERVER_FILE, UTILITY}),  # loads a shared library from the server
+    "ClusterStmt": frozenset({TABLE_REWRITE, UTILITY}),
+    "ReindexStmt": frozenset({TABLE_REWRITE, UTILITY}),
 }
 _DDL_PREFIXES = ("Create", "Alter", "Drop", "Define")
 
@@ -153,6 +167,69 @@ _SERVER_FUNCTIONS = frozenset(
         "pg_create_physical_replication_slot",
     }
 )
+# Functions that read, list or write files of the database server (also `server_function`).
+_FILE_FUNCTIONS = frozenset(
+    {
+        "pg_read_file",
+        "pg_read_binary_file",
+        "pg_ls_dir",
+        "pg_stat_file",
+        "pg_ls_logdir",
+        "pg_ls_waldir",
+        "pg_ls_tmpdir",
+        "pg_ls_archive_statusdir",
+        "pg_ls_replslotdir",
+        "pg_ls_logicalsnapdir",
+        "pg_ls_logicalmapdir",
+        "pg_current_logfile",
+        "lo_import",
+        "lo_export",
+        "pg_file_write",
+        "pg_file_rename",
+        "pg_file_unlink",
+        "pg_file_sync",
+        "pg_logdir_ls",
+    }
+)
+# Functions that run SQL given to them as text, and which argument holds it (by the number
+# of arguments; None: the SQL cannot be told apart, see `_Walker.sql_text`).
+_SQL_TEXT_FUNCTIONS: dict[str, dict[int, int | None]] = {
+    "query_to_xml": {4: 0},
+    "query_to_xmlschema": {4: 0},
+    "query_to_xml_and_xmlschema": {4: 0},
+    "ts_stat": {1: 0, 2: 0},
+    "ts_rewrite": {2: 1},
+    "dblink": {1: 0, 2: None, 3: 1},
+    "dblink_exec": {1: 0, 2: None, 3: 1},
+    "dblink_send_query": {2: 1},
+    "dblink_open": {2: 1, 3: None, 4: 2},
+}
+# Functions that read a whole table, schema or database named by their first argument.
+_TABLE_TEXT_FUNCTIONS = frozenset(
+    {"table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema"}
+)
+_WHOLE_READ_FUNCTIONS = frozenset(
+    {
+        "schema_to_xml",
+        "schema_to_xmlschema",
+        "schema_to_xml_and_xmlschema",
+        "database_to_xml",
+        "database_to_xmlschema",
+        "database_to_xml_and_xmlschema",
+    }
+)
+# Catalogues holding sample values of every analyzed column (most common values, histograms;
+# pg_statistic_ext holds only definitions, which pg_dump reads).
+_STATISTICS_RELATIONS = frozenset(
+    {
+        "pg_stats",
+        "pg_statistic",
+        "pg_stats_ext",
+        "pg_stats_ext_exprs",
+        "pg_statistic_ext_data",
+    }
+)
+_STATISTICS_FUNCTIONS = frozenset({"pg_mcv_list_items"})
 _RELATION_OBJECTS = frozenset(
     {
         "OBJECT_TABLE",
@@ -512,6 +589,7 @@ class _Walker:
     def __init__(self) -> None:
         self.found = _Found(set())
         self.depth = 0
+        self.settings_name: str | None = None  # see `select`
 
     def run(self, node: Any) -> _Found:
         if node is None:
@@ -562,38 +640,63 @@ class _Walker:
         self.found.classes.add(READ)
         if fields.get("intoClause"):
             self.found.classes |= {DDL, WRITE}
-        return False
+        # pg_dump: `SELECT set_config(name, ...) FROM pg_settings WHERE name = '...'`: the
+        # computed name can only be that constant (in this SELECT, not in one inside it).
+        setting = _pg_settings_name(fields)
+        if setting is None and self.settings_name is None:
+            return False
+        outer, self.settings_name = self.settings_name, setting
+        try:
+            self.walk(fields)
+        finally:
+            self.settings_name = outer
+        return True
 
     def delete(self, fields: dict[str, Any]) -> bool:
-        return self.write_where(fields, DELETE_WITHOUT_WHERE)
+        return self.write_where(fields, DELETE_WITHOUT_WHERE, fields.get("usingClause"))
 
     def update(self, fields: dict[str, Any]) -> bool:
-        return self.write_where(fields, UPDATE_WITHOUT_WHERE)
+        return self.write_where(fields, UPDATE_WITHOUT_WHERE, fields.get("fromClause"))
 
-    def write_where(self, fields: dict[str, Any], without_where: str) -> bool:
-        """A DELETE or UPDATE: a write, and `without_where` when nothing limits its rows."""
+    def write_where(self, fields: dict[str, Any], without_where: str, others: Any) -> bool:
+        """A DELETE or UPDATE: a write, and `without_where` unless its WHERE restricts the
+        target's rows by their own values (`_restricts`)."""
         self.found.classes.add(WRITE)
+        # Judged by the WHERE's shape, never by a constant's value: `1 = 1` and `1 = 2` share
+        # a fingerprint and restrict no row by its own values alike.
         where = fields.get("whereClause")
-        self.constant_condition(where)
-        if _no_condition(where):
+        if not _restricts(where, _target_names(fields.get("relation"), others)):
             self.found.classes.add(without_where)
         return False
 
-    def constant_condition(self, where: Any) -> None:
-        """`WHERE 1 = 1` and `WHERE 1 = 2`, `WHERE true` and `WHERE false` share a
-        fingerprint (constants are left out) but not `*_without_where`. Only the shapes
-        `_no_condition` reads constants in; `WHERE aid = 4` is judged alike for every value."""
-        if isinstance(where, dict) and "A_Const" in where:
-            self.found.cacheable = False
-        elif isinstance(where, dict) and "A_Expr" in where:
-            expr = where["A_Expr"]
-            sides = (expr.get("lexpr"), expr.get("rexpr"))
-            if all(isinstance(side, dict) and "A_Const" in side for side in sides):
-                self.found.cacheable = False
+    def merge(self, fields: dict[str, Any]) -> bool:
+        """MERGE deletes and updates the target rows its join matches: a `WHEN MATCHED THEN
+        DELETE` (or `UPDATE`) is `delete_without_where` (or `update_without_where`) unless the
+        join or the clause's own condition restricts the target's rows by their values."""
+        self.found.classes.add(WRITE)
+        source = fields.get("sourceRelation")
+        names = _target_names(fields.get("relation"), [source] if source else [])
+        joined = _restricts(fields.get("joinCondition"), names)
+        for clause in fields.get("mergeWhenClauses") or []:
+            when = clause.get("MergeWhenClause", {}) if isinstance(clause, dict) else {}
+            command = when.get("commandType")
+            if command not in ("CMD_DELETE", "CMD_UPDATE"):
+                continue  # INSERT and DO NOTHING touch no existing row
+            if joined and when.get("matchKind") == "MERGE_WHEN_MATCHED":
+                continue  # NOT MATCHED BY SOURCE acts on the rows the join leaves out
+            if _restricts(when.get("condition"), names):
+                continue
+            if command == "CMD_DELETE":
+                self.found.classes.add(DELETE_WITHOUT_WHERE)
+            elif command == "CMD_UPDATE":
+                self.found.classes.add(UPDATE_WITHOUT_WHERE)
+        return False
 
     def range_var(self, fields: dict[str, Any]) -> bool:
         name = str(fields.get("relname") or "")
         schema = fields.get("schemaname")
+        if name.lower() in _STATISTICS_RELATIONS and str(schema or "pg_catalog") == "pg_catalog":
+            self.found.classes.add(STATISTICS)
         if schema or any(char.isdigit() for char in name):
             # The fingerprint leaves out the schema of a DML table (`public.t` and
             # `secret.t` share one) and the digits of a table's name (`pay_2023` and
@@ -623,6 +726,20 @@ class _Walker:
         self.found.classes.add(WRITE)
         source = fields.get("selectStmt")
         values = source.get("SelectStmt", {}) if isinstance(source, dict) else {}
+        conflict = fields.get("onConflictClause") or {}
+        if (
+            conflict.get("action") == "ONCONFLICT_UPDATE"
+            and source
+            and not (
+                values.get("valuesLists")
+                or _restricts(
+                    conflict.get("whereClause"), _target_names(fields.get("relation"), [])
+                )
+            )
+        ):
+            # `INSERT ... SELECT ... ON CONFLICT DO UPDATE` updates every existing row its
+            # query produces again, which may be all of them; VALUES updates at most its rows.
+            self.found.classes.add(UPDATE_WITHOUT_WHERE)
         if values.get("valuesLists"):  # INSERT ... VALUES reads nothing by itself
             self.walk(values.get("valuesLists"))
             self.walk({k: v for k, v in fields.items() if k != "selectStmt"})
@@ -703,10 +820,28 @@ class _Walker:
         name = (names[-1] if names else "").lower()
         if name in _SERVER_FUNCTIONS:
             self.found.classes.add(SERVER_FUNCTION)
+        if name in _FILE_FUNCTIONS:
+            self.found.classes |= {SERVER_FILE, SERVER_FUNCTION}
+        if name in _STATISTICS_FUNCTIONS:
+            self.found.classes.add(STATISTICS)
+        if name in _SQL_TEXT_FUNCTIONS:
+            self.sql_text(name, fields.get("args") or [])
+        elif name in _TABLE_TEXT_FUNCTIONS:
+            self.found.cacheable = False  # the table is a constant
+            args = fields.get("args") or []
+            table = _const_string(_uncast(args[0])) if args else None
+            if table is None:
+                self.found.classes.add(DYNAMIC_SQL)
+            else:
+                self.found.tables.add(table.lower() if '"' not in table else table)
+        elif name in _WHOLE_READ_FUNCTIONS:
+            self.found.classes.add(DYNAMIC_SQL)  # reads every table of a schema or database
         if name == "set_config":
             self.found.cacheable = False
             args = fields.get("args") or []
             setting = _const_string(args[0]) if args else None
+            if setting is None and args and _column_name(args[0]) == "name":
+                setting = self.settings_name
             setting = setting.lower() if setting is not None else None
             if setting is None or setting in _ROLE_SETTINGS:
                 self.found.classes.add(SET_ROLE)
@@ -718,6 +853,38 @@ class _Walker:
                 self.found.encodings.append(_const_string(args[1]) if len(args) > 1 else None)
             elif setting == STANDARD_CONFORMING_STRINGS:
                 self.found.conforming.append(_const_string(args[1]) if len(args) > 1 else None)
+        return False
+
+    def sql_text(self, name: str, args: list[Any]) -> None:
+        """A function that runs SQL given as text: judged by that SQL when it is a constant,
+        `dynamic_sql` when it is not (or cannot be told apart from the other arguments)."""
+        self.found.cacheable = False  # the SQL is a constant the fingerprint leaves out
+        at = _SQL_TEXT_FUNCTIONS[name].get(len(args), None)
+        if name in ("dblink", "dblink_exec") and len(args) == 2:
+            # (sql, fail_on_error) or (connection, sql): PostgreSQL takes a quoted second
+            # argument for the text one
+            if _is_bool(args[1]):
+                at = 0
+            elif _const_string(_uncast(args[1])) is not None:
+                at = 1
+        text = _const_string(_uncast(args[at])) if at is not None and at < len(args) else None
+        if text is None:
+            self.found.classes.add(DYNAMIC_SQL)
+            return
+        try:
+            tree = json.loads(pg_parser.parse_sql_json(text))
+        except pg_parser.ParseError:
+            self.found.classes.add(UNPARSABLE)
+            return
+        for raw in tree.get("stmts", []):
+            self.walk(raw.get("stmt"))
+
+    def vacuum(self, fields: dict[str, Any]) -> bool:
+        """VACUUM FULL rewrites each table under an exclusive lock, like CLUSTER."""
+        self.found.classes.add(UTILITY)
+        for option in fields.get("options") or []:
+            if _def_name(option) == "full" and not _false_arg(option):
+                self.found.classes.add(TABLE_REWRITE)
         return False
 
     def create_function(self, fields: dict[str, Any]) -> bool:
@@ -821,6 +988,8 @@ _HANDLERS = {
     "RangeVar": _Walker.range_var,
     "DropStmt": _Walker.drop,
     "UpdateStmt": _Walker.update,
+    "MergeStmt": _Walker.merge,
+    "VacuumStmt": _Walker.vacuum,
     "CreateTableAsStmt": _Walker.create_table_as,
     "CopyStmt": _Walker.copy,
     "ExplainStmt": _Walker.explain,
@@ -865,20 +1034,155 @@ def _plpgsql_queries(body: str) -> Iterator[str]:
             stack.extend(v for v in node.values() if isinstance(v, dict | list))
 
 
-def _no_condition(where: Any) -> bool:
-    """No WHERE, or one that is always true (`WHERE true`, `WHERE 1 = 1`)."""
-    if not where:
-        return True
-    if isinstance(where, dict) and "A_Const" in where:
-        return bool(where["A_Const"].get("boolval", {}).get("boolval") is True)
-    if isinstance(where, dict) and "A_Expr" in where:
-        expr = where["A_Expr"]
-        names = [_string(part) for part in expr.get("name") or []]
-        if expr.get("kind") == "AEXPR_OP" and names == ["="]:
-            left, right = expr.get("lexpr"), expr.get("rexpr")
-            if isinstance(left, dict) and "A_Const" in left and isinstance(right, dict):
-                return bool(_strip_location(left) == _strip_location(right))
+def _target_names(relation: Any, others: Any) -> frozenset[str]:
+    """The names a statement's columns are qualified with when they are the target's: its
+    alias (or name), and those of the other relations of its FROM/USING that read the same
+    table (a self-join, `using victim s`, or a subquery over it): their values are the
+    target's own, so comparing with them restricts nothing."""
+    if not isinstance(relation, dict):
+        return frozenset()
+    relname = str(relation.get("relname") or "").lower()
+    alias = (relation.get("alias") or {}).get("aliasname")
+    names = {str(alias).lower()} if alias else {relname}
+    if not others:
+        names.add("")  # an unqualified name can only be the target's
+    for item in others if isinstance(others, list) else []:
+        if not isinstance(item, dict) or len(item) != 1:
+            continue
+        ((kind, fields),) = item.items()
+        other_alias = str((fields.get("alias") or {}).get("aliasname") or "").lower()
+        if kind == "RangeVar":
+            if str(fields.get("relname") or "").lower() == relname:
+                names.add(other_alias or relname)
+        elif other_alias and (kind != "RangeSubselect" or _reads_relation(fields, relname)):
+            names.add(other_alias)  # a function or a subquery over the target: its values
+        elif kind == "JoinExpr":
+            names |= _target_names(relation, [fields.get("larg"), fields.get("rarg")])
+    return frozenset(names)
+
+
+def _reads_relation(node: Any, relname: str) -> bool:
+    """Whether a table of this name is read anywhere inside a node."""
+    stack: list[Any] = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if str(item.get("relname") or "").lower() == relname:
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return False
+
+
+def _restricts(where: Any, target: frozenset[str]) -> bool:
+    """Whether a condition restricts the target's rows by their own values: a comparison
+    of a target column with something that is not one (`id = 5`, `id in (...)`, `name like
+    $1`, `t.id = s.id`), a NULL or boolean test of a target column, a bare boolean column,
+    `WHERE CURRENT OF`, an EXISTS correlated with the target; any of an AND's terms, every
+    branch of an OR. Everything else restricts nothing the gateway can tell (`where 't'`,
+    `not false`, `id = id`, `1 in (1)`, `coalesce(true)`, a parameter `$1`, a function
+    call): the statement counts as having no WHERE (fail closed)."""
+    if not isinstance(where, dict) or len(where) != 1:
+        return False
+    ((kind, fields),) = where.items()
+    if kind == "BoolExpr":
+        args = fields.get("args") or []
+        if fields.get("boolop") == "AND_EXPR":
+            return any(_restricts(arg, target) for arg in args)
+        if fields.get("boolop") == "OR_EXPR":
+            return bool(args) and all(_restricts(arg, target) for arg in args)
+        return len(args) == 1 and _restricts(args[0], target)  # NOT
+    if kind == "A_Expr":
+        return _reads_target(fields.get("lexpr"), target) != _reads_target(
+            fields.get("rexpr"), target
+        )
+    if kind in ("NullTest", "BooleanTest"):
+        return _reads_target(fields.get("arg"), target)
+    if kind == "ColumnRef":
+        return _reads_target(where, target)
+    if kind == "TypeCast" and _uncast(where) is not where:
+        return _restricts(_uncast(where), target)
+    if kind == "CurrentOfExpr":
+        return True
+    if kind == "SubLink":
+        if fields.get("subLinkType") in ("ANY_SUBLINK", "ALL_SUBLINK", "ROWCOMPARE_SUBLINK"):
+            return _reads_target(fields.get("testexpr"), target)
+        if fields.get("subLinkType") == "EXISTS_SUBLINK":
+            return _reads_target(fields.get("subselect"), target, qualified_only=True)
+    return False
+
+
+def _reads_target(node: Any, target: frozenset[str], *, qualified_only: bool = False) -> bool:
+    """Whether an expression reads a column of the target: one qualified by a target name,
+    or one without a qualifier when the statement has no other relation ("" in `target`;
+    with FROM or USING it may be theirs: `using pg_settings where name is not null`).
+    Inside a subquery only a qualified name counts, since an unqualified one is its own."""
+    stack: list[tuple[Any, bool]] = [(node, qualified_only)]
+    while stack:
+        item, inner = stack.pop()
+        if isinstance(item, list):
+            stack.extend((value, inner) for value in item)
+        elif isinstance(item, dict):
+            if "ColumnRef" in item and isinstance(item["ColumnRef"], dict):
+                parts = item["ColumnRef"].get("fields") or []
+                if len(parts) == 1 and not inner and "" in target:
+                    return True
+                if len(parts) >= 2 and _string(parts[-2]).lower() in target:
+                    return True
+                continue
+            for key, value in item.items():
+                if isinstance(value, dict | list):
+                    stack.append((value, inner or key == "SelectStmt"))
+    return False
+
+
+def _uncast(node: Any) -> Any:
+    """`'text'::text` as `'text'`: the value under any number of casts."""
+    while isinstance(node, dict) and "TypeCast" in node:
+        node = node["TypeCast"].get("arg")
+    return node
+
+
+def _is_bool(node: Any) -> bool:
+    return isinstance(node, dict) and "boolval" in (node.get("A_Const") or {})
+
+
+def _column_name(node: Any) -> str | None:
+    """The column an unqualified reference names, or None."""
+    if isinstance(node, dict) and "ColumnRef" in node:
+        parts = node["ColumnRef"].get("fields") or []
+        if len(parts) == 1:
+            return _string(parts[0]).lower()
+    return None
+
+
+def _pg_settings_name(fields: dict[str, Any]) -> str | None:
+    """The setting a `SELECT ... FROM pg_settings WHERE name = 'x'` reads rows of: its only
+    relation is pg_settings and its WHERE (or one of its AND terms) pins `name` to a
+    constant, so `name` in its target list can only be that constant."""
+    relations = fields.get("fromClause") or []
+    if len(relations) != 1 or not isinstance(relations[0], dict):
+        return None
+    var = relations[0].get("RangeVar") or {}
+    if str(var.get("relname") or "") != "pg_settings":
+        return None
+    if str(var.get("schemaname") or "pg_catalog") != "pg_catalog":
+        return None
+    where = fields.get("whereClause")
+    terms = [where]
+    if isinstance(where, dict) and (where.get("BoolExpr") or {}).get("boolop") == "AND_EXPR":
+        terms = where["BoolExpr"].get("args") or []
+    for term in terms:
+        expr = term.get("A_Expr") if isinstance(term, dict) else None
+        if not isinstance(expr, dict) or expr.get("kind") != "AEXPR_OP":
+            continue
+        if [_string(part) for part in expr.get("name") or []] != ["="]:
+            continue
+        value = _const_string(_uncast(expr.get("rexpr")))
+        if _column_name(expr.get("lexpr")) == "name" and value is not None:
+            return value
+    return None
 
 
 def _strip_location(node: Any) -> Any:

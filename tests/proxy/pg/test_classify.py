@@ -79,6 +79,42 @@ CASES = [
     ),
     ("create rule r as on update to t do also notify ch", {"ddl", "utility"}),
     ("selec 1", {"unparsable"}),
+    # issue 13: rows written without a WHERE that restricts them
+    (
+        "merge into t using t s on t.id = s.id when matched then delete",
+        {"write", "delete_without_where"},
+    ),
+    (
+        "merge into t using (values (1)) s(id) on t.id = s.id when matched then update set a = 1",
+        {"write", "read"},
+    ),
+    (
+        "insert into t select * from t on conflict (id) do update set a = 1",
+        {"write", "read", "update_without_where"},
+    ),
+    ("insert into t values (1) on conflict (id) do update set a = 1", {"write"}),
+    ("delete from t where 't'", {"write", "delete_without_where"}),
+    ("delete from t where id = id", {"write", "delete_without_where"}),
+    ("delete from t where $1", {"write", "delete_without_where"}),
+    ("delete from t where id = $1", {"write"}),
+    ("delete from t using u where name is not null", {"write", "delete_without_where"}),
+    ("update t set a = u.a from u where t.id = u.id", {"write"}),
+    # issue 13: SQL as text, server files, rewrites, statistics
+    (
+        "select query_to_xml('delete from t', true, false, '')",
+        {"read", "write", "delete_without_where"},
+    ),
+    ("select query_to_xml(q, true, false, '') from t", {"read", "dynamic_sql"}),
+    ("select dblink_exec('dbname=x', 'drop table t')", {"read", "ddl", "server_function"}),
+    ("load 'plpgsql'", {"server_file", "utility"}),
+    ("select pg_ls_logdir()", {"read", "server_file", "server_function"}),
+    ("vacuum full t", {"table_rewrite", "utility"}),
+    ("select * from pg_stats", {"read", "statistics"}),
+    ("select set_config(name, 'x', false) from pg_settings where name = 'work_mem'", {"read"}),
+    (
+        "select set_config(name, 'x', false) from pg_settings where name = 'role'",
+        {"read", "set_role"},
+    ),
 ]
 
 
@@ -149,11 +185,13 @@ def test_writes_share_a_fingerprint_unless_their_where_is_made_of_constants() ->
     again = classifier("update accounts set balance = balance + 7 where id = 2")
     assert (classifier.hits, classifier.misses) == (1, 1)  # pgbench's TPC-B writes hit
     assert again.classes == {"write"} and again.key is not None
-    # `1 = 2` and `1 = 1` share a fingerprint, but only one of them is without a WHERE.
-    assert classifier("delete from t where 1 = 2").classes == {"write"}
+    # A WHERE made of constants restricts no row by its own values, whatever they are:
+    # `1 = 2` and `1 = 1` share a fingerprint and a class.
+    assert classifier("delete from t where 1 = 2").classes == {"write", "delete_without_where"}
     assert classifier("delete from t where 1 = 1").classes == {"write", "delete_without_where"}
-    assert classifier("update t set a = 1 where false").classes == {"write"}
+    assert "update_without_where" in classifier("update t set a = 1 where false").classes
     assert "update_without_where" in classifier("update t set a = 1 where true").classes
+    assert classifier("delete from t where a = 1").classes == {"write"}
 
 
 def test_tables_differing_in_digits_never_share_a_cached_classification() -> None:
@@ -286,6 +324,22 @@ _TEMPLATES = (
     "copy t to stdout with (header {n})",
     "select * from t where a = -{n} and b = {s}",
     "begin transaction isolation level serializable, read {s}",
+    "delete from t where {s}",
+    "delete from t where not {s}::bool and a = {n}",
+    "update t set a = {n} where {n} in ({n}) or a = {n}",
+    "merge into t using (select {n} as id) s on t.id = s.id when matched then delete",
+    "merge into t using t s on t.id = {n} when matched then update set a = {s}",
+    "insert into t select {n}, {s} on conflict (id) do update set a = {s}",
+    "insert into t values ({n}, {s}) on conflict (id) do update set a = {s}",
+    "select set_config(name, {s}, false) from pg_settings where name = {s}",
+    "select query_to_xml({s}, true, false, '')",
+    "select dblink_exec('dbname=x', {s})",
+    "select dblink({s}, {s})",
+    "select table_to_xml({s}, true, false, '')",
+    "vacuum (full {n}) t",
+    "vacuum (full {s}) t",
+    "select histogram_bounds from pg_stats where tablename = {s}",
+    "select pg_ls_logdir(), {n}",
 )
 
 
@@ -293,7 +347,21 @@ _TEMPLATES = (
     st.lists(
         st.tuples(
             st.sampled_from(_TEMPLATES),
-            st.sampled_from(["'role'", "'on'", "'off'", "'x'", "'search_path'", "'1'", "''"]),
+            st.sampled_from(
+                [
+                    "'role'",
+                    "'on'",
+                    "'off'",
+                    "'x'",
+                    "'search_path'",
+                    "'1'",
+                    "''",
+                    "'t'",
+                    "'drop table t'",
+                    "'select 1'",
+                    "'delete from t'",
+                ]
+            ),
             st.sampled_from(["0", "1", "2", "1.5", "1e3"]),
         ),
         min_size=1,
