@@ -38,6 +38,24 @@ TARGET_KEYS_BY_PROTOCOL = {
         {"database", "password_env", "password_file", "read_only", "sslmode", "ca_file"}
     ),
 }
+# The keys [gateway] may have (docs/configuration.md); a typo is an error, not a default.
+GATEWAY_KEYS = frozenset(
+    {
+        "data_dir",
+        "id",
+        "ssh_listen",
+        "ssh_host_names",
+        "idle_timeout",
+        "login_timeout",
+        "env_allow",
+        "pg_listen",
+    }
+)
+# What `hoop-tui hash-password` prints: cost parameters, a salt of 8+ bytes and a digest of 16+
+# bytes in standard base64. A placeholder pasted from an example fails here, not at login.
+SCRYPT_HASH_PATTERN = re.compile(
+    r"^\$scrypt\$ln=\d{1,2},r=\d{1,2},p=\d{1,2}\$[A-Za-z0-9+/]{11,}\$[A-Za-z0-9+/]{22,}$"
+)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 DURATION_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -171,6 +189,7 @@ def load_config(path: Path) -> GatewayConfig:
     if not isinstance(gateway_id, str) or not gateway_id:
         raise ConfigError(path, "gateway.id", "must be a non-empty string")
     reader = _Reader(path)
+    reader.known_keys(gateway, GATEWAY_KEYS, "gateway")
     return GatewayConfig(
         path=path,
         data_dir=resolved,
@@ -353,9 +372,10 @@ class _Reader:
             if name in users:
                 raise self.error(f"{where}.name", f"user {name!r} is defined twice")
             password_hash = self.string(entry, "password_hash", where) or None
-            if password_hash is not None and not password_hash.startswith("$scrypt$"):
+            if password_hash is not None and not SCRYPT_HASH_PATTERN.match(password_hash):
                 raise self.error(
-                    f"{where}.password_hash", "is not a hash made by `hoop-tui hash-password`"
+                    f"{where}.password_hash",
+                    "is not a hash made by `hoop-tui hash-password` (run it and paste its output)",
                 )
             keys = self.string_list(entry, "authorized_keys", where)
             for key_index, key in enumerate(keys):

@@ -77,6 +77,38 @@ def test_a_broken_config_names_file_and_key_and_does_not_start(tmp_path: Path) -
     assert result.stderr.startswith(f"hoop-tui: {config}: gateway.ssh_listen: must be")
 
 
+@pytest.mark.parametrize(
+    ("text", "key", "says"),
+    [
+        (
+            '[gateway]\ndata_dir = "d"\nssh_listne = "127.0.0.1:2222"\n',
+            "gateway.ssh_listne",
+            "unknown key",
+        ),
+        ('[gateway]\ndata_dir = "d"\nidd = "gw"\n', "gateway.idd", "unknown key"),
+        (
+            '[gateway]\ndata_dir = "d"\n[[users]]\nname = "alice"\npassword_hash = '
+            '"$scrypt$ln=14,r=8,p=1$REPLACE$WITH-THE-OUTPUT-OF-hoop-tui-hash-password"\n',
+            "users[0].password_hash",
+            "hoop-tui hash-password",
+        ),
+    ],
+    ids=["typo-listen", "typo-id", "placeholder-hash"],
+)
+def test_check_refuses_typos_and_placeholders(
+    tmp_path: Path, text: str, key: str, says: str
+) -> None:
+    """`--check` passed unknown [gateway] keys and the example's placeholder hash (issue 17, 7)."""
+    config = tmp_path / "gateway.toml"
+    config.write_text(text)
+    result = subprocess.run(
+        [*HOOP, "gateway", "--check", "--config", str(config)], capture_output=True, text=True
+    )
+    assert result.returncode == 1, result.stdout
+    assert result.stderr.startswith(f"hoop-tui: {config}: {key}: ")
+    assert says in result.stderr
+
+
 async def test_sigterm_ends_sessions_and_closes_recordings(harness: GatewayHarness) -> None:
     harness.add_user("alice", groups=("dev",))
     harness.add_target("web1")
