@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,12 @@ def test_the_documented_shape_loads(tmp_path: Path, key_file: Path) -> None:
 def test_the_example_config_loads(tmp_path: Path) -> None:
     example = Path(__file__).parents[2] / "examples" / "gateway.toml"
     text = example.read_text()
+    with pytest.raises(ConfigError) as caught:  # its placeholder hash must be replaced first
+        load_config(write(tmp_path, text))
+    assert caught.value.key == "users[0].password_hash"
+    placeholder = re.search(r'password_hash = "([^"]+)"', text)
+    assert placeholder is not None
+    text = text.replace(placeholder.group(1), hash_password("pw", log_n=4))
     with pytest.raises(ConfigError) as caught:  # its key file does not exist here
         load_config(write(tmp_path, text))
     assert caught.value.key == "targets[0].key_file"
