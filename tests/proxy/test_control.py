@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import os
+import signal
 import stat
 import sys
 import time
@@ -359,3 +360,71 @@ async def test_deciding_a_hold_one_cannot_see_answers_as_for_an_unknown_id(gatew
     assert str(unknown.value) == "no hold h-000000"
     await client.close()
     waiting.cancel()
+
+
+# -- a slow or stopped directory: operators wait and are told why, sessions go on ---------------
+
+
+@pytest.mark.timeout(120)
+async def test_a_stopped_directory_holds_control_connections_not_live_sessions(harness, tmp_path):
+    """slapd stopped (SIGSTOP): three control connections of an operator whose identity comes
+    from the directory wait and then fail with the reason, while a live SSH session's echo stays
+    fast; once the directory answers again, the operator is carol, named as the entry is."""
+    from tests.fixtures.processes import stop
+    from tests.fixtures.slapd import GROUP_BASE, USER_DN, LdapUser, start_slapd
+
+    slapd = start_slapd(tmp_path / "slapd", [LdapUser("carol", "carol-pw", [], ["oncall"])])
+    try:
+        harness.ldap = {"url": slapd.url, "user_dn": USER_DN, "group_base": GROUP_BASE}
+        harness.ldap["timeout"] = 2
+        harness.add_user("alice", groups=("dev",))
+        harness.add_target("web1")
+        harness.operators[OS_USER] = "CAROL"
+        await harness.start_runtime()
+        path = socket_path(harness.data_dir)
+        session = await harness.spawn(
+            "ssh", "-T", "-p", str(harness.port), "alice+web1@127.0.0.1", "cat",
+            user="alice", stdin=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert session.stdin is not None and session.stdout is not None
+
+        async def echo(n: int) -> float:
+            started = time.monotonic()
+            session.stdin.write(f"ping {n}\n".encode())
+            line = await asyncio.wait_for(session.stdout.readline(), 20)
+            assert line == f"ping {n}\n".encode()
+            return time.monotonic() - started
+
+        await echo(0)  # the session is up
+        os.kill(slapd.process.pid, signal.SIGSTOP)
+        try:
+
+            async def operator() -> str:
+                client = await ControlClient.connect(path)
+                try:
+                    await client.call("whoami")
+                except ControlError as exc:
+                    return str(exc)
+                finally:
+                    await client.close()
+                return "answered"
+
+            waiting = [asyncio.ensure_future(operator()) for _ in range(3)]
+            slowest = 0.0
+            for n in range(1, 15):  # about three seconds of typing
+                slowest = max(slowest, await echo(n))
+                await asyncio.sleep(0.2)
+            assert slowest < 0.5, f"an echo took {slowest:.2f} s while the directory was stopped"
+            errors = await asyncio.wait_for(asyncio.gather(*waiting), 30)
+            for error in errors:
+                assert "cannot tell which gateway identity the OS user" in error
+                assert "the user directory did not answer, try again later" in error
+        finally:
+            os.kill(slapd.process.pid, signal.SIGCONT)
+        client = await ControlClient.connect(path)
+        assert await client.call("whoami") == {"name": "carol", "groups": ["oncall"]}
+        await client.close()
+        session.stdin.close()
+        await asyncio.wait_for(session.wait(), 20)
+    finally:
+        stop(slapd.process)
