@@ -15,7 +15,13 @@ pgbench tables made with `pgbench -i -s 1` if missing):
    Python proxy on this machine);
 3. the same through the full gateway (framing, pglast classification with its fingerprint
    cache, policy, recording with fsync'd frames, SCRAM login);
-4. TPC-B-like `pgbench -c 8 -j 2 -T N` direct and through the gateway.
+4. TPC-B-like `pgbench -c 8 -j 2 -T N` direct and through the gateway;
+5. connection set-up: psycopg `connect()` + `close()` latency (a client process of its own,
+   one connection at a time) and logins per second (`pgbench -C -S`, a new connection per
+   transaction), direct and through the gateway: SCRAM on a plain connection, and a
+   password inside TLS checked against a production-cost scrypt hash (the first login pays
+   it; `[postgres] login_cache` spares the rest). Direct uses trust authentication, so the
+   ratios include the gateway's authentication as well as its two logins.
 
 Each gateway line also shows the CPU time this process (gateway, its recording threads) spent
 per transaction, from `os.times()` around the run.
@@ -44,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from proxy.approvals import ApprovalService
+from proxy.auth import hash_password
 from proxy.broker import ApprovalBroker
 from proxy.config import load_config
 from proxy.control import ControlServer, socket_path
@@ -54,6 +61,18 @@ from storage.state import SqliteState
 
 PG_HOST, PG_PORT, DATABASE, PG_USER = "127.0.0.1", 5432, "test", "root"
 PASSWORD = "bench-pw"
+TLS_USER = "bench-tls"  # a gateway user with a scrypt hash (production cost), no verifier
+CONNECTS = 40  # connect+close timings per way
+
+_CONNECT_SCRIPT = """
+import sys, time, psycopg
+dsn, count = sys.argv[1], int(sys.argv[2])
+psycopg.connect(dsn).close()  # the first login (and any cache fill) is not counted
+for _ in range(count):
+    started = time.perf_counter()
+    psycopg.connect(dsn).close()
+    print(int((time.perf_counter() - started) * 1e6))
+"""
 
 
 @dataclass
@@ -71,10 +90,17 @@ class Run:
 
 
 async def pgbench(
-    name: str, port: int, args: list[str], duration: int, clients: int, threads: int, user: str
+    name: str,
+    port: int,
+    args: list[str],
+    duration: int,
+    clients: int,
+    threads: int,
+    user: str,
+    sslmode: str = "disable",
 ) -> Run:
     workdir = Path(tempfile.mkdtemp(prefix="hoop-pgbench-"))
-    env = dict(os.environ, PGPASSWORD=PASSWORD, PGSSLMODE="disable")
+    env = dict(os.environ, PGPASSWORD=PASSWORD, PGSSLMODE=sslmode)
     argv = [
         "pgbench",
         "-h", PG_HOST,
@@ -157,6 +183,11 @@ allow_plain = true
 [postgres.scram]
 {PG_USER} = "{make_verifier(PASSWORD, iterations=4096).encode()}"
 
+[[users]]
+name = "{TLS_USER}"
+password_hash = "{hash_password(PASSWORD)}"
+groups = ["bench"]
+
 [[targets]]
 name = "{DATABASE}"
 protocol = "postgres"
@@ -181,6 +212,52 @@ message = "no schema changes in the benchmark"
     gateway = PgGateway(config, Enforcer(service))
     await gateway.start()
     return gateway, service, control
+
+
+async def connect_latency(name: str, dsn: str, count: int) -> Run:
+    """psycopg connect() + close(), one at a time, from a client process of its own (so the
+    client's SCRAM work does not share this process's event loop with the gateway)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _CONNECT_SCRIPT, dsn, str(count),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await process.communicate()
+    if process.returncode != 0:
+        raise SystemExit(f"connect timing failed ({name}): {err.decode()}")
+    latencies = [int(item) for item in out.split()]
+    return Run(name, 0.0, latencies)
+
+
+async def connections(
+    ways: dict[str, tuple[int, str, str]], duration: int, clients: int, threads: int
+) -> None:
+    """Connection set-up per way (name -> port, user, sslmode): connect+close latency and
+    logins per second (`pgbench -C -S`)."""
+    print(
+        f"connection set-up: psycopg connect+close x{CONNECTS} (one at a time); "
+        f"logins/s = pgbench -C -S -c {clients} -j {threads} -T {duration}"
+    )
+    base: tuple[Run, Run] | None = None
+    for name, (port, user, sslmode) in ways.items():
+        dsn = (
+            f"host={PG_HOST} port={port} user={user} dbname={DATABASE} "
+            f"password={PASSWORD} sslmode={sslmode}"
+        )
+        latency = await connect_latency(name, dsn, CONNECTS)
+        logins = await pgbench(name, port, ["-C", "-S"], duration, clients, threads, user, sslmode)
+        mean = sum(latency.latencies_us) / max(1, len(latency.latencies_us)) / 1000
+        text = (
+            f"  {name:<34} connect+close mean {mean:6.2f} ms  p50 {latency.pct(0.5):6.2f}  "
+            f"p99 {latency.pct(0.99):6.2f}  logins/s {logins.tps:8.1f}"
+        )
+        if base is None:
+            base = (latency, logins)
+        else:
+            base_mean = sum(base[0].latencies_us) / max(1, len(base[0].latencies_us)) / 1000
+            text += f"  ({mean / base_mean:.2f}x direct set-up"
+            text += f", {logins.tps / base[1].tps:.2f}x direct logins/s)" if base[1].tps else ")"
+        print(text)
+    print()
 
 
 async def ensure_tables() -> None:
@@ -334,6 +411,14 @@ async def main() -> None:
             print()
             if profiler:
                 pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+            set_up = {
+                "direct (trust)": (PG_PORT, PG_USER, "disable"),
+                "gateway, SCRAM, plain": (gateway.port, PG_USER, "disable"),
+                "gateway, password in TLS (scrypt)": (gateway.port, TLS_USER, "require"),
+            }
+            if bouncer is not None:
+                set_up["pgbouncer"] = (bouncer[1], PG_USER, "disable")
+            await connections(set_up, duration, args.clients, args.threads)
             if args.skip_tpcb:
                 return
             print(f"pgbench (TPC-B-like) -c {args.clients} -j {args.threads} -T {duration}")

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime
+import hmac
 import ipaddress
 import logging
 import os
@@ -112,6 +113,7 @@ _SETTINGS_KEYS = frozenset(
         "sample_rows",
         "unparsable",
         "login_timeout",
+        "login_cache",
         "scram",
     }
 )
@@ -170,6 +172,7 @@ class PgSettings:
     sample_rows: int = 20
     unparsable: UnparsableMode = UnparsableMode.POLICY
     login_timeout: float = 30.0
+    login_cache: float = 60.0  # seconds a verified password is remembered (0: never)
     scram: dict[str, Verifier] = field(default_factory=dict)
     targets: dict[str, PgTarget] = field(default_factory=dict)
 
@@ -229,6 +232,15 @@ def parse_pg_settings(config: GatewayConfig) -> PgSettings:
     login_timeout = section.get("login_timeout", 30)
     if isinstance(login_timeout, bool) or not isinstance(login_timeout, int | float):
         raise ConfigError(path, "postgres.login_timeout", "must be a number of seconds")
+    login_cache = section.get("login_cache", 60)
+    if (
+        isinstance(login_cache, bool)
+        or not isinstance(login_cache, int | float)
+        or not 0 <= login_cache <= 3600
+    ):
+        raise ConfigError(
+            path, "postgres.login_cache", "must be a number of seconds from 0 (off) to 3600"
+        )
     scram_table = section.get("scram", {})
     if not isinstance(scram_table, dict):
         raise ConfigError(path, "postgres.scram", "must be a table of user = verifier")
@@ -258,6 +270,7 @@ def parse_pg_settings(config: GatewayConfig) -> PgSettings:
         sample_rows=sample_rows,
         unparsable=unparsable,
         login_timeout=float(login_timeout),
+        login_cache=float(login_cache),
         scram=scram,
         targets={
             name: _pg_target(target, path, index, file)
@@ -442,6 +455,53 @@ def make_decider(
 
 
 # ---------------------------------------------------------------------------------------------
+# Verified passwords, for a while
+
+
+class LoginCache:
+    """Passwords that passed the scrypt check or the LDAP bind in the last `ttl` seconds, so
+    that a client reconnecting (a pool, `psql -c` in a loop) does not pay that check again.
+    Entries are HMAC-SHA256 digests of user and password under a key made at start and held
+    only in memory: never the password, never on disk. A wrong password is never cached, so
+    guessing still goes through the check and its throttle; a changed or revoked password
+    is honoured once its entry expires (at most `ttl` seconds)."""
+
+    MAX_ENTRIES = 4096
+
+    def __init__(self, ttl: float, clock: Callable[[], float] | None = None) -> None:
+        self.ttl = ttl
+        self._clock = clock or (lambda: asyncio.get_running_loop().time())
+        self._key = secrets.token_bytes(32)
+        self._entries: dict[bytes, tuple[float, Identity]] = {}
+
+    def _digest(self, user: str, password: str) -> bytes:
+        message = user.encode("utf-8", "surrogatepass") + b"\x00"
+        return hmac.digest(self._key, message + password.encode("utf-8", "surrogatepass"), "sha256")
+
+    def get(self, user: str, password: str) -> Identity | None:
+        if self.ttl <= 0:
+            return None
+        digest = self._digest(user, password)
+        found = self._entries.get(digest)
+        if found is None:
+            return None
+        if found[0] <= self._clock():
+            del self._entries[digest]
+            return None
+        return found[1]
+
+    def put(self, user: str, password: str, identity: Identity) -> None:
+        if self.ttl <= 0:
+            return
+        now = self._clock()
+        if len(self._entries) >= self.MAX_ENTRIES:
+            self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
+            while len(self._entries) >= self.MAX_ENTRIES:
+                del self._entries[next(iter(self._entries))]
+        self._entries[self._digest(user, password)] = (now + self.ttl, identity)
+
+
+# ---------------------------------------------------------------------------------------------
 # The gateway
 
 
@@ -469,6 +529,7 @@ class PgGateway:
         self.server: asyncio.Server | None = None
         self.connections: set[PgConnection] = set()
         self.cancel_keys: dict[tuple[int, bytes], PgConnection] = {}
+        self.logins = LoginCache(self.settings.login_cache)
         self._tasks: set[asyncio.Task[None]] = set()
         # Set by the gateway runtime: just-in-time access (None, or why not), masking rules.
         self.access_guard: Callable[[Identity, str], str | None] | None = None
@@ -749,6 +810,9 @@ class PgConnection:
         # A password inside TLS (or plain, where allowed): scrypt hash or LDAP bind.
         self.writer.write(Authentication(AuthCode.CLEARTEXT_PASSWORD).encode())
         password = (await self._password(messages)).password()
+        remembered = self.gateway.logins.get(user, password)
+        if remembered is not None:
+            return remembered
         host = self.client.rpartition(":")[0]
         result = await auth.check_password(user, password, host)
         if result.identity is None:
@@ -757,6 +821,7 @@ class PgConnection:
             raise failed
         if result.identity.service_account:
             raise LoginRefused("28000", "hoop: service accounts log in with keys only")
+        self.gateway.logins.put(user, password, result.identity)
         return result.identity
 
     async def _scram(

@@ -297,3 +297,61 @@ async def test_the_plain_refusal_names_its_setting(pg: PgHarness) -> None:
     assert "[postgres] allow_plain = true" in str(caught.value)
     done = await pg.psql("-c", "select 1", user="bob")
     assert "allow_plain" in done.err
+
+
+# -- 8. connection set-up ---------------------------------------------------------------------
+
+CAROL_PASSWORD = "carol-pw"
+
+
+def _carol(log_n: int) -> str:
+    from proxy.auth import hash_password
+
+    return (
+        '[[users]]\nname = "carol"\n'
+        f'password_hash = "{hash_password(CAROL_PASSWORD, log_n=log_n)}"\ngroups = ["dev"]\n'
+    )
+
+
+def _carol_dsn(pg: PgHarness) -> str:
+    where = f"host=127.0.0.1 port={pg.port} dbname=test sslmode=require"
+    return f"{where} user=carol password={CAROL_PASSWORD}"
+
+
+async def _connect_ms(dsn: str) -> float:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    conn = await psycopg.AsyncConnection.connect(dsn)
+    await conn.close()
+    return (loop.time() - started) * 1000
+
+
+async def test_a_reconnect_does_not_pay_the_password_hash_again(pg: PgHarness) -> None:
+    """A password inside TLS against a costly scrypt hash: the first login pays it, the
+    logins after it within `login_cache` seconds do not."""
+    pg.extra_toml = _carol(15)
+    await pg.start()
+    first = await _connect_ms(_carol_dsn(pg))
+    again = sorted([await _connect_ms(_carol_dsn(pg)) for _ in range(5)])
+    assert again[2] < first / 2, (first, again)
+
+
+async def test_the_login_cache_never_lets_a_wrong_password_in(pg: PgHarness) -> None:
+    pg.extra_toml = _carol(4)
+    await pg.start()
+    await _connect_ms(_carol_dsn(pg))  # the right password, now remembered
+    for wrong in ("carol-pw ", "Carol-pw", "carol-p", "x"):
+        with pytest.raises(psycopg.OperationalError) as caught:
+            await psycopg.AsyncConnection.connect(_carol_dsn(pg), password=wrong)
+        assert "password authentication failed" in str(caught.value)
+    with pytest.raises(psycopg.OperationalError):  # another user, the same password
+        await psycopg.AsyncConnection.connect(_carol_dsn(pg).replace("user=carol", "user=alice"))
+
+
+async def test_the_login_cache_can_be_turned_off(pg: PgHarness) -> None:
+    pg.extra_toml = _carol(15)
+    pg.postgres = {"allow_plain": True, "login_cache": 0}
+    await pg.start()
+    first = await _connect_ms(_carol_dsn(pg))
+    again = sorted([await _connect_ms(_carol_dsn(pg)) for _ in range(3)])
+    assert again[1] > first / 3, (first, again)
