@@ -14,7 +14,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from proxy.broker import ApprovalBroker, DecisionRefused, Person
+from proxy.broker import (
+    DEFAULT_MAX_GRANT_S,
+    ApprovalBroker,
+    DecisionRefused,
+    Person,
+    grant_seconds,
+)
 from proxy.control import Caller, ControlServer
 from storage.state import Grant, Hold, HoldStatus
 
@@ -33,7 +39,9 @@ class ApprovalService:
         clock: Callable[[], float] = time.time,
         on_grant_ended: Callable[[Grant], None] | None = None,
         grant_approvers: Callable[[str], list[str]] | None = None,
+        max_grant_s: float = DEFAULT_MAX_GRANT_S,
     ) -> None:
+        self.max_grant_s = max_grant_s  # `[policy] max_grant`
         self.broker = broker
         self.control = control
         self.clock = clock
@@ -160,6 +168,7 @@ class ApprovalService:
             reason=reason,
             approvers=approvers,
             now=self.clock(),
+            max_grant_s=self.max_grant_s,
         )
         self.control.publish(GRANTS_TOPIC, "grant.requested", grant.to_json())
         return grant
@@ -171,7 +180,7 @@ class ApprovalService:
         grant = self.request_grant(
             caller.person,
             str(args["target"]),
-            duration_s=int(args["duration_s"]),
+            duration_s=grant_seconds(args["duration_s"], self.max_grant_s),
             reason=str(args.get("reason") or ""),
             approvers=named,
         )

@@ -8,11 +8,13 @@ and pushes the changes to subscribers. Every decision lands in the audit log.
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from proxy.config import ConfigError, parse_duration
 from storage.state import (
     AuditEntry,
     Decision,
@@ -26,6 +28,46 @@ from storage.state import (
 
 class DecisionRefused(Exception):
     """A decision the broker will not take, with the reason worded for the person."""
+
+
+DEFAULT_MAX_GRANT_S = 7 * 86400  # `[policy] max_grant` when the configuration names none
+
+
+def grant_seconds(value: object, max_grant_s: float = DEFAULT_MAX_GRANT_S) -> int:
+    """A grant length as asked for (a number of seconds from a control message or the console),
+    checked: finite, above zero, at most `max_grant_s`. Anything else is refused with the
+    reason, never turned into an endless or an exception-raising grant."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise DecisionRefused("a grant needs a length in seconds (--for 1h)")
+    if value <= 0 or int(value) <= 0:
+        raise DecisionRefused("a grant needs a positive duration (--for 1h)")
+    if value > max_grant_s:
+        raise DecisionRefused(
+            f"a grant lasts at most {_length(max_grant_s)} ([policy] max_grant); ask for less"
+        )
+    return int(value)
+
+
+def max_grant_from(raw: Mapping[str, Any], path: object) -> float:
+    """`[policy] max_grant` ("12h", "7d", or seconds): the longest grant anyone may ask for."""
+    section = raw.get("policy", {})
+    value = section.get("max_grant") if isinstance(section, Mapping) else None
+    if value is None:
+        return DEFAULT_MAX_GRANT_S
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(str(path), "policy.max_grant", str(exc)) from None
+    if not math.isfinite(seconds) or seconds < 1:
+        raise ConfigError(str(path), "policy.max_grant", "must be at least one second")
+    return seconds
+
+
+def _length(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,9 +233,9 @@ class ApprovalBroker:
         reason: str,
         approvers: list[str],
         now: float,
+        max_grant_s: float = DEFAULT_MAX_GRANT_S,
     ) -> Grant:
-        if duration_s <= 0:
-            raise DecisionRefused("a grant needs a positive duration (--for 1h)")
+        duration_s = grant_seconds(duration_s, max_grant_s)
         if not reason.strip():
             raise DecisionRefused('a grant request needs a reason (--reason "...")')
         grant = Grant(

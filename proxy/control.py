@@ -396,7 +396,7 @@ class ControlServer:
             result = await handler(caller, args if isinstance(args, dict) else {})
         except (DecisionRefused, ControlError) as exc:
             caller.send({"id": request_id, "ok": False, "error": str(exc)})
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             caller.send({"id": request_id, "ok": False, "error": f"bad arguments for {op}: {exc}"})
         else:
             caller.send({"id": request_id, "ok": True, "result": result})

@@ -19,9 +19,11 @@ from proxy.policy import (
     Verdict,
     decide_command_line,
     decide_exec,
+    decide_files,
     decide_unseen,
 )
 from proxy.shell_gate import ShellGate
+from proxy.ssh.sftp import FileRequest
 from storage.schema import EventType
 
 if TYPE_CHECKING:
@@ -125,3 +127,28 @@ class PolicyInspector:
             verdict=verdict,
             notify=notify,
         )
+
+    async def check_file(
+        self,
+        link: TargetLink,
+        channel: int,
+        request: FileRequest,
+        notify: Callable[[str], None] = lambda text: None,
+    ) -> str | None:
+        """An SFTP request that touches files (proxy.ssh.sftp.FileRequest), judged by the
+        `files` rules: None to forward it, else the reason to refuse it with."""
+        caller = caller_of(link)
+        if request.unknown:
+            what = f"sftp {request.unknown}"
+            why = "an SFTP request the gateway cannot read"
+            verdict = decide_unseen(self.policy, caller, link.target.name, what, why)
+        else:
+            verdict = decide_files(
+                self.policy, caller, link.target.name, request.operations, cwd=request.cwd
+            )
+            what = verdict.command or " ".join(
+                f"sftp {op} {path}" for op, path in request.operations
+            )
+        link.record(EventType.COMMAND, channel, "sftp", what)
+        outcome = await self._enforce(link, channel, what, verdict, notify)
+        return None if outcome.allowed else outcome.message

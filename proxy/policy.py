@@ -427,7 +427,9 @@ _RULE_KEYS = frozenset(
         "timeout",
     }
 )
-_POLICY_KEYS = frozenset({"default", "unparsable", "approvers", "approvals", "timeout"})
+_POLICY_KEYS = frozenset(
+    {"default", "unparsable", "approvers", "approvals", "timeout", "max_grant"}  # max_grant: broker
+)
 _TIMEOUT_PART = re.compile(r"(\d+)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 

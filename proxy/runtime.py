@@ -21,7 +21,7 @@ from typing import Any
 
 from proxy.approvals import ApprovalService
 from proxy.auth import Authenticator, Identity
-from proxy.broker import ApprovalBroker, DecisionRefused, Person
+from proxy.broker import ApprovalBroker, DecisionRefused, Person, max_grant_from
 from proxy.config import ConfigError, GatewayConfig
 from proxy.console import Console
 from proxy.control import Caller, ControlServer, socket_path
@@ -118,6 +118,7 @@ class GatewayRuntime:
             clock=clock,
             on_grant_ended=self._grant_ended,
             grant_approvers=lambda target: jit_approvers(config, target),
+            max_grant_s=max_grant_from(config.raw, config.path),
         )
         self.enforcer = Enforcer(self.approvals)
         self.masks = MaskPolicy.from_raw_config(

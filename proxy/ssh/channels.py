@@ -23,6 +23,7 @@ import asyncssh
 from proxy.mask_stream import QUIET_FLUSH_S, MaskStream
 from proxy.masking import MaskAct, Masker
 from proxy.shell import starts_a_shell
+from proxy.ssh.file_gate import SftpFileGate
 from proxy.ssh.link import RecordingUnavailable, TargetLink
 from proxy.ssh.scp import Direction, ScpObserver
 from proxy.ssh.sftp import FileOperation, SftpObserver
@@ -122,6 +123,7 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         self.term_size: tuple[int, int, int, int] = (0, 0, 0, 0)
         self.term_modes: Mapping[int, int] = {}
         self.sftp: SftpObserver | None = None
+        self.file_gate: SftpFileGate | None = None  # SFTP requests judged by `files` rules
         self.scp: ScpObserver | None = None
         self.early: list[tuple[bytes, int | None]] = []
         self.early_eof = False
@@ -162,6 +164,19 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             return False
         self.kind, self.subsystem = "subsystem", subsystem
         self.sftp = SftpObserver()
+        check_file = getattr(self.inspector, "check_file", None)
+        if check_file is not None:
+            self.file_gate = SftpFileGate(
+                lambda request, notify: check_file(self.link, self.number, request, notify),
+                to_target=self._gate_to_target,
+                to_caller=self._sftp_reply,
+                notify=lambda text: self._notify(text.rstrip() + "\r\n"),
+                pause=lambda paused: (
+                    self._pause("sftp-judging") if paused else self._resume("sftp-judging")
+                ),
+                fail=self._fail,
+                spawn=self.link.spawn,
+            )
         return True
 
     def session_started(self) -> None:
@@ -316,6 +331,9 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         self.link.touch()
         if self.sftp is not None:
             self._file_operations(self.sftp.client_data(data))
+            if self.file_gate is not None:
+                self.file_gate.client_data(data)  # forwards it, holding requests until judged
+                return
         elif self.scp is not None and self.scp.direction is Direction.UPLOAD:
             self._file_operations(self.scp.feed(data))
         if self.gate is not None:
@@ -473,6 +491,8 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             self._file_operations(self.scp.feed(data))
         with contextlib.suppress(BrokenPipeError):
             self.chan.write(data, datatype)
+        if self.file_gate is not None and not datatype:
+            self.file_gate.target_data(data)  # a refusal waiting for a reply's end goes now
         if self.gate is not None:
             self.gate.output(data)
 
@@ -514,6 +534,12 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         else:
             self.chan.close()
 
+    def _sftp_reply(self, packet: bytes) -> None:
+        """A reply the gateway makes itself (a refused request), recorded like the target's."""
+        if self.sftp is not None:
+            self._file_operations(self.sftp.target_data(packet))
+        self._gate_to_caller(packet)
+
     def _finish_file_operations(self, reason: str) -> None:
         if self.sftp is not None:
             self._file_operations(self.sftp.finish(reason))
@@ -553,6 +579,8 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         if self._starting is not None and not self._starting.done():
             # Nobody is left to run it for: a held request is withdrawn now, not at expiry.
             self._starting.cancel(CALLER_GONE)
+        if self.file_gate is not None:
+            self.file_gate.close(CALLER_GONE)
         self._close_gate()
         if self.target is not None:
             self.target.close()

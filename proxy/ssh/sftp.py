@@ -321,3 +321,167 @@ def _message(cursor: _Cursor, code: int) -> str:
 
 def _text(value: bytes) -> str:
     return value.decode("utf-8", "backslashreplace")
+
+
+# ---------------------------------------------------------------------------------------------
+# Judging requests before the target sees them
+
+STATUS_PERMISSION_DENIED = 3
+STATUS_OP_UNSUPPORTED = 8
+OPEN_TOUCHES = OPEN_WRITE | OPEN_APPEND | OPEN_CREATE | OPEN_TRUNCATE
+
+# Extensions that only read metadata or act through handles already judged at open.
+_HARMLESS_EXTENSIONS = frozenset(
+    {
+        b"statvfs@openssh.com",
+        b"fstatvfs@openssh.com",
+        b"fsync@openssh.com",
+        b"limits@openssh.com",
+        b"expand-path@openssh.com",
+        b"home-directory",
+        b"users-groups-by-id@openssh.com",
+        b"copy-data",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FileRequest:
+    """An SFTP request a file rule judges: `operations` are (operation, path) pairs with the
+    path as sent (`cwd` is the directory relative paths start from, when known); `unknown`
+    names a request the gateway cannot read. Forward `packet` if allowed, else answer
+    `refusal(...)` to the caller instead."""
+
+    request_id: int
+    packet: bytes
+    operations: tuple[tuple[str, str], ...]
+    cwd: str | None = None
+    unknown: str = ""
+
+    def refusal(self, message: str, code: int = STATUS_PERMISSION_DENIED) -> bytes:
+        """The SSH_FXP_STATUS reply that refuses this request with `message`."""
+        text = message.encode("utf-8", "replace")
+        body = _U32.pack(self.request_id) + _U32.pack(code)
+        body += _U32.pack(len(text)) + text + _U32.pack(2) + b"en"
+        return _U32.pack(len(body) + 1) + bytes([Packet.STATUS]) + body
+
+
+@dataclass(slots=True)
+class SftpGate:
+    """Cuts the caller's SFTP stream into whole packets; those that read, write, delete,
+    rename, list, make directories, change attributes or link come out as `FileRequest`s to
+    judge, the rest as bytes to forward. The target's replies are fed to `target_data` so the
+    gate learns the working directory (the answer to `realpath .`) and the paths of handles,
+    and knows where its packets end: a refusal may only be sent to the caller between two of
+    them (`at_boundary`). A stream it cannot cut is `broken`: nothing more is forwarded."""
+
+    _from_client: PacketFramer = field(default_factory=PacketFramer)
+    _from_target: PacketFramer = field(default_factory=PacketFramer)
+    _realpath_dot: set[int] = field(default_factory=set)
+    _opening: dict[int, bytes] = field(default_factory=dict)
+    _handles: dict[bytes, str] = field(default_factory=dict)
+    cwd: str | None = None
+    broken: str = ""
+
+    def client_data(self, data: bytes) -> list[bytes | FileRequest]:
+        """Bytes from the caller: whole packets to forward, or requests to judge first."""
+        if self.broken:
+            return []
+        items: list[bytes | FileRequest] = []
+        try:
+            for kind, body in self._from_client.feed(data):
+                packet = _U32.pack(len(body) + 1) + bytes([kind]) + bytes(body)
+                request = self._judged(kind, _Cursor(body), packet)
+                if request is None:
+                    if items and isinstance(items[-1], bytes):
+                        items[-1] += packet
+                    else:
+                        items.append(packet)
+                else:
+                    items.append(request)
+        except MalformedPacket as exc:
+            self.broken = f"SFTP request not understood: {exc}"
+        return items
+
+    def target_data(self, data: bytes) -> None:
+        """Bytes from the target (forwarded as they are): learn cwd and handle paths."""
+        try:
+            for kind, body in self._from_target.feed(data):
+                self._reply(kind, _Cursor(body))
+        except MalformedPacket:
+            self._from_target = PacketFramer()
+            self.cwd = None  # what we learnt may be wrong now: relative paths are unknown
+
+    @property
+    def at_boundary(self) -> bool:
+        return not self._from_target._buffer
+
+    def _judged(self, kind: int, cursor: _Cursor, packet: bytes) -> FileRequest | None:
+        if kind in (Packet.INIT, Packet.VERSION):
+            return None
+        request_id = cursor.u32()
+        operations: list[tuple[str, str]] = []
+        if kind == Packet.OPEN:
+            path = _text(cursor.string())
+            flags = cursor.u32()
+            self._opening[request_id] = path.encode()
+            if flags & OPEN_READ or not flags & OPEN_TOUCHES:
+                operations.append(("read", path))
+            if flags & OPEN_TOUCHES:
+                operations.append(("write", path))
+        elif kind == Packet.OPENDIR:
+            path = _text(cursor.string())
+            self._opening[request_id] = path.encode()
+            operations.append(("list", path))
+        elif kind in (Packet.REMOVE, Packet.RMDIR):
+            operations.append(("delete", _text(cursor.string())))
+        elif kind == Packet.MKDIR:
+            operations.append(("mkdir", _text(cursor.string())))
+        elif kind == Packet.SETSTAT:
+            operations.append(("chmod", _text(cursor.string())))
+        elif kind == Packet.FSETSTAT:
+            operations.append(("chmod", self._handles.get(cursor.string(), "")))
+        elif kind == Packet.RENAME:
+            operations += [("rename", _text(cursor.string())), ("rename", _text(cursor.string()))]
+        elif kind == Packet.SYMLINK:
+            operations += [("symlink", _text(cursor.string())), ("symlink", _text(cursor.string()))]
+        elif kind == Packet.CLOSE:
+            self._handles.pop(cursor.string(), None)
+            return None
+        elif kind == Packet.REALPATH:
+            if cursor.string() in (b"", b"."):
+                self._realpath_dot.add(request_id)
+            return None
+        elif kind == Packet.EXTENDED:
+            name = cursor.string()
+            if name == b"posix-rename@openssh.com":
+                operations += [("rename", _text(cursor.string())) for _ in range(2)]
+            elif name == b"hardlink@openssh.com":
+                operations += [("symlink", _text(cursor.string())) for _ in range(2)]
+            elif name == b"lsetstat@openssh.com":
+                operations.append(("chmod", _text(cursor.string())))
+            elif name not in _HARMLESS_EXTENSIONS:
+                unknown = f"the SFTP extension {_text(name)}, which the gateway cannot read"
+                return FileRequest(request_id, packet, (), self.cwd, unknown)
+            else:
+                return None
+        else:
+            return None
+        return FileRequest(request_id, packet, tuple(operations), self.cwd)
+
+    def _reply(self, kind: int, cursor: _Cursor) -> None:
+        if kind == Packet.VERSION:
+            return
+        request_id = cursor.u32()
+        if kind == Packet.NAME and request_id in self._realpath_dot:
+            self._realpath_dot.discard(request_id)
+            if cursor.u32() >= 1:
+                self.cwd = _text(cursor.string())
+        elif kind == Packet.HANDLE and request_id in self._opening:
+            path = _text(self._opening.pop(request_id))
+            if self.cwd is not None and not path.startswith("/"):
+                path = self.cwd.rstrip("/") + "/" + path
+            self._handles[cursor.string()] = path
+        else:
+            self._realpath_dot.discard(request_id)
+            self._opening.pop(request_id, None)

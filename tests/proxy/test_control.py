@@ -428,3 +428,39 @@ async def test_a_stopped_directory_holds_control_connections_not_live_sessions(h
         await asyncio.wait_for(session.wait(), 20)
     finally:
         stop(slapd.process)
+
+
+# -- grant lengths ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [float("inf"), float("nan"), 10.0**300, 2**63 - 1, -1, True])
+async def test_an_impossible_grant_length_is_refused_and_the_connection_lives(gateway, length):
+    client = await ControlClient.connect(socket_path(gateway.data_dir))
+    try:
+        with pytest.raises(ControlError, match="a grant"):
+            await client.call("grants.request", target="web1", duration_s=length, reason="x")
+        assert (await client.call("whoami"))["name"] == "bob"
+        assert await client.call("grants.list") == []
+    finally:
+        await client.close()
+
+
+@pytest.mark.timeout(60)
+async def test_policy_max_grant_bounds_what_anyone_may_ask_for(harness):
+    harness.add_user("alice", groups=("dev",))
+    harness.add_target("web1", jit=True, jit_approvers=["oncall"])
+    harness.policy["max_grant"] = "1h"
+    harness.operators[OS_USER] = "alice"
+    await harness.start_runtime()
+    code, _, err = await hoop(harness.data_dir, "request", "web1", "--for", "2h", "--reason", "x")
+    assert code == 1 and "a grant lasts at most 1h ([policy] max_grant); ask for less" in err
+    code, _, err = await hoop(harness.data_dir, "request", "web1", "--for", "1h", "--reason", "x")
+    assert code == 0, err
+    console = await harness.line_console("alice")
+    try:
+        await console.shown(b"hoop> ")
+        console.type("request web1 2h fix\nquit\n")
+        await console.finish()
+    finally:
+        await console.close()
+    assert b"a grant lasts at most 1h ([policy] max_grant); ask for less" in console.seen
