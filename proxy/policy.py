@@ -3,8 +3,15 @@
 The gateway config's `[[rules]]` table becomes `Rule` objects here, validated whole, with errors
 that name the rule, the key and what is wrong. A rule matches on who (users, groups, service
 accounts), where (targets) and what (`shell` globs over each simple command, `exec` globs over
-an exec request's whole command string, `sql` statement classes) and gives an action: allow,
-deny (with a message) or review (approver groups, approvals needed, a timeout).
+an exec request's whole command string, `sql` statement classes, `files` globs over the paths
+of file operations with their `operations`) and gives an action: allow, deny (with a message)
+or review (approver groups, approvals needed, a timeout).
+
+File rules judge what a file operation does to which path, however it is asked for: an SFTP
+request (sftp, scp in SFTP mode), a legacy scp transfer, or a shell redirect (`< f`, `> f`,
+`exec 3<f`). Paths are compared after lexical normalisation (`//`, `.`, `..`); a relative path
+whose directory the gateway does not know starts with an unknown piece, so a rule about an
+absolute directory only *may* match it (and uncertainty is never allowed silently).
 
 Uncertainty is never allowed silently. A simple command whose program is unknown (`$X -rf /`)
 gets the `[policy] unparsable` action (review or deny); so does a command that only *may*
@@ -19,6 +26,7 @@ live grants and the time, which the caller passes in.
 from __future__ import annotations
 
 import enum
+import posixpath
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,11 +37,13 @@ from typing import Any, Protocol
 from proxy.config import ConfigError, entry_key, parse_named_entries
 from proxy.line_detector import CommandLine
 from proxy.shell import (
+    UNKNOWN,
     LineResult,
     OptionsFirst,
     Piece,
     SimpleCommand,
     Unparsable,
+    Word,
     analyse_line,
     analyse_paste,
 )
@@ -174,8 +184,9 @@ class Glob:
     )
 
     @staticmethod
-    def compile(pattern: str) -> Glob:
-        normalised = " ".join(pattern.split())
+    def compile(pattern: str, *, exact: bool = False) -> Glob:
+        """`exact` keeps blanks as written (paths), instead of one space per run (commands)."""
+        normalised = pattern if exact else " ".join(pattern.split())
         tokens = _glob_tokens(normalised)
         alphabet: set[str] = set()
         for token in tokens:
@@ -372,10 +383,12 @@ class Rule:
     sql: frozenset[str] = frozenset()
     tables: tuple[str, ...] = ()  # SQL only: globs over the tables a statement names
     review: Review | None = None
+    files: tuple[Glob, ...] = ()  # file operations only: globs over the path
+    operations: frozenset[str] = frozenset()  # which file operations `files` is about
 
     @property
     def catch_all(self) -> bool:
-        return not (self.shell or self.exec or self.sql or self.tables)
+        return not (self.shell or self.exec or self.sql or self.tables or self.files)
 
     def applies_to(self, caller: Caller, target: str) -> bool:
         return self._who(caller) and (
@@ -420,6 +433,8 @@ _RULE_KEYS = frozenset(
         "exec",
         "sql",
         "tables",
+        "files",
+        "operations",
         "action",
         "message",
         "approvers",
@@ -536,6 +551,23 @@ def _parse_rule(entry: object, index: int, path: Path | str) -> Rule:
         raise ConfigError(
             path, key("tables"), "limits SQL statements: it cannot go with shell or exec"
         )
+    files = _patterns(entry, "files", path, key("files"))
+    operations = _strings(entry, "operations", path, key("operations"))
+    if files and (shell_patterns or entry.get("exec") or sql or tables):
+        raise ConfigError(
+            path,
+            key("files"),
+            "limits file operations: it cannot go with shell, exec, sql or tables",
+        )
+    if operations and not files:
+        raise ConfigError(path, key("operations"), 'goes with files, e.g. files = ["/etc/*"]')
+    for operation in operations:
+        if operation not in FILE_OPERATIONS:
+            raise ConfigError(
+                path,
+                key("operations"),
+                f"{operation!r} is not a file operation (known: {_known(FILE_OPERATIONS)})",
+            )
     return Rule(
         index=index,
         name=name,
@@ -555,6 +587,8 @@ def _parse_rule(entry: object, index: int, path: Path | str) -> Rule:
         sql=frozenset(sql),
         tables=tables,
         review=review,
+        files=tuple(Glob.compile(p, exact=True) for p in files),
+        operations=frozenset(operations or FILE_OPERATIONS) if files else frozenset(),
     )
 
 
@@ -745,7 +779,7 @@ def decide_sql(
     classifies): the first rule whose `sql` classes intersect them and whose `tables` match
     (see `_tables_match`), or a catch-all rule, decides."""
     for rule in policy.rules:
-        if not rule.applies_to(caller, target) or rule.shell or rule.exec:
+        if not rule.applies_to(caller, target) or rule.shell or rule.exec or rule.files:
             continue
         if rule.sql and not rule.sql.intersection(classes):
             continue
@@ -755,6 +789,165 @@ def decide_sql(
     if "unparsable" in classes:
         return _unparsable_message(policy, statement or None, "the SQL parser rejected it")
     return _default(policy)
+
+
+FILE_OPERATIONS = frozenset(
+    {"read", "write", "delete", "rename", "list", "mkdir", "chmod", "symlink"}
+)
+# What a shell redirect does to its file (proxy.shell's redirect operations).
+REDIRECT_OPERATIONS: dict[str, tuple[str, ...]] = {
+    "read": ("read",),
+    "write": ("write",),
+    "append": ("write",),
+    "readwrite": ("read", "write"),
+}
+
+
+def file_path(path: str | Sequence[Piece], cwd: str | None = None) -> tuple[Piece, ...]:
+    """The pieces a `files` glob is matched against: the path normalised lexically (`//`, `.`,
+    `..`), made absolute with `cwd` when it is known; otherwise a relative path (or `~`) starts
+    with an UNKNOWN directory. Unknown pieces from the shell stay unknown, and a `..` after one
+    makes the whole path unknown: it could climb anywhere."""
+    pieces: tuple[Piece, ...] = (path,) if isinstance(path, str) else tuple(path)
+    if not pieces:
+        return (UNKNOWN,)
+    if UNKNOWN in pieces:
+        literal = "".join(p for p in pieces if isinstance(p, str))
+        if "/.." in "/" + literal or "~" in literal[:1]:
+            return (UNKNOWN,)
+        head = pieces[0]
+        merged: list[Piece] = [] if isinstance(head, str) and head.startswith("/") else [UNKNOWN]
+        if merged and isinstance(head, str):
+            merged.append("/")
+        for piece in pieces:
+            merged.append(re.sub("/+", "/", piece) if isinstance(piece, str) else piece)
+        return tuple(merged)
+    text = "".join(p for p in pieces if isinstance(p, str))
+    if text.startswith("~"):
+        return (UNKNOWN,)
+    if not text.startswith("/") and cwd is not None and cwd.startswith("/"):
+        text = cwd.rstrip("/") + "/" + text
+    if text.startswith("/"):
+        return ("/" + posixpath.normpath(text).lstrip("/"),)
+    relative = posixpath.normpath(text)
+    while relative == ".." or relative.startswith("../"):
+        relative = relative[3:]
+    return (UNKNOWN, "/" + relative if relative not in ("", ".") else "/")
+
+
+def _path_text(path: Sequence[Piece]) -> str:
+    return "".join(piece if isinstance(piece, str) else "*" for piece in path)
+
+
+def decide_file(
+    policy: Policy,
+    caller: Caller,
+    target: str,
+    operation: str,
+    path: Sequence[Piece],
+    *,
+    what: str = "",
+) -> Verdict:
+    """A file operation asked for by itself (an SFTP request, an scp transfer): the first
+    rule with `files` whose operations include it and whose globs match the path (from
+    `file_path`), or a catch-all rule, decides; else the default. `what` names the request
+    for messages and the queue (e.g. `sftp read /etc/passwd`)."""
+    verdict = _file_rules(policy, caller, target, operation, path, what, catch_all=True)
+    return verdict or _default(policy)
+
+
+def decide_files(
+    policy: Policy,
+    caller: Caller,
+    target: str,
+    operations: Sequence[tuple[str, str]],
+    *,
+    cwd: str | None = None,
+    via: str = "sftp",
+) -> Verdict:
+    """One request that does several things (a rename: both paths; an open for reading and
+    writing): the most severe verdict of its (operation, path) pairs, each by `decide_file`."""
+    verdicts = (
+        decide_file(
+            policy, caller, target, op, file_path(path, cwd), what=f"{via} {op} {path}".strip()
+        )
+        for op, path in operations
+    )
+    return _worst(verdicts) or _default(policy)
+
+
+def _file_rules(
+    policy: Policy,
+    caller: Caller,
+    target: str,
+    operation: str,
+    path: Sequence[Piece],
+    what: str,
+    *,
+    catch_all: bool,
+) -> Verdict | None:
+    described = what or f"{operation} {_path_text(path)}"
+    for rule in policy.rules:
+        if not rule.applies_to(caller, target):
+            continue
+        if rule.files:
+            if operation not in rule.operations:
+                continue
+            matches = [glob.match(path) for glob in rule.files]
+            verdict = _rule_verdict(policy, rule, matches, described)
+            if verdict is not None:
+                return verdict
+        elif catch_all and rule.catch_all:
+            return _from_rule(rule, described, Basis.RULE)
+    return None
+
+
+def _decide_redirects(
+    policy: Policy, caller: Caller, target: str, command: SimpleCommand
+) -> Iterable[Verdict]:
+    """Each file a command opens through a redirect (or copies as an scp server), against the
+    rules with `files` only: the command's own verdict covers the rest, so no default or
+    catch-all applies twice."""
+    opened = [
+        (operation, redirect.target)
+        for redirect in getattr(command, "redirects", ())  # proxy.shell lists them
+        for operation in REDIRECT_OPERATIONS[redirect.operation]
+    ]
+    for operation, word in opened + _scp_transfer(command):
+        what = f"{command.text}: {operation} {word.text}"
+        path = file_path(word.pieces)
+        verdict = _file_rules(policy, caller, target, operation, path, what, catch_all=False)
+        if verdict is not None and verdict.action is not Action.ALLOW:
+            yield verdict
+
+
+def _scp_transfer(command: SimpleCommand) -> list[tuple[str, Word]]:
+    """The files a legacy scp server (`scp -t DEST`, `scp -f SOURCE...`, which `scp -O` asks
+    the target to run) writes or reads; with -r or -d anything under the path, too."""
+    if command.program != "scp":
+        return []
+    letters: set[str] = set()
+    paths: list[Word] = []
+    ended = False
+    for word in command.argv[1:]:
+        if not ended and word.text == "--":
+            ended = True
+        elif not ended and word.text.startswith("-") and word.known:
+            letters.update(word.text[1:])
+        else:
+            paths.append(word)
+    if "t" in letters:
+        operation = "write"
+    elif "f" in letters:
+        operation = "read"
+    else:
+        return []
+    found = [(operation, path) for path in paths]
+    if letters & {"r", "d"}:
+        found += [
+            (operation, Word(f"{path.text}/*", (*path.pieces, "/", UNKNOWN))) for path in paths
+        ]
+    return found
 
 
 def _tables_match(rule: Rule, tables: Collection[str]) -> bool:
@@ -786,12 +979,22 @@ def _tables_match(rule: Rule, tables: Collection[str]) -> bool:
 
 
 def _decide_command(policy: Policy, caller: Caller, target: str, command: SimpleCommand) -> Verdict:
+    """The program's verdict, unless a file rule about a file it opens through a redirect, or
+    copies as a legacy scp transfer, is more severe."""
+    files = _worst(_decide_redirects(policy, caller, target, command))
+    verdict = _decide_program(policy, caller, target, command)
+    if files is not None and files.action.severity > verdict.action.severity:
+        return files
+    return verdict
+
+
+def _decide_program(policy: Policy, caller: Caller, target: str, command: SimpleCommand) -> Verdict:
     subject = command.subject()
     options_first = command.options_first()
     for rule in policy.rules:
         if rule.exec and not rule.shell:
             continue
-        if (rule.sql or rule.tables) and not rule.shell:
+        if (rule.sql or rule.tables or rule.files) and not rule.shell:
             continue
         if not rule.applies_to(caller, target):
             continue
