@@ -10,8 +10,11 @@ session's rules, which output positions and which output names carry a masked va
 
 It fails closed: a table the gateway cannot tell counts as matching a rule's `tables`, a
 whole-row reference (`row_to_json(t)`, `t::text`, `t.*` inside an expression) masks its output
-column when the relation could hold a masked column, and a `*` in a later UNION branch masks
-the positions it covers. Lineage is parsed once per statement text (bounded LRU); the masks per
+column when the relation could hold a masked column, a `*` in a later UNION branch masks
+the positions it covers, a function in FROM fed a masked value (`jsonb_each_text(to_jsonb(c))`)
+masks every column it may return (any unqualified name, its alias's, a top-level `*`), and
+the value columns of the statistics catalogues (`pg_stats.histogram_bounds`) count as masked
+columns of an unknown table. Lineage is parsed once per statement text (bounded LRU); the masks per
 session (the rules differ per caller) are cached by the caller.
 """
 
@@ -33,6 +36,28 @@ MAX_ENTRIES = 4096
 MAX_TEXT = 16384
 MAX_DEPTH = 400
 UNKNOWN_NAME = "?column?"
+# Catalogues of column statistics, and their columns that hold sampled values.
+STATISTICS = frozenset(
+    {
+        "pg_stats",
+        "pg_statistic",
+        "pg_stats_ext",
+        "pg_stats_ext_exprs",
+        "pg_statistic_ext_data",
+    }
+)
+STATISTICS_VALUES = (
+    "most_common_vals",
+    "most_common_elems",
+    "histogram_bounds",
+    "stavalues1",
+    "stavalues2",
+    "stavalues3",
+    "stavalues4",
+    "stavalues5",
+    "stxdmcv",
+    "stxdexpr",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,17 +194,20 @@ class _Reader:
             if alias.get("aliasname"):
                 self.aliases.setdefault(str(alias["aliasname"]).lower(), set()).add(None)
             self._pending.append(("query", sub.get("subquery"), _names(alias.get("colnames"))))
-        elif "RangeFunction" in node:
-            # `unnest(a.attoptions) o`: `o` (and its column aliases) is what the function
-            # returns, so it reads what the function's arguments read
-            function = node["RangeFunction"]
+        elif "RangeFunction" in node or "RangeTableFunc" in node or "JsonTable" in node:
+            # `unnest(a.attoptions) o`, `jsonb_each_text(to_jsonb(c))`, `xmltable(...)`: what
+            # the function returns reads what its arguments read, under its alias, its column
+            # aliases and any column name it may return (`*`: `key`, `value`, ...)
+            ((kind, function),) = ((k, v) for k, v in node.items() if k[:1].isupper())
             alias = function.get("alias") or {}
-            names: list[str] = []
+            names: list[str] = ["*"]
             if alias.get("aliasname"):
                 name = str(alias["aliasname"]).lower()
                 self.functions.add(name)
-                names = [name, *_names(alias.get("colnames"))]
-            self._pending.append(("function", function.get("functions"), names))
+                names += [name, *_names(alias.get("colnames"))]
+            elif kind == "RangeFunction":  # `jsonb_each_text.value` names it by the function
+                self.functions.update(_function_names(function.get("functions")))
+            self._pending.append(("function", function, names))
         for key, value in node.items():
             if key in ("relation", "RangeVar") and isinstance(value, dict) and "relname" in value:
                 self._range_var(value)
@@ -192,7 +220,13 @@ class _Reader:
         alias = var.get("alias") or {}
         name = str(alias.get("aliasname") or relname).lower()
         tables: set[str | None]
-        if not schema and relname in self.ctes:
+        if relname in STATISTICS and schema in ("", "pg_catalog"):
+            # sample values of any table's columns: the table is unknown, and the columns
+            # holding values carry whatever a rule masks in them
+            tables = {None}
+            for column in STATISTICS_VALUES:
+                self._pending.append(("rename", frozenset(tables), [column]))
+        elif not schema and relname in self.ctes:
             tables = {None}
         else:
             tables = {relname, f"{schema}.{relname}"} if schema else {relname}
@@ -382,6 +416,18 @@ class _Reader:
         return Source(frozenset((name, table) for table in tables))
 
 
+def _function_names(functions: Any) -> set[str]:
+    """The names of the functions of a `RangeFunction` (`ROWS FROM (f(), g())` has several)."""
+    out: set[str] = set()
+    for item in functions or []:
+        for call in _items(item):
+            if isinstance(call, dict) and "FuncCall" in call:
+                parts = call["FuncCall"].get("funcname") or []
+                if parts:
+                    out.add(_sval(parts[-1]).lower())
+    return out
+
+
 def _select(node: Any) -> dict[str, Any]:
     if isinstance(node, dict) and "SelectStmt" in node:
         return dict(node["SelectStmt"])
@@ -525,9 +571,12 @@ class OutputMasks:
         name is still matched by the masker)."""
         count = len(columns)
         out: list[MaskRule | None] = [None] * count
+        starred: set[int] = set()  # positions a `*` covers: their sources are only names
         for branch in self.branches:
             tail_from = count - len(branch.tail)
             for index in range(count):
+                if branch.has_star and len(branch.head) <= index < tail_from:
+                    starred.add(index)
                 if out[index] is not None:
                     continue
                 if index < len(branch.head):
@@ -538,9 +587,10 @@ class OutputMasks:
                     out[index] = branch.star  # a later branch's `*`: its names are not shown
         if self.names:
             named = dict(reversed(self.names))
+            anything = named.get("*")  # a function fed a masked value may return any name
             for index, column in enumerate(columns):
                 if out[index] is None:
-                    out[index] = named.get(column.lower())
+                    out[index] = named.get(column.lower(), anything if index in starred else None)
         return tuple(out)
 
 
@@ -562,4 +612,6 @@ def _rule(source: Source, rules: Sequence[MaskRule], names: dict[str, MaskRule])
     for column, _ in sorted(source.columns, key=lambda item: (item[0], item[1] or "")):
         if column in names:
             return names[column]
+    if "*" in names and any(table is None for _, table in source.columns):
+        return names["*"]  # may be any column of a function fed a masked value
     return None

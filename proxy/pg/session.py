@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 from proxy.masking import ColumnPlan, MaskAct, Masker
 from proxy.pg import classify as sqlclass
+from proxy.pg.binary_values import readable
 from proxy.pg.copy_out import (
     BINARY,
     CopyJob,
@@ -1200,7 +1201,12 @@ class PgSession:
             return False
         values = DataRow.decode(bytes(buf[start + 5 : end])).values
         texts: list[bytes | str | None] = []
-        for value in values:
+        for index, value in enumerate(values):
+            # a binary integer, numeric or array is read as the text PostgreSQL would send
+            text = _binary_text(result, index, value)
+            if text is not None:
+                texts.append(text)
+                continue
             try:
                 texts.append(None if value is None else value.decode("utf-8"))
             except UnicodeDecodeError:
@@ -1208,7 +1214,10 @@ class PgSession:
         masked, acts = plan.mask_row(texts)
         if not acts:
             return False
-        out = tuple(_wire_value(new, old) for new, old in zip(masked, texts, strict=True))
+        out = tuple(
+            raw if new == old else _wire_value(new, old)
+            for new, old, raw in zip(masked, texts, values, strict=True)
+        )
         out, nulled = _typed_values(out, texts, masked, result)
         if nulled and not result.nulled:
             result.nulled = True
@@ -1498,6 +1507,16 @@ def _typed_values(
             row[index] = None
             nulled = True
     return tuple(row), nulled
+
+
+def _binary_text(result: Result, index: int, value: bytes | None) -> str | None:
+    """A binary-format value of a type `readable` knows, as its text; None otherwise."""
+    formats = result.formats
+    if value is None or (formats[0] if len(formats) == 1 else _at(formats, index)) != 1:
+        return None
+    types = result.types or ()
+    oid = types[index] if index < len(types) else 0
+    return None if oid in _TEXT_TYPES else readable(oid, value)
 
 
 def _at(codes: tuple[int, ...], index: int) -> int:
