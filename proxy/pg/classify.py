@@ -1044,6 +1044,7 @@ def _target_names(relation: Any, others: Any) -> frozenset[str]:
     relname = str(relation.get("relname") or "").lower()
     alias = (relation.get("alias") or {}).get("aliasname")
     names = {str(alias).lower()} if alias else {relname}
+    names.add("\x00" + relname)  # a subquery reading the table reads the target's values
     if not others:
         names.add("")  # an unqualified name can only be the target's
     for item in others if isinstance(others, list) else []:
@@ -1098,7 +1099,9 @@ def _restricts(where: Any, target: frozenset[str]) -> bool:
             fields.get("rexpr"), target
         )
     if kind in ("NullTest", "BooleanTest"):
-        return _reads_target(fields.get("arg"), target)
+        # `id is not null` holds for every row of a key: only the tests that pick rows out
+        test = str(fields.get("nulltesttype") or fields.get("booltesttype") or "")
+        return not test.startswith("IS_NOT_") and _reads_target(fields.get("arg"), target)
     if kind == "ColumnRef":
         return _reads_target(where, target)
     if kind == "TypeCast" and _uncast(where) is not where:
@@ -1106,10 +1109,13 @@ def _restricts(where: Any, target: frozenset[str]) -> bool:
     if kind == "CurrentOfExpr":
         return True
     if kind == "SubLink":
+        subselect = fields.get("subselect")
+        if any(_reads_relation(subselect, name[1:]) for name in target if name[:1] == "\x00"):
+            return False  # `id in (select id from victim)`: the target's own values
         if fields.get("subLinkType") in ("ANY_SUBLINK", "ALL_SUBLINK", "ROWCOMPARE_SUBLINK"):
             return _reads_target(fields.get("testexpr"), target)
         if fields.get("subLinkType") == "EXISTS_SUBLINK":
-            return _reads_target(fields.get("subselect"), target, qualified_only=True)
+            return _reads_target(subselect, target, qualified_only=True)
     return False
 
 
@@ -1117,7 +1123,8 @@ def _reads_target(node: Any, target: frozenset[str], *, qualified_only: bool = F
     """Whether an expression reads a column of the target: one qualified by a target name,
     or one without a qualifier when the statement has no other relation ("" in `target`;
     with FROM or USING it may be theirs: `using pg_settings where name is not null`).
-    Inside a subquery only a qualified name counts, since an unqualified one is its own."""
+    Inside a subquery only a qualified name counts, since an unqualified one is its own; a
+    subquery reading the target table reads its values (`id in (select id from victim)`)."""
     stack: list[tuple[Any, bool]] = [(node, qualified_only)]
     while stack:
         item, inner = stack.pop()
@@ -1131,6 +1138,8 @@ def _reads_target(node: Any, target: frozenset[str], *, qualified_only: bool = F
                 if len(parts) >= 2 and _string(parts[-2]).lower() in target:
                     return True
                 continue
+            if "\x00" + str(item.get("relname") or "").lower() in target:
+                return True
             for key, value in item.items():
                 if isinstance(value, dict | list):
                     stack.append((value, inner or key == "SelectStmt"))

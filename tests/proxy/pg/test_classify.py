@@ -99,6 +99,10 @@ CASES = [
     ("delete from t where id = $1", {"write"}),
     ("delete from t using u where name is not null", {"write", "delete_without_where"}),
     ("update t set a = u.a from u where t.id = u.id", {"write"}),
+    ("delete from t where id is not null", {"write", "delete_without_where"}),
+    ("delete from t where gone is null", {"write"}),
+    ("delete from t where id in (select id from t)", {"write", "read", "delete_without_where"}),
+    ("delete from t where id in (select tid from u)", {"write", "read"}),
     # issue 13: SQL as text, server files, rewrites, statistics
     (
         "select query_to_xml('delete from t', true, false, '')",

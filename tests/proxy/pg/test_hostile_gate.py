@@ -112,6 +112,11 @@ ALL_ROWS = [
     "delete from victim v using victim s where v.id = s.id",
     "update victim set v = 'x' from (select true as ok) s where ok",
     "with d as (delete from victim where 'yes'::bool returning 1) select count(*) from d",
+    "delete from victim where id is not null",
+    "delete from victim where (id = 5) is not false",
+    "delete from victim where id in (select id from victim)",
+    "update victim set v = 'x' where exists (select 1 from victim w where w.id = victim.id)",
+    "prepare p(bool) as delete from victim where $1",
 ]
 
 
