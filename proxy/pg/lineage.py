@@ -91,6 +91,8 @@ class Branch:
 class Lineage:
     branches: tuple[Branch, ...] = ()
     derived: tuple[tuple[str, Source], ...] = ()  # subquery/CTE output name (lower) -> source
+    declares: str | None = None  # DECLARE name CURSOR FOR <this query>
+    fetches: str | None = None  # FETCH ... FROM name: returns what the cursor's query does
 
 
 NO_LINEAGE = Lineage()
@@ -141,8 +143,13 @@ def _lineage(stmt: Any) -> Lineage:
     if not isinstance(stmt, dict) or len(stmt) != 1:
         return NO_LINEAGE
     ((kind, fields),) = stmt.items()
-    if kind in ("PrepareStmt", "DeclareCursorStmt"):
-        return _lineage(fields.get("query"))  # what EXECUTE or FETCH returns
+    if kind == "PrepareStmt":
+        return _lineage(fields.get("query"))  # what EXECUTE returns
+    if kind == "DeclareCursorStmt":  # what FETCH returns
+        query = _lineage(fields.get("query"))
+        return Lineage(query.branches, query.derived, declares=str(fields.get("portalname")))
+    if kind == "FetchStmt" and not fields.get("ismove"):
+        return Lineage(fetches=str(fields.get("portalname")))
     reader = _Reader()
     reader.collect(fields, 0)
     if kind == "SelectStmt":
@@ -524,10 +531,14 @@ class OutputMasks:
 
     branches: tuple[_Resolved, ...] = ()
     names: tuple[tuple[str, MaskRule], ...] = ()
+    declares: str | None = None  # the cursor these are the outputs of (see `Lineage`)
+    fetches: str | None = None  # the cursor whose outputs a FETCH returns (the session's)
 
     @classmethod
     def build(cls, lineage: Lineage, masker: Masker) -> OutputMasks | None:
         rules = [r for r in masker.rules if _whole_column(r)]
+        if rules and lineage.fetches is not None:
+            return cls(fetches=lineage.fetches)
         if not rules or not (lineage.branches or lineage.derived):
             return None
         names: dict[str, MaskRule] = {}
@@ -550,7 +561,7 @@ class OutputMasks:
             )
             for branch in lineage.branches
         )
-        found = cls(branches, tuple(names.items()))
+        found = cls(branches, tuple(names.items()), lineage.declares)
         return found if found.active else None
 
     @property

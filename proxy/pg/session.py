@@ -373,6 +373,7 @@ class PgSession:
         self._column_cache: dict[bytes, tuple[tuple[str, ...], tuple[int, ...]]] = {}
         self._codec = "utf-8"  # the client_encoding, as the Python codec text is read in
         self._outputs: OrderedDict[Hashable, tuple[OutputMasks | None, ...]] = OrderedDict()
+        self._cursors: dict[str, OutputMasks] = {}  # DECLAREd cursors' output masks
         self.masker: Masker | None = None  # set after login when masking rules apply
         self._sides = 0  # SIDE questions not yet answered
         self._copy_rows: CopyRows | None = None  # the COPY whose CopyData is being masked
@@ -517,7 +518,7 @@ class PgSession:
                 for index, (statement, result) in enumerate(
                     zip(found.statements, results, strict=False)
                 ):
-                    result.outputs = self._executed_outputs(statement) or (
+                    result.outputs = self._executed_outputs(statement) or self._cursor_outputs(
                         outputs[index] if index < len(outputs) else None
                     )
             self._expects.append(Expect(Kind.QUERY, results=results))
@@ -609,7 +610,7 @@ class PgSession:
             result = Result(sql, self.clock_ns(), portal.columns if portal else None)
             result.described_by = [item for item in (portal, prepared) if item is not None]
             if prepared is not None:
-                result.outputs = prepared.outputs
+                result.outputs = self._cursor_outputs(prepared.outputs)
             if portal is not None:
                 result.formats = _result_formats(portal.bind)
             if prepared is not None and prepared.copy is not None:
@@ -762,6 +763,16 @@ class PgSession:
         if len(self._outputs) > OUTPUT_CACHE:
             self._outputs.popitem(last=False)
         return found
+
+    def _cursor_outputs(self, outputs: OutputMasks | None) -> OutputMasks | None:
+        """A DECLAREd cursor keeps its query's output masks (once declared, a name stays
+        masked: a later harmless DECLARE of it only masks more); a FETCH returns them."""
+        if outputs is not None and outputs.declares is not None:
+            known = self._cursors.get(outputs.declares)
+            self._cursors[outputs.declares] = outputs.merged(known) if known else outputs
+        if outputs is not None and outputs.fetches is not None:
+            return self._cursors.get(outputs.fetches)
+        return outputs
 
     def _executed_outputs(self, statement: sqlclass.Statement) -> OutputMasks | None:
         """An SQL EXECUTE returns what the statement prepared under its name returns."""

@@ -162,3 +162,41 @@ async def test_binary_values_are_read_by_the_detectors(masked: PgHarness) -> Non
             assert CARD[-8:] not in shown, sql
     finally:
         await conn_a.close()
+
+
+CURSOR_QUERIES = [
+    f"select password_hash as p, id from {TABLE} order by id",
+    f"select key, value from {TABLE} c, jsonb_each_text(to_jsonb(c))",
+]
+
+
+async def test_cursors_return_what_their_query_masks(masked: PgHarness) -> None:
+    for sql in CURSOR_QUERIES:
+        # psql with FETCH_COUNT reads through DECLARE and FETCH
+        paged = await masked.psql("-At", "-v", "FETCH_COUNT=7", "-c", sql)
+        assert paged.status == 0 and paged.out.strip(), (sql, paged.err)
+        assert "zebra" not in paged.out, (sql, paged.out[:200])
+        script = f"begin; declare c cursor for {sql}; fetch 3 from c; fetch all in c; commit;"
+        explicit = await masked.psql("-At", "-c", script)
+        assert explicit.status == 0 and "zebra" not in explicit.out, (sql, explicit.out[:200])
+    for binary in (False, True):
+        async with await psycopg.AsyncConnection.connect(masked.dsn()) as conn:
+            for sql in CURSOR_QUERIES:
+                async with conn.cursor(name="named", binary=binary) as cur:
+                    await cur.execute(sql)
+                    rows = await cur.fetchmany(5) + await cur.fetchall()
+                assert len(rows) >= 40 and "zebra" not in repr(rows), (sql, binary)
+                await conn.commit()
+    conn_a = await masked.asyncpg()
+    try:
+        async with conn_a.transaction():
+            for sql in CURSOR_QUERIES:
+                rows = [tuple(r) async for r in conn_a.cursor(sql, prefetch=6)]
+                assert len(rows) >= 40 and "zebra" not in repr(rows), sql
+    finally:
+        await conn_a.close()
+    # a cursor over nothing masked is left alone
+    plain = await masked.psql(
+        "-At", "-v", "FETCH_COUNT=3", "-c", f"select id from {TABLE} order by id limit 4"
+    )
+    assert plain.out.split() == ["1", "2", "3", "4"]
