@@ -10,6 +10,11 @@ fit goes, and its resize moves the content but not the cursor. `ReplayScreen` su
 `pyte.Screen` to fix these; `ReplayStream` subclasses `pyte.ByteStream` and replaces its
 character-at-a-time parser with one regular expression that cuts decoded text into tokens (a
 run of printable text, a CSI, an OSC, an escape, a control), which is several times faster.
+The bulk of what programs print (printable ASCII, tab, CR, LF and SGR) comes as one "run"
+token that `ReplayScreen.draw_run` draws without a method call per token: a burst that scrolls
+a thousand lines moves the cursor first, re-keys the screen once and draws only the lines that
+are still on screen at its end. It has exactly the effect of the token-by-token way, which
+`tests/replay/test_fast_path.py` checks against it on Hypothesis streams.
 
 Bytes stay bytes until here: `ReplayStream.feed` takes bytes and decodes UTF-8 incrementally,
 so a character (or an escape sequence) split across two recorded events is drawn once.
@@ -131,10 +136,13 @@ ALT_SCREEN_MODES = (47, 1047, 1049)
 SAVE_CURSOR_MODE = 1048
 DECCOLM_MODE = 3
 
-# One token per match: printable text, CR LF, CSI, OSC, string controls we ignore, other
-# escapes, single controls, and a lone ESC (malformed, or the start of a sequence cut short).
+# One token per match: a run (printable ASCII, tab, CR, LF and SGR: the bulk of what programs
+# print, drawn by `ReplayScreen.draw_run`), other printable text, CR LF, CSI, OSC, string
+# controls we ignore, other escapes, single controls, and a lone ESC (malformed, or the start
+# of a sequence cut short).
 TOKEN = re.compile(
-    r"(?P<text>[^\x00-\x1f\x7f-\x9f]+)"
+    r"(?P<run>(?>[\t\n\r -~]++|\x1b\[[0-9;:]*+m)++)"
+    r"|(?P<text>[^\x00-\x1f\x7f-\x9f]+)"
     r"|(?P<crlf>\r\n)"
     r"|\x1b\[(?P<csi_p>[<=>?]?)(?P<csi_a>[0-9:;]*)(?P<csi_i>[ -/]*)(?P<csi_f>[@-~])"
     r"|\x1b\](?P<osc>[^\x07\x1b\x9c]*)(?:\x07|\x1b\\|\x9c)"
@@ -143,6 +151,10 @@ TOKEN = re.compile(
     r"|(?P<ctl>[\x00-\x1a\x1c-\x1f\x7f-\x9f])"
     r"|(?P<esc>\x1b)"
 )
+# Inside a run: SGR parameters are the odd items of `RUN_SGR.split(run)`.
+RUN_SGR = re.compile(r"\x1b\[([0-9;:]*)m")
+# A run taken the slow way: one screen method per token, as `TOKEN` would call them.
+RUN_TOKEN = re.compile(r"(?P<t>[ -~]+)|\x1b\[(?P<sgr>[0-9;:]*)m|(?P<c>[\t\n\r])")
 # A sequence that is not finished yet: kept for the next feed.
 PARTIAL = re.compile(
     r"\x1b(?:\[[<=>?]?[0-9:;]*[ -/]*|\][^\x07\x1b\x9c]*\x1b?|[P^_X][^\x1b\x9c]*\x1b?|[ -/]*)\Z"
@@ -386,6 +398,162 @@ class ReplayScreen(pyte.Screen):
             cursor.x = x + take
             pos += take
             self.dirty.add(cursor.y)
+
+    def draw_run(self, run: str) -> None:
+        """A run of printable ASCII, tab, CR, LF and SGR (a `TOKEN` "run"), with exactly the
+        effect of calling `draw`, `tab`, `carriage_return`, `linefeed` and `sgr` token by token.
+
+        In the common case (no scroll region, no charset translation, no insert mode, autowrap
+        on) the cursor is moved first and the cells drawn after, so a burst that scrolls a
+        thousand lines re-keys the screen once and never draws the lines it pushes out. Any
+        other state takes the token-by-token way."""
+        margins = self.margins
+        mode = self.mode
+        lines = self.lines
+        if (
+            (margins is not None and (margins.top != 0 or margins.bottom != lines - 1))
+            or self.translate is not None
+            or mo.IRM in mode
+            or mo.DECAWM not in mode
+            or not 0 <= self.cursor.y < lines
+        ):
+            self._draw_run_slowly(run)
+            return
+        cursor = self.cursor
+        columns = self.columns
+        bottom = lines - 1
+        newline_mode = mo.LNM in mode
+        x, y = cursor.x, cursor.y
+        scrolled = 0
+        # (row counted from the top of the screen before the run, first column, text, cells)
+        ops: list[tuple[int, int, str, CellCache]] = []
+        cells = self.cells(cursor.attrs)
+        last = ""
+        stops: list[int] | None = None
+        for number, part in enumerate(RUN_SGR.split(run)):
+            if number & 1:
+                self.sgr(part)
+                cells = self.cells(cursor.attrs)
+                continue
+            pieces = part.split("\n")
+            order: Iterable[int] = range(len(pieces))
+            middle = len(pieces) - 2
+            if middle > lines and self._rows_of_lines(pieces, part):
+                order = (0, -1, middle + 1)
+            for count in order:
+                if count < 0:
+                    # Lines between the first and last piece each end with CR, fit the width
+                    # and hold no tab: each LF moves down one row and draws at its column 0.
+                    # Only the last screenful can still be on screen at the end of the run.
+                    base = scrolled + y
+                    for number in range(middle - lines + 1, middle + 1):
+                        text = pieces[number][:-1]
+                        if text:
+                            ops.append((base + number, 0, text, cells))
+                    moved_to = min(bottom, y + middle)
+                    scrolled += middle - (moved_to - y)
+                    y = moved_to
+                    x = 0
+                    for number in range(middle, 0, -1):
+                        if len(pieces[number]) > 1:
+                            last = pieces[number][-2]
+                            break
+                    continue
+                piece = pieces[count]
+                if count:  # LF: index, then CR in newline mode
+                    if y == bottom:
+                        scrolled += 1
+                    elif y < bottom:
+                        y += 1
+                    if newline_mode:
+                        x = 0
+                if not piece:
+                    continue
+                if piece[-1] == "\r" and piece.count("\r") == 1 and "\t" not in piece:
+                    texts = [piece[:-1], "\r"]
+                elif "\r" in piece or "\t" in piece:
+                    texts = [t for t in re.split(r"([\r\t])", piece) if t]
+                else:
+                    texts = [piece]
+                for text in texts:
+                    if text == "\r":
+                        x = 0
+                        continue
+                    if text == "\t":
+                        if stops is None:
+                            stops = sorted(self.tabstops)
+                        x = next((stop for stop in stops if x < stop), columns - 1)
+                        continue
+                    if not text:
+                        continue
+                    size = len(text)
+                    if x < columns and x + size <= columns:
+                        ops.append((scrolled + y, x, text, cells))
+                        x += size
+                    else:
+                        pos = 0
+                        while pos < size:
+                            if x >= columns:
+                                x = 0
+                                if y == bottom:
+                                    scrolled += 1
+                                elif y < bottom:
+                                    y += 1
+                            take = min(columns - x, size - pos)
+                            ops.append((scrolled + y, x, text[pos : pos + take], cells))
+                            x += take
+                            pos += take
+                    last = text[-1]
+        buffer = self.buffer
+        dirty = self.dirty
+        if scrolled:
+            moved = [(row - scrolled, buffer.pop(row)) for row in range(lines) if row in buffer]
+            buffer.update(item for item in moved if item[0] >= 0)
+            dirty.update(range(lines))
+        for row, start, text, row_cells in ops:
+            row -= scrolled
+            if row < 0:
+                continue  # pushed out before the run ended: never drawn
+            line = buffer[row]
+            end = start + len(text)
+            if line:
+                self._unsplit(line, start, end)
+            line.update(zip(range(start, end), map(row_cells.__getitem__, text), strict=True))
+            dirty.add(row)
+        cursor.x, cursor.y = x, y
+        if last:
+            self.last_char = last
+
+    def _rows_of_lines(self, pieces: list[str], part: str) -> bool:
+        """Whether every LF of `part` (split into `pieces` at LF) follows a CR, no other CR
+        and no tab lies between the first and the last LF, and no line between them is
+        wider than the screen: then each of those lines is drawn on one row, at column 0."""
+        if "\t" in part:
+            return False
+        breaks = len(pieces) - 1
+        if part.count("\r\n") != breaks:
+            return False
+        stray = part.count("\r") - breaks
+        if stray != pieces[0].count("\r") - 1 + pieces[-1].count("\r"):
+            return False
+        return max(map(len, pieces[1:-1])) <= self.columns + 1
+
+    def _draw_run_slowly(self, run: str) -> None:
+        """A run, token by token: the reference the fast way is checked against."""
+        for match in RUN_TOKEN.finditer(run):
+            kind = match.lastgroup
+            if kind == "t":
+                self.draw(match.group("t"))
+            elif kind == "sgr":
+                self.sgr(match.group("sgr"))
+            else:
+                control = match.group("c")
+                if control == "\n":
+                    self.linefeed()
+                elif control == "\r":
+                    self.carriage_return()
+                else:
+                    self.tab()
 
     def _unsplit(self, line: Line, start: int, end: int) -> None:
         """Cells [start, end) are about to be overwritten: blank the halves of wide characters
@@ -729,6 +897,7 @@ class ReplayStream(pyte.ByteStream):
         super().__init__(screen, strict=False)
         self.screen = screen
         self.pending = ""
+        self.fast = True  # False: runs go token by token (the reference the tests compare to)
         self.csi_table: dict[str, Callable[..., None]] = {
             "@": screen.insert_characters,
             "A": screen.cursor_up,
@@ -794,9 +963,12 @@ class ReplayStream(pyte.ByteStream):
         screen = self.screen
         draw = screen.draw
         controls = self.control_table
+        draw_run = screen.draw_run if self.fast else screen._draw_run_slowly
         for match in TOKEN.finditer(text):
             kind = match.lastgroup
-            if kind == "text":
+            if kind == "run":
+                draw_run(match.group(kind))
+            elif kind == "text":
                 draw(match.group(kind))
             elif kind == "csi_f":
                 self._csi(*match.group("csi_p", "csi_a", "csi_i", "csi_f"))
