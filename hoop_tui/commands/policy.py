@@ -155,7 +155,7 @@ def _check_sql(
         pg_target = PgTarget(target, "", 0, target, "", ())
         if target in config.targets:
             notes.append(f"{target} is not a postgres target: judged as one without read_only")
-    classifier = sqlclass.Classifier()
+    classifier = sqlclass.Classifier(sql_functions=settings.sql_functions)
     found = classifier(sql)
     if found.error is not None and settings.unparsable is UnparsableMode.SYNTAX_ERROR:
         message = f"syntax error (42601, nothing is sent): {found.error}"

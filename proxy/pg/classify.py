@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections import OrderedDict
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -299,8 +299,9 @@ class Classified:
         return out
 
 
-def classify(sql: str) -> Classified:
-    """Parse and classify, without caches."""
+def classify(sql: str, sql_functions: Mapping[str, int] | None = None) -> Classified:
+    """Parse and classify, without caches. `sql_functions`: the operator's own functions that
+    run SQL given as text, by name, with the (0-based) argument holding it."""
     try:
         tree = json.loads(pg_parser.parse_sql_json(sql))
     except pg_parser.ParseError as exc:
@@ -312,7 +313,7 @@ def classify(sql: str) -> Classified:
         length = raw.get("stmt_len", 0)
         chunk = encoded[start : start + length] if length else encoded[start:]
         text = chunk.decode("utf-8", errors="replace").strip()
-        found = _Walker().run(raw.get("stmt"))
+        found = _Walker(sql_functions).run(raw.get("stmt"))
         statements.append(
             Statement(
                 text,
@@ -326,13 +327,15 @@ def classify(sql: str) -> Classified:
     return Classified(tuple(statements))
 
 
-def _cacheable(sql: str) -> bool:
+def _cacheable(sql: str, sql_functions: Mapping[str, int] | None = None) -> bool:
     """Classes of this text may be shared by every text with the same fingerprint."""
     try:
         tree = json.loads(pg_parser.parse_sql_json(sql))
     except pg_parser.ParseError:
         return False
-    return all(_Walker().run(raw.get("stmt")).cacheable for raw in tree.get("stmts", []))
+    return all(
+        _Walker(sql_functions).run(raw.get("stmt")).cacheable for raw in tree.get("stmts", [])
+    )
 
 
 _CONSTANT_TOKENS = frozenset({"ICONST", "FCONST", "SCONST", "BCONST", "XCONST", "USCONST"})
@@ -453,9 +456,15 @@ class Classifier:
     """`classify` with caches, each bounded (LRU): by exact text, by literal shape (plain
     statements, no parser call) and by fingerprint together with the token shape."""
 
-    def __init__(self, max_entries: int = 4096, max_text: int = 16384) -> None:
+    def __init__(
+        self,
+        max_entries: int = 4096,
+        max_text: int = 16384,
+        sql_functions: Mapping[str, int] | None = None,
+    ) -> None:
         self.max_entries = max_entries
         self.max_text = max_text
+        self.sql_functions = dict(sql_functions or {})
         self._by_text: OrderedDict[str, Classified] = OrderedDict()
         self._by_shape: OrderedDict[str, tuple[frozenset[str], frozenset[str], Hashable]] = (
             OrderedDict()
@@ -507,11 +516,11 @@ class Classifier:
             printed = pg_parser.fingerprint(sql)
         except pg_parser.ParseError:
             self.misses += 1
-            return classify(sql)
+            return classify(sql, self.sql_functions)
         tokens = token_shape(sql)
         if tokens is None:
             self.misses += 1
-            return classify(sql)
+            return classify(sql, self.sql_functions)
         # The fingerprint keeps what constants stand for (an option's value), the tokens keep
         # every name; texts equal in both differ only in constants.
         key = (printed, tokens)
@@ -528,8 +537,8 @@ class Classifier:
                     key=key,
                 )
         self.misses += 1
-        result = classify(sql)
-        if result.error is not None or not _cacheable(sql):
+        result = classify(sql, self.sql_functions)
+        if result.error is not None or not _cacheable(sql, self.sql_functions):
             # No key either: the session's verdict cache is keyed by it, and a look-alike
             # (`do $$ ... $$` with another body) must not get this verdict.
             return result
@@ -586,10 +595,11 @@ class _Found:
 class _Walker:
     """Collects the classes of every statement node in a tree, at any depth."""
 
-    def __init__(self) -> None:
+    def __init__(self, sql_functions: Mapping[str, int] | None = None) -> None:
         self.found = _Found(set())
         self.depth = 0
         self.settings_name: str | None = None  # see `select`
+        self.sql_functions = sql_functions or {}
 
     def run(self, node: Any) -> _Found:
         if node is None:
@@ -824,7 +834,7 @@ class _Walker:
             self.found.classes |= {SERVER_FILE, SERVER_FUNCTION}
         if name in _STATISTICS_FUNCTIONS:
             self.found.classes.add(STATISTICS)
-        if name in _SQL_TEXT_FUNCTIONS:
+        if name in _SQL_TEXT_FUNCTIONS or name in self.sql_functions:
             self.sql_text(name, fields.get("args") or [])
         elif name in _TABLE_TEXT_FUNCTIONS:
             self.found.cacheable = False  # the table is a constant
@@ -859,7 +869,10 @@ class _Walker:
         """A function that runs SQL given as text: judged by that SQL when it is a constant,
         `dynamic_sql` when it is not (or cannot be told apart from the other arguments)."""
         self.found.cacheable = False  # the SQL is a constant the fingerprint leaves out
-        at = _SQL_TEXT_FUNCTIONS[name].get(len(args), None)
+        if name in self.sql_functions:
+            at: int | None = self.sql_functions[name]
+        else:
+            at = _SQL_TEXT_FUNCTIONS[name].get(len(args), None)
         if name in ("dblink", "dblink_exec") and len(args) == 2:
             # (sql, fail_on_error) or (connection, sql): PostgreSQL takes a quoted second
             # argument for the text one
@@ -917,7 +930,7 @@ class _Walker:
     def prepare(self, fields: dict[str, Any]) -> bool:
         self.found.classes.add(UTILITY)
         self.found.cacheable = False
-        body = _Walker().run(fields.get("query"))
+        body = _Walker(self.sql_functions).run(fields.get("query"))
         self.found.prepares = (str(fields.get("name") or ""), body)
         self.found.executes |= body.executes
         return False  # the body's classes are the PREPARE's too

@@ -115,6 +115,7 @@ _SETTINGS_KEYS = frozenset(
         "login_timeout",
         "login_cache",
         "scram",
+        "sql_functions",
     }
 )
 _SSLMODES = ("disable", "prefer", "require", "verify-full")
@@ -175,6 +176,8 @@ class PgSettings:
     login_cache: float = 60.0  # seconds a verified password is remembered (0: never)
     scram: dict[str, Verifier] = field(default_factory=dict)
     targets: dict[str, PgTarget] = field(default_factory=dict)
+    # the operator's functions that run SQL given as text: name -> argument (0-based)
+    sql_functions: dict[str, int] = field(default_factory=dict)
 
     def target_for(self, database: str) -> PgTarget | None:
         """The target a client's database name picks: by target name, else by `database`."""
@@ -254,6 +257,19 @@ def parse_pg_settings(config: GatewayConfig) -> PgSettings:
                 f"postgres.scram.{user}",
                 "is not a SCRAM-SHA-256 verifier (make one with `python -m proxy.pg.scram`)",
             ) from None
+    sql_functions: dict[str, int] = {}
+    listed = section.get("sql_functions", {})
+    if not isinstance(listed, dict):
+        raise ConfigError(path, "postgres.sql_functions", "must be a table of name = argument")
+    for name, number in listed.items():
+        if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+            raise ConfigError(
+                path,
+                f"postgres.sql_functions.{name}",
+                "must be the number of the argument holding the SQL (1 for the first)",
+            )
+        # matched by name in any schema, as the classifier reads a call (fails closed)
+        sql_functions[str(name).rsplit(".", 1)[-1].lower()] = number - 1
     cert_file, key_file = (
         file(section, "cert_file", "postgres"),
         file(section, "key_file", "postgres"),
@@ -272,6 +288,7 @@ def parse_pg_settings(config: GatewayConfig) -> PgSettings:
         login_timeout=float(login_timeout),
         login_cache=float(login_cache),
         scram=scram,
+        sql_functions=sql_functions,
         targets={
             name: _pg_target(target, path, index, file)
             for index, (name, target) in enumerate(config.targets.items())
@@ -524,7 +541,9 @@ class PgGateway:
         self.policy = policy if policy is not None else parse_policy(config.raw, config.path)
         self._own_auth = authenticator is None
         self.auth = authenticator or Authenticator(config)
-        self.classifier = classifier or sqlclass.Classifier()
+        self.classifier = classifier or sqlclass.Classifier(
+            sql_functions=self.settings.sql_functions
+        )
         self.tls: ssl.SSLContext | None = None
         self.server: asyncio.Server | None = None
         self.connections: set[PgConnection] = set()

@@ -77,6 +77,8 @@ async def gate(pg: PgHarness) -> AsyncIterator[PgHarness]:
         f"insert into victim select i, 'row' || i from generate_series(1, {ROWS}) i",
         "create table secrets (id int, token text)",
         "insert into secrets select i, 'tok-' || i || '-zebra' from generate_series(1, 50) i",
+        "create function run_sql(q text) returns void language plpgsql "
+        "as $$ begin execute q; end $$",
     )
     pg.targets = _targets()
     pg.rules = [
@@ -88,6 +90,7 @@ async def gate(pg: PgHarness) -> AsyncIterator[PgHarness]:
             "message": "denied",
         }
     ]
+    pg.extra_toml = "[postgres.sql_functions]\nrun_sql = 1\n"  # the operator's own
     await pg.start()
     yield pg
 
@@ -254,3 +257,20 @@ async def test_pg_dump_and_pg_restore_round_trip_through_the_deny_list(
         await _victim_rows()
     )
     assert await _direct(RESTORE_DB, "select count(*) from secrets") == [(50,)]
+
+
+async def test_functions_the_operator_lists_are_judged_by_their_sql(gate: PgHarness) -> None:
+    for sql in [
+        "select run_sql('delete from victim')",
+        "select public.run_sql($$drop table victim$$)",
+        "select run_sql(chr(100) || 'elete from victim')",
+        "select 1 from run_sql((select 'truncate victim'))",
+    ]:
+        result = await gate.psql("-c", sql, database="src")
+        assert "denied" in result.err, (sql, result.out, result.err)
+    assert len(await _victim_rows()) == ROWS
+    ran = await gate.psql(
+        "-c", "select run_sql('update victim set v = ''w'' where id = 1')", database="src"
+    )
+    assert ran.status == 0 and "denied" not in ran.err, ran.err
+    assert (await _victim_rows())[0] == (1, "w")
