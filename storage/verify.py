@@ -4,6 +4,12 @@ A recording is intact when the chain holds from the preamble to the footer, ever
 is signed by the expected key, and the file ends with a trailer, a final checkpoint and the
 footer. Anything else is reported with the first bad offset, the last time that can be read
 and the last time a valid signature covers.
+
+An intact file is not yet proof of *which* session it records: a file can be copied over
+another's name, and the catalogue is a plain database anyone with the data directory may edit.
+The header is covered by the chain and the signatures, so it is the truth; `binding_problems`
+holds the file's place and its catalogue row against it, and `recording_problem` does the cheap
+part of that (header read, not verified) for listings.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import BinaryIO
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from storage.catalogue import SessionRow
 from storage.encoder import chain_next, chain_start, signed_message
 from storage.reader import (
     RecordingError,
@@ -52,20 +59,113 @@ class VerifyReport:
     frames: int
     events: int
     session_id: str = ""
+    header: RecordingHeader | None = None
+    # the file's place or catalogue row disagree with its header (see `binding_problems`)
+    binding: list[str] | None = None
+
+    @property
+    def who(self) -> str:
+        """What the signed header says: session, user, target."""
+        if self.header is None:
+            return ""
+        h = self.header
+        return f"session {h.session_id}, user {h.user}, target {h.target} ({h.protocol})"
+
+    def bind(self, problems: list[str]) -> None:
+        """Record what `binding_problems` found: any of it fails the report."""
+        self.binding = problems
+        if problems:
+            self.ok = False
 
     def summary(self) -> str:
+        who = f"{self.who}, " if self.header is not None else ""
         if self.ok:
             return (
-                f"{self.path}: OK, {self.frames} frames, {self.events} events, "
+                f"{self.path}: OK, {who}{self.frames} frames, {self.events} events, "
                 f"signed to the end ({format_time(self.last_good_us)})"
             )
+        if self.problem is None and self.binding:
+            return f"{self.path}: FAILED, {who}but " + "; ".join(self.binding)
         signed = (
             format_time(self.signed_until_us) if self.signed_until_us is not None else "nothing"
         )
         return (
             f"{self.path}: FAILED at offset {self.bad_offset}: {self.problem}; "
             f"last good time {format_time(self.last_good_us)}, signed up to {signed}"
+            + (f" ({self.who})" if self.header is not None else "")
         )
+
+
+def read_header(path: Path) -> RecordingHeader:
+    """The header block of a recording, read but not verified. RecordingError or OSError."""
+    with path.open("rb") as handle:
+        size = handle.seek(0, 2)
+        handle.seek(0)
+        read_preamble(handle)
+        head = read_block_head(handle, len(PREAMBLE), size)
+        if head.kind != KIND_HEADER:
+            raise RecordingError(head.offset, "the first block is not a header")
+        body, _ = read_block(handle, head)
+        try:
+            return RecordingHeader.from_map(unpack_map(body, head.offset, "header"))
+        except ValueError as exc:
+            raise RecordingError(head.offset, str(exc)) from None
+
+
+def binding_problems(
+    header: RecordingHeader, path: Path, row: SessionRow | None, expected_path: Path | None
+) -> list[str]:
+    """How a recording's place and catalogue row disagree with its (signed) header: empty
+    when they agree. `expected_path` is where the gateway files this session (None for a
+    file outside the data directory, which may be named anything); `row` is the catalogue's
+    row for the header's session id (None: the catalogue does not know it)."""
+    problems = []
+    if expected_path is not None and not _same_file(path, expected_path):
+        problems.append(
+            f"the header says session {header.session_id}, whose recording belongs at "
+            f"{expected_path}: this file was moved, renamed or copied over another's"
+        )
+    if row is None:
+        if expected_path is not None:
+            problems.append(f"the catalogue has no row for session {header.session_id}")
+        return problems
+    for what, catalogued, recorded in (
+        ("session", row.id, header.session_id),
+        ("user", row.user, header.user),
+        ("target", row.target, header.target),
+        ("protocol", row.protocol, header.protocol),
+        ("start", row.started_at_us, header.started_at_us),
+        ("service account", row.service_account, header.service_account),
+    ):
+        if catalogued != recorded:
+            problems.append(f"the catalogue says {what} {catalogued!r}, the recording {recorded!r}")
+    if expected_path is not None and not _same_file(Path(row.path), path):
+        problems.append(f"the catalogue files this session at {row.path}")
+    return problems
+
+
+def recording_problem(row: SessionRow) -> str | None:
+    """Why a catalogue row's recording cannot be taken for it, in a few words for a listing:
+    `missing`, `unreadable: ...`, or `mismatch: ...` when the file's header names another
+    session, user or target. None when they agree (`verify` proves the rest)."""
+    path = Path(row.path)
+    try:
+        header = read_header(path)
+    except FileNotFoundError:
+        return "missing"
+    except (OSError, RecordingError) as exc:
+        return f"unreadable: {getattr(exc, 'strerror', None) or exc}"
+    problems = binding_problems(header, path, row, None)
+    if path.stem != header.session_id:
+        problems.insert(0, f"the file holds session {header.session_id}")
+    return "mismatch: " + "; ".join(problems) if problems else None
+
+
+def _same_file(one: Path, other: Path) -> bool:
+    try:
+        return one.resolve() == other.resolve()
+    except OSError:
+        return False
 
 
 ProgressCallback = Callable[[int, int], None]
@@ -101,6 +201,7 @@ class _ChainWalker:
         self.frames = 0
         self.events = 0
         self.session_id = ""
+        self.header: RecordingHeader | None = None
         self.complete = False
 
     def fail(self, offset: int, message: str) -> None:
@@ -120,6 +221,7 @@ class _ChainWalker:
             frames=self.frames,
             events=self.events,
             session_id=self.session_id,
+            header=self.header,
         )
 
     def walk(self) -> None:
@@ -203,6 +305,7 @@ class _ChainWalker:
         except ValueError as exc:
             raise RecordingError(offset, str(exc)) from None
         self.session_id = header.session_id
+        self.header = header
         expected = key_id(self.public_key)
         if header.signing_key_id and header.signing_key_id != expected:
             raise RecordingError(

@@ -31,16 +31,17 @@ from replay.asciicast import (
     write_cast_recording,
 )
 from replay.export import export_jsonl, export_text
-from storage.catalogue import SessionQuery, SqliteCatalogue
+from replay.keyframes import cache_keyframes
+from storage.catalogue import CATALOGUE_NAME, SessionQuery, SessionRow, SqliteCatalogue
 from storage.reader import RecordingError, RecordingReader, format_time
-from storage.recorder import recording_path
+from storage.recorder import RECORDINGS_DIR, SUFFIX, recording_path
 from storage.signing import (
     PUBLIC_KEY_NAME,
     SigningKeyError,
     load_or_create_signing_key,
     load_public_key,
 )
-from storage.verify import verify_recording
+from storage.verify import VerifyReport, binding_problems, recording_problem, verify_recording
 
 
 def parse_when(text: str) -> int:
@@ -149,19 +150,82 @@ def recording_info(reader: RecordingReader) -> dict[str, Any]:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    """Each file's chain and signatures, then its header against its place in the data
+    directory and its catalogue row; with --all, every recording and every row."""
+    data_dir: Path | None
+    try:
+        data_dir = data_dir_from(args)
+    except CommandError:
+        if not args.key or args.all:
+            raise
+        data_dir = None  # a file and a key, no gateway: the chain and signatures only
     key_path = Path(args.key) if args.key else data_dir_from(args) / PUBLIC_KEY_NAME
     try:
         public_key = load_public_key(key_path)
     except SigningKeyError as exc:
         raise CommandError(f"{exc} (give the gateway's public key with --key FILE)") from None
+    if not args.files and not args.all:
+        raise CommandError("name the recordings to verify, or --all for the whole data directory")
+    catalogue = _catalogue_of(data_dir)
     failures = 0
-    for name in args.files:
+    rows: dict[str, SessionRow] = {}
+    if args.all and catalogue is not None:
+        rows = {row.id: row for row in catalogue.find_sessions(SessionQuery())}
+    seen: set[str] = set()
+    names = list(args.files)
+    if args.all:
+        assert data_dir is not None
+        names += sorted(str(path) for path in (data_dir / RECORDINGS_DIR).rglob(f"*{SUFFIX}"))
+    for name in names:
+        path = Path(name)
         progress = Progress(f"verifying {name}")
-        report = verify_recording(Path(name), public_key, progress.update)
+        report = verify_recording(path, public_key, progress.update)
         progress.finish()
+        if report.header is not None:
+            seen.add(report.header.session_id)
+            _bind(report, path, data_dir, catalogue)
         print(report.summary())
         failures += not report.ok
+    for row in rows.values():
+        if row.id in seen:
+            continue
+        problem = recording_problem(row) or "not at its place in the data directory"
+        print(
+            f"{row.path}: FAILED, the catalogue's session {row.id} (user {row.user}, target "
+            f"{row.target}) has no recording there: {problem}"
+        )
+        failures += 1
+    if args.all:
+        print(f"{len(names)} recording(s), {len(rows)} catalogue row(s), {failures} problem(s)")
     return 1 if failures else 0
+
+
+def _catalogue_of(data_dir: Path | None) -> SqliteCatalogue | None:
+    if data_dir is None or not (data_dir / CATALOGUE_NAME).exists():
+        return None
+    return SqliteCatalogue.in_data_dir(data_dir)
+
+
+def _bind(
+    report: VerifyReport, path: Path, data_dir: Path | None, catalogue: SqliteCatalogue | None
+) -> None:
+    """Hold the file's place and catalogue row against its header: a file inside the data
+    directory's recordings must sit where its session belongs and have a matching row; one
+    outside (an exported copy) is checked against the row only if the catalogue has one."""
+    assert report.header is not None
+    expected = None
+    if data_dir is not None and _inside(path, data_dir / RECORDINGS_DIR):
+        expected = recording_path(data_dir, report.header)
+    row = catalogue.get_session(report.header.session_id) if catalogue is not None else None
+    report.bind(binding_problems(report.header, path, row, expected))
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except (ValueError, OSError):
+        return False
+    return True
 
 
 # -- export / import ------------------------------------------------------------------------------
@@ -200,6 +264,7 @@ def cmd_import_cast(args: argparse.Namespace) -> int:
         catalogue = SqliteCatalogue.in_data_dir(data_dir)
         catalogue.add_session(header, out_path)
         catalogue.finish_session(summary)
+    cache_keyframes(out_path)  # the first replay of it restores a keyframe, like any other
     print(f"imported {len(cast.events)} events into {out_path}")
     return 0
 
@@ -221,7 +286,8 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     rows = SqliteCatalogue.in_data_dir(data_dir_from(args)).find_sessions(query)
     if args.json:
-        print(json.dumps([row.to_json() for row in rows], indent=2))
+        listed = [{**row.to_json(), "recording_problem": recording_problem(row)} for row in rows]
+        print(json.dumps(listed, indent=2))
         return 0
     if not rows:
         print("no sessions match", file=sys.stderr)
@@ -231,10 +297,12 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         f"{'EVENTS':>7} {'DENY':>4} {'HOLD':>4}  END"
     )
     for row in rows:
+        problem = recording_problem(row)
         print(
             f"{row.id[:8]:<10} {format_epoch_us(row.started_at_us):<19} {row.user[:12]:<12} "
             f"{row.target[:14]:<14} {row.protocol[:9]:<9} {row.events:>7} {row.denies:>4} "
             f"{row.holds:>4}  {row.end_reason or 'live'}"
+            + (f"  RECORDING {problem}" if problem else "")
         )
     return 0
 
@@ -285,9 +353,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "verify",
         help="check recordings' hash chains and signatures",
         description="Exit 0 only when every file is complete, unaltered and signed by the "
-        "gateway's key; otherwise name the first bad offset and the last good time.",
+        "gateway's key, and its header's session, user and target match its place in the data "
+        "directory and its catalogue row; otherwise name the first bad offset and the last "
+        "good time, or what does not match.",
     )
-    verify.add_argument("files", nargs="+", metavar="FILE")
+    verify.add_argument("files", nargs="*", metavar="FILE")
+    verify.add_argument(
+        "--all",
+        action="store_true",
+        help="every recording in the data directory and every catalogue row, each against "
+        "the other",
+    )
     verify.add_argument("--key", metavar="FILE", help="the gateway's recording public key")
     add_config_arguments(verify)
     verify.set_defaults(handler=cmd_verify)

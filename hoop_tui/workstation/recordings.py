@@ -27,6 +27,7 @@ from replay.player import Player
 from replay.sql_timeline import build_sql_timeline
 from storage.catalogue import SessionQuery, SessionRow, SqliteCatalogue
 from storage.reader import RecordingError, RecordingReader
+from storage.verify import recording_problem
 
 TERMINAL_PROTOCOLS = frozenset({"ssh", "local", "asciicast"})
 SQL_PROTOCOLS = frozenset({"postgres"})
@@ -87,6 +88,8 @@ class RecordingsScreen(Screen[None]):
         self.data_dir = data_dir
         self.masks = masks if masks is not None and masks.active else None
         self.rows: dict[str, SessionRow] = {}
+        # why a row's recording cannot be taken for it (missing, mismatch): shown, never hidden
+        self.problems: dict[str, str | None] = {}
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -108,6 +111,7 @@ class RecordingsScreen(Screen[None]):
     def action_reload(self) -> None:
         catalogue = SqliteCatalogue.in_data_dir(self.data_dir)
         self.rows = {row.id: row for row in catalogue.find_sessions(SessionQuery(limit=5000))}
+        self.problems = {row.id: recording_problem(row) for row in self.rows.values()}
         self._fill(self.query_one("#filter", Input).value)
 
     def _fill(self, text: str) -> None:
@@ -124,12 +128,17 @@ class RecordingsScreen(Screen[None]):
                     str(row.events),
                     str(row.denies),
                     str(row.holds),
-                    row.end_reason or "live",
+                    self._end(row),
                 )
                 # Plain Text, never markup: an end reason carries words from the target or
                 # the client ("[...]" would be read as styling, or fail to parse), and
                 # parsing 16,000 cells as markup was a third of the start-up time.
                 table.add_row(*(Text(cell) for cell in cells), key=row.id)
+
+    def _end(self, row: SessionRow) -> str:
+        problem = self.problems.get(row.id)
+        end = row.end_reason or "live"
+        return f"RECORDING {problem} | {end}" if problem else end
 
     @staticmethod
     def _matches(row: SessionRow, word: str) -> bool:
@@ -168,6 +177,9 @@ class RecordingsScreen(Screen[None]):
 
     def open_session(self, row: SessionRow, at: MaskEntry | None = None) -> None:
         """The view that fits the session's protocol, showing `at` when given."""
+        problem = self.problems.get(row.id)
+        if problem:
+            self.notify(f"this row's recording: {problem}", severity="warning", timeout=10)
         if row.protocol in TERMINAL_PROTOCOLS:
             self.notify("Opening the replay (indexing a long recording takes a moment)...")
             self.open_replay(row, at.event_index if at else None)

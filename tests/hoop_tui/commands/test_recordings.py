@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -250,3 +251,73 @@ def test_export_applies_todays_masks_in_every_format(tmp_path, data_dir):
     assert result.returncode == 1
     assert "masks #1 (x).pattern" in result.stderr and len(result.stderr.splitlines()) == 1
     assert not out.exists()
+
+
+# -- a recording is bound to its session: its place and its catalogue row -------------------------
+
+
+def _two_sessions(data_dir: Path) -> tuple[Path, Path]:
+    alice = _catalogued(data_dir, "alice", "web1", 0)
+    carol = _catalogued(data_dir, "carol", "db1", 0)
+    return alice, carol
+
+
+def test_a_recording_copied_over_another_sessions_file_fails_verify(data_dir):
+    alice, carol = _two_sessions(data_dir)
+    carol_id = carol.stem
+    ok = hoop("verify", str(alice), str(carol), "--data-dir", str(data_dir))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert f"{alice}: OK, session {alice.stem}, user alice, target web1 (ssh), " in ok.stdout
+    alice.write_bytes(carol.read_bytes())  # carol's session passed off as alice's
+    result = hoop("verify", str(alice), "--data-dir", str(data_dir))
+    assert result.returncode == 1
+    who = f"session {carol_id}, user carol, target db1 (ssh)"
+    assert f"{alice}: FAILED, {who}, but " in result.stdout
+    assert "this file was moved, renamed or copied over another's" in result.stdout
+    listing = hoop("sessions", "--data-dir", str(data_dir))
+    (alice_line,) = [line for line in listing.stdout.splitlines() if " alice " in line]
+    assert f"RECORDING mismatch: the file holds session {carol_id}" in alice_line
+    assert "the catalogue says user 'alice', the recording 'carol'" in alice_line
+    (carol_line,) = [line for line in listing.stdout.splitlines() if " carol " in line]
+    assert "RECORDING" not in carol_line
+
+
+def test_an_edited_catalogue_row_is_shown_and_fails_verify(data_dir):
+    alice, _ = _two_sessions(data_dir)
+    with sqlite3.connect(data_dir / "catalogue.db") as db:
+        db.execute("UPDATE sessions SET user = 'bob' WHERE id = ?", (alice.stem,))
+    listing = hoop("sessions", "--data-dir", str(data_dir), "--user", "bob")
+    assert "RECORDING mismatch: the catalogue says user 'bob', the recording 'alice'" in (
+        listing.stdout
+    )
+    as_json = json.loads(hoop("sessions", "--data-dir", str(data_dir), "--json").stdout)
+    problems = {row["user"]: row["recording_problem"] for row in as_json}
+    assert problems["carol"] is None and "user 'bob'" in problems["bob"]
+    result = hoop("verify", str(alice), "--data-dir", str(data_dir))
+    assert result.returncode == 1
+    assert f"session {alice.stem}, user alice, target web1" in result.stdout
+    assert "the catalogue says user 'bob', the recording 'alice'" in result.stdout
+
+
+def test_a_recording_moved_away_is_listed_as_missing_and_verify_all_finds_it(tmp_path, data_dir):
+    alice, carol = _two_sessions(data_dir)
+    clean = hoop("verify", "--all", "--data-dir", str(data_dir))
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "2 recording(s), 2 catalogue row(s), 0 problem(s)" in clean.stdout
+    alice.rename(tmp_path / "elsewhere.hrec")
+    listing = hoop("sessions", "--data-dir", str(data_dir))
+    (alice_line,) = [line for line in listing.stdout.splitlines() if " alice " in line]
+    assert alice_line.endswith("client closed  RECORDING missing")
+    result = hoop("verify", "--all", "--data-dir", str(data_dir))
+    assert result.returncode == 1
+    assert (
+        f"{alice}: FAILED, the catalogue's session {alice.stem} (user alice, target web1) "
+        "has no recording there: missing"
+    ) in result.stdout
+    assert f"{carol}: OK, session {carol.stem}, user carol" in result.stdout
+    planted = carol.with_name(f"{alice.stem}.hrec")  # carol's file planted as alice's
+    planted.write_bytes(carol.read_bytes())
+    result = hoop("verify", "--all", "--data-dir", str(data_dir))
+    assert result.returncode == 1
+    assert f"{planted}: FAILED, session {carol.stem}, user carol" in result.stdout
+    assert "1 problem(s)" not in result.stdout  # the planted file and alice's row both fail
