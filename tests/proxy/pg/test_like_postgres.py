@@ -7,12 +7,13 @@ through the gateway to the machine's PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import select
 import uuid
 from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
-from psycopg import errors
+from psycopg import errors, pq
 from psycopg.pq import TransactionStatus
 
 from tests.proxy.pg.harness import DIRECT_DSN, PgHarness
@@ -355,3 +356,60 @@ async def test_the_login_cache_can_be_turned_off(pg: PgHarness) -> None:
     first = await _connect_ms(_carol_dsn(pg))
     again = sorted([await _connect_ms(_carol_dsn(pg)) for _ in range(3)])
     assert again[1] > first / 3, (first, again)
+
+
+# -- 5. large statements under load -----------------------------------------------------------
+
+BIG_QUERY = b"/* %s */ select 'x' as f from pg_sleep(0.01); select 1 as foo;" % (b"x" * 1_000_000)
+
+
+def _nonblocking_send_query(dsn: str, rounds: int) -> None:
+    """psycopg's own test_send_query: a 1 MB simple query sent by a nonblocking libpq, which
+    reads while its sends wait."""
+    for _ in range(rounds):
+        with psycopg.connect(dsn) as conn:
+            pgconn = conn.pgconn
+            pgconn.nonblocking = 1
+            pgconn.send_query(BIG_QUERY)
+            while pgconn.flush():
+                readable, writable, _ = select.select([pgconn.socket], [pgconn.socket], [], 30)
+                assert readable or writable, "the gateway stopped reading the client"
+                if readable and not writable:
+                    pgconn.consume_input()
+            statuses = []
+            while True:
+                pgconn.consume_input()
+                if pgconn.is_busy():
+                    readable, _, _ = select.select([pgconn.socket], [], [], 30)
+                    assert readable, "no answer from the gateway"
+                    continue
+                result = pgconn.get_result()
+                if result is None:
+                    break
+                statuses.append(result.status)
+            assert statuses == [pq.ExecStatus.TUPLES_OK] * 2
+
+
+def _big_binds_and_copies(dsn: str, rounds: int) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("create temp table rows_in (a text)")
+        for _ in range(rounds):
+            cur = conn.execute("select length(%s)", ["y" * 1_000_000])
+            assert cur.fetchone() == (1_000_000,)
+            with conn.cursor().copy("copy rows_in from stdin") as copy:
+                for _ in range(10):
+                    copy.write_row(["z" * 100_000])
+            total = 0
+            with conn.cursor().copy("copy rows_in to stdout") as copy:
+                for chunk in copy:
+                    total += len(chunk)
+            assert total >= 1_000_000
+
+
+@pytest.mark.parametrize("sslmode", ["disable", "require"])
+async def test_large_statements_copy_rows_and_binds_under_load(pg: PgHarness, sslmode: str) -> None:
+    await pg.start()
+    dsn = pg.dsn(sslmode=sslmode)
+    jobs = [asyncio.to_thread(_nonblocking_send_query, dsn, 3) for _ in range(3)]
+    jobs += [asyncio.to_thread(_big_binds_and_copies, dsn, 3) for _ in range(2)]
+    await asyncio.wait_for(asyncio.gather(*jobs), 120)
