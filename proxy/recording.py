@@ -1,17 +1,180 @@
 """Starting a gateway session's recording: the one place the data path builds a recording
-header from who connected to what, and routes a failing recorder back to the event loop."""
+header from who connected to what, and routes a failing recorder back to the event loop.
+
+It is also where what the caller *sends* is masked before it is written (`TypedSecrets`, the
+writer's filter): what a person types (`input`), the commands and statements judged (`exec`,
+`command`, `hold_requested`, `sql_statement`) go through the same detectors as output, and
+keys typed at a password prompt (`Password: `, `[sudo] password for alice: `, a passphrase,
+PIN or token prompt: the terminal does not echo them) are stored as `[redacted]`, masks or no
+masks. Typed input is masked as a stream per channel, so a card number typed one key at a time
+is found as a whole; a possible secret's start waits in the filter until the keys after it
+tell (it is written later, never dropped, at the latest when the channel closes).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.auth import Identity
 from proxy.config import GatewayConfig
+from proxy.mask_stream import MaskStream
+from proxy.masking import Masker, MaskPolicy
 from storage.recorder import RecordingWriter, new_session_id, start_recording
-from storage.schema import RecordingHeader
+from storage.schema import EventType, RecordingHeader
+
+REDACTED = b"[redacted]"
+# The end of a line of output that asks for something the terminal will not echo.
+PASSWORD_PROMPT = re.compile(
+    rb"(pass(word|phrase|code)?|pass phrase|\bPIN\b|token|secret|otp|verification code)"
+    rb"[^\n]{0,80}[:?>]\s*$",
+    re.IGNORECASE,
+)
+PROMPT_TAIL = 160  # bytes of the last output line kept to recognise a prompt
+ENDS_SECRET = frozenset(b"\r\n\x03\x04")  # Enter, Ctrl-C, Ctrl-D end what was typed
+
+
+@dataclass(slots=True)
+class _Channel:
+    tail: bytes = b""  # the last output line so far
+    secret: bool = False  # a password prompt was shown: keys typed now may not be echoed
+    typed: bytearray = field(default_factory=bytearray)  # keys since, held to see if echoed
+    stream: MaskStream | None = None
+
+
+@dataclass(slots=True)
+class TypedSecrets:
+    """The recording's filter: masks what the caller sent before it is written. `masker` is
+    the caller's masking rules on this target (None: only prompts are redacted)."""
+
+    masker: Masker | None
+    _channels: dict[int, _Channel] = field(default_factory=dict)
+
+    def __call__(
+        self, kind: EventType, fields: tuple[Any, ...]
+    ) -> list[tuple[EventType, tuple[Any, ...]]]:
+        if kind is EventType.OUTPUT:
+            return [*self._output(fields), (kind, fields)]
+        if kind is EventType.INPUT and len(fields) >= 2 and isinstance(fields[1], bytes):
+            return self._input(fields[0], fields[1])
+        elif kind is EventType.CHANNEL_CLOSE and fields:
+            return [*self._flush(fields[0]), (kind, fields)]
+        elif kind is EventType.EXEC:
+            return [(kind, self._masked(fields, 1))]
+        elif kind is EventType.COMMAND:
+            return [(kind, self._masked(fields, 2))]
+        elif kind is EventType.HOLD_REQUESTED:
+            return [(kind, self._masked(fields, 1))]
+        elif kind is EventType.SQL_STATEMENT:
+            masked = self._masked(fields, 0)
+            if len(masked) > 1 and isinstance(masked[1], list | tuple):
+                params = [self._text(value) for value in masked[1]]
+                masked = (masked[0], params, *masked[2:])
+            return [(kind, masked)]
+        return [(kind, fields)]
+
+    def _channel(self, number: int) -> _Channel:
+        channel = self._channels.get(number)
+        if channel is None:
+            channel = self._channels[number] = _Channel()
+            if self.masker is not None and self.masker.masks_text:
+                channel.stream = MaskStream(self.masker)
+        return channel
+
+    def _output(self, fields: tuple[Any, ...]) -> list[tuple[EventType, tuple[Any, ...]]]:
+        """Watch for a password prompt; keys held since one that the output echoes were not
+        secret after all, and are written (masked) before this output."""
+        if len(fields) < 2 or not isinstance(fields[1], bytes | bytearray | memoryview):
+            return []
+        number, data = fields[0], bytes(fields[1])
+        channel = self._channel(number)
+        released: list[tuple[EventType, tuple[Any, ...]]] = []
+        if channel.secret and channel.typed and _echoes(data, channel.typed):
+            typed, channel.typed, channel.secret = bytes(channel.typed), bytearray(), False
+            released = self._plain(number, channel, typed)
+        data = data[-PROMPT_TAIL:]
+        cut = max(data.rfind(b"\n"), data.rfind(b"\r"))
+        tail = data[cut + 1 :] if cut >= 0 else (channel.tail + data)[-PROMPT_TAIL:]
+        channel.tail = tail
+        if PASSWORD_PROMPT.search(tail):
+            channel.secret = True
+        return released
+
+    def _input(self, number: int, data: bytes) -> list[tuple[EventType, tuple[Any, ...]]]:
+        channel = self._channel(number)
+        if not channel.secret:
+            return self._plain(number, channel, data)
+        # After a password prompt, keys are held until the output echoes them (not a secret
+        # then) or Enter (or Ctrl-C, Ctrl-D) ends an answer nobody saw: that is written as
+        # `[redacted]`, whatever its length.
+        end = next((i for i, byte in enumerate(data) if byte in ENDS_SECRET), None)
+        if end is None:
+            channel.typed += data
+            return []
+        answered = bool(channel.typed) or end > 0
+        channel.typed, channel.secret = bytearray(), False
+        recorded = [(EventType.INPUT, (number, REDACTED))] if answered else []
+        return recorded + self._plain(number, channel, data[end:])
+
+    def _plain(
+        self, number: int, channel: _Channel, data: bytes
+    ) -> list[tuple[EventType, tuple[Any, ...]]]:
+        recorded = bytearray()
+        if channel.stream is not None:
+            out, _ = channel.stream.feed(data)
+            recorded += out
+        else:
+            recorded += data
+        return [(EventType.INPUT, (number, bytes(recorded)))] if recorded else []
+
+    def _flush(self, number: int) -> list[tuple[EventType, tuple[Any, ...]]]:
+        channel = self._channels.pop(number, None)
+        if channel is None:
+            return []
+        events = [(EventType.INPUT, (number, REDACTED))] if channel.typed else []
+        if channel.stream is not None:
+            out, _ = channel.stream.flush(final=True)
+            events += [(EventType.INPUT, (number, out))] if out else []
+        return events
+
+    def _masked(self, fields: tuple[Any, ...], index: int) -> tuple[Any, ...]:
+        if len(fields) <= index:
+            return fields
+        return (*fields[:index], self._text(fields[index]), *fields[index + 1 :])
+
+    def _text(self, value: Any) -> Any:
+        if self.masker is None or not self.masker.masks_text:
+            return value
+        if isinstance(value, str):
+            return self.masker.mask_text(value)[0]
+        if isinstance(value, bytes):
+            text = value.decode("utf-8", "surrogateescape")
+            return self.masker.mask_text(text)[0].encode("utf-8", "surrogateescape")
+        return value
+
+
+def _echoes(output: bytes, typed: bytes | bytearray) -> bool:
+    """Whether `output` shows keys that were typed (their echo): the last printable one."""
+    printable = [byte for byte in typed if 0x20 < byte < 0x7F]
+    return bool(printable) and bytes([printable[-1]]) in output
+
+
+_MASK_POLICIES: dict[int, tuple[GatewayConfig, MaskPolicy]] = {}
+
+
+def typed_secrets(config: GatewayConfig, identity: Identity, target: str) -> TypedSecrets:
+    """The filter for one session: this caller's masks on this target, from the config."""
+    from proxy.runtime import mask_secret  # the runtime imports this module
+
+    known = _MASK_POLICIES.get(id(config))
+    if known is None or known[0] is not config:
+        policy = MaskPolicy.from_raw_config(config.raw, config.path, mask_secret(config.data_dir))
+        known = _MASK_POLICIES[id(config)] = (config, policy)
+    return TypedSecrets(known[1].for_caller(identity.groups, target))
 
 
 def start_session_recording(
@@ -48,4 +211,6 @@ def start_session_recording(
     def on_failure(exc: BaseException) -> None:
         loop.call_soon_threadsafe(on_broken, exc)
 
-    return start_recording(config.data_dir, header, on_failure=on_failure)
+    writer = start_recording(config.data_dir, header, on_failure=on_failure)
+    writer.filter = typed_secrets(config, identity, target)
+    return writer

@@ -259,9 +259,20 @@ class RecordingWriter:
     def elapsed_us(self) -> int:
         return self._clock_us() - self._t0_us
 
+    # What is written may differ from what was asked: the data path installs a filter that
+    # masks secrets a caller typed (proxy/recording.py). It returns the events to write.
+    filter: (
+        Callable[[EventType, tuple[Any, ...]], list[tuple[EventType, tuple[Any, ...]]]] | None
+    ) = None
+
     def record(self, etype: EventType, *values: Any) -> None:
         """Queue an event stamped now. Fields are positional, in the order of the event table."""
-        self.record_at(self._clock_us() - self._t0_us, etype, *values)
+        now = self._clock_us() - self._t0_us
+        if self.filter is None:
+            self.record_at(now, etype, *values)
+            return
+        for kind, fields in self.filter(etype, values):
+            self.record_at(now, kind, *fields)
 
     def record_at(self, time_us: int, etype: EventType, *values: Any) -> None:
         """Queue an event with an explicit time (microseconds since the session start)."""
