@@ -169,14 +169,23 @@ class _Table:
         self.swept_at = now
 
     def slot(self, key: str, now: float) -> str:
-        """`key`, or the shared overflow entry when the table is full of live entries: a
-        flood of new names is then throttled as one (fail closed), and memory stays bounded."""
+        """Where `key` is counted, keeping the table within `max_entries`: expired entries go
+        first, then the one idle longest (entries are kept in order of last use, so a name
+        being guessed stays). Only when every entry has an attempt waiting do new names share
+        one overflow entry, throttled as one (fail closed)."""
         if key in self.entries:
+            self.entries[key] = self.entries.pop(key)  # most recently used last
             return key
         full = len(self.entries) >= self.max_entries
         if now - self.swept_at > (1.0 if full else 60.0):  # a sweep at most once a second
             self.sweep(now)
-        return key if len(self.entries) < self.max_entries else OVERFLOW
+        if len(self.entries) < self.max_entries:
+            return key
+        idle = next((k for k, v in self.entries.items() if v.pending == 0 and k != OVERFLOW), None)
+        if idle is None:
+            return OVERFLOW
+        del self.entries[idle]
+        return key
 
     def reserve(self, key: str, now: float) -> float:
         key = self.slot(key, now)
