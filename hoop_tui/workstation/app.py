@@ -18,8 +18,9 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
+from hoop_tui.workstation.keys import KeysScreen
 from hoop_tui.workstation.live import LiveScreen, WatchScreen
-from hoop_tui.workstation.queue import QueueScreen
+from hoop_tui.workstation.queue import QueueScreen, ending_notice
 from hoop_tui.workstation.recordings import RecordingsScreen
 from proxy.config import DEFAULT_CONFIG_NAME, ConfigError, load_config, resolve_config_path
 from proxy.console import printable
@@ -114,13 +115,27 @@ class Workstation(App[None]):
 
     def action_show(self, name: str) -> None:
         if self.remote and name == "recordings":
-            self.notify("Recordings are not available in the remote console.", severity="warning")
+            self.notify(
+                "Recordings are not available in the remote console: run `hoop-tui tui` "
+                "on the gateway host.",
+                severity="warning",
+            )
+            return
+        if self.offline and name in ("queue", "live"):
+            self.notify(
+                "Offline: no gateway, so no holds or live sessions. Run `hoop-tui tui` beside "
+                "a running gateway to approve.",
+                severity="warning",
+            )
             return
         self.switch_screen(name)
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        # the recordings key is not even shown in the footer of the remote console
-        return not (self.remote and action == "show" and parameters == ("recordings",))
+    def action_show_help_panel(self) -> None:
+        """`?`: the keys of this screen and of the workstation, closed by `?` or Esc."""
+        if isinstance(self.screen, KeysScreen):
+            self.screen.dismiss()
+            return
+        self.push_screen(KeysScreen(self.screen, remote=self.remote, offline=self.offline))
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         for command in super().get_system_commands(screen):
@@ -146,6 +161,7 @@ class Workstation(App[None]):
                 )
                 me = await self.client.call("whoami")
                 self.person = me["name"]
+                self.queue.person = self.person
                 await self.client.call("subscribe", topics=["holds"])
                 self.queue.replace_all(await self.client.call("holds.list"))
                 where = "remote console" if self.remote else str(self.data_dir)
@@ -176,9 +192,14 @@ class Workstation(App[None]):
                 timeout=10,
                 markup=False,
             )
-        elif event == "hold.decided" and hold["decisions"]:
-            last = hold["decisions"][-1]
-            self.notify(f"{hold['id']} {hold['status']} by {last['by']}")
+        elif event == "hold.decided" and hold["id"] in self.queue.holds:
+            # approved, denied, withdrawn or expired: said in words, never a silent vanishing
+            self.notify(
+                printable(ending_notice(hold)),
+                title="Hold ended",
+                severity="information" if hold["status"] == "approved" else "warning",
+                markup=False,
+            )
         self.queue.hold_changed(hold)
 
     @work(exclusive=True, group="hold-screen")

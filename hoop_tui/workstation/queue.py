@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
 
 from proxy.console import printable
 
-COLUMNS = ("ID", "WHO", "WHERE", "COMMAND", "RULE", "VOTES", "AGE", "LEFT")
+# The time left comes first and the command last: a narrow terminal or a long command cuts the
+# command (whole in the detail pane), never the columns an approver decides by.
+COLUMNS = ("LEFT", "ID", "WHO", "WHERE", "VOTES", "AGE", "RULE", "COMMAND")
+# Under this many seconds left a hold is marked as about to expire.
+EXPIRING_S = 60
+# A DataTable pads each cell by one on either side; its vertical scrollbar takes two.
+CELL_PADDING = 2
+SCROLLBAR_WIDTH = 2
+MIN_COMMAND_WIDTH = 16
+MIN_RULE_WIDTH = 8
 
 
 def printable_lines(text: str) -> str:
@@ -27,6 +37,26 @@ def _duration(seconds: float) -> str:
     minutes, secs = divmod(seconds, 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def shorten(text: str, width: int) -> str:
+    """`text` cut to `width` cells with an ellipsis, for a table cell."""
+    return text if len(text) <= width else text[: max(1, width - 1)] + "…"
+
+
+def ending_notice(hold: dict[str, Any]) -> str:
+    """What an approver is told when a hold leaves the queue, whoever ended it."""
+    status = hold["status"]
+    if hold["decisions"] and status in ("approved", "denied"):
+        last = hold["decisions"][-1]
+        why = f": {last['reason']}" if last.get("reason") else ""
+        return f"{hold['id']} {status} by {last['by']}{why}"
+    note = hold.get("note") or ""
+    if status == "expired":
+        return f"{hold['id']} expired without a decision" + (f" ({note})" if note else "")
+    if status == "withdrawn":
+        return f"{hold['id']} withdrawn: {note or 'the requester gave up'}"
+    return f"{hold['id']} {status}" + (f": {note}" if note else "")
 
 
 class DecisionDialog(ModalScreen[tuple[bool, str] | None]):
@@ -52,13 +82,19 @@ class DecisionDialog(ModalScreen[tuple[bool, str] | None]):
             )
             placeholder = "reason (optional)" if self.approve else "reason (required)"
             yield Input(placeholder=placeholder, id="reason")
-            yield Button(verb, variant="success" if self.approve else "error", id="confirm")
+            with Horizontal(id="dialog-buttons"):
+                yield Button(verb, variant="success" if self.approve else "error", id="confirm")
+                yield Button("Cancel (Esc)", id="cancel")
+            yield Label("Enter confirms, Esc cancels", id="dialog-hint")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self._confirm()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        self._confirm()
+        if event.button.id == "cancel":
+            self.dismiss(None)
+        else:
+            self._confirm()
 
     def _confirm(self) -> None:
         reason = self.query_one("#reason", Input).value.strip()
@@ -79,9 +115,11 @@ class QueueScreen(Screen[None]):
         Binding("d", "decide(False)", "Deny"),
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         self.holds: dict[str, dict[str, Any]] = {}
+        self.clock = clock  # injected, so that a snapshot shows the same times every run
+        self.person = ""  # who this workstation acts as, once the gateway said so
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -119,29 +157,70 @@ class QueueScreen(Screen[None]):
         else:
             self.holds[hold["id"]] = hold
             table.add_row(*self._cells(hold), key=hold["id"])
+        self._fit_commands()
         self._show_detail()
 
-    def _cells(self, hold: dict[str, Any]) -> tuple[Any, ...]:
-        now = time.time()
+    def _fit_commands(self) -> None:
+        """Re-cut every RULE and COMMAND cell to the room the other columns now leave."""
+        if not self.holds or not self.is_mounted:
+            return
+        table = self.query_one("#holds", DataTable)
+        widths = self._widths()
+        for hold_id, hold in self.holds.items():
+            cells = self._cells(hold, widths=widths)
+            table.update_cell(hold_id, "RULE", cells[-2])
+            table.update_cell(hold_id, "COMMAND", cells[-1])
+
+    def _widths(self) -> tuple[int, int]:
+        """(RULE, COMMAND) widths: every other column whole, then the command gets what is
+        left, and the rule name gives way before the command goes under its minimum."""
+        width = self.size.width or self.app.size.width
+        now = self.clock()
+        others = [len(name) for name in COLUMNS[:-1]]
+        for hold in self.holds.values():
+            cells = self._cells(hold, now, widths=(0, 0))[:-1]
+            others = [max(w, len(str(cell))) for w, cell in zip(others, cells, strict=True)]
+        *fixed, rule = others
+        room = width - sum(fixed) - CELL_PADDING * len(COLUMNS) - SCROLLBAR_WIDTH
+        if room - rule >= MIN_COMMAND_WIDTH:
+            return rule, room - rule
+        rule = max(MIN_RULE_WIDTH, room - MIN_COMMAND_WIDTH)
+        return rule, max(MIN_COMMAND_WIDTH, room - rule)
+
+    def _cells(
+        self,
+        hold: dict[str, Any],
+        now: float | None = None,
+        widths: tuple[int, int] | None = None,
+    ) -> tuple[Any, ...]:
+        """The row of a hold; `widths` (RULE, COMMAND) cut those two, (0, 0) leaves them whole."""
+        now = self.clock() if now is None else now
+        rule_width, command_width = self._widths() if widths is None else widths
         votes = len([d for d in hold["decisions"] if d["approve"]])
         left = hold["expires_at"] - now
+        command = printable(hold["command"])
         return (
+            Text(_duration(left), style="bold red" if left < EXPIRING_S else ""),
             hold["id"],
             hold["user"],
             hold["target"],
-            Text(printable(hold["command"]), style="bold"),
-            hold["rule"],
             f"{votes}/{hold['approvals_needed']}",
             _duration(now - hold["created_at"]),
-            Text(_duration(left), style="red" if left < 60 else ""),
+            shorten(hold["rule"], rule_width) if rule_width else hold["rule"],
+            Text(shorten(command, command_width) if command_width else command, style="bold"),
         )
 
     def _tick(self) -> None:
         table = self.query_one("#holds", DataTable)
+        now = self.clock()
         for hold_id, hold in self.holds.items():
-            cells = self._cells(hold)
-            table.update_cell(hold_id, "AGE", cells[6])
-            table.update_cell(hold_id, "LEFT", cells[7])
+            cells = self._cells(hold, now, widths=(0, 0))
+            table.update_cell(hold_id, "LEFT", cells[0])
+            table.update_cell(hold_id, "AGE", cells[5])
+        self._show_detail()
+
+    def on_resize(self) -> None:
+        self._fit_commands()
 
     def selected(self) -> dict[str, Any] | None:
         table = self.query_one("#holds", DataTable)
@@ -178,20 +257,33 @@ class QueueScreen(Screen[None]):
         decided = ", ".join(
             f"{d['by']} {'approved' if d['approve'] else 'denied'}" for d in hold["decisions"]
         )
-        detail.update(  # the command is the requester's text: never markup, controls escaped
-            Text(
-                f"{hold['id']}: {hold['user']} on {hold['target']} "
-                f"(session {hold['session_id'][:8]})\n"
-                f"  {printable(hold['command'])}\n"
-                f"  held by rule {hold['rule']}; approvers: {', '.join(hold['approvers'])}"
-                + (f"; so far: {decided}" if decided else "")
-            )
+        left = hold["expires_at"] - self.clock()
+        expiry = time.strftime("%H:%M:%S", time.localtime(hold["expires_at"]))
+        text = Text(  # the command is the requester's text: never markup, controls escaped
+            f"{hold['id']}: {hold['user']} on {hold['target']} "
+            f"(session {hold['session_id'][:8]})\n"
+            f"  {printable(hold['command'])}\n"
+            f"  held by rule {hold['rule']}; approvers: {', '.join(hold['approvers'])}"
+            + (f"; so far: {decided}" if decided else "")
+            + "\n"
         )
+        expires = f"  expires at {expiry} (in {_duration(left)})"
+        if left < EXPIRING_S:
+            text.append(expires + ": about to expire, denied if nobody decides", "bold red")
+        else:
+            text.append(expires)
+        detail.update(text)
 
     def action_decide(self, approve: bool) -> None:
         hold = self.selected()
         if hold is None:
             self.notify("Nothing to decide.")
+            return
+        if self.person and hold["user"] == self.person:  # said before a reason is typed
+            self.notify(
+                f"{hold['id']} is your own command: another approver must decide it.",
+                severity="error",
+            )
             return
 
         def decided(answer: tuple[bool, str] | None) -> None:

@@ -63,7 +63,9 @@ async def test_a_hold_arrives_live_and_is_approved_with_keys(service):
         waiting = _hold(service)
         table = app.queue.query_one("#holds", DataTable)
         await _until(pilot, lambda: table.row_count == 1)
-        assert "alice" in str(table.get_row_at(0)) and "restart nginx" in str(table.get_row_at(0))
+        assert "alice" in str(table.get_row_at(0)) and "systemctl rest" in str(table.get_row_at(0))
+        detail = app.queue.query_one("#hold-detail", Static)
+        assert "systemctl restart nginx" in str(detail.render())  # whole, whatever the width
         (pending,) = app.queue.holds
         app.queue.show_screen(pending, ["$ systemctl restart nginx"])  # as the gateway answers
         screen_pane = app.queue.query_one("#hold-screen", Static)
@@ -120,14 +122,14 @@ async def test_a_held_command_is_shown_as_text_never_as_markup_or_escapes(servic
     command = "touch /tmp/restart.x [b]rm -rf /[/b] [/x] \x1b[2K\rls"
     shown = "touch /tmp/restart.x [b]rm -rf /[/b] [/x] \\x1b[2K\\rls"
     app = Workstation(service.data_dir)
-    async with app.run_test() as pilot:
+    async with app.run_test(size=(160, 40)) as pilot:  # wide enough for the whole command
         await _until(pilot, lambda: app.person == "bob")
         waiting = _hold(service, command)
         table = app.queue.query_one("#holds", DataTable)
         await _until(pilot, lambda: table.row_count == 1)
         await pilot.pause(0.3)
         assert app.is_running and app.return_code is None
-        assert shown in str(table.get_row_at(0)[3])
+        assert shown in str(table.get_row_at(0)[-1])
         assert shown in str(app.queue.query_one("#hold-detail", Static).render())
         await pilot.press("a")
         await _until(pilot, lambda: isinstance(app.screen, DecisionDialog))
@@ -168,3 +170,89 @@ async def test_recordings_browser_filters_and_opens_a_transcript(service):
         assert isinstance(app.screen, ReplayScreen)
         await pilot.press("end")
         assert "hello from db9" in app.screen.player.text()
+
+
+def _toasts(app) -> str:
+    return " | ".join(str(n.message) for n in app._notifications)
+
+
+async def test_a_withdrawn_hold_is_said_in_words_not_a_silent_vanishing(service):
+    """The requester gave up (Ctrl-C, or the client went away): the row leaves and a toast
+    says withdrawn and why, where the last word used to be `New hold ...` (issue 17, 2)."""
+    app = Workstation(service.data_dir)
+    async with app.run_test() as pilot:
+        await _until(pilot, lambda: app.person == "bob")
+        waiting = _hold(service)
+        table = app.queue.query_one("#holds", DataTable)
+        await _until(pilot, lambda: table.row_count == 1)
+        (hold_id,) = app.queue.holds
+        waiting.cancel("the caller disconnected")
+        await _until(pilot, lambda: table.row_count == 0)
+        await _until(pilot, lambda: f"{hold_id} withdrawn: the caller disconnected" in _toasts(app))
+
+
+async def test_the_detail_shows_the_expiry_and_marks_a_hold_about_to_expire(service):
+    app = Workstation(service.data_dir)
+    async with app.run_test() as pilot:
+        await _until(pilot, lambda: app.person == "bob")
+        waiting = _hold(service)
+        table = app.queue.query_one("#holds", DataTable)
+        await _until(pilot, lambda: table.row_count == 1)
+        detail = app.queue.query_one("#hold-detail", Static)
+        assert "expires at" in str(detail.render()) and "about to expire" not in str(
+            detail.render()
+        )
+        now = time.time()
+        app.queue.clock = lambda: now + 570  # 30 s left of the 10 minutes
+        await _until(pilot, lambda: "about to expire" in str(detail.render()))
+        await _until(pilot, lambda: str(table.get_row_at(0)[0]) in ("0:30", "0:29"))
+        waiting.cancel()
+
+
+async def test_own_command_is_refused_before_a_reason_is_typed(service):
+    app = Workstation(service.data_dir)
+    async with app.run_test() as pilot:
+        await _until(pilot, lambda: app.person == "bob")
+        waiting = asyncio.ensure_future(
+            service.request_hold(
+                session_id="s1",
+                user="bob",
+                target="web1",
+                command="reboot",
+                rule="r",
+                approvers=["oncall"],
+                approvals=1,
+                timeout_s=600,
+            )
+        )
+        table = app.queue.query_one("#holds", DataTable)
+        await _until(pilot, lambda: table.row_count == 1)
+        await pilot.press("a")
+        await pilot.pause(0.2)
+        assert not isinstance(app.screen, DecisionDialog)
+        assert "your own command" in _toasts(app)
+        waiting.cancel()
+
+
+async def test_question_mark_lists_the_workstation_keys_and_closes_again(service):
+    from hoop_tui.workstation.keys import KeysScreen
+
+    app = Workstation(service.data_dir)
+    async with app.run_test() as pilot:
+        await _until(pilot, lambda: app.person == "bob")
+        for closing_key in ("question_mark", "escape"):
+            await pilot.press("question_mark")
+            await _until(pilot, lambda: isinstance(app.screen, KeysScreen))
+            shown = " ".join(str(w.render()) for w in app.screen.query(Static))
+            assert "Approve" in shown and "Deny" in shown and "Recordings" not in shown
+            assert "recordings: browse" in shown
+            await pilot.press(closing_key)
+            await _until(pilot, lambda: not isinstance(app.screen, KeysScreen))
+
+
+async def test_keys_that_cannot_act_offline_say_why(tmp_path):
+    app = Workstation(tmp_path, offline=True)
+    async with app.run_test() as pilot:
+        await pilot.press("1")
+        await pilot.pause(0.2)
+        assert "Offline: no gateway" in _toasts(app)

@@ -3,19 +3,23 @@ the user sees shows up as a diff of the rendered screen."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from textual.app import App
 
 from hoop_tui.workstation.app import Workstation
 from hoop_tui.workstation.mask_review import MaskReviewScreen
+from hoop_tui.workstation.queue import QueueScreen
 from hoop_tui.workstation.sql_timeline import SqlTimelineScreen
 from replay.player import Player
 from replay.sources import open_source
 from storage.catalogue import SqliteCatalogue
 from storage.recorder import recording_path
 from storage.schema import EventType
+from storage.state import Decision, Hold
 from storage.writer import RecordingSummary
 from tests.hoop_tui.workstation.test_replay import DATA, ReplayApp
 from tests.hoop_tui.workstation.test_sql_timeline import wait_for_screen
@@ -165,3 +169,75 @@ def test_the_mask_review_view(snap_compare, pg_data_dir):
 
     app = Workstation(pg_data_dir, offline=True)
     assert snap_compare(app, terminal_size=(110, 24), run_before=open_review)
+
+
+SIZES = [(80, 24), (100, 30), (160, 45)]
+QUEUE_NOW = 1_764_000_600.0
+
+
+class QueueApp(App[None]):
+    """The queue screen alone, fed holds as the control API serialises them, at a fixed time."""
+
+    CSS_PATH = str(Path(__file__).parents[3] / "hoop_tui" / "workstation" / "workstation.tcss")
+
+    def __init__(self, holds: list[dict[str, object]]) -> None:
+        super().__init__()
+        self.queue = QueueScreen(clock=lambda: QUEUE_NOW)
+        self.holds = holds
+
+    async def on_mount(self) -> None:
+        await self.push_screen(self.queue)
+        self.queue.replace_all(self.holds)
+
+    def load_hold_screen(self, hold: dict[str, object]) -> None:
+        """The requester's terminal is not part of this picture."""
+
+
+def _queue_holds() -> list[dict[str, object]]:
+    def hold(number: int, user: str, target: str, command: str, rule: str, left: float):
+        return Hold(
+            id=f"h-{number:06x}",
+            session_id=f"{number:032x}",
+            gateway_id="gw",
+            user=user,
+            target=target,
+            command=command,
+            rule=rule,
+            approvers=["oncall"],
+            approvals_needed=2 if number == 2 else 1,
+            created_at=QUEUE_NOW - 95 * number,
+            expires_at=QUEUE_NOW + left,
+            decisions=[Decision("carol", True, "", QUEUE_NOW - 30)] if number == 2 else [],
+        ).to_json()
+
+    return [
+        hold(1, "alice", "web1", "systemctl restart nginx", "restarts-need-review", 512),
+        hold(
+            2,
+            "deploy-bot",
+            "prod-db",
+            "psql -c 'delete from sessions where created_at < now() - interval ''30 days'' "
+            "and user_id in (select id from users where disabled)' --set ON_ERROR_STOP=1",
+            "writes-need-review",
+            41,
+        ),
+        hold(3, "bob", "web2", "sudo apt-get upgrade -y", "sudo-needs-review", 3599),
+    ]
+
+
+@pytest.mark.parametrize("size", SIZES, ids=[f"{c}x{r}" for c, r in SIZES])
+def test_the_queue_keeps_time_left_whole_at_every_size(snap_compare, monkeypatch, size):
+    """Time left first, the command cut last; the detail shows the expiry (issue 17, 2)."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    try:
+        assert snap_compare(QueueApp(_queue_holds()), terminal_size=size)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+@pytest.mark.parametrize("size", SIZES, ids=[f"{c}x{r}" for c, r in SIZES])
+def test_the_recordings_view_at_every_size(snap_compare, tmp_path, size):
+    _catalogue(tmp_path)
+    assert snap_compare(Workstation(tmp_path, offline=True), terminal_size=size)
