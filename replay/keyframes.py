@@ -28,6 +28,7 @@ import zstandard
 from replay.export import describe_event
 from replay.sources import EventSource
 from replay.terminal import SNAPSHOT_VERSION, Terminal
+from storage.reader import RecordingReader
 from storage.schema import Event, EventType
 
 # Bump when the terminal's behaviour or the cache layout changes: old caches are rebuilt.
@@ -282,27 +283,47 @@ def load_or_build(
 ) -> ReplayIndex:
     """The cached index when there is a valid one, else a new one (written to the cache when
     `cache_dir` is given; a cache that cannot be written is not an error)."""
-    session_id, size = source.header.session_id, source.size
-    path = None if cache_dir is None else cache_path(cache_dir, session_id, size)
-    if path is not None and path.exists():
-        try:
-            loaded = load_index(path.read_bytes(), session_id, size)
-        except OSError:
-            loaded = None
-        if loaded is not None:
-            return loaded
+    loaded = load_cached(source, cache_dir)
+    if loaded is not None:
+        return loaded
     index = build_index(source, every_bytes=every_bytes, every_us=every_us, progress=progress)
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".kf-")
-        except OSError:
-            return index
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(dump_index(index))
-            os.replace(tmp, path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+    if cache_dir is not None:
+        save_index(index, cache_dir)
     return index
+
+
+def cache_keyframes(path: Path, cache_dir: Path | None = None) -> ReplayIndex:
+    """Index the recording at `path` into the cache (default: the user's), so its first
+    replay is one restore away from any screen; `import-cast` calls it once it has written."""
+    with RecordingReader.open(path) as reader:
+        return load_or_build(reader, cache_dir or default_cache_dir())
+
+
+def load_cached(source: EventSource, cache_dir: Path | None) -> ReplayIndex | None:
+    """The cached index of `source`, or None when there is no valid one."""
+    if cache_dir is None:
+        return None
+    session_id, size = source.header.session_id, source.size
+    path = cache_path(cache_dir, session_id, size)
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    return load_index(raw, session_id, size)
+
+
+def save_index(index: ReplayIndex, cache_dir: Path) -> None:
+    """Write `index` to the cache, atomically; a cache that cannot be written is not an error."""
+    path = cache_path(cache_dir, index.session_id, index.source_size)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".kf-")
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(dump_index(index))
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
