@@ -17,12 +17,11 @@ from proxy.policy import (
     Caller,
     Policy,
     Verdict,
-    decide_command_line,
     decide_exec,
     decide_files,
     decide_unseen,
 )
-from proxy.shell_gate import ShellGate
+from proxy.shell_gate import ShellGate, decide_guard_line
 from proxy.ssh.sftp import FileRequest
 from storage.schema import EventType
 
@@ -96,7 +95,7 @@ class PolicyInspector:
         caller = caller_of(link)
 
         def decide(line: CommandLine) -> Verdict | None:
-            return decide_command_line(self.policy, caller, link.target.name, line)
+            return decide_guard_line(self.policy, caller, link.target.name, line)
 
         async def enforce(command: str, verdict: Verdict, notify: Callable[[str], None]) -> Outcome:
             link.record(EventType.COMMAND, channel, "shell", command)

@@ -16,7 +16,16 @@ absolute cursor positions inside the line; a program using those gets lines mark
 or, at worst, a line the policy reads differently and holds.
 
 A full-screen program (alternate screen, `CSI ?1049h`, also 1047 and 47) switches modelling
-off; the caller skips inspection there, since keys typed into vim or less are not commands.
+off; the caller skips inspection there, since keys typed into vim or less are not commands. Only
+an accepted line the gate vouched for may switch it (`line_finished(full_screen=True)`), once:
+the alternate screen entered by anything else (`printf 'ESC[?1049h'`, a prompt, a program not
+known to be full-screen) is modelled like the main screen and every Enter is still judged.
+
+An Enter is only judged once the screen has caught up with the keys typed before it: the text
+typed since the screen last went quiet must stand right before the cursor (one write may carry
+a whole line and its Enter, and its echo may come in pieces). Keys readline treats as accepting
+the line besides Enter (`ESC #`, `C-x C-e`, `C-x C-r`, `C-x e`) come back as an `Enter` whose
+`key` names them, so nothing is accepted that was not judged.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ MAX_ROWS = 64
 MAX_PASTE_BYTES = 1024 * 1024
 BULK_OUTPUT_BYTES = 4096
 MAX_SEQUENCE_CHARS = 256
+QUIET_S = 0.03  # output quiet this long after keys: the shell has answered them
 ANSWER_BURST_S = 0.1  # how long one answer to keys may keep arriving in pieces
 ENTER_KEYS = frozenset({b"\r", b"\n", b"\x0f"})  # CR, Ctrl-J, Ctrl-O all accept a line
 CANCEL_KEYS = frozenset({b"\x03"})  # Ctrl-C abandons the line: the next key starts a new one
@@ -63,6 +73,7 @@ class CommandLine:
     full_screen: bool = False
     echoed: bool = True
     password_prompt: bool = False
+    key: str = ""  # the readline command a key other than Enter accepts the line with
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +95,11 @@ class Enter:
     rest: bytes = b""
     paste: str | None = None
 
+    @property
+    def key(self) -> str:
+        """ "" for Enter; else the readline command of the key (see `ACCEPTING_KEYS`)."""
+        return self.line.key
+
 
 @dataclass(frozen=True, slots=True)
 class Paste:
@@ -98,6 +114,20 @@ class Paste:
 
 
 InputEvent = Forward | Enter | Paste
+
+# Readline's default (emacs) bindings that accept, or may accept, the line without an Enter.
+# `ESC #` (insert-comment) with a numeric argument uncomments the line and runs it; the others
+# run text nobody can read off the screen: the file an editor saved, a re-read inputrc's
+# bindings, a keyboard macro's keys.
+ACCEPTING_KEYS = {
+    b"\x1b#": "insert-comment",
+    b"\x18\x05": "edit-and-execute-command",
+    b"\x18\x12": "re-read-init-file",
+    b"\x18e": "call-last-kbd-macro",
+    b"\x18E": "call-last-kbd-macro",
+}
+OPAQUE_KEYS = frozenset({"edit-and-execute-command", "re-read-init-file", "call-last-kbd-macro"})
+META_HASH = b"\xa3"  # `ESC #` as one 8-bit byte, where readline converts meta characters
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,6 +154,7 @@ class _Rows:
         self.wrap_pending = False
         self.saved = (0, 0)
         self.dropped = 0  # rows dropped off the top since the start, to keep indexes stable
+        self.overflowed = 0  # rows dropped because the line grew past MAX_ROWS
 
     def reset(self, col: int = 0) -> None:
         self.dropped += len(self.rows)
@@ -137,6 +168,7 @@ class _Rows:
         clone.rows = [_Row(list(row.cells), row.wrapped) for row in self.rows]
         clone.row, clone.col, clone.wrap_pending = self.row, self.col, self.wrap_pending
         clone.saved, clone.dropped = self.saved, self.dropped
+        clone.overflowed = self.overflowed
         return clone
 
     # -- printing
@@ -189,6 +221,7 @@ class _Rows:
             del self.rows[:excess]
             self.row -= excess
             self.dropped += excess
+            self.overflowed += excess
 
     def backspace(self) -> None:
         self.wrap_pending = False
@@ -253,6 +286,18 @@ class _Rows:
         cells[self.col : end] = " " * max(0, end - self.col)
 
     # -- reading
+    def text_before_cursor(self, row: int, col: int) -> str:
+        """The cells from (row, col) up to the cursor, wrapped rows joined as they are."""
+        parts: list[str] = []
+        for index in range(row, self.row + 1):
+            cells = self.rows[index].cells
+            if index > row and not self.rows[index].wrapped:
+                parts.append("\n")
+            start = col if index == row else 0
+            end = self.columns if index < self.row else self.col + self.wrap_pending
+            parts.append("".join(cells[start:end]).ljust(end - start))
+        return "".join(parts)
+
     def text_from(self, row: int, col: int) -> str:
         """The logical line from (row, col) to the last non-empty row: wrapped rows joined
         as they are, rows after a newline joined with "\\n"."""
@@ -295,6 +340,7 @@ class _In(enum.Enum):
     CSI = "csi"
     SS3 = "ss3"
     PASTE = "paste"
+    CTRL_X = "ctrl-x"
 
 
 class LineDetector:
@@ -317,6 +363,8 @@ class LineDetector:
             _Out.STRING_ESCAPE: self._out_string_escape,
         }
         self.full_screen = False
+        self._alternate = False  # the target's output switched to the alternate screen
+        self._full_screen_allowed = False  # the accepted line may switch judging off there
         self.bracketed_paste = False  # the application asked for bracketed paste (?2004h)
         self._phase = _Phase.WAITING
         self._prompt_row = 0  # absolute index (rows dropped + index)
@@ -325,6 +373,10 @@ class LineDetector:
         self._typed = False  # printable keys since the prompt
         self._echo_seen = False  # the line after the prompt was non-empty at some point
         self._keys_since_output = 0  # keys the terminal may not have shown yet
+        self._last_output: float | None = None
+        self._run = ""  # printable text typed since the last control key or quiet screen
+        self._run_start: int | None = None  # the cursor's offset in the line when it began
+        self._run_time: float | None = None  # when the last key arrived
         self._in_state = _In.GROUND
         self._held = bytearray()  # an escape sequence that may still become a paste start
         self._paste = bytearray()
@@ -334,7 +386,11 @@ class LineDetector:
             _In.CSI: self._in_csi,
             _In.SS3: self._in_ss3,
             _In.PASTE: self._in_paste,
+            _In.CTRL_X: self._in_ctrl_x,
         }
+        self._accepting = ""  # set by a handler when the key accepts the line
+        self._prefix = b""  # bytes a handler releases while it keeps the current one
+        self._overflow_mark = 0  # rows overflowed before the current line began
 
     # -- configuration
     def resize(self, columns: int) -> None:
@@ -356,6 +412,7 @@ class LineDetector:
             return
         if now is not None:
             self._note_output_time(now)
+            self._last_output = now
         self._keys_since_output = 0
         newline = data.rfind(b"\n")
         if newline >= 0 and (self._phase is _Phase.WAITING or len(data) > BULK_OUTPUT_BYTES):
@@ -385,9 +442,8 @@ class LineDetector:
     def _skip_to(self, data: bytes, newline: int) -> None:
         """Bulk output: only what follows the last line feed can be on the current row.
         Switches of the alternate screen in the skipped part still count."""
-        toggles = _ALT_SCREEN_BYTES.findall(data, 0, newline)
-        if toggles:
-            self.full_screen = toggles[-1] == b"h"
+        for toggle in _ALT_SCREEN_BYTES.findall(data, 0, newline):
+            self._alternate_screen(toggle == b"h")
         self._decoder.reset()
         self._out_state = _Out.GROUND
         self._sequence = ""
@@ -461,7 +517,7 @@ class LineDetector:
             if final in "hl":
                 modes = parameters[1:].split(";")
                 if _ALT_SCREEN_MODES.intersection(modes):
-                    self.full_screen = final == "h"
+                    self._alternate_screen(final == "h")
                 if "2004" in modes:
                     self.bracketed_paste = final == "h"
             return
@@ -489,8 +545,16 @@ class LineDetector:
         if handler is not None:
             handler()
 
+    def _alternate_screen(self, on: bool) -> None:
+        """The alternate screen switches judging off only for a line the gate let start a
+        full-screen program, and only until it leaves the alternate screen."""
+        self._alternate = on
+        if not on:
+            self._full_screen_allowed = False
+        self.full_screen = on and self._full_screen_allowed
+
     # -- input
-    def feed_input(self, data: bytes) -> list[InputEvent]:
+    def feed_input(self, data: bytes, now: float | None = None) -> list[InputEvent]:
         """Bytes the user typed, parsed up to the first Enter, as events in order: `Forward`
         (send now), `Paste` (a whole bracketed paste: hold it, and every event after it, until
         it is judged) and at most one `Enter`, last.
@@ -499,9 +563,17 @@ class LineDetector:
         Enter is held, `current_line()` may be read again as output arrives (with
         `settled=True` once the output went quiet); once the Enter was forwarded or dropped,
         call `line_finished()`, then feed `rest`.
+
+        Pass `now` (the clock `feed_output` gets) so that keys typed once the screen went
+        quiet start a new run of text whose echo can be checked exactly.
         """
         events: list[InputEvent] = []
         pending = bytearray()
+        quiet = self._screen_quiet(now) if now is not None else not self._keys_since_output
+        if quiet:  # without a clock, an answer to every key counts as quiet
+            self._run, self._run_start = "", self._cursor_offset()
+        if now is not None:
+            self._run_time = now
         for index in range(len(data)):
             byte = data[index : index + 1]
             outcome = self._in_handlers[self._in_state](byte)
@@ -509,17 +581,36 @@ class LineDetector:
                 pending += self._take_held() + byte
             elif outcome is _KeyOutcome.KEEP:
                 continue
+            elif outcome is _KeyOutcome.PREFIX:
+                pending += self._prefix
+                self._prefix = b""
             elif outcome is _KeyOutcome.PASTE_DONE:
                 if pending:
                     events.append(Forward(bytes(pending)))
                     pending.clear()
                 events.append(self._finish_paste())
             elif outcome is _KeyOutcome.ENTER:
-                pending += self._take_held()
+                key, self._accepting = self._accepting, ""
+                held = self._take_held()
+                if not key:
+                    pending += held
                 if pending:
                     events.append(Forward(bytes(pending)))
                 rest = data[index + 1 :]
-                events.append(Enter(self.current_line(), byte, rest, _paste_text(rest)))
+                line = self.current_line()
+                if key:
+                    line = CommandLine(
+                        line.text,
+                        line.prompt,
+                        line.certain,
+                        line.reason,
+                        line.full_screen,
+                        line.echoed,
+                        line.password_prompt,
+                        key,
+                    )
+                accept = (held + byte) if key else byte
+                events.append(Enter(line, accept, rest, _paste_text(rest)))
                 return events
         if self.full_screen and self._held:
             pending += self._take_held()
@@ -536,17 +627,49 @@ class LineDetector:
             self._in_state = _In.ESCAPE
             self._held = bytearray(byte) if not self.full_screen else bytearray()
             return _KeyOutcome.KEEP if not self.full_screen else _KeyOutcome.FORWARD
+        if self.full_screen:
+            if byte in ENTER_KEYS:
+                return _KeyOutcome.ENTER
+            self._note_key(byte)
+            return _KeyOutcome.FORWARD
         if byte in ENTER_KEYS:
+            return _KeyOutcome.ENTER
+        if byte == b"\x18":  # C-x: a prefix; what follows may accept the line
+            self._in_state = _In.CTRL_X
+            self._held = bytearray(byte)
+            return _KeyOutcome.KEEP
+        if byte == META_HASH:
+            self._note_key(b"\x1b")
+            self._held = bytearray()
+            self._accepting = ACCEPTING_KEYS[b"\x1b#"]
             return _KeyOutcome.ENTER
         if byte in CANCEL_KEYS:
             self._after_enter()
             return _KeyOutcome.FORWARD
-        self._note_key()
+        self._note_key(byte)
+        return _KeyOutcome.FORWARD
+
+    def _in_ctrl_x(self, byte: bytes) -> _KeyOutcome:
+        self._in_state = _In.GROUND
+        self._note_key(b"\x18")
+        key = ACCEPTING_KEYS.get(bytes(self._held) + byte)
+        if key is not None:
+            self._accepting = key
+            return _KeyOutcome.ENTER
+        if byte == b"\x1b":  # C-x ESC: forward the prefix, read the escape on its own
+            self._in_state = _In.ESCAPE
+            forward = self._take_held()
+            self._held = bytearray(byte)
+            self._prefix = forward
+            return _KeyOutcome.PREFIX
         return _KeyOutcome.FORWARD
 
     def _in_escape(self, byte: bytes) -> _KeyOutcome:
         self._in_state = {b"[": _In.CSI, b"O": _In.SS3}.get(byte, _In.GROUND)
-        self._note_key()
+        self._note_key(b"\x1b")
+        if byte == b"#" and not self.full_screen:
+            self._accepting = ACCEPTING_KEYS[b"\x1b#"]
+            return _KeyOutcome.ENTER
         return self._hold_if_paste_start(byte)
 
     def _in_csi(self, byte: bytes) -> _KeyOutcome:
@@ -584,30 +707,94 @@ class LineDetector:
         body = body.removesuffix(PASTE_END)
         text = _paste_text(body) or ""
         combined = self._combined(text)
-        self._note_key()
+        self._note_key(b"\x1b")
         return Paste(text, combined, data, self.full_screen)
 
-    def _note_key(self) -> None:
+    def _note_key(self, byte: bytes) -> None:
         if self._phase is _Phase.WAITING:
             self._start_editing()
+            self._run, self._run_start = "", self._cursor_offset()
         self._typed = True
         self._keys_since_output += 1
+        if byte >= b" " and byte != b"\x7f":
+            self._run += byte.decode("latin-1")
+        else:  # an editing key: its echo cannot be predicted, only the text typed after it
+            self._run, self._run_start = "", None
+
+    def _screen_quiet(self, now: float) -> bool:
+        """The shell has answered every key sent so far and the output has gone quiet."""
+        if self._keys_since_output:
+            return False
+        last = max(self._last_output or 0.0, self._run_time or 0.0)
+        return self._last_output is None or now - last >= QUIET_S
+
+    def _cursor_offset(self) -> int | None:
+        """Cells from the start of the line (after the prompt) to the cursor, if on screen."""
+        rows = self._rows
+        index = self._prompt_row - rows.dropped
+        if self._phase is not _Phase.EDITING or not 0 <= index <= rows.row:
+            return None
+        return len(rows.text_before_cursor(index, self._prompt_col))
+
+    @property
+    def exact(self) -> bool:
+        """Whether the keys of this line since the screen was last quiet were plain text, so
+        `current_line` checks their echo exactly; else the caller should also wait for the
+        output to go quiet before it trusts the screen."""
+        return self._run_start is not None
+
+    def _echo_caught_up(self) -> bool:
+        """The text typed since the screen was last quiet stands right before the cursor
+        (where it began, if that is known): the screen shows every key sent."""
+        if not self._run:
+            return True
+        try:
+            run = self._run.encode("latin-1").decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        rows = self._rows
+        index = self._prompt_row - rows.dropped
+        if not 0 <= index <= rows.row:
+            return False
+        before = rows.text_before_cursor(index, self._prompt_col)
+        if not before.endswith(run):
+            return False
+        if self._run_start is None:
+            return True
+        width = sum(
+            0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+            for c in run
+        )
+        return len(before) == self._run_start + width
 
     def _start_editing(self) -> None:
         """The first key after an Enter: the row up to the cursor is the prompt."""
         rows = self._rows
         self._phase = _Phase.EDITING
+        if not self.full_screen:
+            self._full_screen_allowed = False  # the line that was allowed it has ended
         self._prompt_row = rows.dropped + rows.row
         self._prompt_col = rows.col
         self._prompt = "".join(rows.rows[rows.row].cells[: rows.col])
         self._typed = False
         self._echo_seen = False
         self._unsolicited = False
+        self._overflow_mark = rows.overflowed
 
-    def line_finished(self) -> None:
+    def line_finished(self, *, full_screen: bool = False) -> None:
         """Call once the held Enter was forwarded or the line dropped: output from here on is
-        the command's (or a fresh prompt), and the next key starts a new line."""
+        the command's (or a fresh prompt), and the next key starts a new line. `full_screen`
+        says the gate forwarded a line that starts a known full-screen program: only then
+        does the alternate screen switch judging off."""
         self._after_enter()
+        self._full_screen_allowed = full_screen or self.full_screen
+        self._run, self._run_start = "", None
+
+    def line_cleared(self) -> None:
+        """The gate emptied the line (a refused key that accepts it): the line goes on at
+        the same prompt, and the next Enter waits for the shell's answer to the clearing."""
+        self._keys_since_output += 1
+        self._run, self._run_start = "", None
 
     def _after_enter(self) -> None:
         self._phase = _Phase.WAITING
@@ -635,6 +822,8 @@ class LineDetector:
             certain, reason = False, "keys were typed but the terminal showed nothing (echo off)"
         elif self._keys_since_output and not settled:
             certain, reason = False, "keys were sent that the terminal has not shown yet"
+        elif self._keys_since_output and not self._run:
+            certain, reason = False, "editing keys were sent that the terminal has not answered"
         elif self._unsolicited:
             certain, reason = (
                 False,
@@ -643,6 +832,8 @@ class LineDetector:
                     "program?): the screen may not show what the shell holds"
                 ),
             )
+        elif not self._echo_caught_up():
+            certain, reason = False, "the screen does not show every key typed before Enter"
         return CommandLine(text, self._prompt, certain, reason, False, echoed, password)
 
     def _line_text(self) -> str:
@@ -656,12 +847,24 @@ class LineDetector:
             and "".join(rows.rows[index].cells[: self._prompt_col]) == self._prompt
         ):
             return rows.text_from(index, self._prompt_col), True, ""
+        if rows.overflowed > self._overflow_mark and index < 0:
+            return (
+                rows.text_from(0, 0),
+                False,
+                f"the line is longer than the {MAX_ROWS} rows the gateway reads",
+            )
         current = rows.rows[rows.row].text()
         search = _REVERSE_SEARCH.match(current)
         if search:
+            if current.count("':") > 1:  # the search text itself may hold the separator
+                return (
+                    search.group(1).rstrip(),
+                    False,
+                    "the reverse-search row can be read more than one way",
+                )
             return search.group(1).rstrip(), True, ""
         prompt = self._prompt.rstrip()
-        for candidate in range(len(rows.rows) - 1, -1, -1):
+        for candidate in range(len(rows.rows)):
             row_text = "".join(rows.rows[candidate].cells)
             if prompt and row_text.startswith(self._prompt):
                 return rows.text_from(candidate, len(self._prompt)), True, ""
@@ -688,6 +891,7 @@ class _KeyOutcome(enum.Enum):
     KEEP = "keep"  # held back for now (part of a possible paste start, or of a paste)
     ENTER = "enter"
     PASTE_DONE = "paste-done"
+    PREFIX = "prefix"  # forward `_prefix` now, keep the current byte held
 
 
 def _paste_text(data: bytes) -> str | None:

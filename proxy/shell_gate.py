@@ -10,26 +10,120 @@ keys other than Enter pass straight through. On Enter the line is decided and th
 
 Input typed while a line is being judged is queued, never forwarded early. Messages the gate
 shows are written to the caller and recorded as output, so replay shows what the user saw.
+
+An Enter is judged only once the screen shows every key typed before it (the detector checks
+plain text exactly; after editing keys the output must also have gone quiet); if the echo does
+not come within `ECHO_WAIT_S`, the line is uncertain and gets the policy's `unparsable` action.
+Keys readline accepts a line with besides Enter (`ESC #`, `C-x C-e`, ...) are judged the same
+way. The alternate screen switches judging off only after an allowed line that starts a known
+full-screen program (`FULL_SCREEN_PROGRAMS`); anything else drawing it is judged as the shell.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import re
 from collections.abc import Awaitable, Callable
 
 from proxy.enforcement import Outcome
-from proxy.line_detector import CommandLine, Enter, Forward, LineDetector, Paste
-from proxy.policy import Action, Verdict
+from proxy.line_detector import OPAQUE_KEYS, CommandLine, Enter, Forward, LineDetector, Paste
+from proxy.policy import Action, Caller, Policy, Verdict, decide_command_line, decide_unseen
+from proxy.shell import ShellAnalysis, SimpleCommand, analyse_line
 
 # End of line, then kill back to its start: readline's way to empty the line.
 CLEAR_LINE = b"\x05\x15"
 CTRL_C = b"\x03"
-ECHO_WAIT_S = 0.25  # how long to wait for the terminal to show keys before judging anyway
+ECHO_WAIT_S = 1.0  # how long to wait for the terminal to show keys; then the line is uncertain
 PROMPT_WAIT_S = 0.5  # how long typed-ahead keys wait for the shell's answer to an Enter
 QUIET_S = 0.03
 LONG_LINE = 1024  # characters; longer lines are parsed on a worker thread
 TICK_S = 1.0
+
+# Programs that draw on the alternate screen and read keys that are not shell commands. Only
+# a line that is one of these, alone, lets the alternate screen switch judging off.
+FULL_SCREEN_PROGRAMS = frozenset(
+    {
+        "vi", "vim", "nvim", "view", "vimdiff", "nano", "pico", "emacs", "mg", "less", "more",
+        "most", "man", "top", "htop", "btop", "atop", "iotop", "iftop", "nmon", "tig", "mc",
+        "ncdu", "journalctl", "systemctl", "git",
+    }
+)  # fmt: skip
+
+
+def starts_full_screen(line: str) -> bool:
+    """Whether `line` is one simple command running a known full-screen program."""
+    result = analyse_line(line)
+    if not isinstance(result, ShellAnalysis) or len(result.commands) != 1:
+        return False
+    return result.commands[0].program in FULL_SCREEN_PROGRAMS
+
+
+# Commands that change how readline turns keys into a line, so that keys the gate reads as
+# editing could accept a line it never judged (`bind '"\C-t": accept-line'`, `set -o vi`), or
+# that run text nobody typed at the prompt (`fc`, `history -s` then a recall, an editor
+# assignment for C-x C-e). Under guard they are their own class, held like an opaque command.
+_EDITOR_VARIABLES = re.compile(r"(?<![${\w])(INPUTRC|VISUAL|EDITOR|FCEDIT)\b")
+_EDITOR_PROGRAMS = frozenset({"bind", "fc"})
+_SAFE_SET_OPTIONS = frozenset(
+    {"errexit", "nounset", "pipefail", "xtrace", "verbose", "noclobber", "noglob", "notify"}
+)
+
+
+def changes_line_editor(text: str) -> str | None:
+    """Why the line would change the line editor (or history) under the gate, or None."""
+    if _EDITOR_VARIABLES.search(text):
+        return "it may set a variable that changes the line editor (INPUTRC, VISUAL, EDITOR)"
+    result = analyse_line(text)
+    if not isinstance(result, ShellAnalysis):
+        return None  # unparsable lines get the unparsable action anyway
+    for command in result.commands:
+        why = _editor_command(command)
+        if why is not None:
+            return why
+    return None
+
+
+def _editor_command(command: SimpleCommand) -> str | None:
+    name = command.program
+    words = [word.text if word.known else "\0" for word in command.argv[1:]]
+    if name in _EDITOR_PROGRAMS:
+        return f"{name} changes the line editor or runs commands from history"
+    if name == "history" and any(w.startswith("-") and set(w) & set("rsn\0") for w in words):
+        return "history -r/-s/-n puts lines into history that were never typed at the prompt"
+    if name == "set":
+        for index, word in enumerate(words):
+            if word[:1] in "-+" and "o" in word:
+                option = word.split("o", 1)[1] or (words[index + 1 : index + 2] or ["\0"])[0]
+                if option not in _SAFE_SET_OPTIONS:
+                    return f"set -o {option} may change the line editor (vi mode)"
+    return None
+
+
+def decide_guard_line(
+    policy: Policy, caller: Caller, target: str, line: CommandLine
+) -> Verdict | None:
+    """The verdict for a line read off the screen in guard mode: the policy's, made stricter
+    where guard cannot see what would run: a key that accepts text nobody can read
+    (`OPAQUE_KEYS`), and commands that change the line editor (`changes_line_editor`)."""
+    if line.key in OPAQUE_KEYS:
+        hidden = f"readline's {line.key} runs text the gateway cannot read off the screen"
+        return decide_unseen(policy, caller, target, f"{line.key}: {line.text}", hidden)
+    verdict = decide_command_line(policy, caller, target, line)
+    if verdict is None or verdict.action is Action.DENY or not line.certain:
+        return verdict
+    why = changes_line_editor(line.text)
+    if why is None:
+        return verdict
+    unseen = decide_unseen(policy, caller, target, line.text, why)
+    return unseen if unseen.action.severity > verdict.action.severity else verdict
+
+
+def uncommented(line: CommandLine) -> CommandLine:
+    """`ESC #` with a numeric argument removes the leading `#` and runs the line: judge that."""
+    return dataclasses.replace(line, text=line.text.removeprefix("#"))
+
 
 Decide = Callable[[CommandLine], Verdict | None]  # pure: it may run on a worker thread
 Enforce = Callable[[str, Verdict, Callable[[str], None]], Awaitable[Outcome]]
@@ -86,7 +180,8 @@ class ShellGate:
             await self._process(await self._queue.get())
 
     async def _process(self, data: bytes) -> None:
-        for event in self.detector.feed_input(data):
+        now = asyncio.get_running_loop().time()
+        for event in self.detector.feed_input(data, now):
             if isinstance(event, Forward):
                 self._to_target(event.data)
             elif isinstance(event, Paste):
@@ -99,16 +194,30 @@ class ShellGate:
     async def _settled_line(self, line: CommandLine) -> CommandLine:
         """Give the terminal a moment to echo keys sent just before Enter; after that, take
         the screen as settled (echo off, a password prompt) rather than wait for ever."""
-        waited = 0.0
-        while not line.certain and line.echoed and waited < ECHO_WAIT_S:
+        key = line.key
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ECHO_WAIT_S
+        while not line.certain and line.echoed and loop.time() < deadline:
             self._output_seen.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._output_seen.wait(), 0.05)
-            waited += 0.05
+            line = self.detector.current_line()
+        if line.certain and not self.detector.exact and not line.full_screen:
+            await self._quiet(deadline)  # editing keys: let their whole answer arrive
             line = self.detector.current_line()
         if not line.certain:
             line = self.detector.current_line(settled=True)
-        return line
+        return dataclasses.replace(line, key=key) if key else line
+
+    async def _quiet(self, deadline: float) -> None:
+        """Wait until no output arrived for `QUIET_S` (or until `deadline`)."""
+        loop = asyncio.get_running_loop()
+        while loop.time() < deadline:
+            self._output_seen.clear()
+            try:
+                await asyncio.wait_for(self._output_seen.wait(), QUIET_S)
+            except TimeoutError:
+                return
 
     async def _verdict(self, line: CommandLine) -> Verdict | None:
         """Parse and decide; a long line (a big paste) is parsed off the event loop."""
@@ -119,13 +228,28 @@ class ShellGate:
     async def _judge_enter(self, event: Enter) -> bool:
         """Judge one Enter; True when it ended a paste that is refused whole."""
         line = await self._settled_line(event.line)
+        if line.key == "insert-comment":
+            line = uncommented(line)
         if event.paste and await self._paste_denied(line, event):
             return True
         verdict = await self._verdict(line)
         allowed = verdict is None or await self._carry_out(line.text, verdict)
         self._output_seen.clear()
-        self._to_target(event.data if allowed else CLEAR_LINE + event.data)
-        self.detector.line_finished()
+        if allowed:
+            self._to_target(event.data)
+        elif line.key:  # the key is dropped and the line emptied: nothing was accepted
+            self._to_target(CLEAR_LINE)
+            self.detector.line_cleared()
+            if event.rest or not self._queue.empty():
+                await self._await_answer()
+            return False
+        else:
+            self._to_target(CLEAR_LINE + event.data)
+        full_screen = allowed and (
+            line.key in OPAQUE_KEYS
+            or (line.certain and not line.key and starts_full_screen(line.text))
+        )
+        self.detector.line_finished(full_screen=full_screen)
         if event.rest or not self._queue.empty():
             await self._await_answer()
         return False

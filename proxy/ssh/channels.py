@@ -420,6 +420,8 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
 
     def _masked(self, data: bytes, datatype: int | None) -> None:
         assert self.masker is not None
+        if self.gate is not None:  # the gate reads what the shell drew, never masked text
+            self.gate.output(data)
         stream = self.mask_streams.get(datatype)
         if stream is None:
             stream = self.mask_streams[datatype] = MaskStream(self.masker)
@@ -472,8 +474,6 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         self.link.touch()
         with contextlib.suppress(BrokenPipeError):
             self.chan.write(out, datatype)
-        if self.gate is not None:
-            self.gate.output(out)
 
     def target_data(self, data: bytes, datatype: int | None) -> None:
         if not self.writable:

@@ -208,7 +208,7 @@ def test_full_screen_programs_are_not_inspected() -> None:
     detector = at_prompt()
     typed(detector, b"vim x", echo=b"vim x")
     enter(detector)
-    detector.line_finished()
+    detector.line_finished(full_screen=True)  # the gate let a full-screen program start
     detector.feed_output(b"\r\n\x1b[?1049h\x1b[H\x1b[2J~\r\n~\r\n")
     assert detector.full_screen
     events = detector.feed_input(b":q!\r")
@@ -225,12 +225,14 @@ def test_full_screen_programs_are_not_inspected() -> None:
 
 def test_escape_is_forwarded_at_once_in_full_screen_programs() -> None:
     detector = at_prompt()
+    detector.line_finished(full_screen=True)
     detector.feed_output(b"\x1b[?1049h")
     assert detector.feed_input(b"\x1b") == [Forward(b"\x1b")]
 
 
 def test_an_alternate_screen_switch_inside_bulk_output_is_seen() -> None:
     detector = at_prompt()
+    detector.line_finished(full_screen=True)
     detector.feed_output(b"line\r\n" * 100 + b"\x1b[?1049h\x1b[H" + b"x\r\n" * 10)
     assert detector.full_screen
 
