@@ -21,6 +21,7 @@ from hoop_tui.commands import (
     replay,
     workstation,
 )
+from hoop_tui.commands.examples import add_examples
 from hoop_tui.errors import CommandError
 
 COMMAND_MODULES = (local, recordings, gateway, approvals, policy, replay, workstation, masks)
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMAND_MODULES:
         module.register(subparsers)
+    add_examples(subparsers)
     return parser
 
 

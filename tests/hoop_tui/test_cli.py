@@ -54,3 +54,27 @@ def test_only_the_dsa_warning_is_filtered():
     assert result.returncode == 0, result.stderr
     assert "DSA is deprecated" in result.stderr
     assert "something new" in result.stderr
+
+
+def test_every_subcommand_has_a_description_and_examples_that_parse():
+    """`--help` of a subcommand says what it does and shows how it is used (issue 17, 12); an
+    example that no longer parses is caught here, not by a reader."""
+    import argparse
+    import shlex
+
+    from hoop_tui.cli import build_parser
+
+    parser = build_parser()
+    (subparsers,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, sub in subparsers.choices.items():
+        assert sub.description, f"{name} --help has no description"
+        assert sub.epilog and sub.epilog.startswith("examples:"), f"{name} has no examples"
+        for line in sub.epilog.splitlines()[1:]:
+            pipeline = line.split("#")[0].split("|")
+            command = next(part for part in pipeline if "hoop-tui" in part)
+            words = shlex.split(command)
+            assert words[:2] == ["hoop-tui", name], line
+            try:
+                build_parser().parse_args(words[1:])
+            except SystemExit as exc:
+                raise AssertionError(f"example does not parse: {line}") from exc
