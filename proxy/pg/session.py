@@ -372,6 +372,13 @@ class PgSession:
         self._abort_portal = f"hoop-refused-{secrets.token_hex(8)}"  # a portal never made
         self._column_cache: dict[bytes, tuple[tuple[str, ...], tuple[int, ...]]] = {}
         self._codec = "utf-8"  # the client_encoding, as the Python codec text is read in
+        self._confirmed_codec = "utf-8"  # as the server last reported it
+        # A statement that may change client_encoding went upstream: the client's next
+        # messages wait for the server's answer (and its ParameterStatus), so that they are
+        # read in the encoding the server reads them in. In the extended protocol, from the
+        # batch's Sync on.
+        self._encoding_wait = False
+        self._encoding_after_sync = False
         self._outputs: OrderedDict[Hashable, tuple[OutputMasks | None, ...]] = OrderedDict()
         self._cursors: dict[str, OutputMasks] = {}  # DECLAREd cursors' output masks
         self.masker: Masker | None = None  # set after login when masking rules apply
@@ -410,6 +417,10 @@ class PgSession:
             self._pump_upstream()
         except ProtocolError as exc:
             self._fatal(PROTOCOL_VIOLATION, f"hoop: the target broke the protocol: {exc}")
+        if self._encoding_wait and not any(e.kind in _ANSWERED_BY_READY for e in self._expects):
+            self._encoding_wait = False  # the server has said which encoding follows
+            self._use_codec(self._confirmed_codec)
+            self._pump_client()
 
     def judged(self, allowed: bool, message: str = "", sqlstate: str = "") -> None:
         """The outcome of the pending `Judge`; resumes the client's messages."""
@@ -442,7 +453,12 @@ class PgSession:
         """The client_encoding the server reported (at login, or after a change): statements,
         names, column names and errors are read in it from now on."""
         codec = codec_of(value)
-        if codec is not None and codec != self._codec:
+        if codec is not None:
+            self._confirmed_codec = codec
+            self._use_codec(codec)
+
+    def _use_codec(self, codec: str) -> None:
+        if codec != self._codec:
             self._codec = codec
             self._column_cache.clear()
 
@@ -456,6 +472,8 @@ class PgSession:
         reader = self._client
         try:
             while self._paused is None and not self.closed:
+                if self._encoding_wait and reader.peek_type() not in _COPY_CODES:
+                    return  # until the server says which client_encoding follows
                 span = reader.next_span()
                 if span is None:
                     return
@@ -523,6 +541,8 @@ class PgSession:
                     )
             self._expects.append(Expect(Kind.QUERY, results=results))
             self._forward(raw)
+            if _may_set_encoding(found.statements, sql):
+                self._encoding_wait = True
 
         self._judge(verdict, sql, proceed, extended=False)
 
@@ -623,6 +643,15 @@ class PgSession:
             self._expects.append(Expect(Kind.EXECUTE, results=deque([result])))
             self._forward(raw)
             self._batch_open = True
+            statements = prepared.found.statements if prepared and prepared.found else ()
+            if _may_set_encoding(statements, sql):
+                self._encoding_after_sync = True
+                # The server reads the rest of this batch in the new encoding at once (if this
+                # fails, it skips the rest); its Sync's ReadyForQuery confirms which it is.
+                values = {value for statement in statements for value in statement.encodings}
+                codec = codec_of(values.pop()) if len(values) == 1 else None
+                if codec is not None:
+                    self._use_codec(codec)
 
         if prepared is None:
             # Every Bind and Parse passes through here, so this portal or statement was made
@@ -657,6 +686,9 @@ class PgSession:
         self._expects.append(Expect(Kind.SYNC))
         self._forward(raw)
         self._batch_open = False
+        if self._encoding_after_sync:
+            self._encoding_after_sync = False
+            self._encoding_wait = True
 
     def _on_passthrough(self, raw: bytes) -> None:
         """Flush and the COPY sub-protocol: no answer of their own."""
@@ -1379,6 +1411,18 @@ class PgSession:
 
 
 _LOCAL_KINDS = (Kind.LOCAL, Kind.LOCAL_READY)
+_ANSWERED_BY_READY = (Kind.QUERY, Kind.SYNC)
+_COPY_CODES = (Frontend.COPY_DATA, Frontend.COPY_DONE, Frontend.COPY_FAIL)
+# What may change client_encoding without the classifier naming a value: RESET, SET NAMES
+# DEFAULT, RESET ALL, DISCARD ALL, a set_config whose name is computed.
+_ENCODING_HINT = re.compile(
+    r"client_encoding|\bnames\b|\breset\b|\bdiscard\b|set_config", re.IGNORECASE
+)
+
+
+def _may_set_encoding(statements: Sequence[sqlclass.Statement], sql: str) -> bool:
+    """Whether running this may change the session's client_encoding (see _encoding_wait)."""
+    return any(statement.encodings for statement in statements) or bool(_ENCODING_HINT.search(sql))
 
 
 @dataclass(slots=True)

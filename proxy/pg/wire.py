@@ -244,6 +244,10 @@ class MessageReader:
         self._pos = 0
         return data
 
+    def peek_type(self) -> int | None:
+        """The type code of the next message, if any of it has arrived."""
+        return self._buf[self._pos] if len(self._buf) > self._pos else None
+
     def next_span(self) -> tuple[int, int, int] | None:
         """(type, start, end) of the next whole message inside `buffer`, or None.
         The message's bytes are `buffer[start:end]`; its body starts at start + 5."""

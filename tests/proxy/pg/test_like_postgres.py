@@ -10,13 +10,14 @@ import asyncio
 import select
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg import errors, pq
 from psycopg.pq import TransactionStatus
 
-from tests.proxy.pg.harness import DIRECT_DSN, PgHarness
+from tests.proxy.pg.harness import BOB_PASSWORD, DIRECT_DSN, PgHarness
 
 DENY_TRUNCATE = {
     "name": "no-truncate",
@@ -413,3 +414,109 @@ async def test_large_statements_copy_rows_and_binds_under_load(pg: PgHarness, ss
     jobs = [asyncio.to_thread(_nonblocking_send_query, dsn, 3) for _ in range(3)]
     jobs += [asyncio.to_thread(_big_binds_and_copies, dsn, 3) for _ in range(2)]
     await asyncio.wait_for(asyncio.gather(*jobs), 120)
+
+
+# -- 2b. a client_encoding change in flight ---------------------------------------------------
+
+DENY_CAFE = {"name": "no-cafe", "tables": ["café"], "action": "deny", "message": "no café"}
+
+
+@pytest.fixture
+async def cafe() -> AsyncIterator[None]:
+    async with await psycopg.AsyncConnection.connect(DIRECT_DSN, autocommit=True) as conn:
+        await conn.execute('create table if not exists "café" (id int)')
+    yield
+    async with await psycopg.AsyncConnection.connect(DIRECT_DSN, autocommit=True) as conn:
+        await conn.execute('drop table if exists "café"')
+
+
+async def test_a_statement_pipelined_behind_an_encoding_change_is_read_in_the_new_one(
+    pg: PgHarness, cafe: None
+) -> None:
+    """A LATIN1 session pipelines `SET client_encoding UTF8` and then the UTF-8 bytes of
+    "café" (which LATIN1 reads as "cafÃ©"): the server reads the second statement in UTF8,
+    so the gateway must too, and the rule on café applies."""
+    pg.rules = [DENY_CAFE]
+    await pg.start()
+    conn = await psycopg.AsyncConnection.connect(pg.dsn(client_encoding="LATIN1"), autocommit=True)
+    try:
+        with pytest.raises(errors.InsufficientPrivilege):
+            async with conn.pipeline():
+                await conn.execute("set client_encoding to 'UTF8'")
+                await conn.execute('select count(*) from "cafÃ©"')  # sent as LATIN1 bytes
+        # The refusal failed the batch, so its SET was rolled back, as PostgreSQL does.
+        cur = await conn.execute("show client_encoding")
+        assert await cur.fetchone() == ("LATIN1",)
+        with pytest.raises(errors.InsufficientPrivilege):
+            await conn.execute('select count(*) from "café"')
+    finally:
+        await conn.close()
+
+
+async def _raw_session(pg: PgHarness, encoding: str) -> tuple[asyncio.StreamReader, Any]:
+    """A hand-made client (as an attacker would write one) logged in as bob with a
+    cleartext password on a plain connection; returns once the session is ready."""
+    from proxy.pg import wire
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", pg.port)
+    params = {"user": "bob", "database": "test", "client_encoding": encoding}
+    writer.write(wire.StartupMessage(wire.PROTOCOL_3_0, params).encode())
+    messages = wire.MessageReader()
+    while True:
+        frame = messages.next()
+        if frame is None:
+            data = await reader.read(65536)
+            assert data, "the gateway closed the connection at login"
+            messages.feed(data)
+            continue
+        message = wire.decode_backend(frame)
+        if (
+            isinstance(message, wire.Authentication)
+            and message.code == wire.AuthCode.CLEARTEXT_PASSWORD
+        ):
+            writer.write(wire.PasswordMessage(BOB_PASSWORD.encode() + b"\x00").encode())
+        elif isinstance(message, wire.ErrorResponse):
+            raise AssertionError(message.message)
+        elif isinstance(message, wire.ReadyForQuery):
+            return reader, writer
+
+
+async def _answers(reader: asyncio.StreamReader, ready: int) -> list[Any]:
+    """Backend messages up to the `ready`-th ReadyForQuery."""
+    from proxy.pg import wire
+
+    messages, out = wire.MessageReader(), []
+    while ready:
+        frame = messages.next()
+        if frame is None:
+            data = await asyncio.wait_for(reader.read(65536), 10)
+            assert data, "the gateway closed the connection"
+            messages.feed(data)
+            continue
+        out.append(wire.decode_backend(frame))
+        ready -= isinstance(out[-1], wire.ReadyForQuery)
+    return out
+
+
+async def test_a_simple_query_pipelined_behind_an_encoding_change_waits_for_it(
+    pg: PgHarness, cafe: None
+) -> None:
+    """Two simple Queries in one write: the second is read only once the server has
+    answered the first, in the encoding the server then reads it in."""
+    from proxy.pg import wire
+
+    pg.rules = [DENY_CAFE]
+    pg.postgres = {"allow_plain": True, "plain_passwords": True}
+    await pg.start()
+    reader, writer = await _raw_session(pg, "LATIN1")
+    try:
+        writer.write(
+            wire.Query("set client_encoding to 'UTF8'").encode()
+            + wire.frame(wire.Frontend.QUERY, 'select count(*) from "café"'.encode() + b"\x00")
+        )
+        answers = await _answers(reader, 2)
+        errors_seen = [m for m in answers if isinstance(m, wire.ErrorResponse)]
+        assert [e.sqlstate for e in errors_seen] == ["42501"], answers
+        assert not any(isinstance(m, wire.DataRow) for m in answers)
+    finally:
+        writer.close()
