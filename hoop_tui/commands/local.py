@@ -17,6 +17,7 @@ from hoop_tui.errors import CommandError
 from hoop_tui.localrec import record_program, terminal_size
 from proxy.config import UP_DATA_DIR
 from replay.export import export_text
+from storage.private import private_file
 from storage.reader import RecordingReader
 from storage.recorder import RecordingFailed, new_session_id, start_recording
 from storage.schema import RecordingHeader
@@ -25,6 +26,7 @@ from storage.verify import verify_recording
 
 DEFAULT_DATA_DIR = UP_DATA_DIR
 CONFIG_NAME = "gateway.toml"
+FIRST_RUN_NAME = "first-run-passwords.txt"
 DEMO_SCRIPT = (
     "printf '\\033[1;32mhoop_tui demo:\\033[0m a recorded session\\n'; "
     'echo "user: $(id -un)  host: $(uname -n)"; '
@@ -171,19 +173,43 @@ def run_recording_demo(data_dir: Path) -> int:
     return 0 if report.ok else 1
 
 
+def first_run_file(config: Path) -> Path:
+    """Where `up` keeps the passwords it made, owner-only, so that the workstation covering
+    the terminal does not lose them."""
+    return config.parent / FIRST_RUN_NAME
+
+
+def save_first_run_passwords(config: Path, passwords: dict[str, str]) -> Path:
+    path = private_file(first_run_file(config))
+    path.write_text(
+        "# Made by `hoop-tui up`; readable by you only. Delete it once you have noted them.\n"
+        + "".join(f"{user} {password}\n" for user, password in passwords.items()),
+        encoding="utf-8",
+    )
+    return path
+
+
 def connect_hint(passwords: dict[str, str], config: Path) -> str:
     lines = [
         "hoop_tui is up. In another terminal:",
         "  ssh -p 2222 demo+local@127.0.0.1          # a shell on this host, through the gateway",
         "  then try:  rm -rf /tmp/hoop-demo  (denied)   cat /etc/hostname  (held for approval)",
         "Approve the held command here (a, then Enter); replay sessions under 2 (Recordings).",
+        "Every session through the gateway is recorded.",
     ]
+    kept = first_run_file(config)
     if passwords:
         lines.append(
-            f"Passwords, shown once: demo {passwords['demo']}   admin {passwords['admin']}"
+            f"Passwords: demo {passwords['demo']}   admin {passwords['admin']}   "
+            f"(also in {kept}, yours only)"
         )
+    elif kept.is_file():
+        lines.append(f"The passwords made at first run are in {kept}.")
     else:
-        lines.append(f"The demo password was shown when {config} was made.")
+        lines.append(
+            f"The passwords were shown when {config} was made; `hoop-tui hash-password` "
+            "makes a new password_hash for it."
+        )
     return "\n".join(lines)
 
 
@@ -192,6 +218,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.demo or not (sys.stdin.isatty() and sys.stdout.isatty()):
         return run_recording_demo(data_dir)
     config, passwords = ensure_default_setup(data_dir)
+    if passwords:
+        save_first_run_passwords(config, passwords)
     hint = connect_hint(passwords, config)
     print(hint)
     asyncio.run(_serve_with_workstation(config, data_dir, hint))

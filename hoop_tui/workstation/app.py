@@ -98,7 +98,7 @@ class Workstation(App[None]):
         self.push_screen("queue")
         self.sub_title = "connecting to the gateway..."
         if self.welcome:
-            self.notify(self.welcome, title="Welcome", timeout=60)
+            self.notify(self.welcome, title="Welcome", timeout=600)  # the passwords are in it
         self.follow_gateway()
 
     def _load_masks(self) -> CurrentMasks | None:

@@ -163,3 +163,26 @@ def test_commands_run_in_the_folder_up_ran_in(tmp_path):
         assert "no-recursive-delete" in check.stdout
     unknown = hoop("policy", "check", "--user", "nobody", "--target", "local", "--command", "ls")
     assert "no user named 'nobody'" in unknown.stdout
+
+
+def test_first_run_passwords_outlive_the_screen_that_covers_them(tmp_path):
+    """`up` showed its passwords once, in text the full-screen workstation then covered; they
+    are kept owner-only beside the configuration, and the hint says where (issue 17, 11)."""
+    from hoop_tui.commands.local import (
+        connect_hint,
+        ensure_default_setup,
+        save_first_run_passwords,
+    )
+
+    previous = os.umask(0o022)
+    try:
+        config, passwords = ensure_default_setup(tmp_path / "hoop-data")
+        kept = save_first_run_passwords(config, passwords)
+    finally:
+        os.umask(previous)
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert f"demo {passwords['demo']}" in kept.read_text()
+    assert str(kept) in connect_hint(passwords, config)
+    again = connect_hint({}, config)  # the next `up`: nothing new to show, but where they are
+    assert str(kept) in again and passwords["demo"] not in again
+    assert "recorded" in again
