@@ -83,10 +83,14 @@ def export_cast(reader: RecordingReader, out: IO[str], *, include_input: bool = 
 class CastFile:
     header: dict[str, Any]
     events: list[tuple[float, str, str]]
+    complete: bool = True  # False when reading stopped at a time before the end
 
 
-def read_cast(path: Path) -> CastFile:
-    """Parse an asciicast v2 file strictly, naming the line of the first problem."""
+def read_cast(path: Path, *, until_s: float | None = None) -> CastFile:
+    """Parse an asciicast v2 file strictly, naming the line of the first problem.
+
+    With `until_s`, reading stops at the first event after that time: what follows it is
+    neither read nor checked (a screen at a time needs nothing later)."""
     try:
         handle = path.open(encoding="utf-8")
     except OSError as exc:
@@ -104,6 +108,7 @@ def read_cast(path: Path) -> CastFile:
             if not isinstance(header.get(key), int) or header[key] <= 0:
                 raise CastError(f"{path}:{number}: header {key!r} must be a positive integer")
         events: list[tuple[float, str, str]] = []
+        complete = True
         last = 0.0
         for number, line in lines:
             item = _json_line(line, path, number)
@@ -118,9 +123,12 @@ def read_cast(path: Path) -> CastFile:
             time_s = float(item[0])
             if time_s < last:
                 raise CastError(f"{path}:{number}: event time goes backwards")
+            if until_s is not None and time_s > until_s:
+                complete = False
+                break
             last = time_s
             events.append((time_s, item[1], item[2]))
-    return CastFile(header, events)
+    return CastFile(header, events, complete)
 
 
 def _numbered_lines(handle: IO[str], path: Path) -> Iterator[tuple[int, str]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from replay.keyframes import (
     Progress,
     ReplayIndex,
     apply_event,
+    initial_size,
     is_screen_event,
     load_or_build,
 )
@@ -407,6 +408,28 @@ def playback_schedule(
         data = event["data"]
         if isinstance(data, bytes) and data:
             yield virtual / SECOND_US / speed, data
+
+
+def render_until(source: EventSource, time_us: int) -> Terminal:
+    """The terminal at `time_us` (every event at or before it applied), reading only what
+    happened up to it: frames are read in order, the one holding `time_us` is cut there, and
+    no later frame is read (a recording's frame index says where they start). This is the
+    screen without keyframes; `Player.seek` gives the same screen from them."""
+    terminal = Terminal(*initial_size(source))
+    starts: Sequence[int] | None = getattr(source, "frame_first_us", None)
+    channel: int | None = None
+    for number in range(source.frame_count):
+        if starts is not None and number < len(starts) and starts[number] > time_us:
+            break
+        for event in source.read_frame(number):
+            if event.time_us > time_us:
+                return terminal
+            if event.type is EventType.OUTPUT or event.type is EventType.RESIZE:
+                if channel is None:
+                    channel = event.get("channel")
+                if event.get("channel") == channel:
+                    apply_event(terminal, event)
+    return terminal
 
 
 def source_events(source: EventSource) -> Iterator[Event]:

@@ -66,13 +66,22 @@ class CastSource:
             for start in range(0, len(events), CAST_FRAME_EVENTS)
         ]
         self.end_us = events[-1].time_us if events else 0
+        self.complete = cast.complete
 
     @classmethod
-    def open(cls, path: Path) -> CastSource:
-        raw = path.read_bytes()
-        cast = read_cast(path)
-        digest = hashlib.blake2b(raw, digest_size=16).hexdigest()
-        return cls(cast, size=len(raw), session_id=digest, name=path.stem)
+    def open(cls, path: Path, *, until_us: int | None = None) -> CastSource:
+        """The cast at `path`; with `until_us`, only its events up to that time (parsing stops
+        there), cut into the same frames as the whole file's, so a keyframe index of the whole
+        file applies to them."""
+        # a microsecond of slack, then exactly the events whose rounded time is not after it
+        until_s = None if until_us is None else (until_us + 1) / 1_000_000
+        cast = read_cast(path, until_s=until_s)
+        if until_us is not None:
+            kept = [e for e in cast.events if round(e[0] * 1_000_000) <= until_us]
+            cast.complete = cast.complete and len(kept) == len(cast.events)
+            cast.events = kept
+        size, digest = content_id(path)
+        return cls(cast, size=size, session_id=digest, name=path.stem)
 
     @property
     def frame_count(self) -> int:
@@ -83,6 +92,17 @@ class CastSource:
 
     def close(self) -> None:
         pass
+
+
+def content_id(path: Path) -> tuple[int, str]:
+    """The size and a digest of the file: a cast's identity for the keyframe cache."""
+    digest = hashlib.blake2b(digest_size=16)
+    size = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
 
 
 def _b(text: str) -> bytes:
@@ -96,9 +116,10 @@ def is_cast_file(path: Path) -> bool:
     return start.startswith(b"{")
 
 
-def open_source(path: Path) -> RecordingReader | CastSource:
+def open_source(path: Path, *, until_us: int | None = None) -> RecordingReader | CastSource:
     """A recording or an asciicast file, detected by content. Raises RecordingError,
-    CastError or OSError."""
+    CastError or OSError. `until_us` stops parsing a cast after that time (a recording is
+    read frame by frame on demand anyway)."""
     if is_cast_file(path):
-        return CastSource.open(path)
+        return CastSource.open(path, until_us=until_us)
     return RecordingReader.open(path)

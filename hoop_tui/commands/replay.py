@@ -17,8 +17,15 @@ from typing import Any
 from hoop_tui.commands.common import Progress
 from hoop_tui.errors import CommandError
 from replay.asciicast import CastError
-from replay.keyframes import default_cache_dir
-from replay.player import MAX_SPEED, MIN_SPEED, Player, playback_schedule, source_events
+from replay.keyframes import default_cache_dir, load_cached, load_or_build
+from replay.player import (
+    MAX_SPEED,
+    MIN_SPEED,
+    Player,
+    playback_schedule,
+    render_until,
+    source_events,
+)
 from replay.sources import CastSource, open_source
 from storage.reader import RecordingError, RecordingReader
 
@@ -59,10 +66,10 @@ def parse_idle(text: str) -> float:
 
 
 @contextlib.contextmanager
-def open_any(path_text: str) -> Iterator[Source]:
+def open_any(path_text: str, *, until_us: int | None = None) -> Iterator[Source]:
     path = Path(path_text)
     try:
-        source = open_source(path)
+        source = open_source(path, until_us=until_us)
     except FileNotFoundError:
         raise CommandError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -92,25 +99,45 @@ def with_masks(source: Source, config_file: str | None) -> Any:
 
 
 def cmd_screen(args: argparse.Namespace) -> int:
-    with open_any(args.file) as opened:
+    """The screen at --at from the cached keyframes when there are some, else by replaying
+    only what happened up to --at (a cast is parsed no further). Today's masks may hold a
+    stream's tail until later events show whether it ends a secret, so with --masks a cast
+    is read whole."""
+    at_us = round(args.at * 1_000_000)
+    with open_any(args.file, until_us=None if args.masks else at_us) as opened:
         source = with_masks(opened, args.masks)
         cache_dir: Path | None = None
-        if isinstance(opened, RecordingReader) and not args.no_cache:
+        if not args.no_cache:
             cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
         progress = Progress("building keyframes")
         try:
-            player = Player.open(source, cache_dir=cache_dir, progress=progress.update)
+            index = load_cached(source, cache_dir)
+            if index is None and cache_dir is not None and reads_to_the_end(opened, at_us):
+                # everything is read anyway: keep keyframes for the next screen
+                index = load_or_build(source, cache_dir, progress=progress.update)
+            if index is not None:
+                player = Player(source, index)
+                player.seek(at_us)
+                lines = player.lines()
+            else:
+                lines = render_until(source, at_us).text_lines()
         except RecordingError as exc:
             raise CommandError(f"{args.file}: {exc}") from None
         finally:
             progress.finish()
-        player.seek(round(args.at * 1_000_000))
-        lines = player.lines()
         problem = opened.describe_problem() if isinstance(opened, RecordingReader) else None
     sys.stdout.write("".join(line.rstrip() + "\n" for line in lines))
     if problem:
         print(f"hoop-tui: warning: {args.file}: {problem}", file=sys.stderr)
     return 0
+
+
+def reads_to_the_end(opened: Source, at_us: int) -> bool:
+    """Whether the screen at `at_us` needs the last frame (of a cast: every event)."""
+    if isinstance(opened, CastSource):
+        return opened.complete
+    starts = opened.frame_first_us
+    return not starts or starts[-1] <= at_us
 
 
 # -- play --------------------------------------------------------------------------------------
@@ -207,7 +234,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="print a recording's terminal screen at a moment, as plain text",
         description="Renders the recording (or asciicast v2 file) up to --at seconds and prints "
         "the screen, one line per row, trailing blanks removed, like `tmux capture-pane -p`. "
-        "Keyframes are built on first open and cached.",
+        "Only what happened up to --at is read (from the nearest keyframe when they are "
+        "cached: by import-cast, or by a `screen` that had to read the last frame anyway).",
     )
     screen.add_argument("file", help="a recording (.hrec) or an asciicast v2 file (.cast)")
     screen.add_argument(
