@@ -39,6 +39,13 @@ async def start(harness: GatewayHarness, tmp_path: Path) -> tuple[Path, Path]:
         message=MESSAGE,
     )
     harness.add_rule(
+        "canary-names",
+        files=["*canary*"],
+        operations=["rename", "symlink"],
+        action="deny",
+        message=MESSAGE,
+    )
+    harness.add_rule(
         "held-reads",
         files=[f"{held}/*"],
         operations=["read"],
@@ -207,4 +214,40 @@ async def test_a_held_sftp_read_denied_by_the_approver_is_refused(
     result = await client
     assert result.status != 0 and "Permission denied" in result.err
     assert "not today" in result.err
+    assert not local.exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "ln {canary} {dir}/innocent",
+        "ln -s {canary} {dir}/innocent",
+        "rename {canary} {dir}/innocent",
+    ],
+)
+async def test_a_new_name_for_a_protected_file_is_refused_when_the_rule_says_so(
+    harness: GatewayHarness, tmp_path: Path, command: str
+) -> None:
+    """A hard link, a symlink or a rename would let `get innocent` read the canary: a rule
+    that lists `symlink` and `rename` refuses them (both paths of the request are judged)."""
+    canary, _ = await start(harness, tmp_path)
+    result = await sftp(harness, command.format(canary=canary, dir=tmp_path) + "\n")
+    assert result.status != 0 and "Permission denied" in result.err
+    assert not (tmp_path / "innocent").exists() and canary.exists()
+
+
+@pytest.mark.parametrize(
+    "remote_path", ["{dir}/x-can*", "{dir}/x-c$(echo an)ary", "~/../..{canary}"]
+)
+async def test_legacy_scp_of_a_path_the_remote_shell_expands_is_not_allowed(
+    harness: GatewayHarness, tmp_path: Path, remote_path: str
+) -> None:
+    """`scp -O` makes the target's shell expand the path: a glob or a substitution that may
+    name the canary is never allowed (the default unparsable action holds it; with no
+    approver configured for that, it is refused)."""
+    canary, _ = await start(harness, tmp_path)
+    local = tmp_path / "copied"
+    path = remote_path.format(dir=tmp_path, canary=canary)
+    result = await scp(harness, "-O", remote(path), str(local))
+    assert result.status != 0
     assert not local.exists()

@@ -13,7 +13,9 @@ from proxy.ssh.sftp import (
     OPEN_TRUNCATE,
     OPEN_WRITE,
     FileOperation,
+    FileRequest,
     Packet,
+    SftpGate,
     SftpObserver,
 )
 
@@ -150,3 +152,79 @@ def test_random_splits(cuts: list[int]) -> None:
     points = sorted(set(cuts))
     chunks = [CLIENT[a:b] for a, b in zip([0, *points], [*points, len(CLIENT)], strict=True)]
     assert run(chunks, [TARGET]) == EXPECTED
+
+
+# -- the gate: which requests are judged, at any packet split ----------------------------------
+
+GATED = b"".join(
+    [
+        packet(Packet.INIT, u32(3)),
+        packet(Packet.REALPATH, u32(20), string(b".")),
+        packet(Packet.OPEN, u32(21), string(b"notes"), u32(OPEN_READ), u32(0)),
+        packet(Packet.STAT, u32(22), string(b"/etc/passwd")),
+        packet(Packet.OPEN, u32(23), string(b"/tmp/o"), u32(OPEN_WRITE | OPEN_CREATE), u32(0)),
+        packet(Packet.REMOVE, u32(24), string(b"/tmp/x")),
+        packet(
+            Packet.EXTENDED, u32(25), string(b"hardlink@openssh.com"), string(b"/a"), string(b"/b")
+        ),
+        packet(Packet.EXTENDED, u32(26), string(b"evil@example.com"), string(b"/a")),
+        packet(Packet.FSETSTAT, u32(27), string(b"H9"), u32(0)),
+    ]
+)
+GATED_OPERATIONS = [
+    (("read", "notes"),),
+    (("write", "/tmp/o"),),
+    (("delete", "/tmp/x"),),
+    (("symlink", "/a"), ("symlink", "/b")),
+    (),
+    (("chmod", ""),),
+]
+
+
+def gate_run(chunks: list[bytes]) -> tuple[bytes, list[tuple[tuple[str, str], ...]], bytes]:
+    """What the gate forwards unjudged, the operations it asks about, and its packets in
+    order with each judged packet where it came (a judged one is forwarded when allowed)."""
+    gate = SftpGate()
+    forwarded = b""
+    judged: list[tuple[tuple[str, str], ...]] = []
+    in_order = b""
+    for chunk in chunks:
+        for item in gate.client_data(chunk):
+            if isinstance(item, FileRequest):
+                judged.append(item.operations)
+                in_order += item.packet
+            else:
+                forwarded += item
+                in_order += item
+    return forwarded, judged, in_order
+
+
+def test_the_gate_asks_about_every_request_that_touches_a_file_at_any_split() -> None:
+    whole = gate_run([GATED])
+    assert whole[1] == GATED_OPERATIONS
+    assert whole[2] == GATED  # nothing lost, nothing reordered
+    assert packet(Packet.STAT, u32(22), string(b"/etc/passwd")) in whole[0]
+    for cut in range(len(GATED)):
+        assert gate_run([GATED[:cut], GATED[cut:]]) == whole
+
+
+def test_the_gate_learns_the_working_directory_and_refuses_between_replies() -> None:
+    gate = SftpGate()
+    gate.client_data(packet(Packet.REALPATH, u32(1), string(b".")))
+    reply = packet(Packet.NAME, u32(1), u32(1), string(b"/home/alice"), string(b""), u32(0))
+    gate.target_data(reply[:7])
+    assert not gate.at_boundary
+    gate.target_data(reply[7:])
+    assert gate.at_boundary and gate.cwd == "/home/alice"
+    (request,) = gate.client_data(packet(Packet.REMOVE, u32(2), string(b"x")))
+    assert isinstance(request, FileRequest) and request.cwd == "/home/alice"
+    refusal = request.refusal("no")
+    observer = SftpObserver()
+    observer.client_data(packet(Packet.REMOVE, u32(2), string(b"x")))
+    assert observer.target_data(refusal) == [FileOperation("remove", b"x", 0, "failed: no")]
+
+
+def test_a_stream_the_gate_cannot_cut_is_broken() -> None:
+    gate = SftpGate()
+    assert gate.client_data(b"\xff\xff\xff\xff garbage") == []
+    assert gate.broken
