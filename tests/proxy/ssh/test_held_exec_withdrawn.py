@@ -73,3 +73,50 @@ async def test_killing_the_client_of_a_held_exec_withdraws_the_hold_at_once(
     assert shown["status"] == "withdrawn" and shown["note"] == "the caller disconnected"
     # Approving it now is refused, and the command never ran.
     assert not marker.exists()
+
+
+async def test_killing_the_client_of_a_held_sftp_request_withdraws_it_at_once(
+    harness: GatewayHarness, tmp_path: Path
+) -> None:
+    harness.add_user("alice", groups=("dev",))
+    harness.add_user("bob", groups=("oncall",))
+    harness.add_target("web1")
+    harness.add_rule(
+        "reads-need-review",
+        files=[f"{tmp_path}/held/*"],
+        operations=["read"],
+        action="review",
+        approvers=["oncall"],
+        timeout="1m",
+    )
+    (tmp_path / "held").mkdir()
+    (tmp_path / "held" / "report.txt").write_text("quarterly\n")
+    await harness.start_runtime()
+    assert harness.runtime is not None
+    client = await harness.spawn(
+        "sftp",
+        "-P",
+        str(harness.port),
+        "alice+web1@127.0.0.1",
+        user="alice",
+        stdin=asyncio.subprocess.PIPE,
+    )
+    assert client.stdin is not None
+    client.stdin.write(f"get {tmp_path}/held/report.txt {tmp_path}/copy\n".encode())
+    broker = harness.runtime.broker
+    deadline = time.monotonic() + 20
+    while not broker.pending_holds():
+        assert time.monotonic() < deadline, "no hold appeared"
+        await asyncio.sleep(0.05)
+    (hold,) = broker.pending_holds()
+    client.send_signal(signal.SIGKILL)
+    await client.wait()
+    killed = time.monotonic()
+    while (current := broker.store.get_hold(hold.id)) is not None and (
+        current.status is HoldStatus.PENDING
+    ):
+        assert time.monotonic() - killed < 1.5, "the hold is still pending after its client died"
+        await asyncio.sleep(0.05)
+    assert current is not None and current.status is HoldStatus.WITHDRAWN
+    assert current.note == "the caller disconnected"
+    assert not (tmp_path / "copy").exists()
