@@ -51,7 +51,7 @@ class Workstation(App[None]):
     and ctrl+p (the command palette) every action."""
 
     TITLE = "hoop_tui"
-    CSS_PATH = "workstation.tcss"
+    CSS_PATH = Path(__file__).with_name("workstation.tcss")  # also for subclasses elsewhere
     BINDINGS = [
         Binding("1", "show('queue')", "Queue"),
         Binding("2", "show('recordings')", "Recordings"),

@@ -25,6 +25,8 @@ CELL_PADDING = 2
 SCROLLBAR_WIDTH = 2
 MIN_COMMAND_WIDTH = 16
 MIN_RULE_WIDTH = 8
+# The requester's terminal beside a hold is asked for again every this many seconds.
+SCREEN_REFRESH_TICKS = 2
 
 
 def printable_lines(text: str) -> str:
@@ -120,6 +122,7 @@ class QueueScreen(Screen[None]):
         self.holds: dict[str, dict[str, Any]] = {}
         self.clock = clock  # injected, so that a snapshot shows the same times every run
         self.person = ""  # who this workstation acts as, once the gateway said so
+        self._ticks = 0
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -213,6 +216,10 @@ class QueueScreen(Screen[None]):
     def _tick(self) -> None:
         table = self.query_one("#holds", DataTable)
         now = self.clock()
+        self._ticks += 1
+        hold = self.selected()
+        if hold is not None and self._ticks % SCREEN_REFRESH_TICKS == 0:
+            self.app.load_hold_screen(hold)  # type: ignore[attr-defined]
         for hold_id, hold in self.holds.items():
             cells = self._cells(hold, now, widths=(0, 0))
             table.update_cell(hold_id, "LEFT", cells[0])
@@ -243,8 +250,11 @@ class QueueScreen(Screen[None]):
         while lines and not lines[-1]:
             lines = lines[:-1]
         shown = "\n".join(lines[-12:])
+        as_of = time.strftime("%H:%M:%S", time.localtime(self.clock()))
         self.query_one("#hold-screen", Static).update(  # the requester's own output: text
-            Text(f"{hold['user']}'s terminal now:\n{printable_lines(shown)}") if shown else ""
+            Text(f"{hold['user']}'s terminal now ({as_of}):\n{printable_lines(shown)}")
+            if shown
+            else ""
         )
 
     def _show_detail(self) -> None:

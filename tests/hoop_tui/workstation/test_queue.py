@@ -256,3 +256,24 @@ async def test_keys_that_cannot_act_offline_say_why(tmp_path):
         await pilot.press("1")
         await pilot.pause(0.2)
         assert "Offline: no gateway" in _toasts(app)
+
+
+async def test_the_requesters_terminal_beside_a_hold_is_asked_for_again(service):
+    """The 'terminal now' preview was loaded once, when the row was highlighted, and was
+    minutes old by the time an approver read it (issue 17, 3)."""
+    asked: list[str] = []
+
+    class Counting(Workstation):
+        def load_hold_screen(self, hold):
+            asked.append(hold["id"])
+            return super().load_hold_screen(hold)
+
+    app = Counting(service.data_dir)
+    async with app.run_test() as pilot:
+        await _until(pilot, lambda: app.person == "bob")
+        waiting = _hold(service)
+        table = app.queue.query_one("#holds", DataTable)
+        await _until(pilot, lambda: table.row_count == 1)
+        first = len(asked)
+        await _until(pilot, lambda: len(asked) >= first + 2, timeout=8)
+        waiting.cancel()

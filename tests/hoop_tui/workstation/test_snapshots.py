@@ -178,7 +178,7 @@ QUEUE_NOW = 1_764_000_600.0
 class QueueApp(App[None]):
     """The queue screen alone, fed holds as the control API serialises them, at a fixed time."""
 
-    CSS_PATH = str(Path(__file__).parents[3] / "hoop_tui" / "workstation" / "workstation.tcss")
+    CSS_PATH = Workstation.CSS_PATH
 
     def __init__(self, holds: list[dict[str, object]]) -> None:
         super().__init__()
