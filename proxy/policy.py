@@ -923,7 +923,8 @@ def _decide_redirects(
 
 def _scp_transfer(command: SimpleCommand) -> list[tuple[str, Word]]:
     """The files a legacy scp server (`scp -t DEST`, `scp -f SOURCE...`, which `scp -O` asks
-    the target to run) writes or reads; with -r or -d anything under the path, too."""
+    the target to run) writes or reads: DEST and anything under it (the file names come later,
+    in the stream), SOURCE and with -r anything under it."""
     if command.program != "scp":
         return []
     letters: set[str] = set()
@@ -943,7 +944,9 @@ def _scp_transfer(command: SimpleCommand) -> list[tuple[str, Word]]:
     else:
         return []
     found = [(operation, path) for path in paths]
-    if letters & {"r", "d"}:
+    # A sink writes into DEST when it is a directory, under a name the stream gives: `-t`
+    # always may write anything under DEST. A source reads under SOURCE with -r.
+    if operation == "write" or "r" in letters:
         found += [
             (operation, Word(f"{path.text}/*", (*path.pieces, "/", UNKNOWN))) for path in paths
         ]

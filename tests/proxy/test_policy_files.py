@@ -104,3 +104,14 @@ def test_a_relative_path_of_unknown_directory_may_match_and_is_never_allowed() -
 def test_legacy_scp_servers_meet_file_rules(line: str) -> None:
     verdict = decide_exec(policy(), ALICE, "t1", line)
     assert (verdict.action, verdict.rule) == (Action.DENY, "no-canary"), verdict
+
+
+def test_a_legacy_scp_sink_may_write_any_name_under_its_directory() -> None:
+    """`scp -t DIR` writes files whose names come later in the stream."""
+    assert decide_exec(policy(), ALICE, "t1", "scp -t /srv").action is not Action.ALLOW
+    only_etc = parse_policy(
+        tomllib.loads('[[rules]]\nname = "etc"\nfiles = ["/etc/*"]\naction = "deny"\n'), "t"
+    )
+    assert decide_exec(only_etc, ALICE, "t1", "scp -t /srv").action is Action.ALLOW
+    assert decide_exec(only_etc, ALICE, "t1", "scp -t /etc").action is Action.DENY
+    assert decide_exec(only_etc, ALICE, "t1", "scp -f /srv/x").action is Action.ALLOW

@@ -251,3 +251,19 @@ async def test_legacy_scp_of_a_path_the_remote_shell_expands_is_not_allowed(
     result = await scp(harness, "-O", remote(path), str(local))
     assert result.status != 0
     assert not local.exists()
+
+
+async def test_a_legacy_scp_upload_into_a_directory_cannot_name_a_denied_file(
+    harness: GatewayHarness, tmp_path: Path
+) -> None:
+    """`scp -O w-canary host:DIR/` runs `scp -t DIR/` on the target, and the file's name comes
+    later in the stream: the gateway cannot vouch for it, so the upload does not run."""
+    _, _ = await start(harness, tmp_path)
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "w-canary").write_text("new\n")
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    result = await scp(harness, "-O", str(local / "w-canary"), remote(f"{drop}/"))
+    assert result.status != 0
+    assert not (drop / "w-canary").exists()
