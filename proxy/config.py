@@ -32,7 +32,14 @@ TARGET_KEYS = frozenset(
 )
 TARGET_KEYS_BY_PROTOCOL = {
     "ssh": frozenset(
-        {"key_file", "password_env", "host_key", "port_forwarding", "agent_forwarding"}
+        {
+            "key_file",
+            "password_env",
+            "host_key",
+            "port_forwarding",
+            "agent_forwarding",
+            "shell_mode",
+        }
     ),
     "postgres": frozenset(
         {"database", "password_env", "password_file", "read_only", "sslmode", "ca_file"}
@@ -59,6 +66,9 @@ SCRYPT_HASH_PATTERN = re.compile(
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 DURATION_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+# How a shell request is served: `guard` reads the target shell's screen, `strict` makes the
+# gateway the line editor and runs each line on its own (proxy/ssh/strict.py). Strictest wins.
+SHELL_MODES = ("guard", "strict")
 
 
 class ConfigError(Exception):
@@ -81,6 +91,7 @@ class UserConfig:
     authorized_keys: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
     service_account: bool = False
+    shell_mode: str = "guard"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +125,7 @@ class TargetConfig:
     groups: tuple[str, ...] = ()
     forwarding: tuple[str, ...] = ()
     agent_forwarding: bool = False  # `ssh -A` reaches the target (see proxy/ssh/agent.py)
+    shell_mode: str = "guard"
     raw: dict[str, Any] = field(default_factory=dict)
 
     def allows(self, groups: tuple[str, ...] | frozenset[str]) -> bool:
@@ -146,6 +158,16 @@ class GatewayConfig:
     users: dict[str, UserConfig] = field(default_factory=dict)
     ldap: LdapConfig | None = None
     targets: dict[str, TargetConfig] = field(default_factory=dict)
+    group_shell_modes: dict[str, str] = field(default_factory=dict)
+
+    def shell_mode(self, user: str, groups: frozenset[str] | tuple[str, ...], target: str) -> str:
+        """`strict` if the target, the user or any of their groups asks for it, else `guard`."""
+        modes = {self.group_shell_modes.get(group, "guard") for group in groups}
+        if (entry := self.targets.get(target)) is not None:
+            modes.add(entry.shell_mode)
+        if (person := self.users.get(user)) is not None:
+            modes.add(person.shell_mode)
+        return "strict" if "strict" in modes else "guard"
 
 
 def resolve_config_path(explicit: str | None) -> Path:
@@ -199,6 +221,7 @@ def load_config(path: Path) -> GatewayConfig:
         users=reader.users(raw.get("users", [])),
         ldap=reader.ldap(raw.get("ldap")),
         targets=reader.targets(raw.get("targets", [])),
+        group_shell_modes=reader.groups(raw.get("groups", [])),
     )
 
 
@@ -363,7 +386,14 @@ class _Reader:
                 raise self.error(where, "must be a table")
             self.known_keys(
                 entry,
-                {"name", "password_hash", "authorized_keys", "groups", "service_account"},
+                {
+                    "name",
+                    "password_hash",
+                    "authorized_keys",
+                    "groups",
+                    "service_account",
+                    "shell_mode",
+                },
                 where,
             )
             name = self.string(entry, "name", where, required=True)
@@ -400,8 +430,31 @@ class _Reader:
                 authorized_keys=keys,
                 groups=self.string_list(entry, "groups", where),
                 service_account=service,
+                shell_mode=self.shell_mode(entry, where),
             )
         return users
+
+    def shell_mode(self, table: dict[str, Any], where: str) -> str:
+        value = table.get("shell_mode", "guard")
+        if value not in SHELL_MODES:
+            raise self.error(f"{where}.shell_mode", 'must be "guard" or "strict"')
+        return str(value)
+
+    def groups(self, entries: object) -> dict[str, str]:
+        """`[[groups]]`: settings for a group (local or LDAP) by name; today its shell mode."""
+        if not isinstance(entries, list):
+            raise self.error("groups", "must be an array of tables ([[groups]])")
+        modes: dict[str, str] = {}
+        for index, entry in enumerate(entries):
+            where = f"groups[{index}]"
+            if not isinstance(entry, dict):
+                raise self.error(where, "must be a table")
+            self.known_keys(entry, {"name", "shell_mode"}, where)
+            name = self.string(entry, "name", where, required=True)
+            if name in modes:
+                raise self.error(f"{where}.name", f"group {name!r} is listed twice")
+            modes[name] = self.shell_mode(entry, where)
+        return modes
 
     def ldap(self, section: object) -> LdapConfig | None:
         if section is None:
@@ -534,5 +587,6 @@ class _Reader:
             groups=groups,
             forwarding=forwarding,
             agent_forwarding=agent_forwarding,
+            shell_mode=self.shell_mode(entry, where),
             raw=entry,
         )

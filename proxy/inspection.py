@@ -14,19 +14,108 @@ from proxy.enforcement import Enforcer, Outcome
 from proxy.line_detector import CommandLine, LineDetector
 from proxy.masking import Masker, MaskPolicy
 from proxy.policy import (
+    Action,
+    Basis,
     Caller,
     Policy,
     Verdict,
     decide_exec,
     decide_files,
+    decide_shell,
     decide_unseen,
 )
+from proxy.shell import SimpleCommand, Unparsable, analyse_line
 from proxy.shell_gate import ShellGate, decide_guard_line
 from proxy.ssh.sftp import FileRequest
 from storage.schema import EventType
 
 if TYPE_CHECKING:
     from proxy.ssh.link import TargetLink
+
+
+# Programs that read further commands from the terminal, and the options (or the number of
+# operands) that make them run something given instead. In strict mode such a program is
+# opaque: what is typed into it never meets the gate (docs/security-model.md, strict mode).
+_ALWAYS_READS = frozenset(
+    {"script", "tmux", "screen", "byobu", "su", "expect", "telnet", "ftp", "sftp", "busybox"}
+)
+_READS_UNLESS: dict[str, tuple[frozenset[str], int]] = {
+    # program: (options that give the program its work, operands that do)
+    **dict.fromkeys(
+        ("python", "python2", "python3", "pypy", "pypy3"),
+        (frozenset({"-c", "-m"}), 1),
+    ),
+    "perl": (frozenset({"-e", "-E"}), 1),
+    "ruby": (frozenset({"-e"}), 1),
+    "node": (frozenset({"-e", "--eval", "-p", "--print"}), 1),
+    "nodejs": (frozenset({"-e", "--eval", "-p", "--print"}), 1),
+    "php": (frozenset({"-r"}), 1),
+    "lua": (frozenset({"-e"}), 1),
+    "irb": (frozenset(), 99),
+    "gdb": (frozenset({"-batch", "--batch"}), 99),
+    "psql": (frozenset({"-c", "--command", "-f", "--file", "-l", "--list"}), 99),
+    "mysql": (frozenset({"-e", "--execute"}), 99),
+    "mariadb": (frozenset({"-e", "--execute"}), 99),
+    "sqlite3": (frozenset(), 2),
+    "redis-cli": (frozenset(), 1),
+    "ssh": (frozenset(), 2),
+}
+
+
+def reads_commands(command: SimpleCommand) -> str | None:
+    """Why `command` reads further commands from its terminal (a shell, `script`, a REPL, `su`,
+    `sudo -i`, tmux), or None. Options are matched by their first letters only, so `-c'x'` and
+    `-cprint(1)` count; an option's own argument counts as an operand (fail closed: it may
+    make a script look given where it is not, never the other way round for shells)."""
+    name = command.program
+    if command.reads_commands:
+        return f"{name} reads the commands to run from the terminal"
+    if name in _ALWAYS_READS:
+        return f"{name} runs further commands typed into it"
+    rule = _READS_UNLESS.get(name)
+    if rule is None:
+        return None
+    options, operands_needed = rule
+    operands = 0
+    for word in command.argv[1:]:
+        text = word.text
+        if text == "-":
+            return f"{name} reads its program from the terminal"
+        if text.startswith("-"):
+            if any(text == o or (o[1] != "-" and text.startswith(o)) for o in options):
+                return None
+            if text in ("-i", "--interactive"):
+                return f"{name} runs further commands typed into it"
+            continue
+        operands += 1
+    if operands >= operands_needed:
+        return None
+    return f"{name} runs further commands typed into it"
+
+
+def decide_strict_line(policy: Policy, caller: Caller, target: str, line: str) -> Verdict:
+    """A line typed into a strict shell: the shell verdict, and a program that would read
+    further commands (see `reads_commands`) is opaque unless a rule of its own names it."""
+    verdict = decide_shell(policy, caller, target, line)
+    result = analyse_line(line)
+    if isinstance(result, Unparsable) or verdict.action is Action.DENY:
+        return verdict
+    for simple in result.commands:
+        why = reads_commands(simple)
+        if why is None:
+            continue
+        own = decide_shell(policy, caller, target, simple.text)
+        named = own.rule is not None and own.basis is Basis.RULE
+        rule = policy.rule(own.rule) if own.rule is not None else None
+        if named and rule is not None and not rule.catch_all:
+            opaque = own
+        else:
+            opaque = decide_unseen(policy, caller, target, simple.text, why)
+        if opaque.action.severity > verdict.action.severity:
+            verdict = opaque
+        if verdict.action is Action.DENY:
+            break
+    return verdict
 
 
 def caller_of(link: TargetLink) -> Caller:
@@ -61,6 +150,40 @@ class PolicyInspector:
         """None to run the command, else the one line to put on the caller's stderr."""
         caller = caller_of(link)
         verdict = decide_exec(self.policy, caller, link.target.name, command, terminal=terminal)
+        link.record(EventType.COMMAND, channel, "exec", command)
+        outcome = await self._enforce(link, channel, command, verdict, notify)
+        return None if outcome.allowed else outcome.machine_line(verdict)
+
+    async def check_strict_line(
+        self,
+        link: TargetLink,
+        channel: int,
+        line: str,
+        notify: Callable[[str], None] = lambda text: None,
+    ) -> str | None:
+        """A line of a strict shell (proxy/ssh/strict.py): None to run it, else why not."""
+        verdict = decide_strict_line(self.policy, caller_of(link), link.target.name, line)
+        link.record(EventType.COMMAND, channel, "shell", line)
+        outcome = await self._enforce(link, channel, line, verdict, notify)
+        return None if outcome.allowed else outcome.message
+
+    async def check_strict_exec(
+        self,
+        link: TargetLink,
+        channel: int,
+        command: str,
+        notify: Callable[[str], None] = lambda text: None,
+    ) -> str | None:
+        """An exec request with a terminal from a strict caller: judged in full as an exec
+        whose input nothing reads (a shell in it is opaque), and as a strict line (so is a
+        REPL, `script` or tmux): no program there takes commands the gate never sees."""
+        caller = caller_of(link)
+        target = link.target.name
+        verdicts = (
+            decide_exec(self.policy, caller, target, command, terminal=False),
+            decide_strict_line(self.policy, caller, target, command),
+        )
+        verdict = max(verdicts, key=lambda v: v.action.severity)
         link.record(EventType.COMMAND, channel, "exec", command)
         outcome = await self._enforce(link, channel, command, verdict, notify)
         return None if outcome.allowed else outcome.machine_line(verdict)

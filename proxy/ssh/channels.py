@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import Protocol, cast
 
 import asyncssh
 
@@ -27,6 +27,7 @@ from proxy.ssh.file_gate import SftpFileGate
 from proxy.ssh.link import RecordingUnavailable, TargetLink
 from proxy.ssh.scp import Direction, ScpObserver
 from proxy.ssh.sftp import FileOperation, SftpObserver
+from proxy.ssh.strict import StrictShell
 from proxy.ssh.upstream import TargetUnavailable
 from storage.schema import EventType
 
@@ -208,16 +209,27 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             detail += f" pty {self.term_type} {cols}x{rows}"
         if not self.link.record(EventType.CHANNEL_OPEN, self.number, "session", detail):
             return
+        identity = self.link.identity
+        strict = (
+            self.link.config.shell_mode(identity.name, identity.groups, self.link.target.name)
+            == "strict"
+        )
+        check_strict_exec = getattr(self.inspector, "check_strict_exec", None)
         if self.command is not None:
             if not self.link.record(EventType.EXEC, self.number, self.command.encode()):
                 return
-            refusal = await self.inspector.check_exec(
-                self.link,
-                self.number,
-                self.command,
-                notify=self._notify,
-                terminal=bool(self.term_type),
-            )
+            if strict and self.term_type and check_strict_exec is not None:
+                refusal = await check_strict_exec(
+                    self.link, self.number, self.command, notify=self._notify
+                )
+            else:
+                refusal = await self.inspector.check_exec(
+                    self.link,
+                    self.number,
+                    self.command,
+                    notify=self._notify,
+                    terminal=bool(self.term_type),
+                )
             if refusal is not None:
                 self._fail(refusal, status=126)
                 return
@@ -232,23 +244,37 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             for key, value in self.chan.get_environment().items()
             if self.link.config.ssh.env_allowed(key)
         }
-        try:
-            target_chan, _ = await upstream.create_session(
-                lambda: TargetChannel(self),
-                command=self.command,
-                subsystem=self.subsystem,
-                env=env,
-                term_type=self.term_type or None,
-                term_size=self.term_size if self.term_type else None,
-                term_modes=self.term_modes if self.term_type else None,
-                encoding=None,
-                window=TARGET_WINDOW,
-                max_pktsize=TARGET_PACKET,
-            )
-        except (asyncssh.ChannelOpenError, asyncssh.Error, OSError) as exc:
-            reason = getattr(exc, "reason", "") or str(exc)
-            self._fail(f"hoop: target {self.link.target.name} refused the session: {reason}")
-            return
+        strict_shell = strict and self.kind == "shell" and bool(self.term_type)
+        if strict_shell:
+            # The gateway is the line editor; each line runs as its own exec (proxy/ssh/strict).
+            check = getattr(self.inspector, "check_strict_line", None)
+            number = self.number
+
+            async def check_line(line: str, notify: Callable[[str], None]) -> str | None:
+                assert check is not None
+                result: str | None = await check(self.link, number, line, notify)
+                return result
+
+            shell = StrictShell(self, upstream, env, check_line if check else None)
+            target_chan = cast("asyncssh.SSHClientChannel[bytes]", shell)
+        else:
+            try:
+                target_chan, _ = await upstream.create_session(
+                    lambda: TargetChannel(self),
+                    command=self.command,
+                    subsystem=self.subsystem,
+                    env=env,
+                    term_type=self.term_type or None,
+                    term_size=self.term_size if self.term_type else None,
+                    term_modes=self.term_modes if self.term_type else None,
+                    encoding=None,
+                    window=TARGET_WINDOW,
+                    max_pktsize=TARGET_PACKET,
+                )
+            except (asyncssh.ChannelOpenError, asyncssh.Error, OSError) as exc:
+                reason = getattr(exc, "reason", "") or str(exc)
+                self._fail(f"hoop: target {self.link.target.name} refused the session: {reason}")
+                return
         self.target = target_chan
         if self.closed:
             target_chan.close()
@@ -264,7 +290,7 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         typed_into_a_shell = self.kind == "shell" or (
             self.kind == "exec" and starts_a_shell(self.command or "")
         )
-        if typed_into_a_shell and self.term_type and make_gate is not None:
+        if typed_into_a_shell and self.term_type and make_gate is not None and not strict_shell:
             self.gate = make_gate(
                 self.link,
                 self.number,
