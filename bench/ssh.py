@@ -10,7 +10,8 @@ recording on, as in production), then measures with the same cipher on every leg
    connection is encrypted twice between client and gateway), in `--rounds` interleaved
    rounds, each ratio against the direct run of its own round;
 2. keystroke echo: one byte written to a raw-mode `cat` on a PTY and read back, p50 and p99,
-   direct and through the gateway;
+   direct and through the gateway; and typed at a strict shell (`shell_mode = "strict"`), whose
+   echo comes from the gateway's own line editor;
 3. N concurrent interactive sessions, direct and through the gateway, each typing a key every
    ~100 ms (`--pause`) from its own random start: echo p50/p99 over all of them; then one
    burst in which every session presses a key at the same instant; the gateway's resident
@@ -115,7 +116,19 @@ def write_client_config(directory: Path, sshd: Sshd, known: list[str]) -> None:
 def start(directory: Path) -> Setup:
     sshd = start_sshd(directory / "sshd")
     alice_public = keygen(directory / "alice_key", "alice")
-    gateway, port, ca_line = start_gateway(directory, "gateway", sshd, alice_public)
+    strict_target = f"""[[targets]]
+name = "web1s"
+host = "127.0.0.1"
+port = {sshd.port}
+user = "{sshd.user}"
+key_file = "{sshd.key_file}"
+host_key = "{sshd.host_key}"
+groups = ["dev"]
+shell_mode = "strict"
+"""
+    gateway, port, ca_line = start_gateway(
+        directory, "gateway", sshd, alice_public, extra_toml=strict_target
+    )
     write_client_config(directory, sshd, [ca_line])
     return Setup(directory, sshd, gateway, port)
 
@@ -139,9 +152,16 @@ def bulk(setup: Setup, how: str, size: int) -> float:
     return size / elapsed / 1e6
 
 
-async def open_echo(setup: Setup, via_gateway: bool) -> asyncssh.SSHClientConnection:
+async def open_echo(
+    setup: Setup, via_gateway: bool, target: str = "web1"
+) -> asyncssh.SSHClientConnection:
     if via_gateway:
-        host, port, user, key = "127.0.0.1", setup.port, "alice+web1", setup.directory / "alice_key"
+        host, port, user, key = (
+            "127.0.0.1",
+            setup.port,
+            f"alice+{target}",
+            setup.directory / "alice_key",
+        )
     else:
         host, port, user, key = "127.0.0.1", setup.sshd.port, setup.sshd.user, setup.sshd.key_file
     return await asyncssh.connect(
@@ -193,6 +213,22 @@ async def echo(setup: Setup, via_gateway: bool, count: int) -> tuple[float, floa
         await keystrokes(process, 50)  # warm up
         samples = await keystrokes(process, count)
         process.stdin.write_eof()
+        return statistics.median(samples), percentile(samples, 0.99)
+
+
+async def strict_echo(setup: Setup, count: int) -> tuple[float, float]:
+    """Keys typed at a strict shell's prompt: the gateway's line editor echoes each one. Every
+    40 keys Ctrl-U empties the line (its redraw is read, not measured), so no line wraps."""
+    async with await open_echo(setup, True, "web1s") as conn:
+        process = await conn.create_process(term_type="xterm", term_size=(200, 50), encoding=None)
+        await process.stdout.readuntil(b"# " if setup.sshd.user == "root" else b"$ ")
+        samples: list[float] = []
+        for start in range(0, count + 50, 40):
+            samples += await keystrokes(process, min(40, count + 50 - start))
+            process.stdin.write(b"\x15")
+            await process.stdout.readuntil(b"C")  # the redraw ends placing the cursor
+        process.stdin.write(b"\x04")
+        samples = samples[50:]  # the warm-up
         return statistics.median(samples), percentile(samples, 0.99)
 
 
@@ -357,6 +393,11 @@ async def run_echo(setup: Setup, count: int) -> None:
     print(
         f"  gateway p50 {g50:.2f} ms p99 {g99:.2f} ms; "
         f"added p50 {g50 - d50:.2f} ms p99 {g99 - d99:.2f} ms"
+    )
+    s50, s99 = await strict_echo(setup, count)
+    print(
+        f"  strict shell (echo by the gateway) p50 {s50:.2f} ms p99 {s99:.2f} ms; "
+        f"added p50 {s50 - d50:.2f} ms p99 {s99 - d99:.2f} ms"
     )
 
 
