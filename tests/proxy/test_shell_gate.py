@@ -4,12 +4,15 @@ the shell runs when a line is allowed, denied, held and approved, or withdrawn."
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import pty
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy.enforcement import Outcome
 from proxy.line_detector import LineDetector
@@ -195,3 +198,91 @@ async def test_an_allowed_multi_line_paste_runs_every_line(bash, tmp_path):
         "touch first.txt",
         "touch second.txt",
     ]
+
+
+# -- what ran is what was judged, whatever the keys ------------------------------------------
+
+KEYS = {
+    "left": b"\x1b[D",
+    "right": b"\x1b[C",
+    "home": b"\x01",
+    "end": b"\x05",
+    "backspace": b"\x7f",
+    "delete": b"\x04",
+    "kill-line": b"\x0b",
+    "kill-start": b"\x15",
+    "kill-word": b"\x17",
+    "yank": b"\x19",
+    "transpose": b"\x14",
+    "word-back": b"\x1bb",
+    "word-forward": b"\x1bf",
+    "insert-comment": b"\x1b#",
+    "uncomment": b"\x1b1\x1b#",
+    "enter": b"\r",
+    "ctrl-j": b"\n",
+}
+_key = st.one_of(
+    st.sampled_from(sorted(KEYS)).map(KEYS.__getitem__),
+    st.text(alphabet="abz #", min_size=1, max_size=6).map(str.encode),
+)
+
+
+class Recorded(Bash):
+    """The gate's bash, where every line bash accepts is appended to `ran.log` (history), and
+    the gate allows every certain line except those holding `zz`."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.judged: list[str] = []
+        self.denied: list[str] = []
+        super().__init__(tmp_path, asyncio.Queue())
+
+    def _decide(self, line):
+        if not line.certain or "zz" in line.text:
+            self.denied.append(line.text)
+            return Verdict(Action.DENY, Basis.RULE, "no", rule="no-zz", command=line.text)
+        self.judged.append(line.text)
+        return ALLOW
+
+
+def _ran(tmp_path: Path) -> list[str]:
+    log = tmp_path / "ran.log"
+    if not log.exists():
+        return []
+    return [line for line in log.read_text().splitlines() if not line.startswith("#")]
+
+
+async def _type_and_compare(tmp_path: Path, writes: list[bytes], gaps: list[bool]) -> None:
+    shell = Recorded(tmp_path)
+    try:
+        await shell.wait_for(b"$ ")
+        setup = b"set +H; HISTCONTROL=; PROMPT_COMMAND='history -a ran.log'\r"
+        await shell.type(setup, settle=0.3)
+        (tmp_path / "ran.log").write_text("")
+        for data, gap in zip(writes, gaps, strict=True):
+            await shell.type(data, settle=0.05 if gap else 0.0)
+        await shell.type(b"\x15", settle=0.8)  # empties a line left unfinished; nothing runs
+        judged = {text.rstrip() for text in shell.judged}
+        for ran in _ran(tmp_path):
+            assert ran.rstrip() in judged, (ran, shell.judged, shell.denied, bytes(shell.seen))
+    finally:
+        await shell.close()
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    keys=st.lists(_key, min_size=1, max_size=12),
+    cuts=st.lists(st.integers(min_value=0, max_value=12), max_size=4),
+    gaps=st.lists(st.booleans(), min_size=13, max_size=13),
+)
+def test_what_ran_is_what_was_judged_or_nothing_ran(
+    tmp_path_factory: pytest.TempPathFactory, keys: list[bytes], cuts: list[int], gaps: list[bool]
+) -> None:
+    """Editing keys, text, Enter and readline's other accepting keys, cut into writes anywhere
+    (a whole line and its Enter in one write among them), sent with and without a pause: every
+    line bash ran is a line the gate judged and allowed."""
+    bounds = sorted({0, len(keys), *(c for c in cuts if c < len(keys))})
+    writes = [b"".join(keys[a:b]) for a, b in itertools.pairwise(bounds)]
+    writes = [w for w in writes if w]
+    tmp_path = tmp_path_factory.mktemp("keys")
+    asyncio.run(_type_and_compare(tmp_path, writes, gaps[: len(writes)]))
