@@ -657,6 +657,7 @@ class PgConnection:
         self.key: tuple[int, bytes] | None = None
         self.judge_task: asyncio.Task[None] | None = None
         self._pending_upstream = b""
+        self._pending_client = b""  # client bytes read during the login, past its last message
         self._relay_done: asyncio.Future[None] | None = None
         self._transports: dict[bool, asyncio.Transport] = {}  # by "is upstream"
         self._read_pauses: dict[bool, set[str]] = {False: set(), True: set()}
@@ -802,6 +803,7 @@ class PgConnection:
         messages = MessageReader(LOGIN_MAX_MESSAGE)
         messages.feed(leftover)
         identity = await self._authenticate(user, messages, tls_done)
+        self._pending_client = messages.take_buffered()  # a client that did not wait
         if not target.allows(identity.groups):
             raise LoginRefused("42501", f"hoop: {identity.name} may not use {target.name}")
         guard = self.gateway.access_guard
@@ -1099,6 +1101,15 @@ class PgConnection:
         buffered: bytearray = getattr(reader, "_buffer", bytearray())
         leftover = bytes(buffered)
         buffered.clear()
+        if not upstream:
+            leftover, self._pending_client = self._pending_client + leftover, b""
+        # A stream whose buffer filled up paused the transport it was made with, and after
+        # start_tls that is the TCP transport under TLS: resuming the TLS transport below does
+        # not touch it, and the side would never be read again (issue 19: a 1 MB query sent
+        # right after the login stalled). The stream resumes what it paused itself.
+        resume = getattr(reader, "_maybe_resume_transport", None)
+        if callable(resume):
+            resume()
         if leftover:
             self._side_data(upstream, leftover)
         if reader.at_eof():

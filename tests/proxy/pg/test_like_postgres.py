@@ -520,3 +520,90 @@ async def test_a_simple_query_pipelined_behind_an_encoding_change_waits_for_it(
         assert not any(isinstance(m, wire.DataRow) for m in answers)
     finally:
         writer.close()
+
+
+async def test_a_large_query_sent_right_after_a_tls_login_is_read(pg: PgHarness) -> None:
+    """A client that sends a 1 MB query as soon as its SCRAM login is accepted, over TLS,
+    while the gateway is still logging in to the target: the query piled up in the login
+    stream, which paused the TCP transport under TLS, and nothing ever resumed it."""
+    import ssl
+
+    from proxy.pg import wire
+    from proxy.pg.scram import MECHANISM, ScramClient
+    from tests.proxy.pg.harness import ALICE_PASSWORD
+
+    await pg.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", pg.port)
+    writer.write(wire.SSLRequest().encode())
+    assert await reader.readexactly(1) == b"S"
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    await writer.start_tls(context)
+    params = {"user": "alice", "database": "test"}
+    writer.write(wire.StartupMessage(wire.PROTOCOL_3_0, params).encode())
+    scram = ScramClient(ALICE_PASSWORD)
+    query = wire.Query("/* " + "x" * 1_000_000 + " */ select 42").encode()
+    messages = wire.MessageReader()
+    results: list[Any] = []
+    try:
+        while True:
+            frame = messages.next()
+            if frame is None:
+                data = await asyncio.wait_for(reader.read(65536), 20)
+                assert data, "the gateway closed the connection"
+                messages.feed(data)
+                continue
+            message = wire.decode_backend(frame)
+            if isinstance(message, wire.Authentication):
+                if message.code == wire.AuthCode.SASL:
+                    initial = wire.PasswordMessage.sasl_initial_of(MECHANISM, scram.first())
+                    writer.write(initial.encode())
+                elif message.code == wire.AuthCode.SASL_CONTINUE:
+                    writer.write(wire.PasswordMessage(scram.final(message.data)).encode())
+                elif message.code == wire.AuthCode.SASL_FINAL:
+                    writer.write(query)  # at once, without waiting for AuthenticationOk
+            elif isinstance(message, wire.ErrorResponse):
+                raise AssertionError(message.message)
+            elif isinstance(message, wire.DataRow):
+                results.append(message.values)
+            elif isinstance(message, wire.CommandComplete):
+                break
+    finally:
+        writer.close()
+    assert results == [(b"42",)]
+
+
+async def test_a_query_sent_with_the_password_is_not_lost(pg: PgHarness) -> None:
+    """Bytes that came with the client's last login message were read into the login's
+    buffer and dropped: the client waited for an answer forever."""
+    from proxy.pg import wire
+
+    pg.postgres = {"allow_plain": True, "plain_passwords": True}
+    await pg.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", pg.port)
+    params = {"user": "bob", "database": "test"}
+    writer.write(wire.StartupMessage(wire.PROTOCOL_3_0, params).encode())
+    messages = wire.MessageReader()
+    rows: list[Any] = []
+    try:
+        while True:
+            frame = messages.next()
+            if frame is None:
+                data = await asyncio.wait_for(reader.read(65536), 20)
+                assert data, "the gateway closed the connection"
+                messages.feed(data)
+                continue
+            message = wire.decode_backend(frame)
+            if isinstance(message, wire.Authentication) and message.code == 3:
+                password = wire.PasswordMessage(BOB_PASSWORD.encode() + b"\x00").encode()
+                writer.write(password + wire.Query("select 7").encode())
+            elif isinstance(message, wire.ErrorResponse):
+                raise AssertionError(message.message)
+            elif isinstance(message, wire.DataRow):
+                rows.append(message.values)
+            elif isinstance(message, wire.CommandComplete):
+                break
+    finally:
+        writer.close()
+    assert rows == [(b"7",)]
