@@ -28,6 +28,7 @@ from proxy.control import Caller, ControlServer, socket_path
 from proxy.enforcement import Enforcer
 from proxy.inspection import PolicyInspector
 from proxy.masking import MaskPolicy
+from proxy.notify import Notifier, parse_notify
 from proxy.pg.server import PgGateway, parse_pg_settings, pg_enabled, start_pg_gateway
 from proxy.policy import Grant as LiveGrant
 from proxy.policy import Policy, may_start_session, parse_policy
@@ -98,6 +99,18 @@ def screen_of_recording(path: Path) -> list[str]:
         return [f"(cannot render the session: {exc})"]
 
 
+def check_config(config: GatewayConfig) -> None:
+    """Everything a start would parse, without starting or writing anything: `gateway
+    --check` fails on the same ConfigError the start would."""
+    parse_policy(config.raw, config.path)
+    if pg_enabled(config):
+        parse_pg_settings(config)
+    operators(config)
+    max_grant_from(config.raw, config.path)
+    MaskPolicy.from_raw_config(config.raw, config.path, bytes(32))
+    parse_notify(config.raw, config.path)
+
+
 class GatewayRuntime:
     """Everything `hoop-tui gateway` runs, wired together."""
 
@@ -120,6 +133,7 @@ class GatewayRuntime:
             grant_approvers=lambda target: jit_approvers(config, target),
             max_grant_s=max_grant_from(config.raw, config.path),
         )
+        self.notifier = Notifier(self.control, parse_notify(config.raw, config.path))
         self.enforcer = Enforcer(self.approvals)
         self.masks = MaskPolicy.from_raw_config(
             config.raw, config.path, mask_secret(config.data_dir)
@@ -317,6 +331,7 @@ class GatewayRuntime:
             log.warning("session %s was left open by a previous run; recovered", session_id)
         await self.control.start()
         self.approvals.start(live_sessions=set())
+        self.notifier.start()
         await self.ssh.start()
         if pg_enabled(self.config):
             self.pg = await start_pg_gateway(
@@ -330,6 +345,7 @@ class GatewayRuntime:
             await self.pg.stop()
         await self.ssh.stop()
         await stop_workstations()
+        await self.notifier.stop()
         await self.approvals.stop()
         await self.control.stop()
 

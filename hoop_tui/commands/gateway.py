@@ -61,6 +61,12 @@ def _load(args: argparse.Namespace) -> GatewayConfig:
 def run_gateway_command(args: argparse.Namespace) -> int:
     config = _load(args)
     if args.check:
+        from proxy.runtime import check_config
+
+        try:
+            check_config(config)
+        except ConfigError as exc:
+            raise CommandError(str(exc)) from None
         print(f"{config.path}: ok ({len(config.users)} users, {len(config.targets)} targets)")
         return 0
     if args.known_hosts:

@@ -25,6 +25,7 @@ from hoop_tui.workstation.recordings import RecordingsScreen
 from proxy.config import DEFAULT_CONFIG_NAME, ConfigError, load_config, resolve_config_path
 from proxy.console import printable
 from proxy.control import ControlClient, ControlError, socket_path
+from proxy.notify import NOTIFY_TOPIC
 from replay.masking_view import CurrentMasks, load_current_masks
 
 RECONNECT_S = 2.0
@@ -162,7 +163,8 @@ class Workstation(App[None]):
                 me = await self.client.call("whoami")
                 self.person = me["name"]
                 self.queue.person = self.person
-                await self.client.call("subscribe", topics=["holds"])
+                topics = ["holds"] if self.remote else ["holds", NOTIFY_TOPIC]
+                await self.client.call("subscribe", topics=topics)
                 self.queue.replace_all(await self.client.call("holds.list"))
                 where = "remote console" if self.remote else str(self.data_dir)
                 self.sub_title = f"{self.person} @ {where}"
@@ -183,6 +185,9 @@ class Workstation(App[None]):
         if event == "session.output":
             if self.watching is not None and hold["session_id"] == self.watching.session["id"]:
                 self.watching.output(hold["data"])
+            return
+        if event == "notify.failed":  # a webhook the gateway could not reach
+            self.notify(hold["message"], title="Notification failed", severity="warning")
             return
         if event == "hold.created":
             self.bell()

@@ -277,3 +277,24 @@ async def test_the_requesters_terminal_beside_a_hold_is_asked_for_again(service)
         first = len(asked)
         await _until(pilot, lambda: len(asked) >= first + 2, timeout=8)
         waiting.cancel()
+
+
+async def test_a_webhook_that_cannot_be_reached_is_shown_to_the_approver(service):
+    """Notifications never block the data path, so a failure is said where approvers look."""
+    from proxy.notify import Notifier, parse_notify
+
+    app = Workstation(service.data_dir)
+    (dead,) = parse_notify(
+        {"notify": [{"url": "http://127.0.0.1:9/hook", "retries": 0, "timeout": 1}]}, "gw.toml"
+    )
+    notifier = Notifier(service.control, (dead,))
+    notifier.start()
+    try:
+        async with app.run_test() as pilot:
+            await _until(pilot, lambda: app.person == "bob")
+            await pilot.pause(0.2)  # subscribed
+            waiting = _hold(service)
+            await _until(pilot, lambda: "notification hold.raised" in _toasts(app), timeout=10)
+            waiting.cancel()
+    finally:
+        await notifier.stop()
