@@ -3,6 +3,9 @@ the machine's PostgreSQL (its `*send` function gives the binary form, `::text` t
 
 from __future__ import annotations
 
+import contextlib
+import struct
+
 import psycopg
 import pytest
 
@@ -28,6 +31,13 @@ VALUES = [
     "array[4111111111111111.5]::numeric[]",
     "array['a', 'b c']::varchar[]",
     "'{}'::int4[]",
+    "row(4111111111111111::int8, 'x'::text, null::int4)",
+    "int8range(4111111111111111, 4111111111111112)",
+    "numrange(1.5, null, '[]')",
+    "'empty'::int4range",
+    "row(1, 2)::hoop_h4_pair",
+    "array[row(1, 2)::hoop_h4_pair]",
+    "'blue'::hoop_h4_colour",
 ]
 
 
@@ -35,6 +45,14 @@ VALUES = [
 @pytest.mark.parametrize("value", VALUES)
 def test_binary_values_read_as_postgresql_writes_them(value: str) -> None:
     with psycopg.connect(DIRECT_DSN) as conn:
+        for sql in (
+            "create type hoop_h4_pair as (a int8, b text)",
+            "create type hoop_h4_colour as enum ('blue')",
+        ):
+            with contextlib.suppress(psycopg.errors.DuplicateObject):
+                conn.execute(sql)
+                conn.commit()
+            conn.rollback()
         oid, send = conn.execute(
             f"select t.oid, t.typsend::text from pg_type t where t.oid = pg_typeof({value})"
         ).fetchone()
@@ -42,8 +60,15 @@ def test_binary_values_read_as_postgresql_writes_them(value: str) -> None:
         text = conn.execute(f"select ({value})::text").fetchone()[0]
     if "varchar" in value:  # an element with a space is quoted in text; detectors need not
         assert readable(oid, bytes(raw)) == "{a,b c}"
+    elif "hoop_h4_pair]" in value:
+        assert readable(oid, bytes(raw)) == "{(1,2)}"  # quoted in text
     else:
         assert readable(oid, bytes(raw)) == text
+
+
+def test_a_float_holding_a_whole_number_is_read_as_that_number() -> None:
+    assert readable(701, struct.pack("!d", 4111111111111111.0)) == "4111111111111111"
+    assert readable(701, struct.pack("!d", 1.5)) == "1.5"
 
 
 def test_what_it_cannot_read_is_none() -> None:

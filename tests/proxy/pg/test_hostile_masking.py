@@ -134,11 +134,14 @@ BINARY = [
     (f"select array[card::int8] as n, id from {TABLE} order by id", None),
     (f"select array[card] as n, id from {TABLE} order by id", None),
     (f"select (select array_agg(card::numeric) from {TABLE}) as n, id from {TABLE}", None),
+    (f"select row(card::int8, 1) as n, id from {TABLE} order by id", None),
+    (f"select card::float8 as n, id from {TABLE} order by id", None),
+    (f"select int8range(card::int8, card::int8 + 1) as n, id from {TABLE} order by id", None),
 ]
 
 
 async def test_binary_values_are_read_by_the_detectors(masked: PgHarness) -> None:
-    for sql, _ in BINARY:  # in text they were masked before
+    for sql, _ in BINARY[:6]:  # in text they were masked before (a float reads 4.1e+15)
         shown = await masked.psql("-At", "-c", sql)
         assert shown.status == 0 and not _leaks(shown.out), (sql, shown.out[:200])
     async with await psycopg.AsyncConnection.connect(masked.dsn()) as conn:
@@ -147,7 +150,7 @@ async def test_binary_values_are_read_by_the_detectors(masked: PgHarness) -> Non
             await cur.execute(sql)
             rows = await cur.fetchall()
             assert len(rows) == 40, sql
-            assert not _leaks(repr(rows)), (sql, rows[:2])
+            assert not _leaks(repr(rows).replace(".0", "")), (sql, rows[:2])
             assert CARD[-8:] not in repr(rows), (sql, rows[:2])
             assert [row[-1] for row in rows[:3]] == [1, 2, 3] or "array_agg" in sql
         # numbers no detector finds pass unchanged, in binary too
