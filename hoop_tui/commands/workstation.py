@@ -11,6 +11,9 @@ from hoop_tui.errors import CommandError
 from proxy.config import resolve_config_path
 from proxy.control import TICKET_ENV
 
+# How the workstation tells a person of a new hold (hoop_tui/workstation/alerts.py).
+ALERTS = ("osc9", "osc777", "bell", "off")
+
 if TYPE_CHECKING:
     from hoop_tui.workstation.app import Workstation
 
@@ -24,7 +27,13 @@ def workstation_from(args: argparse.Namespace) -> Workstation:
     if ticket is not None and args.offline:
         raise CommandError("the remote console has no --offline mode")
     config = None if args.data_dir else resolve_config_path(args.config)
-    return Workstation(data_dir_from(args), offline=args.offline, config=config, ticket=ticket)
+    return Workstation(
+        data_dir_from(args),
+        offline=args.offline,
+        config=config,
+        ticket=ticket,
+        alert=args.alert,
+    )
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
@@ -44,6 +53,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--offline",
         action="store_true",
         help="browse and replay recordings without a running gateway",
+    )
+    tui.add_argument(
+        "--alert",
+        choices=ALERTS,
+        default="osc9",
+        help="on a new hold: ring the bell and send a desktop notification by OSC 9 (iTerm2, "
+        "kitty, WezTerm, Windows Terminal) or OSC 777 (foot, Konsole, VTE terminals); `bell` "
+        "only rings; `off` does neither (default: osc9)",
     )
     add_config_arguments(tui)
     tui.set_defaults(handler=cmd_tui)

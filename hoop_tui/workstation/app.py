@@ -18,6 +18,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
+from hoop_tui.workstation.alerts import alert_sequence
 from hoop_tui.workstation.keys import KeysScreen
 from hoop_tui.workstation.live import LiveScreen, WatchScreen
 from hoop_tui.workstation.queue import QueueScreen, ending_notice
@@ -69,8 +70,10 @@ class Workstation(App[None]):
         welcome: str = "",
         config: Path | None = None,
         ticket: str | None = None,
+        alert: str = "osc9",
     ) -> None:
         super().__init__()
+        self.alert_kind = alert  # `hoop-tui tui --alert`
         if ticket is not None and offline:
             raise ValueError("the remote console has no offline mode")
         self.data_dir = data_dir
@@ -190,7 +193,9 @@ class Workstation(App[None]):
             self.notify(hold["message"], title="Notification failed", severity="warning")
             return
         if event == "hold.created":
-            self.bell()
+            self.alert(
+                f"hoop: hold {hold['id']}", f"{hold['user']}@{hold['target']}: {hold['command']}"
+            )
             self.notify(  # the requester's text: never markup, controls escaped
                 f"{hold['user']}@{hold['target']}: {printable(hold['command'])}",
                 title=f"New hold {hold['id']}",
@@ -206,6 +211,12 @@ class Workstation(App[None]):
                 markup=False,
             )
         self.queue.hold_changed(hold)
+
+    def alert(self, title: str, body: str) -> None:
+        """A new hold: the bell and a desktop notification, as `--alert` says."""
+        sequence = alert_sequence(self.alert_kind, title, body)
+        if sequence and not self.is_headless and self._driver is not None:
+            self._driver.write(sequence)
 
     @work(exclusive=True, group="hold-screen")
     async def load_hold_screen(self, hold: dict[str, Any]) -> None:

@@ -298,3 +298,20 @@ async def test_a_webhook_that_cannot_be_reached_is_shown_to_the_approver(service
             waiting.cancel()
     finally:
         await notifier.stop()
+
+
+async def test_a_new_hold_alerts_as_the_alert_option_says(service):
+    alerts: list[tuple[str, str]] = []
+
+    class Recording(Workstation):
+        def alert(self, title, body):
+            alerts.append((title, body))
+            super().alert(title, body)
+
+    app = Recording(service.data_dir, alert="osc777")
+    async with app.run_test() as pilot:
+        await _until(pilot, lambda: app.person == "bob")
+        waiting = _hold(service, "reboot now")
+        await _until(pilot, lambda: alerts)
+        assert alerts[0][1] == "alice@web1: reboot now" and app.alert_kind == "osc777"
+        waiting.cancel()
