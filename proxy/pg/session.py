@@ -10,10 +10,14 @@ What it does with the traffic:
   upstream bytes keep flowing) until `judged()` brings the outcome: the statement runs, or
   the client gets ErrorResponse 42501 and the connection stays usable. In the extended
   protocol a refusal discards the client's messages until its Sync, as PostgreSQL does.
-- The client encoding stays one the gateway reads as the server does: UTF8 when masking
+- The client encoding stays one the gateway reads as the server does (`CODECS`: UTF8, the
+  single-byte encodings, the EUC family), and text is decoded in it: UTF8 when masking
   rules apply (values are masked as UTF-8 text), and never a client-only encoding whose
   multibyte characters hold ASCII bytes (SJIS, BIG5, GBK, UHC, GB18030, JOHAB), where a
-  backslash the gateway's parser sees may be part of a character for the server.
+  backslash the gateway's parser sees may be part of a character for the server. Messages
+  behind a statement that may change it wait for the server's answer.
+- A refusal inside a transaction block fails the transaction on the server too, so both
+  sides agree it is failed (`_refuse`).
   `SET client_encoding`, `SET NAMES`, `set_config(...)` to such a value are refused before
   they are sent; a change the gateway could not see (dynamic SQL) ends the session when the
   server reports it (`encoding_refusal`).
