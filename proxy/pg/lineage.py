@@ -328,8 +328,12 @@ class _Reader:
         if fields.get("valuesLists"):
             outputs, _ = self._select_outputs(fields)
             return [Branch(tuple(source for _, source in outputs), first=first)]
-        branch = self.target_branch(fields.get("targetList") or [])
-        return [Branch(branch.head, branch.tail, branch.star, first)]
+        targets = fields.get("targetList") or []
+        branch = self.target_branch(targets)
+        # `(f(x)).*` expands to columns whose names the gateway does not know: its positions
+        # are masked by what it reads, as a later branch's `*` is
+        expanded = any(_expanded(target) for target in targets)
+        return [Branch(branch.head, branch.tail, branch.star, first and not expanded)]
 
     def target_branch(self, targets: list[Any]) -> Branch:
         head: list[Source] = []
@@ -352,7 +356,10 @@ class _Reader:
         return Branch(tuple(head), tuple(tail), star)
 
     def star(self, value: Any) -> Source | None:
-        """A top-level `*` or `t.*` target: what it may cover; None for other targets."""
+        """A top-level `*`, `t.*` or `(expression).*` target: what it may cover; None for
+        other targets."""
+        if _expanded({"ResTarget": {"val": value}}):
+            return self.source(value["A_Indirection"].get("arg"))
         if not (isinstance(value, dict) and "ColumnRef" in value):
             return None
         fields = value["ColumnRef"].get("fields") or []
@@ -421,6 +428,16 @@ class _Reader:
             return Source(columns, frozenset(rows) if rows else frozenset())
         tables = self.resolve(_sval(fields[-2]))
         return Source(frozenset((name, table) for table in tables))
+
+
+def _expanded(target: Any) -> bool:
+    """A target `(expression).*`."""
+    res = target.get("ResTarget", {}) if isinstance(target, dict) else {}
+    value = res.get("val")
+    if not (isinstance(value, dict) and "A_Indirection" in value):
+        return False
+    parts = value["A_Indirection"].get("indirection") or []
+    return bool(parts) and isinstance(parts[-1], dict) and "A_Star" in parts[-1]
 
 
 def _function_names(functions: Any) -> set[str]:

@@ -63,6 +63,8 @@ FUNCTIONS = [
     f"from {TABLE} limit 1) columns x text path '.') t",
     f"select t.* from {TABLE} c, lateral jsonb_each_text(to_jsonb(c)) t",
     f"select w from {TABLE} c, regexp_split_to_table(c.password_hash, '-') w",
+    f"select (jsonb_each_text(to_jsonb(c))).* from {TABLE} c",
+    f"select (x).* from (select row('a'::text, password_hash) as x from {TABLE}) s",
 ]
 
 

@@ -118,3 +118,40 @@ def test_statements_differing_only_in_constants_share_a_shape_and_nothing_else_d
     lineages(base)  # cached first: the look-alike with swapped aliases must not reuse it
     assert lineages(swapped) != lineages(base)
     assert shape_key("select 'unterminated") == "select 'unterminated"
+
+
+@pytest.mark.parametrize(
+    ("sql", "columns"),
+    [
+        ("select key, value from users u, jsonb_each_text(to_jsonb(u))", ["key", "value"]),
+        ("select j.value from users u, jsonb_each_text(to_jsonb(u)) j", ["value"]),
+        ("select * from users u, json_each_text(row_to_json(u))", ["id", "key", "value"]),
+        ("select x from users u, unnest(array[u.password]) t(x)", ["x"]),
+        (
+            "select x from xmltable('/r' passing (select xmlelement(name r, password) "
+            "from users) columns x text path '.') t",
+            ["x"],
+        ),
+        ("select (jsonb_each_text(to_jsonb(u))).* from users u", ["key", "value"]),
+        ("select histogram_bounds from pg_stats", ["histogram_bounds"]),
+        ("select * from pg_catalog.pg_stats", ["attname", "most_common_vals"]),
+        ("declare c cursor for select password as p from users", ["p"]),
+    ],
+)
+def test_functions_statistics_and_expansions_mask_what_they_may_return(
+    sql: str, columns: list[str]
+) -> None:
+    flags = _flags(sql, columns)
+    assert flags[-1], flags
+    if "pg_stats" in sql and "*" in sql:
+        assert flags == [False, True]  # names are not values
+
+
+def test_a_fetch_carries_its_cursor_name_and_a_function_fed_nothing_masks_nothing() -> None:
+    (fetch,) = lineages("fetch 10 from c")
+    masks = OutputMasks.build(fetch, _masker())
+    assert masks is not None and masks.fetches == "c"
+    assert _flags("select g, id from users, generate_series(1, 3) g", ["g", "id"]) == [
+        False,
+        False,
+    ]
