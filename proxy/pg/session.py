@@ -383,6 +383,7 @@ class PgSession:
         # batch's Sync on.
         self._encoding_wait = False
         self._encoding_after_sync = False
+        self._encoding_unknown = False  # the batch set client_encoding to a computed value
         self._outputs: OrderedDict[Hashable, tuple[OutputMasks | None, ...]] = OrderedDict()
         self._cursors: dict[str, OutputMasks] = {}  # DECLAREd cursors' output masks
         self.masker: Masker | None = None  # set after login when masking rules apply
@@ -421,10 +422,17 @@ class PgSession:
             self._pump_upstream()
         except ProtocolError as exc:
             self._fatal(PROTOCOL_VIOLATION, f"hoop: the target broke the protocol: {exc}")
-        if self._encoding_wait and not any(e.kind in _ANSWERED_BY_READY for e in self._expects):
-            self._encoding_wait = False  # the server has said which encoding follows
-            self._use_codec(self._confirmed_codec)
+        if self._encoding_wait and self._encoding_settled():
             self._pump_client()
+
+    def _encoding_settled(self) -> bool:
+        """End the wait of `_encoding_wait` once every answer the change may come with has
+        arrived (the last ReadyForQuery carried its ParameterStatus)."""
+        if any(e.kind in _ANSWERED_BY_READY for e in self._expects):
+            return False
+        self._encoding_wait = False
+        self._use_codec(self._confirmed_codec)
+        return True
 
     def judged(self, allowed: bool, message: str = "", sqlstate: str = "") -> None:
         """The outcome of the pending `Judge`; resumes the client's messages."""
@@ -551,6 +559,9 @@ class PgSession:
         self._judge(verdict, sql, proceed, extended=False)
 
     def _on_parse(self, raw: bytes) -> None:
+        if self._encoding_unknown:
+            self._refuse(True, _UNKNOWN_ENCODING, FEATURE_NOT_SUPPORTED, "")
+            return
         parse = Parse.decode(raw[5:], self._codec)
         found = self.classify(parse.sql)
         if self._syntax_error(found):
@@ -621,6 +632,9 @@ class PgSession:
         self._batch_open = True
 
     def _on_execute(self, raw: bytes) -> None:
+        if self._encoding_unknown:
+            self._refuse(True, _UNKNOWN_ENCODING, FEATURE_NOT_SUPPORTED, "")
+            return
         execute = Execute.decode(raw[5:], self._codec)
         portal = self._portals.get(execute.portal)
         prepared = portal.prepared if portal is not None else None
@@ -653,8 +667,9 @@ class PgSession:
                 # The server reads the rest of this batch in the new encoding at once (if this
                 # fails, it skips the rest); its Sync's ReadyForQuery confirms which it is.
                 values = {value for statement in statements for value in statement.encodings}
-                codec = codec_of(values.pop()) if len(values) == 1 else None
-                if codec is not None:
+                if None in values:
+                    self._encoding_unknown = True  # a value only known when it runs
+                elif len(values) == 1 and (codec := codec_of(values.pop())) is not None:
                     self._use_codec(codec)
 
         if prepared is None:
@@ -683,16 +698,18 @@ class PgSession:
         self._batch_open = True
 
     def _on_sync(self, raw: bytes) -> None:
+        self._encoding_unknown = False
         if self._discarding:
             self._discarding = False
             self._local_ready()
-            return
-        self._expects.append(Expect(Kind.SYNC))
-        self._forward(raw)
-        self._batch_open = False
+        else:
+            self._expects.append(Expect(Kind.SYNC))
+            self._forward(raw)
+            self._batch_open = False
         if self._encoding_after_sync:
             self._encoding_after_sync = False
             self._encoding_wait = True
+            self._encoding_settled()
 
     def _on_passthrough(self, raw: bytes) -> None:
         """Flush and the COPY sub-protocol: no answer of their own."""
@@ -1621,6 +1638,11 @@ def _params(bind_body: bytes, codec: str = "utf-8") -> list[str | bytes | None]:
 
 
 _ALLOWED = Verdict(Action.ALLOW, Basis.DEFAULT, "")
+_UNKNOWN_ENCODING = (
+    "hoop: an earlier statement of this batch sets client_encoding to a value the gateway "
+    "cannot tell before it runs, so the gateway cannot read the rest of the batch as the "
+    "server will: send it after a Sync"
+)
 _SYNTAX_HINT = "hoop: the gateway's SQL parser rejected it, so it was not sent to the server"
 
 

@@ -607,3 +607,25 @@ async def test_a_query_sent_with_the_password_is_not_lost(pg: PgHarness) -> None
     finally:
         writer.close()
     assert rows == [(b"7",)]
+
+
+async def test_a_batch_after_a_computed_encoding_change_is_refused(
+    pg: PgHarness, cafe: None
+) -> None:
+    """`set_config('client_encoding', $1, false)` in a pipeline: the gateway cannot tell the
+    encoding the server reads the rest of the batch in, so the rest is refused."""
+    pg.rules = [DENY_CAFE]
+    await pg.start()
+    conn = await psycopg.AsyncConnection.connect(pg.dsn(client_encoding="LATIN1"), autocommit=True)
+    try:
+        with pytest.raises(errors.FeatureNotSupported) as caught:
+            async with conn.pipeline():
+                await conn.execute("select set_config('client_encoding', %s, false)", ["UTF8"])
+                await conn.execute('select count(*) from "cafÃ©"')
+        assert "send it after a Sync" in str(caught.value)
+        cur = await conn.execute("select set_config('client_encoding', %s, false)", ["UTF8"])
+        assert await cur.fetchone() == ("UTF8",)
+        with pytest.raises(errors.InsufficientPrivilege):
+            await conn.execute('select count(*) from "café"')
+    finally:
+        await conn.close()
