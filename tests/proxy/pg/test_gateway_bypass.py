@@ -157,17 +157,19 @@ async def test_a_read_only_target_stays_read_only_for_every_spelling_of_false(
 @pytest.mark.parametrize(
     ("target", "rule", "first", "then"),
     [
+        # (A WHERE made of constants is judged by its shape now, `1 = 2` as `1 = 1`: both
+        # restrict no row by its values. SQL given as text still depends on a constant.)
         (
             "test",
             {"name": "no-wholesale", "sql": ["delete_without_where"], "action": "deny"},
-            f"delete from {TABLE} where 1 = 2",
-            f"delete from {TABLE} where 1 = 1",
+            "select query_to_xml('select 1', true, false, '')",
+            f"select query_to_xml('delete from {TABLE}', true, false, '')",
         ),
         (
             "test",
             {"name": "no-wholesale", "sql": ["update_without_where"], "action": "deny"},
-            f"update {TABLE} set a = 3 where false",
-            f"update {TABLE} set a = 3 where true",
+            f"explain (analyze 0) update {TABLE} set a = 3",
+            f"explain (analyze 1) update {TABLE} set a = 3",
         ),
         # The fingerprint leaves out schema names: the tables of public.t were hoop_secret.t's.
         (
