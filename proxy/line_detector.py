@@ -365,6 +365,7 @@ class LineDetector:
         self.full_screen = False
         self._alternate = False  # the target's output switched to the alternate screen
         self._full_screen_allowed = False  # the accepted line may switch judging off there
+        self._shell_prompt: str | None = None  # the prompt of the line that was allowed it
         self.bracketed_paste = False  # the application asked for bracketed paste (?2004h)
         self._phase = _Phase.WAITING
         self._prompt_row = 0  # absolute index (rows dropped + index)
@@ -447,15 +448,12 @@ class LineDetector:
         self._decoder.reset()
         self._out_state = _Out.GROUND
         self._sequence = ""
-        if not self.full_screen:
-            self._rows.reset()
+        self._rows.reset()
 
     def _out_ground(self, char: str) -> None:
         if char == "\x1b":
             self._out_state = _Out.ESCAPE
             self._sequence = ""
-        elif self.full_screen:
-            return
         elif char >= " " and char != "\x7f":
             self._rows.put(char)
         elif char == "\r":
@@ -475,8 +473,6 @@ class LineDetector:
             self._out_state = _Out.STRING
         elif char in " #%()*+-./":
             self._out_state = _Out.ESCAPE  # an intermediate byte: the next one ends it
-        elif self.full_screen:
-            return
         elif char == "7":
             self._rows.saved = (self._rows.row, self._rows.col)
         elif char == "8":
@@ -521,7 +517,7 @@ class LineDetector:
                 if "2004" in modes:
                     self.bracketed_paste = final == "h"
             return
-        if self.full_screen or not re.fullmatch(r"[0-9;]*", parameters):
+        if not re.fullmatch(r"[0-9;]*", parameters):
             return
         numbers = [int(part) if part else 0 for part in parameters.split(";")]
         first = numbers[0] if numbers else 0
@@ -771,6 +767,12 @@ class LineDetector:
         """The first key after an Enter: the row up to the cursor is the prompt."""
         rows = self._rows
         self._phase = _Phase.EDITING
+        if self.full_screen and self._shell_prompt == "".join(
+            rows.rows[rows.row].cells[: rows.col]
+        ):
+            # The shell's prompt is back with the cursor after it, although the program never
+            # left the alternate screen (it was killed, or a pager left it on): judge again.
+            self.full_screen = False
         if not self.full_screen:
             self._full_screen_allowed = False  # the line that was allowed it has ended
         self._prompt_row = rows.dropped + rows.row
@@ -787,6 +789,8 @@ class LineDetector:
         says the gate forwarded a line that starts a known full-screen program: only then
         does the alternate screen switch judging off."""
         self._after_enter()
+        if full_screen and not self.full_screen:
+            self._shell_prompt = self._prompt
         self._full_screen_allowed = full_screen or self.full_screen
         self._run, self._run_start = "", None
 

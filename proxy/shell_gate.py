@@ -66,6 +66,7 @@ def starts_full_screen(line: str) -> bool:
 # assignment for C-x C-e). Under guard they are their own class, held like an opaque command.
 _EDITOR_VARIABLES = re.compile(r"(?<![${\w])(INPUTRC|VISUAL|EDITOR|FCEDIT)\b")
 _EDITOR_PROGRAMS = frozenset({"bind", "fc"})
+_OPTION_SETTERS = frozenset({"set", "bash", "sh", "rbash", "dash", "ksh", "zsh"})
 _SAFE_SET_OPTIONS = frozenset(
     {"errexit", "nounset", "pipefail", "xtrace", "verbose", "noclobber", "noglob", "notify"}
 )
@@ -92,12 +93,13 @@ def _editor_command(command: SimpleCommand) -> str | None:
         return f"{name} changes the line editor or runs commands from history"
     if name == "history" and any(w.startswith("-") and set(w) & set("rsn\0") for w in words):
         return "history -r/-s/-n puts lines into history that were never typed at the prompt"
-    if name == "set":
+    if name in _OPTION_SETTERS:  # `set -o vi`, and a new shell started with it (`bash -o vi`)
         for index, word in enumerate(words):
-            if word[:1] in "-+" and "o" in word:
-                option = word.split("o", 1)[1] or (words[index + 1 : index + 2] or ["\0"])[0]
-                if option not in _SAFE_SET_OPTIONS:
-                    return f"set -o {option} may change the line editor (vi mode)"
+            if word[:1] in "-+" and not word.startswith("--") and "o" in word:
+                option = word.split("o", 1)[1] or (words[index + 1 : index + 2] or [""])[0]
+                if option and option not in _SAFE_SET_OPTIONS:  # `set -o` alone lists them
+                    shown = option if option != "\0" else "(an expansion)"
+                    return f"set -o {shown} may change the line editor (vi mode)"
     return None
 
 

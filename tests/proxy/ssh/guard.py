@@ -52,8 +52,17 @@ class Agent:
 
     @classmethod
     async def start(
-        cls, harness: GatewayHarness, tmp_path: Path, *, env: str = "", shell: str = ""
+        cls,
+        harness: GatewayHarness,
+        tmp_path: Path,
+        *,
+        env: str = "",
+        shell: str = "",
+        wait: bool = True,
+        first: bytes = b"",
     ) -> Agent:
+        """`first` is written at once, before the prompt; without `wait` the agent does not
+        wait for the prompt either."""
         history = tmp_path / "history"
         history.touch()
         command = shell or (
@@ -75,6 +84,10 @@ class Agent:
             start_new_session=True,
         )
         agent = cls(process)
+        if first:
+            agent.send(first)
+        if not wait:
+            return agent
         await agent.expect(b"# " if command == "login" else PROMPT.encode())
         await asyncio.sleep(0.3)  # the prompt has settled: what follows is typed at it
         return agent

@@ -82,3 +82,24 @@ async def test_leaving_a_pager_then_redrawing_the_alternate_screen_does_not_stop
         assert target.exists(), bytes(agent.seen)
     finally:
         await agent.close()
+
+
+async def test_a_full_screen_program_killed_on_the_alternate_screen_does_not_stop_judging(
+    harness: GatewayHarness, tmp_path: Path
+) -> None:
+    """An allowed `vim` killed with SIGKILL never leaves the alternate screen; once the shell's
+    prompt is back under the cursor, lines are judged again."""
+    await start_guard(harness)
+    target = canary(tmp_path)
+    agent = await Agent.start(harness, tmp_path)
+    try:
+        await agent.run(b"(sleep 2; pkill -9 -f '^vim guard-kill') &\r", "done-1")
+        start = len(agent.seen)
+        agent.send(b"vim guard-kill\r")
+        await agent.expect(b"\x1b[?1049h", after=start)
+        await agent.expect(b"gw$ ", after=start)  # vim was killed; the shell prompts again
+        await agent.quiet(0.5)
+        await agent.run(f"rm {target}\r".encode(), "done-2")
+        assert target.exists(), bytes(agent.seen[start:])
+    finally:
+        await agent.close()

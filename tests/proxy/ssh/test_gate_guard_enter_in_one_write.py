@@ -57,3 +57,37 @@ async def test_an_allowed_line_in_one_write_still_runs(
         assert (tmp_path / "made").exists(), bytes(agent.seen)
     finally:
         await agent.close()
+
+
+async def test_editing_keys_and_the_enter_in_one_write_judge_the_edited_line(
+    harness: GatewayHarness, tmp_path: Path
+) -> None:
+    """`echo rm -rf keep` is on the screen; Home, five deletes and Enter come in one write: the
+    line that runs is `rm -rf keep`, and that is what must be judged, not the old screen."""
+    await start_guard(harness)
+    (tmp_path / "keep").mkdir()
+    agent = await Agent.start(harness, tmp_path)
+    try:
+        agent.send(b"echo rm -rf keep")
+        await agent.quiet(0.5)
+        await agent.run(b"\x01\x04\x04\x04\x04\x04\r", "done-1")
+        assert (tmp_path / "keep").is_dir(), bytes(agent.seen)
+        assert b"[hoop] denied" in agent.seen
+    finally:
+        await agent.close()
+
+
+async def test_a_line_sent_before_the_prompt_is_judged_whole(
+    harness: GatewayHarness, tmp_path: Path
+) -> None:
+    """An agent that does not wait for the prompt: the line and its Enter arrive while the
+    shell is still starting (the terminal echoes them before readline draws anything)."""
+    await start_guard(harness)
+    target = canary(tmp_path)
+    agent = await Agent.start(harness, tmp_path, wait=False, first=f"rm {target}\r".encode())
+    try:
+        await agent.quiet(2.0)
+        await agent.run(b"\x15", "done-1")
+        assert target.exists(), bytes(agent.seen)
+    finally:
+        await agent.close()

@@ -83,6 +83,7 @@ async def test_commands_that_change_the_line_editor_are_their_own_class(
                 "bind '\"\\C-t\": accept-line'",
                 "set -o vi",
                 "set -eo vi",
+                "exec bash -o vi",
                 "export VISUAL=true",
                 "INPUTRC=/tmp/x bash",
                 "history -s 'echo hi'",
