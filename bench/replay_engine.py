@@ -2,6 +2,7 @@
 
     python bench/replay_engine.py          # full run: 100 MB of terminal output, about 2 min
     python bench/replay_engine.py --quick  # smoke run: 8 MB, under 20 s
+    python bench/replay_engine.py --quick --streams-only  # the three streams, 1 MB each
 
 1. throughput: the same bytes (a seeded mix of coloured listings, full-screen redraws in the
    alternate screen, progress bars redrawn with CR, typing, CJK and emoji, cut into PTY-read
@@ -16,6 +17,12 @@
    100 ms. The baseline is replaying from the start to the same point (measured on a few
    points only, it is slow).
 
+4. streams: three kinds of output fed alone, in 4 KiB chunks (a `seq` scroll burst, a
+   full-screen program redrawing in the alternate screen, colour-heavy `ls --color`-like
+   lines), in MB/s for our `Terminal`, for it with the fast path off (token by token), for
+   stock pyte, and for tmux fed the same bytes (a detached tmux server of its own, `cat` of the
+   bytes into its pane; the time until `cat` is done, less the time of an empty file).
+
 Timings are wall-clock on a shared machine: look at medians and ratios, not single figures.
 """
 
@@ -23,8 +30,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -187,6 +197,122 @@ def throughput(chunks: list[bytes]) -> tuple[float, float]:
     return ours, stock
 
 
+def stream_scroll(size: int) -> bytes:
+    """`seq 1 N` as a PTY shows it."""
+    out = bytearray()
+    number = 0
+    while len(out) < size:
+        number += 1
+        out += b"%d\r\n" % number
+    return bytes(out)
+
+
+def stream_fullscreen(size: int, seed: int = 4) -> bytes:
+    """A full-screen program: every row redrawn at its place, coloured, lines erased."""
+    rng = random.Random(seed)
+    out = bytearray(b"\x1b[?1049h\x1b[H\x1b[2J")
+    while len(out) < size:
+        parts = ["\x1b[?25l"]
+        for row in range(1, ROWS):
+            text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 16)))
+            parts.append(
+                f"\x1b[{row};1H\x1b[38;5;{rng.randint(16, 231)}m{row:4d} \x1b[0m{text}\x1b[K"
+            )
+        parts.append(f"\x1b[{ROWS};1H\x1b[7m-- INSERT --\x1b[27m\x1b[?25h")
+        out += "".join(parts).encode()
+    return bytes(out)
+
+
+def stream_colour(size: int, seed: int = 5) -> bytes:
+    """Colour-heavy output that scrolls: `ls -l --color` and coloured log lines."""
+    rng = random.Random(seed)
+    colours = ["01;34", "01;32", "00", "01;36", "38;5;208", "38;2;10;200;90", "1;31", "33"]
+    out = bytearray()
+    while len(out) < size:
+        colour = rng.choice(colours)
+        name = f"{rng.choice(WORDS)}-{rng.randint(0, 99999)}.txt"
+        level = rng.choice(["\x1b[32mINFO\x1b[0m", "\x1b[33mWARN\x1b[0m", "\x1b[1;31mERR\x1b[0m"])
+        out += (
+            f"-rw-r--r-- 1 alice staff {rng.randint(0, 10**7):>9} Nov 25 12:00 "
+            f"\x1b[{colour}m{name}\x1b[0m {level} \x1b[2m{rng.choice(WORDS)}\x1b[0m\r\n"
+        ).encode()
+    return bytes(out)
+
+
+def chunks_of(data: bytes, size: int = 4096) -> list[bytes]:
+    return [data[start : start + size] for start in range(0, len(data), size)]
+
+
+def ours_mbps(chunks: list[bytes], *, fast: bool = True) -> float:
+    terminal = Terminal(COLS, ROWS)
+    terminal.stream.fast = fast
+    start = time.perf_counter()
+    for chunk in chunks:
+        terminal.feed(chunk)
+    return sum(map(len, chunks)) / MB / (time.perf_counter() - start)
+
+
+def pyte_mbps(chunks: list[bytes]) -> float:
+    screen = pyte.Screen(COLS, ROWS)
+    stream = pyte.ByteStream(screen)
+    start = time.perf_counter()
+    for chunk in chunks:
+        stream.feed(chunk)
+    return sum(map(len, chunks)) / MB / (time.perf_counter() - start)
+
+
+def tmux_seconds(path: Path, tmp: Path) -> float:
+    """Seconds for a detached tmux of our own (120x40) to take `path` through `cat`."""
+    tag = f"{os.getpid()}-{time.monotonic_ns()}"  # a fresh server each time
+    socket, signal = f"hoop-bench-{tag}", f"done-{tag}"
+    script = tmp / "feed.sh"
+    script.write_text(
+        f"stty raw -echo; cat '{path}'; tmux -L {socket} wait-for -S {signal}; sleep 60\n"
+    )
+    tmux = ["tmux", "-L", socket, "-f", "/dev/null"]
+    start = time.perf_counter()
+    subprocess.run(
+        [*tmux, "new-session", "-d", "-x", str(COLS), "-y", str(ROWS), f"sh {script}"],
+        check=True,
+    )
+    try:
+        subprocess.run([*tmux, "wait-for", signal], check=True, timeout=600)
+        return time.perf_counter() - start
+    finally:
+        subprocess.run([*tmux, "kill-server"], check=False, capture_output=True)
+
+
+def streams(size: int, tmp: Path) -> None:
+    has_tmux = shutil.which("tmux") is not None
+    empty = tmp / "empty"
+    empty.write_bytes(b"")
+    tmux_base = min(tmux_seconds(empty, tmp) for _ in range(3)) if has_tmux else 0.0
+    print(f"streams, {size / MB:.0f} MB each in 4 KiB chunks (MB/s, higher is better):")
+    print(
+        f"  {'stream':<12} {'ours':>7} {'no fast':>8} {'pyte':>7} {'tmux':>7}  ours/pyte tmux/ours"
+    )
+    for name, make in (
+        ("scroll", stream_scroll),
+        ("fullscreen", stream_fullscreen),
+        ("colour", stream_colour),
+    ):
+        data = make(size)
+        chunks = chunks_of(data)
+        ours = max(ours_mbps(chunks) for _ in range(2))
+        slow = ours_mbps(chunks, fast=False)
+        stock = pyte_mbps(chunks)
+        tmux = 0.0
+        if has_tmux:
+            path = tmp / f"{name}.bytes"
+            path.write_bytes(data)
+            took = min(tmux_seconds(path, tmp) for _ in range(2)) - tmux_base
+            tmux = len(data) / MB / max(took, 1e-3)
+        print(
+            f"  {name:<12} {ours:7.2f} {slow:8.2f} {stock:7.2f} {tmux:7.2f}  "
+            f"{ours / stock:8.1f}x {tmux / ours if has_tmux else 0:8.1f}x"
+        )
+
+
 def write_recording(path: Path, total: int) -> int:
     header = RecordingHeader(
         session_id="b" * 32,
@@ -225,7 +351,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="8 MB instead of 100 MB")
     parser.add_argument("--seeks", type=int, default=200)
+    parser.add_argument(
+        "--streams-only", action="store_true", help="only the three streams against pyte and tmux"
+    )
     args = parser.parse_args()
+    if args.streams_only:
+        with tempfile.TemporaryDirectory(prefix="hoop-bench-streams-") as tmp:
+            streams((1 if args.quick else 4) * MB, Path(tmp))
+        return 0
     total = (8 if args.quick else 100) * MB
     sample = (2 if args.quick else 8) * MB
 
@@ -243,6 +376,7 @@ def main() -> int:
     )
 
     with tempfile.TemporaryDirectory(prefix="hoop-bench-replay-") as tmp:
+        streams((1 if args.quick else 4) * MB, Path(tmp))
         path = Path(tmp) / "big.hrec"
         start = time.perf_counter()
         size = write_recording(path, total)

@@ -153,12 +153,18 @@ TOKEN = re.compile(
 )
 # Inside a run: SGR parameters are the odd items of `RUN_SGR.split(run)`.
 RUN_SGR = re.compile(r"\x1b\[([0-9;:]*)m")
+# Inside a run, between SGRs: text, CR LF, or one control.
+RUN_PIECE = re.compile(r"[ -~]+|\r\n|[\t\n\r]")
 # A run taken the slow way: one screen method per token, as `TOKEN` would call them.
 RUN_TOKEN = re.compile(r"(?P<t>[ -~]+)|\x1b\[(?P<sgr>[0-9;:]*)m|(?P<c>[\t\n\r])")
 # A sequence that is not finished yet: kept for the next feed.
 PARTIAL = re.compile(
     r"\x1b(?:\[[<=>?]?[0-9:;]*[ -/]*|\][^\x07\x1b\x9c]*\x1b?|[P^_X][^\x1b\x9c]*\x1b?|[ -/]*)\Z"
 )
+
+
+BLANK = Char(data=" ", fg="default", bg="default", reverse=False)
+BLANK_REVERSED = BLANK._replace(reverse=True)
 
 
 def char_width(char: str, _cache: dict[str, int] = {}) -> int:  # noqa: B006 - a memo
@@ -217,6 +223,11 @@ class ReplayScreen(pyte.Screen):
         self.last_char = ""
         self.resize_history: list[Line] = []
         super().__init__(columns, lines)
+
+    @property
+    def default_char(self) -> Char:
+        """pyte's blank cell (reversed in DECSCNM), made once rather than on every new line."""
+        return BLANK_REVERSED if mo.DECSCNM in self.mode else BLANK
 
     def _new_buffer(self) -> Buffer:
         return defaultdict(lambda: StaticDefaultDict[int, Char](self.default_char))
@@ -407,6 +418,9 @@ class ReplayScreen(pyte.Screen):
         on) the cursor is moved first and the cells drawn after, so a burst that scrolls a
         thousand lines re-keys the screen once and never draws the lines it pushes out. Any
         other state takes the token-by-token way."""
+        if run.isprintable():  # text alone (no control, no SGR): one draw, as before
+            self.draw(run)
+            return
         margins = self.margins
         mode = self.mode
         lines = self.lines
@@ -427,68 +441,37 @@ class ReplayScreen(pyte.Screen):
         scrolled = 0
         # (row counted from the top of the screen before the run, first column, text, cells)
         ops: list[tuple[int, int, str, CellCache]] = []
+        append = ops.append
         cells = self.cells(cursor.attrs)
         last = ""
         stops: list[int] | None = None
-        for number, part in enumerate(RUN_SGR.split(run)):
-            if number & 1:
-                self.sgr(part)
-                cells = self.cells(cursor.attrs)
-                continue
-            pieces = part.split("\n")
-            order: Iterable[int] = range(len(pieces))
-            middle = len(pieces) - 2
-            if middle > lines and self._rows_of_lines(pieces, part):
-                order = (0, -1, middle + 1)
-            for count in order:
-                if count < 0:
-                    # Lines between the first and last piece each end with CR, fit the width
-                    # and hold no tab: each LF moves down one row and draws at its column 0.
-                    # Only the last screenful can still be on screen at the end of the run.
-                    base = scrolled + y
-                    for number in range(middle - lines + 1, middle + 1):
-                        text = pieces[number][:-1]
-                        if text:
-                            ops.append((base + number, 0, text, cells))
-                    moved_to = min(bottom, y + middle)
-                    scrolled += middle - (moved_to - y)
-                    y = moved_to
+
+        def feed(text: str) -> None:
+            """Move the cursor over `text` (no SGR in it), noting what to draw where."""
+            nonlocal x, y, scrolled, last, stops
+            for match in RUN_PIECE.finditer(text):
+                token = match.group()
+                first = token[0]
+                if first == "\r":
                     x = 0
-                    for number in range(middle, 0, -1):
-                        if len(pieces[number]) > 1:
-                            last = pieces[number][-2]
-                            break
-                    continue
-                piece = pieces[count]
-                if count:  # LF: index, then CR in newline mode
+                    if len(token) == 1:
+                        continue
+                    first = "\n"
+                if first == "\n":  # LF: index, then CR in newline mode
                     if y == bottom:
                         scrolled += 1
                     elif y < bottom:
                         y += 1
                     if newline_mode:
                         x = 0
-                if not piece:
-                    continue
-                if piece[-1] == "\r" and piece.count("\r") == 1 and "\t" not in piece:
-                    texts = [piece[:-1], "\r"]
-                elif "\r" in piece or "\t" in piece:
-                    texts = [t for t in re.split(r"([\r\t])", piece) if t]
+                elif first == "\t":
+                    if stops is None:
+                        stops = sorted(self.tabstops)
+                    x = next((stop for stop in stops if x < stop), columns - 1)
                 else:
-                    texts = [piece]
-                for text in texts:
-                    if text == "\r":
-                        x = 0
-                        continue
-                    if text == "\t":
-                        if stops is None:
-                            stops = sorted(self.tabstops)
-                        x = next((stop for stop in stops if x < stop), columns - 1)
-                        continue
-                    if not text:
-                        continue
-                    size = len(text)
-                    if x < columns and x + size <= columns:
-                        ops.append((scrolled + y, x, text, cells))
+                    size = len(token)
+                    if x + size <= columns:
+                        append((scrolled + y, x, token, cells))
                         x += size
                     else:
                         pos = 0
@@ -500,23 +483,59 @@ class ReplayScreen(pyte.Screen):
                                 elif y < bottom:
                                     y += 1
                             take = min(columns - x, size - pos)
-                            ops.append((scrolled + y, x, text[pos : pos + take], cells))
+                            append((scrolled + y, x, token[pos : pos + take], cells))
                             x += take
                             pos += take
-                    last = text[-1]
+                    last = token[-1]
+
+        for number, part in enumerate(RUN_SGR.split(run)):
+            if number & 1:
+                self.sgr(part)
+                cells = self.cells(cursor.attrs)
+                continue
+            if part.count("\n") <= lines + 1:
+                if part:
+                    feed(part)
+                continue
+            pieces = part.split("\n")
+            middle = len(pieces) - 2
+            if not self._rows_of_lines(pieces, part):
+                feed(part)
+                continue
+            feed(pieces[0])
+            # Lines between the first and last piece each end with CR, fit the width and
+            # hold no tab: each LF moves down one row and draws at its column 0. Only the
+            # last screenful can still be on screen at the end of the run.
+            base = scrolled + y
+            for number in range(middle - lines + 1, middle + 1):
+                text = pieces[number][:-1]
+                if text:
+                    append((base + number, 0, text, cells))
+            moved_to = min(bottom, y + middle)
+            scrolled += middle - (moved_to - y)
+            y = moved_to
+            x = 0
+            for number in range(middle, 0, -1):
+                if len(pieces[number]) > 1:
+                    last = pieces[number][-2]
+                    break
+            feed("\n" + pieces[-1])
         buffer = self.buffer
         dirty = self.dirty
         if scrolled:
             moved = [(row - scrolled, buffer.pop(row)) for row in range(lines) if row in buffer]
             buffer.update(item for item in moved if item[0] >= 0)
             dirty.update(range(lines))
+        blank = self.default_char
         for row, start, text, row_cells in ops:
             row -= scrolled
             if row < 0:
                 continue  # pushed out before the run ended: never drawn
-            line = buffer[row]
             end = start + len(text)
-            if line:
+            line = buffer.get(row)
+            if line is None:
+                line = buffer[row] = StaticDefaultDict[int, Char](blank)
+            elif line:
                 self._unsplit(line, start, end)
             line.update(zip(range(start, end), map(row_cells.__getitem__, text), strict=True))
             dirty.add(row)

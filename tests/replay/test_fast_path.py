@@ -13,66 +13,66 @@ from hypothesis import strategies as st
 from replay.terminal import Terminal
 
 LINE_TEXT = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=14)
+CONTROLS = st.sampled_from([b"\r", b"\n", b"\r\n", b"\t", b"\t\t", b"\x08"])
+SGR = st.sampled_from(
+    [b"\x1b[31m", b"\x1b[1;4;38;5;100m", b"\x1b[38:2::9:8:7m", b"\x1b[m", b"\x1b[0m", b"\x1b[7m"]
+)
+MODES = st.sampled_from(
+    [
+        b"\x1b[?5h",  # reverse video: SGR results depend on it
+        b"\x1b[?5l",
+        b"\x1b[2;5r",  # a scroll region: the fast path steps aside
+        b"\x1b[1;6r",  # the whole screen set as a region: still the default one
+        b"\x1b[r",
+        b"\x1b[?7l",  # no autowrap
+        b"\x1b[?7h",
+        b"\x1b[4h",  # insert mode
+        b"\x1b[4l",
+        b"\x1b[20h",  # newline mode: LF also returns the carriage
+        b"\x1b[20l",
+        b"\x1b(0",
+        b"\x1b(B",
+        b"\x0e",
+        b"\x0f",
+    ]
+)
+OTHERS = st.sampled_from(
+    [
+        "中文".encode(),
+        "😀".encode(),
+        "e\u0301".encode(),
+        "é".encode(),
+        b"\xe4\xb8",  # half a character
+        b"\x1b[?4m",
+        b"\x1b[",
+        b"\x1b",
+        b"\x1b[3;7H",
+        b"\x1b[6;1H",
+        b"\x1b[H",
+        b"\x1b[2J",
+        b"\x1b[K",
+        b"\x1b[2@",
+        b"\x1b[S",
+        b"\x1b[3g",
+        b"\x1bH",
+        b"\x1bM",
+        b"\x1bD",
+        b"\x1b[5b",
+        b"\x1b[?1049h",
+        b"\x1b[?1049l",
+        b"\x1b7",
+        b"\x1b8",
+        # wide characters on every row, cursor home: a burst then draws over their halves
+        b"\x1b[H" + "\u4e2d\u6587a\u4e2d\u6587\u4e2d\r\n".encode() * 7 + b"\x1b[H",
+    ]
+)
 PIECES = st.one_of(
     LINE_TEXT.map(lambda text: text.encode() + b"\r\n"),  # the burst case
     LINE_TEXT.map(str.encode),
-    st.sampled_from(
-        [
-            b"\r",
-            b"\n",
-            b"\r\n",
-            b"\t",
-            b"\t\t",
-            b"\x08",
-            "中文".encode(),
-            "😀".encode(),
-            "e\u0301".encode(),
-            "é".encode(),
-            b"\xe4\xb8",  # half a character
-            b"\x1b[31m",
-            b"\x1b[1;4;38;5;100m",
-            b"\x1b[38:2::9:8:7m",
-            b"\x1b[m",
-            b"\x1b[0m",
-            b"\x1b[7m",
-            b"\x1b[?5h",  # reverse video: SGR results depend on it
-            b"\x1b[?5l",
-            b"\x1b[?4m",
-            b"\x1b[",
-            b"\x1b",
-            b"\x1b[2;5r",  # a scroll region: the fast path steps aside
-            b"\x1b[1;6r",  # the whole screen set as a region: still the default one
-            b"\x1b[r",
-            b"\x1b[?7l",  # no autowrap
-            b"\x1b[?7h",
-            b"\x1b[4h",  # insert mode
-            b"\x1b[4l",
-            b"\x1b[20h",  # newline mode: LF also returns the carriage
-            b"\x1b[20l",
-            b"\x1b(0",
-            b"\x1b(B",
-            b"\x0e",
-            b"\x0f",
-            b"\x1b[3;7H",
-            b"\x1b[6;1H",
-            b"\x1b[H",
-            b"\x1b[2J",
-            b"\x1b[K",
-            b"\x1b[2@",
-            b"\x1b[S",
-            b"\x1b[3g",
-            b"\x1bH",
-            b"\x1bM",
-            b"\x1bD",
-            b"\x1b[5b",
-            b"\x1b[?1049h",
-            b"\x1b[?1049l",
-            b"\x1b7",
-            b"\x1b8",
-            # wide characters on every row, cursor home: a burst then draws over their halves
-            b"\x1b[H" + "\u4e2d\u6587a\u4e2d\u6587\u4e2d\r\n".encode() * 7 + b"\x1b[H",
-        ]
-    ),
+    CONTROLS,
+    SGR,
+    MODES,
+    OTHERS,
 )
 BURST = st.integers(0, 30).map(lambda n: b"".join(b"%d\r\n" % i for i in range(n)))
 STREAM = st.lists(st.one_of(PIECES, BURST), max_size=50).map(b"".join)
@@ -103,7 +103,7 @@ def feed_cut(terminal: Terminal, data: bytes, cuts: list[int]) -> None:
     terminal.feed(data[start:])
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(
     STREAM,
     st.integers(1, 14),
@@ -163,3 +163,39 @@ def test_a_burst_of_wrapping_lines_with_colours_and_tabs() -> None:
             fast.feed(data[start : start + cut])
             slow.feed(data[start : start + cut])
         assert state(fast) == state(slow)
+
+
+MODE_LIST = [
+    b"",
+    b"\x1b[?5h",
+    b"\x1b[2;5r",
+    b"\x1b[1;6r",
+    b"\x1b[?7l",
+    b"\x1b[4h",
+    b"\x1b[20h",
+    b"\x1b(0",
+    b"\x0e",
+    b"\x1b[7m",
+]
+RUN_LIST = [
+    b"ab\ncd",
+    b"ab\rcd",
+    b"abcdefgh\tx\ty",
+    b"abcdefghijklmnop\r\nq",
+    b"\x1b[31mab\x1b[0m\n\tc\r\n",
+    b"".join(b"line %d\r\n" % i for i in range(12)) + b"end",
+    b"".join(b"\x1b[3%dmw%d\x1b[0m\r\n" % (i % 8, i) for i in range(12)),
+]
+
+
+def test_every_mode_with_every_kind_of_run() -> None:
+    """Each state the fast path must honour or step aside for, with each shape of run, at
+    the top and at the bottom of the screen."""
+    for mode in MODE_LIST:
+        for run in RUN_LIST:
+            for start in (b"\x1b[H", b"\x1b[6;3H"):
+                for columns in (9, 16):
+                    fast, slow = both(columns, 6)
+                    for terminal in (fast, slow):
+                        terminal.feed("中文中文中文中文\r\n".encode() * 6 + start + mode + run)
+                    assert state(fast) == state(slow), (mode, run, start, columns)
