@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage.private import private_dir
+
 SSHD = "/usr/sbin/sshd"
 
 
@@ -82,7 +84,7 @@ class Sshd:
 
 def start_sshd(directory: Path, port: int | None = None) -> Sshd:
     """Start sshd in `directory` (made on first use, keys kept for the next start)."""
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dir(directory)  # keys and its log: nobody else's to read
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation dir
     host_public = _key(directory / "host_ed25519", "target-host")
     target_public = _key(directory / "gateway_target_key", "hoop-gateway")

@@ -17,7 +17,7 @@ from hoop_tui.errors import CommandError
 from hoop_tui.localrec import record_program, terminal_size
 from proxy.config import UP_DATA_DIR
 from replay.export import export_text
-from storage.private import private_file
+from storage.private import private_dir, private_file
 from storage.reader import RecordingReader
 from storage.recorder import RecordingFailed, new_session_id, start_recording
 from storage.schema import RecordingHeader
@@ -107,7 +107,7 @@ def ensure_default_setup(data_dir: Path) -> tuple[Path, dict[str, str]]:
     from hoop_tui.localsshd import free_port, start_sshd, stop
     from proxy.auth import hash_password
 
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     config = data_dir / CONFIG_NAME
     if config.exists():
         return config, {}
@@ -151,7 +151,7 @@ groups = ["dev"]
 
 def run_recording_demo(data_dir: Path) -> int:
     """Without a terminal: record a demo session of a real program, verify it, show it."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     print(f"data directory: {data_dir}\n")
     print("Recording a demo session of a real program in a pseudo-terminal...\n")
     path, _ = record_local(

@@ -81,3 +81,54 @@ async def test_an_existing_world_readable_data_dir_is_closed_at_start(
     harness.add_restart_review()
     GatewayRuntime(load_config(harness.write_config()))
     assert shared_with_others(data) == []
+
+
+def readable_by_others(root: Path) -> list[str]:
+    """Paths under `root` another account could read or list: readable by group or others,
+    with every directory on the way there open to them too."""
+    found = []
+
+    def walk(directory: Path, reachable: bool) -> None:
+        for path in sorted(directory.iterdir()):
+            mode = path.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                continue
+            if reachable and mode & 0o044:
+                found.append(f"{path.relative_to(root)} {stat.filemode(mode)}")
+            if stat.S_ISDIR(mode):
+                walk(path, reachable and bool(mode & 0o011))
+
+    root_mode = root.stat().st_mode
+    if root_mode & 0o044:
+        found.append(f". {stat.filemode(root_mode)}")
+    walk(root, bool(root_mode & 0o011))
+    return found
+
+
+async def test_the_up_setup_with_its_local_target_is_closed_to_others(
+    tmp_path: Path, umask_022: None
+) -> None:
+    """What `hoop-tui up` makes in a terminal: the config, the local target's sshd (keys, log,
+    pid file) and the gateway's files, under umask 022."""
+    from hoop_tui.commands.local import ensure_default_setup
+    from hoop_tui.localsshd import free_port, start_sshd, stop
+
+    data_dir = tmp_path / "hoop-data"
+    config_path, _ = ensure_default_setup(data_dir)
+    port = free_port()
+    config_path.write_text(config_path.read_text().replace("127.0.0.1:2222", f"127.0.0.1:{port}"))
+    config = load_config(config_path)
+    sshd = start_sshd(data_dir / "local-target", config.targets["local"].port)
+    try:
+        assert readable_by_others(data_dir) == []  # before the gateway narrows anything
+    except AssertionError:
+        stop(sshd.process)
+        raise
+    runtime = GatewayRuntime(config)
+    await runtime.start()
+    try:
+        assert readable_by_others(data_dir) == []
+    finally:
+        await runtime.stop()
+        stop(sshd.process)
+    assert readable_by_others(data_dir) == []
