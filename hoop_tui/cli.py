@@ -19,12 +19,23 @@ from hoop_tui.commands import (
     policy,
     recordings,
     replay,
+    search,
     workstation,
 )
 from hoop_tui.commands.examples import add_examples
 from hoop_tui.errors import CommandError
 
-COMMAND_MODULES = (local, recordings, gateway, approvals, policy, replay, workstation, masks)
+COMMAND_MODULES = (
+    local,
+    recordings,
+    search,
+    gateway,
+    approvals,
+    policy,
+    replay,
+    workstation,
+    masks,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,6 +24,7 @@ from proxy.auth import Identity
 from proxy.config import GatewayConfig
 from proxy.mask_stream import MaskStream
 from proxy.masking import Masker, MaskPolicy
+from replay.search import index_when_closed
 from storage.recorder import RecordingWriter, new_session_id, start_recording
 from storage.schema import EventType, RecordingHeader
 
@@ -211,6 +212,11 @@ def start_session_recording(
     def on_failure(exc: BaseException) -> None:
         loop.call_soon_threadsafe(on_broken, exc)
 
-    writer = start_recording(config.data_dir, header, on_failure=on_failure)
+    writer = start_recording(
+        config.data_dir,
+        header,
+        on_failure=on_failure,
+        after_close=index_when_closed(config.data_dir),
+    )
     writer.filter = typed_secrets(config, identity, target)
     return writer

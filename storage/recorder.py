@@ -50,17 +50,24 @@ def start_recording(
     *,
     on_failure: Callable[[BaseException], None] | None = None,
     catalogue: SqliteCatalogue | None = None,
+    after_close: Callable[[RecordingSummary], None] | None = None,
 ) -> RecordingWriter:
     """Open a new recording and catalogue it. Raises RecordingFailed when either cannot be
-    done, so the caller refuses the session instead of running it unrecorded."""
+    done, so the caller refuses the session instead of running it unrecorded. `after_close`
+    runs on the writer thread once the file is complete and catalogued (the search index)."""
     try:
         signer = load_or_create_signing_key(data_dir)
         header.signing_key_id = key_id(signer.public_key())
         catalogue = catalogue or SqliteCatalogue.in_data_dir(data_dir)
         path = recording_path(data_dir, header)
-        writer = RecordingWriter(
-            path, header, signer, on_failure=on_failure, on_closed=catalogue.finish_session
-        )
+        finish = catalogue.finish_session
+
+        def on_closed(summary: RecordingSummary) -> None:
+            finish(summary)
+            if after_close is not None:
+                after_close(summary)
+
+        writer = RecordingWriter(path, header, signer, on_failure=on_failure, on_closed=on_closed)
         catalogue.add_session(header, path)
     except Exception as exc:  # disk, key and catalogue problems alike: refuse the session
         raise RecordingFailed(f"cannot start a recording in {data_dir}: {exc}") from exc

@@ -49,6 +49,13 @@ EXAMPLES: dict[str, tuple[str, tuple[str, ...]]] = {
             "hoop-tui sessions --user alice --target web1 --json",
         ),
     ),
+    "search": (
+        "",
+        (
+            "hoop-tui search 'rm -rf'",
+            "hoop-tui search 'drop table' --target prod-db --since 7d --json",
+        ),
+    ),
     "prune": (
         "Delete recordings older than a duration together with their catalogue rows.",
         ("hoop-tui prune --older-than 90d --dry-run", "hoop-tui prune --older-than 90d"),

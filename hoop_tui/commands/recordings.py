@@ -35,6 +35,7 @@ from replay.keyframes import cache_keyframes
 from storage.catalogue import CATALOGUE_NAME, SessionQuery, SessionRow, SqliteCatalogue
 from storage.reader import RecordingError, RecordingReader, format_time
 from storage.recorder import RECORDINGS_DIR, SUFFIX, recording_path
+from storage.search import SearchIndex
 from storage.signing import (
     PUBLIC_KEY_NAME,
     SigningKeyError,
@@ -313,7 +314,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     cutoff_us = int((time.time() - age_s) * 1_000_000)
-    catalogue = SqliteCatalogue.in_data_dir(data_dir_from(args))
+    data_dir = data_dir_from(args)
+    catalogue = SqliteCatalogue.in_data_dir(data_dir)
+    index = SearchIndex.in_data_dir(data_dir)
     old = [
         row
         for row in catalogue.find_sessions(SessionQuery(until_us=cutoff_us))
@@ -335,6 +338,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
                 f"{path}: cannot remove: {exc.strerror}; nothing else removed"
             ) from None
         catalogue.remove_session(row.id)
+        index.forget(row.id)  # what was pruned is not found again
     verb = "would remove" if args.dry_run else "removed"
     print(f"{verb} {len(old)} session(s) older than {args.older_than}, {freed} bytes freed")
     return 0

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from storage.catalogue import SessionQuery, SqliteCatalogue
 from storage.recorder import new_session_id, start_recording
 from storage.schema import EventType
+from storage.search import SearchIndex
 from storage.signing import load_or_create_signing_key
 from tests.storage.helpers import SAMPLE_EVENTS, make_header, write_recording
 
@@ -198,6 +199,9 @@ def test_sessions_filters_and_prune_removes_files_with_rows(tmp_path, data_dir):
         hoop("sessions", "--data-dir", str(data_dir), "--since", "7d", "--json").stdout
     )
     assert [r["user"] for r in since] == ["bob"]
+    searched = hoop("search", "--data-dir", str(data_dir), "--json", "x")  # indexes both
+    assert searched.returncode in (0, 1), searched.stderr
+    assert len(SearchIndex.in_data_dir(data_dir).indexed_sessions()) == 2
     dry = hoop("prune", "--older-than", "90d", "--dry-run", "--data-dir", str(data_dir))
     assert "would remove 1 session" in dry.stdout and old.exists()
     result = hoop("prune", "--older-than", "90d", "--data-dir", str(data_dir))
@@ -206,6 +210,7 @@ def test_sessions_filters_and_prune_removes_files_with_rows(tmp_path, data_dir):
     assert not old.exists() and recent.exists()
     rows = SqliteCatalogue.in_data_dir(data_dir).find_sessions(SessionQuery())
     assert [r.user for r in rows] == ["bob"]
+    assert SearchIndex.in_data_dir(data_dir).indexed_sessions() == {rows[0].id}
     bad = hoop("prune", "--older-than", "ninety days", "--data-dir", str(data_dir))
     assert bad.returncode == 1 and "not a duration like 90d" in bad.stderr
 
@@ -321,3 +326,20 @@ def test_a_recording_moved_away_is_listed_as_missing_and_verify_all_finds_it(tmp
     assert result.returncode == 1
     assert f"{planted}: FAILED, session {carol.stem}, user carol" in result.stdout
     assert "1 problem(s)" not in result.stdout  # the planted file and alice's row both fail
+
+
+def test_a_row_pointed_at_another_sessions_file_is_caught(data_dir):
+    """UPDATE sessions SET path = <carol's file> for alice's row: the listing and verify see
+    that the file holds another session, whether alice's own file is still there or not."""
+    alice, carol = _two_sessions(data_dir)
+    with sqlite3.connect(data_dir / "catalogue.db") as db:
+        db.execute("UPDATE sessions SET path = ? WHERE id = ?", (str(carol), alice.stem))
+    listing = hoop("sessions", "--data-dir", str(data_dir), "--user", "alice")
+    assert f"RECORDING mismatch: the file holds session {carol.stem}" in listing.stdout
+    result = hoop("verify", "--all", "--data-dir", str(data_dir))
+    assert result.returncode == 1
+    assert f"the catalogue files this session at {carol}" in result.stdout
+    alice.unlink()
+    result = hoop("verify", "--all", "--data-dir", str(data_dir))
+    assert result.returncode == 1
+    assert f"the catalogue's session {alice.stem} (user alice, target web1)" in result.stdout

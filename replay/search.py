@@ -1,0 +1,108 @@
+"""What of a recording is searchable, and indexing it into `storage.search.SearchIndex`.
+
+A recording becomes lines with their times: what the terminal showed (decoded, control
+sequences removed, one entry per line, timed by the output that ended it), and one entry per
+command, exec, SQL statement, verdict, hold and file transfer, as the transcript writes them.
+Keystrokes are not indexed: what was typed and echoed is in the output, and what was typed
+unechoed (a password) must not become searchable. The recording is already masked, so the index
+holds masked text only.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from replay.export import EventLog, describe_event, strip_terminal_controls
+from storage.catalogue import SessionQuery, SqliteCatalogue
+from storage.reader import RecordingReader
+from storage.schema import EventType
+from storage.search import SEARCH_NAME, Entry, SearchIndex
+from storage.writer import RecordingSummary
+
+log = logging.getLogger(__name__)
+
+MAX_LINE = 1000  # longer lines are cut: a hit needs context, not a megabyte of it
+SKIPPED = (EventType.INPUT, EventType.RESIZE, EventType.MASK)
+
+
+def searchable(log: EventLog) -> Iterator[Entry]:
+    """(time in µs from the start, kind, text) for each line worth finding."""
+    decoders: dict[object, codecs.IncrementalDecoder] = {}
+    pending: dict[object, str] = {}
+    last_us = 0
+    for event in log.events():
+        last_us = event.time_us
+        if event.type is EventType.OUTPUT:
+            channel = event["channel"]
+            decoder = decoders.setdefault(channel, codecs.getincrementaldecoder("utf-8")("replace"))
+            text = pending.pop(channel, "") + strip_terminal_controls(decoder.decode(event["data"]))
+            *lines, rest = text.replace("\r", "\n").split("\n")
+            for line in lines:
+                if line.strip():
+                    yield Entry(event.time_us, "output", line[:MAX_LINE])
+            if len(rest) > MAX_LINE:
+                yield Entry(event.time_us, "output", rest[:MAX_LINE])
+                rest = ""
+            if rest:
+                pending[channel] = rest
+        elif event.type not in SKIPPED:
+            yield Entry(event.time_us, event.name, describe_event(event)[:MAX_LINE])
+    for rest in pending.values():
+        if rest.strip():
+            yield Entry(last_us, "output", rest)
+
+
+def index_recording(index: SearchIndex, session_id: str, path: Path) -> int:
+    """Index one closed recording; returns how many entries it gave."""
+    with RecordingReader.open(path) as reader:
+        return index.replace(session_id, searchable(reader))
+
+
+def index_when_closed(data_dir: Path) -> Callable[[RecordingSummary], None]:
+    """What a gateway runs as a recording closes: index it on a thread of its own, so a long
+    recording's index never delays the end of its session. An index that fails is logged and
+    caught up by the next `hoop-tui search`; the recording itself is never at stake."""
+    index_path = data_dir / SEARCH_NAME
+
+    def index_it(summary: RecordingSummary) -> None:
+        session_id = summary.header.session_id
+
+        def run() -> None:
+            try:
+                index_recording(SearchIndex(index_path), session_id, summary.path)
+            except Exception as exc:  # the next search indexes it again
+                log.warning("session %s not indexed for search: %s", session_id, exc)
+
+        threading.Thread(target=run, name=f"index-{session_id[:8]}", daemon=True).start()
+
+    return index_it
+
+
+def index_missing(
+    data_dir: Path, progress: object | None = None
+) -> tuple[int, list[tuple[str, str]]]:
+    """Index every finished, catalogued session the index does not have yet: those closed while
+    no gateway indexed them (a crash, or recordings made before the index existed). Returns how
+    many were indexed and (session id, problem) for those that could not be read."""
+    catalogue = SqliteCatalogue.in_data_dir(data_dir)
+    index = SearchIndex.in_data_dir(data_dir)
+    done = index.indexed_sessions()
+    todo = [
+        row
+        for row in catalogue.find_sessions(SessionQuery())
+        if row.ended_at_us is not None and row.id not in done
+    ]
+    problems: list[tuple[str, str]] = []
+    update = getattr(progress, "update", None)
+    for number, row in enumerate(todo):
+        try:
+            index_recording(index, row.id, Path(row.path))
+        except (OSError, ValueError) as exc:
+            problems.append((row.id, str(exc)))
+        if update is not None:
+            update(number + 1, len(todo))
+    return len(todo) - len(problems), problems
