@@ -972,8 +972,12 @@ class PgSession:
             )
             return False
         forced = None
-        if job is not None and job.spec.query is not None and self.masker.uses_columns:
-            outputs = next(iter(self._outputs_of(job.spec.query)), None)
+        if job is not None and self.masker.uses_columns:
+            # `COPY t` reads what `select * from t` does (`COPY pg_statistic`: sampled values)
+            query = job.spec.query
+            if query is None and job.spec.relation is not None:
+                query = f"select * from {job.spec.relation}"
+            outputs = next(iter(self._outputs_of(query)), None) if query else None
             forced = outputs.rules(columns) if outputs is not None else None
         plan = self.masker.plan(columns, forced=forced)
         if not plan.active:

@@ -117,6 +117,14 @@ async def test_statistics_of_masked_columns_are_masked(masked: PgHarness) -> Non
         result = await masked.psql("-At", "-c", sql)
         assert result.status == 0 and result.out.strip(), (sql, result.err)
         assert "zebra" not in result.out, (sql, result.out[:300])
+    for sql in (
+        "copy pg_statistic to stdout",
+        "copy pg_catalog.pg_statistic (starelid, stavalues1, stavalues2) to stdout with csv",
+        f"copy (select * from pg_stats where tablename = '{TABLE}') to stdout",
+    ):
+        copied = await masked.psql("-At", "-c", sql)
+        assert copied.status == 0 and copied.out.strip(), (sql, copied.err)
+        assert "zebra" not in copied.out, (sql, copied.out[:300])
     names = await masked.psql(
         "-At", "-c", f"select attname from pg_stats where tablename = '{TABLE}' order by 1"
     )
