@@ -422,7 +422,7 @@ class SftpGate:
         request_id = cursor.u32()
         operations: list[tuple[str, str]] = []
         if kind == Packet.OPEN:
-            path = _text(cursor.string())
+            path = _path(cursor.string())
             flags = cursor.u32()
             self._opening[request_id] = path.encode()
             if flags & OPEN_READ or not flags & OPEN_TOUCHES:
@@ -430,21 +430,21 @@ class SftpGate:
             if flags & OPEN_TOUCHES:
                 operations.append(("write", path))
         elif kind == Packet.OPENDIR:
-            path = _text(cursor.string())
+            path = _path(cursor.string())
             self._opening[request_id] = path.encode()
             operations.append(("list", path))
         elif kind in (Packet.REMOVE, Packet.RMDIR):
-            operations.append(("delete", _text(cursor.string())))
+            operations.append(("delete", _path(cursor.string())))
         elif kind == Packet.MKDIR:
-            operations.append(("mkdir", _text(cursor.string())))
+            operations.append(("mkdir", _path(cursor.string())))
         elif kind == Packet.SETSTAT:
-            operations.append(("chmod", _text(cursor.string())))
+            operations.append(("chmod", _path(cursor.string())))
         elif kind == Packet.FSETSTAT:
             operations.append(("chmod", self._handles.get(cursor.string(), "")))
         elif kind == Packet.RENAME:
-            operations += [("rename", _text(cursor.string())), ("rename", _text(cursor.string()))]
+            operations += [("rename", _path(cursor.string())), ("rename", _path(cursor.string()))]
         elif kind == Packet.SYMLINK:
-            operations += [("symlink", _text(cursor.string())), ("symlink", _text(cursor.string()))]
+            operations += [("symlink", _path(cursor.string())), ("symlink", _path(cursor.string()))]
         elif kind == Packet.CLOSE:
             self._handles.pop(cursor.string(), None)
             return None
@@ -455,11 +455,11 @@ class SftpGate:
         elif kind == Packet.EXTENDED:
             name = cursor.string()
             if name == b"posix-rename@openssh.com":
-                operations += [("rename", _text(cursor.string())) for _ in range(2)]
+                operations += [("rename", _path(cursor.string())) for _ in range(2)]
             elif name == b"hardlink@openssh.com":
-                operations += [("symlink", _text(cursor.string())) for _ in range(2)]
+                operations += [("symlink", _path(cursor.string())) for _ in range(2)]
             elif name == b"lsetstat@openssh.com":
-                operations.append(("chmod", _text(cursor.string())))
+                operations.append(("chmod", _path(cursor.string())))
             elif name not in _HARMLESS_EXTENSIONS:
                 unknown = f"the SFTP extension {_text(name)}, which the gateway cannot read"
                 return FileRequest(request_id, packet, (), self.cwd, unknown)
@@ -476,12 +476,17 @@ class SftpGate:
         if kind == Packet.NAME and request_id in self._realpath_dot:
             self._realpath_dot.discard(request_id)
             if cursor.u32() >= 1:
-                self.cwd = _text(cursor.string())
+                self.cwd = _path(cursor.string())
         elif kind == Packet.HANDLE and request_id in self._opening:
-            path = _text(self._opening.pop(request_id))
+            path = _path(self._opening.pop(request_id))
             if self.cwd is not None and not path.startswith("/"):
                 path = self.cwd.rstrip("/") + "/" + path
             self._handles[cursor.string()] = path
         else:
             self._realpath_dot.discard(request_id)
             self._opening.pop(request_id, None)
+
+
+def _path(value: bytes) -> str:
+    """A path as a server written in C would use it: up to its first NUL byte."""
+    return _text(value.split(b"\0", 1)[0])

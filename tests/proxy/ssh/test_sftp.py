@@ -228,3 +228,11 @@ def test_a_stream_the_gate_cannot_cut_is_broken() -> None:
     gate = SftpGate()
     assert gate.client_data(b"\xff\xff\xff\xff garbage") == []
     assert gate.broken
+
+
+def test_a_path_is_judged_as_a_c_server_reads_it_up_to_a_nul() -> None:
+    (request,) = SftpGate().client_data(
+        packet(Packet.OPEN, u32(1), string(b"/etc/shadow\0.txt"), u32(OPEN_READ), u32(0))
+    )
+    assert isinstance(request, FileRequest)
+    assert request.operations == (("read", "/etc/shadow"),)
