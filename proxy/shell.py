@@ -17,13 +17,14 @@ Nothing here does I/O; every function is pure.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import posixpath
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import bashlex
 import bashlex.errors
@@ -84,6 +85,30 @@ class Word:
         return Word(text, (text,) if text else ())
 
 
+RedirectOperation = Literal["read", "write", "append", "readwrite"]
+_OPERATORS: dict[RedirectOperation, str] = {
+    "read": "<",
+    "write": ">",
+    "append": ">>",
+    "readwrite": "<>",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """A file a command opens through a redirect (`<`, `>`, `>|`, `>>`, `<>`, `&>`, `&>>`,
+    `>&FILE`, `<&FILE`), its target after quote removal. Duplicating or closing a descriptor
+    (`2>&1`, `<&3`, `3<&-`) and here-documents/strings open no file and are not listed."""
+
+    operation: RedirectOperation
+    target: Word
+
+    @property
+    def operator(self) -> str:
+        """The canonical spelling rules see: `<`, `>`, `>>` or `<>`."""
+        return _OPERATORS[self.operation]
+
+
 @dataclass(frozen=True, slots=True)
 class SimpleCommand:
     """One program invocation. `argv[0]` is the program reduced to its name (`/bin/rm` -> `rm`).
@@ -96,6 +121,7 @@ class SimpleCommand:
     opaque: str | None = None
     via: tuple[str, ...] = ()
     reads_commands: bool = False  # a shell (or `sudo -i`, `su -`) taking commands from its input
+    redirects: tuple[Redirect, ...] = ()  # files it reads or writes through `<`, `>`, ...
 
     @property
     def program(self) -> str:
@@ -103,10 +129,14 @@ class SimpleCommand:
 
     @property
     def text(self) -> str:
-        return " ".join(word.text for word in self.argv)
+        words = [word.text for word in self.argv]
+        words += [f"{r.operator} {r.target.text}" for r in self.redirects]
+        return " ".join(words)
 
     def subject(self) -> tuple[Piece, ...]:
-        """The pieces a `shell` glob is matched against: words joined by one space; an opaque
+        """The pieces a `shell` glob is matched against: words joined by one space, then each
+        redirect as `OP TARGET` (OP one of `<`, `>`, `>>`, `<>`, however it was spelt), so
+        `shell = "*canary*"` also meets `cat < x-canary` and `: > x-canary`. An opaque
         program name counts as UNKNOWN, since it could be any program."""
         pieces: list[Piece] = []
         for index, word in enumerate(self.argv):
@@ -116,6 +146,9 @@ class SimpleCommand:
                 pieces.append(UNKNOWN)
             else:
                 pieces.extend(word.pieces)
+        for redirect in self.redirects:
+            pieces.append(f" {redirect.operator} " if pieces else f"{redirect.operator} ")
+            pieces.extend(redirect.target.pieces)
         return tuple(pieces)
 
     def options_first(self) -> OptionsFirst | None:
@@ -186,15 +219,68 @@ class Unparsable:
 LineResult = ShellAnalysis | Unparsable
 
 
-def starts_a_shell(command: str) -> bool:
-    """Whether an exec request's command starts a shell that takes commands typed into it
-    (`bash`, `exec sh`, `sudo -i`, `su -`): with a terminal, those lines are judged one by one
-    like a login shell's. A command that does not parse counts as one (fail closed); a program
-    such as `python3`, `psql` or `top` does not, since what is typed into it is not shell."""
+# Programs known not to read commands from their terminal: what is typed into them is keys for
+# the program, never a command line it runs. Everything else given a terminal by an exec
+# request may be a shell in disguise (`script`, `rbash`, a renamed bash, a REPL, `docker exec
+# -it`), so its typed lines meet the gate. Pagers and editors (less, man, vim) are left out on
+# purpose: they run commands of their own (`!cmd`, `:!cmd`); they draw a full screen, where the
+# guard-mode gate judges nothing anyway (docs/security-model.md).
+_NON_SHELLS = frozenset(
+    {
+        "top", "htop", "btop", "atop", "iotop", "iftop", "nload", "bmon", "nethogs", "powertop",
+        "tail", "cat", "head", "tac", "wc", "sort", "uniq", "cut", "tr", "grep", "egrep",
+        "fgrep", "rg", "ls", "ps", "pstree", "df", "du", "free", "uptime", "w", "who", "id",
+        "whoami", "hostname", "uname", "date", "dmesg", "vmstat", "iostat", "mpstat", "pidstat",
+        "sar", "ping", "ping6", "traceroute", "sleep", "true", "false", ":", "echo", "printf",
+        "stty", "tty", "clear", "reset", "tput", "yes", "seq", "md5sum", "sha256sum", "stat",
+        "file", "cmp", "diff", "nproc", "lscpu", "lsblk", "ip", "ss", "netstat", "test", "[",
+    }
+)  # fmt: skip
+
+
+def terminal_reads_commands(command: str) -> bool:
+    """Whether an exec request with a terminal may run something that reads commands typed
+    into it, so its lines must meet the gate. True unless every program the command runs is a
+    known non-shell (`_NON_SHELLS`; wrappers count by what they run: `sudo top` is `top`).
+    A command that does not parse, an opaque program, a shell (`bash`, `sudo -i`), `script`,
+    `rbash`, a renamed copy of bash, a REPL: all True (fail closed)."""
     result = analyse_line(command, interactive=False)
     if isinstance(result, Unparsable):
         return True
-    return any(simple.reads_commands or simple.opaque for simple in result.commands)
+    wrappers = {
+        command.via[: depth + 1] for command in result.commands for depth in range(len(command.via))
+    }
+    for simple in result.commands:
+        if simple.opaque is not None or simple.reads_commands:
+            return True
+        if not simple.argv:
+            continue  # a bare redirect runs no program
+        if (*simple.via, simple.program) in wrappers:
+            continue  # a wrapper whose command is listed after it
+        if simple.program not in _NON_SHELLS:
+            return True
+    return False
+
+
+def file_redirects(result: LineResult) -> list[tuple[RedirectOperation, Word]]:
+    """Every file the analysed line opens through a redirect, in order, as (operation, path):
+    operation is `read`, `write`, `append` or `readwrite`; path is the target `Word` after
+    quote removal (`x-c''anary` is `x-canary`), whose `pieces` hold UNKNOWN where the shell
+    decides (`> $F`, `< <(cmd)`): match with `Glob.match(word.pieces)`, and treat a path that
+    is not `known` as possibly any file. Redirects of compound commands (`{ ...; } > f`,
+    `while ...; done < f`) and of wrapped commands are included once each. A line that does not
+    parse gives an empty list: the caller must not read that as "no file" (its verdict is
+    already unparsable)."""
+    if isinstance(result, Unparsable):
+        return []
+    seen: set[int] = set()
+    found: list[tuple[RedirectOperation, Word]] = []
+    for command in result.commands:
+        for redirect in command.redirects:
+            if id(redirect) not in seen:
+                seen.add(id(redirect))
+                found.append((redirect.operation, redirect.target))
+    return found
 
 
 def analyse_line(line: str, *, interactive: bool = True, input_unseen: bool = False) -> LineResult:
@@ -668,6 +754,8 @@ class _WordScanner:
             inner = raw[index + 2 : end - 1]
             if "$(" in inner or "`" in inner or "<(" in inner or ">(" in inner:
                 self.hidden = "a command substitution inside ${...}"
+            elif reason := _parameter_reason(inner):
+                self.hidden = reason
             self._unknown(index, end)
         elif name := re.match(r"[A-Za-z_][A-Za-z0-9_]*", raw[index + 1 :]):
             self._unknown(index, index + 1 + name.end())
@@ -745,13 +833,164 @@ def _merge(pieces: Sequence[Piece]) -> tuple[Piece, ...]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Arithmetic: bash evaluates a name's value as an expression, and `a[$(cmd)]` in it runs cmd
+
+
+_ARITHMETIC_REASON = (
+    "bash evaluates this as arithmetic, where a variable's value is evaluated in turn and "
+    "can run a command (`a[$(...)]`)"
+)
+_ARITHMETIC_NUMBER = re.compile(r"\b(?:0[xX][0-9a-fA-F]+|[0-9]+#[0-9A-Za-z@_]+|[0-9]+)\b")
+_ARITHMETIC_LITERAL = re.compile(r"[\s0-9+\-*/%<>=!&|^~?:(),]*")
+_ARITHMETIC_TESTS = frozenset({"-eq", "-ne", "-lt", "-le", "-gt", "-ge"})
+_SUBSCRIPT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\[(.*)\]", re.DOTALL)
+
+
+def _literal_arithmetic(text: str) -> bool:
+    """Whether an arithmetic expression holds only numbers and operators: no name (whose
+    value bash would evaluate), no `$`, backtick, quote or subscript."""
+    return _ARITHMETIC_LITERAL.fullmatch(_ARITHMETIC_NUMBER.sub("0", text)) is not None
+
+
+_NUMERIC_PARAMETER = re.compile(r"\$(?:[#?$!]|\{#[A-Za-z_][A-Za-z0-9_]*\})")
+
+
+def _literal_word(word: Word) -> bool:
+    """An operand bash evaluates harmlessly: a literal, or `$#`, `$?`, `${#x}` (always a
+    number)."""
+    if not word.known:
+        return _NUMERIC_PARAMETER.fullmatch(word.text) is not None
+    return _literal_arithmetic(word.text)
+
+
+def _safe_name(word: Word) -> bool:
+    """A variable name argument (`read NAME`, `printf -v NAME`, `declare NAME=...`,
+    `[[ -v NAME ]]`): known, and any array subscript in it literal."""
+    name_pieces: list[Piece] = []
+    for piece in word.pieces:
+        if isinstance(piece, str) and "=" in piece:
+            name_pieces.append(piece.split("=", 1)[0])
+            break
+        name_pieces.append(piece)
+    if UNKNOWN in name_pieces:
+        return False
+    name = "".join(piece for piece in name_pieces if isinstance(piece, str))
+    subscript = _SUBSCRIPT.match(name)
+    return (
+        subscript is None
+        or subscript.group(1) in ("@", "*")
+        or (_literal_arithmetic(subscript.group(1)))
+    )
+
+
+def _arithmetic_reason(name: str, argv: Sequence[Word]) -> str | None:
+    """Why a builtin's arguments reach bash's arithmetic evaluation with something that is
+    not a literal, or None. Found by trying bash 5.2 with `a[$(touch f)]` as a variable's
+    value: `[[ x -eq 0 ]]`, `let`, `declare -i`/`-n`, names given to `read`, `printf -v`,
+    `declare` and `[[ -v ]]`. (`(( ))`, `$(( ))`, `${a[x]}`, `${x:x}`, `${!x}` are
+    handled where they are parsed.)"""
+    args = list(argv[1:])
+    if name == "let":
+        if any(not _literal_word(word) for word in args):
+            return _ARITHMETIC_REASON
+    elif name in ("[", "[[", "test"):
+        for index, word in enumerate(args):
+            if word.text in _ARITHMETIC_TESTS and word.known:
+                operands = args[index - 1 : index] + args[index + 1 : index + 2]
+                if any(not _literal_word(operand) for operand in operands):
+                    return _ARITHMETIC_REASON
+            elif word.text == "-v" and index + 1 < len(args) and not _safe_name(args[index + 1]):
+                return _ARITHMETIC_REASON
+    elif name in _DECLARATIONS:
+        flags = _short_flags(args, _Options(short_with_argument=""))
+        if "i" in flags or "n" in flags:
+            return (
+                f"{name} -{'i' if 'i' in flags else 'n'} makes later values meet arithmetic "
+                "evaluation, where a value can run a command"
+            )
+        names = [word for word in args if not (word.known and word.text.startswith(("-", "+")))]
+        if any(not _safe_name(word) for word in names):
+            return _ARITHMETIC_REASON
+    elif name in ("read", "mapfile", "readarray"):
+        reading = name == "read"
+        options = _Options(short_with_argument="adinNptu" if reading else "dnOsuCc")
+        index = _skip_options(args, 0, options)
+        if not reading and _option_values(args[:index], "C"):
+            return f"{name} -C runs a callback string the gateway does not analyse"
+        names = args[index:] + (_option_values(args[:index], "a") if reading else [])
+        if any(not _safe_name(word) for word in names):
+            return _ARITHMETIC_REASON
+    elif name == "printf":
+        names = _option_values(args, "v")
+        if any(not _safe_name(word) for word in names):
+            return _ARITHMETIC_REASON
+    return None
+
+
+def _option_values(words: Sequence[Word], letter: str) -> list[Word]:
+    """The values given to a short option (`-v NAME`, `-vNAME`), as words."""
+    values: list[Word] = []
+    for index, word in enumerate(words):
+        text = word.text
+        if not word.known or not text.startswith("-") or text.startswith("--"):
+            continue
+        if text[1:].endswith(letter) and index + 1 < len(words):
+            values.append(words[index + 1])
+        elif letter in text[1:-1]:
+            values.append(Word.literal(text[text.index(letter, 1) + 1 :]))
+    return values
+
+
+def _parameter_reason(inner: str) -> str | None:
+    """Why a `${...}` expansion (its text between the braces) evaluates something that is not a
+    literal as arithmetic: a subscript (`${a[i]}`), a substring (`${x:i:n}`), or indirection
+    (`${!x}`, whose value may name `a[$(...)]`)."""
+    body = inner[1:] if inner.startswith("#") and len(inner) > 1 else inner
+    if body.startswith("!"):
+        rest = body[1:]
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(?:[@*]|\[[@*]\])", rest):
+            return "indirect expansion evaluates a name taken from a variable's value"
+        return None
+    name = re.match(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+|[@*#?$!-]", body)
+    if name is None:
+        return None
+    rest = body[name.end() :]
+    if rest.startswith("["):
+        end = _find_closing(rest, 0, "[", "]")
+        subscript = rest[1 : end - 1]
+        if subscript not in ("@", "*") and not _literal_arithmetic(subscript):
+            return _ARITHMETIC_REASON
+        rest = rest[end:]
+    substring = rest.startswith(":") and rest[1:2] not in ("-", "=", "+", "?")
+    if substring and not _literal_arithmetic(rest[1:]):
+        return _ARITHMETIC_REASON
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
 # Walking the tree
 
 
 _PROMPT_STRINGS = frozenset({"PS0", "PS1", "PS2", "PS3", "PS4"})
 _DECLARATIONS = frozenset({"export", "declare", "typeset", "readonly", "local"})
-_SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "busybox-sh"})
-_INPUT_REDIRECTS = frozenset({"<", "<<", "<<-", "<<<", "<>"})
+_SHELLS = frozenset(
+    {
+        "sh", "bash", "rbash", "dash", "zsh", "ksh", "ksh93", "mksh", "pdksh", "oksh", "ash",
+        "busybox-sh", "yash", "posh", "lksh", "csh", "tcsh", "fish",
+    }
+)  # fmt: skip
+_INPUT_REDIRECTS = frozenset({"<", "<<", "<<-", "<<<", "<>", "<&"})
+_REDIRECT_OPERATIONS: dict[str, RedirectOperation] = {
+    "<": "read",
+    "<&": "read",
+    ">": "write",
+    ">|": "write",
+    "&>": "write",
+    ">&": "write",
+    ">>": "append",
+    "&>>": "append",
+    "<>": "readwrite",
+}
 
 
 @dataclass(slots=True)
@@ -787,12 +1026,17 @@ class _Walker:
         elif kind in ("word", "assignment"):
             for part in getattr(node, "parts", ()):
                 self.visit(part)
-        elif kind == "redirect":
+        elif kind == "redirect":  # a compound command's (`{ ...; } > f`): its own entry
             self._redirect(node)
+            redirect = self._file_redirect(node)
+            if redirect is not None:
+                self._add(SimpleCommand((), via=self.via, redirects=(redirect,)))
         elif kind in ("parameter", "tilde", "operator", "reservedword", "pipe", "heredoc"):
             return
+        elif kind == "compound" and self.source.startswith("((", node.pos[0]):
+            self._arithmetic_command(node)
         else:
-            for attribute in ("parts", "list"):
+            for attribute in ("parts", "list", "redirects"):
                 for child in getattr(node, attribute, None) or ():
                     self.visit(child)
             inner = getattr(node, "command", None)
@@ -819,8 +1063,33 @@ class _Walker:
                 )
             )
 
+    def _arithmetic_command(self, node: Any) -> None:
+        """`(( expr ))`, which bashlex reads as two nested subshells: bash evaluates `expr`
+        as arithmetic, where a name's value is itself evaluated and may run `$(...)`."""
+        start, end = node.pos
+        text = self.source[start:end]
+        inner = text[2:-2] if text.endswith("))") else text[2:]
+        if not _literal_arithmetic(inner):
+            self._add(SimpleCommand((Word.literal(text),), opaque=_ARITHMETIC_REASON, via=self.via))
+
+    def _file_redirect(self, node: Any) -> Redirect | None:
+        """The file a redirect node opens, or None for descriptor duplication, closing and
+        here-documents (see `Redirect`)."""
+        operator = str(getattr(node, "type", ""))
+        output = getattr(node, "output", None)
+        if getattr(output, "kind", None) != "word":
+            return None  # `2>&1`, `<&3`, `3<&-`: bashlex gives the descriptor, not a word
+        operation = _REDIRECT_OPERATIONS.get(operator)
+        if operation is None:
+            return None
+        target = self._word(output)
+        if operator in (">&", "<&") and target.known and re.fullmatch(r"\d+|-", target.text):
+            return None
+        return Redirect(operation, target)
+
     def _command(self, node: Any, context: _Context) -> None:
         words: list[Word] = []
+        redirects: list[Redirect] = []
         stdin_fed = context.stdin_fed
         for part in node.parts:
             kind = getattr(part, "kind", None)
@@ -837,7 +1106,21 @@ class _Walker:
                 self._redirect(part)
                 if getattr(part, "type", "") in _INPUT_REDIRECTS:
                     stdin_fed = True
+                redirect = self._file_redirect(part)
+                if redirect is not None:
+                    redirects.append(redirect)
+        first = len(self.commands)
         self._resolve(words, self.via, stdin_fed)
+        if redirects:
+            # the redirects apply to what this command runs, wrapped commands included
+            files = tuple(redirects)
+            for index in range(first, len(self.commands)):
+                command = self.commands[index]
+                self.commands[index] = dataclasses.replace(
+                    command, redirects=command.redirects + files
+                )
+            if len(self.commands) == first:  # `> f`, `X=1 < f`: no program, still a file
+                self._add(SimpleCommand((), via=self.via, redirects=files))
 
     def _prompt_variable(self, word: Word) -> None:
         """`PROMPT_COMMAND=...` runs its value before every prompt, and `PS1='$(...)'` runs
@@ -885,6 +1168,10 @@ class _Walker:
         argv = (Word.literal(basename), *words[1:])
         if basename in self.aliases:
             self._alias_use(basename, argv, via)
+            return
+        arithmetic = _arithmetic_reason(basename, argv)
+        if arithmetic is not None:
+            self._add(SimpleCommand(argv, opaque=arithmetic, via=via))
             return
         wrapper = _WRAPPERS.get(basename)
         if wrapper is None:
@@ -1217,7 +1504,45 @@ def _shell_wrapper(words: list[Word]) -> _Inner:
         return _Parse(words[index : index + 1]) if index < len(words) else None
     if index >= len(words) or "s" in flags:
         return _ReadsInput()
+    reason = _script_from_input(words[index])
+    if reason is not None:
+        return _Opaque(f"{words[0].text} runs a script the gateway cannot read: {reason}")
     return None
+
+
+_SCRIPT_FROM_INPUT = re.compile(
+    r"/dev/(?:stdin|fd(?:/.*)?|tcp/.*|udp/.*|tty.*|pts/.*|console)|/proc/[^/]+/fd(?:/.*)?"
+    r"|/proc/[^/]+/fdinfo/.*|/proc/self/.*|/proc/thread-self/.*"
+)
+
+
+def _script_from_input(word: Word) -> str | None:
+    """Why a script file given to `.`, `source` or a shell is really its input, or None: a
+    path to standard input, a descriptor, a terminal or a socket (`/dev/stdin`, `/dev/fd/3`,
+    `/proc/self/fd/0`, `/dev/tcp/h/p`), or a path only the running shell knows (`<(cmd)`,
+    `$F`), which may be any of those. Spellings such as `/dev//stdin` or `/dev/./fd/0` count."""
+    if not word.known:
+        return f"the script {word.text!r} is only known when the shell runs it"
+    path = posixpath.normpath("/" + word.text.lstrip("/")) if word.text.startswith("/") else ""
+    if path and _SCRIPT_FROM_INPUT.fullmatch(path):
+        return f"the script {word.text} is the command's input or a descriptor, not a file"
+    return None
+
+
+def _source(words: list[Word]) -> _Inner:
+    """`. FILE` and `source FILE` run FILE's lines in this shell: opaque when FILE is really
+    the input (`. /dev/stdin <<< "$(... | base64 -d)"`), see `_script_from_input`."""
+    index = 1
+    if index < len(words) and words[index].text == "--":
+        index += 1
+    if index >= len(words):
+        return None
+    reason = _script_from_input(words[index])
+    return (
+        _Opaque(f"{words[0].text} runs a script the gateway cannot read: {reason}")
+        if (reason)
+        else None
+    )
 
 
 def _command_string(words: list[Word], long_names: tuple[str, ...]) -> _Inner:
@@ -1300,6 +1625,8 @@ def _script(words: list[Word]) -> _Inner:
 
 _WRAPPERS: dict[str, Callable[[list[Word]], _Inner]] = {
     "busybox": _busybox,
+    ".": _source,
+    "source": _source,
     "toybox": _busybox,
     "script": _script,
     "runuser": _su,

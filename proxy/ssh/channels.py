@@ -22,12 +22,13 @@ import asyncssh
 
 from proxy.mask_stream import QUIET_FLUSH_S, MaskStream
 from proxy.masking import MaskAct, Masker
-from proxy.shell import starts_a_shell
+from proxy.shell import terminal_reads_commands
 from proxy.ssh.file_gate import SftpFileGate
 from proxy.ssh.link import RecordingUnavailable, TargetLink
 from proxy.ssh.scp import Direction, ScpObserver
 from proxy.ssh.sftp import FileOperation, SftpObserver
 from proxy.ssh.strict import StrictShell
+from proxy.ssh.transfers import Sniff, TransferSniffer, transfer_protocol
 from proxy.ssh.upstream import TargetUnavailable
 from storage.schema import EventType
 
@@ -56,12 +57,6 @@ SIGNALS = {
     "ALRM": 14,
     "TERM": 15,
 }
-
-
-# Commands whose output is file data, not text for a person: never masked.
-FILE_TRANSFER_PROGRAMS = frozenset(
-    {"scp", "rsync", "sftp-server", "git-upload-pack", "git-receive-pack", "git-upload-archive"}
-)
 
 
 class ChannelInspector(Protocol):
@@ -130,6 +125,8 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         self.early_eof = False
         self.gate: ShellGate | None = None
         self.masker: Masker | None = None
+        self.sniffer: TransferSniffer | None = None  # a possible file transfer, not yet told
+        self.transfer = False  # the output is a file transfer's protocol: left byte-exact
         self.mask_streams: dict[int | None, MaskStream] = {}
         self.output_bytes = 0
         self._mask_timer: asyncio.TimerHandle | None = None
@@ -284,11 +281,12 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         self._start_masking()
         make_gate = getattr(self.inspector, "shell_gate", None)
         # Lines typed into a shell are judged at Enter: a login shell's, and just as well those
-        # of an exec request that starts one (`ssh -t host bash`, `sudo -i`), which would
-        # otherwise meet no rule after the exec string itself was judged. What is typed into
-        # another program (`ssh -t host python3`, `psql`, `top`) is not shell and passes.
+        # of an exec request with a terminal whose program may read commands (`ssh -t host
+        # bash`, `sudo -i`, `script`, `rbash`, a renamed bash, a REPL), which would otherwise
+        # meet no rule after the exec string itself was judged. Only programs known not to
+        # read commands (`top`, `tail -f`) go ungated.
         typed_into_a_shell = self.kind == "shell" or (
-            self.kind == "exec" and starts_a_shell(self.command or "")
+            self.kind == "exec" and terminal_reads_commands(self.command or "")
         )
         if typed_into_a_shell and self.term_type and make_gate is not None and not strict_shell:
             self.gate = make_gate(
@@ -434,15 +432,34 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
 
     def _start_masking(self) -> None:
         """Mask secrets in what a shell or command prints, before the caller (or the
-        recording) sees them. File transfers (sftp, scp, rsync, git) are left byte-exact."""
+        recording) sees them. File transfers (sftp, scp, rsync, git) are left byte-exact, but
+        only once their protocol shows (proxy/ssh/transfers): a command's name proves nothing."""
         make = getattr(self.inspector, "output_masker", None)
         masker = make(self.link) if make is not None else None
-        if masker is None or self.sftp is not None or self.scp is not None:
-            return
-        program = (self.command or "").split(maxsplit=1)[0:1]
-        if program and program[0].rsplit("/", 1)[-1] in FILE_TRANSFER_PROGRAMS:
+        if masker is None or self.sftp is not None:
             return
         self.masker = masker
+        protocol = transfer_protocol(self.command) if self.command is not None else None
+        if protocol is not None:
+            self.sniffer = TransferSniffer(protocol)
+
+    def _sniff(self, data: bytes) -> bytes:
+        """Hold a candidate transfer's first bytes until they show its protocol's greeting;
+        what is let out then goes byte-exact (a transfer) or masked (anything else)."""
+        assert self.sniffer is not None
+        verdict = self.sniffer.feed(data)
+        if verdict is Sniff.MORE:
+            return b""
+        held, self.sniffer = bytes(self.sniffer.held), None
+        self.transfer = verdict is Sniff.TRANSFER
+        return held
+
+    def _end_sniff(self) -> None:
+        """The output ended before its greeting was complete: not a transfer, so masked."""
+        if self.sniffer is not None:
+            held, self.sniffer = bytes(self.sniffer.held), None
+            if held and self.writable:
+                self._masked(held, None)
 
     def _masked(self, data: bytes, datatype: int | None) -> None:
         assert self.masker is not None
@@ -505,7 +522,11 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         if not self.writable:
             return
         assert self.chan is not None
-        if self.masker is not None:
+        if self.sniffer is not None and not datatype:
+            data = self._sniff(data)
+            if not data:
+                return
+        if self.masker is not None and (datatype or not self.transfer):
             self._masked(data, datatype)
             return
         if not self.link.record(EventType.OUTPUT, self.number, data):
@@ -523,6 +544,7 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             self.gate.output(data)
 
     def target_eof(self) -> None:
+        self._end_sniff()
         if self.masker is not None:
             self._flush_masks(final=True)
         if self.writable:
@@ -537,6 +559,7 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         exc: Exception | None = None,
     ) -> None:
         """The target ended the channel: pass on how (exit status or signal) and close."""
+        self._end_sniff()
         if self.masker is not None:
             self._flush_masks(final=True)
         self.target = None

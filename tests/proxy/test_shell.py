@@ -6,14 +6,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy.policy import Action, Caller, decide_exec, decide_shell, parse_policy
 from proxy.shell import (
     UNKNOWN,
     ShellAnalysis,
     Unparsable,
     analyse_line,
     analyse_paste,
-    starts_a_shell,
+    file_redirects,
+    terminal_reads_commands,
 )
+
+CANARY_POLICY = parse_policy(
+    {"rules": [{"name": "no-canary", "shell": "*canary*", "action": "deny"}]}, "gateway.toml"
+)
+ALICE = Caller("alice", frozenset({"dev"}))
 
 
 def commands(line: str) -> list[str]:
@@ -315,7 +322,7 @@ def test_line_continuations_join_lines() -> None:
 
 def test_here_document_bodies_are_data_not_commands() -> None:
     text = "cat > f <<'EOF'\nrm -rf /\nEOF\ncat <<EOF\nrm -rf /\nEOF\nls"
-    assert paste_lines(text) == [["cat"], ["cat"], ["ls"]]
+    assert paste_lines(text) == [["cat > f"], ["cat"], ["ls"]]
 
 
 def test_an_expanded_here_document_with_a_substitution_is_opaque() -> None:
@@ -441,14 +448,155 @@ def test_the_plain_line_shortcut_builds_what_bashlex_builds(first, rest, gaps):
         ("ls; bash", True),
         ("$SHELL", True),  # unknown program: fail closed
         ("echo 'unterminated", True),  # does not parse: fail closed
-        ("python3 -q", False),
-        ("psql appdb", False),
+        ("script -q /dev/null", True),  # a shell in disguise
+        ("rbash", True),
+        ("/tmp/bash-copy", True),  # a renamed bash: not a known non-shell
+        ("python3 -q", True),  # a REPL reads commands too
+        ("psql appdb", True),
+        ("less /etc/hosts", True),  # `!cmd` runs a command
         ("top", False),
+        ("sudo top", False),
+        ("tail -f /var/log/syslog", False),
         ("bash -c 'ls -la'", False),
         ("stty raw -echo; exec cat", False),
     ],
 )
-def test_an_exec_that_starts_a_shell_is_told_from_one_that_does_not(
+def test_a_terminal_exec_is_gated_unless_its_program_is_known_not_to_read_commands(
     command: str, shell: bool
 ) -> None:
-    assert starts_a_shell(command) is shell
+    assert terminal_reads_commands(command) is shell
+
+
+# -- redirects: rules see the files a line opens (issue 12, class 6) --------------------------
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "cat < /tmp/x-canary",
+        "exec 3</tmp/x-c''anary; cat <&3",
+        ": > /tmp/x-canary",
+        "> /tmp/x-canary",
+        "echo hi >> /tmp/x-can\\ary",
+        "echo hi &> /tmp/x-canary",
+        "echo hi >& /tmp/x-canary",
+        "echo hi >| /tmp/x-canary",
+        "cat <> /tmp/x-canary",
+        "X=1 < /tmp/x-canary",
+        "{ cat; } < /tmp/x-canary",
+        "while read -r l; do echo $l; done < /tmp/x-canary",
+        "sudo tee /dev/null < /tmp/x-canary",
+        "cat < /tmp/$'x-\\x63anary'",
+    ],
+)
+def test_a_deny_rule_sees_redirect_targets(line: str) -> None:
+    assert decide_shell(CANARY_POLICY, ALICE, "t1", line).action is Action.DENY
+    assert decide_exec(CANARY_POLICY, ALICE, "t1", line).action is Action.DENY
+
+
+def test_redirects_are_listed_as_operations_on_paths() -> None:
+    line = "cat < in 2>&1 > out >> log <> both &> all 3<&- <<< text; { ls; } 2> err"
+    found = [(operation, word.text) for operation, word in file_redirects(analyse_line(line))]
+    assert found == [
+        ("read", "in"),
+        ("write", "out"),
+        ("append", "log"),
+        ("readwrite", "both"),
+        ("write", "all"),
+        ("write", "err"),
+    ]
+    ((_, unknown),) = file_redirects(analyse_line("cat > $HOME/x"))
+    assert not unknown.known and unknown.pieces[0] is UNKNOWN
+    assert file_redirects(analyse_line("echo 'unterminated")) == []
+
+
+def test_descriptor_duplication_is_not_a_file() -> None:
+    assert file_redirects(analyse_line("ls 2>&1 >&2 <&0 3>&-")) == []
+    assert decide_shell(CANARY_POLICY, ALICE, "t1", "ls 2>&1").action is Action.ALLOW
+
+
+# -- scripts fed through a file argument (class 7) ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '. /dev/stdin <<< "$(echo cm0gL3RtcC94 | base64 -d)"',
+        "source /dev/stdin",
+        "source /dev//stdin",
+        ". /dev/./fd/0",
+        ". /proc/self/fd/0",
+        ". /proc/$$/fd/0",
+        "bash /dev/stdin <<< x",
+        "sh /dev/fd/3 3<<< x",
+        "bash <(echo x)",
+        ". <(echo x)",
+        "source /dev/tcp/127.0.0.1/9",
+        "sudo bash /dev/stdin",
+        "rbash /dev/stdin",
+        "bash -- /dev/stdin",
+    ],
+)
+def test_a_shell_reading_its_script_from_its_input_is_opaque(line: str) -> None:
+    assert any("script" in reason for reason in opaque_reasons(line)), analyse_line(line)
+
+
+def test_a_script_file_stays_a_plain_command() -> None:
+    assert opaque_reasons(". ./env.sh") == []
+    assert opaque_reasons("bash deploy.sh") == []
+
+
+# -- arithmetic evaluation runs `$(...)` hidden in a value (class 8) ----------------------------
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "[[ x -eq 0 ]]",
+        "[[ $x -ge 1 ]]",
+        'test "$x" -eq 0',
+        "[ x -lt 2 ]",
+        "let x",
+        "let y=x+1",
+        "declare -i y=x",
+        "typeset -i n",
+        "declare -n ref=$x",
+        'declare "$x=1"',
+        "((x))",
+        "((y = x + 1))",
+        "echo ${a[x]}",
+        "echo ${#a[i]}",
+        "echo ${s:i}",
+        "echo ${s:0:n}",
+        "echo ${!x}",
+        "read -r 'a[$(id)]' <<< 1",
+        "printf -v 'a[$(id)]' 1",
+        "[[ -v 'a[$(id)]' ]]",
+        "[[ -v $x ]]",
+        "mapfile -t 'a[$(id)]' < /dev/null",
+    ],
+)
+def test_arithmetic_fed_by_anything_not_literal_is_opaque(line: str) -> None:
+    result = analyse_line(line)
+    if isinstance(result, Unparsable):
+        return  # also held: `$(( ))` and `for ((;;))` do not parse
+    assert result.opaque, result
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "[[ 1 -eq 0 ]]",
+        "[ $# -eq 0 ]",
+        "[ ${#x} -gt 3 ]",
+        "let 1+2",
+        "((1 + 0x1f))",
+        "echo ${a[0]} ${a[@]} ${#a[*]} ${s:1:2} ${x:-default} ${!prefix*}",
+        "read -r line",
+        "printf -v out '%s' hi",
+        "export PATH=$PATH:/opt/bin",
+        "declare -a list",
+    ],
+)
+def test_literal_arithmetic_is_plain(line: str) -> None:
+    assert opaque_reasons(line) == []

@@ -342,17 +342,17 @@ async def test_a_command_typed_into_an_exec_with_a_terminal_is_judged(
     assert keep.is_dir(), seen
 
 
-async def test_what_is_typed_into_a_program_that_is_not_a_shell_is_not_judged_as_shell(
+async def test_what_is_typed_into_a_program_that_may_read_commands_meets_the_gate(
     harness: GatewayHarness, tmp_path: Path
 ) -> None:
-    """`ssh -t alice+web1@gateway python3`: lines typed into a REPL are Python, not shell. The
-    gate stays out (as it does for full-screen programs), or `print("hi")` would be held as an
-    unparsable shell line and the REPL would be unusable."""
+    """`ssh -t alice+web1@gateway python3`: a REPL runs what is typed into it (`os.system`),
+    so it is gated like a shell (issue 12, class 9): its lines are judged as shell lines, and
+    one that does not parse as shell is held (denied here, no approvers), never run unseen."""
     await start_with_policy(harness)
     seen = await typed_into_exec(
-        harness, f"{sys.executable} -q", b'print("rm -rf " + "/" * 3)\r', b"rm -rf ///"
+        harness, f"{sys.executable} -q", b'print("rm -rf " + "/" * 3)\r', b"[hoop]"
     )
-    assert b"[hoop]" not in seen
+    assert b"rm -rf ///" not in seen
 
 
 async def test_a_shell_without_a_terminal_is_not_let_through_unjudged(
