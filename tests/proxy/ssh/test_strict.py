@@ -21,7 +21,10 @@ from tests.proxy.test_runtime import pending_hold
 pytestmark = pytest.mark.timeout(90)
 
 # A prompt, not a redraw of the line being edited (which starts after ESC [ J).
-PROMPT = re.compile(rb"(?<!\x1b\[J)(?<!\] )(?<![\w.-])(?:\[\d+\] )?[\w.-]+@web1:")
+# The target account is the one running the tests (tests/fixtures/sshd.py).
+PROMPT = re.compile(
+    rb"(?<!\x1b\[J)(?<!\] )(?:\[\d+\] )?" + re.escape(getpass.getuser().encode()) + rb"@web1:"
+)
 
 
 class _Screen(pyte.Screen):  # type: ignore[misc]
@@ -421,3 +424,59 @@ def test_shell_mode_is_checked_when_the_config_is_read(tmp_path: Path) -> None:
     config.write_text(base + '[[groups]]\nname = "agents"\nshell_mode = "strickt"\n')
     with pytest.raises(ConfigError, match=r"groups\[0\]\.shell_mode: must be"):
         load_config(config)
+
+
+def edit_sequences(count: int) -> list[list[str]]:
+    """Edit sequences drawn by Hypothesis (digits and spaces, so that whatever the edits make
+    of `echo `, nothing but `echo` or a command that does not exist can run)."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from tests.proxy.test_line_editor import KEYS
+
+    drawn: list[list[str]] = []
+    text = st.text(alphabet=st.sampled_from("0123456789 "), min_size=1, max_size=5)
+
+    @settings(
+        max_examples=count,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(st.lists(st.one_of(text, st.sampled_from(sorted(KEYS))), min_size=1, max_size=12))
+    def draw(actions: list[str]) -> None:
+        drawn.append(actions)
+
+    draw()
+    return drawn[-count:]
+
+
+async def test_what_runs_on_the_target_is_what_was_judged_for_generated_edits(
+    harness: GatewayHarness,
+) -> None:
+    """Hypothesis draws edit sequences (cursor moves, Backspace, Delete, Ctrl-K/U/W, typed text
+    in pieces) applied after `echo `. For every line: the judged command (the recording's
+    `command` event) is exactly what the keys make (the editor tests' independent model), and
+    the target printed exactly what `echo` of that text prints, so it ran that text."""
+    from tests.proxy.test_line_editor import keys_of, model
+
+    await start_strict(harness, canary=False)
+    sequences = edit_sequences(12)
+    term = await Screen.start(harness, cols=200)
+    await term.prompt()
+    expected = []
+    for index, actions in enumerate(sequences, start=2):
+        line = model(["echo ", *actions])
+        expected.append(line)
+        term.type(keys_of(["echo ", *actions]) + b"\r")
+        await term.prompt(index)
+    term.type("exit\r")
+    await term.close()
+    recorded = (await recordings(harness))[0]
+    judged = [e["command"] for e in recorded.of("command")][:-1]  # the last is `exit`
+    assert judged == [line for line in expected if line.strip()]
+    output = recorded.output().decode()
+    for line in judged:
+        words = line.split()
+        if words[0] == "echo":
+            assert "\r\n" + " ".join(words[1:]) + "\r\n" in output, (line, output)
