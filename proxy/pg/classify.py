@@ -650,6 +650,10 @@ class _Walker:
         self.found.classes.add(READ)
         if fields.get("intoClause"):
             self.found.classes |= {DDL, WRITE}
+        described = _described_tables(fields)
+        if described is not None:
+            self.found.cacheable = False  # the table is a constant
+            self.found.tables |= described
         # pg_dump: `SELECT set_config(name, ...) FROM pg_settings WHERE name = '...'`: the
         # computed name can only be that constant (in this SELECT, not in one inside it).
         setting = _pg_settings_name(fields)
@@ -1177,6 +1181,42 @@ def _column_name(node: Any) -> str | None:
         if len(parts) == 1:
             return _string(parts[0]).lower()
     return None
+
+
+def _described_tables(fields: dict[str, Any]) -> set[str] | None:
+    """The tables a SELECT over a statistics catalogue names by constant in its WHERE (one
+    of its AND terms): `tablename = 'secrets'` (and `schemaname = 's'`) of pg_stats and kin,
+    `starelid = 'secrets'::regclass` of pg_statistic; None when it reads none of them."""
+    names = set()
+    for item in fields.get("fromClause") or []:
+        var = item.get("RangeVar") if isinstance(item, dict) else None
+        if isinstance(var, dict) and str(var.get("relname") or "") in _STATISTICS_RELATIONS:
+            names.add(str(var.get("relname")))
+    if not names:
+        return None
+    where = fields.get("whereClause")
+    terms = [where]
+    if isinstance(where, dict) and (where.get("BoolExpr") or {}).get("boolop") == "AND_EXPR":
+        terms = where["BoolExpr"].get("args") or []
+    pinned: dict[str, str] = {}
+    for term in terms:
+        expr = term.get("A_Expr") if isinstance(term, dict) else None
+        if not isinstance(expr, dict) or expr.get("kind") != "AEXPR_OP":
+            continue
+        if [_string(part) for part in expr.get("name") or []] != ["="]:
+            continue
+        column = _column_name(expr.get("lexpr"))
+        if column is None:  # `s.tablename`
+            parts = (expr.get("lexpr") or {}).get("ColumnRef", {}).get("fields") or []
+            column = _string(parts[-1]).lower() if parts else None
+        value = _const_string(_uncast(expr.get("rexpr")))
+        if column in ("tablename", "schemaname", "starelid") and value is not None:
+            pinned[column] = value
+    table = pinned.get("tablename") or pinned.get("starelid")
+    if table is None:
+        return set()
+    schema = pinned.get("schemaname")
+    return {f"{schema}.{table}" if schema else table}
 
 
 def _pg_settings_name(fields: dict[str, Any]) -> str | None:

@@ -274,3 +274,31 @@ async def test_functions_the_operator_lists_are_judged_by_their_sql(gate: PgHarn
     )
     assert ran.status == 0 and "denied" not in ran.err, ran.err
     assert (await _victim_rows())[0] == (1, "w")
+
+
+async def test_a_rule_on_a_table_covers_reads_of_its_statistics(pg: PgHarness) -> None:
+    async with await psycopg.AsyncConnection.connect(
+        f"{ROOT} dbname=test", autocommit=True
+    ) as conn:
+        await conn.execute("drop table if exists hoop_h4_secrets")
+        await conn.execute("create table hoop_h4_secrets (token text)")
+        await conn.execute(
+            "insert into hoop_h4_secrets select 'tok-' || i || '-zebra' "
+            "from generate_series(1, 50) i"
+        )
+        await conn.execute("analyze hoop_h4_secrets")
+    pg.rules = [
+        {"name": "secrets", "tables": ["hoop_h4_secrets"], "action": "deny", "message": "no"}
+    ]
+    await pg.start()
+    for sql in [
+        "select histogram_bounds from pg_stats where tablename = 'hoop_h4_secrets'",
+        "select s.most_common_vals from pg_stats s "
+        "where s.schemaname = 'public' and s.tablename = 'hoop_h4_secrets'",
+        "select stavalues1 from pg_statistic where starelid = 'hoop_h4_secrets'::regclass",
+    ]:
+        result = await pg.psql("-At", "-c", sql)
+        assert "no (rule secrets)" in result.err, (sql, result.out[:200])
+        assert "zebra" not in result.out
+    other = await pg.psql("-At", "-c", "select count(*) from pg_stats where tablename = 'x'")
+    assert other.out.strip() == "0"  # statistics of other tables: the rule is not about them
