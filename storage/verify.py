@@ -156,7 +156,8 @@ def recording_problem(row: SessionRow) -> str | None:
     except (OSError, RecordingError) as exc:
         return f"unreadable: {getattr(exc, 'strerror', None) or exc}"
     problems = binding_problems(header, path, row, None)
-    if path.stem != header.session_id:
+    if header.session_id != row.id or path.stem != header.session_id:
+        problems = [p for p in problems if not p.startswith("the catalogue says session ")]
         problems.insert(0, f"the file holds session {header.session_id}")
     return "mismatch: " + "; ".join(problems) if problems else None
 
