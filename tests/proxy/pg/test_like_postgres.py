@@ -629,3 +629,39 @@ async def test_a_batch_after_a_computed_encoding_change_is_refused(
             await conn.execute('select count(*) from "café"')
     finally:
         await conn.close()
+
+
+async def test_the_cancel_secret_the_client_holds_is_the_gateways_not_the_servers(
+    pg: PgHarness,
+) -> None:
+    """The client's key cancels through the gateway; sent straight to the server it cancels
+    nothing, since the server's own secret never left the gateway."""
+    from proxy.pg import wire
+
+    await pg.start()
+    conn = await pg.asyncpg()
+    try:
+        pid, secret = conn._protocol.backend_pid, conn._protocol.backend_secret
+        assert pid == await conn.fetchval("select pg_backend_pid()")
+        raw_secret = (
+            secret if isinstance(secret, bytes) else int(secret).to_bytes(4, "big", signed=True)
+        )
+
+        async def cancel_at(port: int) -> None:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(wire.CancelRequest(pid, raw_secret).encode())
+            await writer.drain()
+            writer.close()
+
+        sleeping = asyncio.ensure_future(conn.fetchval("select pg_sleep(1.5)"))
+        await asyncio.sleep(0.3)
+        await cancel_at(5432)  # straight to the server: a wrong secret there
+        assert await asyncio.wait_for(sleeping, 10) is None  # it slept to the end
+        sleeping = asyncio.ensure_future(conn.fetchval("select pg_sleep(20)"))
+        await asyncio.sleep(0.3)
+        await cancel_at(pg.port)
+        with pytest.raises(Exception) as caught:
+            await asyncio.wait_for(sleeping, 10)
+        assert getattr(caught.value, "sqlstate", "") == "57014"
+    finally:
+        await conn.close()
