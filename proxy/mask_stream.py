@@ -194,7 +194,8 @@ class MaskStream:
         size = len(text)
         cut = self.masker.hold_from(text, pos)
         for hit in hits:
-            if hit.end >= size or hit.start < cut < hit.end:
+            # a hit reaching the held tail may go on in it (past a NUL, a zero-width space)
+            if hit.end >= cut or hit.start < cut < hit.end:
                 cut = min(cut, hit.start)
         if size - cut > self.lookbehind:
             cut = size - self.lookbehind

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+import functools
 import hashlib
 import hmac
 import itertools
@@ -229,6 +230,10 @@ class Scan:
         if starts is None:
             starts = self._starts = prefilter.run(self.text)
         return starts.get(kind, _NO_STARTS)
+
+    def joined(self) -> bool:
+        """Whether an invisible run sits inside something a secret is made of (`_joined`)."""
+        return _joined(self.text)
 
     @property
     def folds(self) -> bool:
@@ -1017,6 +1022,163 @@ class MaskPolicy:
         return Masker(tuple(r for r in self.rules if r.applies_to(groups, target)), self.secret)
 
 
+# -- what a terminal draws as nothing ----------------------------------------------------------
+
+# Characters a terminal shows as nothing, so that `4111<NUL>1111...` still shows the whole
+# card: C0 controls but TAB, LF, CR, BS (which move the cursor) and ESC; DEL; C1 controls;
+# zero-width and invisible format characters (soft hyphen, ZWSP/ZWNJ/ZWJ, direction marks and
+# embeddings, word joiner and the invisible operators, BOM, variation selectors, Hangul
+# fillers). Detectors look at the text with and without them (`Masker.find`); what is replaced
+# keeps them in place (`render`). Escape sequences are not among them: a colour change between
+# digits still splits a secret (docs/masking.md, known gaps).
+_INVISIBLE_RUN = (
+    "(?:[\x00-\x07\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f\x80-\x9f\xad\u034f\u061c"
+    "\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0])+"
+)
+_INVISIBLE = re.compile(
+    f"(?P<run>{_INVISIBLE_RUN})|" + ESCAPE.pattern  # other sequences stay whole (BEL ends OSC)
+)
+# The fast test (`_joined`): an invisible run inside (or at the end of) something a secret is
+# made of. Most output, coloured or not, has none, and skips the view.
+_SHOWN_ASCII = bytes(range(0x20, 0x7F)) + b"\t\n\r\x08\x1b"
+_NON_ASCII_INVISIBLE = re.compile(
+    "[\x80-\x9f\xad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
+    "\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0]"
+)
+_SECRETISH = "[0-9A-Za-z@._+/=:-]"
+_JOINED = re.compile(f"{_SECRETISH}{_INVISIBLE_RUN}(?:{_SECRETISH}|\\Z)")
+
+
+def _joined(text: str) -> bool:
+    """Whether the text has an invisible run inside (or at the end of) something a secret is
+    made of: only then do detectors need the view without it. Printable ASCII text (most
+    output) is told at C speed."""
+    if text.isascii():
+        if not text.encode("ascii").translate(None, _SHOWN_ASCII):
+            return False
+    elif (
+        not text.encode("ascii", "replace").translate(None, _SHOWN_ASCII)
+        and _NON_ASCII_INVISIBLE.search(text) is None
+    ):
+        return False
+    return _JOINED.search(text) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class _Visible:
+    """Text with the invisible runs taken out, and the way back to the original's indices:
+    `starts[i]` is where the i-th visible segment begins in the visible text, `origins[i]`
+    where it begins in the original."""
+
+    text: str
+    starts: list[int]
+    origins: list[int]
+    size: int  # the original's length
+
+    @staticmethod
+    def of(text: str) -> _Visible | None:
+        """The visible view, or None when the text has nothing invisible (the fast path)."""
+        if not _joined(text):
+            return None
+        return _Visible.build(text)
+
+    @staticmethod
+    def build(text: str) -> _Visible | None:
+        """The view, without the fast test (the caller has made it)."""
+        runs = [run for run in _INVISIBLE.finditer(text) if run.group("run")]
+        if not runs:
+            return None
+        parts: list[str] = []
+        starts: list[int] = []
+        origins: list[int] = []
+        visible = 0
+        last = 0
+        for run in runs:
+            if run.start() > last or not starts:
+                starts.append(visible)
+                origins.append(last)
+                parts.append(text[last : run.start()])
+                visible += run.start() - last
+            last = run.end()
+        starts.append(visible)
+        origins.append(last)
+        parts.append(text[last:])
+        return _Visible("".join(parts), starts, origins, len(text))
+
+    def start(self, index: int) -> int:
+        """The original index of visible index `index` (a start: before any invisible run)."""
+        if index >= len(self.text):
+            return self.size
+        segment = bisect.bisect_right(self.starts, index) - 1
+        return self.origins[segment] + index - self.starts[segment]
+
+    def end(self, index: int) -> int:
+        """The original index just after visible character `index - 1` (an end)."""
+        if index <= 0:
+            return self.start(0)
+        return self.start(index - 1) + 1
+
+    def index(self, original: int) -> int:
+        """The visible index of the first visible character at or after `original`."""
+        segment = bisect.bisect_right(self.origins, original) - 1
+        if segment < 0:
+            return 0
+        offset = original - self.origins[segment]
+        following = self.starts[segment + 1] if segment + 1 < len(self.starts) else len(self.text)
+        return min(self.starts[segment] + offset, following)
+
+
+def _union(first: list[Hit], second: list[Hit]) -> list[Hit]:
+    """Hits found in the text as sent and as shown, overlapping ones merged into one span
+    (masking more, never less); an open PEM hit ends the list."""
+    merged: list[Hit] = []
+    for hit in sorted(first + second, key=lambda h: (h.start, -h.end)):
+        if merged and hit.start < merged[-1].end and not merged[-1].open:
+            last = merged[-1]
+            merged[-1] = Hit(
+                last.start,
+                max(last.end, hit.end),
+                min(last.vstart, hit.vstart),
+                max(last.vend, hit.vend),
+                last.finder,
+                hit.open,
+            )
+        elif not merged or not merged[-1].open:
+            merged.append(hit)
+    return merged
+
+
+def _shown(value: str) -> str:
+    """What of `value` a terminal shows (the token of a secret does not change with NULs)."""
+    view = _Visible.of(value)
+    return value if view is None else view.text
+
+
+def _replace_keeping_invisible(value: str, replace: Callable[[str], str]) -> str:
+    """`replace` applied to what shows of `value`: a length-keeping style (full, last4) puts
+    the invisible runs back where they were; a token replaces the whole value."""
+    view = _Visible.of(value)
+    if view is None:
+        return replace(value)
+    shown = replace(view.text)
+    if len(shown) != len(view.text):
+        return shown
+    out: list[str] = []
+    for index, start in enumerate(view.starts):
+        stop = view.starts[index + 1] if index + 1 < len(view.starts) else len(view.text)
+        origin = view.origins[index]
+        if index:
+            previous_end = view.origins[index - 1] + (start - view.starts[index - 1])
+            out.append(value[previous_end:origin])
+        elif origin:
+            out.append(value[:origin])
+        out.append(shown[start:stop])
+    tail = view.origins[-1] + (len(view.text) - view.starts[-1])
+    out.append(value[tail:])
+    return "".join(out)
+
+
 # -- the masker ------------------------------------------------------------------------------
 
 
@@ -1103,6 +1265,8 @@ class Masker:
     _keyed: hmac.HMAC = field(init=False, repr=False)
     _prefilter: Prefilter | None = field(init=False, repr=False)
     _tokens: dict[tuple[Callable[[str], str], str], str] = field(init=False, repr=False)
+    # the last text `find` saw and whether it needs the visible view (`hold_from` follows it)
+    _last_joined: tuple[str, bool] | None = field(init=False, repr=False, default=None)
     _plans: dict[
         tuple[
             tuple[str, ...],
@@ -1155,11 +1319,39 @@ class Masker:
 
     def find(self, text: str, pos: int = 0, finders: Sequence[_Finder] | None = None) -> list[Hit]:
         """Every secret in text[pos:], leftmost first, never overlapping; on the same start the
-        rule listed first wins. Lookbehinds may look at text before `pos`."""
+        rule listed first wins. Lookbehinds may look at text before `pos`. Detectors see the
+        text as a terminal shows it: control and zero-width characters between the digits of
+        a card (`_INVISIBLE`) do not hide it; the hit spans them in `text`."""
         finders = self.text_finders if finders is None else finders
         if not finders:
             return []
         scan = Scan(text, self._prefilter if len(text) >= PREFILTER_MIN else None)
+        direct = self._find(text, pos, finders, scan)
+        joined = scan.joined()
+        self._last_joined = (text, joined)
+        if not joined or (direct and direct[-1].open):
+            return direct
+        view = _Visible.build(text)
+        if view is None:
+            return direct
+        seen = [
+            Hit(
+                view.start(hit.start),
+                view.end(hit.end) if not hit.open else len(text),
+                view.start(hit.vstart),
+                view.end(hit.vend) if not hit.open else len(text),
+                hit.finder,
+                hit.open,
+            )
+            for hit in self._find(view.text, view.index(pos), finders)
+        ]
+        return _union(direct, seen)
+
+    def _find(
+        self, text: str, pos: int, finders: Sequence[_Finder], scan: Scan | None = None
+    ) -> list[Hit]:
+        if scan is None:
+            scan = Scan(text, self._prefilter if len(text) >= PREFILTER_MIN else None)
         finders = [f for f in finders if f.possible is None or f.possible(scan)]
         if not finders:
             return []
@@ -1248,14 +1440,23 @@ class Masker:
         acts: list[MaskAct] = []
         last = start
         size = offset
+        seen = self._last_joined
+        invisible = seen[1] if seen is not None and seen[0] is text else _joined(text)
         for hit in hits:
             before = text[last : hit.vstart]
             out.append(before)
             size += measure(before)
             value = text[hit.vstart : hit.vend]
-            replacement = self.replace(hit.finder, value)
+            if not invisible or hit.finder.pem:
+                # (a PEM body is all `*` as a stream masks it before its END line: NULs too)
+                replacement = self.replace(hit.finder, value)
+                shown = value
+            else:
+                replace = functools.partial(self.replace, hit.finder)
+                replacement = _replace_keeping_invisible(value, replace)
+                shown = _shown(value)
             if record:
-                token = self.token(hit.finder, value)
+                token = self.token(hit.finder, shown)
                 acts.append(MaskAct(hit.finder.rule.name, size, measure(value), token, column))
             out.append(replacement)
             size += measure(replacement)
@@ -1386,7 +1587,20 @@ class Masker:
 
     def hold_from(self, text: str, pos: int) -> int:
         """The earliest index >= pos from which the end of `text` could still be the beginning
-        of a secret, or of an escape sequence: what a stream must hold back."""
+        of a secret, or of an escape sequence: what a stream must hold back. Invisible
+        characters (`_INVISIBLE`) neither end nor start a possible secret."""
+        last = self._last_joined
+        joined = last[1] if last is not None and last[0] is text else _joined(text)
+        view = _Visible.build(text) if joined else None
+        cut = self._hold_from(text, pos)  # as sent and as shown, like `find`
+        if view is not None:
+            cut = min(cut, max(pos, view.start(self._hold_from(view.text, view.index(pos)))))
+        escape = text.rfind("\x1b", max(pos, len(text) - LOOKBEHIND))
+        if escape >= 0 and escape < cut and PARTIAL_ESCAPE.match(text, escape):
+            cut = escape
+        return cut
+
+    def _hold_from(self, text: str, pos: int) -> int:
         cut = len(text)
         for finder in self.text_finders:
             if finder.tail_start is not None:
@@ -1395,9 +1609,6 @@ class Masker:
                 found = finder.tail.search(text, max(pos, len(text) - finder.tail_window))
                 if found is not None and found.start() < cut:
                     cut = found.start()
-        escape = text.rfind("\x1b", max(pos, len(text) - LOOKBEHIND))
-        if escape >= 0 and escape < cut and PARTIAL_ESCAPE.match(text, escape):
-            cut = escape
         return cut
 
 

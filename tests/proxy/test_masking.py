@@ -656,3 +656,32 @@ def test_prefilter_on_random_text(text, pos):
 def test_prefilter_on_adversarial_long_text(text):
     _differential(text, 0)
     _differential(text, len(text) // 2)
+
+
+# -- characters a terminal does not draw (issue 12, class 12) ---------------------------------
+
+
+@pytest.mark.parametrize("gap", ["\x00", "\x00\x00", "\x01", "\x7f", "\u200b", "\u2060", "\ufeff"])
+def test_invisible_characters_inside_a_card_do_not_hide_it(gap):
+    m = masker({"name": "c", "detector": "credit_card", "style": "last4"})
+    text = "card " + gap.join(["4111", "1111", "1111", "1111"]) + " ok"
+    out, acts = m.mask_text(text)
+    assert out == "card " + gap.join(["****", "****", "****", "1111"]) + " ok"
+    plain = m.mask_text("card 4111111111111111 ok")[1]
+    assert [act.token for act in acts] == [act.token for act in plain]  # the same card
+
+
+def test_invisible_characters_inside_an_email_do_not_hide_it():
+    out, _ = masker({"name": "e", "detector": "email"}).mask_text("to a\x00li\u200bce@example.org")
+    assert "".join(c for c in out if c not in "\x00\u200b") == "to " + "*" * 17
+
+
+def test_a_stream_masks_a_card_split_by_nuls_across_packets():
+    from proxy.mask_stream import MaskStream
+
+    m = masker({"name": "c", "detector": "credit_card"})
+    data = b"x 4111\x001111\x001111\x001111\x00 y\n"
+    stream = MaskStream(m)
+    out = b"".join(stream.feed(data[i : i + 1])[0] for i in range(len(data)))
+    out += stream.flush(final=True)[0]
+    assert out == b"x ****\x00****\x00****\x00****\x00 y\n"
