@@ -910,7 +910,7 @@ def _decide_redirects(
     catch-all applies twice."""
     opened = [
         (operation, redirect.target)
-        for redirect in getattr(command, "redirects", ())  # proxy.shell lists them
+        for redirect in command.redirects
         for operation in REDIRECT_OPERATIONS[redirect.operation]
     ]
     for operation, word in opened + _scp_transfer(command):

@@ -9,20 +9,11 @@ from pathlib import Path
 import pytest
 
 from proxy.policy import Action, decide_exec
-from proxy.shell import SimpleCommand
 from tests.fixtures.gateway import GatewayHarness
 from tests.proxy.ssh.test_file_rules import MESSAGE, start
 from tests.proxy.test_policy_files import ALICE, policy
 
-# proxy.shell lists each command's redirects (SimpleCommand.redirects), written for issue 12
-# class 6 by another change; until it lands these tests have nothing to check.
-pytestmark = [
-    pytest.mark.timeout(120),
-    pytest.mark.skipif(
-        "redirects" not in SimpleCommand.__dataclass_fields__,
-        reason="proxy.shell does not list redirects yet",
-    ),
-]
+pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.mark.parametrize(
