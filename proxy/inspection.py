@@ -8,7 +8,7 @@ lets the `Enforcer` carry it out (record, deny, or hold for approval).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from proxy.enforcement import Enforcer, Outcome
 from proxy.line_detector import CommandLine, LineDetector
@@ -37,36 +37,87 @@ if TYPE_CHECKING:
 # operands) that make them run something given instead. In strict mode such a program is
 # opaque: what is typed into it never meets the gate (docs/security-model.md, strict mode).
 _ALWAYS_READS = frozenset(
-    {"script", "tmux", "screen", "byobu", "su", "expect", "telnet", "ftp", "sftp", "busybox"}
+    {
+        "script",
+        "tmux",
+        "screen",
+        "byobu",
+        "dtach",
+        "su",
+        "expect",
+        "telnet",
+        "ftp",
+        "sftp",
+        "busybox",
+        "ed",
+        "red",
+        "ex",
+        "dc",
+        "rlwrap",
+        "unbuffer",
+        "tclsh",
+        "wish",
+        "ghci",
+        "erl",
+        "iex",
+        "jshell",
+        "julia",
+        "R",
+        "octave",
+        "guile",
+        "sbcl",
+        "clisp",
+        "mongo",
+        "mongosh",
+        "cqlsh",
+    }
 )
-_READS_UNLESS: dict[str, tuple[frozenset[str], int]] = {
-    # program: (options that give the program its work, operands that do)
-    **dict.fromkeys(
-        ("python", "python2", "python3", "pypy", "pypy3"),
-        (frozenset({"-c", "-m"}), 1),
+
+
+class _Reads(NamedTuple):
+    """When a program reads further commands: unless one of `work` (options that give it a
+    program, `-c`, `-e`) is there, or `operands` operands are (a script, a database and SQL).
+    `argument` lists its options that take the next word as their argument, so that word is
+    not taken for an operand (`python3 -X dev`, `ssh -p 22 host`)."""
+
+    work: frozenset[str]
+    operands: int
+    argument: frozenset[str] = frozenset()
+
+
+_PYTHON = _Reads(frozenset({"-c", "-m"}), 1, frozenset({"-W", "-X", "-Q"}))
+_NODE = _Reads(
+    frozenset({"-e", "--eval", "-p", "--print"}),
+    1,
+    frozenset({"-r", "--require", "--import", "--loader", "-C", "--conditions"}),
+)
+_SQL = frozenset({"-h", "--host", "-p", "--port", "-U", "--username", "-u", "--user", "-d"})
+_READS_UNLESS: dict[str, _Reads] = {
+    **dict.fromkeys(("python", "python2", "python3", "pypy", "pypy3"), _PYTHON),
+    "perl": _Reads(frozenset({"-e", "-E"}), 1, frozenset({"-I", "-M", "-m"})),
+    "ruby": _Reads(frozenset({"-e"}), 1, frozenset({"-I", "-r", "-C", "-E"})),
+    "node": _NODE,
+    "nodejs": _NODE,
+    "php": _Reads(frozenset({"-r"}), 1, frozenset({"-c", "-d", "-z"})),
+    "lua": _Reads(frozenset({"-e"}), 1, frozenset({"-l"})),
+    "irb": _Reads(frozenset(), 99),
+    "gdb": _Reads(frozenset({"-batch", "--batch"}), 99),
+    "psql": _Reads(frozenset({"-c", "--command", "-f", "--file", "-l", "--list"}), 99, _SQL),
+    "mysql": _Reads(frozenset({"-e", "--execute"}), 99, _SQL),
+    "mariadb": _Reads(frozenset({"-e", "--execute"}), 99, _SQL),
+    "sqlite3": _Reads(
+        frozenset(), 2, frozenset({"-cmd", "-init", "-separator", "-nullvalue", "-newline"})
     ),
-    "perl": (frozenset({"-e", "-E"}), 1),
-    "ruby": (frozenset({"-e"}), 1),
-    "node": (frozenset({"-e", "--eval", "-p", "--print"}), 1),
-    "nodejs": (frozenset({"-e", "--eval", "-p", "--print"}), 1),
-    "php": (frozenset({"-r"}), 1),
-    "lua": (frozenset({"-e"}), 1),
-    "irb": (frozenset(), 99),
-    "gdb": (frozenset({"-batch", "--batch"}), 99),
-    "psql": (frozenset({"-c", "--command", "-f", "--file", "-l", "--list"}), 99),
-    "mysql": (frozenset({"-e", "--execute"}), 99),
-    "mariadb": (frozenset({"-e", "--execute"}), 99),
-    "sqlite3": (frozenset(), 2),
-    "redis-cli": (frozenset(), 1),
-    "ssh": (frozenset(), 2),
+    "redis-cli": _Reads(frozenset(), 1, frozenset({"-h", "-p", "-a", "-n", "-u", "-s"})),
+    "ssh": _Reads(frozenset(), 2, frozenset(f"-{c}" for c in "BbcDEeFIiJLlmOoPpQRSWw")),
 }
 
 
 def reads_commands(command: SimpleCommand) -> str | None:
     """Why `command` reads further commands from its terminal (a shell, `script`, a REPL, `su`,
-    `sudo -i`, tmux), or None. Options are matched by their first letters only, so `-c'x'` and
-    `-cprint(1)` count; an option's own argument counts as an operand (fail closed: it may
-    make a script look given where it is not, never the other way round for shells)."""
+    `sudo -i`, tmux), or None. A work option counts however it is spelt (`-c'x'`, `-cx`); an
+    option known to take an argument hides the next word; `-i` (interactive) and `-` (the
+    program from the terminal) make any of them read."""
     name = command.program
     if command.reads_commands:
         return f"{name} reads the commands to run from the terminal"
@@ -75,20 +126,28 @@ def reads_commands(command: SimpleCommand) -> str | None:
     rule = _READS_UNLESS.get(name)
     if rule is None:
         return None
-    options, operands_needed = rule
     operands = 0
+    skip = False
+    ended = False
     for word in command.argv[1:]:
         text = word.text
+        if skip:
+            skip = False
+            continue
         if text == "-":
             return f"{name} reads its program from the terminal"
-        if text.startswith("-"):
-            if any(text == o or (o[1] != "-" and text.startswith(o)) for o in options):
-                return None
+        if text == "--" and not ended:
+            ended = True
+            continue
+        if text.startswith("-") and not ended:
             if text in ("-i", "--interactive"):
                 return f"{name} runs further commands typed into it"
+            if any(text == o or (o[1] != "-" and text.startswith(o)) for o in rule.work):
+                return None
+            skip = text in rule.argument
             continue
         operands += 1
-    if operands >= operands_needed:
+    if operands >= rule.operands:
         return None
     return f"{name} runs further commands typed into it"
 

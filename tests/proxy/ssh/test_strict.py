@@ -480,3 +480,60 @@ async def test_what_runs_on_the_target_is_what_was_judged_for_generated_edits(
         words = line.split()
         if words[0] == "echo":
             assert "\r\n" + " ".join(words[1:]) + "\r\n" in output, (line, output)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "env -i bash",
+        "timeout 100 bash",
+        "b''ash",
+        "exec -a x bash",
+        "(bash)",
+        "find . -exec sh \\;",
+        "sudo su",
+        "busybox sh",
+        "script -c ls /dev/null",
+        "rlwrap bash",
+        "ed",
+        "python3 -X dev",
+        "python3 -i -c 1",
+        "python3 -",
+        "perl -I lib",
+        "ssh -p 22 localhost",
+        "sqlite3 -cmd x db",
+        "psql -h db -U app",
+        "$(echo bash)",
+    ],
+)
+def test_a_line_whose_program_reads_further_commands_is_opaque(line: str) -> None:
+    """Without a rule naming it, such a line gets the `unparsable` verdict (here: review, which
+    with no approvers configured is denied): never allow."""
+    from proxy.inspection import decide_strict_line
+    from proxy.policy import Action, Caller, parse_policy
+
+    policy = parse_policy({"policy": {"default": "allow"}}, "gateway.toml")
+    verdict = decide_strict_line(policy, Caller("alice", frozenset({"dev"})), "web1", line)
+    assert verdict.action is not Action.ALLOW, verdict
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "python3 -c 'print(1)'",
+        "python3 -u script.py",
+        "perl -e 1",
+        "psql -c 'select 1'",
+        "sqlite3 db 'select 1'",
+        "ssh -p 22 host uptime",
+        "less notes.txt",
+        "ls -l",
+    ],
+)
+def test_a_line_whose_program_is_given_its_work_is_judged_as_usual(line: str) -> None:
+    from proxy.inspection import decide_strict_line
+    from proxy.policy import Action, Caller, parse_policy
+
+    policy = parse_policy({"policy": {"default": "allow"}}, "gateway.toml")
+    verdict = decide_strict_line(policy, Caller("alice", frozenset({"dev"})), "web1", line)
+    assert verdict.action is Action.ALLOW, verdict
