@@ -67,3 +67,28 @@ def test_redirects_no_rule_names_keep_the_commands_verdict(line: str) -> None:
 def test_a_redirect_to_an_expansion_that_may_be_the_file_is_not_allowed() -> None:
     for line in ["cat < /tmp/x-$N", "cat < /tmp/x-c*"]:
         assert decide_exec(policy(), ALICE, "t1", line).action is not Action.ALLOW, line
+
+
+async def test_a_redirect_typed_into_a_shell_meets_the_file_rule(
+    harness: GatewayHarness, tmp_path: Path
+) -> None:
+    """The same lines typed at a real bash prompt over `ssh -tt`: refused at Enter."""
+    from tests.proxy.ssh.test_typed_secrets import PROMPT, Terminal
+
+    canary, _ = await start(harness, tmp_path)
+    terminal = Terminal(harness)
+    try:
+        for line in [f"cat < {canary}", f"exec 3<{tmp_path}/x-c''anary", f": > {canary}"]:
+            terminal.seen.clear()
+            await terminal.until(PROMPT)
+            await terminal.type(line + "\r")
+            await terminal.until(b"[hoop] denied")
+            assert b"tweet" not in terminal.seen
+        terminal.seen.clear()
+        await terminal.until(PROMPT)
+        await terminal.type("echo fi''ne\r")
+        await terminal.until(b"fine\r\n")
+        await terminal.type("exit\r")
+    finally:
+        terminal.close()
+    assert canary.read_text() == "tweet\n"
