@@ -22,6 +22,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import ipaddress
 import logging
 import math
 import os
@@ -135,6 +136,20 @@ class _Attempts:
     pending: int = 0
     next_at: float = 0.0
     last_failure: float = 0.0
+
+
+def address_key(address: str) -> str:
+    """The client address as the throttle counts it: one IPv6 /64 (what one subscriber gets,
+    so cycling through it is one address), an IPv4-mapped IPv6 address as its IPv4 address."""
+    try:
+        parsed = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, 64), strict=False))
+    return str(parsed)
 
 
 OVERFLOW = "\x00overflow"  # the one shared entry new names fall into when a table is full
@@ -252,7 +267,8 @@ class LoginThrottle:
         """Seconds to wait before checking this attempt: the longer of its two queues."""
         address, name = key
         now = self.clock()
-        return max(self.people.reserve(fold_name(name), now), self.addresses.reserve(address, now))
+        by_address = self.addresses.reserve(address_key(address), now)
+        return max(self.people.reserve(fold_name(name), now), by_address)
 
     def spacing(self, failures: int) -> float:
         return self.people.spacing(failures)
@@ -261,7 +277,7 @@ class LoginThrottle:
         """Record a failure; the person's failure count so far."""
         address, name = key
         now = self.clock()
-        self.addresses.failed(address, now)
+        self.addresses.failed(address_key(address), now)
         return self.people.failed(fold_name(name), now)
 
     def succeeded(self, key: tuple[str, str]) -> None:
@@ -270,7 +286,7 @@ class LoginThrottle:
         people's would wipe it."""
         address, name = key
         self.people.succeeded(fold_name(name), forget=True)
-        self.addresses.succeeded(address, forget=False)
+        self.addresses.succeeded(address_key(address), forget=False)
 
     def __len__(self) -> int:
         return len(self.people.entries) + len(self.addresses.entries)

@@ -98,6 +98,22 @@ def test_many_names_from_one_address_are_slowed_by_the_address() -> None:
     assert throttle.reserve(("10.0.0.1", "user99")) > 3.5
 
 
+def test_an_ipv6_prefix_and_a_mapped_address_count_as_one_address() -> None:
+    """Cycling through one's IPv6 /64, or spelling an IPv4 address as IPv4-mapped IPv6, does
+    not make a guesser a new address each time."""
+    clock = FakeClock()
+    throttle = LoginThrottle(clock=clock)
+    v6 = [f"2001:db8:1:2::{n:x}" for n in range(1, 12)] + ["2001:db8:1:2:ffff::9"]
+    v4 = ["::ffff:10.1.1.1", "10.1.1.1", "::ffff:a01:101"] * 4
+    for addresses in (v6, v4):
+        waits = []
+        for n, address in enumerate(addresses):
+            waits.append(throttle.reserve((address, f"user{n}-{address}")))
+            throttle.failed((address, f"user{n}-{address}"))
+        assert waits[:11] == [0.0] * 11 and waits[11] > 0, addresses[0]
+    assert throttle.reserve(("2001:db8:1:3::1", "new")) == 0.0  # the next /64 is someone else
+
+
 def test_the_throttle_tables_are_bounded_and_expire() -> None:
     """50,000 failures with distinct names from distinct addresses keep each table at its
     bound; a name being guessed all along keeps its count; a newcomer is not made to wait."""
