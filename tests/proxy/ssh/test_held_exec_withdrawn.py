@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import os
 import signal
 import sys
 import time
@@ -120,3 +121,40 @@ async def test_killing_the_client_of_a_held_sftp_request_withdraws_it_at_once(
     assert current is not None and current.status is HoldStatus.WITHDRAWN
     assert current.note == "the caller disconnected"
     assert not (tmp_path / "copy").exists()
+
+
+async def test_killing_the_terminal_of_a_held_shell_line_withdraws_it_at_once(
+    harness: GatewayHarness, tmp_path: Path
+) -> None:
+    from tests.proxy.ssh.test_typed_secrets import PROMPT, Terminal
+
+    harness.add_user("alice", groups=("dev",))
+    harness.add_user("bob", groups=("oncall",))
+    harness.add_target("t1")
+    harness.add_rule(
+        "restarts-need-review",
+        shell="touch *restart*",
+        action="review",
+        approvers=["oncall"],
+        timeout="1m",
+    )
+    await harness.start_runtime()
+    assert harness.runtime is not None
+    terminal = Terminal(harness)
+    try:
+        await terminal.until(PROMPT)
+        await terminal.type(f"touch {tmp_path}/restart.done\r")
+        await terminal.until(b"held as h-")
+        (hold,) = harness.runtime.broker.pending_holds()
+        os.kill(terminal.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        broker = harness.runtime.broker
+        while (current := broker.store.get_hold(hold.id)) is not None and (
+            current.status is HoldStatus.PENDING
+        ):
+            assert time.monotonic() - killed < 1.5, "the hold is still pending"
+            await asyncio.sleep(0.05)
+        assert current is not None and current.status is HoldStatus.WITHDRAWN
+    finally:
+        terminal.close()
+    assert not (tmp_path / "restart.done").exists()
