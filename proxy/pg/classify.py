@@ -189,8 +189,13 @@ _FILE_FUNCTIONS = frozenset(
         "pg_file_unlink",
         "pg_file_sync",
         "pg_logdir_ls",
+        "pg_show_all_file_settings",
+        "pg_hba_file_rules",
+        "pg_ident_file_mappings",
     }
 )
+# Views that read the server's configuration files.
+_FILE_RELATIONS = frozenset({"pg_file_settings", "pg_hba_file_rules", "pg_ident_file_mappings"})
 # Functions that run SQL given to them as text, and which argument holds it (by the number
 # of arguments; None: the SQL cannot be told apart, see `_Walker.sql_text`).
 _SQL_TEXT_FUNCTIONS: dict[str, dict[int, int | None]] = {
@@ -711,6 +716,8 @@ class _Walker:
         schema = fields.get("schemaname")
         if name.lower() in _STATISTICS_RELATIONS and str(schema or "pg_catalog") == "pg_catalog":
             self.found.classes.add(STATISTICS)
+        if name.lower() in _FILE_RELATIONS and str(schema or "pg_catalog") == "pg_catalog":
+            self.found.classes.add(SERVER_FILE)
         if schema or any(char.isdigit() for char in name):
             # The fingerprint leaves out the schema of a DML table (`public.t` and
             # `secret.t` share one) and the digits of a table's name (`pay_2023` and

@@ -181,6 +181,9 @@ SERVER_SIDE = [
     "select pg_ls_waldir()",
     "select * from pg_catalog.pg_ls_tmpdir()",
     "select pg_ls_dir('.')",
+    "select * from pg_file_settings",
+    "select * from pg_catalog.pg_hba_file_rules",
+    "select pg_show_all_file_settings()",
 ]
 
 
