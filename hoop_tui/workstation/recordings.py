@@ -1,11 +1,12 @@
 """The recordings browser: the session catalogue with filters. Enter opens the replay: the
 terminal for SSH and local sessions, the statement timeline for PostgreSQL ones; `t` the
-transcript, `M` the masking review. With today's mask rules (`CurrentMasks`) every view shows
-old recordings through them."""
+transcript, `M` the masking review, `f` a search across recordings. With today's mask rules
+(`CurrentMasks`) every view shows old recordings through them."""
 
 from __future__ import annotations
 
 import io
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,15 +19,18 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, RichLog, Static
 
 from hoop_tui.workstation.mask_review import MaskReviewScreen
-from hoop_tui.workstation.replay import ReplayScreen
+from hoop_tui.workstation.replay import ReplayScreen, SearchDialog
+from hoop_tui.workstation.search import SearchResultsScreen
 from hoop_tui.workstation.sql_timeline import SqlTimelineScreen
 from replay.export import export_text
 from replay.mask_review import MaskEntry, review_session
 from replay.masking_view import CurrentMasks
 from replay.player import Player
+from replay.search import index_missing
 from replay.sql_timeline import build_sql_timeline
 from storage.catalogue import SessionQuery, SessionRow, SqliteCatalogue
 from storage.reader import RecordingError, RecordingReader
+from storage.search import SearchIndex
 from storage.verify import recording_problem
 
 TERMINAL_PROTOCOLS = frozenset({"ssh", "local", "asciicast"})
@@ -81,6 +85,7 @@ class RecordingsScreen(Screen[None]):
         Binding("r", "reload", "Reload"),
         Binding("t", "transcript", "Transcript"),
         Binding("M", "review_masks", "Masks"),
+        Binding("f", "find", "Search all"),
     ]
 
     def __init__(self, data_dir: Path, masks: CurrentMasks | None = None) -> None:
@@ -175,16 +180,19 @@ class RecordingsScreen(Screen[None]):
         if row is not None:
             self.open_session(row)
 
-    def open_session(self, row: SessionRow, at: MaskEntry | None = None) -> None:
-        """The view that fits the session's protocol, showing `at` when given."""
+    def open_session(
+        self, row: SessionRow, at: MaskEntry | None = None, at_us: int | None = None
+    ) -> None:
+        """The view that fits the session's protocol, showing `at` (a masked value) or the
+        moment `at_us` (a search hit) when given."""
         problem = self.problems.get(row.id)
         if problem:
             self.notify(f"this row's recording: {problem}", severity="warning", timeout=10)
         if row.protocol in TERMINAL_PROTOCOLS:
             self.notify("Opening the replay (indexing a long recording takes a moment)...")
-            self.open_replay(row, at.event_index if at else None)
+            self.open_replay(row, at.event_index if at else None, at_us)
         elif row.protocol in SQL_PROTOCOLS:
-            self.open_sql_timeline(row, at.statement if at else None)
+            self.open_sql_timeline(row, at.statement if at else None, at_us)
         else:
             self.app.push_screen(TranscriptScreen(row, self.masks))
 
@@ -197,7 +205,9 @@ class RecordingsScreen(Screen[None]):
         self.app.call_from_thread(self.notify, f"cannot {what}: {exc}", severity="error")
 
     @work(thread=True, exclusive=True, group="replay")
-    def open_replay(self, row: SessionRow, event_index: int | None = None) -> None:
+    def open_replay(
+        self, row: SessionRow, event_index: int | None = None, at_us: int | None = None
+    ) -> None:
         """Index (or load the cached index of) a recording off the UI thread."""
         try:
             player = Player.open(self._open(row))
@@ -206,11 +216,15 @@ class RecordingsScreen(Screen[None]):
             return
         if event_index is not None:
             player.seek_event(event_index)
+        elif at_us is not None:
+            player.seek(at_us)
         screen = ReplayScreen(Path(row.path), _title(row), player, masks_label=self.masks_label)
         self.app.call_from_thread(self.app.push_screen, screen)
 
     @work(thread=True, exclusive=True, group="replay")
-    def open_sql_timeline(self, row: SessionRow, statement: int | None = None) -> None:
+    def open_sql_timeline(
+        self, row: SessionRow, statement: int | None = None, at_us: int | None = None
+    ) -> None:
         try:
             with RecordingReader.open(Path(row.path)) as reader:
                 masker = self.masks.masker_for(reader.header) if self.masks else None
@@ -218,9 +232,34 @@ class RecordingsScreen(Screen[None]):
         except (OSError, RecordingError) as exc:
             self._failed("replay", exc)
             return
+        if statement is None and at_us is not None:  # the last statement sent by then
+            started = [i for i, s in enumerate(timeline.statements) if s.time_us <= at_us]
+            statement = started[-1] if started else 0
         screen = SqlTimelineScreen(
             _title(row), timeline, masks_label=self.masks_label, selected=statement or 0
         )
+        self.app.call_from_thread(self.app.push_screen, screen)
+
+    def action_find(self) -> None:
+        def search(words: str | None) -> None:
+            if words:
+                self.find(words)
+
+        self.app.push_screen(SearchDialog("words to find in every recording"), search)
+
+    @work(thread=True, exclusive=True, group="search")
+    def find(self, words: str) -> None:
+        """Index what closed unindexed, then search, off the UI thread."""
+        try:
+            index_missing(self.data_dir)
+            hits = SearchIndex.in_data_dir(self.data_dir).search(words, sessions=self.rows)
+        except (OSError, ValueError, sqlite3.Error) as exc:
+            self._failed("search", exc)
+            return
+        if not hits:
+            self.app.call_from_thread(self.notify, f"nothing matches {words!r}")
+            return
+        screen = SearchResultsScreen(words, hits, self.rows, self)
         self.app.call_from_thread(self.app.push_screen, screen)
 
     def action_review_masks(self) -> None:

@@ -204,8 +204,8 @@ async def test_the_detail_shows_the_expiry_and_marks_a_hold_about_to_expire(serv
         )
         now = time.time()
         app.queue.clock = lambda: now + 570  # 30 s left of the 10 minutes
-        await _until(pilot, lambda: "about to expire" in str(detail.render()))
-        await _until(pilot, lambda: str(table.get_row_at(0)[0]) in ("0:30", "0:29"))
+        await _until(pilot, lambda: "about to expire" in str(detail.render()), timeout=10)
+        await _until(pilot, lambda: str(table.get_row_at(0)[0]) in ("0:30", "0:29"), timeout=10)
         waiting.cancel()
 
 
