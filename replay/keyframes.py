@@ -2,8 +2,11 @@
 between, and keyframes (full terminal snapshots) so that any point is one restore and a short
 replay away.
 
-It is built once, on first open, by one pass that feeds the whole recording through the
-terminal (`build_index`), and cached next to nothing the gateway owns: a file under a cache
+It is built once by one pass that feeds the whole recording through the terminal
+(`build_index`): when the workstation opens a recording, when `import-cast` has written one,
+and when `hoop-tui screen` has to read the last frame anyway (a screen at an earlier time
+without a cache reads only up to that time, `replay.player.render_until`). It is cached next
+to nothing the gateway owns: a file under a cache
 directory named by session id and recording size (a growing recording gets a new one), so the
 `.hrec` file is never touched. The cache is a msgpack map of arrays and already compressed
 keyframes, itself zstd-compressed; a cache written by another engine version, or unreadable,

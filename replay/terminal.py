@@ -421,6 +421,9 @@ class ReplayScreen(pyte.Screen):
         if run.isprintable():  # text alone (no control, no SGR): one draw, as before
             self.draw(run)
             return
+        if "\n" not in run:  # no line feed: nothing to defer, a few calls do it
+            self._draw_run_slowly(run)
+            return
         margins = self.margins
         mode = self.mode
         lines = self.lines
