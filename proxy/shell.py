@@ -122,6 +122,7 @@ class SimpleCommand:
     via: tuple[str, ...] = ()
     reads_commands: bool = False  # a shell (or `sudo -i`, `su -`) taking commands from its input
     redirects: tuple[Redirect, ...] = ()  # files it reads or writes through `<`, `>`, ...
+    located: bool = True  # found the usual way: a bare name, or a path in a system directory
 
     @property
     def program(self) -> str:
@@ -241,12 +242,13 @@ _NON_SHELLS = frozenset(
 def terminal_reads_commands(command: str) -> bool:
     """Whether an exec request with a terminal may run something that reads commands typed
     into it, so its lines must meet the gate. True unless every program the command runs is a
-    known non-shell (`_NON_SHELLS`; wrappers count by what they run: `sudo top` is `top`).
+    known non-shell (`_NON_SHELLS`; wrappers count by what they run: `sudo top` is `top`),
+    named bare or by a path in a system directory, with no `PATH=` in the command.
     A command that does not parse, an opaque program, a shell (`bash`, `sudo -i`), `script`,
     `rbash`, a renamed copy of bash, a REPL: all True (fail closed)."""
     result = analyse_line(command, interactive=False)
-    if isinstance(result, Unparsable):
-        return True
+    if isinstance(result, Unparsable) or "PATH=" in command:
+        return True  # (a PATH of the caller's choosing makes `top` any program)
     wrappers = {
         command.via[: depth + 1] for command in result.commands for depth in range(len(command.via))
     }
@@ -255,10 +257,10 @@ def terminal_reads_commands(command: str) -> bool:
             return True
         if not simple.argv:
             continue  # a bare redirect runs no program
-        if (*simple.via, simple.program) in wrappers:
+        if (*simple.via, simple.program) in wrappers and simple.located:
             continue  # a wrapper whose command is listed after it
-        if simple.program not in _NON_SHELLS:
-            return True
+        if simple.program not in _NON_SHELLS or not simple.located:
+            return True  # (`/tmp/top` may be a copy of bash)
     return False
 
 
@@ -979,6 +981,7 @@ _SHELLS = frozenset(
         "busybox-sh", "yash", "posh", "lksh", "csh", "tcsh", "fish",
     }
 )  # fmt: skip
+_SYSTEM_DIRS = ("/bin/", "/usr/bin/", "/usr/local/bin/", "/sbin/", "/usr/sbin/")
 _INPUT_REDIRECTS = frozenset({"<", "<<", "<<-", "<<<", "<>", "<&"})
 _REDIRECT_OPERATIONS: dict[str, RedirectOperation] = {
     "<": "read",
@@ -1047,6 +1050,9 @@ class _Walker:
         output = getattr(node, "output", None)
         if getattr(output, "kind", None) == "word":
             self.visit(output)
+            scanned = self._word(output)  # `<<< "${a[x]}"`, `> ${X:-$(cmd)}`
+            if scanned.hidden:
+                self._add(SimpleCommand((scanned,), opaque=scanned.hidden, via=self.via))
         heredoc = getattr(node, "heredoc", None)
         if heredoc is None:
             return
@@ -1059,6 +1065,16 @@ class _Walker:
                 SimpleCommand(
                     (Word.literal("<<" + str(delimiter)),),
                     opaque="a here-document body runs a command substitution",
+                    via=self.via,
+                )
+            )
+        elif "$[" in body or any(
+            _parameter_reason(match.group(1)) for match in re.finditer(r"\$\{([^}]*)\}", body)
+        ):
+            self._add(
+                SimpleCommand(
+                    (Word.literal("<<" + str(delimiter)),),
+                    opaque="a here-document body evaluates arithmetic: " + _ARITHMETIC_REASON,
                     via=self.via,
                 )
             )
@@ -1134,6 +1150,12 @@ class _Walker:
                 _Parse([Word(value, (value,) if word.known else (UNKNOWN,))]),
                 (*self.via, "PROMPT_COMMAND"),
             )
+        elif name in ("BASH_ENV", "ENV"):
+            target = Word.literal(value) if word.known else Word(value, (UNKNOWN,))
+            why = _script_from_input(target)
+            if why is not None:
+                reason = f"{name} makes shells started later run a script: {why}"
+                self._add(SimpleCommand((word,), opaque=reason, via=self.via))
         elif name in _PROMPT_STRINGS and ("$(" in value or "`" in value or not word.known):
             reason = f"{name} runs a command substitution each time the prompt is drawn"
             self._add(SimpleCommand((word,), opaque=reason, via=self.via))
@@ -1166,6 +1188,17 @@ class _Walker:
             self._add(SimpleCommand(tuple(words), opaque=reason, via=via))
             return
         argv = (Word.literal(basename), *words[1:])
+        if "/" in name.text and not name.text.startswith(_SYSTEM_DIRS):
+            first = len(self.commands)
+            self._resolve_named(argv, basename, via, stdin_fed)
+            if len(self.commands) > first:  # this level's command is the first one added
+                self.commands[first] = dataclasses.replace(self.commands[first], located=False)
+            return
+        self._resolve_named(argv, basename, via, stdin_fed)
+
+    def _resolve_named(
+        self, argv: tuple[Word, ...], basename: str, via: tuple[str, ...], stdin_fed: bool
+    ) -> None:
         if basename in self.aliases:
             self._alias_use(basename, argv, via)
             return
@@ -1500,6 +1533,13 @@ def _shell_wrapper(words: list[Word]) -> _Inner:
     `bash` or `bash -s` with input from a pipe or redirect runs that input."""
     flags = _short_flags(words[1:], _SHELL)
     index = _skip_options(words, 1, _SHELL)
+    for position, word in enumerate(words[1:index], start=1):
+        name, equals, value = word.text.partition("=")
+        if name in ("--rcfile", "--init-file"):
+            rcfile = Word.literal(value) if equals else words[min(position + 1, index - 1)]
+            reason = _script_from_input(rcfile if rcfile.known or not equals else word)
+            if reason is not None:
+                return _Opaque(f"{words[0].text} runs a startup file it cannot read: {reason}")
     if "c" in flags:
         return _Parse(words[index : index + 1]) if index < len(words) else None
     if index >= len(words) or "s" in flags:

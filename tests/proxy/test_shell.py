@@ -600,3 +600,34 @@ def test_arithmetic_fed_by_anything_not_literal_is_opaque(line: str) -> None:
 )
 def test_literal_arithmetic_is_plain(line: str) -> None:
     assert opaque_reasons(line) == []
+
+
+# -- ways around the above, found after the fixes ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "BASH_ENV=/dev/stdin bash -c true",
+        "export BASH_ENV=<(echo x)",
+        "ENV=/dev/fd/3 sh -i",
+        "bash --rcfile <(echo cm0gL3RtcC94 | base64 -d)",
+        "bash --init-file=/dev/stdin",
+        "builtin . /dev/stdin",
+        "command source /dev/stdin",
+        'cat <<< "${a[x]}"',
+        "cat <<EOF\n$[x]\nEOF",
+        "cat <<EOF\n${a[i]}\nEOF",
+    ],
+)
+def test_startup_files_here_strings_and_here_documents_do_not_hide_a_script(line: str) -> None:
+    assert opaque_reasons(line), analyse_line(line)
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["/tmp/top", "./tail -f x", "PATH=/tmp:$PATH top", "env PATH=/tmp top", "/tmp/evil/sudo top"],
+)
+def test_a_known_non_shell_by_an_unusual_path_is_gated(command: str) -> None:
+    assert terminal_reads_commands(command)
+    assert not terminal_reads_commands("/usr/bin/top")

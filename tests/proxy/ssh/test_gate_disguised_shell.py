@@ -36,17 +36,18 @@ async def test_typed_lines_in_script_meet_the_gate(harness: GatewayHarness, tmp_
     assert target.exists()
 
 
-@pytest.mark.parametrize("program", ["rbash", "renamed"])
+@pytest.mark.parametrize("program", ["rbash", "renamed", "top"])
 async def test_typed_lines_in_a_shell_under_another_name_meet_the_gate(
     harness: GatewayHarness, tmp_path: Path, program: str
 ):
     await start(harness)
     target = canary(tmp_path)
-    if program == "renamed":
+    if program in ("renamed", "top"):  # a copy of bash, also under a known non-shell's name
         bash = shutil.which("bash")
         assert bash is not None
-        program = str(tmp_path / "helper")
-        shutil.copy(bash, program)
+        copy = tmp_path / ("helper" if program == "renamed" else "top")
+        shutil.copy(bash, copy)
+        program = str(copy)
     elif shutil.which(program) is None:
         pytest.skip(f"needs {program}")
     terminal = await Terminal.shell(harness, f"{program} --norc -i")

@@ -30,6 +30,8 @@ def hidden(command: str) -> str:
         ('. /proc/self/fd/0 <<< "$(echo {b64} | base64 -d)"', ""),
         ("bash <(echo {b64} | base64 -d)", ""),
         ("source /dev//stdin", "{plain}\n"),  # the script is the caller's channel
+        ("BASH_ENV=/dev/stdin bash -c true", "{plain}\n"),  # a startup file read from input
+        ("bash --rcfile <(echo {b64} | base64 -d) -i", ""),
     ],
 )
 async def test_a_script_read_from_the_input_does_not_run_unseen(
