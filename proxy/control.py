@@ -292,6 +292,15 @@ class ControlServer:
         return {"name": caller.person.name, "groups": sorted(caller.person.groups)}
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One connection's task. It never ends cancelled: asyncio's stream callback would
+        print a CancelledError traceback for each connection still open when the loop shuts
+        down (quitting `hoop-tui up` with the workstation attached)."""
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._serve_connection(reader, writer)
+
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         uid = peer_uid(writer.get_extra_info("socket"))
         os_user = await asyncio.to_thread(os_user_name, uid)  # NSS may ask a directory
         try:

@@ -464,3 +464,30 @@ async def test_policy_max_grant_bounds_what_anyone_may_ask_for(harness):
     finally:
         await console.close()
     assert b"a grant lasts at most 1h ([policy] max_grant); ask for less" in console.seen
+
+
+def test_connections_open_at_shutdown_end_without_a_traceback(tmp_path):
+    """Quitting `hoop-tui up` with the workstation attached printed a CancelledError traceback
+    from the control socket (issue 17, item 5): asyncio cancels the connection's task at loop
+    shutdown, and its stream callback reported the cancelled task."""
+    script = (
+        "import asyncio, getpass, sys\n"
+        "from pathlib import Path\n"
+        "from proxy.broker import Person\n"
+        "from proxy.control import ControlClient, ControlServer, socket_path\n"
+        "async def main(d):\n"
+        "    people = {getpass.getuser(): Person('bob', frozenset())}\n"
+        "    server = ControlServer(socket_path(d), people.get)\n"
+        "    await server.start()\n"
+        "    client = await ControlClient.connect(socket_path(d))\n"
+        "    await client.call('whoami')\n"
+        "asyncio.run(main(Path(sys.argv[1])))\n"
+    )
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0
+    assert done.stderr == ""
