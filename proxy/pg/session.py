@@ -384,6 +384,10 @@ class PgSession:
         self._encoding_wait = False
         self._encoding_after_sync = False
         self._encoding_unknown = False  # the batch set client_encoding to a computed value
+        # client_encoding may have changed inside a transaction that has not ended: its end
+        # (COMMIT of a SET LOCAL, ROLLBACK, ROLLBACK TO, a procedure's COMMIT) sets it back,
+        # so until a ReadyForQuery says idle, such statements count as encoding changes.
+        self._encoding_may_revert = False
         self._outputs: OrderedDict[Hashable, tuple[OutputMasks | None, ...]] = OrderedDict()
         self._cursors: dict[str, OutputMasks] = {}  # DECLAREd cursors' output masks
         self.masker: Masker | None = None  # set after login when masking rules apply
@@ -553,8 +557,9 @@ class PgSession:
                     )
             self._expects.append(Expect(Kind.QUERY, results=results))
             self._forward(raw)
-            if _may_set_encoding(found.statements, sql):
+            if self._may_set_encoding(found.statements, sql):
                 self._encoding_wait = True
+                self._encoding_may_revert = True
 
         self._judge(verdict, sql, proceed, extended=False)
 
@@ -662,12 +667,15 @@ class PgSession:
             self._forward(raw)
             self._batch_open = True
             statements = prepared.found.statements if prepared and prepared.found else ()
-            if _may_set_encoding(statements, sql):
+            if self._may_set_encoding(statements, sql):
+                reverts = self._encoding_may_revert and _may_end_transaction(statements)
+                self._encoding_may_revert = True
                 self._encoding_after_sync = True
                 # The server reads the rest of this batch in the new encoding at once (if this
                 # fails, it skips the rest); its Sync's ReadyForQuery confirms which it is.
+                # A transaction's end sets back a value the gateway has not kept: unknown.
                 values = {value for statement in statements for value in statement.encodings}
-                if None in values:
+                if None in values or (reverts and not values):
                     self._encoding_unknown = True  # a value only known when it runs
                 elif len(values) == 1 and (codec := codec_of(values.pop())) is not None:
                     self._use_codec(codec)
@@ -734,6 +742,13 @@ class PgSession:
 
     def _on_password(self, raw: bytes) -> None:
         raise ProtocolError("a password message after the login")
+
+    def _may_set_encoding(self, statements: Sequence[sqlclass.Statement], sql: str) -> bool:
+        """`_may_set_encoding`, and inside a transaction that changed client_encoding also
+        whatever may end that transaction (it sets the encoding back)."""
+        if self._encoding_may_revert and _may_end_transaction(statements):
+            return True
+        return _may_set_encoding(statements, sql)
 
     def _syntax_error(self, found: sqlclass.Classified) -> bool:
         """Whether text the parser rejected is answered with its syntax error (42601, nothing
@@ -1165,6 +1180,7 @@ class PgSession:
         if refusal is None:
             if buf.startswith(_CLIENT_ENCODING_STATUS, start + 5):
                 self.set_client_encoding(value)
+                self._encoding_may_revert = True  # until the transaction is known to be over
             return True
         self._fatal(refusal[0], refusal[1] + "; the server switched to it, so the session ends")
         return False
@@ -1426,6 +1442,8 @@ class PgSession:
             if head.kind in (Kind.SYNC, Kind.QUERY):
                 swallow = head.swallow
                 break
+        if self.status == "I" and not any(e.kind in _ANSWERED_BY_READY for e in self._expects):
+            self._encoding_may_revert = False  # no transaction left that could set it back
         return not swallow
 
     def _up_copy(self, buf: bytearray, start: int, end: int) -> bool:
@@ -1448,6 +1466,15 @@ _ENCODING_HINT = re.compile(
 def _may_set_encoding(statements: Sequence[sqlclass.Statement], sql: str) -> bool:
     """Whether running this may change the session's client_encoding (see _encoding_wait)."""
     return any(statement.encodings for statement in statements) or bool(_ENCODING_HINT.search(sql))
+
+
+# Statements that may end a transaction or roll back to a savepoint (procedures and DO
+# blocks may COMMIT or ROLLBACK), which sets back a client_encoding changed inside it.
+_ENDS_TRANSACTION_CLASSES = frozenset({"transaction", "utility", "do_block", sqlclass.UNPARSABLE})
+
+
+def _may_end_transaction(statements: Sequence[sqlclass.Statement]) -> bool:
+    return not statements or any(s.classes & _ENDS_TRANSACTION_CLASSES for s in statements)
 
 
 @dataclass(slots=True)
