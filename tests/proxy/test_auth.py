@@ -400,3 +400,29 @@ async def test_a_rule_for_a_directory_user_applies_to_every_spelling(
         assert result.status == 126, (login, result.err)
         assert "hoop: denied: deny by rule carol-no" in result.err, login
         assert not marker.exists()
+
+
+@pytest.mark.timeout(120)
+async def test_password_guesses_over_ssh_under_spellings_of_one_name_are_slowed(
+    harness: GatewayHarness, slapd: Slapd, ldap_keys: dict[str, Path]
+) -> None:
+    """Real ssh, one wrong password per connection, each under another spelling of carol:
+    after the free attempts each guess waits its turn, as for one spelling."""
+    await ldap_gateway(harness, slapd, ldap_keys, timeout="1m")
+    assert harness.runtime is not None
+    harness.runtime.auth.throttle = LoginThrottle(base_delay=3.0, max_delay=3.0)
+
+    async def guess(spelling: str) -> float:
+        started = time.monotonic()
+        result = await harness.run(
+            "ssh", "-p", str(harness.port), "-l", spelling, "127.0.0.1", "true",
+            user="carol", password="not-carols",
+        )  # fmt: skip
+        assert result.status == 255 and "Permission denied" in result.err
+        return time.monotonic() - started
+
+    first = await guess("carol")
+    for spelling in ["CAROL", "Carol", "carol "]:
+        await guess(spelling)  # the free attempts
+    later = [await guess(spelling) for spelling in ["cArol", " CAROL"]]
+    assert min(later) > first + 2.0, (first, later)
