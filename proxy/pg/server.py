@@ -1260,11 +1260,17 @@ class PgConnection:
         target, key = self.target, self.up_key
         if target is None or key is None:
             return
-        with contextlib.suppress(OSError):
-            _, writer = await asyncio.open_connection(target.host, target.port)
-            writer.write(CancelRequest(key[0], key[1]).encode())
-            await writer.drain()
-            writer.close()
+        # The request carries the server's own secret: it goes inside TLS whenever the
+        # login did (the target's sslmode), and is not sent where TLS cannot be had.
+        with contextlib.suppress(OSError, LoginRefused, asyncio.IncompleteReadError):
+            reader, writer = await asyncio.open_connection(target.host, target.port)
+            try:
+                if target.sslmode != "disable":
+                    await self._upstream_tls(target, reader, writer)
+                writer.write(CancelRequest(key[0], key[1]).encode())
+                await writer.drain()
+            finally:
+                writer.close()
 
     def shutdown(self, reason: str, message: str = "") -> None:
         """End the connection from outside the pumps (stop, upstream lost, recording failed)."""

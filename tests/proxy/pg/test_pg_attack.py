@@ -4,14 +4,21 @@ through the real gateway to the machine's PostgreSQL, as an attacker would send 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg import errors
 
 from tests.proxy.pg.harness import PgHarness
 from tests.proxy.pg.test_like_postgres import DENY_CAFE, _answers, _raw_session, cafe
+from tests.proxy.pg.test_scram import Cluster
+from tests.proxy.pg.test_upstream_tls import _target, tls_cluster
 
-__all__ = ["cafe"]  # the fixture, used by name
+__all__ = ["cafe", "tls_cluster"]  # fixtures, used by name
 
 CAFE_UTF8 = 'select count(*) from "café"'.encode() + b"\x00"
 
@@ -82,3 +89,51 @@ async def test_an_extended_batch_behind_a_rollback_that_reverts_the_encoding(
         _refused_and_nothing_ran(await _answers(reader, 1))
     finally:
         writer.close()
+
+
+# -- the server's cancel secret crosses the network only as the target's sslmode says ---------
+
+CANCEL_REQUEST_CODE = (80877102).to_bytes(4, "big")
+
+
+async def test_a_cancel_toward_a_tls_target_is_sent_inside_tls(
+    pg: PgHarness, tls_cluster: tuple[Cluster, Path]
+) -> None:
+    """The gateway's login to a `sslmode = require` target is encrypted; its CancelRequest,
+    which carries the server's own PID and secret, must be too. A recorder between the
+    gateway and the server sees every byte the gateway sends: no cleartext CancelRequest,
+    and the client's cancel still cancels."""
+    cluster, _ = tls_cluster
+    seen = bytearray()
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", cluster.port)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, log: bool) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    if log:
+                        seen.extend(data)
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
+
+    recorder = await asyncio.start_server(relay, "127.0.0.1", 0)
+    port = recorder.sockets[0].getsockname()[1]
+    pg.targets = [_target("tls", port, sslmode="require")]
+    await pg.start()
+    try:
+        conn = await psycopg.AsyncConnection.connect(pg.dsn("tls"), autocommit=True)
+        try:
+            sleeping = asyncio.ensure_future(conn.execute("select pg_sleep(20)"))
+            await asyncio.sleep(0.5)
+            await conn.cancel_safe()
+            with pytest.raises(errors.QueryCanceled):
+                await asyncio.wait_for(sleeping, 10)
+        finally:
+            await conn.close()
+        assert CANCEL_REQUEST_CODE not in seen
+    finally:
+        recorder.close()
