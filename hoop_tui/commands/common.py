@@ -10,6 +10,7 @@ from pathlib import Path
 
 from hoop_tui.errors import CommandError
 from proxy.config import ConfigError, load_config, resolve_config_path
+from storage.catalogue import CATALOGUE_NAME, SessionQuery, SqliteCatalogue
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -47,6 +48,34 @@ def data_dir_from(args: argparse.Namespace) -> Path:
         return load_config(resolve_config_path(args.config)).data_dir
     except ConfigError as exc:
         raise CommandError(str(exc)) from None
+
+
+# What `sessions` prints in its SESSION column is the first 8 characters of a session id.
+SESSION_ID_PREFIX = re.compile(r"[0-9a-f]{6,32}")
+
+
+def recording_argument(text: str, args: argparse.Namespace) -> str:
+    """A FILE argument as given: a path, or a session id (whole, or its first 6+ characters as
+    `sessions` shows it) that the data directory's catalogue turns into its recording's path."""
+    if Path(text).exists() or not SESSION_ID_PREFIX.fullmatch(text):
+        return text
+    try:
+        data_dir = data_dir_from(args)
+    except CommandError:
+        return text  # no gateway here: it stays a path, and its error says so
+    if not (data_dir / CATALOGUE_NAME).exists():
+        return text
+    rows = [
+        row
+        for row in SqliteCatalogue.in_data_dir(data_dir).find_sessions(SessionQuery())
+        if row.id.startswith(text)
+    ]
+    if len(rows) > 1:
+        listed = ", ".join(row.id for row in rows[:5])
+        raise CommandError(f"{text}: several sessions start with it ({listed}); give more of it")
+    if not rows:
+        raise CommandError(f"{text}: no such file, nor a session id in {data_dir}")
+    return rows[0].path
 
 
 def gateway_id_from(args: argparse.Namespace) -> str:

@@ -20,6 +20,7 @@ from hoop_tui.commands.common import (
     data_dir_from,
     gateway_id_from,
     parse_duration,
+    recording_argument,
 )
 from hoop_tui.commands.replay import with_masks
 from hoop_tui.errors import CommandError
@@ -100,7 +101,7 @@ def output_stream(path: str | None) -> Iterator[IO[str]]:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    with open_recording(args.file) as reader:
+    with open_recording(recording_argument(args.file, args)) as reader:
         info = recording_info(reader)
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
@@ -173,7 +174,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.all and catalogue is not None:
         rows = {row.id: row for row in catalogue.find_sessions(SessionQuery())}
     seen: set[str] = set()
-    names = list(args.files)
+    names = [recording_argument(name, args) for name in args.files]
     if args.all:
         assert data_dir is not None
         names += sorted(str(path) for path in (data_dir / RECORDINGS_DIR).rglob(f"*{SUFFIX}"))
@@ -235,7 +236,7 @@ EXPORTERS = {"asciicast": export_cast, "text": export_text, "jsonl": export_json
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    with open_recording(args.file) as reader:
+    with open_recording(recording_argument(args.file, args)) as reader:
         source = with_masks(reader, args.masks)  # before the output file is created
         with output_stream(args.output) as out:
             EXPORTERS[args.format](source, out)
@@ -295,17 +296,25 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         return 0
     print(
         f"{'SESSION':<10} {'STARTED (UTC)':<19} {'USER':<12} {'TARGET':<14} {'PROTO':<9} "
-        f"{'EVENTS':>7} {'DENY':>4} {'HOLD':>4}  END"
+        f"{'EVENTS':>7} {'DENY':>4} {'HOLD':>4}  {'END':<16} FILE"
     )
     for row in rows:
         problem = recording_problem(row)
         print(
             f"{row.id[:8]:<10} {format_epoch_us(row.started_at_us):<19} {row.user[:12]:<12} "
             f"{row.target[:14]:<14} {row.protocol[:9]:<9} {row.events:>7} {row.denies:>4} "
-            f"{row.holds:>4}  {row.end_reason or 'live'}"
+            f"{row.holds:>4}  {(row.end_reason or 'live')[:16]:<16} {_shown_path(row.path)}"
             + (f"  RECORDING {problem}" if problem else "")
         )
     return 0
+
+
+def _shown_path(path: str) -> str:
+    """A recording's path relative to here when it lies below, so the line stays short."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -347,10 +356,14 @@ def cmd_prune(args: argparse.Namespace) -> int:
 # -- registration ---------------------------------------------------------------------------------
 
 
+FILE_HELP = "a recording (.hrec), or a session id as `sessions` shows it"
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     info = subparsers.add_parser("info", help="show a recording's header, size and contents")
-    info.add_argument("file", help="a recording (.hrec)")
+    info.add_argument("file", help=FILE_HELP)
     info.add_argument("--json", action="store_true", help="print JSON")
+    add_config_arguments(info)
     info.set_defaults(handler=cmd_info)
 
     verify = subparsers.add_parser(
@@ -361,7 +374,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "directory and its catalogue row; otherwise name the first bad offset and the last "
         "good time, or what does not match.",
     )
-    verify.add_argument("files", nargs="*", metavar="FILE")
+    verify.add_argument("files", nargs="*", metavar="FILE", help=FILE_HELP)
     verify.add_argument(
         "--all",
         action="store_true",
@@ -375,7 +388,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     export = subparsers.add_parser(
         "export", help="write a recording as asciicast, text or JSON lines"
     )
-    export.add_argument("file")
+    export.add_argument("file", help=FILE_HELP)
     export.add_argument("--format", choices=sorted(EXPORTERS), default="text")
     export.add_argument("-o", "--output", metavar="OUT", help="output file (default: stdout)")
     export.add_argument(
@@ -383,6 +396,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="CONFIG",
         help="apply the [[masks]] of this gateway configuration (all of them) before writing",
     )
+    add_config_arguments(export)
     export.set_defaults(handler=cmd_export)
 
     importer = subparsers.add_parser(

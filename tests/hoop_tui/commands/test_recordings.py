@@ -312,7 +312,8 @@ def test_a_recording_moved_away_is_listed_as_missing_and_verify_all_finds_it(tmp
     alice.rename(tmp_path / "elsewhere.hrec")
     listing = hoop("sessions", "--data-dir", str(data_dir))
     (alice_line,) = [line for line in listing.stdout.splitlines() if " alice " in line]
-    assert alice_line.endswith("client closed  RECORDING missing")
+    assert alice_line.endswith(f"{alice}  RECORDING missing")
+    assert " client closed " in alice_line
     result = hoop("verify", "--all", "--data-dir", str(data_dir))
     assert result.returncode == 1
     assert (
@@ -343,3 +344,22 @@ def test_a_row_pointed_at_another_sessions_file_is_caught(data_dir):
     result = hoop("verify", "--all", "--data-dir", str(data_dir))
     assert result.returncode == 1
     assert f"the catalogue's session {alice.stem} (user alice, target web1)" in result.stdout
+
+
+def test_a_session_id_stands_for_its_recording_and_sessions_shows_the_file(tmp_path, data_dir):
+    """`hoop-tui info 0cebb3c3` said "no such file"; `sessions` showed no path (issue 17, 6)."""
+    alice, carol = _two_sessions(data_dir)
+    listing = hoop("sessions", "--data-dir", str(data_dir))
+    assert str(alice) in listing.stdout and str(carol) in listing.stdout
+    short = alice.stem[:8]
+    info = hoop("info", short, "--data-dir", str(data_dir), "--json")
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["header"]["session_id"] == alice.stem
+    verified = hoop("verify", short, "--data-dir", str(data_dir))
+    assert verified.returncode == 0 and alice.stem in verified.stdout
+    text = hoop("export", alice.stem, "--data-dir", str(data_dir))
+    assert text.returncode == 0 and text.stdout.startswith(f"# session {alice.stem}")
+    missing = hoop("info", "abcdef12", "--data-dir", str(data_dir))
+    assert missing.returncode == 1
+    assert missing.stderr == f"hoop-tui: abcdef12: no such file, nor a session id in {data_dir}\n"
+
