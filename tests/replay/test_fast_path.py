@@ -121,6 +121,22 @@ def test_fast_path_leaves_the_same_state_as_token_by_token(
 
 
 @settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.one_of(STREAM, st.tuples(st.integers(1, 14), st.integers(1, 7))), max_size=8),
+)
+def test_fast_path_matches_across_resizes(items: list[bytes | tuple[int, int]]) -> None:
+    """A resize changes the width, the tab stops and the margins the next run sees."""
+    fast, slow = both(10, 5)
+    for item in items:
+        for terminal in (fast, slow):
+            if isinstance(item, tuple):
+                terminal.resize(*item)
+            else:
+                terminal.feed(item)
+    assert state(fast) == state(slow)
+
+
+@settings(max_examples=300, deadline=None)
 @given(STREAM, STREAM, st.integers(1, 10), st.integers(1, 5))
 def test_fast_path_matches_after_a_prefix_and_a_cleared_dirty_set(
     before: bytes, after: bytes, columns: int, lines: int
