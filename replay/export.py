@@ -17,13 +17,18 @@ from typing import IO, Any, Protocol
 from storage.reader import format_time
 from storage.schema import Event, EventType, RecordingHeader
 
-# CSI, OSC (ended by BEL or ST), other two-byte escapes, and C0 controls but TAB and LF.
+# CSI, OSC (ended by BEL or ST), charset designations (ESC ( B), other two-byte escapes
+# (ESC 7 and ESC 8 save and restore the cursor), and C0 controls but TAB and LF.
 ANSI_PATTERN = re.compile(
     r"\x1b\[[0-?]*[ -/]*[@-~]"
     r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"
-    r"|\x1b[@-Z\\-_]"
+    r"|\x1b[()*+\-./][ -~]"
+    r"|\x1b[0-~]"
     r"|[\x00-\x08\x0b-\x1f\x7f]"
 )
+# Text drawn in place between a cursor save and restore: a status line that redraws itself
+# (the gateway's "held ... (0:07; Ctrl-C withdraws)"), shown once per change of its words.
+OVERLAY_PATTERN = re.compile(r"\x1b7(.*?)\x1b8", re.DOTALL)
 
 STREAM_EVENTS = (EventType.OUTPUT, EventType.INPUT)
 
@@ -42,6 +47,20 @@ def strip_terminal_controls(text: str) -> str:
     return ANSI_PATTERN.sub("", text.replace("\r\n", "\n"))
 
 
+def drop_repeated_overlays(text: str, last: dict[Any, str], channel: Any) -> str:
+    """`text` without the in-place redraws that only change numbers since the last one on
+    `channel` (`last` remembers it): a ticking status becomes one line in a transcript."""
+
+    def keep_once(found: re.Match[str]) -> str:
+        shape = re.sub(r"\d+", "#", found.group(1))
+        if last.get(channel) == shape:
+            return ""
+        last[channel] = shape
+        return found.group(0) + "\n"
+
+    return OVERLAY_PATTERN.sub(keep_once, text)
+
+
 def describe_event(event: Event) -> str:
     """One readable line for a non-stream event."""
     fields = event.fields
@@ -52,7 +71,8 @@ def describe_event(event: Event) -> str:
             return f"command ({fields['source']}): {fields['command']}"
         case EventType.VERDICT:
             message = f": {fields['message']}" if fields.get("message") else ""
-            return f"verdict {fields['action']} by rule {fields['rule']}{message}"
+            by = f"by rule {fields['rule']}" if fields.get("rule") else "by default (no rule)"
+            return f"verdict {fields['action']} {by}{message}"
         case EventType.HOLD_REQUESTED:
             return (
                 f"hold {fields['hold_id']} requested by rule {fields['rule']}: {fields['command']}"
@@ -81,15 +101,16 @@ def export_text(reader: EventLog, out: IO[str]) -> int:
         f" from {header.client or 'unknown'}\n"
     )
     decoders: dict[Any, codecs.IncrementalDecoder] = {}
+    overlays: dict[Any, str] = {}
     at_line_start = True
     count = 0
     for event in reader.events():
         count += 1
         if event.type is EventType.OUTPUT:
-            decoder = decoders.setdefault(
-                event["channel"], codecs.getincrementaldecoder("utf-8")("replace")
-            )
-            text = strip_terminal_controls(decoder.decode(event["data"]))
+            channel = event["channel"]
+            decoder = decoders.setdefault(channel, codecs.getincrementaldecoder("utf-8")("replace"))
+            raw = drop_repeated_overlays(decoder.decode(event["data"]), overlays, channel)
+            text = strip_terminal_controls(raw)
             if text:
                 out.write(text)
                 at_line_start = text.endswith("\n")

@@ -1,0 +1,54 @@
+"""The readable transcript (`export --format text`, `t` in the workstation): what a person
+reads, without terminal noise (issue 17, item 8)."""
+
+from __future__ import annotations
+
+import io
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from replay.export import export_text
+from storage.reader import RecordingReader
+from storage.schema import EventType
+from tests.storage.helpers import write_recording
+
+HELD = "\x1b7  [hoop] held as h-1a2b3c by rule restarts: waiting ({}; Ctrl-C withdraws)\x1b8"
+
+
+def transcript(tmp_path, events) -> str:
+    path = tmp_path / "r.hrec"
+    write_recording(path, events, Ed25519PrivateKey.generate())
+    out = io.StringIO()
+    with RecordingReader.open(path) as reader:
+        export_text(reader, out)
+    return out.getvalue()
+
+
+def test_a_ticking_hold_status_is_one_line_and_cursor_saves_leave_no_digits(tmp_path):
+    events = [
+        (EventType.OUTPUT, 1_000, (0, b"$ systemctl restart nginx\r\n")),
+        *[
+            (EventType.OUTPUT, 1_000_000 * second, (0, HELD.format(f"0:{second:02d}").encode()))
+            for second in range(1, 8)
+        ],
+        (EventType.OUTPUT, 9_000_000, (0, b"\x1b7 [hoop] h-1a2b3c approved by bob\x1b8\r\n$ ")),
+    ]
+    text = transcript(tmp_path, events)
+    assert text.count("[hoop] held as h-1a2b3c") == 1
+    assert "(0:01; Ctrl-C withdraws)" in text
+    assert "[hoop] h-1a2b3c approved by bob" in text
+    assert "\x1b" not in text
+    assert "7  [hoop]" not in text and "withdraws)8" not in text  # ESC 7 / ESC 8 left no digit
+
+
+def test_a_verdict_without_a_rule_says_the_default_decided(tmp_path):
+    events = [
+        (EventType.COMMAND, 1_000, (0, "shell", "ls")),
+        (EventType.VERDICT, 1_100, (0, "allow", "", "")),
+        (EventType.COMMAND, 2_000, (0, "shell", "rm -rf /")),
+        (EventType.VERDICT, 2_100, (0, "deny", "no-rm", "not here")),
+    ]
+    text = transcript(tmp_path, events)
+    assert "verdict allow by default (no rule)" in text
+    assert "verdict allow by rule \n" not in text and "by rule  " not in text
+    assert "verdict deny by rule no-rm: not here" in text
