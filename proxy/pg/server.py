@@ -1137,6 +1137,12 @@ class PgConnection:
             self._end_relay()
         elif not upstream and session.paused and session.buffered > MAX_HELD_BUFFER:
             self._pause_reading(upstream=False, reason="held")  # a held statement: stop reading
+        elif session.waiting and not session.paused and session.buffered > MAX_HELD_BUFFER:
+            # Waiting for the server's answer to an encoding change: the same bound (that
+            # answer's bytes come through here and resume reading).
+            self._pause_reading(upstream=False, reason="waiting")
+        else:
+            self._resume_reading(upstream=False, reason="waiting")
 
     def _side_closed(self, upstream: bool) -> None:
         session = self.session

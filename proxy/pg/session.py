@@ -402,6 +402,12 @@ class PgSession:
         return self._paused is not None
 
     @property
+    def waiting(self) -> bool:
+        """Client messages are not read now: a statement is held, or they wait for the
+        server's answer to an encoding change. The shell bounds what it reads meanwhile."""
+        return self._paused is not None or self._encoding_wait
+
+    @property
     def buffered(self) -> int:
         """Client bytes read but not yet handled (queued behind a held statement)."""
         return self._client.buffered

@@ -137,3 +137,31 @@ async def test_a_cancel_toward_a_tls_target_is_sent_inside_tls(
         assert CANCEL_REQUEST_CODE not in seen
     finally:
         recorder.close()
+
+
+# -- a client cannot fill the gateway's memory while it waits for an encoding change ---------
+
+
+async def test_the_gateway_stops_reading_a_client_that_pipelines_behind_an_encoding_change(
+    pg: PgHarness,
+) -> None:
+    """Behind `SET client_encoding` the gateway waits for the server's answer before it reads
+    further messages; a client that keeps writing meanwhile (here 40 MB behind a statement
+    that takes 4 s) is read up to the same bound as behind a held statement, then no more
+    (its own send buffer fills), and every statement still runs in order afterwards."""
+    from proxy.pg import wire
+
+    reader, writer = await _plain_session(pg)
+    try:
+        big = wire.Query("select 1 -- " + "x" * (1 << 20)).encode()
+        writer.write(wire.Query("set client_encoding to 'UTF8'; select pg_sleep(4)").encode())
+        for _ in range(40):
+            writer.write(big)
+        await asyncio.sleep(2.5)
+        unread = writer.transport.get_write_buffer_size()
+        assert unread > 8 * (1 << 20), f"the gateway read all but {unread} bytes"
+        answers = await asyncio.wait_for(_answers(reader, 41), 60)
+        rows = [m for m in answers if isinstance(m, wire.DataRow)]
+        assert len(rows) == 41  # pg_sleep's row, then forty times 1
+    finally:
+        writer.close()
