@@ -23,7 +23,7 @@ sample positions (session, time, channel, byte offset, column), never the values
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,6 +168,14 @@ class MaskedSource:
     @property
     def frame_count(self) -> int:
         return self.source.frame_count
+
+    @property
+    def frame_first_us(self) -> Sequence[int] | None:
+        """The recording's frame start times, when it has them: a screen at a time stops
+        before a frame that starts after it (what a stream holds back at the end of the
+        frame before is released by a later event, so not shown at that time either)."""
+        starts: Sequence[int] | None = getattr(self.source, "frame_first_us", None)
+        return starts
 
     def read_frame(self, index: int) -> list[Event]:
         while len(self._states) <= index:

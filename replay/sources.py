@@ -69,10 +69,11 @@ class CastSource:
         self.complete = cast.complete
 
     @classmethod
-    def open(cls, path: Path, *, until_us: int | None = None) -> CastSource:
+    def open(cls, path: Path, *, until_us: int | None = None, identify: bool = True) -> CastSource:
         """The cast at `path`; with `until_us`, only its events up to that time (parsing stops
         there), cut into the same frames as the whole file's, so a keyframe index of the whole
-        file applies to them."""
+        file applies to them. Its session id is a digest of the file's bytes (read, not
+        parsed), the key of its keyframe cache; without `identify` it is the size alone."""
         # a microsecond of slack, then exactly the events whose rounded time is not after it
         until_s = None if until_us is None else (until_us + 1) / 1_000_000
         cast = read_cast(path, until_s=until_s)
@@ -80,7 +81,11 @@ class CastSource:
             kept = [e for e in cast.events if round(e[0] * 1_000_000) <= until_us]
             cast.complete = cast.complete and len(kept) == len(cast.events)
             cast.events = kept
-        size, digest = content_id(path)
+        if identify:
+            size, digest = content_id(path)
+        else:
+            size = path.stat().st_size
+            digest = f"cast{size}"
         return cls(cast, size=size, session_id=digest, name=path.stem)
 
     @property
@@ -116,10 +121,13 @@ def is_cast_file(path: Path) -> bool:
     return start.startswith(b"{")
 
 
-def open_source(path: Path, *, until_us: int | None = None) -> RecordingReader | CastSource:
+def open_source(
+    path: Path, *, until_us: int | None = None, identify: bool = True
+) -> RecordingReader | CastSource:
     """A recording or an asciicast file, detected by content. Raises RecordingError,
     CastError or OSError. `until_us` stops parsing a cast after that time (a recording is
-    read frame by frame on demand anyway)."""
+    read frame by frame on demand anyway); `identify=False` spares hashing a cast that will
+    not be looked up in a cache."""
     if is_cast_file(path):
-        return CastSource.open(path, until_us=until_us)
+        return CastSource.open(path, until_us=until_us, identify=identify)
     return RecordingReader.open(path)

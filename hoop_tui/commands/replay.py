@@ -66,10 +66,12 @@ def parse_idle(text: str) -> float:
 
 
 @contextlib.contextmanager
-def open_any(path_text: str, *, until_us: int | None = None) -> Iterator[Source]:
+def open_any(
+    path_text: str, *, until_us: int | None = None, identify: bool = True
+) -> Iterator[Source]:
     path = Path(path_text)
     try:
-        source = open_source(path, until_us=until_us)
+        source = open_source(path, until_us=until_us, identify=identify)
     except FileNotFoundError:
         raise CommandError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -104,7 +106,8 @@ def cmd_screen(args: argparse.Namespace) -> int:
     stream's tail until later events show whether it ends a secret, so with --masks a cast
     is read whole."""
     at_us = round(args.at * 1_000_000)
-    with open_any(args.file, until_us=None if args.masks else at_us) as opened:
+    until_us = None if args.masks else at_us
+    with open_any(args.file, until_us=until_us, identify=not args.no_cache) as opened:
         source = with_masks(opened, args.masks)
         cache_dir: Path | None = None
         if not args.no_cache:

@@ -113,3 +113,35 @@ def test_render_until_cuts_a_frame_at_the_time(tmp_path: Path) -> None:
         assert reader.frame_count == 1
         assert render_until(reader, 150).text() == "one two"
         assert render_until(reader, 99).text() == "one"
+
+
+def test_a_masked_screen_stops_at_the_time_and_never_shows_half_a_secret(tmp_path: Path) -> None:
+    """A card cut across two frames, 100 us apart, and a screen between them: the masks hold
+    the first half back, so neither the cold nor the keyframe screen shows it, and the cold
+    one reads no frame that starts after the time."""
+    from proxy.masking import MaskPolicy
+    from replay.masking_view import MaskedSource
+
+    policy = MaskPolicy.from_config(
+        [{"name": "cards", "detector": "credit_card", "style": "last4"}], "rules.toml", b"k"
+    )
+    path = tmp_path / "card.hrec"
+    events: list[TimedEvent] = [
+        (EventType.OUTPUT, 1_000, (0, b"$ cat cards\r\n")),
+        (EventType.OUTPUT, 10_000, (0, b"card 4111 1111 ")),
+        (EventType.OUTPUT, 10_100, (0, b"1111 1111 on file\r\n")),
+        (EventType.OUTPUT, 3 * S, (0, b"$ ")),
+    ]
+    write_recording(path, events, Ed25519PrivateKey.generate(), frame_every=2)
+    with RecordingReader.open(path) as reader:
+        assert list(reader.frame_first_us[:2]) == [1_000, 10_100]
+        counting = CountingReader(reader)
+        masked = MaskedSource(counting, policy.for_caller([]))
+        cold = render_until(masked, 10_050)
+        assert "4111" not in cold.text() and cold.text().startswith("$ cat cards\ncard")
+        assert counting.read == [0]
+        player = Player(masked, Player.open(MaskedSource(reader, policy.for_caller([]))).index)
+        player.seek(10_050)
+        assert player.terminal.state_key() == cold.state_key()
+        done = render_until(masked, 4 * S).text()
+        assert "4111" not in done and "1111 on file" in done
