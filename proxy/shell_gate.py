@@ -66,6 +66,7 @@ def starts_full_screen(line: str) -> bool:
 # assignment for C-x C-e). Under guard they are their own class, held like an opaque command.
 _EDITOR_VARIABLES = re.compile(r"(?<![${\w])(INPUTRC|VISUAL|EDITOR|FCEDIT)\b")
 _EDITOR_PROGRAMS = frozenset({"bind", "fc"})
+_STTY_QUERIES = frozenset({"-a", "--all", "-g", "--save", "size", "speed"})
 _OPTION_SETTERS = frozenset({"set", "bash", "sh", "rbash", "dash", "ksh", "zsh"})
 _SAFE_SET_OPTIONS = frozenset(
     {"errexit", "nounset", "pipefail", "xtrace", "verbose", "noclobber", "noglob", "notify"}
@@ -91,6 +92,8 @@ def _editor_command(command: SimpleCommand) -> str | None:
     words = [word.text if word.known else "\0" for word in command.argv[1:]]
     if name in _EDITOR_PROGRAMS:
         return f"{name} changes the line editor or runs commands from history"
+    if name == "stty" and any(w not in _STTY_QUERIES for w in words):
+        return "stty changes how the terminal echoes keys, and the gate reads the echo"
     if name == "history" and any(w.startswith("-") and set(w) & set("rsn\0") for w in words):
         return "history -r/-s/-n puts lines into history that were never typed at the prompt"
     if name in _OPTION_SETTERS:  # `set -o vi`, and a new shell started with it (`bash -o vi`)

@@ -88,6 +88,7 @@ async def test_commands_that_change_the_line_editor_are_their_own_class(
                 "INPUTRC=/tmp/x bash",
                 "history -s 'echo hi'",
                 "fc -s",
+                "PS1='Password: '; stty -echo",
             )
         ):
             start = len(agent.seen)
