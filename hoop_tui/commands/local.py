@@ -97,13 +97,22 @@ shell = "cat /etc/*"
 action = "review"
 approvers = ["oncall"]
 timeout = "10m"
+
+[[masks]]                          # try: echo 4111 1111 1111 1111  (shown as **** ... 1111)
+name = "cards"
+detector = "credit_card"
+style = "last4"
+
+[[masks]]                          # try: echo password=hunter2
+name = "passwords"
+detector = "password_assignment"
 """
 
 
 def ensure_default_setup(data_dir: Path) -> tuple[Path, dict[str, str]]:
     """A data directory with a working default configuration: a `demo` user, an `admin`
-    approver, a `local` target (a login shell on this host, through a private sshd) and two
-    rules. Returns the config path and, on first setup only, the passwords to show once."""
+    approver, a `local` target (a login shell on this host, through a private sshd), two rules
+    and two masks. Returns the config path and, on first setup only, the passwords to show once."""
     from hoop_tui.localsshd import free_port, start_sshd, stop
     from proxy.auth import hash_password
 

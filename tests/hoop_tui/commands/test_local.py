@@ -120,7 +120,10 @@ async def test_the_default_setup_is_a_working_gateway_with_a_local_target(tmp_pa
         ) as conn:
             allowed = await conn.run("echo through-the-gateway", check=False)
             denied = await conn.run("rm -rf /tmp/hoop-demo-never", check=False)
+            masked = await conn.run("echo 4111 1111 1111 1111 password=hunter2", check=False)
         assert allowed.stdout == "through-the-gateway\n"
+        assert "4111 1111 1111 1111" not in masked.stdout and "1111" in masked.stdout
+        assert "hunter2" not in masked.stdout
         assert denied.exit_status == 126
         assert "no-recursive-delete" in str(denied.stderr)
     finally:
