@@ -503,12 +503,27 @@ class PgSession:
                 raw = bytes(reader.buffer[start:end])
                 if self._discarding and type_code != Frontend.SYNC:
                     continue
+                if type_code in _SQL_CODES and self._encoding_unseen(reader.buffer, start, end):
+                    reader.unread(start)
+                    self._encoding_wait = True  # until the answers due have come
+                    return
                 handler = _CLIENT_HANDLERS.get(type_code)
                 if handler is None:
                     raise ProtocolError(f"unknown frontend message type {chr(type_code)!r}")
                 handler(self, raw)
         except ProtocolError as exc:
             self._fatal(PROTOCOL_VIOLATION, f"hoop: invalid message from the client: {exc}")
+
+    def _encoding_unseen(self, buf: bytearray, start: int, end: int) -> bool:
+        """Whether this SQL could be read in an encoding the gateway has not been told: it
+        holds non-ASCII bytes (ASCII reads alike in every encoding allowed here), and
+        statements before it are still running, any of which may switch client_encoding
+        where the gateway cannot see it (a function). The server reports the switch with
+        its ReadyForQuery, so a new simple Query or batch waits for those; inside an open
+        extended batch nothing can be waited for (see docs/postgresql.md)."""
+        if self._batch_open or not any(e.kind in _ANSWERED_BY_READY for e in self._expects):
+            return False
+        return not buf[start + 5 : end].isascii()
 
     def _forward(self, raw: bytes) -> None:
         self.to_upstream += raw
@@ -1462,6 +1477,7 @@ class PgSession:
 _LOCAL_KINDS = (Kind.LOCAL, Kind.LOCAL_READY)
 _ANSWERED_BY_READY = (Kind.QUERY, Kind.SYNC)
 _COPY_CODES = (Frontend.COPY_DATA, Frontend.COPY_DONE, Frontend.COPY_FAIL)
+_SQL_CODES = (Frontend.QUERY, Frontend.PARSE)  # messages whose text is judged as SQL
 # What may change client_encoding without the classifier naming a value: RESET, SET NAMES
 # DEFAULT, RESET ALL, DISCARD ALL, a set_config whose name is computed.
 _ENCODING_HINT = re.compile(

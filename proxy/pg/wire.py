@@ -267,6 +267,10 @@ class MessageReader:
         self._pos = end
         return type_code, pos, end
 
+    def unread(self, start: int) -> None:
+        """Give back the message `next_span` returned at `start`: it is read again later."""
+        self._pos = start
+
     @property
     def buffer(self) -> bytearray:
         return self._buf

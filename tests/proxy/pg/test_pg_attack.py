@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from tests.proxy.pg.harness import PgHarness
+from tests.proxy.pg.harness import DIRECT_DSN, PgHarness
 from tests.proxy.pg.test_like_postgres import DENY_CAFE, _answers, _raw_session, cafe
 from tests.proxy.pg.test_scram import Cluster
 from tests.proxy.pg.test_upstream_tls import _target, tls_cluster
@@ -163,5 +165,48 @@ async def test_the_gateway_stops_reading_a_client_that_pipelines_behind_an_encod
         answers = await asyncio.wait_for(_answers(reader, 41), 60)
         rows = [m for m in answers if isinstance(m, wire.DataRow)]
         assert len(rows) == 41  # pg_sleep's row, then forty times 1
+    finally:
+        writer.close()
+
+
+# -- a change the gateway cannot see (a function) and non-ASCII text pipelined behind it ------
+
+
+@pytest.fixture
+async def switch_to_utf8(cafe: None) -> AsyncIterator[str]:
+    """A function that sets client_encoding to UTF8 where the gateway cannot see it."""
+    name = f"hoop_switch_{uuid.uuid4().hex[:8]}"
+    async with await psycopg.AsyncConnection.connect(DIRECT_DSN, autocommit=True) as conn:
+        await conn.execute(
+            f"create function {name}() returns text language plpgsql as $$ begin "
+            "return set_config('client' || '_encoding', 'UTF' || '8', false); end $$"
+        )
+    yield name
+    async with await psycopg.AsyncConnection.connect(DIRECT_DSN, autocommit=True) as conn:
+        await conn.execute(f"drop function if exists {name}()")
+
+
+async def test_non_ascii_text_pipelined_behind_a_function_waits_for_its_answer(
+    pg: PgHarness, switch_to_utf8: str
+) -> None:
+    """A LATIN1 session calls a function that switches it to UTF8, and pipelines the UTF-8
+    bytes of "café" behind it: the server reads them as café. Text that reads differently
+    in different encodings (non-ASCII) waits until the answers due before it have come,
+    with the ParameterStatus that says which encoding the server reads it in."""
+    from proxy.pg import wire
+
+    pg.rules = [DENY_CAFE]
+    pg.postgres = {"allow_plain": True, "plain_passwords": True}
+    await pg.start()
+    reader, writer = await _raw_session(pg, "LATIN1")
+    try:
+        writer.write(
+            wire.Query(f"select {switch_to_utf8}()").encode()
+            + wire.frame(wire.Frontend.QUERY, CAFE_UTF8)
+        )
+        answers = await _answers(reader, 2)
+        first = next(i for i, m in enumerate(answers) if isinstance(m, wire.ReadyForQuery))
+        assert wire.DataRow((b"UTF8",)) in answers[:first]
+        _refused_and_nothing_ran(answers[first + 1 :])
     finally:
         writer.close()
