@@ -56,6 +56,7 @@ GATEWAY_KEYS = frozenset(
         "login_timeout",
         "env_allow",
         "pg_listen",
+        "banner",
     }
 )
 # What `hoop-tui hash-password` prints: cost parameters, a salt of 8+ bytes and a digest of 16+
@@ -143,6 +144,7 @@ class SshSettings:
     idle_timeout: float | None = None
     login_timeout: float = 60.0
     env_allow: tuple[str, ...] = DEFAULT_ENV_ALLOW
+    banner: str = ""  # shown by ssh before login: say that sessions are recorded
 
     def env_allowed(self, name: str) -> bool:
         return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.env_allow)
@@ -374,7 +376,16 @@ class _Reader:
             idle_timeout=self.duration(gateway, "idle_timeout", "gateway"),
             login_timeout=login_timeout,
             env_allow=tuple(env_allow),
+            banner=self.banner(gateway),
         )
+
+    def banner(self, gateway: dict[str, Any]) -> str:
+        text = gateway.get("banner", "")
+        if not isinstance(text, str):
+            raise self.error("gateway.banner", "must be a string")
+        if any(not ch.isprintable() and ch not in "\n\t" for ch in text):
+            raise self.error("gateway.banner", "may hold printable text and line breaks only")
+        return text if not text or text.endswith("\n") else text + "\n"
 
     def users(self, entries: object) -> dict[str, UserConfig]:
         if not isinstance(entries, list):

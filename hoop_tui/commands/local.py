@@ -129,6 +129,7 @@ def ensure_default_setup(data_dir: Path) -> tuple[Path, dict[str, str]]:
 [gateway]
 data_dir = "."                     # relative to this file
 ssh_listen = "127.0.0.1:2222"
+banner = "This session is recorded by hoop_tui; risky commands wait for an approver."
 
 [[users]]                          # the person connecting: ssh -p 2222 demo+local@127.0.0.1
 name = "demo"

@@ -118,6 +118,8 @@ class CallerServer(asyncssh.SSHServer):
 
     async def begin_auth(self, username: str) -> bool:
         self.login = parse_login(username)
+        if self.context.config.ssh.banner:  # before any password is typed
+            self._banner(self.context.config.ssh.banner)
         keys, result = await self.context.auth.authorized_keys(self.login.user)
         self.key_identity = result.identity
         if result.message:

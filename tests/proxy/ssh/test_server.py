@@ -346,3 +346,14 @@ async def test_exit_by_signal_is_passed_on_and_recorded(harness: GatewayHarness)
     recorded = await only_recording(harness)
     assert recorded.of("exit_status")[0]["status"] == 128 + 15
     assert [e["name"] for e in recorded.of("signal")] == ["exit-signal TERM"]
+
+
+async def test_the_banner_tells_the_caller_before_login_that_sessions_are_recorded(
+    harness: GatewayHarness,
+) -> None:
+    """`[gateway] banner` is shown by OpenSSH before the password prompt (issue 17, 11)."""
+    harness.gateway_settings["banner"] = "This session is recorded by hoop_tui."
+    await start_basic(harness)
+    result = await harness.ssh_direct("alice+web1", "true")
+    assert result.status == 0, result.err
+    assert "This session is recorded by hoop_tui." in result.err
