@@ -62,6 +62,11 @@ class VerifyReport:
     header: RecordingHeader | None = None
     # the file's place or catalogue row disagree with its header (see `binding_problems`)
     binding: list[str] | None = None
+    # the chain holds to where the file stops, and only the end is missing (no trailer yet,
+    # maybe half a block): what a recording looks like while its session is still going
+    unfinished: bool = False
+    # ...and its catalogue row says the session has not ended: not a failure (see `live`)
+    still_writing: bool = False
 
     @property
     def who(self) -> str:
@@ -77,8 +82,23 @@ class VerifyReport:
         if problems:
             self.ok = False
 
+    def live(self) -> None:
+        """The catalogue says this session has not ended and the file is intact as far as it
+        goes: it is still being written, which is no failure (the rest is not signed yet)."""
+        if self.unfinished and not self.binding and self.header is not None:
+            self.still_writing = True
+
     def summary(self) -> str:
         who = f"{self.who}, " if self.header is not None else ""
+        signed_to = (
+            format_time(self.signed_until_us) if self.signed_until_us is not None else "nothing"
+        )
+        if self.still_writing:
+            return (
+                f"{self.path}: still being written, intact so far, {who}{self.frames} frames, "
+                f"{self.events} events, signed up to {signed_to} (the catalogue says the "
+                "session has not ended; verify it again once it has)"
+            )
         if self.ok:
             return (
                 f"{self.path}: OK, {who}{self.frames} frames, {self.events} events, "
@@ -86,12 +106,11 @@ class VerifyReport:
             )
         if self.problem is None and self.binding:
             return f"{self.path}: FAILED, {who}but " + "; ".join(self.binding)
-        signed = (
-            format_time(self.signed_until_us) if self.signed_until_us is not None else "nothing"
-        )
+        if self.bad_offset is None:  # nothing was read: there is no offset or time to give
+            return f"{self.path}: FAILED: {self.problem}"
         return (
             f"{self.path}: FAILED at offset {self.bad_offset}: {self.problem}; "
-            f"last good time {format_time(self.last_good_us)}, signed up to {signed}"
+            f"last good time {format_time(self.last_good_us)}, signed up to {signed_to}"
             + (f" ({self.who})" if self.header is not None else "")
         )
 
@@ -120,7 +139,11 @@ def binding_problems(
     file outside the data directory, which may be named anything); `row` is the catalogue's
     row for the header's session id (None: the catalogue does not know it)."""
     problems = []
-    if expected_path is not None and not _same_file(path, expected_path):
+    # The name as given, not only the file it resolves to: a symbolic link at another
+    # session's name resolves to this session's own file.
+    if expected_path is not None and (
+        path.name != expected_path.name or not _same_file(path, expected_path)
+    ):
         problems.append(
             f"the header says session {header.session_id}, whose recording belongs at "
             f"{expected_path}: this file was moved, renamed or copied over another's"
@@ -184,7 +207,7 @@ def verify_recording(
     except RecordingError as exc:
         walker.fail(exc.offset, exc.message)
     except OSError as exc:
-        walker.fail(0, f"cannot read: {exc.strerror}")
+        walker.fail(None, f"cannot read: {exc.strerror}")
     return walker.report()
 
 
@@ -204,8 +227,9 @@ class _ChainWalker:
         self.session_id = ""
         self.header: RecordingHeader | None = None
         self.complete = False
+        self.unfinished = False
 
-    def fail(self, offset: int, message: str) -> None:
+    def fail(self, offset: int | None, message: str) -> None:
         if self.problem is None:
             self.problem = message
             self.bad_offset = offset
@@ -223,6 +247,7 @@ class _ChainWalker:
             events=self.events,
             session_id=self.session_id,
             header=self.header,
+            unfinished=self.unfinished and self.problem is not None,
         )
 
     def walk(self) -> None:
@@ -243,8 +268,14 @@ class _ChainWalker:
                 ):
                     self.complete = signed_after_trailer
                     break
-                head = read_block_head(handle, offset, size)
-                body, stored = read_block(handle, head)
+                try:
+                    head = read_block_head(handle, offset, size)
+                    body, stored = read_block(handle, head)
+                except RecordingError as exc:
+                    # a block cut short by the end of the file, before any trailer: the
+                    # writer may be in the middle of it
+                    self.unfinished = trailer_offset is None and exc.message.startswith("truncated")
+                    raise
                 chain = chain_next(chain, head.kind, body)
                 if chain != stored:
                     raise RecordingError(
@@ -283,6 +314,7 @@ class _ChainWalker:
             if not self.complete:
                 if trailer_offset is None:
                     what = "no trailer"
+                    self.unfinished = self.header is not None
                 elif not signed_after_trailer:
                     what = "no signed checkpoint after the trailer"
                 else:

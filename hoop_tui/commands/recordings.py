@@ -174,20 +174,27 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.all and catalogue is not None:
         rows = {row.id: row for row in catalogue.find_sessions(SessionQuery())}
     seen: set[str] = set()
-    names = [recording_argument(name, args) for name in args.files]
+    live = 0
+    # each file with the session id it was asked for by (None when named by its path)
+    names: list[tuple[str, str | None]] = []
+    for text in args.files:
+        found = recording_argument(text, args)
+        names.append((found, text if found != text else None))
     if args.all:
         assert data_dir is not None
-        names += sorted(str(path) for path in (data_dir / RECORDINGS_DIR).rglob(f"*{SUFFIX}"))
-    for name in names:
+        found_paths = sorted((data_dir / RECORDINGS_DIR).rglob(f"*{SUFFIX}"))
+        names += [(str(path), None) for path in found_paths]
+    for name, asked in names:
         path = Path(name)
         progress = Progress(f"verifying {name}")
         report = verify_recording(path, public_key, progress.update)
         progress.finish()
         if report.header is not None:
             seen.add(report.header.session_id)
-            _bind(report, path, data_dir, catalogue)
+            _bind(report, path, data_dir, catalogue, asked)
         print(report.summary())
-        failures += not report.ok
+        live += report.still_writing
+        failures += not report.ok and not report.still_writing
     for row in rows.values():
         if row.id in seen:
             continue
@@ -198,7 +205,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
         )
         failures += 1
     if args.all:
-        print(f"{len(names)} recording(s), {len(rows)} catalogue row(s), {failures} problem(s)")
+        writing = f", {live} still being written" if live else ""
+        print(
+            f"{len(names)} recording(s){writing}, {len(rows)} catalogue row(s), "
+            f"{failures} problem(s)"
+        )
     return 1 if failures else 0
 
 
@@ -209,17 +220,30 @@ def _catalogue_of(data_dir: Path | None) -> SqliteCatalogue | None:
 
 
 def _bind(
-    report: VerifyReport, path: Path, data_dir: Path | None, catalogue: SqliteCatalogue | None
+    report: VerifyReport,
+    path: Path,
+    data_dir: Path | None,
+    catalogue: SqliteCatalogue | None,
+    asked: str | None = None,
 ) -> None:
     """Hold the file's place and catalogue row against its header: a file inside the data
     directory's recordings must sit where its session belongs and have a matching row; one
-    outside (an exported copy) is checked against the row only if the catalogue has one."""
+    outside (an exported copy) is checked against the row only if the catalogue has one. A
+    file found by a session id must hold that session (a row can be edited to point at
+    another's). A file cut short whose row has not ended is still being written."""
     assert report.header is not None
     expected = None
     if data_dir is not None and _inside(path, data_dir / RECORDINGS_DIR):
         expected = recording_path(data_dir, report.header)
     row = catalogue.get_session(report.header.session_id) if catalogue is not None else None
-    report.bind(binding_problems(report.header, path, row, expected))
+    problems = binding_problems(report.header, path, row, expected)
+    if asked is not None and not report.header.session_id.startswith(asked):
+        problems.insert(
+            0, f"you asked for session {asked}, whose catalogue row points at this file"
+        )
+    report.bind(problems)
+    if row is not None and row.ended_at_us is None and row.end_reason is None:
+        report.live()
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -363,3 +363,67 @@ def test_a_session_id_stands_for_its_recording_and_sessions_shows_the_file(tmp_p
     assert missing.returncode == 1
     assert missing.stderr == f"hoop-tui: abcdef12: no such file, nor a session id in {data_dir}\n"
 
+
+# -- issue 20, attack: a live recording, a missing file, a name that is not the session ----------
+
+
+def test_a_recording_still_being_written_is_intact_so_far_not_failed(data_dir):
+    """A live session's file has its header and frames but no trailer yet, maybe half a block:
+    verify says so and does not count it as a problem; once it ends, it is OK. The same cut
+    in a session the catalogue says has ended is still a failure."""
+    header = make_header(new_session_id(), user="alice", target="web1")
+    writer = start_recording(data_dir, header)
+    writer.record(EventType.OUTPUT, 0, b"hello")
+    live = hoop("verify", header.session_id, "--data-dir", str(data_dir))
+    assert live.returncode == 0, live.stdout + live.stderr
+    assert "still being written, intact so far" in live.stdout
+    assert "FAILED" not in live.stdout and "offset" not in live.stdout
+    every = hoop("verify", "--all", "--data-dir", str(data_dir))
+    assert every.returncode == 0, every.stdout
+    assert "still being written, intact so far" in every.stdout
+    path = writer.close("client closed").path
+    assert ": OK, session" in hoop("verify", str(path), "--data-dir", str(data_dir)).stdout
+    ended = _catalogued(data_dir, "bob", "web1", 0)
+    whole = ended.read_bytes()
+    ended.write_bytes(whole[: len(whole) // 2])  # a cut inside a block, before the trailer
+    cut = hoop("verify", str(ended), "--data-dir", str(data_dir))
+    assert cut.returncode == 1 and "FAILED at offset" in cut.stdout
+    with sqlite3.connect(data_dir / "catalogue.db") as db:
+        db.execute(
+            "UPDATE sessions SET ended_at_us = NULL, end_reason = NULL WHERE id = ?",
+            (ended.stem,),
+        )
+    midway = hoop("verify", str(ended), "--data-dir", str(data_dir))
+    assert midway.returncode == 0, midway.stdout
+    assert f"{ended}: still being written, intact so far, session {ended.stem}" in midway.stdout
+
+
+def test_verify_of_a_missing_file_names_no_offset(data_dir, tmp_path):
+    gone = tmp_path / "gone.hrec"
+    result = hoop("verify", str(gone), "--data-dir", str(data_dir))
+    assert result.returncode == 1
+    assert f"{gone}: FAILED: cannot read: No such file or directory" in result.stdout
+    assert "offset" not in result.stdout and "last good time" not in result.stdout
+
+
+def test_a_symlink_at_another_sessions_name_does_not_verify(data_dir):
+    """alice's file replaced by a symbolic link to carol's: resolving the link finds carol's
+    file at carol's place, but the name verified is alice's."""
+    alice, carol = _two_sessions(data_dir)
+    alice.unlink()
+    alice.symlink_to(carol)
+    for argument in (str(alice), alice.stem):
+        result = hoop("verify", argument, "--data-dir", str(data_dir))
+        assert result.returncode == 1, result.stdout
+        assert f"{alice}: FAILED, session {carol.stem}, user carol" in result.stdout
+
+
+def test_verify_by_session_id_checks_the_file_holds_that_session(data_dir):
+    """alice's row pointed at carol's file: `verify <alice's id>` must not answer OK with
+    carol's recording."""
+    alice, carol = _two_sessions(data_dir)
+    with sqlite3.connect(data_dir / "catalogue.db") as db:
+        db.execute("UPDATE sessions SET path = ? WHERE id = ?", (str(carol), alice.stem))
+    result = hoop("verify", alice.stem, "--data-dir", str(data_dir))
+    assert result.returncode == 1, result.stdout
+    assert f"asked for session {alice.stem}" in result.stdout
