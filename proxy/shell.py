@@ -225,36 +225,45 @@ LineResult = ShellAnalysis | Unparsable
 # request may be a shell in disguise (`script`, `rbash`, a renamed bash, a REPL, `docker exec
 # -it`), so its typed lines meet the gate. Pagers and editors (less, man, vim) are left out on
 # purpose: they run commands of their own (`!cmd`, `:!cmd`); they draw a full screen, where the
-# guard-mode gate judges nothing anyway (docs/security-model.md).
+# guard-mode gate judges nothing anyway (docs/security-model.md). Left out too, since they can
+# be made to run a program: dmesg (pages through less), sort (--compress-program gets the data
+# as its input, so `bash` runs the lines), rg (--pre), ip (netns exec, -batch), iftop (`!`).
 _NON_SHELLS = frozenset(
     {
-        "top", "htop", "btop", "atop", "iotop", "iftop", "nload", "bmon", "nethogs", "powertop",
-        "tail", "cat", "head", "tac", "wc", "sort", "uniq", "cut", "tr", "grep", "egrep",
-        "fgrep", "rg", "ls", "ps", "pstree", "df", "du", "free", "uptime", "w", "who", "id",
-        "whoami", "hostname", "uname", "date", "dmesg", "vmstat", "iostat", "mpstat", "pidstat",
+        "top", "htop", "btop", "atop", "iotop", "nload", "bmon", "nethogs", "powertop",
+        "tail", "cat", "head", "tac", "wc", "uniq", "cut", "tr", "grep", "egrep",
+        "fgrep", "ls", "ps", "pstree", "df", "du", "free", "uptime", "w", "who", "id",
+        "whoami", "hostname", "uname", "date", "vmstat", "iostat", "mpstat", "pidstat",
         "sar", "ping", "ping6", "traceroute", "sleep", "true", "false", ":", "echo", "printf",
         "stty", "tty", "clear", "reset", "tput", "yes", "seq", "md5sum", "sha256sum", "stat",
-        "file", "cmp", "diff", "nproc", "lscpu", "lsblk", "ip", "ss", "netstat", "test", "[",
+        "file", "cmp", "diff", "nproc", "lscpu", "lsblk", "ss", "netstat", "test", "[",
     }
 )  # fmt: skip
+# `NAME=value` anywhere (`LD_PRELOAD=x top`, `env PAGER=... cmd`, `bash -c 'X=y top'`): the
+# caller's environment can make any listed program load or run code of the caller's.
+_ASSIGNMENT = re.compile(r"(?<![\w-])[A-Za-z_][A-Za-z0-9_]*(?:\[[^\]]*\])?\+?=")
 
 
 def terminal_reads_commands(command: str) -> bool:
     """Whether an exec request with a terminal may run something that reads commands typed
     into it, so its lines must meet the gate. True unless every program the command runs is a
     known non-shell (`_NON_SHELLS`; wrappers count by what they run: `sudo top` is `top`),
-    named bare or by a path in a system directory, with no `PATH=` in the command.
+    named bare or by a path in a system directory (no `..`), with no variable set anywhere in
+    the command and no `env` or `printf -v` in it (an environment of the caller's choosing,
+    `PATH=`, `LD_PRELOAD=`, makes `top` any program).
     A command that does not parse, an opaque program, a shell (`bash`, `sudo -i`), `script`,
     `rbash`, a renamed copy of bash, a REPL: all True (fail closed)."""
     result = analyse_line(command, interactive=False)
-    if isinstance(result, Unparsable) or "PATH=" in command:
-        return True  # (a PATH of the caller's choosing makes `top` any program)
+    if isinstance(result, Unparsable) or _ASSIGNMENT.search(command):
+        return True
     wrappers = {
         command.via[: depth + 1] for command in result.commands for depth in range(len(command.via))
     }
     for simple in result.commands:
-        if simple.opaque is not None or simple.reads_commands:
+        if simple.opaque is not None or simple.reads_commands or "env" in simple.via:
             return True
+        if simple.program == "printf" and any(w.text.startswith("-v") for w in simple.argv):
+            return True  # sets a variable, maybe one already exported
         if not simple.argv:
             continue  # a bare redirect runs no program
         if (*simple.via, simple.program) in wrappers and simple.located:
@@ -1188,7 +1197,9 @@ class _Walker:
             self._add(SimpleCommand(tuple(words), opaque=reason, via=via))
             return
         argv = (Word.literal(basename), *words[1:])
-        if "/" in name.text and not name.text.startswith(_SYSTEM_DIRS):
+        if "/" in name.text and (
+            not name.text.startswith(_SYSTEM_DIRS) or ".." in name.text.split("/")
+        ):  # (`/usr/bin/../../tmp/top` leaves the system directory)
             first = len(self.commands)
             self._resolve_named(argv, basename, via, stdin_fed)
             if len(self.commands) > first:  # this level's command is the first one added

@@ -631,3 +631,25 @@ def test_startup_files_here_strings_and_here_documents_do_not_hide_a_script(line
 def test_a_known_non_shell_by_an_unusual_path_is_gated(command: str) -> None:
     assert terminal_reads_commands(command)
     assert not terminal_reads_commands("/usr/bin/top")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "/usr/bin/../../tmp/top",  # leaves the system directory
+        "/bin/./../tmp/d/top",
+        "LD_PRELOAD=/tmp/x.so top",  # the caller's environment loads the caller's code
+        "env LD_PRELOAD=/tmp/x.so top",
+        "env top",
+        "sudo PAGER=x top",
+        "bash -c 'X=y top'",
+        "x=1; top",  # may set a variable that is already exported
+        "printf -v PAGER bash; top",
+        "dmesg -H",  # pages through less: `!cmd`
+        "sort --compress-program=bash data",  # the data is the program's input
+        "ip netns exec n bash",
+        "rg --pre bash x",
+    ],
+)
+def test_a_known_non_shell_made_to_run_something_else_is_gated(command: str) -> None:
+    assert terminal_reads_commands(command)
