@@ -242,11 +242,12 @@ class Workstation(App[None]):
         if self.client is None:
             return
         try:
+            found = await self.client.call("sessions.screen", id=session["id"])
             await self.client.call("sessions.watch", id=session["id"])
         except ControlError as exc:
             self.notify(str(exc), severity="error", title="Watch")
             return
-        self.watching = WatchScreen(session)
+        self.watching = WatchScreen(session, found["lines"])
         self.push_screen(self.watching)
 
     def stop_watching(self) -> None:

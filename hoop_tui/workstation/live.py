@@ -53,14 +53,18 @@ class EndDialog(ModalScreen[str | None]):
 
 
 class WatchScreen(Screen[None]):
-    """One live session's terminal, as its user sees it now (from the moment watching began)."""
+    """One live session's terminal, as its user sees it now: its screen when watching began
+    (rendered by the gateway from the recording so far), then every byte of output after."""
 
     BINDINGS = [Binding("escape,q", "stop", "Stop watching")]
 
-    def __init__(self, session: dict[str, Any]) -> None:
+    def __init__(self, session: dict[str, Any], screen: list[str] | None = None) -> None:
         super().__init__()
         self.session = session
-        self.terminal = Terminal(120, 40)
+        lines = screen or []
+        self.terminal = Terminal(max([120, *map(len, lines)]), max(40, len(lines)))
+        if lines:  # text only: the colours of the screen so far are not sent
+            self.terminal.feed(b"\x1b[H\x1b[2J" + "\r\n".join(lines).encode())
 
     def compose(self) -> ComposeResult:
         yield Static(

@@ -32,6 +32,7 @@ from replay.player import (
     SPEEDS,
     Playback,
     Player,
+    SearchHit,
     source_events,
 )
 from replay.sources import open_source
@@ -39,6 +40,9 @@ from replay.terminal import Terminal
 from storage.reader import RecordingError, format_time
 
 FRAME_S = 1 / 30
+HIGHLIGHT = Style(bgcolor="yellow", color="black")
+# What the timeline's letters mean, shown under it.
+LEGEND = "c command  x exec  v verdict  H hold  D decision  m mask"
 MARKER_GLYPHS = {
     "command": "c",
     "exec": "x",
@@ -67,6 +71,11 @@ class TerminalView(ScrollView):
         super().__init__(**kwargs)
         self.terminal = terminal
         self._styles: dict[tuple[Any, ...], Style] = {}
+        self.highlight = ""  # a search's text, marked wherever the screen shows it
+
+    def mark(self, text: str) -> None:
+        self.highlight = text
+        self.refresh()
 
     def show(self, terminal: Terminal) -> None:
         """Show `terminal`; a new terminal object (a keyframe was restored) redraws all."""
@@ -80,6 +89,15 @@ class TerminalView(ScrollView):
             for y in screen.dirty:
                 self.refresh(Region(0, y - int(self.scroll_offset.y), self.size.width, 1))
         screen.dirty.clear()
+        self._follow_cursor(screen.cursor.y)
+
+    def _follow_cursor(self, row: int) -> None:
+        """With no scrollbars, a terminal taller than the view scrolls to keep the cursor's
+        row in sight, as the recorded user saw it."""
+        height = self.size.height
+        top = int(self.scroll_offset.y)
+        if height and not top <= row < top + height:
+            self.scroll_to(y=max(0, row - height + 1), animate=False)
 
     def on_mount(self) -> None:
         self.virtual_size = Size(self.terminal.columns, self.terminal.lines)
@@ -109,11 +127,14 @@ class TerminalView(ScrollView):
         cursor = screen.cursor
         segments: list[Segment] = []
         columns = terminal.columns
+        marked = self._marked_columns(line, columns)
         x = 0
         while x < columns:
             cell = line[x]
             text = cell.data or " "
             style = self._style(cell)
+            if x in marked:
+                style = style + HIGHLIGHT
             if row == cursor.y and x == cursor.x and not cursor.hidden:
                 style = style + Style(reverse=not cell.reverse)
             segments.append(Segment(text, style))
@@ -121,6 +142,26 @@ class TerminalView(ScrollView):
         return Strip(segments).crop(
             int(self.scroll_offset.x), int(self.scroll_offset.x) + self.size.width
         )
+
+
+    def _marked_columns(self, line: Any, columns: int) -> set[int]:
+        """The columns of `line` inside an occurrence of the search's text."""
+        if not self.highlight:
+            return set()
+        chars: list[str] = []
+        places: list[int] = []
+        for x in range(columns):
+            data = line[x].data
+            if data:  # the right half of a wide character holds ""
+                chars.append(data)
+                places.append(x)
+        text = "".join(chars)
+        marked: set[int] = set()
+        start = text.find(self.highlight)
+        while start >= 0:
+            marked.update(places[start : start + len(self.highlight)])
+            start = text.find(self.highlight, start + 1)
+        return marked
 
 
 class SearchDialog(ModalScreen[str | None]):
@@ -135,6 +176,19 @@ class SearchDialog(ModalScreen[str | None]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.dismiss(event.value or None)
+
+
+def _search(player: Player, text: str, start: int, direction: int) -> SearchHit | None:
+    """The first hit at or after event `start` (direction 1), or the last one before it (-1):
+    the player searches forward only, so a backward search walks the hits from the start."""
+    if direction > 0:
+        return player.search(text, max(0, start))
+    last: SearchHit | None = None
+    hit = player.search(text, 0)
+    while hit is not None and hit.position < start:
+        last = hit
+        hit = player.search(text, hit.position + 1)
+    return last
 
 
 class ReplayScreen(Screen[None]):
@@ -158,6 +212,9 @@ class ReplayScreen(Screen[None]):
         Binding("home", "seek_start", "Start", show=False),
         Binding("end", "seek_end", "End", show=False),
         Binding("slash", "search", "Search"),
+        Binding("right_square_bracket", "search_again(1)", "Next hit"),
+        Binding("left_square_bracket", "search_again(-1)", "Prev hit"),
+        Binding("z", "zoom", "Zoom"),
         Binding("M", "review_masks", "Masks"),
         Binding("escape,q", "app.pop_screen", "Back"),
     ]
@@ -176,6 +233,7 @@ class ReplayScreen(Screen[None]):
         self.masks_label = masks_label  # today's rules the player's source applies, if any
         self.playback = Playback(player, idle_limit_s=2.0)
         self._timer: Any = None
+        self.searched = ""  # the last search, for ] and [
 
     def compose(self) -> ComposeResult:
         yield Static(self.title_text, id="replay-title")
@@ -198,10 +256,13 @@ class ReplayScreen(Screen[None]):
         duration = max(1, player.duration_us)
         state = "paused" if self.playback.paused else "playing"
         masks = f"   masks: {self.masks_label} applied" if self.masks_label else ""
-        self.query_one("#replay-status", Static).update(
+        status = (
             f"{format_time(player.time_us)} / {format_time(duration)}   event "
             f"{player.position}/{player.event_count}   {self.playback.speed:g}x   {state}{masks}"
         )
+        if len(status) + len(LEGEND) + 4 <= self.size.width:
+            status = f"{status}    {LEGEND}"
+        self.query_one("#replay-status", Static).update(status)
         width = max(10, self.size.width - 2)
         cells = ["-"] * width
         for marker in player.markers:
@@ -266,16 +327,41 @@ class ReplayScreen(Screen[None]):
 
     def action_search(self) -> None:
         def found(text: str | None) -> None:
-            if not text:
-                return
-            hit = self.player.search(text, self.player.position)
-            if hit is None:
-                self.notify(f"{text!r} is not shown after this point.", severity="warning")
-                return
-            self.player.seek_position(hit.position)
-            self._moved()
+            if text:
+                self.searched = text
+                self._find(text, 1, start=self.player.position)
 
         self.app.push_screen(SearchDialog(), found)
+
+    def action_search_again(self, direction: int) -> None:
+        if not self.searched:
+            self.notify("Search first with /.")
+            return
+        self._find(self.searched, direction, start=self.player.position + direction)
+
+    def _find(self, text: str, direction: int, *, start: int) -> None:
+        """The next (1) or previous (-1) screen showing `text` from event `start`, wrapping
+        around the recording's end, with the text marked on screen."""
+        player = self.player
+        hit = _search(player, text, start, direction)
+        wrapped = False
+        if hit is None:
+            hit = _search(player, text, 0 if direction > 0 else player.event_count, direction)
+            wrapped = hit is not None
+        if hit is None:
+            self.view.mark("")
+            self.notify(f"{text!r} is not shown anywhere in this recording.", severity="warning")
+            return
+        player.seek_position(hit.position)
+        self.view.mark(text)
+        if wrapped:
+            self.notify("Search wrapped around the recording.", title=format_time(hit.time_us))
+        self._moved()
+
+    def action_zoom(self) -> None:
+        """Only the recorded terminal: a session as large as this window fits without
+        scrolling. z again brings back the title, timeline, status and keys."""
+        self.toggle_class("-zoomed")
 
     def action_review_masks(self) -> None:
         self.load_mask_review()

@@ -85,3 +85,27 @@ async def test_a_real_ssh_command_held_and_approved_with_keys_in_the_workstation
         assert (result.status, result.out) == (0, "restarted\n")
         assert marker.exists()
         await _until(pilot, lambda: table.row_count == 0)
+
+
+async def test_watching_starts_with_the_screen_as_it_is_now(harness: GatewayHarness):
+    """Watch used to start blank and show only what came after (issue 17, item 9)."""
+    harness.add_user("alice", groups=("dev",))
+    harness.add_user("bob", groups=("oncall",))
+    harness.add_target("web1")
+    harness.operators[getpass.getuser()] = "bob"
+    await harness.start_runtime()
+    client = asyncio.ensure_future(
+        harness.ssh_jump("alice", "web1", "echo printed-before-watching; sleep 20; echo late")
+    )
+    app = Workstation(harness.data_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _until(pilot, lambda: app.person == "bob")
+        await pilot.press("3")
+        table = app.live.query_one("#live", DataTable)
+        await _until(pilot, lambda: table.row_count == 1)
+        await pilot.pause(1.5)  # the line is printed and recorded well before watching
+        await pilot.press("w")
+        await _until(pilot, lambda: isinstance(app.screen, WatchScreen))
+        assert "printed-before-watching" in app.screen.terminal.text()
+        assert "late" not in app.screen.terminal.text()
+    client.cancel()

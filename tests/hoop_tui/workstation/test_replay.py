@@ -100,3 +100,73 @@ def test_tui_help_lists_the_command():
         [sys.executable, "-m", "hoop_tui.cli", "--help"], capture_output=True, text=True, timeout=30
     )
     assert "tui" in result.stdout
+
+
+class CastApp(App[None]):
+    CSS_PATH = ReplayApp.CSS_PATH
+
+    def __init__(self, path: Path, cache: Path) -> None:
+        super().__init__()
+        self.path = path
+        self.player = Player.open(open_source(path), cache_dir=cache)
+
+    def on_mount(self) -> None:
+        self.push_screen(ReplayScreen(self.path, "cast", self.player))
+
+
+def _cast(path: Path, width: int, height: int, events: list[tuple[float, str]]) -> Path:
+    lines = [json.dumps({"version": 2, "width": width, "height": height})]
+    lines += [json.dumps([at, "o", text]) for at, text in events]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def test_a_session_as_large_as_the_window_fits_whole_when_zoomed(tmp_path):
+    """A 160x45 session in a 160x45 terminal showed scrollbars and hid the last column and the
+    footer (issue 17, item 9): no scrollbar takes a column, and `z` gives the whole window."""
+    corner = "\x1b[45;160HZ\x1b[1;1HA"
+    app = CastApp(_cast(tmp_path / "big.cast", 160, 45, [(0.5, corner)]), tmp_path)
+    async with app.run_test(size=(160, 45)) as pilot:
+        screen = app.screen
+        await pilot.press("end")
+        view = screen.query_one(TerminalView)
+        assert view.size.width == 160  # no scrollbar column
+        await pilot.press("z")
+        await pilot.pause()
+        assert view.size.height == 45
+        assert _view_text(view)[44].endswith("Z") and len(_view_text(view)[44]) == 160
+        await pilot.press("z")
+        await pilot.pause()
+        assert screen.query_one("#replay-status").display
+
+
+async def test_search_marks_the_text_moves_on_goes_back_and_wraps(tmp_path):
+    events = [
+        (1.0, "first needle here\r\n"),
+        (2.0, "\x1b[2J\x1b[Hnothing\r\n"),
+        (3.0, "\x1b[2J\x1b[Hsecond needle there\r\n"),
+        (4.0, "\x1b[2J\x1b[Hend\r\n"),
+    ]
+    app = CastApp(_cast(tmp_path / "s.cast", 40, 5, events), tmp_path)
+    async with app.run_test(size=(80, 20)) as pilot:
+        screen = app.screen
+        player = screen.player
+        await pilot.press("slash")
+        await pilot.pause()
+        app.screen.query_one("#search").value = "needle"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert player.time_us == 1_000_000 and "first needle" in player.text()
+        view = screen.query_one(TerminalView)
+        marked = [seg for seg in view.render_line(0) if seg.style and seg.style.bgcolor]
+        assert "".join(seg.text for seg in marked) == "needle"
+        await pilot.press("right_square_bracket")
+        await pilot.pause()
+        assert player.time_us == 3_000_000
+        await pilot.press("right_square_bracket")  # no later hit: wraps to the first
+        await pilot.pause()
+        assert player.time_us == 1_000_000
+        assert any("wrapped" in str(n.message) for n in app._notifications)
+        await pilot.press("left_square_bracket")  # none before the first: wraps to the last
+        await pilot.pause()
+        assert player.time_us == 3_000_000
