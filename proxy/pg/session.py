@@ -696,7 +696,8 @@ class PgSession:
                 # fails, it skips the rest); its Sync's ReadyForQuery confirms which it is.
                 # A transaction's end sets back a value the gateway has not kept: unknown.
                 values = {value for statement in statements for value in statement.encodings}
-                if None in values or (reverts and not values):
+                unnamed = reverts or _unnamed_encoding(statements)
+                if None in values or (unnamed and not values):
                     self._encoding_unknown = True  # a value only known when it runs
                 elif len(values) == 1 and (codec := codec_of(values.pop())) is not None:
                     self._use_codec(codec)
@@ -1487,7 +1488,29 @@ _ENCODING_HINT = re.compile(
 
 def _may_set_encoding(statements: Sequence[sqlclass.Statement], sql: str) -> bool:
     """Whether running this may change the session's client_encoding (see _encoding_wait)."""
-    return any(statement.encodings for statement in statements) or bool(_ENCODING_HINT.search(sql))
+    if any(s.encodings or s.classes & _SETS_SETTINGS or _writes_settings(s) for s in statements):
+        return True
+    return bool(_ENCODING_HINT.search(sql))
+
+
+# set_config with a computed name, RESET ALL (the classifier's "set_role"): any setting.
+_SETS_SETTINGS = frozenset({"set_role"})
+# Statements that may set client_encoding to a value not written in them (RESET, DEFAULT,
+# DISCARD ALL, a DO block, text the parser rejected), when `_ENCODING_HINT` finds them.
+_UNNAMED_ENCODING_CLASSES = frozenset({"utility", "do_block", sqlclass.UNPARSABLE}) | _SETS_SETTINGS
+
+
+def _writes_settings(statement: sqlclass.Statement) -> bool:
+    """An UPDATE of pg_settings: its rule calls set_config with the row's name."""
+    if "write" not in statement.classes:
+        return False
+    return any(t.rpartition(".")[2].strip('"').lower() == "pg_settings" for t in statement.tables)
+
+
+def _unnamed_encoding(statements: Sequence[sqlclass.Statement]) -> bool:
+    """Whether a statement that may change client_encoding may set it to a value the
+    classifier did not find written in it (then the gateway cannot know the new one)."""
+    return any(s.classes & _UNNAMED_ENCODING_CLASSES or _writes_settings(s) for s in statements)
 
 
 # Statements that may end a transaction or roll back to a savepoint (procedures and DO
