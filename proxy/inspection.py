@@ -7,6 +7,7 @@ lets the `Enforcer` carry it out (record, deny, or hold for approval).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -25,7 +26,7 @@ from proxy.policy import (
     decide_unseen,
 )
 from proxy.shell import SimpleCommand, Unparsable, analyse_line
-from proxy.shell_gate import ShellGate, decide_guard_line
+from proxy.shell_gate import LONG_LINE, ShellGate, decide_guard_line
 from proxy.ssh.sftp import FileRequest
 from storage.schema import EventType
 
@@ -220,8 +221,13 @@ class PolicyInspector:
         line: str,
         notify: Callable[[str], None] = lambda text: None,
     ) -> str | None:
-        """A line of a strict shell (proxy/ssh/strict.py): None to run it, else why not."""
-        verdict = decide_strict_line(self.policy, caller_of(link), link.target.name, line)
+        """A line of a strict shell (proxy/ssh/strict.py): None to run it, else why not. A long
+        line (a big paste) is parsed on a worker thread, off the event loop."""
+        args = (self.policy, caller_of(link), link.target.name, line)
+        if len(line) > LONG_LINE:
+            verdict = await asyncio.to_thread(decide_strict_line, *args)
+        else:
+            verdict = decide_strict_line(*args)
         link.record(EventType.COMMAND, channel, "shell", line)
         outcome = await self._enforce(link, channel, line, verdict, notify)
         return None if outcome.allowed else outcome.message

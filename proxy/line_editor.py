@@ -86,6 +86,7 @@ class LineEditor:
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._pasting = False
         self._shown_cursor = 0  # the cursor's cell offset from the prompt's start, on screen
+        self._drawn_end = 0  # the cell after the line as last drawn
         self._keys: dict[str, Callable[[], list[Event]]] = {
             "\x01": self._home,
             "\x02": self._left,
@@ -129,7 +130,7 @@ class LineEditor:
         self.prompt = prompt
         self.buffer, self.cursor = [], 0
         self._history_index = len(self.history)
-        self._shown_cursor = self._cell_after(prompt)
+        self._shown_cursor = self._drawn_end = self._cell_after(prompt)
         return self._show(prompt.encode())
 
     def resize(self, columns: int) -> None:
@@ -208,9 +209,11 @@ class LineEditor:
         at_end = self.cursor == len(self.buffer)
         self.buffer.insert(self.cursor, char)
         self.cursor += 1
-        if at_end and char_width(char) == 1 and self._shown_cursor == self._end_cell() - 1:
-            # The common case, one key and one echo; at the last column make the wrap real.
+        if at_end and char_width(char) == 1 and self._shown_cursor == self._drawn_end:
+            # The common case, one key and one echo (in constant time, so a long paste is
+            # linear); at the last column make the wrap real.
             self._shown_cursor += 1
+            self._drawn_end += 1
             wrap = b"\r\n" if self._shown_cursor % self.columns == 0 else b""
             return self._show(char.encode() + wrap)
         return self._redraw()
@@ -360,7 +363,7 @@ class LineEditor:
         out = home + b"\x1b[J" + self.prompt.encode() + text.encode()
         if end and end % self.columns == 0:
             out += b"\r\n"  # the terminal waits at the last column: make the wrap real
-        self._shown_cursor = end
+        self._shown_cursor = self._drawn_end = end
         out += self._move_to(self._cell_after(self.prompt + "".join(self.buffer[: self.cursor])))
         return self._show(out)
 

@@ -39,6 +39,12 @@ if TYPE_CHECKING:
 CheckLine = Callable[[str, Callable[[str], None]], Awaitable[str | None]]
 
 STATE_FILE = ".hoop-strict-"
+# The first prompt's directory; and state files an earlier session left (it ended while a
+# command ran) are removed once an hour old.
+PROBE = (
+    "printf '%s' \"$PWD\"; find ~ -maxdepth 1 -name '.hoop-strict-*' -mmin +60"
+    " -exec rm -f {} + 2>/dev/null"
+)
 NOT_CARRIED = frozenset({"_", "SHLVL", "PWD", "OLDPWD", "SSH_TTY", "TERM", "LINES", "COLUMNS"})
 VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 CTRL_C = b"\x03"
@@ -216,7 +222,7 @@ class StrictShell:
 
     async def _begin(self) -> None:
         try:
-            probe = await self.upstream.run("printf '%s' \"$PWD\"", encoding=None, timeout=30)
+            probe = await self.upstream.run(PROBE, encoding=None, timeout=30)
         except (asyncssh.Error, OSError, TimeoutError) as exc:
             self._fail(f"hoop: target {self.caller.link.target.name} refused the session: {exc}")
             return

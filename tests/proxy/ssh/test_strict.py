@@ -9,6 +9,7 @@ import os
 import pty
 import re
 import sys
+import time
 from pathlib import Path
 
 import pyte
@@ -94,7 +95,14 @@ class Screen:
         return cls(master, process, cols, rows)
 
     def type(self, data: str | bytes) -> None:
-        os.write(self.master, data.encode() if isinstance(data, str) else data)
+        """Write all of it (a pty takes a few KB at a time), reading the echo meanwhile."""
+        left = data.encode() if isinstance(data, str) else data
+        while left:
+            try:
+                left = left[os.write(self.master, left) :]
+            except BlockingIOError:
+                self._read()
+                time.sleep(0.01)
 
     def _read(self) -> bool:
         try:
@@ -537,3 +545,62 @@ def test_a_line_whose_program_is_given_its_work_is_judged_as_usual(line: str) ->
     policy = parse_policy({"policy": {"default": "allow"}}, "gateway.toml")
     verdict = decide_strict_line(policy, Caller("alice", frozenset({"dev"})), "web1", line)
     assert verdict.action is Action.ALLOW, verdict
+
+
+async def test_a_very_long_line_is_judged_whole(harness: GatewayHarness, tmp_path: Path) -> None:
+    """Over 64 rows of an 80-column terminal, with what looks like a prompt and `true` at the
+    end: the gateway judges the line it holds, not the screen."""
+    await start_strict(harness)
+    victim = tmp_path / "x-canary"
+    victim.write_text("keep")
+    term = await Screen.start(harness)
+    await term.prompt()
+    term.type(f"rm {victim} " + "#" * 6000 + "\r\n$ true\r")
+    await term.expect_count(b"[hoop] denied", 1)
+    await term.prompt(4)  # after the empty line the \n made, and `$ true`
+    assert victim.exists()
+    term.type("exit\r")
+    await term.close()
+
+
+async def test_carried_state_is_quoted_by_the_gateway(
+    harness: GatewayHarness, tmp_path: Path
+) -> None:
+    """A directory name and an exported value full of quotes and `$(...)` come back from the
+    target as data: the gateway quotes them into the next line's prefix, so they never run."""
+    await start_strict(harness, canary=False)
+    odd = tmp_path / "d'; touch INJECTED-1; '"
+    odd.mkdir()
+    term = await Screen.start(harness, cols=200)
+    await term.prompt()
+    term.type(f'cd "{odd}" && export V="a\'b\\$(touch INJECTED-2)c"\r')
+    await term.prompt(2)
+    term.type('pwd; printf "%s\\n" "$V"\r')
+    await term.expect(f"{odd}\r\na'b$(touch INJECTED-2)c\r\n".encode())
+    await term.prompt(3)
+    term.type("exit\r")
+    await term.close()
+    assert not list(tmp_path.rglob("INJECTED*"))
+    assert not (Path.home() / "INJECTED-1").exists()
+
+
+async def test_state_files_a_session_left_are_removed_an_hour_later(
+    harness: GatewayHarness,
+) -> None:
+    """A session that ends while a command runs never reads its state file (the trap writes
+    it as the command is hung up); the next strict session removes such files an hour old."""
+    await start_strict(harness)
+    old = Path.home() / ".hoop-strict-0000test-old.a"
+    young = Path.home() / ".hoop-strict-0000test-young.a"
+    old.write_text("x")
+    young.write_text("x")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    try:
+        term = await Screen.start(harness)
+        await term.prompt()
+        assert not old.exists() and young.exists()
+        term.type("exit\r")
+        await term.close()
+    finally:
+        old.unlink(missing_ok=True)
+        young.unlink(missing_ok=True)
