@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-import asyncssh
-
 DEFAULT_CONFIG_NAME = "gateway.toml"
 # Where `hoop-tui up` creates its data directory and configuration by default.
 UP_DATA_DIR = "hoop-data"
@@ -420,6 +418,8 @@ class _Reader:
                 )
             keys = self.string_list(entry, "authorized_keys", where)
             for key_index, key in enumerate(keys):
+                import asyncssh  # here, not at the top: `hoop-tui --help` needs no SSH
+
                 try:
                     asyncssh.import_authorized_keys(key)
                 except (ValueError, asyncssh.KeyImportError) as exc:
@@ -549,6 +549,8 @@ class _Reader:
         port: int,
         groups: tuple[str, ...],
     ) -> TargetConfig:
+        import asyncssh  # here, not at the top: `hoop-tui --help` needs no SSH
+
         user = self.string(entry, "user", where, required=True)
         key_text = self.string(entry, "key_file", where)
         key_file: Path | None = None

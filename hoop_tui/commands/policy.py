@@ -24,23 +24,14 @@ from proxy.config import (
     load_config,
     resolve_config_path,
 )
-from proxy.policy import (
-    Action,
-    Basis,
-    Caller,
-    Policy,
-    Verdict,
-    decide_exec,
-    decide_shell,
-    decide_sql,
-    parse_policy,
-)
-from proxy.shell import ShellAnalysis, analyse_line
 
+# The policy engine (and bashlex's parser tables, 0.3 s) load when a check runs, not for every
+# `hoop-tui` command that only registers this one.
 if TYPE_CHECKING:
     from proxy.pg.classify import Classified
+    from proxy.policy import Caller, Policy, Verdict
 
-EXIT_STATUS = {Action.ALLOW: 0, Action.REVIEW: 3, Action.DENY: 4}
+EXIT_STATUS = {"allow": 0, "review": 3, "deny": 4}  # by Action value
 
 
 def register(subparsers: Any) -> None:
@@ -93,6 +84,8 @@ def register(subparsers: Any) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from proxy.policy import decide_exec, decide_shell, decide_sql
+
     config, policy = _load(args.config, args.data_dir)
     caller = _caller(config, args.user, args.group, args.service_account)
     found: Classified | None = None
@@ -134,7 +127,7 @@ def run_check(args: argparse.Namespace) -> int:
         if found is not None:
             _print_statements(found)
         _print(verdict, caller, args.target, policy, notes)
-    return EXIT_STATUS[verdict.action]
+    return EXIT_STATUS[verdict.action.value]
 
 
 def _check_sql(
@@ -144,6 +137,7 @@ def _check_sql(
     from proxy.pg import classify as sqlclass
     from proxy.pg.server import PgTarget, make_decider, parse_pg_settings
     from proxy.pg.session import PgSession, UnparsableMode
+    from proxy.policy import Action, Basis, Verdict
 
     try:
         settings = parse_pg_settings(config)
@@ -191,6 +185,8 @@ def _load(explicit: str | None, data_dir: str | None = None) -> tuple[GatewayCon
         path = resolve_config_path(explicit)
     try:
         config = load_config(path)
+        from proxy.policy import parse_policy
+
         return config, parse_policy(config.raw, path)
     except ConfigError as exc:
         raise CommandError(str(exc)) from None
@@ -204,6 +200,8 @@ def _caller(
     if user is not None:
         groups.update(user.groups)
         service_account = service_account or user.service_account
+    from proxy.policy import Caller
+
     return Caller(name, frozenset(groups), service_account)
 
 
@@ -220,6 +218,8 @@ def _notes(config: GatewayConfig, user: str, target: str, command: str | None) -
     elif target_config is not None and target_config.raw.get("jit") is True:
         notes.append(f"{target} requires just-in-time access: a session needs a live grant")
     if command is not None:
+        from proxy.shell import ShellAnalysis, analyse_line
+
         analysis = analyse_line(command)
         if isinstance(analysis, ShellAnalysis) and len(analysis.commands) > 1:
             listed = "; ".join(simple.text for simple in analysis.commands)
