@@ -6,6 +6,7 @@ pg_restore still round-tripping through it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,14 @@ async def gate(pg: PgHarness) -> AsyncIterator[PgHarness]:
     ) as conn:
         for database in (SOURCE_DB, RESTORE_DB):
             await conn.execute(f"drop database if exists {database} with (force)")
-            await conn.execute(f"create database {database}")
+            for attempt in range(20):  # template1 may be in use by another test for a moment
+                try:
+                    await conn.execute(f"create database {database}")
+                    break
+                except psycopg.errors.ObjectInUse:
+                    if attempt == 19:
+                        raise
+                    await asyncio.sleep(0.25)
     await _direct(
         SOURCE_DB,
         "create extension dblink",
