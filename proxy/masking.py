@@ -1040,13 +1040,14 @@ _INVISIBLE = re.compile(
     f"(?P<run>{_INVISIBLE_RUN})|" + ESCAPE.pattern  # other sequences stay whole (BEL ends OSC)
 )
 # The fast test (`_joined`): an invisible run inside (or at the end of) something a secret is
-# made of. Most output, coloured or not, has none, and skips the view.
+# made of, separators and quotes included (`4111<NUL> 1111 ...`, `password: <NUL>hunter2`
+# show whole). Most output, coloured or not, has none, and skips the view.
 _SHOWN_ASCII = bytes(range(0x20, 0x7F)) + b"\t\n\r\x08\x1b"
 _NON_ASCII_INVISIBLE = re.compile(
     "[\x80-\x9f\xad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
     "\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0]"
 )
-_SECRETISH = "[0-9A-Za-z@._+/=:-]"
+_SECRETISH = "[0-9A-Za-z@._+/=:\"' -]"
 _JOINED = re.compile(f"{_SECRETISH}{_INVISIBLE_RUN}(?:{_SECRETISH}|\\Z)")
 
 
