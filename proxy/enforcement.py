@@ -48,6 +48,20 @@ class Outcome:
         return f"hoop: {self.message} {json.dumps(detail, sort_keys=True)}"
 
 
+class HoldNotice(str):
+    """The line a held caller is shown: "... (expires in 10m)" as plain text, and its parts for
+    a terminal that counts the time left down instead (the PTY shell's status line)."""
+
+    waiting: str
+    timeout_s: int
+
+    def __new__(cls, waiting: str, timeout_s: int) -> HoldNotice:
+        notice = super().__new__(cls, f"{waiting} (expires in {_minutes(timeout_s)})")
+        notice.waiting = waiting
+        notice.timeout_s = timeout_s
+        return notice
+
+
 class Enforcer:
     """Applies verdicts for one gateway. `notify` callbacks show progress to the caller."""
 
@@ -96,8 +110,11 @@ class Enforcer:
         )
         session.record(EventType.HOLD_REQUESTED, hold.id, command, hold.rule, list(hold.approvers))
         notify(
-            f"held as {hold.id} by rule {hold.rule}: waiting for {review.approvals} approval(s) "
-            f"from {', '.join(review.approvers)} (expires in {_minutes(review.timeout_seconds)})"
+            HoldNotice(
+                f"held as {hold.id} by rule {hold.rule}: waiting for {review.approvals} "
+                f"approval(s) from {', '.join(review.approvers)}",
+                review.timeout_seconds,
+            )
         )
         try:
             decided = await self.approvals.wait_for(hold)

@@ -27,7 +27,7 @@ import dataclasses
 import re
 from collections.abc import Awaitable, Callable
 
-from proxy.enforcement import Outcome
+from proxy.enforcement import HoldNotice, Outcome
 from proxy.line_detector import OPAQUE_KEYS, CommandLine, Enter, Forward, LineDetector, Paste
 from proxy.policy import Action, Caller, Policy, Verdict, decide_command_line, decide_unseen
 from proxy.shell import ShellAnalysis, SimpleCommand, analyse_line
@@ -326,10 +326,15 @@ class ShellGate:
         return outcome.allowed
 
     def _show_status(self, text: str, seconds: int) -> None:
-        minutes, secs = divmod(seconds, 60)
-        self._to_caller(
-            f"\x1b7  [hoop] {text} ({minutes}:{secs:02d}; Ctrl-C withdraws)\x1b8".encode()
-        )
+        """A held line's status, redrawn every second: the time left while it waits for an
+        approver, else the time it has waited."""
+        if isinstance(text, HoldNotice):
+            minutes, secs = divmod(max(0, text.timeout_s - seconds), 60)
+            shown = f"{text.waiting} ({minutes}:{secs:02d} left; Ctrl-C withdraws)"
+        else:
+            minutes, secs = divmod(seconds, 60)
+            shown = f"{text} ({minutes}:{secs:02d}; Ctrl-C withdraws)"
+        self._to_caller(f"\x1b7  [hoop] {shown}\x1b8".encode())
 
     async def _tick(self, status: list[str]) -> None:
         seconds = 0

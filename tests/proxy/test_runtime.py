@@ -5,11 +5,14 @@ just-in-time access, grants ending live sessions, and the approver console."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import getpass
 import os
 import pty
 import re
+import struct
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -133,6 +136,9 @@ def _pty_ssh(harness: GatewayHarness, *args: str) -> tuple[int, int]:
     if pid == 0:
         os.environ.update(harness.env(None))
         os.execvp("ssh", argv)
+    # a terminal has a size (pty.fork gives 0x0, and readline then scrolls long lines sideways,
+    # which the guard gate cannot read whole and so holds)
+    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
     os.set_blocking(master, False)
     return pid, master
 
@@ -195,6 +201,15 @@ async def test_shell_lines_are_judged_at_enter_in_a_real_pty(
         assert keep.is_dir()
         os.write(master, f"touch {tmp_path}/restart.done\r".encode())
         await _read_until(master, b"held as h-", seen)
+        # the status counts the time left down; it used to say "expires in 10m" for ever
+        deadline = time.monotonic() + 15
+        while len(set(re.findall(rb"\((\d+:\d\d) left; Ctrl-C withdraws\)", seen))) < 2:
+            assert time.monotonic() < deadline, bytes(seen)[-400:]
+            await _read_some(master, seen)
+        shown_left = re.findall(rb"\((\d+):(\d\d) left;", seen)
+        seconds_left = [int(m) * 60 + int(s) for m, s in shown_left]
+        assert seconds_left == sorted(seconds_left, reverse=True) and seconds_left[0] <= 600
+        assert b"expires in" not in seen
         hold = await pending_hold(harness)
         # the approver's remote workstation asks for the requester's terminal beside the hold
         bob = await ControlClient.connect(
