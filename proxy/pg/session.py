@@ -503,7 +503,7 @@ class PgSession:
                 raw = bytes(reader.buffer[start:end])
                 if self._discarding and type_code != Frontend.SYNC:
                     continue
-                if type_code in _SQL_CODES and self._encoding_unseen(reader.buffer, start, end):
+                if type_code in _SQL_CODES and self._settings_unseen(reader.buffer, start, end):
                     reader.unread(start)
                     self._encoding_wait = True  # until the answers due have come
                     return
@@ -514,16 +514,19 @@ class PgSession:
         except ProtocolError as exc:
             self._fatal(PROTOCOL_VIOLATION, f"hoop: invalid message from the client: {exc}")
 
-    def _encoding_unseen(self, buf: bytearray, start: int, end: int) -> bool:
-        """Whether this SQL could be read in an encoding the gateway has not been told: it
-        holds non-ASCII bytes (ASCII reads alike in every encoding allowed here), and
-        statements before it are still running, any of which may switch client_encoding
-        where the gateway cannot see it (a function). The server reports the switch with
+    def _settings_unseen(self, buf: bytearray, start: int, end: int) -> bool:
+        """Whether this SQL could be read under settings the gateway has not been told:
+        statements before it are still running, any of which may switch client_encoding or
+        standard_conforming_strings where the gateway cannot see it (a function, dynamic
+        SQL), and it holds bytes those change the reading of: non-ASCII (ASCII reads alike
+        in every encoding allowed here) or a backslash (inside a string, only with
+        standard_conforming_strings off is it an escape). The server reports a switch with
         its ReadyForQuery, so a new simple Query or batch waits for those; inside an open
         extended batch nothing can be waited for (see docs/postgresql.md)."""
         if self._batch_open or not any(e.kind in _ANSWERED_BY_READY for e in self._expects):
             return False
-        return not buf[start + 5 : end].isascii()
+        body = buf[start + 5 : end]
+        return not body.isascii() or b"\\" in body
 
     def _forward(self, raw: bytes) -> None:
         self.to_upstream += raw

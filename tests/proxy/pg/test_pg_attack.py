@@ -16,11 +16,11 @@ import pytest
 from psycopg import errors
 
 from tests.proxy.pg.harness import DIRECT_DSN, PgHarness
-from tests.proxy.pg.test_like_postgres import DENY_CAFE, _answers, _raw_session, cafe
+from tests.proxy.pg.test_like_postgres import DENY_CAFE, _answers, _raw_session, cafe, table
 from tests.proxy.pg.test_scram import Cluster
 from tests.proxy.pg.test_upstream_tls import _target, tls_cluster
 
-__all__ = ["cafe", "tls_cluster"]  # fixtures, used by name
+__all__ = ["cafe", "table", "tls_cluster"]  # fixtures, used by name
 
 CAFE_UTF8 = 'select count(*) from "café"'.encode() + b"\x00"
 
@@ -30,6 +30,17 @@ async def _plain_session(pg: PgHarness) -> tuple[Any, Any]:
     pg.postgres = {"allow_plain": True, "plain_passwords": True}
     await pg.start()
     return await _raw_session(pg, "UTF8")
+
+
+async def _until_closed(reader: asyncio.StreamReader) -> list[Any]:
+    """Every backend message until the gateway closes the connection."""
+    from proxy.pg import wire
+
+    messages, out = wire.MessageReader(), []
+    while data := await asyncio.wait_for(reader.read(65536), 10):
+        messages.feed(data)
+        out.extend(wire.decode_backend(frame) for frame in messages)
+    return out
 
 
 def _refused_and_nothing_ran(answers: list[Any]) -> None:
@@ -252,3 +263,57 @@ async def test_the_rest_of_a_batch_behind_a_change_to_an_unnamed_encoding_is_ref
         _refused_and_nothing_ran(await _answers(reader, 1))
     finally:
         writer.close()
+
+
+# -- standard_conforming_strings switched off where the gateway cannot see it ------------------
+
+# With standard_conforming_strings on (the gateway's reading) `'\'` is a whole string and
+# the second string holds the subquery; with it off (the server's), `\'` is a quote inside
+# the first string, and the subquery is code: it reads the denied table and says so on a
+# channel. All ASCII, so it reads alike in every client encoding.
+HIDDEN_READ = (
+    "select '\\' as x, ' as y, "
+    "(select pg_notify($$hoop_hidden$$, count(*)::text) from {table}) as z --'"
+)
+
+
+async def test_a_backslash_pipelined_behind_an_unseen_settings_change_waits_for_its_answer(
+    pg: PgHarness, table: str
+) -> None:
+    """A DO block turns standard_conforming_strings off through dynamic SQL, and a query that
+    reads differently with it off is pipelined behind it: it must not reach the server
+    before the gateway has seen the server's ParameterStatus (which ends the session, as
+    documented). A direct listener hears whether the server ran the hidden subquery."""
+    from proxy.pg import wire
+
+    listener = await psycopg.AsyncConnection.connect(DIRECT_DSN, autocommit=True)
+    await listener.execute("listen hoop_hidden")
+    pg.rules = [{"name": "no-table", "tables": [table], "action": "deny"}]
+    pg.postgres = {"allow_plain": True, "plain_passwords": True}
+    await pg.start()
+    reader, writer = await _raw_session(pg, "UTF8")
+    try:
+        writer.write(
+            wire.Query(
+                "do $$ begin execute 'set standard' || '_conforming_strings = off'; end $$"
+            ).encode()
+            + wire.Query(HIDDEN_READ.format(table=table)).encode()
+        )
+        answers = await _until_closed(reader)
+        assert any(
+            isinstance(m, wire.ErrorResponse) and "standard_conforming_strings" in m.message
+            for m in answers
+        ), answers
+        await asyncio.sleep(1)
+        await listener.execute("select 1")
+        heard = [n async for n in _pending_notifies(listener)]
+        assert heard == [], "the server ran what the gateway read as a string"
+    finally:
+        writer.close()
+        await listener.close()
+
+
+async def _pending_notifies(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[str]:
+    gen = conn.notifies(timeout=0.5)
+    async for notify in gen:
+        yield notify.payload
