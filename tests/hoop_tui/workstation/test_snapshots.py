@@ -241,3 +241,10 @@ def test_the_queue_keeps_time_left_whole_at_every_size(snap_compare, monkeypatch
 def test_the_recordings_view_at_every_size(snap_compare, tmp_path, size):
     _catalogue(tmp_path)
     assert snap_compare(Workstation(tmp_path, offline=True), terminal_size=size)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=[f"{c}x{r}" for c, r in SIZES])
+def test_the_replay_view_at_every_size(snap_compare, tmp_path, size):
+    player = Player.open(open_source(DATA / "vim.cast"), cache_dir=tmp_path)
+    player.seek(player.duration_us // 2)
+    assert snap_compare(ReplayApp(player), terminal_size=size)
