@@ -161,6 +161,7 @@ class SimpleCommand:
         long_options: list[str] = []
         operands: list[Word] = []
         ended = False
+        spellings = _OPTION_SPELLINGS.get(self.program)
         for word in self.argv[1:]:
             if ended or not word.known:
                 operands.append(word)
@@ -169,9 +170,15 @@ class SimpleCommand:
             elif _SHORT_OPTIONS.fullmatch(word.text):
                 letters.update(word.text[1:])
             elif word.text.startswith("--"):
-                long_options.append(word.text)
+                letter = spellings.letter(word.text) if spellings is not None else None
+                if letter is None:
+                    long_options.append(word.text)
+                else:
+                    letters.add(letter)
             else:
                 operands.append(word)
+        if spellings is not None:
+            letters.update(spellings.same[synonym] for synonym in letters & spellings.same.keys())
         if not letters:
             return None
         pieces: list[Piece] = [*self.subject()[:1]]
@@ -192,6 +199,38 @@ class OptionsFirst:
 
 
 _SHORT_OPTIONS = re.compile(r"-[A-Za-z0-9]+")
+
+
+@dataclass(frozen=True, slots=True)
+class _Spellings:
+    """Other spellings of a program's short options: GNU getopt takes a long option by any
+    unique abbreviation (`rm --rec --f` is `rm -r -f`), and some letters are synonyms (`-R`)."""
+
+    long_names: tuple[str, ...]  # every long option the program has, to tell an abbreviation
+    letters: dict[str, str]  # long option -> the short letter it means
+    same: dict[str, str]  # short letter -> the letter it is a synonym of
+
+    def letter(self, option: str) -> str | None:
+        name = option[2:].partition("=")[0]
+        if name in self.letters:
+            return self.letters[name]
+        matches = [long for long in self.long_names if name and long.startswith(name)]
+        return self.letters.get(matches[0]) if len(matches) == 1 else None
+
+
+# Programs deny rules name with short options (`rm -rf *`): without these, `rm -Rf /` and
+# `rm --recursive --force /` ran past that rule. Other programs' long options are matched as
+# written, so a rule for them must name them (docs/security-model.md).
+_OPTION_SPELLINGS = {
+    "rm": _Spellings(
+        long_names=(
+            "force", "interactive", "one-file-system", "no-preserve-root", "preserve-root",
+            "recursive", "dir", "verbose", "help", "version",
+        ),
+        letters={"force": "f", "recursive": "r", "dir": "d", "verbose": "v"},
+        same={"R": "r"},
+    ),
+}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -336,7 +336,9 @@ def test_groups_match_any_of_the_callers_groups() -> None:
         ("rm -f /srv", Action.ALLOW),
         ("rm -f /tmp/fr x", Action.ALLOW),
         ("rm -- -rf", Action.ALLOW),
-        ("rm -R -f /srv", Action.ALLOW),  # another letter; see docs/security-model.md
+        ("rm -R -f /srv", Action.DENY),  # rm reads -R as -r (shell._OPTION_SPELLINGS)
+        ("rm --recursive --f /srv", Action.DENY),  # long options, abbreviated too
+        ("ls -R -f /srv", Action.ALLOW),  # another program: letters are letters
     ],
 )
 def test_deny_rules_meet_any_spelling_of_their_short_options(line: str, expected: Action) -> None:
