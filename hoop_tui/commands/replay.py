@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from hoop_tui.commands.common import Progress
+from hoop_tui.commands.common import Progress, add_config_arguments, recording_argument
 from hoop_tui.errors import CommandError
 from replay.asciicast import CastError
 from replay.keyframes import default_cache_dir, load_cached, load_or_build
@@ -107,6 +107,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
     is read whole."""
     at_us = round(args.at * 1_000_000)
     until_us = None if args.masks else at_us
+    args.file = recording_argument(args.file, args)
     with open_any(args.file, until_us=until_us, identify=not args.no_cache) as opened:
         source = with_masks(opened, args.masks)
         cache_dir: Path | None = None
@@ -129,10 +130,28 @@ def cmd_screen(args: argparse.Namespace) -> int:
         finally:
             progress.finish()
         problem = opened.describe_problem() if isinstance(opened, RecordingReader) else None
-    sys.stdout.write("".join(line.rstrip() + "\n" for line in lines))
+    lines = [line.rstrip() for line in lines]
+    if sys.stdout.isatty() and not args.all_rows:
+        lines = _fit_terminal(lines, os.get_terminal_size(sys.stdout.fileno()).lines - 1)
+    sys.stdout.write("".join(line + "\n" for line in lines))
     if problem:
         print(f"hoop-tui: warning: {args.file}: {problem}", file=sys.stderr)
     return 0
+
+
+def _fit_terminal(lines: list[str], rows: int) -> list[str]:
+    """What fits in this terminal: blank rows at the bottom dropped, then the last `rows` (where
+    the cursor and the prompt usually are), saying on stderr what was left out."""
+    while lines and not lines[-1]:
+        lines = lines[:-1]
+    if rows < 1 or len(lines) <= rows:
+        return lines
+    print(
+        f"hoop-tui: showing rows {len(lines) - rows + 1}-{len(lines)} of {len(lines)} that fit "
+        "this terminal; --all-rows, or a pipe, prints them all",
+        file=sys.stderr,
+    )
+    return lines[-rows:]
 
 
 def reads_to_the_end(opened: Source, at_us: int) -> bool:
@@ -216,7 +235,7 @@ def cmd_play(args: argparse.Namespace) -> int:
         time.sleep(timeout if timeout is not None else 3600)
         return None
 
-    with open_any(args.file) as source:
+    with open_any(recording_argument(args.file, args)) as source:
         schedule = playback_schedule(
             source_events(source), speed=args.speed, idle_limit_s=args.idle_limit
         )
@@ -240,7 +259,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "Only what happened up to --at is read (from the nearest keyframe when they are "
         "cached: by import-cast, or by a `screen` that had to read the last frame anyway).",
     )
-    screen.add_argument("file", help="a recording (.hrec) or an asciicast v2 file (.cast)")
+    screen.add_argument(
+        "file", help="a recording (.hrec), a session id as `sessions` shows it, or a .cast file"
+    )
     screen.add_argument(
         "--masks",
         metavar="CONFIG",
@@ -253,6 +274,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--cache-dir", metavar="DIR", help=f"keyframe cache (default {default_cache_dir()})"
     )
     screen.add_argument("--no-cache", action="store_true", help="neither read nor write a cache")
+    screen.add_argument(
+        "--all-rows",
+        action="store_true",
+        help="every row of the recorded screen, even when this terminal is smaller",
+    )
+    add_config_arguments(screen)
     screen.set_defaults(handler=cmd_screen)
 
     play = subparsers.add_parser(
@@ -260,7 +287,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="play a recording in this terminal",
         description="Writes the recorded output with its timing. Space pauses, q or Ctrl-C stops.",
     )
-    play.add_argument("file", help="a recording (.hrec) or an asciicast v2 file (.cast)")
+    play.add_argument(
+        "file", help="a recording (.hrec), a session id as `sessions` shows it, or a .cast file"
+    )
     play.add_argument(
         "--speed", type=parse_speed, default=1.0, metavar="X", help="0.25 to 16 (default 1)"
     )
@@ -271,4 +300,5 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="S",
         help="cap pauses longer than S seconds to S",
     )
+    add_config_arguments(play)
     play.set_defaults(handler=cmd_play)

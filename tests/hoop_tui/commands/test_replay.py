@@ -202,3 +202,46 @@ def test_screen_applies_todays_masks_to_an_old_recording(tmp_path):
     assert "4111 1111 1111 1111" in screen()
     masked = screen("--masks", str(config))
     assert "4111 1111 1111 1111" not in masked and "1111 on file" in masked
+
+
+def test_screen_in_a_smaller_terminal_shows_what_fits_and_says_so(tmp_path: Path) -> None:
+    """`screen` printed every row of a 24-row recording into a 10-row terminal, scrolling the
+    top away unsaid (issue 17, item 12); a pipe still gets every row."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    at, rows = expected("vim", 1)
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 10, 80, 0, 0))
+    done = subprocess.run(
+        [sys.executable, "-m", "hoop_tui", "screen", str(DATA / "vim.cast"), "--at", str(at),
+         "--cache-dir", str(tmp_path)],
+        stdout=slave, stderr=subprocess.PIPE, text=True, timeout=60,
+    )  # fmt: skip
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    assert done.returncode == 0, done.stderr
+    printed = shown.decode().replace("\r\n", "\n").split("\n")[:-1]
+    kept = [row.rstrip() for row in rows]
+    while kept and not kept[-1]:
+        kept.pop()
+    assert printed == kept[-9:]
+    assert f"showing rows {len(kept) - 8}-{len(kept)} of {len(kept)}" in done.stderr
+    piped = subprocess.run(
+        [sys.executable, "-m", "hoop_tui", "screen", str(DATA / "vim.cast"), "--at", str(at),
+         "--cache-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert piped.stdout.splitlines() == [row.rstrip() for row in rows]
