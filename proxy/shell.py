@@ -933,6 +933,23 @@ def _safe_name(word: Word) -> bool:
     )
 
 
+_LIST_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\+?=\(")
+_LIST_SUBSCRIPT = re.compile(r"\[([^\]]*)\]=")
+
+
+def _compound_value_hides(word: Word) -> bool:
+    """Whether a declaration argument is a list assignment (`'x=(...)'`, however quoted) that
+    bash parses again, so text quoted for us runs: `declare -a 'x=($(rm f))'` runs rm, and a
+    subscript (`[$y]=1`, `[y]=1`) meets arithmetic evaluation. Literal words and numeric
+    subscripts are fine; anything else, or a value we cannot read, is not (fail closed)."""
+    if not _LIST_ASSIGNMENT.match(word.text):
+        return False
+    value = word.text.partition("=")[2]
+    if not word.known or any(mark in value for mark in ("$", "`", "<(", ">(", "\\")):
+        return True
+    return any(not _literal_arithmetic(m.group(1)) for m in _LIST_SUBSCRIPT.finditer(value))
+
+
 def _arithmetic_reason(name: str, argv: Sequence[Word]) -> str | None:
     """Why a builtin's arguments reach bash's arithmetic evaluation with something that is
     not a literal, or None. Found by trying bash 5.2 with `a[$(touch f)]` as a variable's
@@ -961,6 +978,11 @@ def _arithmetic_reason(name: str, argv: Sequence[Word]) -> str | None:
         names = [word for word in args if not (word.known and word.text.startswith(("-", "+")))]
         if any(not _safe_name(word) for word in names):
             return _ARITHMETIC_REASON
+        if any(_compound_value_hides(word) for word in names):
+            return (
+                f"{name} parses a quoted list assignment again: its subscripts and "
+                "expansions run, unseen ('x=($(cmd))')"
+            )
     elif name in ("read", "mapfile", "readarray"):
         reading = name == "read"
         options = _Options(short_with_argument="adinNptu" if reading else "dnOsuCc")

@@ -653,3 +653,22 @@ def test_a_known_non_shell_by_an_unusual_path_is_gated(command: str) -> None:
 )
 def test_a_known_non_shell_made_to_run_something_else_is_gated(command: str) -> None:
     assert terminal_reads_commands(command)
+
+
+@pytest.mark.parametrize(
+    ("line", "hidden"),
+    [
+        ("declare -a 'x=($(rm f))'", True),  # bash parses the quoted list again
+        ("declare -A 'h=([$(rm f)]=1)'", True),
+        ("readonly -a 'x=(`rm f`)'", True),
+        ("declare -a 'x=([y]=1)'", True),  # y's value meets arithmetic evaluation
+        ("local -a 'x+=([$y]=1)'", True),
+        ("declare -a 'x=(a b c)'", False),
+        ("declare -a 'x=([0]=a [1]=b)'", False),
+        ("declare x=1", False),
+    ],
+)
+def test_a_quoted_list_assignment_to_a_declaration_is_opaque_unless_literal(
+    line: str, hidden: bool
+) -> None:
+    assert bool(opaque_reasons(line)) is hidden, analyse_line(line)
