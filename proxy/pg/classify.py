@@ -876,6 +876,16 @@ class _Walker:
                 self.found.conforming.append(_const_string(args[1]) if len(args) > 1 else None)
         return False
 
+    def call(self, fields: dict[str, Any]) -> bool:
+        """`CALL p(...)`: the call is held as fields, not as a FuncCall node, so it is judged
+        here as one: a listed SQL-text procedure by its SQL, as in a SELECT."""
+        self.found.classes.add(UTILITY)
+        call = fields.get("funccall")
+        if isinstance(call, dict):
+            self.func_call(call)
+        self.walk(fields)
+        return True
+
     def sql_text(self, name: str, args: list[Any]) -> None:
         """A function that runs SQL given as text: judged by that SQL when it is a constant,
         `dynamic_sql` when it is not (or cannot be told apart from the other arguments)."""
@@ -1020,6 +1030,7 @@ _HANDLERS = {
     "VariableSetStmt": _Walker.variable_set,
     "DefElem": _Walker.def_elem,
     "FuncCall": _Walker.func_call,
+    "CallStmt": _Walker.call,
     "CreateFunctionStmt": _Walker.create_function,
     "DoStmt": _Walker.do_block,
     "PrepareStmt": _Walker.prepare,
@@ -1100,36 +1111,45 @@ def _reads_relation(node: Any, relname: str) -> bool:
     return False
 
 
-def _restricts(where: Any, target: frozenset[str]) -> bool:
+def _restricts(where: Any, target: frozenset[str], negated: bool = False) -> bool:
     """Whether a condition restricts the target's rows by their own values: a comparison
     of a target column with something that is not one (`id = 5`, `id in (...)`, `name like
     $1`, `t.id = s.id`), a NULL or boolean test of a target column, a bare boolean column,
     `WHERE CURRENT OF`, an EXISTS correlated with the target; any of an AND's terms, every
     branch of an OR. Everything else restricts nothing the gateway can tell (`where 't'`,
     `not false`, `id = id`, `1 in (1)`, `coalesce(true)`, a parameter `$1`, a function
-    call): the statement counts as having no WHERE (fail closed)."""
+    call): the statement counts as having no WHERE (fail closed). `negated`: under an odd
+    number of NOTs, so `not (id is null)` is `id is not null`, and an AND is an OR."""
     if not isinstance(where, dict) or len(where) != 1:
         return False
     ((kind, fields),) = where.items()
     if kind == "BoolExpr":
         args = fields.get("args") or []
-        if fields.get("boolop") == "AND_EXPR":
-            return any(_restricts(arg, target) for arg in args)
-        if fields.get("boolop") == "OR_EXPR":
-            return bool(args) and all(_restricts(arg, target) for arg in args)
-        return len(args) == 1 and _restricts(args[0], target)  # NOT
+        if fields.get("boolop") == "NOT_EXPR":
+            return len(args) == 1 and _restricts(args[0], target, not negated)
+        if (fields.get("boolop") == "AND_EXPR") != negated:  # NOT (a OR b): NOT a AND NOT b
+            return any(_restricts(arg, target, negated) for arg in args)
+        return bool(args) and all(_restricts(arg, target, negated) for arg in args)
     if kind == "A_Expr":
-        return _reads_target(fields.get("lexpr"), target) != _reads_target(
-            fields.get("rexpr"), target
-        )
+        left, right = fields.get("lexpr"), fields.get("rexpr")
+        if _reads_target(left, target) == _reads_target(right, target):
+            return False
+        side, other = (left, right) if _reads_target(left, target) else (right, left)
+        if (fields.get("kind") == "AEXPR_DISTINCT") != negated and not _is_value(other):
+            # `id is distinct from null` is `id is not null`, true for every row of a key; so
+            # is `... from $1` (or a column, a subquery) when it turns out NULL at run time
+            return False
+        return _either_way(side, target)
     if kind in ("NullTest", "BooleanTest"):
         # `id is not null` holds for every row of a key: only the tests that pick rows out
         test = str(fields.get("nulltesttype") or fields.get("booltesttype") or "")
-        return not test.startswith("IS_NOT_") and _reads_target(fields.get("arg"), target)
+        if test.startswith("IS_NOT_") == negated and _reads_target(fields.get("arg"), target):
+            return kind == "NullTest" or _either_way(fields.get("arg"), target)
+        return False
     if kind == "ColumnRef":
         return _reads_target(where, target)
     if kind == "TypeCast" and _uncast(where) is not where:
-        return _restricts(_uncast(where), target)
+        return _restricts(_uncast(where), target, negated)
     if kind == "CurrentOfExpr":
         return True
     if kind == "SubLink":
@@ -1141,6 +1161,27 @@ def _restricts(where: Any, target: frozenset[str]) -> bool:
         if fields.get("subLinkType") == "EXISTS_SUBLINK":
             return _reads_target(subselect, target, qualified_only=True)
     return False
+
+
+_CONDITIONS = frozenset({"A_Expr", "BoolExpr", "NullTest", "BooleanTest", "SubLink"})
+
+
+def _either_way(side: Any, target: frozenset[str]) -> bool:
+    """Whether the side of a comparison (or boolean test) that reads the target restricts
+    its rows: a plain value does; a condition or an expression over the target (`(id = id)
+    = true`, `(id is null) is false`, `id - id = 0`) only when it restricts both as itself
+    and negated, since the other side may be either truth value."""
+    inner = _uncast(side)
+    if not (isinstance(inner, dict) and len(inner) == 1 and next(iter(inner)) in _CONDITIONS):
+        return True
+    return _restricts(inner, target) and _restricts(inner, target, True)
+
+
+def _is_value(node: Any) -> bool:
+    """A constant other than `NULL`, under any casts: what cannot be NULL when it runs."""
+    inner = _uncast(node)
+    const = inner.get("A_Const") if isinstance(inner, dict) else None
+    return isinstance(const, dict) and not const.get("isnull")
 
 
 def _reads_target(node: Any, target: frozenset[str], *, qualified_only: bool = False) -> bool:
