@@ -101,8 +101,7 @@ class Workstation(App[None]):
             return
         self.push_screen("queue")
         self.sub_title = "connecting to the gateway..."
-        if self.welcome:
-            self.notify(self.welcome, title="Welcome", timeout=600)  # the passwords are in it
+        self.queue.welcome = self.welcome  # shown in the empty queue, covering nothing
         self.follow_gateway()
 
     def _load_masks(self) -> CurrentMasks | None:

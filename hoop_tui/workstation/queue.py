@@ -123,6 +123,7 @@ class QueueScreen(Screen[None]):
         self.clock = clock  # injected, so that a snapshot shows the same times every run
         self.person = ""  # who this workstation acts as, once the gateway said so
         self._ticks = 0
+        self.welcome = ""  # `hoop-tui up`'s first words, while nothing is held
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -262,7 +263,7 @@ class QueueScreen(Screen[None]):
         detail = self.query_one("#hold-detail", Static)
         if hold is None:
             detail.update("No held commands. New ones appear here as they arrive.")
-            self.query_one("#hold-screen", Static).update("")  # nobody's terminal to show
+            self.query_one("#hold-screen", Static).update(Text(self.welcome))  # no terminal
             return
         decided = ", ".join(
             f"{d['by']} {'approved' if d['approve'] else 'denied'}" for d in hold["decisions"]

@@ -315,3 +315,14 @@ async def test_a_new_hold_alerts_as_the_alert_option_says(service):
         await _until(pilot, lambda: alerts)
         assert alerts[0][1] == "alice@web1: reboot now" and app.alert_kind == "osc777"
         waiting.cancel()
+
+
+async def test_ups_welcome_sits_in_the_empty_queue_instead_of_covering_it(service):
+    """`hoop-tui up`'s welcome (how to connect, where the passwords are) was a toast over the
+    queue's detail pane; it now fills the empty queue and covers nothing (issue 17, 11)."""
+    app = Workstation(service.data_dir, welcome="ssh -p 2222 demo+local@127.0.0.1")
+    async with app.run_test() as pilot:
+        await _until(pilot, lambda: app.person == "bob")
+        pane = app.queue.query_one("#hold-screen", Static)
+        await _until(pilot, lambda: "demo+local@127.0.0.1" in str(pane.render()))
+        assert "demo+local" not in _toasts(app)
