@@ -999,6 +999,37 @@ def _arithmetic_reason(name: str, argv: Sequence[Word]) -> str | None:
     return None
 
 
+# Variables whose value bash runs: prompts expand `$(...)` (PS4 under `set -x`, even in a
+# non-interactive shell), PROMPT_COMMAND runs, BASH_ENV/ENV name a script for later shells.
+_CODE_VARIABLES = frozenset(
+    {"PS0", "PS1", "PS2", "PS3", "PS4", "PROMPT_COMMAND", "BASH_ENV", "ENV"}
+)
+
+
+def _code_variable_reason(name: str, argv: Sequence[Word]) -> str | None:
+    """Why a builtin that assigns by name (`read`, `mapfile`, `printf -v`, `getopts`) gives a
+    code variable a value the gateway cannot read (`read -r PS4 < file; set -x` ran the
+    file's `$(...)`), or None. Assignments written out (`PS4=...`) are judged where parsed."""
+    args = list(argv[1:])
+    if name == "read":
+        index = _skip_options(args, 0, _Options(short_with_argument="adinNptu"))
+        names = args[index:] + _option_values(args[:index], "a")
+    elif name in ("mapfile", "readarray"):
+        index = _skip_options(args, 0, _Options(short_with_argument="dnOsuCc"))
+        names = args[index:]
+    elif name == "printf":
+        names = _option_values(args, "v")
+    elif name == "getopts":
+        names = args[1:2]
+    else:
+        return None
+    for word in names:
+        base = word.text.partition("[")[0]
+        if base in _CODE_VARIABLES:
+            return f"{name} sets {base} to a value the gateway cannot read; bash runs it as code"
+    return None
+
+
 def _option_values(words: Sequence[Word], letter: str) -> list[Word]:
     """The values given to a short option (`-v NAME`, `-vNAME`), as words."""
     values: list[Word] = []
@@ -1085,6 +1116,12 @@ class _Walker:
 
     def visit(self, node: Any, context: _Context | None = None) -> None:
         kind = getattr(node, "kind", None)
+        if kind == "for" and len(node.parts) > 1:  # `for PS4 in ...` sets a code variable
+            name = getattr(node.parts[1], "word", "")
+            if name in _CODE_VARIABLES:
+                word = Word.literal(name)
+                reason = f"for sets {name}, whose value bash runs as code"
+                self._add(SimpleCommand((Word.literal("for"), word), opaque=reason, via=self.via))
         if kind == "command":
             self._command(node, context or _Context(stdin_fed=self.input_unseen))
         elif kind == "pipeline":
@@ -1274,7 +1311,7 @@ class _Walker:
         if basename in self.aliases:
             self._alias_use(basename, argv, via)
             return
-        arithmetic = _arithmetic_reason(basename, argv)
+        arithmetic = _arithmetic_reason(basename, argv) or _code_variable_reason(basename, argv)
         if arithmetic is not None:
             self._add(SimpleCommand(argv, opaque=arithmetic, via=via))
             return

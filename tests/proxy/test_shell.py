@@ -672,3 +672,24 @@ def test_a_quoted_list_assignment_to_a_declaration_is_opaque_unless_literal(
     line: str, hidden: bool
 ) -> None:
     assert bool(opaque_reasons(line)) is hidden, analyse_line(line)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "read -r PS4 < p",
+        "IFS=: read a PS4 <<< x",
+        "read -a PS1",
+        "mapfile -t PROMPT_COMMAND < p",
+        "printf -v PS4 %b '\\x24(id)'",
+        "getopts x: BASH_ENV",
+        "for PS4 in a; do :; done",
+    ],
+)
+def test_a_code_variable_set_by_name_is_opaque(line: str) -> None:
+    assert opaque_reasons(line), analyse_line(line)
+
+
+def test_other_variables_set_by_name_are_not() -> None:
+    for line in ("read -r x < p", "for i in a; do :; done", "printf -v y %s x"):
+        assert not opaque_reasons(line), line
