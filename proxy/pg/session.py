@@ -1496,8 +1496,9 @@ def _may_set_encoding(statements: Sequence[sqlclass.Statement], sql: str) -> boo
     return bool(_ENCODING_HINT.search(sql))
 
 
-# set_config with a computed name, RESET ALL (the classifier's "set_role"): any setting.
-_SETS_SETTINGS = frozenset({"set_role"})
+# set_config with a computed name, RESET ALL (the classifier's "set_role"): any setting. A DO
+# block is code any role may run, which may set anything through dynamic SQL.
+_SETS_SETTINGS = frozenset({"set_role", "do_block"})
 # Statements that may set client_encoding to a value not written in them (RESET, DEFAULT,
 # DISCARD ALL, a DO block, text the parser rejected), when `_ENCODING_HINT` finds them.
 _UNNAMED_ENCODING_CLASSES = frozenset({"utility", "do_block", sqlclass.UNPARSABLE}) | _SETS_SETTINGS

@@ -317,3 +317,39 @@ async def _pending_notifies(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator
     gen = conn.notifies(timeout=0.5)
     async for notify in gen:
         yield notify.payload
+
+
+async def test_a_do_block_in_an_extended_batch_ends_what_the_gateway_reads_of_it(
+    pg: PgHarness, table: str
+) -> None:
+    """The same inside one extended batch, where nothing can be waited for: a DO block (code
+    any role may run) may switch any setting unseen, so the rest of its batch is refused
+    (and the failed batch sets the setting back)."""
+    from proxy.pg import wire
+
+    listener = await psycopg.AsyncConnection.connect(DIRECT_DSN, autocommit=True)
+    await listener.execute("listen hoop_hidden")
+    pg.rules = [{"name": "no-table", "tables": [table], "action": "deny"}]
+    pg.postgres = {"allow_plain": True, "plain_passwords": True}
+    await pg.start()
+    reader, writer = await _raw_session(pg, "UTF8")
+    try:
+        switch = "do $$ begin execute 'set standard' || '_conforming_strings = off'; end $$"
+        writer.write(
+            wire.Parse("", switch, ()).encode()
+            + wire.Bind("", "", (), (), ()).encode()
+            + wire.Execute("", 0).encode()
+            + wire.Parse("", HIDDEN_READ.format(table=table), ()).encode()
+            + wire.Bind("", "", (), (), ()).encode()
+            + wire.Execute("", 0).encode()
+            + wire.frame(wire.Frontend.SYNC)
+        )
+        answers = await _answers(reader, 1)
+        assert [m.sqlstate for m in answers if isinstance(m, wire.ErrorResponse)] == ["0A000"]
+        await asyncio.sleep(1)
+        await listener.execute("select 1")
+        heard = [n async for n in _pending_notifies(listener)]
+        assert heard == [], "the server ran what the gateway read as a string"
+    finally:
+        writer.close()
+        await listener.close()
