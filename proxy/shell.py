@@ -1001,8 +1001,12 @@ def _arithmetic_reason(name: str, argv: Sequence[Word]) -> str | None:
 
 # Variables whose value bash runs: prompts expand `$(...)` (PS4 under `set -x`, even in a
 # non-interactive shell), PROMPT_COMMAND runs, BASH_ENV/ENV name a script for later shells.
+# BASH_CMDS[ls]=/bin/rm (like `hash -p /bin/rm ls`) and BASH_ALIASES make a name run another
+# program: `ls -rf /` then ran past `rm -rf *`.
+_COMMAND_TABLES = frozenset({"BASH_CMDS", "BASH_ALIASES"})
+_ARRAY_ELEMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\[[^=]*\]\+?=")
 _CODE_VARIABLES = frozenset(
-    {"PS0", "PS1", "PS2", "PS3", "PS4", "PROMPT_COMMAND", "BASH_ENV", "ENV"}
+    {"PS0", "PS1", "PS2", "PS3", "PS4", "PROMPT_COMMAND", "BASH_ENV", "ENV", *_COMMAND_TABLES}
 )
 
 
@@ -1021,6 +1025,10 @@ def _code_variable_reason(name: str, argv: Sequence[Word]) -> str | None:
         names = _option_values(args, "v")
     elif name == "getopts":
         names = args[1:2]
+    elif name == "hash":
+        if "p" in _short_flags(args, _Options(short_with_argument="pt")):
+            return "hash -p makes a command name run another program"
+        return None
     else:
         return None
     for word in names:
@@ -1251,8 +1259,11 @@ class _Walker:
         name, equals, value = word.text.partition("=")
         if not equals:
             return
-        name = name.rstrip("+")
-        if name == "PROMPT_COMMAND":
+        name = name.rstrip("+").partition("[")[0]  # `PS4[0]=` sets PS4
+        if name in _COMMAND_TABLES:
+            reason = f"{name} changes which program a command name runs"
+            self._add(SimpleCommand((word,), opaque=reason, via=self.via))
+        elif name == "PROMPT_COMMAND":
             self._parse_string(
                 _Parse([Word(value, (value,) if word.known else (UNKNOWN,))]),
                 (*self.via, "PROMPT_COMMAND"),
@@ -1281,6 +1292,8 @@ class _Walker:
 
     def _resolve(self, words: list[Word], via: tuple[str, ...], stdin_fed: bool) -> None:
         """Record the command `words` and, for wrappers, the command they run."""
+        if words and _ARRAY_ELEMENT.match(words[0].text):  # bashlex reads `a[i]=v` as a word
+            self._prompt_variable(words[0])
         words = _drop_assignments(words)
         if not words:
             return

@@ -693,3 +693,12 @@ def test_a_code_variable_set_by_name_is_opaque(line: str) -> None:
 def test_other_variables_set_by_name_are_not() -> None:
     for line in ("read -r x < p", "for i in a; do :; done", "printf -v y %s x"):
         assert not opaque_reasons(line), line
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["hash -p /bin/rm ls", "hash -p/bin/rm ls", "BASH_CMDS[ls]=/bin/rm", "PS4[0]='$(id)'"],
+)
+def test_a_command_table_or_code_variable_element_is_opaque(line: str) -> None:
+    assert opaque_reasons(line), analyse_line(line)
+    assert not opaque_reasons("hash -r")
