@@ -378,6 +378,7 @@ class LineDetector:
         self._run = ""  # printable text typed since the last control key or quiet screen
         self._run_start: int | None = None  # the cursor's offset in the line when it began
         self._run_time: float | None = None  # when the last key arrived
+        self._line_keys: str | None = ""  # every key since the prompt, while all were plain text
         self._in_state = _In.GROUND
         self._held = bytearray()  # an escape sequence that may still become a paste start
         self._paste = bytearray()
@@ -714,8 +715,11 @@ class LineDetector:
         self._keys_since_output += 1
         if byte >= b" " and byte != b"\x7f":
             self._run += byte.decode("latin-1")
+            if self._line_keys is not None:
+                self._line_keys += byte.decode("latin-1")
         else:  # an editing key: its echo cannot be predicted, only the text typed after it
             self._run, self._run_start = "", None
+            self._line_keys = None
 
     def _screen_quiet(self, now: float) -> bool:
         """The shell has answered every key sent so far and the output has gone quiet."""
@@ -781,6 +785,7 @@ class LineDetector:
         self._typed = False
         self._echo_seen = False
         self._unsolicited = False
+        self._line_keys = ""
         self._overflow_mark = rows.overflowed
 
     def line_finished(self, *, full_screen: bool = False) -> None:
@@ -799,6 +804,7 @@ class LineDetector:
         the same prompt, and the next Enter waits for the shell's answer to the clearing."""
         self._keys_since_output += 1
         self._run, self._run_start = "", None
+        self._line_keys = ""
 
     def _after_enter(self) -> None:
         self._phase = _Phase.WAITING
@@ -838,7 +844,21 @@ class LineDetector:
             )
         elif not self._echo_caught_up():
             certain, reason = False, "the screen does not show every key typed before Enter"
+        elif not self._shows_line_keys(text):
+            certain, reason = False, "the screen shows another line than the keys typed at it"
         return CommandLine(text, self._prompt, certain, reason, False, echoed, password)
+
+    def _shows_line_keys(self, text: str) -> bool:
+        """While every key since the prompt was plain text, the shell holds exactly those
+        keys: a line drawn over them (a background job's output arriving just after an
+        echo) must not be judged in their place."""
+        if self._line_keys is None:
+            return True
+        try:
+            typed = self._line_keys.encode("latin-1").decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        return text.rstrip() == typed.rstrip()
 
     def _line_text(self) -> str:
         return self._located_text()[0]
