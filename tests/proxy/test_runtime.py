@@ -11,7 +11,6 @@ import os
 import pty
 import re
 import struct
-import sys
 import termios
 import time
 from pathlib import Path
@@ -36,19 +35,7 @@ async def start(harness: GatewayHarness, **target: object) -> None:
 
 
 async def hoop(harness: GatewayHarness, *args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hoop_tui.cli",
-        *args,
-        "--config",
-        str(harness.directory / "gateway.toml"),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    return await harness.hoop(*args)
 
 
 async def pending_hold(harness: GatewayHarness, timeout: float = 15):

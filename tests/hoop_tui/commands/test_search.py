@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 
 import pytest
@@ -14,22 +13,6 @@ from storage.search import SearchIndex
 from tests.fixtures.gateway import GatewayHarness
 
 pytestmark = pytest.mark.timeout(120)
-
-
-async def hoop(harness: GatewayHarness, *args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hoop_tui",
-        *args,
-        "--config",
-        str(harness.directory / "gateway.toml"),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 async def indexed(harness: GatewayHarness, count: int, timeout: float = 15) -> None:
@@ -58,22 +41,22 @@ async def test_a_session_is_found_by_its_output_and_its_command(harness: Gateway
     assert denied.status == 126
     await indexed(harness, 2)  # indexed as each recording closed
 
-    code, out, err = await hoop(harness, "search", "quartz-42")
+    code, out, err = await harness.hoop("search", "quartz-42")
     assert code == 0, err
     (line,) = out.splitlines()
     assert "alice@web1" in line and "[quartz" in line and "output" in line
 
-    code, out, _ = await hoop(harness, "search", "rm -rf /tmp/hoop-search-never", "--json")
+    code, out, _ = await harness.hoop("search", "rm -rf /tmp/hoop-search-never", "--json")
     hits = json.loads(out)
     assert "exec" in {hit["kind"] for hit in hits}
     assert all(hit["path"].endswith(".hrec") for hit in hits)
-    code, out, _ = await hoop(harness, "search", "deny by rule no-recursive-delete", "--json")
+    code, out, _ = await harness.hoop("search", "deny by rule no-recursive-delete", "--json")
     assert "verdict" in {hit["kind"] for hit in json.loads(out)}
 
-    code, out, _ = await hoop(harness, "search", "4111111111111111")
+    code, out, _ = await harness.hoop("search", "4111111111111111")
     assert code == 1 and out == ""  # masked in the recording, so masked in the index
 
-    code, _, err = await hoop(harness, "search", "quartz-42", "--user", "bob")
+    code, _, err = await harness.hoop("search", "quartz-42", "--user", "bob")
     assert code == 1 and "nothing matches" in err
 
 
@@ -85,6 +68,6 @@ async def test_sessions_closed_while_nothing_indexed_are_caught_up(harness: Gate
     SearchIndex.in_data_dir(harness.directory / "data").forget(
         next(iter(SearchIndex.in_data_dir(harness.directory / "data").indexed_sessions()))
     )
-    code, out, err = await hoop(harness, "search", "obsidian-catchup")
+    code, out, err = await harness.hoop("search", "obsidian-catchup")
     assert code == 0, err
     assert "obsidian" in out
