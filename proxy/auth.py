@@ -212,18 +212,20 @@ class _Table:
         state.pending += 1
         return start - now
 
-    def failed(self, key: str, now: float) -> int:
+    def failed(self, key: str, now: float, *, reserved: bool = True) -> int:
         state = self.entries.setdefault(self.slot(key, now), _Attempts())
-        state.pending = max(0, state.pending - 1)
+        if reserved:
+            state.pending = max(0, state.pending - 1)
         state.failures += 1
         state.last_failure = now
         return state.failures
 
-    def succeeded(self, key: str, *, forget: bool) -> None:
+    def succeeded(self, key: str, *, forget: bool, reserved: bool = True) -> None:
         found = key if key in self.entries else OVERFLOW
         state = self.entries.get(found)
         if state is not None:
-            state.pending = max(0, state.pending - 1)
+            if reserved:
+                state.pending = max(0, state.pending - 1)
             if forget and state.pending == 0 and found == key:
                 del self.entries[key]
 
@@ -239,6 +241,11 @@ class LoginThrottle:
     entry when it is full. Pure bookkeeping with an injected clock: `reserve` says how long
     to wait before checking an attempt, `failed`/`succeeded` report its outcome. Attempts
     waiting their turn count as failures-to-be, so a burst is spread out, not checked at once.
+
+    An address a person has logged in from within `known_for` seconds does not queue behind
+    the guesses waiting in that person's count: it waits the spacing the count calls for (at
+    most `max_delay`) and its address's own turn. Queued guesses from elsewhere would
+    otherwise lock the person out for the price of a few connections.
     """
 
     free_attempts: int = 3
@@ -247,9 +254,15 @@ class LoginThrottle:
     forget_after: float = 900.0
     address_free_attempts: int = 10
     max_entries: int = 10_000
+    known_for: float = 30 * 86400.0
+    max_known_per_person: int = 16
     clock: Callable[[], float] = time.monotonic
     people: _Table = field(init=False)
     addresses: _Table = field(init=False)
+    # person -> address -> when they last logged in from it; oldest first, both bounded
+    known: dict[str, dict[str, float]] = field(init=False, default_factory=dict)
+    # attempts now in flight that skipped their person's queue, by (address, person)
+    skipping: dict[tuple[str, str], int] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.people = _Table(
@@ -264,29 +277,62 @@ class LoginThrottle:
         )
 
     def reserve(self, key: tuple[str, str]) -> float:
-        """Seconds to wait before checking this attempt: the longer of its two queues."""
-        address, name = key
+        """Seconds to wait before checking this attempt: the longer of its two queues; from
+        an address the person has logged in from, the address's queue and the spacing of the
+        person's count, not the guesses queued from elsewhere."""
+        address, person = address_key(key[0]), fold_name(key[1])
         now = self.clock()
-        by_address = self.addresses.reserve(address_key(address), now)
-        return max(self.people.reserve(fold_name(name), now), by_address)
+        by_address = self.addresses.reserve(address, now)
+        seen = self.known.get(person, {}).get(address)
+        if seen is not None and now - seen <= self.known_for:
+            # not behind others' queued guesses, but still as slow as the person's own count
+            self.skipping[(address, person)] = self.skipping.get((address, person), 0) + 1
+            state = self.people.entries.get(person)
+            fresh = state is not None and not self.people.stale(state, now)
+            own = self.people.spacing(state.failures) if fresh and state else 0.0
+            return max(own, by_address)
+        return max(self.people.reserve(person, now), by_address)
+
+    def _skipped(self, address: str, person: str) -> bool:
+        """Whether the attempt now ending skipped its person's queue (so holds no place)."""
+        left = self.skipping.get((address, person), 0)
+        if left <= 0:
+            return False
+        if left == 1:
+            del self.skipping[(address, person)]
+        else:
+            self.skipping[(address, person)] = left - 1
+        return True
+
+    def _remember(self, address: str, person: str, now: float) -> None:
+        places = self.known.pop(person, {})
+        places.pop(address, None)
+        places[address] = now
+        while len(places) > self.max_known_per_person:
+            del places[next(iter(places))]
+        self.known[person] = places  # most recently used last
+        while len(self.known) > self.max_entries:
+            del self.known[next(iter(self.known))]
 
     def spacing(self, failures: int) -> float:
         return self.people.spacing(failures)
 
     def failed(self, key: tuple[str, str]) -> int:
         """Record a failure; the person's failure count so far."""
-        address, name = key
+        address, person = address_key(key[0]), fold_name(key[1])
         now = self.clock()
-        self.addresses.failed(address_key(address), now)
-        return self.people.failed(fold_name(name), now)
+        self.addresses.failed(address, now)
+        return self.people.failed(person, now, reserved=not self._skipped(address, person))
 
     def succeeded(self, key: tuple[str, str]) -> None:
         """The person proved who they are: their count starts again. The address keeps its
         count until it expires, or logging in to one's own account between guesses at other
         people's would wipe it."""
-        address, name = key
-        self.people.succeeded(fold_name(name), forget=True)
-        self.addresses.succeeded(address_key(address), forget=False)
+        address, person = address_key(key[0]), fold_name(key[1])
+        skipped = self._skipped(address, person)
+        self.people.succeeded(person, forget=True, reserved=not skipped)
+        self.addresses.succeeded(address, forget=False)
+        self._remember(address, person, self.clock())
 
     def __len__(self) -> int:
         return len(self.people.entries) + len(self.addresses.entries)
@@ -471,9 +517,9 @@ class Authenticator:
     async def check_password(self, name: str, password: str, client_host: str) -> LoginResult:
         key = (client_host, name)
         wait = self.throttle.reserve(key)
-        if wait > 0:
-            await asyncio.sleep(wait)
         try:
+            if wait > 0:  # a client gone while waiting counts as a failure and frees its place
+                await asyncio.sleep(wait)
             result = await self._check_password(name, password)
         except BaseException:
             self.throttle.failed(key)

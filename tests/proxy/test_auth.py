@@ -426,3 +426,83 @@ async def test_password_guesses_over_ssh_under_spellings_of_one_name_are_slowed(
         await guess(spelling)  # the free attempts
     later = [await guess(spelling) for spelling in ["cArol", " CAROL"]]
     assert min(later) > first + 2.0, (first, later)
+
+
+@pytest.mark.timeout(180)
+async def test_guesses_from_elsewhere_do_not_lock_a_person_out_of_an_address_they_use(
+    harness: GatewayHarness, slapd: Slapd, ldap_keys: dict[str, Path]
+) -> None:
+    """issue 20, attack: eight wrong passwords for carol at once from 127.0.0.2 queue up in
+    her count. Before, carol herself then waited behind all of them (a lockout for the cost
+    of a few connections); from an address she has logged in from she now waits only for
+    that address's own count. From an address she never used, she still waits her turn."""
+    await ldap_gateway(harness, slapd, ldap_keys, timeout="1m")
+    assert harness.runtime is not None
+    harness.runtime.auth.throttle = LoginThrottle(base_delay=2.0, max_delay=2.0)
+
+    async def login(source: str, password: str) -> tuple[float, int]:
+        started = time.monotonic()
+        result = await harness.run(
+            "ssh", "-b", source, "-p", str(harness.port), "-l", "carol", "127.0.0.1", "true",
+            user="carol", password=password, timeout=60,
+        )  # fmt: skip
+        return time.monotonic() - started, result.status
+
+    took, status = await login("127.0.0.1", "carol-pw")
+    assert status == 0
+    guesses = [
+        await asyncio.create_subprocess_exec(
+            "ssh",
+            *harness.ssh_args("carol", password=f"guess-{n}"),
+            "-b",
+            "127.0.0.2",
+            "-p",
+            str(harness.port),
+            "-l",
+            "carol",
+            "127.0.0.1",
+            "true",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            env=harness.env(f"guess-{n}"),
+            start_new_session=True,
+        )
+        for n in range(8)
+    ]
+    await asyncio.sleep(1.5)  # every guess has taken its place in carol's queue
+    took, status = await login("127.0.0.1", "carol-pw")
+    assert status == 0
+    assert took < 4.0, took  # the queue ahead of her is about 5 * 2 s long
+    elsewhere, status = await login("127.0.0.3", "carol-pw")
+    assert status == 0 and elsewhere > 4.0, elsewhere
+    for guess in guesses:  # the guesses are not what is measured: end those still waiting
+        if guess.returncode is None:
+            guess.kill()
+        assert await guess.wait() != 0
+
+
+def test_an_address_a_person_used_waits_their_spacing_not_the_queue_of_guesses() -> None:
+    """Bookkeeping of the known addresses: a queue of 20 guesses ahead, carol from her own
+    address waits the spacing of her count, no more; from a new address, the whole queue. The
+    known addresses are bounded per person and overall, and places are given back."""
+    clock = FakeClock()
+    throttle = LoginThrottle(clock=clock, base_delay=1.0, max_delay=4.0, max_entries=50)
+    throttle.reserve(("10.0.0.1", "carol"))
+    throttle.succeeded(("10.0.0.1", "carol"))
+    for n in range(20):
+        throttle.reserve((f"10.9.0.{n}", "carol"))
+    assert throttle.reserve(("10.0.0.1", "CAROL")) == 0.0  # no failure yet, only pending
+    throttle.failed(("10.0.0.1", "CAROL"))
+    for n in range(20):
+        throttle.failed((f"10.9.0.{n}", "carol"))
+    assert throttle.reserve(("10.0.0.1", "carol")) == 4.0  # her count's spacing, not 20 turns
+    throttle.succeeded(("10.0.0.1", "carol"))
+    assert not throttle.skipping
+    assert throttle.reserve(("10.0.0.2", "carol")) == 0.0  # her success cleared the count
+    for n in range(100):
+        throttle.reserve((f"10.1.0.{n}", f"user{n}"))
+        throttle.succeeded((f"10.1.0.{n}", f"user{n}"))
+        throttle.reserve((f"10.2.0.{n}", "dave"))
+        throttle.succeeded((f"10.2.0.{n}", "dave"))
+    assert len(throttle.known) <= 50 and len(throttle.known["dave"]) <= 16
