@@ -42,7 +42,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from proxy.masking import ColumnPlan, MaskAct, Masker
+from proxy.masking import ColumnPlan, MaskAct, Masker, MaskRule
 from proxy.pg import classify as sqlclass
 from proxy.pg.binary_values import readable
 from proxy.pg.copy_out import (
@@ -68,6 +68,7 @@ from proxy.pg.wire import (
     Frontend,
     MessageReader,
     NoticeResponse,
+    NotificationResponse,
     ParameterStatus,
     Parse,
     ProtocolError,
@@ -1391,11 +1392,22 @@ class PgSession:
 
     def _mask_report(self, report: ErrorResponse) -> ErrorResponse | None:
         """Errors and notices echo values (`DETAIL: Key (email)=(...)`): the report with its
-        text fields masked, or None when nothing in it needed masking."""
-        if self.masker is None or not self.masker.masks_text:
+        text fields masked, or None when nothing in it needed masking. Under a whole-value
+        column rule, the values a data or integrity error echoes (`invalid input syntax for
+        type integer: "..."` of `password::int`, `Failing row contains (...)`) are masked
+        whole: the gateway cannot tell which column they came from."""
+        if self.masker is None:
             return None
+        whole = _whole_rule(self.masker)
+        if not self.masker.masks_text and whole is None:
+            return None
+        echoes = whole is not None and report.sqlstate[:2] in _ECHOING_CLASSES
         fields, masked = [], False
         for code, value in report.fields:
+            if echoes and whole is not None and code in _ECHO_FIELDS:
+                new = self._mask_echo(whole, code, value)
+                masked = masked or new != value
+                value = new
             if code in _TEXT_FIELDS:
                 new, acts = self.masker.mask_text(value)
                 for act in acts:
@@ -1404,6 +1416,41 @@ class PgSession:
                 value = new
             fields.append((code, value))
         return type(report)(tuple(fields)) if masked else None
+
+    def _mask_echo(self, rule: MaskRule, code: int, value: str) -> str:
+        """An echoed value masked whole: the quoted parts of a message, all of a detail or
+        context (they quote rows and input lines)."""
+        masker = self.masker
+        assert masker is not None
+
+        def whole(text: str) -> str:
+            out, act = masker._mask_whole(rule, "error", text)
+            if act is not None:
+                self._record(EventType.MASK, 0, act.rule, act.position, act.length, act.token)
+            return str(out)
+
+        if code == Field.MESSAGE:
+            return _QUOTED.sub(lambda match: '"' + whole(match.group(1)) + '"', value)
+        return whole(value) if value else value
+
+    def _up_notification(self, buf: bytearray, start: int, end: int) -> bool:
+        """A NOTIFY payload may carry any value (`pg_notify('c', card)` from a table): value
+        detectors mask it, and under a whole-value column rule it is masked whole, since the
+        gateway cannot tell where it came from."""
+        if self.masker is None:
+            return True
+        note = NotificationResponse.decode(bytes(buf[start + 5 : end]))
+        payload, acts = self.masker.mask_text(note.payload)
+        rule = _whole_rule(self.masker)
+        if rule is not None and payload:
+            shown, act = self.masker._mask_whole(rule, "payload", note.payload)
+            payload, acts = str(shown), [act] if act is not None else []
+        if payload == note.payload:
+            return True
+        for act in acts:
+            self._record(EventType.MASK, 0, act.rule, act.position, act.length, act.token)
+        self.to_client += NotificationResponse(note.pid, note.channel, payload).encode()
+        return False
 
     def _up_notice(self, buf: bytearray, start: int, end: int) -> bool:
         if self.masker is None:
@@ -1554,7 +1601,7 @@ _CLIENT_HANDLERS: dict[int, _ClientHandler] = {
 _UpstreamHandler = Callable[[PgSession, bytearray, int, int], bool]
 _UPSTREAM_HANDLERS: dict[int, _UpstreamHandler] = {
     Backend.NOTICE_RESPONSE: PgSession._up_notice,
-    Backend.NOTIFICATION_RESPONSE: PgSession._up_async,
+    Backend.NOTIFICATION_RESPONSE: PgSession._up_notification,
     Backend.PARAMETER_STATUS: PgSession._up_parameter_status,
     Backend.PARSE_COMPLETE: PgSession._up_parse_complete,
     Backend.BIND_COMPLETE: PgSession._up_bind_complete,
@@ -1581,6 +1628,23 @@ _UPSTREAM_HANDLERS: dict[int, _UpstreamHandler] = {
 
 
 _TEXT_FIELDS = frozenset({Field.MESSAGE, Field.DETAIL, Field.HINT})
+# Errors whose message, detail or context echo an input value or a row: data exceptions
+# (22P02 `invalid input syntax for type integer: "..."`) and integrity violations (23505's
+# `Key (x)=(...)`, 23502's `Failing row contains (...)`); `W` is the context field (COPY's
+# line, a function's statement).
+_ECHOING_CLASSES = frozenset({"22", "23"})
+_ECHO_FIELDS = frozenset({Field.MESSAGE, Field.DETAIL, ord("W")})
+_QUOTED = re.compile(r'"([^"]*)"')
+
+
+def _whole_rule(masker: Masker) -> MaskRule | None:
+    """The first rule that masks a column's whole value (no detector or pattern), if any."""
+    for rule in masker.rules:
+        if rule.column is not None and rule.detector is None and rule.pattern is None:
+            return rule
+    return None
+
+
 _ENDS_SESSION = frozenset({"FATAL", "PANIC"})
 _ASYNC_CODES = (Backend.NOTICE_RESPONSE, Backend.NOTIFICATION_RESPONSE, Backend.PARAMETER_STATUS)
 _I16 = struct.Struct("!h")

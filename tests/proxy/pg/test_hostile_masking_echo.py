@@ -1,0 +1,80 @@
+"""Masked values that come back beside the result rows (issue 13, attack): an error that
+echoes the value it could not read (`password_hash::int`), an integrity error's detail
+(`Key (v)=(...)`), and a NOTIFY payload (`pg_notify('c', password_hash)`), through the real
+gateway with psql, psycopg (text and binary cursors) and asyncpg."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+import pytest
+
+from tests.proxy.pg.harness import PgHarness
+from tests.proxy.pg.test_hostile_masking import CARD, TABLE, _leaks, masked
+
+__all__ = ["masked"]
+
+ECHOES = [
+    f"select cast(password_hash as int) from {TABLE} order by id limit 1",
+    f"select 1 from {TABLE} where password_hash::int = 1",
+    f"select password_hash::date from {TABLE} limit 1",
+    f"select card::int from {TABLE} limit 1",
+    f"select to_number(password_hash, '9') from {TABLE} limit 1",
+    f"select ('{{' || password_hash)::text[] from {TABLE} limit 1",
+    f"create temp table k (v text primary key); insert into k select password_hash "
+    f"from {TABLE} where id = 1; insert into k select password_hash from {TABLE} where id = 1",
+    f"create temp table n (a text, b text not null); insert into n select password_hash, "
+    f"null from {TABLE} limit 1",
+]
+
+
+async def test_errors_do_not_echo_a_masked_value(masked: PgHarness) -> None:
+    for sql in ECHOES:
+        result = await masked.psql("-c", sql)
+        assert result.status != 0 and "ERROR" in result.err, (sql, result.err)
+        assert "zebra" not in result.err and not _leaks(result.err), (sql, result.err)
+    # the error itself is still the server's, and errors that echo no value are untouched
+    result = await masked.psql("-c", ECHOES[0])
+    assert "invalid input syntax for type integer" in result.err, result.err
+    result = await masked.psql("-c", "select * from no_such_table_h13")
+    assert 'relation "no_such_table_h13" does not exist' in result.err, result.err
+    for binary in (False, True):
+        async with await psycopg.AsyncConnection.connect(masked.dsn(), autocommit=True) as conn:
+            cur = conn.cursor(binary=binary)
+            for sql in ECHOES[:4]:
+                with pytest.raises(psycopg.errors.DataError) as caught:
+                    await cur.execute(sql)
+                text = str(caught.value) + str(caught.value.diag.message_detail)
+                assert "zebra" not in text and not _leaks(text), (sql, text)
+    conn_a = await masked.asyncpg()
+    try:
+        for sql in ECHOES[:4]:
+            with pytest.raises(Exception) as raised:
+                await conn_a.fetch(sql)
+            text = repr(raised.value) + str(getattr(raised.value, "detail", ""))
+            assert "zebra" not in text and not _leaks(text), (sql, text)
+    finally:
+        await conn_a.close()
+
+
+async def test_notify_payloads_do_not_carry_a_masked_value(masked: PgHarness) -> None:
+    for column in ("password_hash", "card", "email"):
+        sql = f"listen c; select pg_notify('c', {column}) is null from {TABLE} limit 1"
+        result = await masked.psql("-c", sql)
+        assert "Asynchronous notification" in result.out, (sql, result.out, result.err)
+        assert "zebra" not in result.out and not _leaks(result.out), (sql, result.out)
+    conn_a = await masked.asyncpg()
+    got: asyncio.Queue[str] = asyncio.Queue()
+    try:
+        await conn_a.add_listener(
+            "c", lambda _conn, _pid, _channel, payload: got.put_nowait(payload)
+        )
+        await conn_a.execute(f"select pg_notify('c', card) from {TABLE} limit 1")
+        await conn_a.execute("notify c, 'plain 4111 1111 1111 1111'")
+        for _ in range(2):
+            payload = await asyncio.wait_for(got.get(), 5)
+            assert CARD not in payload.replace(" ", ""), payload
+            assert payload, "the notification still arrives"
+    finally:
+        await conn_a.close()
