@@ -478,6 +478,9 @@ class Authenticator:
             folded.setdefault(fold_name(user.name), []).append(user)
         # spellings of a local name; names that fold alike are only ever matched exactly
         self._folded = {key: found[0] for key, found in folded.items() if len(found) == 1}
+        # every folded local name: a spelling of one is never sent on to the directory, whose
+        # entry would otherwise be named like the local user (two people, one name)
+        self._local_folds = frozenset(folded)
         self.directory = Directory(config.ldap) if config.ldap else None
         self.throttle = throttle if throttle is not None else LoginThrottle()
         self._hash_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hoop-hash")
@@ -495,12 +498,17 @@ class Authenticator:
         """The local user a typed name means: exactly, or as a spelling (`ALICE`, `alice `)."""
         return self.users.get(name) or self._folded.get(fold_name(name))
 
+    def local_name(self, name: str) -> bool:
+        """Whether a typed name is a spelling of some local user's name, even one that two
+        local names share (then it matches neither): such a name is never the directory's."""
+        return fold_name(name) in self._local_folds
+
     async def directory_person(self, name: str) -> DirectoryEntry | None:
         """A directory entry, looked up in a worker thread with a deadline, for callers that
         are not logging in (the control socket's operators). DirectoryUnavailable when the
         directory does not answer in time: the caller fails closed, the event loop never
         waits on it."""
-        if self.directory is None:
+        if self.directory is None or self.local_name(name):
             return None
         deadline = self.directory.config.timeout + 1.0
         try:
@@ -534,7 +542,7 @@ class Authenticator:
             ok = await self._run(self._hash_pool, verify_password, password, user.password_hash)
             self._typical_check += (time.monotonic() - started - self._typical_check) / 8
             return LoginResult(_local_identity(user) if ok else None)
-        if user is not None or self.directory is None:
+        if user is not None or self.directory is None or self.local_name(name):
             # No hash to check: answer after as long as a check takes, without spending CPU
             # on it, so a flood of made-up names neither reveals them nor delays real checks.
             await asyncio.sleep(self._typical_check)
@@ -556,7 +564,7 @@ class Authenticator:
         user = self.local_user(name)
         if user is not None:
             return _authorized(user.authorized_keys), LoginResult(_local_identity(user))
-        if self.directory is None:
+        if self.directory is None or self.local_name(name):
             return None, LoginResult(None)
         try:
             found = await self._run(self._ldap_pool, self.directory.lookup, name)

@@ -506,3 +506,31 @@ def test_an_address_a_person_used_waits_their_spacing_not_the_queue_of_guesses()
         throttle.reserve((f"10.2.0.{n}", "dave"))
         throttle.succeeded((f"10.2.0.{n}", "dave"))
     assert len(throttle.known) <= 50 and len(throttle.known["dave"]) <= 16
+
+
+async def test_a_directory_person_is_never_named_like_a_local_user(
+    tmp_path: Path, slapd: Slapd
+) -> None:
+    """issue 20, attack: two local users whose names fold alike (`Carol`, `carol`) are only
+    matched exactly, so `CAROL` went on to the directory, whose carol then logged in under the
+    name `carol`: the local carol's name, her grants and rules, held by another person. The
+    directory's entry is refused when its name folds like a local user's, by password and by
+    key; a name that is nobody's locally still reaches the directory."""
+    config = make_config(tmp_path, slapd.url)
+    for name in ("Carol", "carol", "ERIN"):
+        config.users[name] = UserConfig(name, password_hash=hash_password("local-pw", log_n=10))
+    auth = Authenticator(config)
+    try:
+        for spelling in ["CAROL", "cArOl ", "carol "]:
+            result = await auth.check_password(spelling, "carol-pw", "127.0.0.1")
+            assert result.identity is None, (spelling, result.identity)
+        local = await auth.check_password("carol", "local-pw", "127.0.0.1")
+        assert local.identity is not None and local.identity.source == "local"
+        keys, by_key = await auth.authorized_keys("Erin ")  # ERIN is a local name
+        assert by_key.identity is not None and by_key.identity.source == "local"
+        keys, by_key = await auth.authorized_keys("CAROL")
+        assert keys is None and by_key.identity is None
+        dave = await auth.check_password("DAVE", "dave-pw", "127.0.0.1")
+        assert dave.identity is not None and dave.identity.name == "dave"
+    finally:
+        auth.close()
