@@ -277,7 +277,9 @@ class Statement:
     `encodings` are the values it sets `client_encoding` to, anywhere in it (`SET`,
     `SET NAMES`, `set_config('client_encoding', ...)`, a function's `SET` clause); None
     where the value is only known when it runs. `conforming` are the values it sets
-    `standard_conforming_strings` to, the same way."""
+    `standard_conforming_strings` to, the same way. `stores`: it calls `set_config` with a
+    value computed when it runs (not a constant or a parameter), which a later statement can
+    read back (`current_setting`, `SHOW`) past the column masks of this one."""
 
     text: str
     classes: frozenset[str]
@@ -285,6 +287,7 @@ class Statement:
     named: Named | None = None
     encodings: tuple[str | None, ...] = ()
     conforming: tuple[str | None, ...] = ()
+    stores: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +330,7 @@ def classify(sql: str, sql_functions: Mapping[str, int] | None = None) -> Classi
                 found.named_for(text),
                 tuple(found.encodings),
                 tuple(found.conforming),
+                found.stores,
             )
         )
     return Classified(tuple(statements))
@@ -572,6 +576,7 @@ class _Found:
     tables: set[str] = field(default_factory=set)
     encodings: list[str | None] = field(default_factory=list)  # see Statement.encodings
     conforming: list[str | None] = field(default_factory=list)  # see Statement.conforming
+    stores: bool = False  # see Statement.stores
     executes: set[str] = field(default_factory=set)
     prepares: tuple[str, _Found] | None = None
     deallocates: str | None = None
@@ -864,6 +869,12 @@ class _Walker:
             if setting is None and args and _column_name(args[0]) == "name":
                 setting = self.settings_name
             setting = setting.lower() if setting is not None else None
+            value = _uncast(args[1]) if len(args) > 1 else None
+            if value is not None and not (
+                _const_string(value) is not None
+                or (isinstance(value, dict) and ("ParamRef" in value or "A_Const" in value))
+            ):
+                self.found.stores = True  # `set_config('x.y', password, false)`: a copy
             if setting is None or setting in _ROLE_SETTINGS:
                 self.found.classes.add(SET_ROLE)
             if setting is None or setting in _READ_ONLY_SETTINGS:
@@ -953,6 +964,7 @@ class _Walker:
         self.found.cacheable = False
         body = _Walker(self.sql_functions).run(fields.get("query"))
         self.found.prepares = (str(fields.get("name") or ""), body)
+        self.found.stores = self.found.stores or body.stores
         self.found.executes |= body.executes
         return False  # the body's classes are the PREPARE's too
 

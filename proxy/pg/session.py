@@ -802,6 +802,8 @@ class PgSession:
                 refusal = conforming_refusal(value)
                 if refusal is not None:
                     return refusal
+            if statement.stores and self.masker is not None and _whole_rule(self.masker):
+                return INSUFFICIENT_PRIVILEGE, _STORES_REFUSAL
         return None
 
     def _decide_named(self, found: sqlclass.Classified) -> Verdict:
@@ -1635,6 +1637,10 @@ _TEXT_FIELDS = frozenset({Field.MESSAGE, Field.DETAIL, Field.HINT})
 _ECHOING_CLASSES = frozenset({"22", "23"})
 _ECHO_FIELDS = frozenset({Field.MESSAGE, Field.DETAIL, ord("W")})
 _QUOTED = re.compile(r'"([^"]*)"')
+_STORES_REFUSAL = (
+    "hoop: set_config with a value computed by the query is refused where column masks "
+    "apply: current_setting or SHOW would read it back unmasked"
+)
 
 
 def _whole_rule(masker: Masker) -> MaskRule | None:

@@ -78,3 +78,41 @@ async def test_notify_payloads_do_not_carry_a_masked_value(masked: PgHarness) ->
             assert payload, "the notification still arrives"
     finally:
         await conn_a.close()
+
+
+STORES = [
+    f"select set_config('my.x', password_hash, false) is null from {TABLE} limit 1; "
+    "select current_setting('my.x')",
+    f"select 1 from {TABLE} where set_config('my.x', password_hash || '', false) <> '' limit 1; "
+    "show my.x",
+    f"select set_config('application_name', substr(password_hash, 1, 99), false) from {TABLE} "
+    "limit 1; show application_name",
+    f"prepare s as select set_config('my.x', password_hash, false) from {TABLE} limit 1; "
+    "execute s; select current_setting('my.x')",
+]
+
+
+async def test_a_masked_value_is_not_smuggled_through_a_setting(masked: PgHarness) -> None:
+    for sql in STORES:
+        result = await masked.psql("-c", sql)
+        assert "42501" in result.err or "set_config" in result.err, (sql, result.err)
+        assert "zebra" not in result.out + result.err, (sql, result.out)
+    conn_a = await masked.asyncpg()
+    try:
+        for sql in (STORES[0].split(";")[0], STORES[1].split(";")[0]):
+            with pytest.raises(Exception) as raised:
+                await conn_a.fetch(sql)
+            assert "set_config" in str(raised.value), (sql, raised.value)
+            assert await conn_a.fetchval("select current_setting('my.x', true)") in (None, "")
+        # a constant or a client's parameter is the client's own value, not the table's
+        assert await conn_a.fetchval("select set_config('my.x', $1, false)", "mine") == "mine"
+        assert await conn_a.fetchval("select set_config('my.y', 'k', false)") == "k"
+        assert await conn_a.fetchval("select current_setting('my.x')") == "mine"
+    finally:
+        await conn_a.close()
+    async with await psycopg.AsyncConnection.connect(masked.dsn(), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            async with conn.pipeline():
+                await conn.execute(STORES[0].split(";")[0])
+        cur = await conn.execute("select current_setting('my.x', true)")
+        assert (await cur.fetchone()) in ((None,), ("",))
