@@ -30,9 +30,30 @@ from typing import Any
 from pglast import parser as pg_parser
 
 from proxy.masking import Masker, MaskRule
-from proxy.pg.classify import literal_shape, token_shape
+from proxy.pg.classify import (
+    _SQL_TEXT_FUNCTIONS,
+    _TABLE_TEXT_FUNCTIONS,
+    _WHOLE_READ_FUNCTIONS,
+    literal_shape,
+    token_shape,
+)
 
 MAX_ENTRIES = 4096
+# Functions returning values of a query, table or cursor they are given as text or by name
+# (`query_to_xml('select password ...')`, `table_to_xml('users', ...)`, `cursor_to_xml(c,
+# ...)`, `ts_stat`'s words, `dblink`'s rows): what they return reads rows the lineage cannot
+# see, so it counts as a whole row of an unknown table.
+HIDDEN_READS = frozenset(
+    {
+        *_SQL_TEXT_FUNCTIONS,
+        *_TABLE_TEXT_FUNCTIONS,
+        *_WHOLE_READ_FUNCTIONS,
+        "cursor_to_xml",
+        "cursor_to_xmlschema",
+        "dblink_fetch",
+        "dblink_get_result",
+    }
+)
 MAX_TEXT = 16384
 MAX_DEPTH = 400
 UNKNOWN_NAME = "?column?"
@@ -400,7 +421,12 @@ class _Reader:
             return found
         if "SelectStmt" in node:
             return self._subselect(node, depth + 1)
-        return _union(
+        call = node.get("FuncCall")
+        parts = (call.get("funcname") or []) if isinstance(call, dict) else []
+        hidden = EMPTY
+        if parts and _sval(parts[-1]).lower() in HIDDEN_READS:
+            hidden = Source(rows=frozenset({None}))
+        return hidden | _union(
             self.source(value, depth + 1)
             for value in node.values()
             if isinstance(value, dict | list)

@@ -116,3 +116,47 @@ async def test_a_masked_value_is_not_smuggled_through_a_setting(masked: PgHarnes
                 await conn.execute(STORES[0].split(";")[0])
         cur = await conn.execute("select current_setting('my.x', true)")
         assert (await cur.fetchone()) in ((None,), ("",))
+
+
+HIDDEN = [
+    f"select query_to_xml('select password_hash from {TABLE} limit 1', true, false, '')",
+    f"select query_to_xml('select * from {TABLE} limit 1', true, false, '') as x",
+    f"select table_to_xml('{TABLE}', true, false, '')",
+    f"select xpath('//text()', query_to_xml('select password_hash from {TABLE} limit 1', "
+    "true, false, ''))::text",
+    f"select * from ts_stat('select to_tsvector(''simple'', password_hash) from {TABLE}')",
+    f"select word from ts_stat('select to_tsvector(''simple'', password_hash) from {TABLE}') w",
+    f"select pg_catalog.table_to_xml_and_xmlschema('{TABLE}', true, false, '')",
+]
+
+
+async def test_values_read_by_sql_given_as_text_are_masked(masked: PgHarness) -> None:
+    for sql in HIDDEN:
+        result = await masked.psql("-At", "-c", sql)
+        assert result.status == 0 and result.out.strip(), (sql, result.err)
+        assert "zebra" not in result.out, (sql, result.out[:300])
+        copied = await masked.psql("-At", "-c", f"copy ({sql}) to stdout")
+        assert copied.status == 0 and "zebra" not in copied.out, (sql, copied.out[:300])
+    cursor = await masked.psql(
+        "-At",
+        "-c",
+        f"begin; declare c cursor for select password_hash from {TABLE}; "
+        "select cursor_to_xml('c', 1, true, false, ''); commit",
+    )
+    assert "zebra" not in cursor.out, cursor.out
+    for binary in (False, True):
+        async with await psycopg.AsyncConnection.connect(masked.dsn()) as conn:
+            cur = conn.cursor(binary=binary)
+            # (ts_stat's counts are masked too: as text, '********' no driver reads as int)
+            for sql in [sql for sql in HIDDEN if "select *" not in sql or binary]:
+                await cur.execute(sql)
+                assert "zebra" not in repr(await cur.fetchall()), (sql, binary)
+    conn_a = await masked.asyncpg()
+    try:
+        for sql in HIDDEN:
+            assert "zebra" not in repr(await conn_a.fetch(sql)), sql
+    finally:
+        await conn_a.close()
+    # a query of values no rule masks still shows them
+    plain = await masked.psql("-At", "-c", "select query_to_xml('select 42 as n', true, false, '')")
+    assert plain.status == 0, plain.err
