@@ -74,7 +74,13 @@ class VerifyReport:
         if self.header is None:
             return ""
         h = self.header
-        return f"session {h.session_id}, user {h.user}, target {h.target} ({h.protocol})"
+        how = h.protocol
+        extra = h.extra or {}
+        if h.protocol == "asciicast" or "imported_from" in extra:
+            # signed by the gateway's key on import, but never a session through the gateway
+            source = extra.get("imported_from", "a cast file")
+            how = f"imported from {source}, not recorded by the gateway"
+        return f"session {h.session_id}, user {h.user}, target {h.target} ({how})"
 
     def bind(self, problems: list[str]) -> None:
         """Record what `binding_problems` found: any of it fails the report."""

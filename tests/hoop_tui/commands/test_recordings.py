@@ -427,3 +427,22 @@ def test_verify_by_session_id_checks_the_file_holds_that_session(data_dir):
     result = hoop("verify", alice.stem, "--data-dir", str(data_dir))
     assert result.returncode == 1, result.stdout
     assert f"asked for session {alice.stem}" in result.stdout
+
+
+def test_an_imported_cast_does_not_verify_as_a_gateway_session(tmp_path, data_dir):
+    """A cast that says it is alice's on web1, imported: the gateway signs it, so its chain is
+    valid, but verify and sessions must not pass it off as a session alice had through the
+    gateway: they say it was imported and from where."""
+    cast = tmp_path / "web1.cast"
+    cast.write_text(
+        '{"version": 2, "width": 80, "height": 24, "user": "alice", "title": "web1"}\n'
+        '[0.5, "o", "rm -rf /\\r\\n"]\n'
+    )
+    result = hoop("import-cast", str(cast), "--data-dir", str(data_dir))
+    assert result.returncode == 0, result.stderr
+    imported = Path(result.stdout.split(" into ")[1].strip())
+    verified = hoop("verify", str(imported), "--data-dir", str(data_dir))
+    assert verified.returncode == 0, verified.stdout
+    assert "user alice, target web1 (imported from web1.cast, not recorded by the gateway)" in (
+        verified.stdout
+    )
