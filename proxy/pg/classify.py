@@ -209,6 +209,16 @@ _SQL_TEXT_FUNCTIONS: dict[str, dict[int, int | None]] = {
     "dblink_send_query": {2: 1},
     "dblink_open": {2: 1, 3: None, 4: 2},
 }
+# Functions that keep a value (argument at this 0-based position) where a later statement
+# reads it back: a setting, a large object, a sequence, the WAL (see Statement.stores).
+_STORING_FUNCTIONS = {
+    "set_config": 1,
+    "lo_from_bytea": 1,
+    "lo_put": 2,
+    "lowrite": 1,
+    "setval": 1,
+    "pg_logical_emit_message": 2,
+}
 # Functions that read a whole table, schema or database named by their first argument.
 _TABLE_TEXT_FUNCTIONS = frozenset(
     {"table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema"}
@@ -277,9 +287,10 @@ class Statement:
     `encodings` are the values it sets `client_encoding` to, anywhere in it (`SET`,
     `SET NAMES`, `set_config('client_encoding', ...)`, a function's `SET` clause); None
     where the value is only known when it runs. `conforming` are the values it sets
-    `standard_conforming_strings` to, the same way. `stores`: it calls `set_config` with a
-    value computed when it runs (not a constant or a parameter), which a later statement can
-    read back (`current_setting`, `SHOW`) past the column masks of this one."""
+    `standard_conforming_strings` to, the same way. `stores`: it keeps a value computed when
+    it runs (not a constant or a parameter) where a later statement can read it back past
+    the column masks of this one: `set_config` (`current_setting`, `SHOW`), a large object
+    (`lo_from_bytea`, `lo_put`, `lowrite`), a sequence (`setval`), the WAL."""
 
     text: str
     classes: frozenset[str]
@@ -862,6 +873,10 @@ class _Walker:
                 self.found.tables.add(table.lower() if '"' not in table else table)
         elif name in _WHOLE_READ_FUNCTIONS:
             self.found.classes.add(DYNAMIC_SQL)  # reads every table of a schema or database
+        at = _STORING_FUNCTIONS.get(name)
+        args = fields.get("args") or []
+        if at is not None and at < len(args) and not _client_value(args[at]):
+            self.found.stores = True  # `set_config('x.y', password, false)`: a copy
         if name == "set_config":
             self.found.cacheable = False
             args = fields.get("args") or []
@@ -869,12 +884,6 @@ class _Walker:
             if setting is None and args and _column_name(args[0]) == "name":
                 setting = self.settings_name
             setting = setting.lower() if setting is not None else None
-            value = _uncast(args[1]) if len(args) > 1 else None
-            if value is not None and not (
-                _const_string(value) is not None
-                or (isinstance(value, dict) and ("ParamRef" in value or "A_Const" in value))
-            ):
-                self.found.stores = True  # `set_config('x.y', password, false)`: a copy
             if setting is None or setting in _ROLE_SETTINGS:
                 self.found.classes.add(SET_ROLE)
             if setting is None or setting in _READ_ONLY_SETTINGS:
@@ -1221,6 +1230,13 @@ def _reads_target(node: Any, target: frozenset[str], *, qualified_only: bool = F
                 if isinstance(value, dict | list):
                     stack.append((value, inner or key == "SelectStmt"))
     return False
+
+
+def _client_value(node: Any) -> bool:
+    """A constant or a Bind parameter (under casts): a value the client gave, not one the
+    query computed from a table."""
+    inner = _uncast(node)
+    return isinstance(inner, dict) and ("A_Const" in inner or "ParamRef" in inner)
 
 
 def _uncast(node: Any) -> Any:

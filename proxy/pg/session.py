@@ -1638,8 +1638,9 @@ _ECHOING_CLASSES = frozenset({"22", "23"})
 _ECHO_FIELDS = frozenset({Field.MESSAGE, Field.DETAIL, ord("W")})
 _QUOTED = re.compile(r'"([^"]*)"')
 _STORES_REFUSAL = (
-    "hoop: set_config with a value computed by the query is refused where column masks "
-    "apply: current_setting or SHOW would read it back unmasked"
+    "hoop: a value computed by the query kept in a setting, large object or sequence "
+    "(set_config, lo_from_bytea, lo_put, lowrite, setval) is refused where column masks "
+    "apply: a later read would show it unmasked"
 )
 
 
