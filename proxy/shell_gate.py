@@ -63,7 +63,8 @@ def starts_full_screen(line: str) -> bool:
 # Commands that change how readline turns keys into a line, so that keys the gate reads as
 # editing could accept a line it never judged (`bind '"\C-t": accept-line'`, `set -o vi`), or
 # that run text nobody typed at the prompt (`fc`, `history -s` then a recall, an editor
-# assignment for C-x C-e). Under guard they are their own class, held like an opaque command.
+# assignment for C-x C-e, an alias whose text a later line runs unseen). Under guard they are
+# their own class, held like an opaque command.
 _EDITOR_VARIABLES = re.compile(r"(?<![${\w])(INPUTRC|VISUAL|EDITOR|FCEDIT)\b")
 _EDITOR_PROGRAMS = frozenset({"bind", "fc"})
 _STTY_QUERIES = frozenset({"-a", "--all", "-g", "--save", "size", "speed"})
@@ -92,6 +93,8 @@ def _editor_command(command: SimpleCommand) -> str | None:
     words = [word.text if word.known else "\0" for word in command.argv[1:]]
     if name in _EDITOR_PROGRAMS:
         return f"{name} changes the line editor or runs commands from history"
+    if name == "alias" and any("=" in w or "\0" in w for w in words):
+        return "an alias makes later lines run text other than they show"
     if name == "stty" and any(w not in _STTY_QUERIES for w in words):
         return "stty changes how the terminal echoes keys, and the gate reads the echo"
     if name == "history" and any(w.startswith("-") and set(w) & set("rsn\0") for w in words):
