@@ -620,6 +620,9 @@ class _Walker:
         self.found = _Found(set())
         self.depth = 0
         self.settings_name: str | None = None  # see `select`
+        # every CTE seen so far, scope-blind (name -> query): a CTE over the target of a
+        # DELETE or UPDATE holds the target's own values (see `_target_names`)
+        self.ctes: dict[str, Any] = {}
         self.sql_functions = sql_functions or {}
 
     def run(self, node: Any) -> _Found:
@@ -652,6 +655,12 @@ class _Walker:
             self.depth -= 1
 
     def visit(self, kind: str, fields: dict[str, Any]) -> None:
+        with_clause = fields.get("withClause")
+        if isinstance(with_clause, dict):
+            for cte in with_clause.get("ctes") or []:
+                body = cte.get("CommonTableExpr") if isinstance(cte, dict) else None
+                if isinstance(body, dict):
+                    self.ctes[str(body.get("ctename") or "").lower()] = body.get("ctequery")
         handler = _HANDLERS.get(kind)
         if handler is not None:
             if handler(self, fields):
@@ -700,7 +709,7 @@ class _Walker:
         # Judged by the WHERE's shape, never by a constant's value: `1 = 1` and `1 = 2` share
         # a fingerprint and restrict no row by its own values alike.
         where = fields.get("whereClause")
-        if not _restricts(where, _target_names(fields.get("relation"), others)):
+        if not _restricts(where, _target_names(fields.get("relation"), others, self.ctes)):
             self.found.classes.add(without_where)
         return False
 
@@ -710,7 +719,7 @@ class _Walker:
         join or the clause's own condition restricts the target's rows by their values."""
         self.found.classes.add(WRITE)
         source = fields.get("sourceRelation")
-        names = _target_names(fields.get("relation"), [source] if source else [])
+        names = _target_names(fields.get("relation"), [source] if source else [], self.ctes)
         joined = _restricts(fields.get("joinCondition"), names)
         for clause in fields.get("mergeWhenClauses") or []:
             when = clause.get("MergeWhenClause", {}) if isinstance(clause, dict) else {}
@@ -770,7 +779,8 @@ class _Walker:
             and not (
                 values.get("valuesLists")
                 or _restricts(
-                    conflict.get("whereClause"), _target_names(fields.get("relation"), [])
+                    conflict.get("whereClause"),
+                    _target_names(fields.get("relation"), [], self.ctes),
                 )
             )
         ):
@@ -1090,17 +1100,22 @@ def _plpgsql_queries(body: str) -> Iterator[str]:
             stack.extend(v for v in node.values() if isinstance(v, dict | list))
 
 
-def _target_names(relation: Any, others: Any) -> frozenset[str]:
+def _target_names(
+    relation: Any, others: Any, ctes: Mapping[str, Any] | None = None
+) -> frozenset[str]:
     """The names a statement's columns are qualified with when they are the target's: its
     alias (or name), and those of the other relations of its FROM/USING that read the same
     table (a self-join, `using victim s`, or a subquery over it): their values are the
-    target's own, so comparing with them restricts nothing."""
+    target's own, so comparing with them restricts nothing. A CTE reading the table (`with w
+    as (select id from victim) ... where id in (select id from w)`) is the table again."""
     if not isinstance(relation, dict):
         return frozenset()
     relname = str(relation.get("relname") or "").lower()
+    copies = _copies(relname, ctes or {})
     alias = (relation.get("alias") or {}).get("aliasname")
     names = {str(alias).lower()} if alias else {relname}
-    names.add("\x00" + relname)  # a subquery reading the table reads the target's values
+    # a subquery reading the table (or a CTE over it) reads the target's values
+    names |= {"\x00" + copy for copy in copies}
     if not others:
         names.add("")  # an unqualified name can only be the target's
     for item in others if isinstance(others, list) else []:
@@ -1109,13 +1124,28 @@ def _target_names(relation: Any, others: Any) -> frozenset[str]:
         ((kind, fields),) = item.items()
         other_alias = str((fields.get("alias") or {}).get("aliasname") or "").lower()
         if kind == "RangeVar":
-            if str(fields.get("relname") or "").lower() == relname:
-                names.add(other_alias or relname)
-        elif other_alias and (kind != "RangeSubselect" or _reads_relation(fields, relname)):
+            if str(fields.get("relname") or "").lower() in copies:
+                names.add(other_alias or str(fields.get("relname") or "").lower())
+        elif other_alias and (
+            kind != "RangeSubselect" or any(_reads_relation(fields, copy) for copy in copies)
+        ):
             names.add(other_alias)  # a function or a subquery over the target: its values
         elif kind == "JoinExpr":
-            names |= _target_names(relation, [fields.get("larg"), fields.get("rarg")])
+            names |= _target_names(relation, [fields.get("larg"), fields.get("rarg")], ctes)
     return frozenset(names)
+
+
+def _copies(relname: str, ctes: Mapping[str, Any]) -> set[str]:
+    """The table's name and those of the CTEs that read it, directly or through another."""
+    copies = {relname}
+    grown = True
+    while grown:
+        grown = False
+        for name, query in ctes.items():
+            if name not in copies and any(_reads_relation(query, copy) for copy in copies):
+                copies.add(name)
+                grown = True
+    return copies
 
 
 def _reads_relation(node: Any, relname: str) -> bool:

@@ -45,6 +45,16 @@ EVERY_ROW = [
     "delete from victim where (id is not null) = true",
     "delete from victim where (id is null) = false",
     "delete from victim where (v is null) is false",
+    # a CTE over the target is the target again: its values are the target's own
+    "with w as (select id from victim) delete from victim where id in (select id from w)",
+    "with w as (select id from victim) update victim set v = 'x' where id in (table w)",
+    "with a as (select id from victim), b as (select id from a) "
+    "delete from victim where id = any(array(select id from b))",
+    "with w as (select id from victim) delete from victim using w where victim.id = w.id",
+    "with w as (select * from victim) merge into victim v using w s on v.id = s.id "
+    "when matched then delete",
+    "with w as (select id from victim), d as (delete from victim where id in "
+    "(select id from w) returning 1) select count(*) from d",
     "update victim set v = 'x' where not (id is null)",
     "update victim set v = 'x' where (id = id) = true",
     "merge into victim v using (select 1 as id) s on v.id = s.id "
@@ -83,6 +93,7 @@ async def test_conditions_true_for_every_row_are_no_where(gate: PgHarness) -> No
         ("update victim set v = 'n' where (id = 4) = true", "UPDATE 1"),
         ("update victim set v = 'm' where (id = 3) is true", "UPDATE 1"),
         ("update victim set v = 'k' where not (v is not null) or id = 2", "UPDATE 1"),
+        ("with w as (select 3 as id) update victim set v = 'm' where id in (table w)", "UPDATE 1"),
     ]:
         result = await gate.psql("-c", sql, database="src")
         assert tag in result.out, (sql, result.err)
