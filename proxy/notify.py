@@ -100,6 +100,8 @@ def parse_notify(raw: Mapping[str, Any], path: Path | str) -> tuple[Endpoint, ..
         if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 20:
             raise ConfigError(path, f"{where}.retries", "must be a whole number from 0 to 20")
         name = str(entry.get("name") or f"notify-{index}")
+        if any(endpoint.name == name for endpoint in found):
+            raise ConfigError(path, f"{where}.name", f"{name!r} names another entry too")
         found.append(Endpoint(name, url, form, frozenset(events), timeout_s, retries))
     return tuple(found)
 
@@ -181,7 +183,8 @@ class Notifier:
         self.clock = clock
         self.expiring_before_s = expiring_before_s
         self._send = send
-        self._queues = {e.name: asyncio.Queue[tuple[str, bytes]](QUEUE_LIMIT) for e in endpoints}
+        # one queue per endpoint, by position: two entries may share a name or a URL
+        self._queues = [asyncio.Queue[tuple[str, bytes]](QUEUE_LIMIT) for _ in endpoints]
         self._tasks: list[asyncio.Task[None]] = []
         self._expiring: dict[str, asyncio.TimerHandle] = {}
         self._unlisten: Callable[[], None] | None = None
@@ -191,7 +194,10 @@ class Notifier:
         if not self.endpoints:
             return
         self._unlisten = self.control.listen(self._on_event)
-        self._tasks = [asyncio.ensure_future(self._sender(e)) for e in self.endpoints]
+        self._tasks = [
+            asyncio.ensure_future(self._sender(endpoint, queue))
+            for endpoint, queue in zip(self.endpoints, self._queues, strict=True)
+        ]
 
     async def stop(self) -> None:
         if self._unlisten is not None:
@@ -243,17 +249,15 @@ class Notifier:
         self._queue("hold.expiring", hold)
 
     def _queue(self, name: str, data: Mapping[str, Any]) -> None:
-        for endpoint in self.endpoints:
+        for endpoint, queue in zip(self.endpoints, self._queues, strict=True):
             if name not in endpoint.events:
                 continue
-            queue = self._queues[endpoint.name]
             if queue.full():  # an endpoint that is down does not hold memory forever
                 queue.get_nowait()
                 self._failed(endpoint, name, "queue full: the oldest notification was dropped")
             queue.put_nowait((name, body(endpoint, name, data)))
 
-    async def _sender(self, endpoint: Endpoint) -> None:
-        queue = self._queues[endpoint.name]
+    async def _sender(self, endpoint: Endpoint, queue: asyncio.Queue[tuple[str, bytes]]) -> None:
         while True:
             name, payload = await queue.get()
             delay = BACKOFF_FIRST_S

@@ -223,3 +223,10 @@ def test_parse_notify_refuses_both_url_forms():
     with pytest.raises(ConfigError) as caught:
         parse_notify({"notify": [{"url": "http://x/", "url_env": "X"}]}, "gateway.toml")
     assert "exactly one of url and url_env" in str(caught.value)
+
+
+def test_two_entries_may_not_share_a_name():
+    entries = [{"name": "chat", "url": "http://a/"}, {"name": "chat", "url": "http://b/"}]
+    with pytest.raises(ConfigError) as caught:
+        parse_notify({"notify": entries}, "gateway.toml")
+    assert caught.value.key == "notify[1].name"
