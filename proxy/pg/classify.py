@@ -233,6 +233,11 @@ _WHOLE_READ_FUNCTIONS = frozenset(
         "database_to_xml_and_xmlschema",
     }
 )
+# Functions reading rows the parse tree does not show: SQL or a table given as text, a cursor.
+_HIDDEN_READS = frozenset(
+    {*_SQL_TEXT_FUNCTIONS, *_TABLE_TEXT_FUNCTIONS, *_WHOLE_READ_FUNCTIONS}
+    | {"cursor_to_xml", "dblink_fetch", "dblink_get_result"}
+)
 # Catalogues holding sample values of every analyzed column (most common values, histograms;
 # pg_statistic_ext holds only definitions, which pg_dump reads).
 _STATISTICS_RELATIONS = frozenset(
@@ -1149,12 +1154,17 @@ def _copies(relname: str, ctes: Mapping[str, Any]) -> set[str]:
 
 
 def _reads_relation(node: Any, relname: str) -> bool:
-    """Whether a table of this name is read anywhere inside a node."""
+    """Whether a table of this name is read anywhere inside a node; a call that reads SQL
+    or a table given as text (`query_to_xml('select id from victim', ...)`) may read it."""
     stack: list[Any] = [node]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
             if str(item.get("relname") or "").lower() == relname:
+                return True
+            call = item.get("FuncCall")
+            parts = (call.get("funcname") or []) if isinstance(call, dict) else []
+            if parts and _string(parts[-1]).lower() in _HIDDEN_READS:
                 return True
             stack.extend(item.values())
         elif isinstance(item, list):
@@ -1184,6 +1194,8 @@ def _restricts(where: Any, target: frozenset[str], negated: bool = False) -> boo
     if kind == "A_Expr":
         left, right = fields.get("lexpr"), fields.get("rexpr")
         if _reads_target(left, target) == _reads_target(right, target):
+            return False
+        if _hides_reads(where):  # `id = any(... query_to_xml('select id from victim') ...)`
             return False
         side, other = (left, right) if _reads_target(left, target) else (right, left)
         if (fields.get("kind") == "AEXPR_DISTINCT") != negated and not _is_value(other):
@@ -1233,6 +1245,12 @@ def _is_value(node: Any) -> bool:
     inner = _uncast(node)
     const = inner.get("A_Const") if isinstance(inner, dict) else None
     return isinstance(const, dict) and not const.get("isnull")
+
+
+def _hides_reads(node: Any) -> bool:
+    """Whether a node calls a function that reads SQL or a table given as text, which may
+    read the target (`_reads_relation` with a name no table has)."""
+    return _reads_relation(node, "\x00")
 
 
 def _reads_target(node: Any, target: frozenset[str], *, qualified_only: bool = False) -> bool:

@@ -55,6 +55,13 @@ EVERY_ROW = [
     "when matched then delete",
     "with w as (select id from victim), d as (delete from victim where id in "
     "(select id from w) returning 1) select count(*) from d",
+    # SQL given as text reads the target where the tree does not show it
+    "delete from victim where id::text in (select unnest(xpath('//id/text()', "
+    "query_to_xml('select id from victim', true, false, '')))::text)",
+    "delete from victim where id::text = any(xpath('//id/text()', "
+    "query_to_xml('select id from victim', true, false, ''))::text[])",
+    "delete from victim where id in (select (xpath('//id/text()', x))[1]::text::int "
+    "from unnest(xpath('//row', table_to_xml('victim', true, false, ''))) x)",
     "update victim set v = 'x' where not (id is null)",
     "update victim set v = 'x' where (id = id) = true",
     "merge into victim v using (select 1 as id) s on v.id = s.id "
