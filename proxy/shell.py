@@ -1775,6 +1775,31 @@ def _fc(words: list[Word]) -> _Inner:
     return _Opaque("fc reruns lines from the shell's history, which the gateway cannot see")
 
 
+_COMPLETE_WITH_ARGUMENT = frozenset("oAGWFCXPS")
+
+
+def _complete(words: list[Word]) -> _Inner:
+    """`complete -C CMD name` runs CMD at each Tab on `name`, `compgen -C CMD` at once."""
+    index = 1
+    while index < len(words) and words[index].text != "--":
+        word = words[index]
+        if not word.known:
+            return _Opaque(f"{words[0].text} has an option only known when the shell runs it")
+        if not word.text.startswith("-"):
+            break
+        for position, flag in enumerate(word.text[1:], start=2):
+            if flag not in _COMPLETE_WITH_ARGUMENT:
+                continue
+            rest = word.text[position:]
+            argument = Word.literal(rest) if rest else words[min(index + 1, len(words) - 1)]
+            if flag == "C":
+                return _Parse([argument])
+            index += 0 if rest else 1
+            break
+        index += 1
+    return None
+
+
 def _busybox(words: list[Word]) -> _Inner:
     """`busybox rm -rf /`: the applet is the program."""
     return _Run(words[1:]) if len(words) > 1 else None
@@ -1794,6 +1819,8 @@ _WRAPPERS: dict[str, Callable[[list[Word]], _Inner]] = {
     "runuser": _su,
     "sg": _su,
     "trap": _trap,
+    "complete": _complete,
+    "compgen": _complete,
     "fc": _fc,
     "sudo": _sudo,
     "doas": _after_options(_DOAS),
