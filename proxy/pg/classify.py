@@ -882,10 +882,13 @@ class _Walker:
             self.found.cacheable = False  # the table is a constant
             args = fields.get("args") or []
             table = _const_string(_uncast(args[0])) if args else None
-            if table is None:
-                self.found.classes.add(DYNAMIC_SQL)
+            parts = _regclass_parts(table) if table is not None else None
+            if parts is None:
+                self.found.classes.add(DYNAMIC_SQL)  # computed, an OID, or not a name
             else:
-                self.found.tables.add(table.lower() if '"' not in table else table)
+                # as PostgreSQL reads the regclass text: `"secrets"`, ` Secrets ` are secrets
+                schema = parts[-2] if len(parts) > 1 else None
+                self.range_var({"relname": parts[-1], "schemaname": schema})
         elif name in _WHOLE_READ_FUNCTIONS:
             self.found.classes.add(DYNAMIC_SQL)  # reads every table of a schema or database
         at = _STORING_FUNCTIONS.get(name)
@@ -1245,6 +1248,32 @@ def _is_value(node: Any) -> bool:
     inner = _uncast(node)
     const = inner.get("A_Const") if isinstance(inner, dict) else None
     return isinstance(const, dict) and not const.get("isnull")
+
+
+_REGCLASS_PART = re.compile(r'\s*(?:"((?:[^"]|"")+)"|([^\s."]+))\s*')
+
+
+def _regclass_parts(text: str) -> list[str] | None:
+    """The names in a regclass text, as PostgreSQL splits it (`public."Secrets"`: quoted
+    parts as written, others in lower case, blanks around them dropped); None for an OID
+    (`'16390'`, any table) or text that is not a name of one to three parts."""
+    parts: list[str] = []
+    pos = 0
+    while True:
+        match = _REGCLASS_PART.match(text, pos)
+        if match is None or match.end() == pos:
+            return None
+        quoted, plain = match.group(1), match.group(2)
+        parts.append(quoted.replace('""', '"') if quoted is not None else plain.lower())
+        pos = match.end()
+        if pos == len(text):
+            break
+        if text[pos] != ".":
+            return None
+        pos += 1
+    if len(parts) > 3 or (len(parts) == 1 and match.group(2) is not None and parts[0].isdigit()):
+        return None
+    return parts
 
 
 def _hides_reads(node: Any) -> bool:

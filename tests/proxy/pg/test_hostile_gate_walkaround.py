@@ -130,3 +130,38 @@ async def test_a_listed_procedure_run_by_call_is_judged_by_its_sql(gate: PgHarne
     finally:
         await conn_a.close()
     assert len(await _victim_rows()) == len(before) - 1
+
+
+async def test_a_table_named_as_text_is_read_as_postgresql_reads_it(gate: PgHarness) -> None:
+    """`table_to_xml` takes its table as regclass text: quotes, blanks and an OID name the
+    denied table as surely as `secrets` does."""
+    await gate.stop()
+    gate.rules = [
+        {
+            "name": "no-secrets",
+            "targets": ["src"],
+            "tables": ["secrets"],
+            "action": "deny",
+            "message": "no secrets",
+        },
+        *gate.rules,
+    ]
+    await gate.start()
+    (oid,) = (await _direct(SOURCE_DB, "select 'secrets'::regclass::oid"))[0]
+    for table in ['"secrets"', " secrets ", 'public."secrets"', str(oid), "SECRETS"]:
+        for function in ("table_to_xml", "table_to_xml_and_xmlschema"):
+            sql = f"select {function}('{table}', true, false, '')"
+            result = await gate.psql("-At", "-c", sql, database="src")
+            assert (
+                "42501" in result.err or "denied" in result.err or "no secrets" in (result.err)
+            ), (sql, result.err)
+            assert "zebra" not in result.out, (sql, result.out[:200])
+    conn_a = await _asyncpg(gate)
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn_a.fetchval(f"select table_to_xml('{oid}', true, false, '')")
+        # another table named the same ways still reads
+        xml = await conn_a.fetchval("select table_to_xml(' \"victim\" ', true, false, '')")
+        assert "row1" in xml
+    finally:
+        await conn_a.close()
