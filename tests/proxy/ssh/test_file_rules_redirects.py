@@ -78,14 +78,14 @@ async def test_a_redirect_typed_into_a_shell_meets_the_file_rule(
     canary, _ = await start(harness, tmp_path)
     terminal = Terminal(harness)
     try:
+        await terminal.until(PROMPT)
         for line in [f"cat < {canary}", f"exec 3<{tmp_path}/x-c''anary", f": > {canary}"]:
-            terminal.seen.clear()
-            await terminal.until(PROMPT)
+            terminal.seen.clear()  # the prompt is there: what comes next is this line's
             await terminal.type(line + "\r")
             await terminal.until(b"[hoop] denied")
+            await terminal.until(PROMPT)
             assert b"tweet" not in terminal.seen
         terminal.seen.clear()
-        await terminal.until(PROMPT)
         await terminal.type("echo fi''ne\r")
         await terminal.until(b"fine\r\n")
         await terminal.type("exit\r")
