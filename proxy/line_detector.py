@@ -393,6 +393,8 @@ class LineDetector:
         self._accepting = ""  # set by a handler when the key accepts the line
         self._prefix = b""  # bytes a handler releases while it keeps the current one
         self._overflow_mark = 0  # rows overflowed before the current line began
+        self._recall_expected = False  # C-o: the shell puts the next history line on the prompt
+        self._prompt_unknown = False  # that line came, but the prompt before it did not match
 
     # -- configuration
     def resize(self, columns: int) -> None:
@@ -630,6 +632,7 @@ class LineDetector:
             self._note_key(byte)
             return _KeyOutcome.FORWARD
         if byte in ENTER_KEYS:
+            self._recall_expected = self._recall_expected or byte == b"\x0f"
             return _KeyOutcome.ENTER
         if byte == b"\x18":  # C-x: a prefix; what follows may accept the line
             self._in_state = _In.CTRL_X
@@ -779,13 +782,22 @@ class LineDetector:
             self.full_screen = False
         if not self.full_screen:
             self._full_screen_allowed = False  # the line that was allowed it has ended
+        cells = rows.rows[rows.row].cells
+        column, self._line_keys, self._prompt_unknown = rows.col, "", False
+        if self._recall_expected:
+            # operate-and-get-next: the line after the cursor's prompt is a recalled line the
+            # shell drew, not part of the prompt. Only the last prompt can tell where it starts.
+            self._recall_expected, self._line_keys = False, None
+            if self._prompt_col <= rows.col and "".join(cells[: self._prompt_col]) == self._prompt:
+                column = self._prompt_col
+            else:
+                self._prompt_unknown = True
         self._prompt_row = rows.dropped + rows.row
-        self._prompt_col = rows.col
-        self._prompt = "".join(rows.rows[rows.row].cells[: rows.col])
+        self._prompt_col = column
+        self._prompt = "".join(cells[:column])
         self._typed = False
         self._echo_seen = False
         self._unsolicited = False
-        self._line_keys = ""
         self._overflow_mark = rows.overflowed
 
     def line_finished(self, *, full_screen: bool = False) -> None:
@@ -844,6 +856,8 @@ class LineDetector:
             )
         elif not self._echo_caught_up():
             certain, reason = False, "the screen does not show every key typed before Enter"
+        elif self._prompt_unknown:
+            certain, reason = False, "a recalled line (C-o) follows a prompt that changed"
         elif not self._shows_line_keys(text):
             certain, reason = False, "the screen shows another line than the keys typed at it"
         return CommandLine(text, self._prompt, certain, reason, False, echoed, password)
