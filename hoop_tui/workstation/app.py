@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from textual import work
+from textual import events, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
@@ -132,6 +132,16 @@ class Workstation(App[None]):
             )
             return
         self.switch_screen(name)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # the recordings key is not even shown in the footer of the remote console ...
+        return not (self.remote and action == "show" and parameters == ("recordings",))
+
+    def on_key(self, event: events.Key) -> None:
+        """... and pressing it there says why nothing happens, rather than nothing."""
+        if self.remote and event.key == "2":
+            event.stop()
+            self.action_show("recordings")
 
     def action_show_help_panel(self) -> None:
         """`?`: the keys of this screen and of the workstation, closed by `?` or Esc."""

@@ -171,8 +171,10 @@ async def test_bob_approves_a_hold_in_the_full_screen_workstation_over_ssh(
         }
         assert environ[b"TERM"] == b"xterm-256color"
         assert ticket not in Path(f"/proc/{pid}/cmdline").read_bytes()
-        # Recordings are the gateway's disk: not offered remotely.
+        # Recordings are the gateway's disk: not offered remotely, and 2 says so.
         assert "Recordings" not in term.screen.text()
+        term.type(b"2")
+        await term.shows("not available")
 
         client = asyncio.ensure_future(
             harness.ssh_jump("alice", "web1", f"touch {tmp_path}/restart.done; echo done")
