@@ -34,6 +34,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import proxy  # noqa: F401  (its import filters asyncssh's DSA warning before asyncssh loads)
+
+# isort: split
 import asyncssh
 
 from tests.fixtures.processes import free_port, stop, wait_for_port
