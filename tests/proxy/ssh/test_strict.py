@@ -604,3 +604,43 @@ async def test_state_files_a_session_left_are_removed_an_hour_later(
     finally:
         old.unlink(missing_ok=True)
         young.unlink(missing_ok=True)
+
+
+async def test_transfers_and_git_work_for_a_strict_caller(harness: GatewayHarness, tmp_path: Path):
+    """Strict mode is the interactive shell only: scp (both modes), sftp, rsync and git reach
+    a strict target through their own exec or subsystem, as for anyone (issue 12)."""
+    await start_strict(harness, canary=False)
+    local = tmp_path / "file.txt"
+    local.write_bytes(b"through a strict target\n" * 500)
+    for flags, name in (([], "sftp-mode.txt"), (["-O"], "legacy.txt")):
+        up = await harness.run(
+            "scp", *flags, "-J", harness.jump("alice"), str(local), f"web1:{tmp_path / name}",
+            user="alice",
+        )  # fmt: skip
+        assert up.status == 0, up.err
+        assert (tmp_path / name).read_bytes() == local.read_bytes()
+    batch = tmp_path / "batch"
+    batch.write_text(f"get {tmp_path / 'legacy.txt'} {tmp_path / 'via-sftp.txt'}\n")
+    got = await harness.run(
+        "sftp", "-b", str(batch), "-J", harness.jump("alice"), "web1", user="alice"
+    )
+    assert got.status == 0, got.err
+    assert (tmp_path / "via-sftp.txt").read_bytes() == local.read_bytes()
+    ssh = f"ssh -F {harness.client_config('alice')} -p {harness.port}"
+    synced = await harness.run_plain(
+        "rsync", "-a", "-e", ssh, f"{local}", f"alice+web1@127.0.0.1:{tmp_path}/rsynced.txt"
+    )
+    assert synced.status == 0, synced.err
+    assert (tmp_path / "rsynced.txt").read_bytes() == local.read_bytes()
+    origin = tmp_path / "origin"
+    assert (await harness.run_plain("git", "init", "-q", "-b", "main", str(origin))).status == 0
+    commit = ["git", "-C", str(origin), "-c", "user.name=t", "-c", "user.email=t@t"]
+    await harness.run_plain(*commit, "commit", "-q", "--allow-empty", "-m", "strict clone")
+    cloned = await harness.run_plain(
+        "git", "clone", "-q", f"ssh://alice+web1@127.0.0.1:{harness.port}{origin}",
+        str(tmp_path / "clone"),
+        extra_env={"GIT_SSH_COMMAND": f"ssh -F {harness.client_config('alice')}"},
+    )  # fmt: skip
+    assert cloned.status == 0, cloned.err
+    log = await harness.run_plain("git", "-C", str(tmp_path / "clone"), "log", "--format=%s")
+    assert log.out == "strict clone\n"
