@@ -7,7 +7,6 @@ resumes the waiting session at once. Listings read the same socket.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import time
@@ -17,8 +16,9 @@ from typing import Any
 
 from hoop_tui.commands.common import add_config_arguments, data_dir_from, parse_duration
 from hoop_tui.errors import CommandError
-from proxy.console import printable
-from proxy.control import ControlClient, ControlError, socket_path
+
+# asyncio, the control client and the console's helpers load when a command runs (together a
+# tenth of a second), not for every `hoop-tui` command that only registers these.
 
 
 def _when(epoch: float | None) -> str:
@@ -40,6 +40,9 @@ def _left(epoch: float | None) -> str:
 
 def call_gateway(args: argparse.Namespace, op: str, **call_args: Any) -> Any:
     """One request to the running gateway; its refusals become one-line errors."""
+    import asyncio
+
+    from proxy.control import ControlClient, ControlError, socket_path
 
     async def run() -> Any:
         client = await ControlClient.connect(socket_path(data_dir_from(args)))
@@ -66,6 +69,8 @@ def cmd_holds(args: argparse.Namespace) -> int:
     holds = call_gateway(args, "holds.list", status="all" if args.all else "pending")
 
     def show(rows: list[dict[str, Any]]) -> None:
+        from proxy.console import printable
+
         if not rows:
             print("no held commands")
             return
@@ -114,6 +119,8 @@ def cmd_grants(args: argparse.Namespace) -> int:
         grants = [g for g in grants if g["status"] in ("requested", "active")]
 
     def show(rows: list[dict[str, Any]]) -> None:
+        from proxy.console import printable
+
         if not rows:
             print("no grants")
             return
@@ -191,6 +198,9 @@ def cmd_live(args: argparse.Namespace) -> int:
 
 def cmd_watch(args: argparse.Namespace) -> int:
     """Copy a live session's output to this terminal until it ends or Ctrl-C."""
+    import asyncio
+
+    from proxy.control import ControlClient, ControlError, socket_path
 
     async def run() -> None:
         client = await ControlClient.connect(socket_path(data_dir_from(args)))
