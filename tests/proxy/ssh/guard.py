@@ -6,13 +6,15 @@ still there after the attack, and what the caller was shown."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import getpass
 import shlex
 from pathlib import Path
 from typing import Any
 
 from tests.fixtures.gateway import GatewayHarness
+from tests.proxy.ssh.gate_attacks import Terminal, canary
+
+__all__ = ["PROMPT", "Agent", "canary", "start_guard"]
 
 PROMPT = "gw$ "
 
@@ -36,19 +38,10 @@ async def start_guard(harness: GatewayHarness, **extra_rules: Any) -> None:
     await harness.start_runtime()
 
 
-def canary(tmp_path: Path) -> Path:
-    path = tmp_path / "x-canary"
-    path.write_text("still here\n")
-    return path
-
-
-class Agent:
+class Agent(Terminal):
     """`ssh -tt alice+web1@gateway 'bash --norc -i'` driven through pipes: each `send` is one
-    write on the channel, as an agent (or a script) sends its keys."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.seen = bytearray()
+    write on the channel, as an agent (or a script) sends its keys (sending, reading and
+    closing as `gate_attacks.Terminal` does)."""
 
     @classmethod
     async def start(
@@ -92,25 +85,6 @@ class Agent:
         await asyncio.sleep(0.3)  # the prompt has settled: what follows is typed at it
         return agent
 
-    def send(self, data: bytes) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(data)
-
-    async def expect(self, needle: bytes, timeout: float = 20.0, *, after: int = 0) -> int:
-        """Wait until `needle` shows (past offset `after`); returns where it ends."""
-        assert self.process.stdout is not None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while (found := self.seen.find(needle, after)) < 0:
-            left = deadline - loop.time()
-            assert left > 0, f"{needle!r} never shown: {bytes(self.seen)[-1500:]!r}"
-            with contextlib.suppress(TimeoutError):
-                chunk = await asyncio.wait_for(self.process.stdout.read(4096), min(left, 0.5))
-                if not chunk:
-                    raise AssertionError(f"{needle!r} never shown: {bytes(self.seen)!r}")
-                self.seen += chunk
-        return found + len(needle)
-
     async def run(self, data: bytes, marker: str, timeout: float = 20.0) -> int:
         """Send `data`, then (as its own write, once the screen is quiet) `echo MARKER` and
         wait for the marker's output: whatever `data` started has finished by then."""
@@ -127,20 +101,3 @@ class Agent:
         deadline = loop.time() + timeout
         while PROMPT.encode() not in self.seen[-24:] and loop.time() < deadline:
             await self.quiet(0.2)
-
-    async def quiet(self, seconds: float = 1.0) -> None:
-        """Read until nothing arrived for `seconds`."""
-        assert self.process.stdout is not None
-        while True:
-            try:
-                chunk = await asyncio.wait_for(self.process.stdout.read(4096), seconds)
-            except TimeoutError:
-                return
-            if not chunk:
-                return
-            self.seen += chunk
-
-    async def close(self) -> None:
-        if self.process.returncode is None:
-            self.process.kill()
-            await self.process.wait()
