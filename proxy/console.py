@@ -115,7 +115,7 @@ class Console:
             self._write(f"\a\n[grant request] {describe_grant(data)}\n")
 
     async def run(self) -> None:
-        stop_listening = self.service.control.listen(self._on_event)
+        stop_listening = self.service.control.listen(self._on_event, (HOLDS_TOPIC, GRANTS_TOPIC))
         groups = ", ".join(sorted(self.person.groups)) or "no groups"
         self._write(f"hoop console for {self.person.name} ({groups}). Type help.\n")
         self._show_holds()

@@ -34,7 +34,7 @@ import secrets
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,6 +206,8 @@ class Caller:
 
 
 Handler = Callable[[Caller, dict[str, Any]], Awaitable[Any]]
+# An in-process receiver of published (topic, event, data)
+Listener = Callable[[str, str, dict[str, Any]], None]
 # OS user name -> the person it acts as (None: not mapped); may be a coroutine function
 Identify = Callable[[str], "Person | Awaitable[Person | None] | None"]
 
@@ -224,7 +226,7 @@ class ControlServer:
         }
         self._callers: set[Caller] = set()
         self.tickets = Tickets()
-        self._listeners: list[Callable[[str, str, dict[str, Any]], None]] = []
+        self._listeners: list[tuple[frozenset[str], Listener]] = []
         self._server: asyncio.AbstractServer | None = None
 
     def register(self, op: str, handler: Handler) -> None:
@@ -250,21 +252,26 @@ class ControlServer:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
-    def listen(self, listener: Callable[[str, str, dict[str, Any]], None]) -> Callable[[], None]:
-        """Receive every published (topic, event, data) in-process, as the SSH console does;
-        returns the function that stops it."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
+    def listen(self, listener: Listener, topics: Collection[str]) -> Callable[[], None]:
+        """Receive what is published on `topics` in-process, as the SSH console and the
+        notifier do; returns the function that stops it."""
+        entry = (frozenset(topics), listener)
+        self._listeners.append(entry)
+        return lambda: self._listeners.remove(entry)
 
     def watched(self, topic: str) -> bool:
         """Whether anyone would receive an event on `topic`: the hot path asks before it builds
-        one for every chunk of session output."""
-        return bool(self._listeners) or any(topic in caller.topics for caller in self._callers)
+        one for every chunk of session output, so a listener of holds must not make every
+        session's output watched."""
+        return any(topic in topics for topics, _ in self._listeners) or any(
+            topic in caller.topics for caller in self._callers
+        )
 
     def publish(self, topic: str, event: str, data: dict[str, Any]) -> None:
         """Push an event to every caller subscribed to `topic`, and to in-process listeners."""
-        for listener in list(self._listeners):
-            listener(topic, event, data)
+        for topics, listener in list(self._listeners):
+            if topic in topics:
+                listener(topic, event, data)
         message = {"event": event, "data": data}
         for caller in list(self._callers):
             if topic in caller.topics and caller.sees(topic, data):

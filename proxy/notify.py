@@ -193,7 +193,7 @@ class Notifier:
     def start(self) -> None:
         if not self.endpoints:
             return
-        self._unlisten = self.control.listen(self._on_event)
+        self._unlisten = self.control.listen(self._on_event, (HOLDS_TOPIC, GRANTS_TOPIC))
         self._tasks = [
             asyncio.ensure_future(self._sender(endpoint, queue))
             for endpoint, queue in zip(self.endpoints, self._queues, strict=True)

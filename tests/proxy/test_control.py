@@ -125,7 +125,14 @@ async def test_a_topic_is_watched_only_while_someone_subscribes_to_it(gateway):
     assert control.watched("session:abc") and not control.watched("session:other")
     await watcher.call("unsubscribe", topics=["session:abc"])
     assert not control.watched("session:abc")
-    stop = control.listen(lambda topic, event, data: None)  # in-process listeners hear all
+    heard: list[str] = []
+    stop = control.listen(lambda topic, event, data: heard.append(topic), ("holds",))
+    assert not control.watched("session:other")  # a listener of holds watches no session
+    control.publish("session:other", "session.output", {})
+    control.publish("holds", "hold.created", {})
+    assert heard == ["holds"]
+    stop()
+    stop = control.listen(lambda topic, event, data: None, ("session:other",))
     assert control.watched("session:other")
     stop()
     await watcher.close()
