@@ -147,6 +147,9 @@ class GatewayRuntime:
         context.registry.tap = self._tap
         # bytes in and out of each live session; gone with the link
         self.traffic: weakref.WeakKeyDictionary[TargetLink, list[int]] = weakref.WeakKeyDictionary()
+        # the last screen rendered for a session and the recording's size then: approvers ask
+        # every 2 s beside a hold, and a held session rarely writes anything meanwhile
+        self._screens: dict[str, tuple[int, list[str]]] = {}
         for op, handler in {
             "sessions.list": self._list_sessions,
             "sessions.watch": self._watch_session,
@@ -308,8 +311,15 @@ class GatewayRuntime:
         link = self._link(args, caller)
         if link.recording is None:
             return {"id": link.session_id, "lines": []}
-        lines = await asyncio.to_thread(screen_of_recording, link.recording.path)
-        return {"id": link.session_id, "lines": lines}
+        path = link.recording.path
+        size = path.stat().st_size if path.exists() else -1
+        cached = self._screens.get(link.session_id)
+        if cached is None or cached[0] != size:  # rendered again only when the file grew
+            cached = (size, await asyncio.to_thread(screen_of_recording, path))
+            live = self._live_links()
+            self._screens = {sid: v for sid, v in self._screens.items() if sid in live}
+            self._screens[link.session_id] = cached
+        return {"id": link.session_id, "lines": cached[1]}
 
     async def _end_session(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
         link = self._link(args, caller)
