@@ -1021,6 +1021,10 @@ class MaskPolicy:
         groups = tuple(groups)
         return Masker(tuple(r for r in self.rules if r.applies_to(groups, target)), self.secret)
 
+    def for_everyone(self) -> Masker:
+        """Every rule, whoever and wherever: for text that leaves the gateway (webhooks)."""
+        return Masker(self.rules, self.secret)
+
 
 # -- what a terminal draws as nothing ----------------------------------------------------------
 

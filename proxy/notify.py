@@ -177,8 +177,10 @@ class Notifier:
         clock: Callable[[], float] = time.time,
         expiring_before_s: float = DEFAULT_EXPIRING_BEFORE_S,
         send: Callable[[Endpoint, bytes], None] = post,
+        mask: Callable[[str], str] = lambda text: text,
     ) -> None:
         self.control = control
+        self._mask = mask  # the gateway's [[masks]]: a held command may hold a typed secret
         self.endpoints = endpoints
         self.clock = clock
         self.expiring_before_s = expiring_before_s
@@ -249,6 +251,7 @@ class Notifier:
         self._queue("hold.expiring", hold)
 
     def _queue(self, name: str, data: Mapping[str, Any]) -> None:
+        data = self._masked(data)
         for endpoint, queue in zip(self.endpoints, self._queues, strict=True):
             if name not in endpoint.events:
                 continue
@@ -256,6 +259,19 @@ class Notifier:
                 queue.get_nowait()
                 self._failed(endpoint, name, "queue full: the oldest notification was dropped")
             queue.put_nowait((name, body(endpoint, name, data)))
+
+    def _masked(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """A copy whose free text (the command, reasons, notes) went through the masks before it
+        leaves the gateway for another service."""
+        shown = dict(data)
+        for key in ("command", "reason", "note"):
+            if isinstance(shown.get(key), str):
+                shown[key] = self._mask(shown[key])
+        if "decisions" in data:
+            shown["decisions"] = [
+                {**d, "reason": self._mask(str(d.get("reason", "")))} for d in data["decisions"]
+            ]
+        return shown
 
     async def _sender(self, endpoint: Endpoint, queue: asyncio.Queue[tuple[str, bytes]]) -> None:
         while True:

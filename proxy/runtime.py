@@ -133,10 +133,15 @@ class GatewayRuntime:
             grant_approvers=lambda target: jit_approvers(config, target),
             max_grant_s=max_grant_from(config.raw, config.path),
         )
-        self.notifier = Notifier(self.control, parse_notify(config.raw, config.path))
         self.enforcer = Enforcer(self.approvals)
         self.masks = MaskPolicy.from_raw_config(
             config.raw, config.path, mask_secret(config.data_dir)
+        )
+        everyone = self.masks.for_everyone()
+        self.notifier = Notifier(
+            self.control,
+            parse_notify(config.raw, config.path),
+            mask=lambda text: everyone.mask_text(text)[0],
         )
         self.inspector = PolicyInspector(self.policy, self.enforcer, self.masks)
         self.ssh = SshGateway(config, inspector=self.inspector, authenticator=self.auth)

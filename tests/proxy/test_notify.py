@@ -12,6 +12,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,7 +69,7 @@ async def gateway(tmp_path):
     approvals.start()
     notifiers: list[Notifier] = []
 
-    def add(*endpoints: Endpoint, **options: float) -> Notifier:
+    def add(*endpoints: Endpoint, **options: Any) -> Notifier:
         notifier = Notifier(control, endpoints, **options)
         notifier.start()
         notifiers.append(notifier)
@@ -230,3 +231,23 @@ def test_two_entries_may_not_share_a_name():
     with pytest.raises(ConfigError) as caught:
         parse_notify({"notify": entries}, "gateway.toml")
     assert caught.value.key == "notify[1].name"
+
+
+async def test_a_secret_in_a_held_command_is_masked_before_it_leaves(gateway):
+    """The webhook is another service: a card typed into a held command reaches it masked, in
+    the JSON data and in the text, with every [[masks]] rule whoever the caller."""
+    from proxy.masking import MaskPolicy
+
+    masks = MaskPolicy.from_config([{"name": "cards", "detector": "credit_card"}], "gw.toml")
+    everyone = masks.for_everyone()
+    hook = Hook()
+    try:
+        gateway.add_notifier(endpoint(hook.url), mask=lambda text: everyone.mask_text(text)[0])
+        waiting = _hold(gateway, command="echo 4111 1111 1111 1111 | pay")
+        await _until(lambda: len(hook.received) == 1)
+        sent = json.dumps(hook.received[0])
+        assert "4111 1111 1111 1111" not in sent
+        assert hook.received[0]["data"]["command"].startswith("echo ")
+        waiting.cancel()
+    finally:
+        hook.close()
