@@ -29,6 +29,7 @@ ANSI_PATTERN = re.compile(
 # Text drawn in place between a cursor save and restore: a status line that redraws itself
 # (the gateway's "held ... (0:07; Ctrl-C withdraws)"), shown once per change of its words.
 OVERLAY_PATTERN = re.compile(r"\x1b7(.*?)\x1b8", re.DOTALL)
+CLOCK = re.compile(r"\b\d+:\d\d\b")
 
 STREAM_EVENTS = (EventType.OUTPUT, EventType.INPUT)
 
@@ -48,11 +49,13 @@ def strip_terminal_controls(text: str) -> str:
 
 
 def drop_repeated_overlays(text: str, last: dict[Any, str], channel: Any) -> str:
-    """`text` without the in-place redraws that only change numbers since the last one on
-    `channel` (`last` remembers it): a ticking status becomes one line in a transcript."""
+    """`text` without the in-place redraws that only change a clock (`1:07`) since the last one
+    on `channel` (`last` remembers it): a ticking status becomes one line in a transcript."""
 
     def keep_once(found: re.Match[str]) -> str:
-        shape = re.sub(r"\d+", "#", found.group(1))
+        # only a clock may change: other digits are what the target printed, and an overlay
+        # must not become a way to hide output from an auditor reading the transcript
+        shape = CLOCK.sub("#", found.group(1))
         if last.get(channel) == shape:
             return ""
         last[channel] = shape

@@ -52,3 +52,15 @@ def test_a_verdict_without_a_rule_says_the_default_decided(tmp_path):
     assert "verdict allow by default (no rule)" in text
     assert "verdict allow by rule \n" not in text and "by rule  " not in text
     assert "verdict deny by rule no-rm: not here" in text
+
+
+def test_an_overlay_cannot_hide_changing_output_from_the_transcript(tmp_path):
+    """A caller who draws its output as in-place redraws whose digits change (exfiltrated
+    numbers, say) still has every one of them in the transcript: only a clock may tick."""
+    events = [
+        (EventType.OUTPUT, 1_000 * n, (0, f"\x1b7 row {n}: 9{n}41 7{n}22\x1b8".encode()))
+        for n in range(1, 6)
+    ]
+    text = transcript(tmp_path, events)
+    for n in range(1, 6):
+        assert f"row {n}: 9{n}41 7{n}22" in text
