@@ -143,7 +143,6 @@ class TerminalView(ScrollView):
             int(self.scroll_offset.x), int(self.scroll_offset.x) + self.size.width
         )
 
-
     def _marked_columns(self, line: Any, columns: int) -> set[int]:
         """The columns of `line` inside an occurrence of the search's text."""
         if not self.highlight:
@@ -293,7 +292,7 @@ class ReplayScreen(Screen[None]):
     def action_step(self, direction: int) -> None:
         moved = self.player.step_forward() if direction > 0 else self.player.step_back()
         if not moved:
-            self.bell()
+            self.app.bell()  # a Screen has no bell of its own
         self._moved()
 
     def action_jump(self, seconds: int) -> None:

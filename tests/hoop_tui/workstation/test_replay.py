@@ -170,3 +170,18 @@ async def test_search_marks_the_text_moves_on_goes_back_and_wraps(tmp_path):
         await pilot.press("left_square_bracket")  # none before the first: wraps to the last
         await pilot.pause()
         assert player.time_us == 3_000_000
+
+
+async def test_stepping_past_either_end_rings_the_bell_and_stays(player, monkeypatch):
+    app = ReplayApp(player)
+    rung: list[bool] = []
+    monkeypatch.setattr(app, "bell", lambda: rung.append(True))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("end", "right")
+        assert player.position == player.event_count
+        await pilot.press("home", "left")
+        assert player.position == 0
+        assert isinstance(app.screen, ReplayScreen)
+        status = str(app.screen.query_one("#replay-status").render())
+        assert f"event 0/{player.event_count}" in status
+    assert rung == [True, True]
