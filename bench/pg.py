@@ -49,12 +49,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from proxy.approvals import ApprovalService
 from proxy.auth import hash_password
-from proxy.broker import ApprovalBroker
 from proxy.config import load_config
-from proxy.control import ControlServer, socket_path
-from proxy.enforcement import Enforcer
+from proxy.holds.broker import ApprovalBroker
+from proxy.holds.control import ControlServer, socket_path
+from proxy.holds.enforcement import Enforcer
+from proxy.holds.service import ApprovalService
 from proxy.pg.scram import make_verifier
 from proxy.pg.server import PgConnection, PgGateway
 from storage.state import SqliteState

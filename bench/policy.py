@@ -25,10 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from proxy.approvals import ApprovalService
-from proxy.broker import ApprovalBroker, Person
-from proxy.control import ControlClient, ControlServer, socket_path
-from proxy.enforcement import Outcome
+from proxy.holds.broker import ApprovalBroker, Person
+from proxy.holds.control import ControlClient, ControlServer, socket_path
+from proxy.holds.enforcement import Outcome
+from proxy.holds.service import ApprovalService
 from proxy.line_detector import CommandLine, LineDetector
 from proxy.policy import Caller, Verdict, decide_command_line, parse_policy
 from proxy.shell_gate import ShellGate

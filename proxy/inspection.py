@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
-from proxy.enforcement import Enforcer, Outcome
+from proxy.holds.enforcement import Enforcer, Outcome
 from proxy.line_detector import CommandLine, LineDetector
 from proxy.masking import Masker, MaskPolicy
 from proxy.policy import (

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy.config import ConfigError, parse_duration
-from proxy.control import ControlServer
+from proxy.holds.control import ControlServer
 
 log = logging.getLogger(__name__)
 

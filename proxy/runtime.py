@@ -19,13 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from proxy.approvals import ApprovalService
 from proxy.auth import Authenticator, Identity
-from proxy.broker import ApprovalBroker, DecisionRefused, Person, max_grant_from
 from proxy.config import ConfigError, GatewayConfig
-from proxy.console import Console
-from proxy.control import Caller, ControlServer, socket_path
-from proxy.enforcement import Enforcer
+from proxy.holds.broker import ApprovalBroker, DecisionRefused, Person, max_grant_from
+from proxy.holds.console import Console
+from proxy.holds.control import Caller, ControlServer, socket_path
+from proxy.holds.enforcement import Enforcer
+from proxy.holds.service import ApprovalService
 from proxy.inspection import PolicyInspector
 from proxy.masking import MaskPolicy
 from proxy.notify import Notifier, parse_notify

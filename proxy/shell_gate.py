@@ -27,7 +27,7 @@ import dataclasses
 import re
 from collections.abc import Awaitable, Callable
 
-from proxy.enforcement import HoldNotice, Outcome
+from proxy.holds.enforcement import HoldNotice, Outcome
 from proxy.line_detector import OPAQUE_KEYS, CommandLine, Enter, Forward, LineDetector, Paste
 from proxy.policy import Action, Caller, Policy, Verdict, decide_command_line, decide_unseen
 from proxy.shell import ShellAnalysis, SimpleCommand, analyse_line

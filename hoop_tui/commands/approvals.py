@@ -42,7 +42,7 @@ def call_gateway(args: argparse.Namespace, op: str, **call_args: Any) -> Any:
     """One request to the running gateway; its refusals become one-line errors."""
     import asyncio
 
-    from proxy.control import ControlClient, ControlError, socket_path
+    from proxy.holds.control import ControlClient, ControlError, socket_path
 
     async def run() -> Any:
         client = await ControlClient.connect(socket_path(data_dir_from(args)))
@@ -69,7 +69,7 @@ def cmd_holds(args: argparse.Namespace) -> int:
     holds = call_gateway(args, "holds.list", status="all" if args.all else "pending")
 
     def show(rows: list[dict[str, Any]]) -> None:
-        from proxy.console import printable
+        from proxy.holds.console import printable
 
         if not rows:
             print("no held commands")
@@ -119,7 +119,7 @@ def cmd_grants(args: argparse.Namespace) -> int:
         grants = [g for g in grants if g["status"] in ("requested", "active")]
 
     def show(rows: list[dict[str, Any]]) -> None:
-        from proxy.console import printable
+        from proxy.holds.console import printable
 
         if not rows:
             print("no grants")
@@ -200,7 +200,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     """Copy a live session's output to this terminal until it ends or Ctrl-C."""
     import asyncio
 
-    from proxy.control import ControlClient, ControlError, socket_path
+    from proxy.holds.control import ControlClient, ControlError, socket_path
 
     async def run() -> None:
         client = await ControlClient.connect(socket_path(data_dir_from(args)))

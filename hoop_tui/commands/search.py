@@ -14,7 +14,7 @@ import sys
 from hoop_tui.commands.common import Progress, add_config_arguments, data_dir_from
 from hoop_tui.commands.recordings import format_epoch_us, parse_when
 from hoop_tui.errors import CommandError
-from proxy.console import printable
+from proxy.holds.console import printable
 from replay.search import index_missing
 from storage.catalogue import SessionQuery, SqliteCatalogue
 from storage.search import SearchIndex

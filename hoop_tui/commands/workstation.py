@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from hoop_tui.commands.common import add_config_arguments, data_dir_from
 from hoop_tui.errors import CommandError
 from proxy.config import resolve_config_path
-from proxy.control import TICKET_ENV
+from proxy.holds.control import TICKET_ENV
 
 # How the workstation tells a person of a new hold (hoop_tui/workstation/alerts.py).
 ALERTS = ("osc9", "osc777", "bell", "off")

@@ -24,8 +24,8 @@ from hoop_tui.workstation.live import LiveScreen, WatchScreen
 from hoop_tui.workstation.queue import QueueScreen, ending_notice
 from hoop_tui.workstation.recordings import RecordingsScreen
 from proxy.config import DEFAULT_CONFIG_NAME, ConfigError, load_config, resolve_config_path
-from proxy.console import printable
-from proxy.control import ControlClient, ControlError, socket_path
+from proxy.holds.console import printable
+from proxy.holds.control import ControlClient, ControlError, socket_path
 from proxy.notify import NOTIFY_TOPIC
 from replay.masking_view import CurrentMasks, load_current_masks
 

@@ -13,7 +13,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
 
-from proxy.console import printable
+from proxy.holds.console import printable
 
 # The time left comes first and the command last: a narrow terminal or a long command cuts the
 # command (whole in the detail pane), never the columns an approver decides by.

@@ -12,7 +12,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from proxy.console import printable
+from proxy.holds.console import printable
 from storage.catalogue import SessionRow
 from storage.search import Hit
 

@@ -35,7 +35,7 @@ from typing import Any, cast
 
 from proxy.auth import Authenticator, Identity
 from proxy.config import ConfigError, GatewayConfig, TargetConfig, parse_host_port
-from proxy.enforcement import Enforcer, Outcome
+from proxy.holds.enforcement import Enforcer, Outcome
 from proxy.masking import Masker, MaskPolicy
 from proxy.pg import classify as sqlclass
 from proxy.pg.scram import MECHANISM, ScramClient, ScramError, ScramServer, Verifier, md5_password

@@ -9,8 +9,8 @@ child's process group is hung up and, if it lingers, killed.
 
 The child acts as the caller, not as the gateway's OS user: the gateway hands it a one-time
 console ticket in `$HOOP_CONSOLE_TICKET` (never in argv, logs or recordings), which it presents
-on the control socket (`proxy.control`). It runs with a clean environment, so the gateway's own
-secrets (`password_env`, `bind_password_env`) are not in it.
+on the control socket (`proxy.holds.control`). It runs with a clean environment, so the gateway's
+own secrets (`password_env`, `bind_password_env`) are not in it.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 
 import asyncssh
 
-from proxy.control import TICKET_ENV
+from proxy.holds.control import TICKET_ENV
 
 log = logging.getLogger("hoop.ssh")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.control import TICKET_ENV
+from proxy.holds.control import TICKET_ENV
 from proxy.ssh import console_pty
 from replay.terminal import Terminal
 from storage.state import HoldStatus

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 import proxy.notify as notify_module
-from proxy.approvals import ApprovalService
-from proxy.broker import ApprovalBroker, Person
 from proxy.config import ConfigError
-from proxy.control import ControlClient, ControlServer, socket_path
+from proxy.holds.broker import ApprovalBroker, Person
+from proxy.holds.control import ControlClient, ControlServer, socket_path
+from proxy.holds.service import ApprovalService
 from proxy.notify import Endpoint, Notifier, parse_notify
 from storage.state import HoldStatus, SqliteState
 

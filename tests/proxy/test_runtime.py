@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.broker import Person
+from proxy.holds.broker import Person
 from storage.state import HoldStatus
 from tests.fixtures.gateway import GatewayHarness, recordings
 
@@ -173,7 +173,7 @@ async def _read_until(master: int, needle: bytes, seen: bytearray, timeout: floa
 async def test_shell_lines_are_judged_at_enter_in_a_real_pty(
     harness: GatewayHarness, tmp_path: Path
 ):
-    from proxy.control import ControlClient, socket_path
+    from proxy.holds.control import ControlClient, socket_path
 
     await start(harness)
     assert harness.runtime is not None
@@ -277,7 +277,7 @@ async def test_the_line_console_over_ssh_without_a_terminal(
 
 
 async def test_live_sessions_are_listed_watched_and_ended(harness: GatewayHarness):
-    from proxy.control import ControlClient, socket_path
+    from proxy.holds.control import ControlClient, socket_path
 
     await start(harness)
     client = asyncio.ensure_future(
@@ -318,7 +318,7 @@ async def test_a_remote_approver_sees_the_session_of_a_hold_they_may_decide_and_
     """The remote workstation (a console ticket) shows the requester's terminal beside a held
     command, and lets the approver watch that session; someone who may not decide the hold
     gets the answer an unknown session gets."""
-    from proxy.control import ControlClient, ControlError, socket_path
+    from proxy.holds.control import ControlClient, ControlError, socket_path
 
     await start(harness)
     assert harness.runtime is not None

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.enforcement import Outcome
+from proxy.holds.enforcement import Outcome
 from proxy.line_detector import LineDetector
 from proxy.policy import Action, Basis, Review, Verdict
 from proxy.shell_gate import ShellGate

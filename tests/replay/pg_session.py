@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from proxy.broker import Person
+from proxy.holds.broker import Person
 from tests.proxy.pg.harness import PgHarness, pg_available
 
 NO_TRUNCATE = {

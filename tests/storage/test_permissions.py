@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.broker import Person
 from proxy.config import load_config
+from proxy.holds.broker import Person
 from proxy.runtime import GatewayRuntime
 from tests.fixtures.gateway import GatewayHarness
 

@@ -11,7 +11,7 @@ import pytest
 from hoop_tui.cli import build_parser
 from hoop_tui.commands.workstation import workstation_from
 from hoop_tui.errors import CommandError
-from proxy.control import TICKET_ENV
+from proxy.holds.control import TICKET_ENV
 
 
 def _config(tmp_path: Path) -> Path:

@@ -12,9 +12,9 @@ from textual.widgets import DataTable, Input, Static
 from hoop_tui.workstation.app import Workstation
 from hoop_tui.workstation.queue import DecisionDialog
 from hoop_tui.workstation.replay import ReplayScreen
-from proxy.approvals import ApprovalService
-from proxy.broker import ApprovalBroker, Person
-from proxy.control import ControlServer, socket_path
+from proxy.holds.broker import ApprovalBroker, Person
+from proxy.holds.control import ControlServer, socket_path
+from proxy.holds.service import ApprovalService
 from storage.recorder import new_session_id, start_recording
 from storage.schema import EventType
 from storage.state import HoldStatus, SqliteState

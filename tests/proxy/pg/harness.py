@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from proxy.approvals import ApprovalService
 from proxy.auth import hash_password
-from proxy.broker import ApprovalBroker, Person
 from proxy.config import load_config
-from proxy.control import ControlServer, socket_path
-from proxy.enforcement import Enforcer
+from proxy.holds.broker import ApprovalBroker, Person
+from proxy.holds.control import ControlServer, socket_path
+from proxy.holds.enforcement import Enforcer
+from proxy.holds.service import ApprovalService
 from proxy.masking import MaskPolicy
 from proxy.pg.scram import make_verifier
 from proxy.pg.server import PgGateway

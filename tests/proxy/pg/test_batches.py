@@ -10,7 +10,7 @@ import asyncpg
 import psycopg
 import pytest
 
-from proxy.broker import Person
+from proxy.holds.broker import Person
 from tests.proxy.pg.harness import DIRECT_DSN, REVIEW_WRITES, PgHarness
 
 TABLE = "hoop_batch"

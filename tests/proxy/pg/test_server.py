@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from proxy.broker import Person
+from proxy.holds.broker import Person
 from storage.schema import EventType
 from tests.fixtures.gateway import toml_table
 from tests.proxy.pg.harness import BOB_PASSWORD, PgHarness

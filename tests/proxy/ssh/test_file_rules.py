@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.broker import Person
+from proxy.holds.broker import Person
 from tests.fixtures.gateway import GatewayHarness, Result, recordings
 
 pytestmark = pytest.mark.timeout(120)

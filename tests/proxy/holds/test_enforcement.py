@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from proxy.approvals import ApprovalService
-from proxy.broker import ApprovalBroker, Person
-from proxy.control import ControlServer, socket_path
-from proxy.enforcement import Enforcer
+from proxy.holds.broker import ApprovalBroker, Person
+from proxy.holds.control import ControlServer, socket_path
+from proxy.holds.enforcement import Enforcer
+from proxy.holds.service import ApprovalService
 from proxy.policy import Action, Basis, Review, Verdict
 from storage.reader import RecordingReader
 from storage.recorder import new_session_id, start_recording

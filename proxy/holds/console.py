@@ -14,8 +14,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from proxy.approvals import GRANTS_TOPIC, HOLDS_TOPIC, ApprovalService
-from proxy.broker import DecisionRefused, Person
+from proxy.holds.broker import DecisionRefused, Person
+from proxy.holds.service import GRANTS_TOPIC, HOLDS_TOPIC, ApprovalService
 from storage.state import HoldStatus
 
 DURATION = re.compile(r"(\d+)([smhd])")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.broker import ApprovalBroker, DecisionRefused, Person
+from proxy.holds.broker import ApprovalBroker, DecisionRefused, Person
 from storage.state import GrantStatus, HoldStatus, SqliteState
 
 ALICE = Person("alice", frozenset({"dev"}))

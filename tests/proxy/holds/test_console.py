@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from proxy.approvals import ApprovalService
-from proxy.broker import ApprovalBroker, Person
-from proxy.console import Console
-from proxy.control import ControlServer, socket_path
+from proxy.holds.broker import ApprovalBroker, Person
+from proxy.holds.console import Console
+from proxy.holds.control import ControlServer, socket_path
+from proxy.holds.service import ApprovalService
 from storage.state import GrantStatus, HoldStatus, SqliteState
 
 BOB = Person("bob", frozenset({"oncall"}))

@@ -13,9 +13,8 @@ import time
 
 import pytest
 
-from proxy.approvals import ApprovalService
-from proxy.broker import ApprovalBroker, Person
-from proxy.control import (
+from proxy.holds.broker import ApprovalBroker, Person
+from proxy.holds.control import (
     ControlClient,
     ControlCodec,
     ControlError,
@@ -23,6 +22,7 @@ from proxy.control import (
     Tickets,
     socket_path,
 )
+from proxy.holds.service import ApprovalService
 from storage.state import HoldStatus, SqliteState
 
 OS_USER = getpass.getuser()
@@ -480,8 +480,8 @@ def test_connections_open_at_shutdown_end_without_a_traceback(tmp_path):
     script = (
         "import asyncio, getpass, sys\n"
         "from pathlib import Path\n"
-        "from proxy.broker import Person\n"
-        "from proxy.control import ControlClient, ControlServer, socket_path\n"
+        "from proxy.holds.broker import Person\n"
+        "from proxy.holds.control import ControlClient, ControlServer, socket_path\n"
         "async def main(d):\n"
         "    people = {getpass.getuser(): Person('bob', frozenset())}\n"
         "    server = ControlServer(socket_path(d), people.get)\n"

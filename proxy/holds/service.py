@@ -14,14 +14,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from proxy.broker import (
+from proxy.holds.broker import (
     DEFAULT_MAX_GRANT_S,
     ApprovalBroker,
     DecisionRefused,
     Person,
     grant_seconds,
 )
-from proxy.control import Caller, ControlServer
+from proxy.holds.control import Caller, ControlServer
 from storage.state import Grant, Hold, HoldStatus
 
 HOLDS_TOPIC = "holds"

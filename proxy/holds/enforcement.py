@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from proxy.approvals import ApprovalService
+from proxy.holds.service import ApprovalService
 from proxy.policy import Action, Verdict
 from storage.schema import EventType
 from storage.state import Hold, HoldStatus

@@ -41,7 +41,7 @@ from typing import Any
 
 import msgpack
 
-from proxy.broker import DecisionRefused, Person
+from proxy.holds.broker import DecisionRefused, Person
 from storage.private import private_dir
 
 SOCKET_NAME = "control.sock"
