@@ -190,10 +190,13 @@ def start_session_recording(
     cols: int = 0,
     rows: int = 0,
     extra: dict[str, Any] | None = None,
+    loop: asyncio.AbstractEventLoop | None = None,
 ) -> RecordingWriter:
     """A new recording for `identity` on `target`; `on_broken` runs on the calling event loop
-    when the recorder fails later. Raises RecordingFailed when it cannot start (fail closed)."""
-    loop = asyncio.get_running_loop()
+    (or `loop`, when this is called from a worker thread to keep the file, key and catalogue
+    work off the loop) when the recorder fails later. Raises RecordingFailed when it cannot
+    start (fail closed)."""
+    loop = loop or asyncio.get_running_loop()
     header = RecordingHeader(
         session_id=new_session_id(),
         user=identity.name,
