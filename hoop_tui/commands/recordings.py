@@ -8,7 +8,7 @@ import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -256,7 +256,12 @@ def _inside(path: Path, folder: Path) -> bool:
 
 # -- export / import ------------------------------------------------------------------------------
 
-EXPORTERS = {"asciicast": export_cast, "text": export_text, "jsonl": export_jsonl}
+# Each takes a recording (or its masked view) and a text stream; returns the events written.
+EXPORTERS: dict[str, Callable[[Any, IO[str]], int]] = {
+    "asciicast": export_cast,
+    "text": export_text,
+    "jsonl": export_jsonl,
+}
 
 
 def cmd_export(args: argparse.Namespace) -> int:
