@@ -1069,7 +1069,9 @@ def _default(policy: Policy) -> Verdict:
 _NOTHING_RUNS = Verdict(Action.ALLOW, Basis.DEFAULT, "")  # an empty line or a comment
 
 
-def _worst(verdicts: Iterable[Verdict]) -> Verdict | None:
+def worst_verdict(verdicts: Iterable[Verdict]) -> Verdict | None:
+    """The most severe of `verdicts` (the first of equals; a deny ends the fold), or None
+    when there are none. Every protocol folds the verdicts of a line's parts with it."""
     worst: Verdict | None = None
     for verdict in verdicts:
         if worst is None or verdict.action.severity > worst.action.severity:
@@ -1078,6 +1080,8 @@ def _worst(verdicts: Iterable[Verdict]) -> Verdict | None:
                 break
     return worst
 
+
+_worst = worst_verdict
 
 # ---------------------------------------------------------------------------------------------
 # Just-in-time access
