@@ -55,6 +55,8 @@ GATEWAY_KEYS = frozenset(
         "env_allow",
         "pg_listen",
         "banner",
+        "instance",
+        "trusted_proxies",
     }
 )
 # What `hoop-tui hash-password` prints: cost parameters, a salt of 8+ bytes and a digest of 16+
@@ -210,6 +212,13 @@ def load_config(path: Path) -> GatewayConfig:
     gateway_id = gateway.get("id", os.uname().nodename)
     if not isinstance(gateway_id, str) or not gateway_id:
         raise ConfigError(path, "gateway.id", "must be a non-empty string")
+    if "instance" in gateway:  # a fleet's name for this instance (docs/deployment.md)
+        instance = gateway["instance"]
+        if not isinstance(instance, str) or not NAME_PATTERN.match(instance):
+            raise ConfigError(path, "gateway.instance", 'must be a name like "gw-a"')
+        if "id" in gateway and gateway["id"] != instance:
+            raise ConfigError(path, "gateway.instance", "differs from gateway.id; give one")
+        gateway_id = instance
     reader = _Reader(path)
     reader.known_keys(gateway, GATEWAY_KEYS, "gateway")
     return GatewayConfig(
