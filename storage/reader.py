@@ -3,25 +3,27 @@ where a damaged or truncated file stops being readable.
 
 Opening is cheap: a complete file is opened from its footer and trailer index without reading
 the frames; an incomplete one (the writer died) gets its index rebuilt by walking the block
-heads. Every length read from the file is checked against the limits of the format before any
-memory is allocated for it.
+heads. The bytes come from a `Blob` (storage/objectstore.py): a local file, or a recording in
+object storage read with ranged GETs, so seeking in either reads the index and one frame.
+Every length read from the file is checked against the limits of the format before any memory
+is allocated for it.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from array import array
 from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import msgpack
 import zstandard
 
 from storage.encoder import chain_next
+from storage.objectstore import Blob, as_location, is_url, open_blob
 from storage.schema import (
     BLOCK_HEAD,
     CHAIN_SIZE,
@@ -77,10 +79,9 @@ class FrameInfo:
     raw_len: int
 
 
-def read_block_head(handle: BinaryIO, offset: int, size: int) -> BlockHead:
+def read_block_head(blob: Blob, offset: int, size: int) -> BlockHead:
     """The kind and length of the block at `offset`, checked against the file and the format."""
-    handle.seek(offset)
-    return parse_block_head(handle.read(BLOCK_HEAD.size), offset, size)
+    return parse_block_head(blob.read_at(offset, BLOCK_HEAD.size), offset, size)
 
 
 def parse_block_head(raw: bytes, offset: int, size: int) -> BlockHead:
@@ -104,11 +105,10 @@ def parse_block_head(raw: bytes, offset: int, size: int) -> BlockHead:
     return head
 
 
-def read_block(handle: BinaryIO, head: BlockHead) -> tuple[bytes, bytes]:
+def read_block(blob: Blob, head: BlockHead) -> tuple[bytes, bytes]:
     """The body and stored chain value of a block whose head was checked."""
-    handle.seek(head.offset + BLOCK_HEAD.size)
-    body = handle.read(head.length)
-    chain = handle.read(CHAIN_SIZE)
+    raw = blob.read_at(head.offset + BLOCK_HEAD.size, head.length + CHAIN_SIZE)
+    body, chain = raw[: head.length], raw[head.length :]
     if len(body) != head.length or len(chain) != CHAIN_SIZE:
         raise RecordingError(head.offset, "truncated block")
     return body, chain
@@ -173,8 +173,8 @@ def unpack_map(body: bytes, offset: int, what: str) -> dict[str, Any]:
     return value
 
 
-def read_preamble(handle: BinaryIO) -> None:
-    raw = handle.read(len(PREAMBLE))
+def read_preamble(blob: Blob) -> None:
+    raw = blob.read_at(0, len(PREAMBLE))
     if len(raw) < len(MAGIC) or raw[: len(MAGIC)] != MAGIC:
         raise RecordingError(0, "not a hoop-tui recording (bad magic)")
     if len(raw) < len(PREAMBLE):
@@ -188,12 +188,14 @@ def read_preamble(handle: BinaryIO) -> None:
 
 
 class RecordingReader:
-    """An open recording. Use `RecordingReader.open(path)`; close it, or use it in `with`."""
+    """An open recording. Use `RecordingReader.open(location)` (a path or an `s3://` URL);
+    close it, or use it in `with`. `path` is the location as given (a URL stays a string)."""
 
-    def __init__(self, path: Path, handle: BinaryIO) -> None:
+    def __init__(self, path: Path | str, handle: Blob) -> None:
         self.path = path
+        self.location = as_location(path)
         self._handle = handle
-        self.size = os.fstat(handle.fileno()).st_size
+        self.size = handle.size
         read_preamble(handle)
         head = read_block_head(handle, len(PREAMBLE), self.size)
         if head.kind != KIND_HEADER:
@@ -217,10 +219,10 @@ class RecordingReader:
 
     @classmethod
     def open(cls, path: Path | str) -> RecordingReader:
-        path = Path(path)
-        handle = path.open("rb")
+        location = as_location(path)
+        handle = open_blob(location)
         try:
-            return cls(path, handle)
+            return cls(location if is_url(location) else Path(location), handle)
         except BaseException:
             handle.close()
             raise
@@ -253,8 +255,7 @@ class RecordingReader:
         if self.size < self.header_end + FOOTER.size:
             return False
         handle = self._handle
-        handle.seek(self.size - FOOTER.size)
-        trailer_offset, magic = FOOTER.unpack(handle.read(FOOTER.size))
+        trailer_offset, magic = FOOTER.unpack(handle.read_at(self.size - FOOTER.size, FOOTER.size))
         if magic != FOOTER_MAGIC or not self.header_end <= trailer_offset < self.size:
             return False
         try:
@@ -262,8 +263,7 @@ class RecordingReader:
             if head.kind != KIND_TRAILER:
                 return False
             body, stored_chain = read_block(handle, head)
-            handle.seek(trailer_offset - CHAIN_SIZE)
-            previous_chain = handle.read(CHAIN_SIZE)
+            previous_chain = handle.read_at(trailer_offset - CHAIN_SIZE, CHAIN_SIZE)
             if chain_next(previous_chain, head.kind, body) != stored_chain:
                 return False
             trailer = unpack_map(body, trailer_offset, "trailer")
@@ -288,7 +288,6 @@ class RecordingReader:
     def _scan(self) -> None:
         """Rebuild the index from block heads; stop, and say why, at the first bad block."""
         handle = self._handle
-        fd = handle.fileno()
         offset = self.header_end
         expected_seq = 0
         last_us = 0
@@ -296,7 +295,7 @@ class RecordingReader:
         while offset < self.size:
             try:
                 # One read per block: its head and, for a frame, the frame's fixed header.
-                raw = os.pread(fd, heads_size, offset)
+                raw = handle.read_at(offset, heads_size)
                 head = parse_block_head(raw, offset, self.size)
                 if head.kind == KIND_HEADER:
                     raise RecordingError(offset, "a second header block")

@@ -17,13 +17,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from storage.catalogue import SessionRow
 from storage.encoder import chain_next, chain_start, signed_message
+from storage.objectstore import Blob, as_location, is_url, open_blob
 from storage.reader import (
     RecordingError,
     format_time,
@@ -50,7 +50,7 @@ from storage.signing import key_id
 
 @dataclass(slots=True)
 class VerifyReport:
-    path: Path
+    path: Path | str  # a local path, or the URL of a recording in object storage
     ok: bool
     problem: str | None
     bad_offset: int | None
@@ -121,11 +121,12 @@ class VerifyReport:
         )
 
 
-def read_header(path: Path) -> RecordingHeader:
-    """The header block of a recording, read but not verified. RecordingError or OSError."""
-    with path.open("rb") as handle:
-        size = handle.seek(0, 2)
-        handle.seek(0)
+def read_header(path: Path | str) -> RecordingHeader:
+    """The header block of a recording (a path or an `s3://` URL), read but not verified.
+    RecordingError or OSError."""
+    handle = open_blob(path)
+    try:
+        size = handle.size
         read_preamble(handle)
         head = read_block_head(handle, len(PREAMBLE), size)
         if head.kind != KIND_HEADER:
@@ -135,10 +136,15 @@ def read_header(path: Path) -> RecordingHeader:
             return RecordingHeader.from_map(unpack_map(body, head.offset, "header"))
         except ValueError as exc:
             raise RecordingError(head.offset, str(exc)) from None
+    finally:
+        handle.close()
 
 
 def binding_problems(
-    header: RecordingHeader, path: Path, row: SessionRow | None, expected_path: Path | None
+    header: RecordingHeader,
+    path: Path | str,
+    row: SessionRow | None,
+    expected_path: Path | str | None,
 ) -> list[str]:
     """How a recording's place and catalogue row disagree with its (signed) header: empty
     when they agree. `expected_path` is where the gateway files this session (None for a
@@ -148,7 +154,7 @@ def binding_problems(
     # The name as given, not only the file it resolves to: a symbolic link at another
     # session's name resolves to this session's own file.
     if expected_path is not None and (
-        path.name != expected_path.name or not _same_file(path, expected_path)
+        _name(path) != _name(expected_path) or not _same_file(path, expected_path)
     ):
         problems.append(
             f"the header says session {header.session_id}, whose recording belongs at "
@@ -168,7 +174,7 @@ def binding_problems(
     ):
         if catalogued != recorded:
             problems.append(f"the catalogue says {what} {catalogued!r}, the recording {recorded!r}")
-    if expected_path is not None and not _same_file(Path(row.path), path):
+    if expected_path is not None and not _same_file(row.path, path):
         problems.append(f"the catalogue files this session at {row.path}")
     return problems
 
@@ -177,7 +183,7 @@ def recording_problem(row: SessionRow) -> str | None:
     """Why a catalogue row's recording cannot be taken for it, in a few words for a listing:
     `missing`, `unreadable: ...`, or `mismatch: ...` when the file's header names another
     session, user or target. None when they agree (`verify` proves the rest)."""
-    path = Path(row.path)
+    path = as_location(row.path)
     try:
         header = read_header(path)
     except FileNotFoundError:
@@ -185,15 +191,22 @@ def recording_problem(row: SessionRow) -> str | None:
     except (OSError, RecordingError) as exc:
         return f"unreadable: {getattr(exc, 'strerror', None) or exc}"
     problems = binding_problems(header, path, row, None)
-    if header.session_id != row.id or path.stem != header.session_id:
+    if header.session_id != row.id or _name(path).removesuffix(".hrec") != header.session_id:
         problems = [p for p in problems if not p.startswith("the catalogue says session ")]
         problems.insert(0, f"the file holds session {header.session_id}")
     return "mismatch: " + "; ".join(problems) if problems else None
 
 
-def _same_file(one: Path, other: Path) -> bool:
+def _name(location: Path | str) -> str:
+    return as_location(location).rstrip("/").rsplit("/", 1)[-1]
+
+
+def _same_file(one: Path | str, other: Path | str) -> bool:
+    first, second = as_location(one), as_location(other)
+    if is_url(first) or is_url(second):
+        return first == second  # an object's name is its identity
     try:
-        return one.resolve() == other.resolve()
+        return Path(first).resolve() == Path(second).resolve()
     except OSError:
         return False
 
@@ -202,7 +215,7 @@ ProgressCallback = Callable[[int, int], None]
 
 
 def verify_recording(
-    path: Path,
+    path: Path | str,
     public_key: Ed25519PublicKey,
     progress: ProgressCallback | None = None,
 ) -> VerifyReport:
@@ -219,9 +232,10 @@ def verify_recording(
 
 class _ChainWalker:
     def __init__(
-        self, path: Path, public_key: Ed25519PublicKey, progress: ProgressCallback | None
+        self, path: Path | str, public_key: Ed25519PublicKey, progress: ProgressCallback | None
     ) -> None:
-        self.path = path
+        location = as_location(path)
+        self.path: Path | str = location if is_url(location) else Path(location)
         self.public_key = public_key
         self.progress = progress
         self.problem: str | None = None
@@ -257,83 +271,85 @@ class _ChainWalker:
         )
 
     def walk(self) -> None:
-        with self.path.open("rb") as handle:
-            size = handle.seek(0, 2)
-            handle.seek(0)
-            read_preamble(handle)
-            chain = chain_start()
-            offset = len(PREAMBLE)
-            expected_seq = 0
-            trailer_offset: int | None = None
-            pending_us = 0
-            previous_chain = chain
-            signed_after_trailer = False
-            while offset < size:
-                if trailer_offset is not None and self._at_footer(
-                    handle, offset, size, trailer_offset
-                ):
-                    self.complete = signed_after_trailer
-                    break
-                try:
-                    head = read_block_head(handle, offset, size)
-                    body, stored = read_block(handle, head)
-                except RecordingError as exc:
-                    # a block cut short by the end of the file, before any trailer: the
-                    # writer may be in the middle of it
-                    self.unfinished = trailer_offset is None and exc.message.startswith("truncated")
-                    raise
-                chain = chain_next(chain, head.kind, body)
-                if chain != stored:
-                    raise RecordingError(
-                        offset,
-                        f"hash chain broken at a {head.kind.decode()} block: it was altered, "
-                        "or comes from another recording",
-                    )
-                if head.kind == KIND_HEADER:
-                    if offset != len(PREAMBLE):
-                        raise RecordingError(offset, "a second header block")
-                    self._check_header(body, offset)
-                elif offset == len(PREAMBLE):
-                    raise RecordingError(offset, "the first block is not a header")
-                elif head.kind == KIND_FRAME:
-                    info = parse_frame_info(body, offset)
-                    if info.seq != expected_seq:
-                        raise RecordingError(offset, f"frame {info.seq} out of sequence")
-                    expected_seq += 1
-                    self.frames += 1
-                    self.events += info.count
-                    pending_us = info.last_us
-                    self.last_good_us = info.last_us
-                elif head.kind == KIND_CHECKPOINT:
-                    self._check_signature(body, offset, chain_before=previous_chain)
-                    self.signed_until_us = pending_us
-                    signed_after_trailer = trailer_offset is not None
-                elif head.kind == KIND_TRAILER:
-                    trailer = unpack_map(body, offset, "trailer")
-                    trailer_offset = offset
-                    pending_us = int(trailer.get("end_us", pending_us))
-                    self.last_good_us = pending_us
-                previous_chain = chain
-                offset = head.end
-                if self.progress is not None:
-                    self.progress(offset, size)
-            if not self.complete:
-                if trailer_offset is None:
-                    what = "no trailer"
-                    self.unfinished = self.header is not None
-                elif not signed_after_trailer:
-                    what = "no signed checkpoint after the trailer"
-                else:
-                    what = "no footer"
-                raise RecordingError(
-                    offset, f"incomplete recording ({what}): the writer stopped before the end"
-                )
+        handle = open_blob(self.path)
+        try:
+            self._walk(handle)
+        finally:
+            handle.close()
 
-    def _at_footer(self, handle: BinaryIO, offset: int, size: int, trailer_offset: int) -> bool:
+    def _walk(self, handle: Blob) -> None:
+        size = handle.size
+        read_preamble(handle)
+        chain = chain_start()
+        offset = len(PREAMBLE)
+        expected_seq = 0
+        trailer_offset: int | None = None
+        pending_us = 0
+        previous_chain = chain
+        signed_after_trailer = False
+        while offset < size:
+            if trailer_offset is not None and self._at_footer(handle, offset, size, trailer_offset):
+                self.complete = signed_after_trailer
+                break
+            try:
+                head = read_block_head(handle, offset, size)
+                body, stored = read_block(handle, head)
+            except RecordingError as exc:
+                # a block cut short by the end of the file, before any trailer: the
+                # writer may be in the middle of it
+                self.unfinished = trailer_offset is None and exc.message.startswith("truncated")
+                raise
+            chain = chain_next(chain, head.kind, body)
+            if chain != stored:
+                raise RecordingError(
+                    offset,
+                    f"hash chain broken at a {head.kind.decode()} block: it was altered, "
+                    "or comes from another recording",
+                )
+            if head.kind == KIND_HEADER:
+                if offset != len(PREAMBLE):
+                    raise RecordingError(offset, "a second header block")
+                self._check_header(body, offset)
+            elif offset == len(PREAMBLE):
+                raise RecordingError(offset, "the first block is not a header")
+            elif head.kind == KIND_FRAME:
+                info = parse_frame_info(body, offset)
+                if info.seq != expected_seq:
+                    raise RecordingError(offset, f"frame {info.seq} out of sequence")
+                expected_seq += 1
+                self.frames += 1
+                self.events += info.count
+                pending_us = info.last_us
+                self.last_good_us = info.last_us
+            elif head.kind == KIND_CHECKPOINT:
+                self._check_signature(body, offset, chain_before=previous_chain)
+                self.signed_until_us = pending_us
+                signed_after_trailer = trailer_offset is not None
+            elif head.kind == KIND_TRAILER:
+                trailer = unpack_map(body, offset, "trailer")
+                trailer_offset = offset
+                pending_us = int(trailer.get("end_us", pending_us))
+                self.last_good_us = pending_us
+            previous_chain = chain
+            offset = head.end
+            if self.progress is not None:
+                self.progress(offset, size)
+        if not self.complete:
+            if trailer_offset is None:
+                what = "no trailer"
+                self.unfinished = self.header is not None
+            elif not signed_after_trailer:
+                what = "no signed checkpoint after the trailer"
+            else:
+                what = "no footer"
+            raise RecordingError(
+                offset, f"incomplete recording ({what}): the writer stopped before the end"
+            )
+
+    def _at_footer(self, handle: Blob, offset: int, size: int, trailer_offset: int) -> bool:
         if size - offset != FOOTER.size:
             return False
-        handle.seek(offset)
-        pointed, magic = FOOTER.unpack(handle.read(FOOTER.size))
+        pointed, magic = FOOTER.unpack(handle.read_at(offset, FOOTER.size))
         if magic != FOOTER_MAGIC or pointed != trailer_offset:
             raise RecordingError(offset, "damaged footer")
         return True
