@@ -195,6 +195,10 @@ class SqliteCatalogue:
         db = self._db.connection()
         db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
 
+    def close(self) -> None:
+        """Close the calling thread's connection."""
+        self._db.close_connection()
+
 
 def _row(found: sqlite3.Row) -> SessionRow:
     return SessionRow(

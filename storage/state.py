@@ -1,20 +1,27 @@
-"""Gateway state that must survive a restart: held commands, their decisions, just-in-time
-access grants and the audit log.
+"""Gateway state that must survive a restart and, in a fleet, be shared by every gateway: held
+commands and their decisions, just-in-time access grants, the audit log, the session catalogue,
+the sessions live right now and failed logins.
 
-`StateStore` is the small interface the approval broker uses; `SqliteState` is the embedded
-default, a file in the data directory. Like the session catalogue, each call opens its own short
-connection, so the gateway and the command line can use it at once.
+`StateStore` is the interface (async: no implementation may block the event loop);
+`storage.sqlite_state.SqliteState` is the embedded default (files in the data directory), and a
+fleet puts a PostgreSQL implementation behind the same methods. /work/coord/state-store.md and
+docs/architecture.md say what each method promises.
+
+The types here are the one shape of each thing: a `Hold` is what the broker decides on, what
+the control socket sends (`to_json` / `from_json`, nowhere else) and what the workstation shows.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from storage import sqlite
+from storage.catalogue import SessionQuery, SessionRow
+from storage.schema import RecordingHeader
+from storage.writer import RecordingSummary
 
 STATE_NAME = "state.db"
 
@@ -42,6 +49,13 @@ class Decision:
     reason: str
     at: float
 
+    def to_json(self) -> dict[str, Any]:
+        return {"by": self.by, "approve": self.approve, "reason": self.reason, "at": self.at}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Decision:
+        return cls(str(data["by"]), bool(data["approve"]), str(data["reason"]), float(data["at"]))
+
 
 @dataclass(slots=True)
 class Hold:
@@ -67,6 +81,17 @@ class Hold:
     def approved_by(self) -> list[str]:
         return [d.by for d in self.decisions if d.approve]
 
+    @property
+    def pending(self) -> bool:
+        return self.status is HoldStatus.PENDING
+
+    @property
+    def decided_by(self) -> str:
+        """Who ended it: the last decider, or "gateway" (expiry) or the requester (withdrawn)."""
+        if self.decisions and self.status in (HoldStatus.APPROVED, HoldStatus.DENIED):
+            return self.decisions[-1].by
+        return "gateway" if self.status is HoldStatus.EXPIRED else self.user
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -76,18 +101,24 @@ class Hold:
             "target": self.target,
             "command": self.command,
             "rule": self.rule,
-            "approvers": self.approvers,
+            "approvers": list(self.approvers),
             "approvals_needed": self.approvals_needed,
             "created_at": self.created_at,
             "expires_at": self.expires_at,
             "status": str(self.status),
             "decided_at": self.decided_at,
-            "decisions": [
-                {"by": d.by, "approve": d.approve, "reason": d.reason, "at": d.at}
-                for d in self.decisions
-            ],
+            "decisions": [d.to_json() for d in self.decisions],
             "note": self.note,
         }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Hold:
+        """The inverse of `to_json`; a missing or malformed field raises KeyError/ValueError."""
+        body = dict(data)
+        decisions = [Decision.from_json(d) for d in body.pop("decisions", None) or []]
+        body["status"] = HoldStatus(body["status"])
+        body["approvers"] = [str(a) for a in body.get("approvers") or []]
+        return cls(**body, decisions=decisions)
 
 
 @dataclass(slots=True)
@@ -121,7 +152,7 @@ class Grant:
             "target": self.target,
             "reason": self.reason,
             "duration_s": self.duration_s,
-            "approvers": self.approvers,
+            "approvers": list(self.approvers),
             "requested_at": self.requested_at,
             "status": str(self.status),
             "decided_by": self.decided_by,
@@ -129,6 +160,12 @@ class Grant:
             "expires_at": self.expires_at,
             "note": self.note,
         }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Grant:
+        body = dict(data)
+        body["status"] = GrantStatus(body["status"])
+        return cls(**body)
 
 
 @dataclass(slots=True)
@@ -149,16 +186,109 @@ class AuditEntry:
         }
 
 
-class StateStore(Protocol):
-    def save_hold(self, hold: Hold) -> None: ...
-    def get_hold(self, hold_id: str) -> Hold | None: ...
-    def list_holds(self, status: HoldStatus | None = None) -> list[Hold]: ...
-    def save_grant(self, grant: Grant) -> None: ...
-    def get_grant(self, grant_id: str) -> Grant | None: ...
-    def list_grants(self, status: GrantStatus | None = None) -> list[Grant]: ...
-    def append_audit(self, entry: AuditEntry) -> None: ...
-    def audit_log(self, limit: int | None = None) -> list[AuditEntry]: ...
+@dataclass(frozen=True, slots=True)
+class LiveSession:
+    """A session running now on one gateway: what the live list shows across a fleet."""
 
+    id: str
+    gateway_id: str
+    user: str
+    target: str
+    protocol: str  # "ssh" | "postgres"
+    client: str
+    started_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Hint:
+    """ "Something changed, read it again": sent after a committed change, to every gateway
+    sharing the store (itself included). It carries no data: the store is the truth, and a hint
+    may come twice, late, or not at all (a dropped connection). `kind` is "hold", "grant" or
+    "session"; `origin` is the gateway id that made the change."""
+
+    kind: str
+    id: str
+    origin: str
+
+
+class Refused(Exception):
+    """A change function refused (for example, the hold was already decided): the store wrote
+    nothing and passes this to the caller. The message is worded for a person."""
+
+
+class StoreUnavailable(Exception):
+    """The store did not answer in time (a lock held elsewhere, the database down): the
+    operation that needed it fails closed with this message; nothing was written."""
+
+
+class DuplicateId(Exception):
+    """`add_hold` / `add_grant` with an id already in use: pick another and try again."""
+
+
+T = TypeVar("T", Hold, Grant)
+# Mutates the object it is given (the row as committed now, loaded inside the transaction and
+# locked); returns the audit entries to write in the same transaction; raises `Refused` to
+# write nothing. It must be quick and pure: it may run on a store's own thread.
+Change = Callable[[T], list[AuditEntry]]
+HintReceiver = Callable[[Hint], None]
+
+
+class StateStore(Protocol):
+    """Every method is a coroutine that never blocks the event loop; each is one transaction.
+    Reads return copies: changing one does not change the store."""
+
+    gateway_id: str
+
+    # -- holds and their decisions -------------------------------------------------------------
+    async def add_hold(self, hold: Hold, audit: AuditEntry) -> None: ...
+    async def get_hold(self, hold_id: str) -> Hold | None: ...
+    async def list_holds(self, status: HoldStatus | None = None) -> list[Hold]: ...
+    async def change_hold(self, hold_id: str, change: Change[Hold]) -> Hold | None:
+        """Load, `change`, save and audit in one transaction (None: no such hold). Two
+        changes of one hold never interleave: the second sees the first's result."""
+        ...
+
+    # -- grants --------------------------------------------------------------------------------
+    async def add_grant(self, grant: Grant, audit: AuditEntry) -> None: ...
+    async def get_grant(self, grant_id: str) -> Grant | None: ...
+    async def list_grants(self, status: GrantStatus | None = None) -> list[Grant]: ...
+    async def change_grant(self, grant_id: str, change: Change[Grant]) -> Grant | None: ...
+
+    # -- audit ---------------------------------------------------------------------------------
+    async def append_audit(self, entry: AuditEntry) -> None: ...
+    async def audit_log(self, limit: int | None = None) -> list[AuditEntry]: ...
+
+    # -- the session catalogue (one row per recording) -----------------------------------------
+    async def add_session(self, header: RecordingHeader, path: Path) -> None: ...
+    async def finish_session(self, summary: RecordingSummary) -> None: ...
+    async def find_sessions(self, query: SessionQuery) -> list[SessionRow]: ...
+    async def get_session(self, session_id: str) -> SessionRow | None: ...
+
+    # -- sessions live now, on any gateway -----------------------------------------------------
+    async def register_live(self, session: LiveSession) -> None: ...
+    async def unregister_live(self, session_id: str) -> None: ...
+    async def live_sessions(self, gateway_id: str | None = None) -> list[LiveSession]: ...
+
+    # -- failed logins, counted by key ("person:<canonical id>", "address:<net>") -------------
+    async def note_login_failure(self, key: str, at: float, forget_after: float) -> int:
+        """Count a failure; returns the failures of `key` in the last `forget_after` s."""
+        ...
+
+    async def clear_login_failures(self, key: str) -> None: ...
+
+    # -- hints ---------------------------------------------------------------------------------
+    def on_hint(self, receiver: HintReceiver) -> Callable[[], None]:
+        """Call `receiver` on the event loop for each hint; returns the function that stops."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+# -- the synchronous store the broker still uses; storage.sqlite_state replaces it -------------
+
+import json  # noqa: E402
+
+from storage import sqlite as _sqlite  # noqa: E402
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS holds (
@@ -192,7 +322,7 @@ class SqliteState:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = sqlite.Database(path, _SCHEMA)
+        self._db = _sqlite.Database(path, _SCHEMA)
 
     @classmethod
     def in_data_dir(cls, data_dir: Path) -> SqliteState:

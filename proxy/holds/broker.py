@@ -22,7 +22,7 @@ from storage.state import (
     GrantStatus,
     Hold,
     HoldStatus,
-    StateStore,
+    SqliteState,
 )
 
 
@@ -97,7 +97,7 @@ def _new_id(prefix: str, taken: Iterable[str] = ()) -> str:
 class ApprovalBroker:
     """Holds and grants over a StateStore. See the module docstring."""
 
-    def __init__(self, store: StateStore, gateway_id: str) -> None:
+    def __init__(self, store: SqliteState, gateway_id: str) -> None:
         self.store = store
         self.gateway_id = gateway_id
 
