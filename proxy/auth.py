@@ -37,6 +37,9 @@ from dataclasses import dataclass, field
 import asyncssh
 
 from proxy.config import GatewayConfig, LdapConfig, UserConfig
+from proxy.oidc.client import OidcClient
+from proxy.oidc.identity import OidcCaller, agent_for
+from proxy.oidc.tokens import TokenRefused, looks_like_jwt
 
 with warnings.catch_warnings():  # ldap3 imports names pyasn1 has deprecated; not ours to fix
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -107,13 +110,23 @@ class Identity:
     """An authenticated caller, as recorded and as policies see it.
 
     `name` is canonical (a local user's configured name, an LDAP entry's stored name), never
-    the spelling typed at login; `dn` is the directory entry's DN for LDAP identities."""
+    the spelling typed at login; `dn` is the directory entry's DN for LDAP identities.
+    `kind` is "person" or "agent" (an OIDC client acting for its `owner`); `expires_at` is
+    when the token that proved it expires (epoch seconds), None for passwords and keys."""
 
     name: str
     groups: frozenset[str]
     service_account: bool = False
     source: str = "local"
     dn: str | None = None
+    kind: str = "person"
+    owner: str | None = None
+    client_id: str | None = None
+    expires_at: float | None = None
+
+    @property
+    def agent(self) -> bool:
+        return self.kind == "agent" or self.service_account
 
 
 @dataclass(frozen=True, slots=True)
@@ -486,6 +499,8 @@ class Authenticator:
         self._hash_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hoop-hash")
         self._ldap_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hoop-ldap")
         self._typical_check = 0.05  # seconds a password check takes, learnt as checks happen
+        self.oidc = OidcClient(config.oidc) if config.oidc is not None else None
+        self.agents = config.agents
 
     def close(self) -> None:
         self._hash_pool.shutdown(wait=False, cancel_futures=True)
@@ -536,6 +551,8 @@ class Authenticator:
         return result
 
     async def _check_password(self, name: str, password: str) -> LoginResult:
+        if self.oidc is not None and looks_like_jwt(password):
+            return await self.token_login(name, password)
         user = self.local_user(name)
         if user is not None and user.password_hash is not None:
             started = time.monotonic()
@@ -556,6 +573,23 @@ class Authenticator:
             return LoginResult(None)
         assert isinstance(entry, DirectoryEntry)
         return LoginResult(_ldap_identity(entry))
+
+    async def token_login(self, name: str, token: str) -> LoginResult:
+        """An agent's access token (client credentials) given as its password: verified against
+        the provider's keys, issuer, audience and expiry, and mapped by `[[agents]]`."""
+        assert self.oidc is not None
+        try:
+            caller = agent_for(await self.oidc.verify_access_token(token), self.agents)
+        except TokenRefused as exc:
+            log.warning("token refused for %r: %s (%s)", name, exc.reason, exc.message)
+            return LoginResult(None, f"hoop: token refused: {exc.message}\r\n")
+        if fold_name(name) not in (fold_name(caller.name), fold_name(caller.client_id or "")):
+            log.warning("token of agent %r presented as %r; refused", caller.name, name)
+            return LoginResult(
+                None,
+                f"hoop: token refused: it is agent {caller.name}'s; log in as {caller.name}\r\n",
+            )
+        return LoginResult(oidc_identity(caller))
 
     async def authorized_keys(
         self, name: str
@@ -602,6 +636,18 @@ class Authenticator:
 def _local_identity(user: UserConfig) -> Identity:
     return Identity(
         user.name, frozenset(user.groups), service_account=user.service_account, source="local"
+    )
+
+
+def oidc_identity(caller: OidcCaller) -> Identity:
+    return Identity(
+        caller.name,
+        caller.groups,
+        source="oidc",
+        kind=caller.kind,
+        owner=caller.owner,
+        client_id=caller.client_id,
+        expires_at=caller.expires_at,
     )
 
 

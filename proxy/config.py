@@ -14,7 +14,10 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from proxy.oidc.config import AgentConfig, OidcConfig
 
 DEFAULT_CONFIG_NAME = "gateway.toml"
 # Where `hoop-tui up` creates its data directory and configuration by default.
@@ -161,6 +164,8 @@ class GatewayConfig:
     ldap: LdapConfig | None = None
     targets: dict[str, TargetConfig] = field(default_factory=dict)
     group_shell_modes: dict[str, str] = field(default_factory=dict)
+    oidc: OidcConfig | None = None  # [oidc] and [[agents]]: proxy/oidc/config.py
+    agents: dict[str, AgentConfig] = field(default_factory=dict)
 
     def shell_mode(self, user: str, groups: frozenset[str] | tuple[str, ...], target: str) -> str:
         """`strict` if the target, the user or any of their groups asks for it, else `guard`."""
@@ -169,6 +174,8 @@ class GatewayConfig:
             modes.add(entry.shell_mode)
         if (person := self.users.get(user)) is not None:
             modes.add(person.shell_mode)
+        if (agent := self.agents.get(user)) is not None:
+            modes.add(agent.shell_mode)  # strict unless the agent's entry says otherwise
         return "strict" if "strict" in modes else "guard"
 
 
@@ -221,16 +228,22 @@ def load_config(path: Path) -> GatewayConfig:
         gateway_id = instance
     reader = _Reader(path)
     reader.known_keys(gateway, GATEWAY_KEYS, "gateway")
+    from proxy.oidc.config import parse_agents, parse_oidc  # it imports this module
+
+    users = reader.users(raw.get("users", []))
+    oidc = parse_oidc(path, raw.get("oidc"))
     return GatewayConfig(
         path=path,
         data_dir=resolved,
         gateway_id=gateway_id,
         raw=raw,
         ssh=reader.ssh_settings(gateway),
-        users=reader.users(raw.get("users", [])),
+        users=users,
         ldap=reader.ldap(raw.get("ldap")),
         targets=reader.targets(raw.get("targets", [])),
         group_shell_modes=reader.groups(raw.get("groups", [])),
+        oidc=oidc,
+        agents=parse_agents(path, raw.get("agents"), oidc, users),
     )
 
 
