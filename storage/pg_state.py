@@ -228,9 +228,12 @@ class PgState:
     async def _cursor(self) -> AsyncIterator[psycopg.AsyncCursor[dict[str, Any]]]:
         """One transaction. A database that does not answer becomes StoreUnavailable."""
         try:
-            async with self._pool.connection() as conn, conn.transaction():
-                async with conn.cursor(row_factory=dict_row) as cur:
-                    yield cur
+            async with (
+                self._pool.connection() as conn,
+                conn.transaction(),
+                conn.cursor(row_factory=dict_row) as cur,
+            ):
+                yield cur
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise StoreUnavailable(
                 f"the state database {redact(self.url)} did not answer: {_first_line(exc)}"
