@@ -28,7 +28,6 @@ import math
 import os
 import secrets
 import time
-import unicodedata
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +36,7 @@ from dataclasses import dataclass, field
 import asyncssh
 
 from proxy.config import GatewayConfig, LdapConfig, UserConfig
+from proxy.names import fold_name as fold_name  # where every caller found it
 from proxy.oidc.client import OidcClient
 from proxy.oidc.identity import OidcCaller, agent_for
 from proxy.oidc.tokens import TokenRefused, looks_like_jwt
@@ -96,13 +96,6 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-
-
-def fold_name(name: str) -> str:
-    """The spelling-independent form of a typed user name, the way LDAP's caseIgnoreMatch
-    compares a `uid`: Unicode NFKC, case folded, outer spaces dropped, inner runs of spaces as
-    one. Two spellings that fold alike can reach the same person, so they count as one."""
-    return " ".join(unicodedata.normalize("NFKC", name).split()).casefold()
 
 
 @dataclass(frozen=True, slots=True)

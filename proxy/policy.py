@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 from proxy.config import ConfigError, entry_key, parse_named_entries
 from proxy.line_detector import CommandLine
+from proxy.names import fold_name
 from proxy.shell import (
     UNKNOWN,
     LineResult,
@@ -406,7 +407,12 @@ class Rule:
 
 
 def _listed(name: str, names: Sequence[str]) -> bool:
-    return "*" in names or name in names
+    """Whether a rule's list names this user or group, in any spelling of it (`Carol` in a
+    rule is the directory's `carol`): people are compared the way they log in."""
+    if "*" in names or name in names:
+        return True
+    folded = fold_name(name)
+    return any(fold_name(listed) == folded for listed in names)
 
 
 @dataclass(frozen=True, slots=True)
