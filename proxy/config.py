@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from proxy.oidc.config import AgentConfig, OidcConfig
+    from storage.objectstore import StoreSettings
 
 DEFAULT_CONFIG_NAME = "gateway.toml"
 # Where `hoop-tui up` creates its data directory and configuration by default.
@@ -164,6 +165,8 @@ class GatewayConfig:
     ldap: LdapConfig | None = None
     targets: dict[str, TargetConfig] = field(default_factory=dict)
     group_shell_modes: dict[str, str] = field(default_factory=dict)
+    # [recordings] url = "s3://...": recordings go to object storage through a local spool
+    recordings: StoreSettings | None = None
     oidc: OidcConfig | None = None  # [oidc] and [[agents]]: proxy/oidc/config.py
     agents: dict[str, AgentConfig] = field(default_factory=dict)
 
@@ -244,7 +247,21 @@ def load_config(path: Path) -> GatewayConfig:
         group_shell_modes=reader.groups(raw.get("groups", [])),
         oidc=oidc,
         agents=parse_agents(path, raw.get("agents"), oidc, users),
+        recordings=_recordings(path, raw.get("recordings")),
     )
+
+
+def _recordings(path: Path, section: object) -> StoreSettings | None:
+    """`[recordings]` (docs/object-storage.md); the readers of this process can then open
+    the store's recordings by URL."""
+    from storage.objectstore import StoreConfigError, parse_settings, remember
+
+    try:
+        settings = parse_settings(section, path.parent)
+    except StoreConfigError as exc:
+        raise ConfigError(path, exc.key, exc.problem) from None
+    remember(settings)
+    return settings
 
 
 class _Named(Protocol):
