@@ -100,7 +100,7 @@ class SessionQuery:
 
 
 class Catalogue(Protocol):
-    def add_session(self, header: RecordingHeader, path: Path) -> None: ...
+    def add_session(self, header: RecordingHeader, path: Path | str) -> None: ...
     def finish_session(self, summary: RecordingSummary) -> None: ...
     def find_sessions(self, query: SessionQuery) -> list[SessionRow]: ...
     def get_session(self, session_id: str) -> SessionRow | None: ...
@@ -119,7 +119,7 @@ class SqliteCatalogue:
     def in_data_dir(cls, data_dir: Path) -> SqliteCatalogue:
         return cls(data_dir / CATALOGUE_NAME)
 
-    def add_session(self, header: RecordingHeader, path: Path) -> None:
+    def add_session(self, header: RecordingHeader, path: Path | str) -> None:
         db = self._db.connection()
         db.execute(
             "INSERT INTO sessions (id, path, user, service_account, target, protocol, client,"
