@@ -20,6 +20,8 @@ from hoop_tui.commands import (
     recordings,
     replay,
     search,
+    state,
+    status,
     workstation,
 )
 from hoop_tui.commands.examples import add_examples
@@ -35,6 +37,8 @@ COMMAND_MODULES = (
     replay,
     workstation,
     masks,
+    state,
+    status,
 )
 
 

@@ -681,3 +681,103 @@ def _session_row(row: dict[str, Any]) -> SessionRow:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
+
+
+# -- moving an embedded gateway's state in -------------------------------------------------------
+
+
+async def copy_from_sqlite(store: PgState, data_dir: Path) -> dict[str, int]:
+    """Copy state.db and catalogue.db of an embedded gateway's data directory into `store`,
+    in one transaction. Rows already there (same id) are kept, so a second run copies nothing
+    twice; the audit log is copied once per source directory. Returns what was added."""
+    import sqlite3
+
+    from storage.catalogue import CATALOGUE_NAME
+    from storage.state import STATE_NAME
+
+    source = str(data_dir.resolve())
+    state_path, catalogue_path = data_dir / STATE_NAME, data_dir / CATALOGUE_NAME
+    if not state_path.exists() and not catalogue_path.exists():
+        raise FileNotFoundError(f"{data_dir} holds neither {STATE_NAME} nor {CATALOGUE_NAME}")
+
+    def read(path: Path, sql: str) -> list[sqlite3.Row]:
+        if not path.exists():
+            return []
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        db.row_factory = sqlite3.Row
+        try:
+            return list(db.execute(sql))
+        except sqlite3.OperationalError:  # a table an older gateway did not have
+            return []
+        finally:
+            db.close()
+
+    holds = await asyncio.to_thread(read, state_path, "SELECT body FROM holds")
+    grants = await asyncio.to_thread(read, state_path, "SELECT body FROM grants")
+    audit = await asyncio.to_thread(
+        read, state_path, "SELECT at, actor, action, subject, detail FROM audit ORDER BY seq"
+    )
+    sessions = await asyncio.to_thread(read, catalogue_path, "SELECT * FROM sessions")
+    added = {"holds": 0, "grants": 0, "audit": 0, "sessions": 0}
+    async with store._cursor() as cur:
+        for row in holds:
+            hold = Hold.from_json(json.loads(row["body"]))
+            await cur.execute(
+                "INSERT INTO holds (id, status, gateway_id, created_at, body) VALUES"
+                " (%s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                (hold.id, str(hold.status), hold.gateway_id, hold.created_at, row["body"]),
+            )
+            added["holds"] += cur.rowcount
+        for row in grants:
+            grant = Grant.from_json(json.loads(row["body"]))
+            await cur.execute(
+                "INSERT INTO grants (id, status, requested_at, body) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (id) DO NOTHING",
+                (grant.id, str(grant.status), grant.requested_at, row["body"]),
+            )
+            added["grants"] += cur.rowcount
+        await cur.execute(
+            "SELECT 1 FROM audit WHERE action = 'state_copied' AND subject = %s", (source,)
+        )
+        if await cur.fetchone() is None:
+            for row in audit:
+                entry = AuditEntry(
+                    row["at"],
+                    row["actor"],
+                    row["action"],
+                    row["subject"],
+                    json.loads(row["detail"]),
+                )
+                await _insert_audit(cur, entry)
+                added["audit"] += 1
+            await _insert_audit(
+                cur, AuditEntry(time.time(), "hoop-tui", "state_copied", source, dict(added))
+            )
+        for row in sessions:
+            await cur.execute(
+                'INSERT INTO sessions (id, path, "user", service_account, target, protocol,'
+                " client, gateway_id, started_at_us, ended_at_us, end_reason, size, events,"
+                " denies, holds, counts, verdicts) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s,"
+                " %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                (
+                    row["id"],
+                    row["path"],
+                    row["user"],
+                    bool(row["service_account"]),
+                    row["target"],
+                    row["protocol"],
+                    row["client"],
+                    row["gateway_id"],
+                    row["started_at_us"],
+                    row["ended_at_us"],
+                    row["end_reason"],
+                    row["size"],
+                    row["events"],
+                    row["denies"],
+                    row["holds"],
+                    row["counts"],
+                    row["verdicts"],
+                ),
+            )
+            added["sessions"] += cur.rowcount
+    return added
