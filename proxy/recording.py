@@ -220,6 +220,7 @@ def start_session_recording(
         header,
         on_failure=on_failure,
         after_close=index_when_closed(config.data_dir),
+        store=config.recordings,
     )
     writer.filter = typed_secrets(config, identity, target)
     return writer

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from storage.catalogue import SessionQuery, SqliteCatalogue
+from storage.objectstore import StoreSettings
 from storage.reader import RecordingError, RecordingReader
 from storage.schema import EventType, RecordingHeader
 from storage.signing import key_id, load_or_create_signing_key
@@ -51,15 +52,34 @@ def start_recording(
     on_failure: Callable[[BaseException], None] | None = None,
     catalogue: SqliteCatalogue | None = None,
     after_close: Callable[[RecordingSummary], None] | None = None,
+    store: StoreSettings | None = None,
 ) -> RecordingWriter:
     """Open a new recording and catalogue it. Raises RecordingFailed when either cannot be
     done, so the caller refuses the session instead of running it unrecorded. `after_close`
-    runs on the writer thread once the file is complete and catalogued (the search index)."""
+    runs on the writer thread once the file is complete and catalogued (the search index).
+    With a `store` the file is written to its spool and shipped to object storage, and the
+    catalogue holds its URL; SpoolFull (a RecordingFailed) when too much waits for the store."""
+    spool = None
+    if store is not None:
+        from storage.spool import shared_spool
+
+        spool = shared_spool(store, data_dir)
+        spool.check_room()
     try:
         signer = load_or_create_signing_key(data_dir)
         header.signing_key_id = key_id(signer.public_key())
         catalogue = catalogue or SqliteCatalogue.in_data_dir(data_dir)
-        path = recording_path(data_dir, header)
+        on_segment: Callable[[int | None, bool], None] | None = None
+        location: Path | str
+        if spool is not None and store is not None:
+            location = store.location_of(header.session_id, header.started_at_us)
+            path = spool.begin(header.session_id, location)
+            session_id = header.session_id
+
+            def on_segment(end: int | None, final: bool) -> None:
+                spool.segment_ready(session_id, end, final)
+        else:
+            path = location = recording_path(data_dir, header)
         finish = catalogue.finish_session
 
         def on_closed(summary: RecordingSummary) -> None:
@@ -67,16 +87,29 @@ def start_recording(
             if after_close is not None:
                 after_close(summary)
 
-        writer = RecordingWriter(path, header, signer, on_failure=on_failure, on_closed=on_closed)
-        catalogue.add_session(header, path)
+        writer = RecordingWriter(
+            path,
+            header,
+            signer,
+            on_failure=on_failure,
+            on_closed=on_closed,
+            on_segment=on_segment,
+        )
+        catalogue.add_session(header, location)
     except Exception as exc:  # disk, key and catalogue problems alike: refuse the session
         raise RecordingFailed(f"cannot start a recording in {data_dir}: {exc}") from exc
     return writer
 
 
-def recover_unfinished(catalogue: SqliteCatalogue, gateway_id: str) -> list[str]:
+def recover_unfinished(
+    catalogue: SqliteCatalogue,
+    gateway_id: str,
+    locate: Callable[[str], str] | None = None,
+) -> list[str]:
     """Close the catalogue rows of sessions this gateway left open when it died: each gets
-    the time its recording can be read to and a 'recovered' end reason. Returns their ids."""
+    the time its recording can be read to and a 'recovered' end reason. Returns their ids.
+    `locate` turns a row's location into where to read it now (the spool's copy of a
+    recording that has not reached object storage yet)."""
     recovered: list[str] = []
     for row in catalogue.find_sessions(SessionQuery(unfinished_only=True)):
         if row.gateway_id != gateway_id:
@@ -85,7 +118,8 @@ def recover_unfinished(catalogue: SqliteCatalogue, gateway_id: str) -> list[str]
         verdicts: Counter[str] = Counter()
         end_us, size = 0, 0
         try:
-            with RecordingReader.open(row.path) as reader:
+            where = locate(row.path) if locate is not None else row.path
+            with RecordingReader.open(where) as reader:
                 size = reader.size
                 header = reader.header
                 for event in reader.events():
