@@ -5,6 +5,7 @@
     python bench/pg.py --quick       # 3 s each, one round
     python bench/pg.py --profile     # also prints a cProfile of the gateway during -S
     python bench/pg.py --diagnose    # also -S through the gateway with recording disabled
+    python bench/pg.py --quick --set-up-only   # only connection set-up (latency, logins/s)
 
 Runs, in interleaved rounds (the order rotating, each ratio against the direct run of its own
 round), against the machine's PostgreSQL (127.0.0.1:5432, trust auth, database `test`,
@@ -357,6 +358,9 @@ async def main() -> None:
     )
     parser.add_argument("--skip-tpcb", action="store_true", help="only pgbench -S")
     parser.add_argument(
+        "--set-up-only", action="store_true", help="only connection set-up (latency, logins/s)"
+    )
+    parser.add_argument(
         "--rounds", type=int, default=3, help="interleaved rounds of each comparison (default 3)"
     )
     parser.add_argument(
@@ -387,6 +391,9 @@ async def main() -> None:
             ways = {"direct": PG_PORT, "bare byte relay": relay_port, "gateway": gateway.port}
             if bouncer is not None:
                 ways["pgbouncer"] = bouncer[1]
+            if args.set_up_only:
+                await connections(set_up_ways(gateway, bouncer), *bench)
+                return
             print(
                 f"pgbench -S -c {args.clients} -j {args.threads} -T {duration} (simple protocol), "
                 f"{rounds} interleaved round(s)"
@@ -411,14 +418,7 @@ async def main() -> None:
             print()
             if profiler:
                 pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
-            set_up = {
-                "direct (trust)": (PG_PORT, PG_USER, "disable"),
-                "gateway, SCRAM, plain": (gateway.port, PG_USER, "disable"),
-                "gateway, password in TLS (scrypt)": (gateway.port, TLS_USER, "require"),
-            }
-            if bouncer is not None:
-                set_up["pgbouncer"] = (bouncer[1], PG_USER, "disable")
-            await connections(set_up, duration, args.clients, args.threads)
+            await connections(set_up_ways(gateway, bouncer), *bench)
             if args.skip_tpcb:
                 return
             print(f"pgbench (TPC-B-like) -c {args.clients} -j {args.threads} -T {duration}")
@@ -442,6 +442,19 @@ async def main() -> None:
             await gateway.stop()
             await service.stop()
             await control.stop()
+
+
+def set_up_ways(
+    gateway: PgGateway, bouncer: tuple[asyncio.subprocess.Process, int] | None
+) -> dict[str, tuple[int, str, str]]:
+    ways = {
+        "direct (trust)": (PG_PORT, PG_USER, "disable"),
+        "gateway, SCRAM, plain": (gateway.port, PG_USER, "disable"),
+        "gateway, password in TLS (scrypt)": (gateway.port, TLS_USER, "require"),
+    }
+    if bouncer is not None:
+        ways["pgbouncer"] = (bouncer[1], PG_USER, "disable")
+    return ways
 
 
 async def interleaved(

@@ -53,7 +53,9 @@ from proxy.pg.copy_out import (
     learn_columns_messages,
     parse_copy_out,
 )
+from proxy.pg.judging import Decide
 from proxy.pg.lineage import OutputMasks, lineages, shape_key
+from proxy.pg.settings import UnparsableMode as UnparsableMode  # where it was defined
 from proxy.pg.wire import (
     Backend,
     Bind,
@@ -235,9 +237,6 @@ class Recorder(Protocol):
     def __call__(self, event: EventType, *fields: object) -> bool: ...
 
 
-Decide = Callable[[sqlclass.Classified], Verdict]
-
-
 @dataclass(frozen=True, slots=True)
 class Judge:
     """Carry out a verdict that is not a plain allow (deny, or hold for review), then call
@@ -255,11 +254,6 @@ class End:
 
 
 Command = Judge | End
-
-
-class UnparsableMode(enum.Enum):
-    POLICY = "policy"  # the `unparsable` class goes to the rules and [policy] unparsable
-    SYNTAX_ERROR = "syntax_error"  # answer with the parser's syntax error, run nothing
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1847,11 +1841,3 @@ def _forget(table: dict[str, Any], name: str, which: object = None) -> Callable[
             del table[name]
 
     return forget
-
-
-def refusal_message(verdict: Verdict) -> str:
-    """What a denied client reads: the rule's message and the rule."""
-    text = verdict.message or "denied by the gateway's policy"
-    if verdict.rule:
-        text += f" (rule {verdict.rule})"
-    return f"hoop: {text}"
