@@ -342,7 +342,16 @@ class GatewayRuntime:
 
     async def start(self) -> None:
         catalogue = SqliteCatalogue.in_data_dir(self.config.data_dir)
-        for session_id in recover_unfinished(catalogue, self.config.gateway_id):
+        locate = None
+        if self.config.recordings is not None:
+            # what a crash left in the spool goes to object storage (in the background)
+            from storage.spool import shared_spool
+
+            spool = shared_spool(self.config.recordings, self.config.data_dir)
+            for session_id in spool.recover():
+                log.warning("session %s was left in the recording spool; uploading", session_id)
+            locate = spool.local_copy
+        for session_id in recover_unfinished(catalogue, self.config.gateway_id, locate):
             log.warning("session %s was left open by a previous run; recovered", session_id)
         await self.control.start()
         self.approvals.start(live_sessions=set())
@@ -363,6 +372,12 @@ class GatewayRuntime:
         await self.notifier.stop()
         await self.approvals.stop()
         await self.control.stop()
+        if self.config.recordings is not None:
+            from storage.spool import forget_spool, shared_spool
+
+            spool = shared_spool(self.config.recordings, self.config.data_dir)
+            await asyncio.to_thread(spool.stop)  # ship what it can; the rest waits in the spool
+            forget_spool(self.config.recordings, self.config.data_dir)
 
 
 async def run(config: GatewayConfig, ready: Callable[[GatewayRuntime], None] | None = None) -> None:
