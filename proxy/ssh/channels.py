@@ -195,8 +195,14 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         cols, rows = self.term_size[:2]
         try:
             self.link.ensure_recording(self.term_type, cols, rows)
-        except RecordingUnavailable:
-            self._fail("hoop: the session cannot be recorded, so the gateway refuses it")
+        except RecordingUnavailable as exc:
+            # a reason meant for the caller (the recording spool is full) is told; others
+            # name paths and stay in the gateway's log
+            why = getattr(exc.__cause__, "public_reason", None)
+            self._fail(
+                "hoop: the session cannot be recorded, so the gateway refuses it"
+                + (f": {why}" if why else "")
+            )
             return
         if self.closed or self.link.ended:
             return
