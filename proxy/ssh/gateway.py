@@ -13,6 +13,8 @@ import asyncssh
 
 from proxy.auth import Authenticator
 from proxy.config import GatewayConfig
+from proxy.fleet.listener import ProxiedTunnel
+from proxy.fleet.settings import trusted_proxies
 from proxy.ssh.channels import AllowAll, ChannelInspector
 from proxy.ssh.hostkeys import HostKeys
 from proxy.ssh.link import watch_idle
@@ -62,8 +64,15 @@ class SshGateway:
         options = self.context.server_options(
             self.host_names, server_factory=lambda: CallerServer(self.context)
         )
+        # Behind HAProxy: connections from [gateway] trusted_proxies carry a PROXY header naming
+        # the caller, whose address the session, its recording and login throttling then see.
+        trusted = trusted_proxies(self.config)
         self.acceptor = await asyncssh.listen(
-            ssh.listen_host, ssh.listen_port, options=options, reuse_address=True
+            ssh.listen_host,
+            ssh.listen_port,
+            options=options,
+            reuse_address=True,
+            **({"tunnel": ProxiedTunnel(trusted)} if trusted else {}),
         )
         if ssh.idle_timeout:
             self._idle_task = asyncio.ensure_future(
