@@ -30,6 +30,8 @@ from typing import Any, cast
 
 from proxy.auth import Authenticator, Identity
 from proxy.config import GatewayConfig
+from proxy.fleet.listener import ProxiedServer, start_stream_server
+from proxy.fleet.settings import trusted_proxies
 from proxy.holds.enforcement import Enforcer, Outcome
 from proxy.masking import Masker, MaskPolicy
 from proxy.pg import classify as sqlclass
@@ -122,7 +124,7 @@ class PgGateway:
             sql_functions=self.settings.sql_functions
         )
         self.tls: ssl.SSLContext | None = None
-        self.server: asyncio.Server | None = None
+        self.server: asyncio.Server | ProxiedServer | None = None
         self.connections: set[PgConnection] = set()
         self.cancel_keys: dict[tuple[int, bytes], PgConnection] = {}
         self.logins = LoginCache(self.settings.login_cache)
@@ -139,13 +141,23 @@ class PgGateway:
 
     async def start(self) -> None:
         self.tls = await asyncio.to_thread(server_tls_context, self.settings, self.config.data_dir)
-        self.server = await asyncio.start_server(
-            self._accept,
-            self.settings.listen_host,
-            self.settings.listen_port,
-            reuse_address=True,
-            limit=READ_SIZE,
-        )
+        trusted = trusted_proxies(self.config)
+        if trusted:  # behind HAProxy: the caller's address comes from its PROXY header
+            self.server = await start_stream_server(
+                self._accept,
+                self.settings.listen_host,
+                self.settings.listen_port,
+                trusted,
+                limit=READ_SIZE,
+            )
+        else:
+            self.server = await asyncio.start_server(
+                self._accept,
+                self.settings.listen_host,
+                self.settings.listen_port,
+                reuse_address=True,
+                limit=READ_SIZE,
+            )
         log.info("PostgreSQL gateway listening on %s:%d", self.settings.listen_host, self.port)
 
     def end_sessions(self, user: str, target: str, reason: str, message: str) -> None:
