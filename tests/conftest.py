@@ -1,13 +1,20 @@
-"""Shared fixtures: a real OpenSSH sshd as the SSH target, a real slapd, and a gateway harness.
+"""Shared fixtures: a real OpenSSH sshd as the SSH target, a real slapd, the machine's
+PostgreSQL, and a gateway harness.
 
 The servers start once per test session (they are slow to start and tests never change them);
 each test gets its own gateway, data directory and client files.
+
+A test that uses one of the server fixtures (`sshd`, `slapd`, `postgres`), directly or through
+another fixture such as `harness`, is marked with the fixture's name at collection, so
+`pytest -m "not sshd and not slapd and not postgres"` runs the pure tests alone. A test that
+starts a server by itself carries the marker explicitly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -17,6 +24,30 @@ from tests.fixtures.gateway import GatewayHarness
 from tests.fixtures.processes import stop
 from tests.fixtures.slapd import LdapUser, Slapd, start_slapd
 from tests.fixtures.sshd import Sshd, keygen, start_sshd
+
+# The PostgreSQL the tests use: the machine's own, trust auth (see .ci/setup).
+POSTGRES_ADDRESS = ("127.0.0.1", 5432)
+
+# fixture name -> marker: a test whose fixture closure holds the fixture gets the marker.
+SERVER_MARKERS = {
+    "sshd": "sshd: needs the test OpenSSH sshd (started once per session)",
+    "slapd": "slapd: needs the test slapd (started once per session)",
+    "postgres": "postgres: needs the machine's PostgreSQL on 127.0.0.1:5432",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for line in SERVER_MARKERS.values():
+        config.addinivalue_line("markers", line)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = getattr(item, "fixturenames", ())
+        for name in SERVER_MARKERS:
+            if name in used and item.get_closest_marker(name) is None:
+                item.add_marker(name)
+
 
 if os.environ.get("HOOP_TEST_LOOP") == "uvloop":
     # In-process tests run on asyncio's loop; HOOP_TEST_LOOP=uvloop runs them on uvloop, the
@@ -36,6 +67,18 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     server = start_sshd(tmp_path_factory.mktemp("sshd"))
     yield server
     stop(server.process)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> tuple[str, int]:
+    """The machine's PostgreSQL (host, port); the test is skipped when it is not running."""
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        try:
+            sock.connect(POSTGRES_ADDRESS)
+        except OSError:
+            pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    return POSTGRES_ADDRESS
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ from tests.replay.pg_session import (
 
 
 @pytest.fixture(scope="module")
-def session(tmp_path_factory: pytest.TempPathFactory) -> RecordedSession:
+def session(tmp_path_factory: pytest.TempPathFactory, postgres: tuple[str, int]) -> RecordedSession:
     return recorded_session(tmp_path_factory.mktemp("pg-session"))
 
 

@@ -11,11 +11,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from storage.catalogue import SessionQuery, SqliteCatalogue
 from storage.reader import RecordingReader
 from storage.schema import EventType
 
 
+@pytest.mark.sshd  # `up` starts the local target's sshd
 def test_up_sets_up_records_verifies_and_shows_the_demo(tmp_path):
     data_dir = tmp_path / "hoop-data"
     result = subprocess.run(
@@ -88,6 +91,7 @@ def test_rec_relays_an_interactive_shell_and_records_both_directions(tmp_path):
     assert [e["status"] for e in events if e.type is EventType.EXIT_STATUS] == [3]
 
 
+@pytest.mark.sshd  # `up` starts the local target's sshd
 async def test_the_default_setup_is_a_working_gateway_with_a_local_target(tmp_path):
     """What `hoop-tui up` starts in a terminal: the generated configuration, the private sshd
     of the `local` target and the gateway, reached by a real SSH client as the demo user."""
@@ -131,6 +135,7 @@ async def test_the_default_setup_is_a_working_gateway_with_a_local_target(tmp_pa
         stop(sshd.process)
 
 
+@pytest.mark.sshd  # `up` starts the local target's sshd
 def test_commands_run_in_the_folder_up_ran_in(tmp_path):
     """After `hoop-tui up` set up ./hoop-data, `sessions`, `policy check` (with or without
     --data-dir) find its configuration instead of failing on a missing ./gateway.toml."""
@@ -168,6 +173,7 @@ def test_commands_run_in_the_folder_up_ran_in(tmp_path):
     assert "no user named 'nobody'" in unknown.stdout
 
 
+@pytest.mark.sshd  # `up` starts the local target's sshd
 def test_first_run_passwords_outlive_the_screen_that_covers_them(tmp_path):
     """`up` showed its passwords once, in text the full-screen workstation then covered; they
     are kept owner-only beside the configuration, and the hint says where (issue 17, 11)."""

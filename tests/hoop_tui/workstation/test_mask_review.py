@@ -33,7 +33,7 @@ CARDS_RULE = '[[masks]]\nname = "cards"\ndetector = "credit_card"\nstyle = "last
 
 
 @pytest.fixture(scope="module")
-def session(tmp_path_factory: pytest.TempPathFactory) -> RecordedSession:
+def session(tmp_path_factory: pytest.TempPathFactory, postgres: tuple[str, int]) -> RecordedSession:
     return recorded_session(tmp_path_factory.mktemp("pg-session"))
 
 

@@ -11,7 +11,7 @@ from tests.proxy.pg.harness import PgHarness, pg_available
 
 
 @pytest.fixture
-async def pg(tmp_path: Path) -> AsyncIterator[PgHarness]:
+async def pg(tmp_path: Path, postgres: tuple[str, int]) -> AsyncIterator[PgHarness]:
     """A gateway harness to configure, then `await pg.start()`; stopped after the test."""
     if not pg_available():
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")

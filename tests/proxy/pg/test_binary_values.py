@@ -41,6 +41,7 @@ VALUES = [
 ]
 
 
+@pytest.mark.postgres
 @pytest.mark.skipif(not pg_available(), reason="PostgreSQL is not running")
 @pytest.mark.parametrize("value", VALUES)
 def test_binary_values_read_as_postgresql_writes_them(value: str) -> None:
