@@ -105,6 +105,7 @@ def readable_by_others(root: Path) -> list[str]:
     return found
 
 
+@pytest.mark.sshd  # starts the local target's sshd itself
 async def test_the_up_setup_with_its_local_target_is_closed_to_others(
     tmp_path: Path, umask_022: None
 ) -> None:

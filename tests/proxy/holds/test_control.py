@@ -372,6 +372,7 @@ async def test_deciding_a_hold_one_cannot_see_answers_as_for_an_unknown_id(gatew
 # -- a slow or stopped directory: operators wait and are told why, sessions go on ---------------
 
 
+@pytest.mark.slapd  # starts a slapd of its own, to stop it
 @pytest.mark.timeout(120)
 async def test_a_stopped_directory_holds_control_connections_not_live_sessions(harness, tmp_path):
     """slapd stopped (SIGSTOP): three control connections of an operator whose identity comes
