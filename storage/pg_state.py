@@ -467,6 +467,11 @@ class PgState:
         async with self._cursor() as cur:
             await cur.execute("DELETE FROM sessions WHERE id = %s", (session_id,))
 
+    async def upsert_sessions(self, rows: list[dict[str, Any]]) -> None:
+        """Catalogue rows as an instance's local catalogue.db holds them (the fleet member
+        copies them every heartbeat); an end already known is not forgotten."""
+        await _upsert_sessions(self, rows)
+
     # -- live sessions -------------------------------------------------------------------------
 
     async def register_live(self, session: LiveSession) -> None:
@@ -781,3 +786,38 @@ async def copy_from_sqlite(store: PgState, data_dir: Path) -> dict[str, int]:
             )
             added["sessions"] += cur.rowcount
     return added
+
+
+async def _upsert_sessions(store: PgState, rows: list[dict[str, Any]]) -> None:
+    async with store._cursor() as cur:
+        for row in rows:
+            await cur.execute(
+                'INSERT INTO sessions (id, path, "user", service_account, target, protocol,'
+                " client, gateway_id, started_at_us, ended_at_us, end_reason, size, events,"
+                " denies, holds, counts, verdicts) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s,"
+                " %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET"
+                " path = EXCLUDED.path, ended_at_us = COALESCE(EXCLUDED.ended_at_us,"
+                " sessions.ended_at_us), end_reason = COALESCE(EXCLUDED.end_reason,"
+                " sessions.end_reason), size = EXCLUDED.size, events = EXCLUDED.events,"
+                " denies = EXCLUDED.denies, holds = EXCLUDED.holds, counts = EXCLUDED.counts,"
+                " verdicts = EXCLUDED.verdicts",
+                (
+                    row["id"],
+                    row["path"],
+                    row["user"],
+                    bool(row["service_account"]),
+                    row["target"],
+                    row["protocol"],
+                    row["client"],
+                    row["gateway_id"],
+                    row["started_at_us"],
+                    row["ended_at_us"],
+                    row["end_reason"],
+                    row["size"],
+                    row["events"],
+                    row["denies"],
+                    row["holds"],
+                    row["counts"],
+                    row["verdicts"],
+                ),
+            )

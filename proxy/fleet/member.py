@@ -11,12 +11,15 @@ import asyncio
 import contextlib
 import logging
 import socket
+import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from proxy.config import ConfigError, GatewayConfig
 from proxy.fleet.settings import StateSettings, state_settings
-from storage.state import StoreUnavailable
+from storage.state import LiveSession, StoreUnavailable
 
 log = logging.getLogger("hoop.fleet")
 
@@ -52,16 +55,69 @@ def _version() -> str:
         return ""
 
 
-class FleetMember:
-    """The heartbeat and the reaper of one instance."""
+def live_sessions_of(runtime: Any) -> list[LiveSession]:
+    """The sessions a running gateway carries now (SSH links and PostgreSQL connections)."""
+    found = []
+    gateway_id = runtime.config.gateway_id
+    for link in list(runtime.ssh.context.registry.links):
+        if not link.session_id:
+            continue
+        header = link.recording.header if link.recording is not None else None
+        started = header.started_at_us / 1e6 if header is not None else time.time()
+        found.append(
+            LiveSession(
+                link.session_id,
+                gateway_id,
+                link.identity.name,
+                link.target.name,
+                "ssh",
+                link.client,
+                started,
+            )
+        )
+    pg = getattr(runtime, "pg", None)
+    for conn in list(getattr(pg, "connections", ()) or ()):
+        if not conn.session_id or conn.identity is None or conn.target is None:
+            continue
+        header = conn.recording.header if conn.recording is not None else None
+        started = header.started_at_us / 1e6 if header is not None else time.time()
+        found.append(
+            LiveSession(
+                conn.session_id,
+                gateway_id,
+                conn.identity.name,
+                conn.target.name,
+                "postgres",
+                conn.client,
+                started,
+            )
+        )
+    return found
 
-    def __init__(self, store: Any, settings: StateSettings, *, peer_address: str = "") -> None:
+
+class FleetMember:
+    """The heartbeat and the reaper of one instance; it also keeps the shared registry of live
+    sessions and the shared catalogue in step with this instance's own (the local catalogue.db
+    goes on being written, so a database outage loses no row: the next beat copies it)."""
+
+    def __init__(
+        self,
+        store: Any,
+        settings: StateSettings,
+        *,
+        data_dir: Path | None = None,
+        peer_address: str = "",
+    ) -> None:
         self.store = store
         self.settings = settings
+        self.data_dir = data_dir
         self.peer_address = peer_address
         self.host = socket.gethostname()
         self._task: asyncio.Task[None] | None = None
         self.reaped: list[str] = []
+        self.live: Callable[[], list[LiveSession]] = list
+        self._registered: set[str] = set()
+        self._synced_us = 0  # catalogue rows changed since then are copied at the next beat
 
     async def start(self) -> None:
         gone = await self.store.forget_own_leftovers()
@@ -72,11 +128,30 @@ class FleetMember:
         )
         self._task = asyncio.ensure_future(self._beat_forever())
 
+    async def sync(self) -> None:
+        """Live sessions and catalogue rows of this instance, into the shared store."""
+        now = {s.id: s for s in self.live()}
+        for session_id in self._registered - now.keys():
+            await self.store.unregister_live(session_id)
+            self._registered.discard(session_id)
+        for session_id, session in now.items():
+            if session_id not in self._registered:
+                await self.store.register_live(session)
+                self._registered.add(session_id)
+        if self.data_dir is not None:
+            since = self._synced_us
+            started = int(time.time() * 1e6)
+            rows = await asyncio.to_thread(_catalogue_changes, self.data_dir, since)
+            if rows:
+                await self.store.upsert_sessions(rows)
+            self._synced_us = started - 5_000_000  # rows written while we read come again
+
     async def _beat_forever(self) -> None:
         while True:
             await asyncio.sleep(self.settings.heartbeat_s)
             try:
                 await self.store.heartbeat(host=self.host, peer_address=self.peer_address)
+                await self.sync()
                 lost = await self.store.reap(self.settings.lost_after_s)
             except StoreUnavailable as exc:
                 log.warning("heartbeat: %s", exc)
@@ -96,6 +171,28 @@ class FleetMember:
                 await self._task
         with contextlib.suppress(StoreUnavailable):
             await self.store.stopped()
+
+
+def _catalogue_changes(data_dir: Path, since_us: int) -> list[dict[str, Any]]:
+    """This data directory's catalogue rows started or ended since `since_us`, or unfinished."""
+    from storage.catalogue import CATALOGUE_NAME
+
+    path = data_dir / CATALOGUE_NAME
+    if not path.exists():
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    db.row_factory = sqlite3.Row
+    try:
+        rows = db.execute(
+            "SELECT * FROM sessions WHERE started_at_us >= ? OR ended_at_us IS NULL"
+            " OR ended_at_us >= ?",
+            (since_us, since_us),
+        ).fetchall()
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        db.close()
+    return [dict(row) for row in rows]
 
 
 async def open_state(config: GatewayConfig) -> tuple[Any, FleetMember | None]:
@@ -127,4 +224,4 @@ async def open_state(config: GatewayConfig) -> tuple[Any, FleetMember | None]:
     except (KeyMismatch, StoreUnavailable) as exc:
         await store.close()
         raise FleetStartRefused(f"{config.gateway_id}: {exc}") from None
-    return store, FleetMember(store, settings)
+    return store, FleetMember(store, settings, data_dir=config.data_dir)
