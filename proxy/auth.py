@@ -603,10 +603,6 @@ class Authenticator:
         assert isinstance(found, DirectoryEntry)
         return _authorized(found.keys), LoginResult(_ldap_identity(found))
 
-    def key_attempt_failed(self, name: str, client_host: str) -> None:
-        """A public key offered for `name` was not one of its keys (clients try several)."""
-        log.info("public key not accepted for %r from %s", name, client_host)
-
     def _account(
         self, key: tuple[str, str], name: str, client_host: str, result: LoginResult, how: str
     ) -> None:
