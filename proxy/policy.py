@@ -205,9 +205,6 @@ class Glob:
             prefix += token
         return Glob(normalised, tokens, frozenset(alphabet), prefix)
 
-    def match_text(self, text: str) -> bool:
-        return self.match((text,)) is Match.ALWAYS
-
     def match(self, subject: Sequence[Piece]) -> Match:
         """Run the pattern's automaton over the subject. An UNKNOWN piece may be any string,
         so it turns one set of states into the sets reachable by every string; the answer is
