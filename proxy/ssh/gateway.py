@@ -96,6 +96,3 @@ class SshGateway:
             await self.acceptor.wait_closed()
         self.context.auth.close()
         log.info("SSH gateway stopped")
-
-    async def wait_stopped(self) -> None:
-        await self._stopped.wait()
