@@ -31,7 +31,7 @@ from proxy.holds.enforcement import Outcome
 from proxy.holds.service import ApprovalService
 from proxy.line_detector import CommandLine, LineDetector
 from proxy.policy import Caller, Verdict, decide_command_line, parse_policy
-from proxy.shell_gate import ShellGate
+from proxy.shell_gate import GuardGate
 from storage.state import SqliteState
 
 POLICY = parse_policy(
@@ -138,7 +138,7 @@ async def enter_delay(lines: int) -> tuple[list[float], list[float]]:
     async def enforce(command: str, verdict: Verdict, notify: object) -> Outcome:
         return Outcome(verdict.action.value == "allow")
 
-    gate = ShellGate(
+    gate = GuardGate(
         LineDetector(120),
         decide=decide,
         enforce=enforce,

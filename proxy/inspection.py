@@ -26,7 +26,7 @@ from proxy.policy import (
     decide_unseen,
 )
 from proxy.shell import SimpleCommand, Unparsable, analyse_line
-from proxy.shell_gate import LONG_LINE, ShellGate, decide_guard_line
+from proxy.shell_gate import LONG_LINE, GuardGate, decide_guard_line
 from proxy.ssh.sftp import FileRequest
 from storage.schema import EventType
 
@@ -278,7 +278,7 @@ class PolicyInspector:
         *,
         to_target: Callable[[bytes], None],
         to_caller: Callable[[bytes], None],
-    ) -> ShellGate:
+    ) -> GuardGate:
         """A gate for one interactive shell channel."""
         caller = caller_of(link)
 
@@ -289,7 +289,7 @@ class PolicyInspector:
             link.record(EventType.COMMAND, channel, "shell", command)
             return await self._enforce(link, channel, command, verdict, notify)
 
-        return ShellGate(
+        return GuardGate(
             LineDetector(columns),
             decide=decide,
             enforce=enforce,

@@ -137,7 +137,7 @@ Decide = Callable[[CommandLine], Verdict | None]  # pure: it may run on a worker
 Enforce = Callable[[str, Verdict, Callable[[str], None]], Awaitable[Outcome]]
 
 
-class ShellGate:
+class GuardGate:
     """Judges each submitted line of one PTY session before the target sees its Enter."""
 
     def __init__(

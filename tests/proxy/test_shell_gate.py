@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from proxy.holds.enforcement import Outcome
 from proxy.line_detector import LineDetector
 from proxy.policy import Action, Basis, Review, Verdict
-from proxy.shell_gate import ShellGate
+from proxy.shell_gate import GuardGate
 
 ALLOW = Verdict(Action.ALLOW, Basis.DEFAULT, "")
 
@@ -56,7 +56,7 @@ class Bash:
             os.chdir(tmp_path)
             os.execvpe("bash", ["bash", "--norc", "--noprofile", "-i"], env)
         os.set_blocking(self.master, False)
-        self.gate = ShellGate(
+        self.gate = GuardGate(
             LineDetector(80),
             decide=self._decide,
             enforce=self._enforce,
