@@ -25,7 +25,7 @@ from textual.app import App, ComposeResult
 from textual.widgets import DataTable
 
 from hoop_tui.workstation.app import Workstation
-from hoop_tui.workstation.replay import ReplayScreen
+from hoop_tui.workstation.replay import PlaybackScreen
 from replay.player import Player
 from storage.catalogue import SessionQuery, SqliteCatalogue
 from storage.encoder import FRAME_TARGET_RAW, RecordingEncoder
@@ -120,7 +120,7 @@ async def open_in_replay(path: Path) -> tuple[float, float]:
     player.seek(player.duration_us // 2)
     app = App[None]()
     async with app.run_test(size=(120, 40)) as pilot:
-        await app.push_screen(ReplayScreen(path, "bench", player))
+        await app.push_screen(PlaybackScreen(path, "bench", player))
         await pilot.pause()
     return time.perf_counter() - started, peak_rss_mb() - before
 

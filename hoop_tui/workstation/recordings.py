@@ -19,7 +19,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, RichLog, Static
 
 from hoop_tui.workstation.mask_review import MaskReviewScreen
-from hoop_tui.workstation.replay import ReplayScreen, SearchDialog
+from hoop_tui.workstation.replay import PlaybackScreen, SearchDialog
 from hoop_tui.workstation.search import SearchResultsScreen
 from hoop_tui.workstation.sql_timeline import SqlTimelineScreen
 from replay.export import export_text
@@ -218,7 +218,7 @@ class RecordingsScreen(Screen[None]):
             player.seek_event(event_index)
         elif at_us is not None:
             player.seek(at_us)
-        screen = ReplayScreen(Path(row.path), _title(row), player, masks_label=self.masks_label)
+        screen = PlaybackScreen(Path(row.path), _title(row), player, masks_label=self.masks_label)
         self.app.call_from_thread(self.app.push_screen, screen)
 
     @work(thread=True, exclusive=True, group="replay")

@@ -190,7 +190,7 @@ def _search(player: Player, text: str, start: int, direction: int) -> SearchHit 
     return last
 
 
-class ReplayScreen(Screen[None]):
+class PlaybackScreen(Screen[None]):
     """One recording, replayed."""
 
     BINDINGS = [

@@ -13,7 +13,7 @@ from textual.widgets import DataTable
 from hoop_tui.workstation.app import Workstation, gateway_config_of
 from hoop_tui.workstation.mask_review import MaskReviewScreen
 from hoop_tui.workstation.recordings import RecordingsScreen
-from hoop_tui.workstation.replay import ReplayScreen
+from hoop_tui.workstation.replay import PlaybackScreen
 from hoop_tui.workstation.sql_timeline import SqlTimelineScreen
 from tests.fixtures.gateway import GatewayHarness, recordings
 from tests.hoop_tui.workstation.test_sql_timeline import (
@@ -149,7 +149,7 @@ async def test_the_review_of_an_ssh_session_jumps_the_replay_to_the_masked_outpu
         ]
         assert shown[0][2].startswith("output, channel ")
         await pilot.press("down", "enter")  # the card: opens the replay where it shows
-        replay = await wait_for_screen(pilot, ReplayScreen)
+        replay = await wait_for_screen(pilot, PlaybackScreen)
         screen_text = "\n".join(replay.player.lines())
         assert "card **** **** **** 1111 ok" in screen_text
         assert "4111 1111 1111 1111" not in screen_text

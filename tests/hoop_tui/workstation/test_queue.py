@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Input, Static
 
 from hoop_tui.workstation.app import Workstation
 from hoop_tui.workstation.queue import DecisionDialog
-from hoop_tui.workstation.replay import ReplayScreen
+from hoop_tui.workstation.replay import PlaybackScreen
 from proxy.holds.broker import ApprovalBroker, Person
 from proxy.holds.control import ControlServer, socket_path
 from proxy.holds.service import ApprovalService
@@ -164,10 +164,10 @@ async def test_recordings_browser_filters_and_opens_a_transcript(service):
         await pilot.press("escape")
         await pilot.press("enter")  # an ssh session opens in replay
         for _ in range(100):
-            if isinstance(app.screen, ReplayScreen):
+            if isinstance(app.screen, PlaybackScreen):
                 break
             await pilot.pause(0.05)
-        assert isinstance(app.screen, ReplayScreen)
+        assert isinstance(app.screen, PlaybackScreen)
         await pilot.press("end")
         assert "hello from db9" in app.screen.player.text()
 

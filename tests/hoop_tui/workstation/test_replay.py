@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from textual.app import App
 
-from hoop_tui.workstation.replay import ReplayScreen, TerminalView
+from hoop_tui.workstation.replay import PlaybackScreen, TerminalView
 from replay.player import Player
 from replay.sources import open_source
 
@@ -27,7 +27,7 @@ class ReplayApp(App[None]):
         self.player = player
 
     def on_mount(self) -> None:
-        self.push_screen(ReplayScreen(DATA / "vim.cast", "vim", self.player))
+        self.push_screen(PlaybackScreen(DATA / "vim.cast", "vim", self.player))
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ async def test_the_view_draws_the_engines_screen_while_stepping_and_seeking(play
     app = ReplayApp(player)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = app.screen
-        assert isinstance(screen, ReplayScreen)
+        assert isinstance(screen, PlaybackScreen)
         view = screen.query_one(TerminalView)
         for _ in range(3):
             await pilot.press("right")
@@ -111,7 +111,7 @@ class CastApp(App[None]):
         self.player = Player.open(open_source(path), cache_dir=cache)
 
     def on_mount(self) -> None:
-        self.push_screen(ReplayScreen(self.path, "cast", self.player))
+        self.push_screen(PlaybackScreen(self.path, "cast", self.player))
 
 
 def _cast(path: Path, width: int, height: int, events: list[tuple[float, str]]) -> Path:
@@ -181,7 +181,7 @@ async def test_stepping_past_either_end_rings_the_bell_and_stays(player, monkeyp
         assert player.position == player.event_count
         await pilot.press("home", "left")
         assert player.position == 0
-        assert isinstance(app.screen, ReplayScreen)
+        assert isinstance(app.screen, PlaybackScreen)
         status = str(app.screen.query_one("#replay-status").render())
         assert f"event 0/{player.event_count}" in status
     assert rung == [True, True]

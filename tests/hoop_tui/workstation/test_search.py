@@ -7,7 +7,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from textual.widgets import DataTable, Input
 
 from hoop_tui.workstation.app import Workstation
-from hoop_tui.workstation.replay import ReplayScreen
+from hoop_tui.workstation.replay import PlaybackScreen
 from hoop_tui.workstation.search import SearchResultsScreen
 from storage.catalogue import SqliteCatalogue
 from storage.recorder import recording_path
@@ -62,7 +62,7 @@ async def test_f_finds_a_line_and_enter_opens_the_replay_at_it(tmp_path):
         assert cells[:4] == ["00000000", "+7.0s", "frank@web1", "output"]
         assert "[basalt-quota]" in cells[4]
         await pilot.press("enter")
-        await _until(pilot, lambda: isinstance(app.screen, ReplayScreen))
+        await _until(pilot, lambda: isinstance(app.screen, PlaybackScreen))
         player = app.screen.player
         assert player.time_us == 7_000_000  # the moment of the hit, before the screen cleared
         assert "basalt-quota exceeded" in player.text()
