@@ -102,28 +102,59 @@ async def peek(sock: socket.socket, size: int, timeout: float) -> bytes:
         return b""
 
 
+class PeerTransport:
+    """A transport that names the caller as its peer and is otherwise the real one (any loop's,
+    uvloop's included, whose transports cannot be changed)."""
+
+    def __init__(self, transport: asyncio.BaseTransport, peer: tuple[str, int]) -> None:
+        self._transport = transport
+        self._peer = peer
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "peername":
+            return self._peer
+        return self._transport.get_extra_info(name, default)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 def _with_peer(
     factory: Callable[[], asyncio.BaseProtocol], peer: tuple[str, int]
 ) -> Callable[[], asyncio.BaseProtocol]:
-    """The protocol factory, its transport answering `peername` with the caller's address
-    before the protocol first asks."""
+    """The protocol factory, its protocol handed a transport that answers `peername` with the
+    caller's address (for asyncssh: it never upgrades the transport to TLS)."""
 
     def make() -> asyncio.BaseProtocol:
         protocol = factory()
         made = protocol.connection_made
 
         def connection_made(transport: asyncio.BaseTransport) -> None:
-            extra = getattr(transport, "_extra", None)
-            if not isinstance(extra, dict):  # fail closed: never run with the wrong address
-                transport.abort()  # type: ignore[attr-defined]
-                return
-            extra["peername"] = peer
-            made(transport)
+            made(PeerTransport(transport, peer))  # type: ignore[arg-type]
 
         protocol.connection_made = connection_made  # type: ignore[method-assign]
         return protocol
 
     return make
+
+
+def _peer_writer(
+    client_connected: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any],
+    peer: tuple[str, int],
+) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]:
+    """For stream servers (PostgreSQL): the writer answers `peername` with the caller's
+    address and keeps the real transport, so `start_tls` works on every loop."""
+
+    def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Any:
+        real = writer.get_extra_info
+
+        def get_extra_info(name: str, default: Any = None) -> Any:
+            return peer if name == "peername" else real(name, default)
+
+        writer.get_extra_info = get_extra_info  # type: ignore[method-assign]
+        return client_connected(reader, writer)
+
+    return connected
 
 
 class ProxiedServer:
@@ -132,12 +163,12 @@ class ProxiedServer:
     def __init__(
         self,
         sock: socket.socket,
-        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        factory_for: Callable[[tuple[str, int] | None], Callable[[], asyncio.BaseProtocol]],
         trusted: Sequence[Network],
         header_timeout: float = HEADER_TIMEOUT,
     ) -> None:
         self.sockets = [sock]
-        self._factory = protocol_factory
+        self._factory_for = factory_for
         self._trusted = tuple(trusted)
         self._header_timeout = header_timeout
         self._pending: set[asyncio.Task[None]] = set()
@@ -191,18 +222,16 @@ class ProxiedServer:
         loop = asyncio.get_running_loop()
         try:
             peer = conn.getpeername()
-            factory = self._factory
+            caller = None
             if is_trusted(str(peer[0]), self._trusted):
                 caller = await asyncio.wait_for(read_header(conn), self._header_timeout)
-                if caller is not None:
-                    factory = _with_peer(self._factory, caller)
             else:
                 first = await peek(conn, 16, PEEK_TIMEOUT)
                 if starts_like_header(first):
                     raise ProxyHeaderError(
                         f"a PROXY header from {peer[0]}, which is not in trusted_proxies"
                     )
-            await loop.connect_accepted_socket(factory, conn)
+            await loop.connect_accepted_socket(self._factory_for(caller), conn)
         except (ProxyHeaderError, OSError, TimeoutError) as exc:
             self.refused += 1
             log.warning("connection refused: %s", exc or type(exc).__name__)
@@ -210,6 +239,13 @@ class ProxiedServer:
         except asyncio.CancelledError:
             conn.close()
             raise
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host or "0.0.0.0", port), family=family, backlog=1024)
+    sock.setblocking(False)
+    return sock
 
 
 async def start_server(
@@ -220,10 +256,12 @@ async def start_server(
     *,
     header_timeout: float = HEADER_TIMEOUT,
 ) -> ProxiedServer:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host or "0.0.0.0", port), family=family, backlog=1024)
-    sock.setblocking(False)
-    return ProxiedServer(sock, protocol_factory, trusted, header_timeout)
+    """`loop.create_server`, behind the PROXY protocol."""
+
+    def factory_for(caller: tuple[str, int] | None) -> Callable[[], asyncio.BaseProtocol]:
+        return protocol_factory if caller is None else _with_peer(protocol_factory, caller)
+
+    return ProxiedServer(_listening_socket(host, port), factory_for, trusted, header_timeout)
 
 
 async def start_stream_server(
@@ -237,11 +275,16 @@ async def start_stream_server(
     """`asyncio.start_server`, behind the PROXY protocol."""
     loop = asyncio.get_running_loop()
 
-    def factory() -> asyncio.BaseProtocol:
-        reader = asyncio.StreamReader(limit=limit, loop=loop)
-        return asyncio.StreamReaderProtocol(reader, client_connected, loop=loop)
+    def factory_for(caller: tuple[str, int] | None) -> Callable[[], asyncio.BaseProtocol]:
+        callback = client_connected if caller is None else _peer_writer(client_connected, caller)
 
-    return await start_server(factory, host, port, trusted)
+        def factory() -> asyncio.BaseProtocol:
+            reader = asyncio.StreamReader(limit=limit, loop=loop)
+            return asyncio.StreamReaderProtocol(reader, callback, loop=loop)
+
+        return factory
+
+    return ProxiedServer(_listening_socket(host, port), factory_for, trusted)
 
 
 class ProxiedTunnel:
