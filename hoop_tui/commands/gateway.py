@@ -80,10 +80,13 @@ def run_gateway_command(args: argparse.Namespace) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("asyncssh").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    from proxy.fleet.member import FleetStartRefused
     from proxy.runtime import run
 
     try:
         run_event_loop(run(config))
+    except (FleetStartRefused, ConfigError) as exc:  # keys, schema or [state] database
+        raise CommandError(str(exc)) from None
     except OSError as exc:
         raise CommandError(
             f"cannot start the SSH listener on {config.ssh.listen_host}:"
