@@ -195,6 +195,7 @@ class RecordingReader:
         self.path = path
         self.location = as_location(path)
         self._handle = handle
+        self.blob = handle  # what was read from where (an S3Blob counts its GETs)
         self.size = handle.size
         read_preamble(handle)
         head = read_block_head(handle, len(PREAMBLE), self.size)

@@ -9,6 +9,11 @@ security-relevant event, and whenever 512 KiB are pending; the chain is signed a
 five seconds. When the queue overflows or the disk fails, the writer does not drop anything
 silently: it marks itself failed, tells its owner through `on_failure`, and every later
 `record()` raises RecordingFailed, so the owner can end the session (fail closed).
+
+`on_segment(end, final)` tells a spool (storage/spool.py) that the file is final up to `end`:
+after the header, after each signed checkpoint is on disk, and once the file is closed
+(`final`; `end` is None when the recording failed and the file ends wherever it stopped). It
+runs on the writer thread and must only queue work.
 """
 
 from __future__ import annotations
@@ -199,12 +204,14 @@ class RecordingWriter:
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         clock_us: Callable[[], int] | None = None,
         fsync: bool = True,
+        on_segment: Callable[[int | None, bool], None] | None = None,
     ) -> None:
         self.path = path
         self.header = header
         self._encoder = RecordingEncoder(header, signer)
         self._on_failure = on_failure
         self._on_closed = on_closed
+        self._on_segment = on_segment
         self._max_pending = max_pending
         self._max_pending_bytes = max_pending_bytes
         # Two counters, each written by one thread only, so their difference needs no lock.
@@ -229,6 +236,7 @@ class RecordingWriter:
         except OSError:
             os.close(self._fd)
             raise
+        self._segment(self._encoder.offset, False)
         self._thread = _POOL.pick()
         self._thread.attach(self)
 
@@ -356,15 +364,22 @@ class RecordingWriter:
                     if self._fsync:
                         os.fsync(self._fd)
                     self._last_checkpoint = now
+                    self._segment(encoder.offset, False)
                 if self._closing is None:
                     return self._frame_deadline or now + IDLE_WAIT_S
                 self._finish(encoder, *self._closing)
         except Exception as exc:
             self._fail(exc)
         os.close(self._fd)
+        self._segment(encoder.offset if self._summary is not None else None, True)
         self._release_drain_waiters()
         self._done.set()
         return None
+
+    def _segment(self, end: int | None, final: bool) -> None:
+        if self._on_segment is not None:
+            with contextlib.suppress(Exception):  # the spool's trouble is not the recording's
+                self._on_segment(end, final)
 
     def _drain(self, encoder: RecordingEncoder) -> bool:
         """Hand queued events to the encoder, at most one slice; True when the queue is empty."""
