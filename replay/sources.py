@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from replay.asciicast import CastFile, read_cast
+from storage.objectstore import as_location, is_url
 from storage.reader import RecordingReader
 from storage.schema import Event, EventType, RecordingHeader
 
@@ -127,7 +128,11 @@ def open_source(
     """A recording or an asciicast file, detected by content. Raises RecordingError,
     CastError or OSError. `until_us` stops parsing a cast after that time (a recording is
     read frame by frame on demand anyway); `identify=False` spares hashing a cast that will
-    not be looked up in a cache."""
+    not be looked up in a cache. An `s3://` location (even folded by Path into `s3:/`) is a
+    recording in object storage, read with ranged GETs."""
+    location = as_location(path)
+    if is_url(location):
+        return RecordingReader.open(location)
     if is_cast_file(path):
         return CastSource.open(path, until_us=until_us, identify=identify)
     return RecordingReader.open(path)

@@ -34,6 +34,7 @@ from replay.asciicast import (
 from replay.export import export_jsonl, export_text
 from replay.keyframes import cache_keyframes
 from storage.catalogue import CATALOGUE_NAME, SessionQuery, SessionRow, SqliteCatalogue
+from storage.objectstore import StoreSettings, as_location, is_url, settings_for
 from storage.reader import RecordingError, RecordingReader, format_time
 from storage.recorder import RECORDINGS_DIR, SUFFIX, recording_path
 from storage.search import SearchIndex
@@ -184,8 +185,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
         assert data_dir is not None
         found_paths = sorted((data_dir / RECORDINGS_DIR).rglob(f"*{SUFFIX}"))
         names += [(str(path), None) for path in found_paths]
+        store = store_settings(args)
+        if store is not None:
+            from storage.objectstore import list_recordings
+
+            try:
+                names += [(url, None) for url in list_recordings(store)]
+            except OSError as exc:
+                raise CommandError(f"cannot list the recordings in {store.url}: {exc}") from None
     for name, asked in names:
-        path = Path(name)
+        path: Path | str = name if is_url(name) else Path(name)
         progress = Progress(f"verifying {name}")
         report = verify_recording(path, public_key, progress.update)
         progress.finish()
@@ -213,6 +222,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def store_settings(args: argparse.Namespace) -> StoreSettings | None:
+    """The gateway's `[recordings]` object store, when its configuration names one."""
+    from proxy.config import ConfigError, load_config, resolve_config_path
+
+    if getattr(args, "data_dir", None):
+        candidate = Path(args.data_dir) / "gateway.toml"
+        if not candidate.is_file():
+            return None
+    else:
+        candidate = resolve_config_path(getattr(args, "config", None))
+    try:
+        return load_config(candidate).recordings
+    except ConfigError:
+        return None
+
+
 def _catalogue_of(data_dir: Path | None) -> SqliteCatalogue | None:
     if data_dir is None or not (data_dir / CATALOGUE_NAME).exists():
         return None
@@ -221,7 +246,7 @@ def _catalogue_of(data_dir: Path | None) -> SqliteCatalogue | None:
 
 def _bind(
     report: VerifyReport,
-    path: Path,
+    path: Path | str,
     data_dir: Path | None,
     catalogue: SqliteCatalogue | None,
     asked: str | None = None,
@@ -232,8 +257,13 @@ def _bind(
     file found by a session id must hold that session (a row can be edited to point at
     another's). A file cut short whose row has not ended is still being written."""
     assert report.header is not None
-    expected = None
-    if data_dir is not None and _inside(path, data_dir / RECORDINGS_DIR):
+    expected: Path | str | None = None
+    location = as_location(path)
+    if is_url(location):
+        store = settings_for(location)
+        if store.holds(location):  # the gateway's store files it by session and day
+            expected = store.location_of(report.header.session_id, report.header.started_at_us)
+    elif data_dir is not None and _inside(Path(location), data_dir / RECORDINGS_DIR):
         expected = recording_path(data_dir, report.header)
     row = catalogue.get_session(report.header.session_id) if catalogue is not None else None
     problems = binding_problems(report.header, path, row, expected)
@@ -364,7 +394,19 @@ def cmd_prune(args: argparse.Namespace) -> int:
     for row in old:
         path = Path(row.path)
         if args.dry_run:
-            print(f"would remove {row.id} ({format_epoch_us(row.started_at_us)}) {path}")
+            print(f"would remove {row.id} ({format_epoch_us(row.started_at_us)}) {row.path}")
+            continue
+        if is_url(as_location(row.path)):
+            from storage.objectstore import delete_recording
+
+            try:
+                freed += delete_recording(as_location(row.path))
+            except OSError as exc:
+                raise CommandError(
+                    f"{row.path}: cannot remove: {exc}; nothing else removed"
+                ) from None
+            catalogue.remove_session(row.id)
+            index.forget(row.id)
             continue
         try:
             freed += path.stat().st_size
