@@ -22,6 +22,7 @@ import asyncssh
 
 from proxy.auth import Authenticator, Identity
 from proxy.config import GatewayConfig, TargetConfig
+from proxy.oidc.ssh_login import OidcLogin
 from proxy.ssh.agent import allow_on_caller
 from proxy.ssh.channels import AllowAll, CallerChannel, ChannelInspector
 from proxy.ssh.corking import lean_writes
@@ -91,8 +92,9 @@ class GatewayContext:
         )
 
 
-class CallerServer(asyncssh.SSHServer):
-    """One caller's connection to the gateway: login, then sessions and forwards."""
+class CallerServer(OidcLogin, asyncssh.SSHServer):
+    """One caller's connection to the gateway: login (keyboard-interactive, with OIDC, in
+    proxy/oidc/ssh_login.py), then sessions and forwards."""
 
     def __init__(self, context: GatewayContext) -> None:
         self.context = context
@@ -149,6 +151,7 @@ class CallerServer(asyncssh.SSHServer):
             self.identity = self.key_identity
         identity = self.identity
         assert identity is not None
+        self.arm_expiry()  # a token's expiry, an agent's maximum session length
         log.info(
             "%s logged in from %s%s",
             identity.name,
@@ -238,6 +241,7 @@ class CallerServer(asyncssh.SSHServer):
         )
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.disarm_expiry()
         if self.conn is not None:
             self.context.connections.discard(self.conn)
         if self.link is not None:
