@@ -34,7 +34,8 @@ class Instance:
     name: str
     directory: Path
     ssh_port: int
-    operator: str  # the gateway identity the OS user acts as on this instance's control socket
+    operator: str
+    pg_port: int = 0  # the gateway identity the OS user acts as on this instance's control socket
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -63,12 +64,13 @@ class Fleet:
     target: dict[str, Any] = field(default_factory=dict)
     instances: dict[str, Instance] = field(default_factory=dict)
     haproxy: HAProxy | None = None
+    postgres: bool = False  # a PostgreSQL listener on each instance, target "test" (root@test)
 
     def __post_init__(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         for index, name in enumerate(self.names):
             self.instances[name] = Instance(
-                name, self.directory / name, free_port(), self.operators[index]
+                name, self.directory / name, free_port(), self.operators[index], free_port()
             )
         for user in ("alice", "bob", "carol"):
             keygen(self.directory / f"{user}_key", user)
@@ -102,8 +104,11 @@ class Fleet:
                     "instance": instance.name,
                     "ssh_listen": f"127.0.0.1:{instance.ssh_port}",
                     "trusted_proxies": ["127.0.0.1"],
+                    **({"pg_listen": f"127.0.0.1:{instance.pg_port}"} if self.postgres else {}),
                 },
             )
+            if self.postgres:
+                text += toml_table("[postgres]", {"allow_plain": True})
             text += toml_table(
                 "[state]",
                 {"url": self.state_url, "heartbeat": self.heartbeat, "lost_after": self.lost_after},
@@ -123,6 +128,19 @@ class Fleet:
                 **self.target,
             }
             text += toml_table("[[targets]]", target)
+            if self.postgres:
+                text += toml_table(
+                    "[[targets]]",
+                    {
+                        "name": "test",
+                        "protocol": "postgres",
+                        "host": "127.0.0.1",
+                        "port": 5432,
+                        "database": "test",
+                        "user": "root",
+                        "groups": ["dev"],
+                    },
+                )
             for rule in self.rules:
                 text += toml_table("[[rules]]", rule)
             instance.config.write_text(text)
@@ -174,6 +192,10 @@ class Fleet:
         frontends = {"ssh": backends}
         for backend in backends:  # one frontend per instance, to reach it on purpose
             frontends[f"ssh_{backend.name}"] = [backend]
+        if self.postgres:
+            frontends["pg"] = [
+                Backend(i.name, i.pg_port, "send-proxy-v2") for i in self.instances.values()
+            ]
         self.haproxy = HAProxy(self.directory / "haproxy", frontends)
         self.haproxy.directory.mkdir(exist_ok=True)
         self.haproxy.start()

@@ -1,0 +1,240 @@
+"""The fleet soak (issue 15): SSH sessions typing and PostgreSQL clients querying through HAProxy
+into two gateway instances on one shared PostgreSQL state, for `--minutes`, with one instance
+killed (SIGKILL) half way and started again. At the end it checks:
+
+- every recording verifies (`hoop-tui verify --all` on each instance's data directory);
+- the shared catalogue lists every session once (no session id twice, none missing of those the
+  callers completed);
+- the surviving instance's memory (VmRSS) and open files at the end are within 10% of what
+  they were once the load was up (after the warm-up), and the restarted one's are reported.
+
+Callers whose instance is killed reconnect through HAProxy (to the other instance) and go on.
+The full run (200 typing sessions, 50 PostgreSQL clients, 10 minutes) is too heavy for a
+2-core CI machine; run it by hand:
+
+    python bench/soak.py --minutes 10 --ssh 200 --pg 50
+    python bench/soak.py --minutes 1 --ssh 20 --pg 5        # a short look
+
+Loopback only: the machine's PostgreSQL (a fresh state database, dropped after), a private
+sshd, HAProxy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import proxy  # noqa: F401  (filters asyncssh's DSA warning before asyncssh loads)
+
+
+@dataclass
+class Tally:
+    ssh_sessions: int = 0
+    ssh_lines: int = 0
+    ssh_reconnects: int = 0
+    pg_queries: int = 0
+    pg_reconnects: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+def usage(pid: int) -> tuple[int, int]:
+    """(VmRSS in kB, open file descriptors) of a process."""
+    rss = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1])
+    return rss, len(os.listdir(f"/proc/{pid}/fd"))
+
+
+async def typist(fleet: object, stop: asyncio.Event, tally: Tally) -> None:
+    import asyncssh
+
+    from tests.fleet.harness import Fleet
+
+    assert isinstance(fleet, Fleet)
+    key = asyncssh.read_private_key(fleet.directory / "alice_key")
+    known = str(fleet.directory / "known_hosts")
+    first = True
+    while not stop.is_set():
+        try:
+            async with asyncssh.connect(
+                "127.0.0.1",
+                fleet.port("ssh"),
+                username="alice+web1",
+                client_keys=[key],
+                known_hosts=known,
+                agent_path=None,
+            ) as conn:
+                if not first:
+                    tally.ssh_reconnects += 1
+                first = False
+                process = await conn.create_process(term_type="xterm", term_size=(80, 24))
+                tally.ssh_sessions += 1
+                n = 0
+                while not stop.is_set():
+                    n += 1
+                    for ch in f"echo soak {n}\r":  # typed, one key at a time
+                        process.stdin.write(ch)
+                        await asyncio.sleep(random.uniform(0.02, 0.08))
+                    tally.ssh_lines += 1
+                    await asyncio.sleep(random.uniform(0.5, 1.5))
+                process.stdin.write("exit\r")
+                await asyncio.wait_for(process.wait(), 10)
+        except (OSError, asyncssh.Error, TimeoutError) as exc:
+            tally.errors[type(exc).__name__] += 1
+            await asyncio.sleep(0.5)
+
+
+async def querier(fleet: object, stop: asyncio.Event, tally: Tally) -> None:
+    import psycopg
+
+    from tests.fleet.harness import Fleet
+
+    assert isinstance(fleet, Fleet)
+    dsn = (
+        f"host=127.0.0.1 port={fleet.port('pg')} user=alice password=alice-pw dbname=test"
+        " sslmode=disable connect_timeout=10"
+    )
+    first = True
+    while not stop.is_set():
+        try:
+            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+                if not first:
+                    tally.pg_reconnects += 1
+                first = False
+                while not stop.is_set():
+                    await conn.execute("SELECT count(*) FROM generate_series(1, 100)")
+                    tally.pg_queries += 1
+                    await asyncio.sleep(random.uniform(0.2, 0.6))
+        except (OSError, psycopg.Error) as exc:
+            tally.errors[type(exc).__name__] += 1
+            await asyncio.sleep(0.5)
+
+
+async def soak(fleet: object, minutes: float, ssh: int, pg: int) -> dict[str, object]:
+    from tests.fleet.harness import Fleet
+
+    assert isinstance(fleet, Fleet)
+    stop = asyncio.Event()
+    tally = Tally()
+    tasks = [asyncio.ensure_future(typist(fleet, stop, tally)) for _ in range(ssh)]
+    tasks += [asyncio.ensure_future(querier(fleet, stop, tally)) for _ in range(pg)]
+    total = minutes * 60
+    warm = min(30.0, total / 6)
+    await asyncio.sleep(warm)
+    survivor, victim = fleet.instances["gw-b"], fleet.instances["gw-a"]
+    assert survivor.process is not None
+    start_usage = usage(survivor.process.pid)
+    await asyncio.sleep(total / 2 - warm)
+    print(f"killing gw-a (SIGKILL) at {total / 2:.0f} s", flush=True)
+    fleet.kill("gw-a", signal.SIGKILL)
+    await asyncio.sleep(3)
+    await asyncio.to_thread(fleet.start_instance, "gw-a")
+    print("gw-a started again", flush=True)
+    await asyncio.sleep(total / 2 - 3)
+    end_usage = usage(survivor.process.pid)
+    assert victim.process is not None
+    restarted_usage = usage(victim.process.pid)
+    stop.set()
+    await asyncio.wait(tasks, timeout=60)
+    return {
+        "tally": tally,
+        "survivor_start": start_usage,
+        "survivor_end": end_usage,
+        "restarted_end": restarted_usage,
+    }
+
+
+async def catalogue(url: str) -> list[tuple[str, str | None, str]]:
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        cur = await conn.execute("SELECT id, end_reason, gateway_id FROM sessions")
+        return [(r[0], r[1], r[2]) for r in await cur.fetchall()]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--ssh", type=int, default=200, help="typing SSH sessions")
+    parser.add_argument("--pg", type=int, default=50, help="PostgreSQL clients")
+    args = parser.parse_args()
+
+    from tests.fixtures.pgstate import fresh_database
+    from tests.fixtures.processes import stop as stop_process
+    from tests.fixtures.sshd import start_sshd
+    from tests.fleet.harness import Fleet
+
+    with tempfile.TemporaryDirectory() as tmp, fresh_database() as url:
+        sshd = start_sshd(Path(tmp) / "sshd")
+        fleet = Fleet(
+            Path(tmp) / "fleet", sshd, url, heartbeat="1s", lost_after="5s", postgres=True
+        )
+        try:
+            fleet.start()
+            fleet.ssh_argv("alice", "ssh", "x")  # writes known_hosts
+            started = time.monotonic()
+            result = asyncio.run(soak(fleet, args.minutes, args.ssh, args.pg))
+            elapsed = time.monotonic() - started
+            time.sleep(3)  # a last heartbeat copies the catalogue rows
+            fleet.stop()
+            verified = {}
+            for name, instance in fleet.instances.items():
+                done = fleet.hoop_sync(
+                    name, "verify", "--all", "--data-dir", str(instance.data_dir)
+                )
+                verified[name] = (done.returncode, done.stdout.strip().splitlines()[-3:])
+            rows = asyncio.run(catalogue(url))
+        finally:
+            fleet.stop()
+            stop_process(sshd.process)
+    tally = result["tally"]
+    assert isinstance(tally, Tally)
+    ids = Counter(row[0] for row in rows)
+    reasons = Counter((row[1] or "(open)").split(":")[0] for row in rows)
+    s0, s1 = result["survivor_start"], result["survivor_end"]
+    assert isinstance(s0, tuple) and isinstance(s1, tuple)
+    report = {
+        "minutes": round(elapsed / 60, 2),
+        "ssh_callers": args.ssh,
+        "pg_clients": args.pg,
+        "ssh_sessions": tally.ssh_sessions,
+        "ssh_lines_typed": tally.ssh_lines,
+        "ssh_reconnects": tally.ssh_reconnects,
+        "pg_queries": tally.pg_queries,
+        "pg_reconnects": tally.pg_reconnects,
+        "client_errors": dict(tally.errors),
+        "catalogue_rows": len(rows),
+        "catalogue_duplicates": sum(1 for n in ids.values() if n > 1),
+        "end_reasons": dict(reasons),
+        "verify": {k: v[0] for k, v in verified.items()},
+        "verify_tail": {k: v[1] for k, v in verified.items()},
+        "survivor_rss_kb": [s0[0], s1[0], f"{(s1[0] - s0[0]) / s0[0]:+.1%}"],
+        "survivor_fds": [s0[1], s1[1], f"{(s1[1] - s0[1]) / max(1, s0[1]):+.1%}"],
+        "restarted_end": result["restarted_end"],
+    }
+    print(json.dumps(report, indent=2))
+    ok = (
+        all(code == 0 for code in report["verify"].values())  # type: ignore[union-attr]
+        and report["catalogue_duplicates"] == 0
+        and abs(s1[0] - s0[0]) <= 0.1 * s0[0]
+        and abs(s1[1] - s0[1]) <= max(1, 0.1 * s0[1])
+    )
+    print("soak:", "PASSED" if ok else "FAILED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
