@@ -61,6 +61,8 @@ GATEWAY_KEYS = frozenset(
         "banner",
         "instance",
         "trusted_proxies",
+        "peer_listen",
+        "peer_advertise",
     }
 )
 # What `hoop-tui hash-password` prints: cost parameters, a salt of 8+ bytes and a digest of 16+
