@@ -165,11 +165,14 @@ class FleetMember:
             self.reaped.extend(lost)
 
     async def stop(self) -> None:
+        """After the runtime stopped: the sessions it ended leave the shared registry, the
+        catalogue gets their ends, and the instance is marked stopped (not lost)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         with contextlib.suppress(StoreUnavailable):
+            await self.sync()
             await self.store.stopped()
 
 
@@ -225,3 +228,38 @@ async def open_state(config: GatewayConfig) -> tuple[Any, FleetMember | None]:
         await store.close()
         raise FleetStartRefused(f"{config.gateway_id}: {exc}") from None
     return store, FleetMember(store, settings, data_dir=config.data_dir)
+
+
+async def join_fleet(runtime: Any, store: Any, member: FleetMember) -> Any:
+    """Everything a fleet adds to a started runtime: the shared live-session list, the peer
+    channel (when `[gateway] peer_listen` is set) and `sessions.watch` reaching other
+    instances, then the heartbeat. Returns the FleetWatch, or None without a peer channel."""
+    from proxy.fleet.settings import peer_settings
+
+    config = runtime.config
+    member.live = lambda: live_sessions_of(runtime)
+    watch = None
+    peer = peer_settings(config)
+    if peer is not None:
+        from proxy.fleet.peer import fleet_secret
+        from proxy.fleet.watch import FleetWatch
+
+        host, port, advertise = peer
+        watch = FleetWatch(
+            control=runtime.control,
+            store=store,
+            gateway_id=config.gateway_id,
+            secret=await asyncio.to_thread(fleet_secret, config.data_dir),
+            local_sessions=lambda: {
+                link.session_id
+                for link in list(runtime.ssh.context.registry.links)
+                if link.session_id
+            },
+        )
+        await watch.start(host, port)
+        if port == 0:  # tests: the port the system picked
+            advertise = f"{advertise.rpartition(':')[0]}:{watch.server.port}"
+        member.peer_address = advertise
+        runtime.control.register("sessions.watch", watch.handler(runtime._watch_session))
+    await member.start()
+    return watch

@@ -112,3 +112,32 @@ def _refuse_password_in(url: str, path: object) -> None:
             "state.url",
             "holds a password; put it in an environment variable and name it in state.password_env",
         )
+
+
+def peer_settings(config: GatewayConfig) -> tuple[str, int, str] | None:
+    """`[gateway] peer_listen` (and `peer_advertise`, the address other instances dial when
+    the listen address is a wildcard): where this instance serves the peer channel, or None."""
+    gateway = config.raw.get("gateway", {})
+    listen = gateway.get("peer_listen")
+    if listen is None:
+        return None
+    from proxy.config import parse_host_port
+
+    try:
+        host, port = parse_host_port(str(listen), 7443)
+    except ValueError as exc:
+        raise ConfigError(
+            config.path, "gateway.peer_listen", f'must be "host:port": {exc}'
+        ) from None
+    advertise = gateway.get("peer_advertise")
+    if advertise is None:
+        if host in ("", "0.0.0.0", "::"):
+            raise ConfigError(
+                config.path,
+                "gateway.peer_advertise",
+                "needed when peer_listen is a wildcard: the address other instances dial",
+            )
+        advertise = f"{host}:{port}"
+    if not isinstance(advertise, str) or ":" not in advertise:
+        raise ConfigError(config.path, "gateway.peer_advertise", 'must be "host:port"')
+    return host, port, advertise
