@@ -323,21 +323,42 @@ class Classified:
         return out
 
 
+Tree = dict[str, Any]  # pglast's JSON parse tree of a string ({"stmts": [...]})
+
+
+def parse_tree(sql: str) -> Tree:
+    """The parse tree of a string, by the one parser call everything the gateway reads from
+    a statement is taken from (classes here, lineage, COPY). Raises pg_parser.ParseError."""
+    tree: Tree = json.loads(pg_parser.parse_sql_json(sql))
+    return tree
+
+
 def classify(sql: str, sql_functions: Mapping[str, int] | None = None) -> Classified:
     """Parse and classify, without caches. `sql_functions`: the operator's own functions that
     run SQL given as text, by name, with the (0-based) argument holding it."""
+    return classify_parsed(sql, sql_functions)[0]
+
+
+def classify_parsed(
+    sql: str, sql_functions: Mapping[str, int] | None = None
+) -> tuple[Classified, Tree | None, bool]:
+    """`classify`, with the parse tree (None when the parser rejected the text) and whether
+    the classes may be shared by every text with the same fingerprint (`_Walker.cacheable`)."""
     try:
-        tree = json.loads(pg_parser.parse_sql_json(sql))
+        tree = parse_tree(sql)
     except pg_parser.ParseError as exc:
-        return Classified((Statement(sql, frozenset({UNPARSABLE})),), error=str(exc.args[0]))
+        error = str(exc.args[0])
+        return Classified((Statement(sql, frozenset({UNPARSABLE})),), error=error), None, False
     encoded = sql.encode("utf-8")
     statements = []
+    cacheable = True
     for raw in tree.get("stmts", []):
         start = raw.get("stmt_location", 0)
         length = raw.get("stmt_len", 0)
         chunk = encoded[start : start + length] if length else encoded[start:]
         text = chunk.decode("utf-8", errors="replace").strip()
         found = _Walker(sql_functions).run(raw.get("stmt"))
+        cacheable = cacheable and found.cacheable
         statements.append(
             Statement(
                 text,
@@ -349,18 +370,7 @@ def classify(sql: str, sql_functions: Mapping[str, int] | None = None) -> Classi
                 found.stores,
             )
         )
-    return Classified(tuple(statements))
-
-
-def _cacheable(sql: str, sql_functions: Mapping[str, int] | None = None) -> bool:
-    """Classes of this text may be shared by every text with the same fingerprint."""
-    try:
-        tree = json.loads(pg_parser.parse_sql_json(sql))
-    except pg_parser.ParseError:
-        return False
-    return all(
-        _Walker(sql_functions).run(raw.get("stmt")).cacheable for raw in tree.get("stmts", [])
-    )
+    return Classified(tuple(statements)), tree, cacheable
 
 
 _CONSTANT_TOKENS = frozenset({"ICONST", "FCONST", "SCONST", "BCONST", "XCONST", "USCONST"})
@@ -504,11 +514,16 @@ class Classifier:
         return self.classify(sql)
 
     def classify(self, sql: str) -> Classified:
+        return self.parsed(sql)[0]
+
+    def parsed(self, sql: str) -> tuple[Classified, Tree | None]:
+        """The classes of a string, and its parse tree when this call had to parse it (None
+        when a cache answered, or the parser rejected the text)."""
         found = self._by_text.get(sql)
         if found is not None:
             self._by_text.move_to_end(sql)
             self.hits += 1
-            return found
+            return found, None
         shape = literal_shape(sql) if len(sql) <= self.max_text else None
         if shape is not None:
             known = self._by_shape.get(shape)
@@ -516,8 +531,8 @@ class Classifier:
                 self._by_shape.move_to_end(shape)
                 self.hits += 1
                 classes, tables, key = known
-                return Classified((Statement(sql.strip(), classes, tables),), key=key)
-        result = self._classify(sql)
+                return Classified((Statement(sql.strip(), classes, tables),), key=key), None
+        result, tree = self._classify(sql)
         if len(sql) <= self.max_text:
             self._by_text[sql] = result
             if len(self._by_text) > self.max_entries:
@@ -534,43 +549,51 @@ class Classifier:
             self._by_shape[shape] = (only.classes, only.tables, result.key)
             if len(self._by_shape) > self.max_entries:
                 self._by_shape.popitem(last=False)
-        return result
+        return result, tree
 
-    def _classify(self, sql: str) -> Classified:
+    def _classify(self, sql: str) -> tuple[Classified, Tree | None]:
         try:
             printed = pg_parser.fingerprint(sql)
         except pg_parser.ParseError:
             self.misses += 1
-            return classify(sql, self.sql_functions)
+            return classify_parsed(sql, self.sql_functions)[:2]
         tokens = token_shape(sql)
         if tokens is None:
             self.misses += 1
-            return classify(sql, self.sql_functions)
+            return classify_parsed(sql, self.sql_functions)[:2]
         # The fingerprint keeps what constants stand for (an option's value), the tokens keep
         # every name; texts equal in both differ only in constants.
         key = (printed, tokens)
-        shapes = self._by_print.get(key)
-        if shapes is not None:
+        known = self._by_print.get(key)
+        if known is not None:
             self._by_print.move_to_end(key)
             self.hits += 1
-            if len(shapes) == 1:
-                return Classified((Statement(sql.strip(), *shapes[0]),), key=key)
-            texts = split(sql)
-            if len(texts) == len(shapes):
-                return Classified(
-                    tuple(Statement(t, *shape) for t, shape in zip(texts, shapes, strict=True)),
-                    key=key,
-                )
+            shared = _shared(sql, known, key)
+            if shared is not None:
+                return shared, None
         self.misses += 1
-        result = classify(sql, self.sql_functions)
-        if result.error is not None or not _cacheable(sql, self.sql_functions):
+        result, tree, cacheable = classify_parsed(sql, self.sql_functions)
+        if result.error is not None or not cacheable:
             # No key either: the session's verdict cache is keyed by it, and a look-alike
             # (`do $$ ... $$` with another body) must not get this verdict.
-            return result
+            return result, tree
         self._by_print[key] = tuple((s.classes, s.tables) for s in result.statements)
         if len(self._by_print) > self.max_entries:
             self._by_print.popitem(last=False)
-        return Classified(result.statements, result.error, key)
+        return Classified(result.statements, result.error, key), tree
+
+
+def _shared(
+    sql: str, shapes: tuple[tuple[frozenset[str], frozenset[str]], ...], key: Hashable
+) -> Classified | None:
+    """A look-alike's classes and tables for this text, statement by statement."""
+    if len(shapes) == 1:
+        return Classified((Statement(sql.strip(), *shapes[0]),), key=key)
+    texts = split(sql)
+    if len(texts) != len(shapes):
+        return None
+    statements = tuple(Statement(t, *shape) for t, shape in zip(texts, shapes, strict=True))
+    return Classified(statements, key=key)
 
 
 def split(sql: str) -> list[str]:

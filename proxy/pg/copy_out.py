@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
-from pglast import ast, parse_sql
-from pglast.parser import ParseError
-from pglast.stream import RawStream
+from pglast import parser as pg_parser
 
 from proxy.masking import ColumnPlan, MaskAct
+from proxy.pg.classify import parse_tree
+from proxy.pg.lineage import Lineage, lineage_of
 from proxy.pg.wire import Bind, Describe, Execute, Parse, Sync
 
 TEXT, CSV, BINARY = "text", "csv", "binary"
@@ -49,6 +50,8 @@ class CopyOut:
     escape: str = '"'
     header: bool = False
     encoding: str | None = None
+    # which columns each output column reads (the query's, or the table's `select *`)
+    lineage: Lineage | None = field(default=None, compare=False)
 
     @property
     def utf8(self) -> bool:
@@ -58,40 +61,46 @@ class CopyOut:
 def parse_copy_out(sql: str) -> CopyOut | None:
     """The `COPY ... TO STDOUT` of a one-statement string, or None (anything else)."""
     try:
-        statements = parse_sql(sql)
-    except ParseError:
+        tree = parse_tree(sql)
+    except pg_parser.ParseError:
         return None
-    if len(statements) != 1 or not isinstance(statements[0].stmt, ast.CopyStmt):
+    statements = tree.get("stmts", [])
+    if len(statements) != 1:
         return None
-    stmt = statements[0].stmt
-    if stmt.is_from or stmt.is_program or stmt.filename is not None:
+    return copy_out_of(sql.strip(), statements[0].get("stmt"))
+
+
+def copy_out_of(text: str, stmt: Any) -> CopyOut | None:
+    """The `COPY ... TO STDOUT` a statement's parse tree node is (`text`: the statement's own
+    text), or None (anything else). Read from the tree the classifier parsed: no parser
+    call of its own."""
+    if not isinstance(stmt, dict) or "CopyStmt" not in stmt:
         return None
-    options: dict[str, object] = {}
-    for option in stmt.options or ():
-        arg = option.arg
-        if arg is None:
-            value: object = True
-        elif isinstance(arg, ast.String):
-            value = arg.sval
-        elif isinstance(arg, ast.Boolean):
-            value = bool(arg.boolval)
-        elif isinstance(arg, ast.Integer):
-            value = bool(arg.ival)
-        else:
-            value = arg  # FORCE_QUOTE lists and `*`: not needed to read the output
-        options[str(option.defname).lower()] = value
+    fields: dict[str, Any] = stmt["CopyStmt"]
+    if fields.get("is_from") or fields.get("is_program") or fields.get("filename") is not None:
+        return None
+    options = _copy_options(fields.get("options") or ())
     fmt = str(options.get("format", TEXT)).lower()
     csv = fmt == CSV
     quote = str(options.get("quote", '"'))
     header = options.get("header", False)
     relation = None
-    if stmt.relation is not None:
-        parts = [p for p in (stmt.relation.schemaname, stmt.relation.relname) if p]
+    query_lineage = None
+    if isinstance(fields.get("relation"), dict):
+        found = fields["relation"]
+        parts = [p for p in (found.get("schemaname"), found.get("relname")) if p]
         relation = ".".join('"' + part.replace('"', '""') + '"' for part in parts)
+        # `COPY t` writes what `select * from t` reads (`COPY pg_statistic`: sampled values)
+        query_lineage = lineage_of({"SelectStmt": _select_all(found)})
+    query = None
+    if fields.get("query") is not None:
+        query = _parenthesized(text)
+        query_lineage = lineage_of(fields["query"])
+    attlist = fields.get("attlist") or ()
     return CopyOut(
         relation=relation,
-        query=RawStream()(stmt.query) if stmt.query is not None else None,
-        columns=tuple(c.sval for c in stmt.attlist) if stmt.attlist else None,
+        query=query,
+        columns=tuple(_sval(c) for c in attlist) if attlist else None,
         format=fmt,
         delimiter=str(options.get("delimiter", "," if csv else "\t")),
         null=str(options.get("null", "" if csv else "\\N")),
@@ -99,7 +108,56 @@ def parse_copy_out(sql: str) -> CopyOut | None:
         escape=str(options.get("escape", quote)),
         header=header is True or str(header).lower() in ("true", "on", "1"),
         encoding=str(options["encoding"]) if "encoding" in options else None,
+        lineage=query_lineage,
     )
+
+
+def _copy_options(items: Any) -> dict[str, object]:
+    options: dict[str, object] = {}
+    for item in items:
+        option = item.get("DefElem", {}) if isinstance(item, dict) else {}
+        arg = option.get("arg")
+        if arg is None:
+            value: object = True
+        elif "String" in arg:
+            value = arg["String"].get("sval", "")
+        elif "Boolean" in arg:
+            value = bool(arg["Boolean"].get("boolval", False))
+        elif "Integer" in arg:
+            value = bool(arg["Integer"].get("ival", 0))
+        else:
+            value = arg  # FORCE_QUOTE lists and `*`: not needed to read the output
+        options[str(option.get("defname", "")).lower()] = value
+    return options
+
+
+def _sval(node: Any) -> str:
+    return str(node.get("String", {}).get("sval", "")) if isinstance(node, dict) else ""
+
+
+def _select_all(relation: dict[str, Any]) -> dict[str, Any]:
+    star: dict[str, Any] = {"ResTarget": {"val": {"ColumnRef": {"fields": [{"A_Star": {}}]}}}}
+    return {"targetList": [star], "fromClause": [{"RangeVar": relation}]}
+
+
+def _parenthesized(text: str) -> str | None:
+    """The text of `COPY (query) ...`'s query, as the client wrote it, found with the
+    scanner (a parenthesis inside a string or a comment is one token, never counted)."""
+    try:
+        tokens = pg_parser.scan(text)
+    except pg_parser.ParseError:
+        return None
+    depth, opened = 0, -1
+    for token in tokens[1:]:
+        if token.name == "ASCII_40":
+            if depth == 0:
+                opened = token.end + 1
+            depth += 1
+        elif token.name == "ASCII_41":
+            depth -= 1
+            if depth == 0 and opened >= 0:
+                return text[opened : token.start].strip()
+    return None
 
 
 def learn_columns_messages(spec: CopyOut) -> bytes:

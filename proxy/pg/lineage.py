@@ -139,25 +139,32 @@ def shape_key(sql: str) -> ShapeKey:
     return sql if tokens is None else tokens
 
 
-def lineages(sql: str) -> tuple[Lineage, ...]:
+def lineages(sql: str, tree: dict[str, Any] | None = None) -> tuple[Lineage, ...]:
     """The lineage of each statement of a string, in order (empty when it does not parse),
-    cached by `shape_key`."""
+    cached by `shape_key`. `tree`: the string's parse tree when the caller has it already
+    (`classify.parse_tree`), so that a statement is parsed once."""
     key = shape_key(sql)
     found = _cache.get(key)
     if found is not None:
         _cache.move_to_end(key)
         return found
-    try:
-        tree = json.loads(pg_parser.parse_sql_json(sql))
-    except pg_parser.ParseError:
-        found = ()
-    else:
-        found = tuple(_lineage(raw.get("stmt")) for raw in tree.get("stmts", []))
+    if tree is None:
+        try:
+            tree = json.loads(pg_parser.parse_sql_json(sql))
+        except pg_parser.ParseError:
+            tree = {}
+    assert tree is not None
+    found = tuple(lineage_of(raw.get("stmt")) for raw in tree.get("stmts", []))
     if len(sql) <= MAX_TEXT:
         _cache[key] = found
         if len(_cache) > MAX_ENTRIES:
             _cache.popitem(last=False)
     return found
+
+
+def lineage_of(stmt: Any) -> Lineage:
+    """The lineage of one statement's parse tree node (`{"SelectStmt": {...}}`)."""
+    return _lineage(stmt)
 
 
 def _lineage(stmt: Any) -> Lineage:

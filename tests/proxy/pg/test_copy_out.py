@@ -40,7 +40,10 @@ def test_statement_options() -> None:
     assert spec is not None and spec.format == CSV and spec.header
     assert (spec.delimiter, spec.null, spec.quote, spec.escape) == (";", "NULL", '"', '"')
     spec = parse_copy_out("copy (select a from t) to stdout (format binary)")
-    assert spec is not None and spec.query == "SELECT a FROM t" and spec.format == "binary"
+    # the query as the client wrote it; a parenthesis in a string is not the query's end
+    assert spec is not None and spec.query == "select a from t" and spec.format == "binary"
+    spec = parse_copy_out("copy (select ')' as a, (1) from t /* ) */) to stdout")
+    assert spec is not None and spec.query == "select ')' as a, (1) from t /* ) */"
     spec = parse_copy_out("copy t to stdout (encoding 'latin1')")
     assert spec is not None and not spec.utf8
     for other in ("copy t from stdin", "copy t to '/tmp/x'", "select 1", "copy t to stdout; x"):
