@@ -196,6 +196,9 @@ class RecordingsScreen(Screen[None]):
         else:
             self.app.push_screen(TranscriptScreen(row, self.masks))
 
+    def _open_at(self, row: SessionRow, at_us: int) -> None:
+        self.open_session(row, at_us=at_us)
+
     def _open(self, row: SessionRow) -> Any:
         """The recording as the views read it: through today's masks when there are any."""
         reader = RecordingReader.open(Path(row.path))
@@ -259,7 +262,7 @@ class RecordingsScreen(Screen[None]):
         if not hits:
             self.app.call_from_thread(self.notify, f"nothing matches {words!r}")
             return
-        screen = SearchResultsScreen(words, hits, self.rows, self)
+        screen = SearchResultsScreen(words, hits, self.rows, self._open_at)
         self.app.call_from_thread(self.app.push_screen, screen)
 
     def action_review_masks(self) -> None:

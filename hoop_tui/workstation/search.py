@@ -4,7 +4,8 @@ opens the replay at that moment."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -16,25 +17,27 @@ from proxy.holds.console import printable
 from storage.catalogue import SessionRow
 from storage.search import Hit
 
-if TYPE_CHECKING:
-    from hoop_tui.workstation.recordings import RecordingsScreen
-
 COLUMNS = ("SESSION", "AT", "WHO", "KIND", "CONTEXT")
 
 
 class SearchResultsScreen(Screen[None]):
-    """The hits of one search; Enter opens the session at the hit."""
+    """The hits of one search; Enter opens the session at the hit through `open_at` (the
+    recordings browser's `open_session`), which this screen does not otherwise know."""
 
     BINDINGS = [Binding("escape,q", "app.pop_screen", "Back")]
 
     def __init__(
-        self, words: str, hits: list[Hit], rows: dict[str, SessionRow], browser: RecordingsScreen
+        self,
+        words: str,
+        hits: list[Hit],
+        rows: dict[str, SessionRow],
+        open_at: Callable[[SessionRow, int], None],
     ) -> None:
         super().__init__()
         self.words = words
         self.hits = hits
         self.rows = rows
-        self.browser = browser
+        self._open_at = open_at
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -61,4 +64,4 @@ class SearchResultsScreen(Screen[None]):
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         hit = self.hits[int(str(event.row_key.value))]
-        self.browser.open_session(self.rows[hit.session_id], at_us=hit.t_us)
+        self._open_at(self.rows[hit.session_id], hit.t_us)
