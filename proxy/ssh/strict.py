@@ -24,8 +24,8 @@ import contextlib
 import re
 import secrets
 import shlex
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Protocol
 
 import asyncssh
 
@@ -33,7 +33,34 @@ from proxy.line_editor import Accept, Echo, Eof, Interrupt, LineEditor
 from storage.schema import EventType
 
 if TYPE_CHECKING:
-    from proxy.ssh.channels import CallerChannel
+    from proxy.ssh.link import TargetLink
+
+
+class CallerSide(Protocol):
+    """What a strict shell uses of the caller's channel (`proxy.ssh.channels.CallerChannel`,
+    which imports this module: the channel is described here, not imported)."""
+
+    link: TargetLink
+    number: int
+    term_type: str
+    term_size: tuple[int, int, int, int]
+    term_modes: Mapping[int, int]
+
+    def target_data(self, data: bytes, datatype: int | None) -> None: ...
+
+    def target_closed(
+        self,
+        status: int | None,
+        signal: tuple[str, bool, str, str] | None,
+        exc: Exception | None = None,
+    ) -> None: ...
+
+    def _pause(self, reason: str) -> None: ...
+
+    def _resume(self, reason: str) -> None: ...
+
+    def _fail(self, message: str, status: int = 255) -> None: ...
+
 
 # The verdict of one line: None to run it, else the line to show why not.
 CheckLine = Callable[[str, Callable[[str], None]], Awaitable[str | None]]
@@ -138,7 +165,7 @@ class StrictShell:
 
     def __init__(
         self,
-        caller: CallerChannel,
+        caller: CallerSide,
         upstream: asyncssh.SSHClientConnection,
         env: dict[str | bytes, str | bytes],
         check: CheckLine | None,
