@@ -222,6 +222,10 @@ class ProxiedServer:
         loop = asyncio.get_running_loop()
         try:
             peer = conn.getpeername()
+        except OSError:  # gone already (a balancer's health check that closed at once)
+            conn.close()
+            return
+        try:
             caller = None
             if is_trusted(str(peer[0]), self._trusted):
                 caller = await asyncio.wait_for(read_header(conn), self._header_timeout)

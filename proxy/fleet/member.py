@@ -55,10 +55,34 @@ def _version() -> str:
         return ""
 
 
+def _session_registry(runtime: Any) -> Any:
+    """The runtime's `proxy.session.SessionRegistry` (SSH and PostgreSQL), where it has one."""
+    for owner in (runtime, getattr(runtime.ssh, "context", None)):
+        for name in ("sessions", "session_registry"):
+            registry = getattr(owner, name, None)
+            if registry is not None and callable(getattr(registry, "live", None)):
+                return registry
+    return None
+
+
 def live_sessions_of(runtime: Any) -> list[LiveSession]:
-    """The sessions a running gateway carries now (SSH links and PostgreSQL connections)."""
-    found = []
+    """The sessions a running gateway carries now (SSH and PostgreSQL)."""
     gateway_id = runtime.config.gateway_id
+    registry = _session_registry(runtime)
+    if registry is not None:
+        return [
+            LiveSession(
+                session_id,
+                gateway_id,
+                session.identity.name,
+                str(session.target),
+                session.protocol,
+                session.client,
+                session.header.started_at_us / 1e6 if session.header is not None else time.time(),
+            )
+            for session_id, session in registry.live().items()
+        ]
+    found = []
     for link in list(runtime.ssh.context.registry.links):
         if not link.session_id:
             continue
@@ -250,11 +274,7 @@ async def join_fleet(runtime: Any, store: Any, member: FleetMember) -> Any:
             store=store,
             gateway_id=config.gateway_id,
             secret=await asyncio.to_thread(fleet_secret, config.data_dir),
-            local_sessions=lambda: {
-                link.session_id
-                for link in list(runtime.ssh.context.registry.links)
-                if link.session_id
-            },
+            local_sessions=lambda: {s.id for s in live_sessions_of(runtime)},
         )
         await watch.start(host, port)
         if port == 0:  # tests: the port the system picked

@@ -65,6 +65,7 @@ class Fleet:
     instances: dict[str, Instance] = field(default_factory=dict)
     haproxy: HAProxy | None = None
     postgres: bool = False  # a PostgreSQL listener on each instance, target "test" (root@test)
+    balance: str = "roundrobin"
 
     def __post_init__(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -196,7 +197,7 @@ class Fleet:
             frontends["pg"] = [
                 Backend(i.name, i.pg_port, "send-proxy-v2") for i in self.instances.values()
             ]
-        self.haproxy = HAProxy(self.directory / "haproxy", frontends)
+        self.haproxy = HAProxy(self.directory / "haproxy", frontends, balance=self.balance)
         self.haproxy.directory.mkdir(exist_ok=True)
         self.haproxy.start()
 
