@@ -641,211 +641,20 @@ class _Found:
         )
 
 
-class _Walker:
-    """Collects the classes of every statement node in a tree, at any depth."""
+class _CodeAndSettings:
+    """The handlers for code a statement runs (functions, procedures, DO blocks, SQL given
+    as text) and the settings it changes (client_encoding, standard_conforming_strings):
+    one half of `_Walker`, which brings the tree walk and what it found."""
 
-    def __init__(self, sql_functions: Mapping[str, int] | None = None) -> None:
-        self.found = _Found(set())
-        self.depth = 0
-        self.settings_name: str | None = None  # see `select`
-        # every CTE seen so far, scope-blind (name -> query): a CTE over the target of a
-        # DELETE or UPDATE holds the target's own values (see `_target_names`)
-        self.ctes: dict[str, Any] = {}
-        self.sql_functions = sql_functions or {}
-
-    def run(self, node: Any) -> _Found:
-        if node is None:
-            return self.found
-        self.walk(node)
-        if not self.found.classes:
-            self.found.classes.add(UTILITY)
-        return self.found
+    found: _Found
+    settings_name: str | None
+    sql_functions: Mapping[str, int]
 
     def walk(self, node: Any) -> None:
-        self.depth += 1
-        if self.depth > 500:  # pglast has its own limit; this keeps Python's stack safe
-            self.found.classes.add(UNPARSABLE)
-            self.depth -= 1
-            return
-        try:
-            if isinstance(node, list):
-                for item in node:
-                    self.walk(item)
-            elif isinstance(node, dict):
-                for key, value in node.items():
-                    if key[:1].isupper() and isinstance(value, dict):
-                        self.visit(key, value)
-                    elif isinstance(value, dict | list):
-                        if key in _TARGET_KEYS and isinstance(value, dict) and "relname" in value:
-                            self.range_var(value)  # a target table, written without a node
-                        self.walk(value)
-        finally:
-            self.depth -= 1
-
-    def visit(self, kind: str, fields: dict[str, Any]) -> None:
-        with_clause = fields.get("withClause")
-        if isinstance(with_clause, dict):
-            for cte in with_clause.get("ctes") or []:
-                body = cte.get("CommonTableExpr") if isinstance(cte, dict) else None
-                if isinstance(body, dict):
-                    self.ctes[str(body.get("ctename") or "").lower()] = body.get("ctequery")
-        handler = _HANDLERS.get(kind)
-        if handler is not None:
-            if handler(self, fields):
-                return  # the handler walked (or deliberately skipped) the children
-        elif kind.endswith("Stmt"):
-            if kind in _NODE_CLASSES:
-                self.found.classes |= _NODE_CLASSES[kind]
-            elif kind.startswith(_DDL_PREFIXES) or kind in ("CreateStmt", "CreateTableAsStmt"):
-                self.found.classes.add(DDL)
-            else:
-                self.found.classes.add(UTILITY)
-        self.walk(fields)
-
-    # -- handlers: return True when they have walked the children themselves -----------------
-
-    def select(self, fields: dict[str, Any]) -> bool:
-        self.found.classes.add(READ)
-        if fields.get("intoClause"):
-            self.found.classes |= {DDL, WRITE}
-        described = _described_tables(fields)
-        if described is not None:
-            self.found.cacheable = False  # the table is a constant
-            self.found.tables |= described
-        # pg_dump: `SELECT set_config(name, ...) FROM pg_settings WHERE name = '...'`: the
-        # computed name can only be that constant (in this SELECT, not in one inside it).
-        setting = _pg_settings_name(fields)
-        if setting is None and self.settings_name is None:
-            return False
-        outer, self.settings_name = self.settings_name, setting
-        try:
-            self.walk(fields)
-        finally:
-            self.settings_name = outer
-        return True
-
-    def delete(self, fields: dict[str, Any]) -> bool:
-        return self.write_where(fields, DELETE_WITHOUT_WHERE, fields.get("usingClause"))
-
-    def update(self, fields: dict[str, Any]) -> bool:
-        return self.write_where(fields, UPDATE_WITHOUT_WHERE, fields.get("fromClause"))
-
-    def write_where(self, fields: dict[str, Any], without_where: str, others: Any) -> bool:
-        """A DELETE or UPDATE: a write, and `without_where` unless its WHERE restricts the
-        target's rows by their own values (`_restricts`)."""
-        self.found.classes.add(WRITE)
-        # Judged by the WHERE's shape, never by a constant's value: `1 = 1` and `1 = 2` share
-        # a fingerprint and restrict no row by its own values alike.
-        where = fields.get("whereClause")
-        if not _restricts(where, _target_names(fields.get("relation"), others, self.ctes)):
-            self.found.classes.add(without_where)
-        return False
-
-    def merge(self, fields: dict[str, Any]) -> bool:
-        """MERGE deletes and updates the target rows its join matches: a `WHEN MATCHED THEN
-        DELETE` (or `UPDATE`) is `delete_without_where` (or `update_without_where`) unless the
-        join or the clause's own condition restricts the target's rows by their values."""
-        self.found.classes.add(WRITE)
-        source = fields.get("sourceRelation")
-        names = _target_names(fields.get("relation"), [source] if source else [], self.ctes)
-        joined = _restricts(fields.get("joinCondition"), names)
-        for clause in fields.get("mergeWhenClauses") or []:
-            when = clause.get("MergeWhenClause", {}) if isinstance(clause, dict) else {}
-            command = when.get("commandType")
-            if command not in ("CMD_DELETE", "CMD_UPDATE"):
-                continue  # INSERT and DO NOTHING touch no existing row
-            if joined and when.get("matchKind") == "MERGE_WHEN_MATCHED":
-                continue  # NOT MATCHED BY SOURCE acts on the rows the join leaves out
-            if _restricts(when.get("condition"), names):
-                continue
-            if command == "CMD_DELETE":
-                self.found.classes.add(DELETE_WITHOUT_WHERE)
-            elif command == "CMD_UPDATE":
-                self.found.classes.add(UPDATE_WITHOUT_WHERE)
-        return False
+        raise NotImplementedError
 
     def range_var(self, fields: dict[str, Any]) -> bool:
-        name = str(fields.get("relname") or "")
-        schema = fields.get("schemaname")
-        if name.lower() in _STATISTICS_RELATIONS and str(schema or "pg_catalog") == "pg_catalog":
-            self.found.classes.add(STATISTICS)
-        if name.lower() in _FILE_RELATIONS and str(schema or "pg_catalog") == "pg_catalog":
-            self.found.classes.add(SERVER_FILE)
-        if schema or any(char.isdigit() for char in name):
-            # The fingerprint leaves out the schema of a DML table (`public.t` and
-            # `secret.t` share one) and the digits of a table's name (`pay_2023` and
-            # `pay_2024`, as partitions are named), and rules on tables may name either.
-            self.found.cacheable = False
-        if name:
-            self.found.tables.add(f"{schema}.{name}" if schema else name)
-            if "." in name or "." in str(schema or ""):
-                # `"scratch.x"` is a table, not `x` in schema scratch: its quoted spelling is
-                # named too, so an allow rule for `scratch.*` does not cover it (an allow rule
-                # needs every table), while a deny rule for `scratch.*` still does.
-                quoted = f'"{name}"'
-                self.found.tables.add(f'"{schema}".{quoted}' if schema else quoted)
-        return False
-
-    def drop(self, fields: dict[str, Any]) -> bool:
-        self.found.classes.add(DDL)
-        if fields.get("removeType") in _RELATION_OBJECTS:
-            for item in fields.get("objects") or []:
-                parts = item.get("List", {}).get("items", []) if isinstance(item, dict) else []
-                name = ".".join(_string(part) for part in parts)
-                if name:
-                    self.found.tables.add(name)
-        return False
-
-    def insert(self, fields: dict[str, Any]) -> bool:
-        self.found.classes.add(WRITE)
-        source = fields.get("selectStmt")
-        values = source.get("SelectStmt", {}) if isinstance(source, dict) else {}
-        conflict = fields.get("onConflictClause") or {}
-        if (
-            conflict.get("action") == "ONCONFLICT_UPDATE"
-            and source
-            and not (
-                values.get("valuesLists")
-                or _restricts(
-                    conflict.get("whereClause"),
-                    _target_names(fields.get("relation"), [], self.ctes),
-                )
-            )
-        ):
-            # `INSERT ... SELECT ... ON CONFLICT DO UPDATE` updates every existing row its
-            # query produces again, which may be all of them; VALUES updates at most its rows.
-            self.found.classes.add(UPDATE_WITHOUT_WHERE)
-        if values.get("valuesLists"):  # INSERT ... VALUES reads nothing by itself
-            self.walk(values.get("valuesLists"))
-            self.walk({k: v for k, v in fields.items() if k != "selectStmt"})
-            return True
-        return False
-
-    def create_table_as(self, fields: dict[str, Any]) -> bool:
-        self.found.classes |= {DDL, WRITE}
-        return False
-
-    def copy(self, fields: dict[str, Any]) -> bool:
-        self.found.classes.add(COPY)
-        if fields.get("is_from"):
-            self.found.classes |= {COPY_IN, WRITE}
-        else:
-            self.found.classes |= {COPY_OUT, READ}
-        if fields.get("is_program"):
-            self.found.classes.add(COPY_PROGRAM)
-        elif fields.get("filename"):
-            self.found.classes.add(COPY_FILE)
-        return False
-
-    def explain(self, fields: dict[str, Any]) -> bool:
-        options = fields.get("options") or []
-        analyze = any(
-            _def_name(option) == "analyze" and not _false_arg(option) for option in options
-        )
-        if analyze:
-            self.walk(fields.get("query"))
-        self.found.classes.add(READ)
-        return True  # without ANALYZE the statement is only planned, never run
+        raise NotImplementedError
 
     def variable_set(self, fields: dict[str, Any]) -> bool:
         name = str(fields.get("name") or "").lower()
@@ -1075,6 +884,213 @@ class _Walker:
                     continue
                 for raw in tree.get("stmts", []):
                     self.walk(raw.get("stmt"))
+
+
+class _Walker(_CodeAndSettings):
+    """Collects the classes of every statement node in a tree, at any depth."""
+
+    def __init__(self, sql_functions: Mapping[str, int] | None = None) -> None:
+        self.found = _Found(set())
+        self.depth = 0
+        self.settings_name: str | None = None  # see `select`
+        # every CTE seen so far, scope-blind (name -> query): a CTE over the target of a
+        # DELETE or UPDATE holds the target's own values (see `_target_names`)
+        self.ctes: dict[str, Any] = {}
+        self.sql_functions = sql_functions or {}
+
+    def run(self, node: Any) -> _Found:
+        if node is None:
+            return self.found
+        self.walk(node)
+        if not self.found.classes:
+            self.found.classes.add(UTILITY)
+        return self.found
+
+    def walk(self, node: Any) -> None:
+        self.depth += 1
+        if self.depth > 500:  # pglast has its own limit; this keeps Python's stack safe
+            self.found.classes.add(UNPARSABLE)
+            self.depth -= 1
+            return
+        try:
+            if isinstance(node, list):
+                for item in node:
+                    self.walk(item)
+            elif isinstance(node, dict):
+                for key, value in node.items():
+                    if key[:1].isupper() and isinstance(value, dict):
+                        self.visit(key, value)
+                    elif isinstance(value, dict | list):
+                        if key in _TARGET_KEYS and isinstance(value, dict) and "relname" in value:
+                            self.range_var(value)  # a target table, written without a node
+                        self.walk(value)
+        finally:
+            self.depth -= 1
+
+    def visit(self, kind: str, fields: dict[str, Any]) -> None:
+        with_clause = fields.get("withClause")
+        if isinstance(with_clause, dict):
+            for cte in with_clause.get("ctes") or []:
+                body = cte.get("CommonTableExpr") if isinstance(cte, dict) else None
+                if isinstance(body, dict):
+                    self.ctes[str(body.get("ctename") or "").lower()] = body.get("ctequery")
+        handler = _HANDLERS.get(kind)
+        if handler is not None:
+            if handler(self, fields):
+                return  # the handler walked (or deliberately skipped) the children
+        elif kind.endswith("Stmt"):
+            if kind in _NODE_CLASSES:
+                self.found.classes |= _NODE_CLASSES[kind]
+            elif kind.startswith(_DDL_PREFIXES) or kind in ("CreateStmt", "CreateTableAsStmt"):
+                self.found.classes.add(DDL)
+            else:
+                self.found.classes.add(UTILITY)
+        self.walk(fields)
+
+    # -- handlers: return True when they have walked the children themselves -----------------
+
+    def select(self, fields: dict[str, Any]) -> bool:
+        self.found.classes.add(READ)
+        if fields.get("intoClause"):
+            self.found.classes |= {DDL, WRITE}
+        described = _described_tables(fields)
+        if described is not None:
+            self.found.cacheable = False  # the table is a constant
+            self.found.tables |= described
+        # pg_dump: `SELECT set_config(name, ...) FROM pg_settings WHERE name = '...'`: the
+        # computed name can only be that constant (in this SELECT, not in one inside it).
+        setting = _pg_settings_name(fields)
+        if setting is None and self.settings_name is None:
+            return False
+        outer, self.settings_name = self.settings_name, setting
+        try:
+            self.walk(fields)
+        finally:
+            self.settings_name = outer
+        return True
+
+    def delete(self, fields: dict[str, Any]) -> bool:
+        return self.write_where(fields, DELETE_WITHOUT_WHERE, fields.get("usingClause"))
+
+    def update(self, fields: dict[str, Any]) -> bool:
+        return self.write_where(fields, UPDATE_WITHOUT_WHERE, fields.get("fromClause"))
+
+    def write_where(self, fields: dict[str, Any], without_where: str, others: Any) -> bool:
+        """A DELETE or UPDATE: a write, and `without_where` unless its WHERE restricts the
+        target's rows by their own values (`_restricts`)."""
+        self.found.classes.add(WRITE)
+        # Judged by the WHERE's shape, never by a constant's value: `1 = 1` and `1 = 2` share
+        # a fingerprint and restrict no row by its own values alike.
+        where = fields.get("whereClause")
+        if not _restricts(where, _target_names(fields.get("relation"), others, self.ctes)):
+            self.found.classes.add(without_where)
+        return False
+
+    def merge(self, fields: dict[str, Any]) -> bool:
+        """MERGE deletes and updates the target rows its join matches: a `WHEN MATCHED THEN
+        DELETE` (or `UPDATE`) is `delete_without_where` (or `update_without_where`) unless the
+        join or the clause's own condition restricts the target's rows by their values."""
+        self.found.classes.add(WRITE)
+        source = fields.get("sourceRelation")
+        names = _target_names(fields.get("relation"), [source] if source else [], self.ctes)
+        joined = _restricts(fields.get("joinCondition"), names)
+        for clause in fields.get("mergeWhenClauses") or []:
+            when = clause.get("MergeWhenClause", {}) if isinstance(clause, dict) else {}
+            command = when.get("commandType")
+            if command not in ("CMD_DELETE", "CMD_UPDATE"):
+                continue  # INSERT and DO NOTHING touch no existing row
+            if joined and when.get("matchKind") == "MERGE_WHEN_MATCHED":
+                continue  # NOT MATCHED BY SOURCE acts on the rows the join leaves out
+            if _restricts(when.get("condition"), names):
+                continue
+            if command == "CMD_DELETE":
+                self.found.classes.add(DELETE_WITHOUT_WHERE)
+            elif command == "CMD_UPDATE":
+                self.found.classes.add(UPDATE_WITHOUT_WHERE)
+        return False
+
+    def range_var(self, fields: dict[str, Any]) -> bool:
+        name = str(fields.get("relname") or "")
+        schema = fields.get("schemaname")
+        if name.lower() in _STATISTICS_RELATIONS and str(schema or "pg_catalog") == "pg_catalog":
+            self.found.classes.add(STATISTICS)
+        if name.lower() in _FILE_RELATIONS and str(schema or "pg_catalog") == "pg_catalog":
+            self.found.classes.add(SERVER_FILE)
+        if schema or any(char.isdigit() for char in name):
+            # The fingerprint leaves out the schema of a DML table (`public.t` and
+            # `secret.t` share one) and the digits of a table's name (`pay_2023` and
+            # `pay_2024`, as partitions are named), and rules on tables may name either.
+            self.found.cacheable = False
+        if name:
+            self.found.tables.add(f"{schema}.{name}" if schema else name)
+            if "." in name or "." in str(schema or ""):
+                # `"scratch.x"` is a table, not `x` in schema scratch: its quoted spelling is
+                # named too, so an allow rule for `scratch.*` does not cover it (an allow rule
+                # needs every table), while a deny rule for `scratch.*` still does.
+                quoted = f'"{name}"'
+                self.found.tables.add(f'"{schema}".{quoted}' if schema else quoted)
+        return False
+
+    def drop(self, fields: dict[str, Any]) -> bool:
+        self.found.classes.add(DDL)
+        if fields.get("removeType") in _RELATION_OBJECTS:
+            for item in fields.get("objects") or []:
+                parts = item.get("List", {}).get("items", []) if isinstance(item, dict) else []
+                name = ".".join(_string(part) for part in parts)
+                if name:
+                    self.found.tables.add(name)
+        return False
+
+    def insert(self, fields: dict[str, Any]) -> bool:
+        self.found.classes.add(WRITE)
+        source = fields.get("selectStmt")
+        values = source.get("SelectStmt", {}) if isinstance(source, dict) else {}
+        conflict = fields.get("onConflictClause") or {}
+        if (
+            conflict.get("action") == "ONCONFLICT_UPDATE"
+            and source
+            and not (
+                values.get("valuesLists")
+                or _restricts(
+                    conflict.get("whereClause"),
+                    _target_names(fields.get("relation"), [], self.ctes),
+                )
+            )
+        ):
+            # `INSERT ... SELECT ... ON CONFLICT DO UPDATE` updates every existing row its
+            # query produces again, which may be all of them; VALUES updates at most its rows.
+            self.found.classes.add(UPDATE_WITHOUT_WHERE)
+        if values.get("valuesLists"):  # INSERT ... VALUES reads nothing by itself
+            self.walk(values.get("valuesLists"))
+            self.walk({k: v for k, v in fields.items() if k != "selectStmt"})
+            return True
+        return False
+
+    def create_table_as(self, fields: dict[str, Any]) -> bool:
+        self.found.classes |= {DDL, WRITE}
+        return False
+
+    def copy(self, fields: dict[str, Any]) -> bool:
+        self.found.classes.add(COPY)
+        if fields.get("is_from"):
+            self.found.classes |= {COPY_IN, WRITE}
+        else:
+            self.found.classes |= {COPY_OUT, READ}
+        if fields.get("is_program"):
+            self.found.classes.add(COPY_PROGRAM)
+        elif fields.get("filename"):
+            self.found.classes.add(COPY_FILE)
+        return False
+
+    def explain(self, fields: dict[str, Any]) -> bool:
+        options = fields.get("options") or []
+        analyze = any(
+            _def_name(option) == "analyze" and not _false_arg(option) for option in options
+        )
+        if analyze:
+            self.walk(fields.get("query"))
+        self.found.classes.add(READ)
+        return True  # without ANALYZE the statement is only planned, never run
 
 
 _HANDLERS = {
