@@ -138,30 +138,9 @@ class MaskStream:
         while True:
             block = self._block
             if block is not None:
-                end = pem_end_search(text, pos)
-                if end is not None:
-                    stop = end.start()
-                elif final:
-                    stop = len(text)
-                else:  # hold what may begin the END line, or an unfinished escape sequence
-                    stop = pem_end_tail(text, pos)
-                    escape = text.rfind("\x1b", pos)
-                    if 0 <= escape < stop and PARTIAL_ESCAPE.match(text, escape):
-                        stop = escape
-                body = text[pos:stop]
-                block.digest.update(_encode(body))
-                block.length += _bytes_len(body)
-                emit(star_text(body))
-                pos = stop
-                if end is None and not final:
+                pos, emitted, done = self._in_block(block, text, pos, final, out, acts, emitted)
+                if done:
                     break
-                token = TOKEN_PREFIX + block.digest.hexdigest()[:TOKEN_HEX]
-                acts.append(MaskAct(block.rule, block.position, block.length, token))
-                self._block = None
-                if end is None:
-                    break
-                emit(text[end.start() : end.end()])
-                pos = end.end()
                 continue
             hits = masker.find(text, pos)
             # ASCII (most terminal output): characters are bytes, `len` measures them
@@ -189,6 +168,47 @@ class MaskStream:
         data = _encode("".join(out))
         self.position = emitted
         return data, acts
+
+    def _in_block(
+        self,
+        block: _OpenBlock,
+        text: str,
+        pos: int,
+        final: bool,
+        out: list[str],
+        acts: list[MaskAct],
+        emitted: int,
+    ) -> tuple[int, int, bool]:
+        """Go on inside an open PEM block: its body is starred up to the END line (what may
+        begin that line, or an unfinished escape sequence, is held), and the block's act is
+        made when it ends. Returns the new position, the bytes emitted so far, and whether
+        this call's text is used up."""
+        end = pem_end_search(text, pos)
+        if end is not None:
+            stop = end.start()
+        elif final:
+            stop = len(text)
+        else:
+            stop = pem_end_tail(text, pos)
+            escape = text.rfind("\x1b", pos)
+            if 0 <= escape < stop and PARTIAL_ESCAPE.match(text, escape):
+                stop = escape
+        body = text[pos:stop]
+        block.digest.update(_encode(body))
+        block.length += _bytes_len(body)
+        starred = star_text(body)
+        out.append(starred)
+        emitted += _bytes_len(starred)
+        if end is None and not final:
+            return stop, emitted, True
+        token = TOKEN_PREFIX + block.digest.hexdigest()[:TOKEN_HEX]
+        acts.append(MaskAct(block.rule, block.position, block.length, token))
+        self._block = None
+        if end is None:
+            return stop, emitted, True
+        line = text[end.start() : end.end()]
+        out.append(line)
+        return end.end(), emitted + _bytes_len(line), False
 
     def _hold(self, text: str, pos: int, hits: list[Hit]) -> int:
         size = len(text)

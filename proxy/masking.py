@@ -915,6 +915,26 @@ def _strings(
     return tuple(value)
 
 
+def _pattern(pattern: object, where: Callable[[str], str], path: Path | str) -> str | None:
+    """A rule's `pattern`: a regular expression that matches at least one character."""
+    if pattern is None:
+        return None
+    if not isinstance(pattern, str) or not pattern:
+        raise ConfigError(path, where("pattern"), "must be a non-empty regular expression")
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        problem = f"not a valid regular expression: {exc}"
+        raise ConfigError(path, where("pattern"), problem) from None
+    if compiled.search("") is not None:
+        raise ConfigError(
+            path,
+            where("pattern"),
+            "matches the empty string; it must match at least one character",
+        )
+    return pattern
+
+
 def parse_rule(entry: object, index: int, path: Path | str) -> MaskRule:
     if not isinstance(entry, dict):
         raise ConfigError(path, f"masks #{index}", "must be a table ([[masks]])")
@@ -945,22 +965,7 @@ def parse_rule(entry: object, index: int, path: Path | str) -> MaskRule:
             where("detector"),
             f"unknown detector {detector!r} (known: {', '.join(DETECTORS)})",
         )
-    pattern = entry.get("pattern")
-    if pattern is not None:
-        if not isinstance(pattern, str) or not pattern:
-            raise ConfigError(path, where("pattern"), "must be a non-empty regular expression")
-        try:
-            compiled = re.compile(pattern)
-        except re.error as exc:
-            raise ConfigError(
-                path, where("pattern"), f"not a valid regular expression: {exc}"
-            ) from None
-        if compiled.search("") is not None:
-            raise ConfigError(
-                path,
-                where("pattern"),
-                "matches the empty string; it must match at least one character",
-            )
+    pattern = _pattern(entry.get("pattern"), where, path)
     if detector is not None and pattern is not None:
         raise ConfigError(path, where("pattern"), "give either `detector` or `pattern`, not both")
     if column is None and detector is None and pattern is None:

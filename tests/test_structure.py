@@ -26,13 +26,10 @@ TOO_LONG_TODAY: dict[str, str] = {
     "proxy/holds/enforcement.py::Enforcer.enforce": "holds",
     "proxy/line_detector.py::LineDetector": "habits",
     "proxy/line_detector.py::LineDetector.feed_input": "habits",
-    "proxy/mask_stream.py::MaskStream._process": "habits",
-    "proxy/masking.py::parse_rule": "habits",
     "proxy/pg/classify.py::_Walker": "pg",
     "proxy/policy.py::_parse_rule": "oidc",
     "proxy/ssh/channels.py::CallerChannel": "session",
     "proxy/ssh/channels.py::CallerChannel._start": "session",
-    "proxy/ssh/upstream.py::connect_target": "habits",
 }
 
 # package -> the packages and libraries it must never import.

@@ -52,15 +52,9 @@ class _UpstreamClient(asyncssh.SSHClient):
             self._on_lost(exc)
 
 
-async def connect_target(
-    target: TargetConfig, on_lost: Callable[[Exception | None], None] | None = None
-) -> asyncssh.SSHClientConnection:
-    """An authenticated SSH connection to `target`, or TargetUnavailable saying why not.
-
-    `on_lost` is called when the established connection closes, for whatever reason.
-    """
-    assert target.host_key is not None
-    trusted = [asyncssh.import_public_key(target.host_key)]
+def _credentials(target: TargetConfig) -> tuple[list[asyncssh.SSHKey], str | None]:
+    """The gateway's key and password for `target`, or TargetUnavailable (the reason logged,
+    never shown to the caller)."""
     client_keys: list[asyncssh.SSHKey] = []
     password: str | None = None
     try:
@@ -78,6 +72,19 @@ async def connect_target(
             raise TargetUnavailable(
                 f"the gateway's credential for {target.name} is unavailable; tell an administrator"
             )
+    return client_keys, password
+
+
+async def connect_target(
+    target: TargetConfig, on_lost: Callable[[Exception | None], None] | None = None
+) -> asyncssh.SSHClientConnection:
+    """An authenticated SSH connection to `target`, or TargetUnavailable saying why not.
+
+    `on_lost` is called when the established connection closes, for whatever reason.
+    """
+    assert target.host_key is not None
+    trusted = [asyncssh.import_public_key(target.host_key)]
+    client_keys, password = _credentials(target)
     where = f"{target.name} ({target.host}:{target.port})"
     try:
         return await asyncssh.connect(
