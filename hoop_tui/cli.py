@@ -15,6 +15,7 @@ from hoop_tui.commands import (
     approvals,
     gateway,
     local,
+    login,
     masks,
     policy,
     recordings,
@@ -39,6 +40,7 @@ COMMAND_MODULES = (
     masks,
     state,
     status,
+    login,
 )
 
 

@@ -32,6 +32,7 @@ import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import asyncssh
 
@@ -48,6 +49,9 @@ with warnings.catch_warnings():  # ldap3 imports names pyasn1 has deprecated; no
     from ldap3.utils.conv import escape_filter_chars
     from ldap3.utils.dn import parse_dn
 
+if TYPE_CHECKING:
+    from proxy.oidc.certs import Credentials
+
 log = logging.getLogger("hoop.auth")
 
 # scrypt cost: 2**14 * 8 * 128 bytes = 16 MiB and about 50 ms per check on a small server.
@@ -57,6 +61,8 @@ SCRYPT_P = 1
 SCRYPT_MAXMEM = 64 * 1024 * 1024
 HASH_PREFIX = "$scrypt$"
 
+GATEWAY_PASSWORD_PREFIX = "hoopgw_"  # proxy.oidc.certs.PASSWORD_PREFIX
+EXPIRED_LOGIN = "hoop: that gateway password is unknown or has expired; run `hoop-tui login`\r\n"
 LDAP_UNAVAILABLE_MESSAGE = (
     "hoop: the user directory (LDAP) is unreachable, so directory logins are refused for now; "
     "try again later or ask an administrator.\r\n"
@@ -494,6 +500,11 @@ class Authenticator:
         self._typical_check = 0.05  # seconds a password check takes, learnt as checks happen
         self.oidc = OidcClient(config.oidc) if config.oidc is not None else None
         self.agents = config.agents
+        self.credentials: Credentials | None = None
+        if config.oidc is not None:  # what `hoop-tui login` issues: proxy/oidc/certs.py
+            from proxy.oidc.certs import Credentials
+
+            self.credentials = Credentials(config.data_dir)
 
     def close(self) -> None:
         self._hash_pool.shutdown(wait=False, cancel_futures=True)
@@ -546,6 +557,9 @@ class Authenticator:
     async def _check_password(self, name: str, password: str) -> LoginResult:
         if self.oidc is not None and looks_like_jwt(password):
             return await self.token_login(name, password)
+        if self.credentials is not None and password.startswith(GATEWAY_PASSWORD_PREFIX):
+            found = await self.credentials.async_by_password(name, password)
+            return LoginResult(found) if found is not None else LoginResult(None, EXPIRED_LOGIN)
         user = self.local_user(name)
         if user is not None and user.password_hash is not None:
             started = time.monotonic()
@@ -591,17 +605,31 @@ class Authenticator:
         user = self.local_user(name)
         if user is not None:
             return _authorized(user.authorized_keys), LoginResult(_local_identity(user))
-        if self.directory is None or self.local_name(name):
+        if self.local_name(name):
             return None, LoginResult(None)
+        if self.directory is None:
+            return await self._issued_keys(name)
         try:
             found = await self._run(self._ldap_pool, self.directory.lookup, name)
         except Exception as exc:  # unreachable, or anything unexpected: fail closed
             log.error("LDAP unreachable, refusing directory key login of %r: %s", name, exc)
             return None, LoginResult(None, LDAP_UNAVAILABLE_MESSAGE)
         if found is None:
-            return None, LoginResult(None)
+            return await self._issued_keys(name)
         assert isinstance(found, DirectoryEntry)
         return _authorized(found.keys), LoginResult(_ldap_identity(found))
+
+    async def _issued_keys(
+        self, name: str
+    ) -> tuple[asyncssh.SSHAuthorizedKeys | None, LoginResult]:
+        """A single sign-on caller with a live certificate from `hoop-tui login`."""
+        if self.credentials is None:
+            return None, LoginResult(None)
+        issued = await self.credentials.async_authorized(name)
+        if issued is None:
+            return None, LoginResult(None)
+        line, identity = issued
+        return asyncssh.import_authorized_keys(line + "\n"), LoginResult(identity)
 
     def _account(
         self, key: tuple[str, str], name: str, client_host: str, result: LoginResult, how: str

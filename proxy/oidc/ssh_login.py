@@ -16,6 +16,7 @@ the connection's sessions end then (`arm_expiry`), and an agent's after its maxi
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from typing import Any
@@ -24,6 +25,7 @@ import asyncssh
 
 from proxy.auth import Identity, oidc_identity
 from proxy.names import fold_name
+from proxy.oidc.certs import IssueRefused
 from proxy.oidc.device import DeviceFlowFailed, DeviceStart
 from proxy.oidc.identity import person_for
 from proxy.oidc.tokens import TokenRefused
@@ -49,6 +51,8 @@ class OidcLogin:
     _kbdint_mode: str = ""
     _device: DeviceStart | None = None
     _expiry: asyncio.TimerHandle | None = None
+    _issuing: asyncio.Future[None] | None = None
+    _token_tried: bool = False
 
     def _banner(self, message: str) -> None:
         raise NotImplementedError
@@ -62,10 +66,14 @@ class OidcLogin:
     async def get_kbdint_challenge(self, username: str, lang: str, submethods: str) -> Any:
         auth = self.context.auth
         name = self.login.user
-        if self.key_identity is not None or auth.oidc is None:
+        known = self.key_identity is not None and self.key_identity.source != "oidc"
+        if known or auth.oidc is None:
             self._kbdint_mode = "password"
             return ("", "", "en-US", PASSWORD_PROMPT)
         if any(fold_name(name) == fold_name(agent) for agent in auth.agents):
+            if self._token_tried:
+                return False  # one token per connection: a refused one is not asked again
+            self._token_tried = True
             self._kbdint_mode = "token"
             return ("", f"Agent {name}: paste its access token.\n", "", TOKEN_PROMPT)
         if not auth.oidc.config.device_flow:
@@ -125,6 +133,37 @@ class OidcLogin:
         ):
             return f"{signed_in!r} is the name of a local user or agent of this gateway"
         return None
+
+    def start_issue(self, command: str, chan: Any) -> None:
+        """`hoop-login <public key>` (what `hoop-tui login` runs): a certificate for that key
+        and a gateway password, as one JSON line; refused with a reason on stderr."""
+        credentials = self.context.auth.credentials
+        identity = self.identity
+        assert identity is not None
+
+        async def run() -> None:
+            public_key = command.partition(" ")[2].strip()
+            try:
+                if credentials is None:
+                    raise IssueRefused("this gateway has no [oidc] section")
+                issued = await credentials.async_issue(identity, public_key)
+            except IssueRefused as exc:
+                chan.write_stderr(f"hoop: no credentials issued: {exc}\r\n".encode())
+                chan.exit(1)
+                return
+            log.info("issued a certificate to %s until %s", identity.name, issued.valid_before)
+            answer = {
+                "name": identity.name,
+                "kind": identity.kind,
+                "owner": identity.owner,
+                "valid_before": issued.valid_before,
+                "certificate": issued.certificate,
+                "password": issued.password,
+            }
+            chan.write((json.dumps(answer) + "\n").encode())
+            chan.exit(0)
+
+        self._issuing = asyncio.ensure_future(run())
 
     def arm_expiry(self) -> None:
         """End this connection and its sessions when the identity's token expires (or an

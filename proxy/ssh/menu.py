@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import asyncssh
 
 from proxy.config import TargetConfig
+from proxy.oidc.certs import LOGIN_COMMAND
 from proxy.ssh.console_pty import PtyChild, workstation_refusal
 
 if TYPE_CHECKING:
@@ -102,6 +103,9 @@ class MenuChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
 
     def session_started(self) -> None:
         assert self.chan is not None
+        if self.command.partition(" ")[0] == LOGIN_COMMAND:  # `hoop-tui login`: proxy/oidc
+            self.server.start_issue(self.command, self.chan)
+            return
         if self.command == "console":
             if self.term is not None and self.server.context.workstation is not None:
                 self._start_workstation()

@@ -1,0 +1,178 @@
+"""Short-lived credentials for single sign-on callers, issued by `hoop-tui login`.
+
+After a device-flow sign-in (a person) or a pasted client-credentials token (an agent), the
+gateway signs the caller's SSH public key with its *user* CA (`data_dir/ssh/user_ca`, never
+the host CA) for the token's remaining lifetime, principal = the caller's name, and makes a
+random gateway password for PostgreSQL, valid as long. Plain `ssh` then logs in with the
+certificate and `psql` with the password, without signing in again until the token's expiry.
+
+What was issued is kept in `data_dir/oidc/issued.json` (owner-only): per caller, who they are
+(groups, person or agent, owner, client id), until when, the certificate's serial and the
+password's SHA-256 (it is random, so a fast hash is enough; the password itself is never
+stored). A login with a certificate or the password takes the caller's identity from there;
+deleting a caller's entry revokes both at once. Reads and writes run in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import asyncssh
+
+from proxy.names import fold_name
+from proxy.ssh.hostkeys import load_or_create_key
+from storage.private import private_dir
+
+if TYPE_CHECKING:
+    from proxy.auth import Identity
+
+PASSWORD_PREFIX = "hoopgw_"
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")  # fits a principal and a key option
+LOGIN_COMMAND = "hoop-login"
+MIN_LIFETIME = 30.0  # a token about to expire gets no certificate
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    certificate: str  # OpenSSH `...-cert.pub` text
+    password: str
+    valid_before: float
+
+
+class IssueRefused(Exception):
+    pass
+
+
+class Credentials:
+    """The user CA and the record of what it issued."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.ca_path = data_dir / "ssh" / "user_ca"
+        self.path = data_dir / "oidc" / "issued.json"
+        self._ca: asyncssh.SSHKey | None = None
+
+    @property
+    def ca(self) -> asyncssh.SSHKey:
+        if self._ca is None:
+            self._ca = load_or_create_key(self.ca_path)
+        return self._ca
+
+    # -- the record ----------------------------------------------------------------------------
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _write(self, data: dict[str, Any]) -> None:
+        private_dir(self.path.parent)
+        temporary = self.path.with_suffix(".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            json.dump(data, file)
+        os.replace(temporary, self.path)
+
+    def _entry(self, name: str, now: float) -> dict[str, Any] | None:
+        entry = self._read().get(fold_name(name))
+        if not isinstance(entry, dict) or float(entry.get("valid_before", 0)) <= now:
+            return None
+        return entry
+
+    # -- issuing -------------------------------------------------------------------------------
+
+    def issue(self, identity: Identity, public_key: str, now: float) -> Issued:
+        if identity.source != "oidc" or identity.expires_at is None:
+            raise IssueRefused(
+                "hoop-tui login is for single sign-on callers (OIDC people and agents)"
+            )
+        if not SAFE_NAME.match(identity.name):
+            raise IssueRefused(f"the name {identity.name!r} cannot be a certificate principal")
+        valid_before = identity.expires_at
+        if valid_before - now < MIN_LIFETIME:
+            raise IssueRefused("the token expires too soon; sign in again")
+        try:
+            key = asyncssh.import_public_key(public_key)
+        except (ValueError, asyncssh.KeyImportError) as exc:
+            raise IssueRefused(f"not an SSH public key: {exc}") from None
+        serial = secrets.randbits(63)
+        cert = self.ca.generate_user_certificate(
+            key,
+            f"hoop:{identity.kind}:{identity.name}:{serial}",
+            version=1,
+            serial=serial,
+            principals=[identity.name],
+            valid_after=int(now) - 60,
+            valid_before=int(valid_before),
+            permit_x11_forwarding=False,
+        )
+        password = PASSWORD_PREFIX + secrets.token_urlsafe(32)
+        data = {k: v for k, v in self._read().items() if float(v.get("valid_before", 0)) > now}
+        data[fold_name(identity.name)] = {
+            "name": identity.name,
+            "groups": sorted(identity.groups),
+            "kind": identity.kind,
+            "owner": identity.owner,
+            "client_id": identity.client_id,
+            "valid_before": valid_before,
+            "serial": serial,
+            "password_sha256": hashlib.sha256(password.encode()).hexdigest(),
+            "issued_at": now,
+        }
+        self._write(data)
+        text = cert.export_certificate("openssh").decode("ascii")
+        return Issued(text, password, valid_before)
+
+    # -- logging in with what was issued -------------------------------------------------------
+
+    def _identity(self, entry: dict[str, Any]) -> Identity:
+        from proxy.auth import Identity  # proxy.auth imports this module
+
+        return Identity(
+            str(entry["name"]),
+            frozenset(str(g) for g in entry.get("groups", [])),
+            source="oidc",
+            kind=str(entry.get("kind", "person")),
+            owner=entry.get("owner"),
+            client_id=entry.get("client_id"),
+            expires_at=float(entry["valid_before"]),
+        )
+
+    def authorized(self, name: str, now: float) -> tuple[str, Identity] | None:
+        """For a caller with live credentials: the authorized_keys line that accepts their
+        certificates (our user CA, their name as the only principal), and who they are."""
+        entry = self._entry(name, now)
+        if entry is None or not SAFE_NAME.match(str(entry["name"])):
+            return None
+        public = self.ca.export_public_key("openssh").decode("ascii").strip()
+        line = f'cert-authority,principals="{entry["name"]}" {public}'
+        return line, self._identity(entry)
+
+    def by_password(self, name: str, password: str, now: float) -> Identity | None:
+        entry = self._entry(name, now)
+        if entry is None:
+            return None
+        digest = hashlib.sha256(password.encode()).hexdigest()
+        if not hmac.compare_digest(digest, str(entry.get("password_sha256", ""))):
+            return None
+        return self._identity(entry)
+
+    async def async_authorized(self, name: str) -> tuple[str, Identity] | None:
+        return await asyncio.to_thread(self.authorized, name, time.time())
+
+    async def async_by_password(self, name: str, password: str) -> Identity | None:
+        return await asyncio.to_thread(self.by_password, name, password, time.time())
+
+    async def async_issue(self, identity: Identity, public_key: str) -> Issued:
+        return await asyncio.to_thread(self.issue, identity, public_key, time.time())
