@@ -85,7 +85,7 @@ class Workstation(App[None]):
         self.masks: CurrentMasks | None = None
         self.client: ControlClient | None = None
         self.queue = QueueScreen()
-        self.live = LiveScreen()
+        self.live = LiveScreen(remote=self.remote)
         self.watching: WatchScreen | None = None
         self.person = ""
 
@@ -226,6 +226,30 @@ class Workstation(App[None]):
         sequence = alert_sequence(self.alert_kind, title, body)
         if sequence and not self.is_headless and self._driver is not None:
             self._driver.write(sequence)
+
+    # -- what the screens ask for (their Messages) ---------------------------------------------
+
+    def on_queue_screen_screen_requested(self, message: QueueScreen.ScreenRequested) -> None:
+        self.load_hold_screen(message.hold)
+
+    def on_queue_screen_decided(self, message: QueueScreen.Decided) -> None:
+        self.decide_hold(message.hold_id, message.approve, message.reason)
+
+    def on_live_screen_refresh_requested(self, _message: LiveScreen.RefreshRequested) -> None:
+        self.load_sessions()
+
+    def on_live_screen_watch_requested(self, message: LiveScreen.WatchRequested) -> None:
+        self.watch_session(message.session)
+
+    def on_live_screen_end_requested(self, message: LiveScreen.EndRequested) -> None:
+        self.end_session(message.session_id, message.reason)
+
+    def on_watch_screen_stopped(self, _message: WatchScreen.Stopped) -> None:
+        self.stop_watching()
+        if isinstance(self.screen, WatchScreen):
+            self.pop_screen()
+
+    # -- the gateway's answers ------------------------------------------------------------------
 
     @work(exclusive=True, group="hold-screen")
     async def load_hold_screen(self, hold: dict[str, Any]) -> None:

@@ -1,5 +1,9 @@
 """Live sessions: who is connected to what, since when, bytes moved; watch one rendered in real
-time (read-only), or end it with a reason."""
+time (read-only), or end it with a reason.
+
+The screens ask through Messages (`LiveScreen.RefreshRequested`, `WatchRequested`,
+`EndRequested`, `WatchScreen.Stopped`); the app, which holds the gateway connection, answers
+them (hoop_tui/workstation/app.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Header, Input, Label, Static
 
@@ -58,6 +63,9 @@ class WatchScreen(Screen[None]):
 
     BINDINGS = [Binding("escape,q", "stop", "Stop watching")]
 
+    class Stopped(Message):
+        """The person stopped watching: unsubscribe, and close this screen."""
+
     def __init__(self, session: dict[str, Any], screen: list[str] | None = None) -> None:
         super().__init__()
         self.session = session
@@ -79,8 +87,7 @@ class WatchScreen(Screen[None]):
         self.query_one(TerminalView).show(self.terminal)
 
     def action_stop(self) -> None:
-        self.app.stop_watching()  # type: ignore[attr-defined]
-        self.app.pop_screen()
+        self.post_message(self.Stopped())
 
 
 class LiveScreen(Screen[None]):
@@ -91,8 +98,23 @@ class LiveScreen(Screen[None]):
         Binding("e", "end", "End session"),
     ]
 
-    def __init__(self) -> None:
+    class RefreshRequested(Message):
+        """The list is due: ask the gateway for it, then `show_sessions`."""
+
+    class WatchRequested(Message):
+        def __init__(self, session: dict[str, Any]) -> None:
+            super().__init__()
+            self.session = session
+
+    class EndRequested(Message):
+        def __init__(self, session_id: str, reason: str) -> None:
+            super().__init__()
+            self.session_id = session_id
+            self.reason = reason
+
+    def __init__(self, *, remote: bool = False) -> None:
         super().__init__()
+        self.remote = remote  # the remote console: ending sessions is not offered
         self.sessions: dict[str, dict[str, Any]] = {}
 
     def compose(self) -> ComposeResult:
@@ -112,7 +134,7 @@ class LiveScreen(Screen[None]):
         self.refresh_sessions()
 
     def refresh_sessions(self) -> None:
-        self.app.load_sessions()  # type: ignore[attr-defined]
+        self.post_message(self.RefreshRequested())
 
     def show_sessions(self, sessions: list[dict[str, Any]]) -> None:
         table = self.query_one("#live", DataTable)
@@ -145,11 +167,11 @@ class LiveScreen(Screen[None]):
         if session is None:
             self.notify("No live session to watch.")
             return
-        self.app.watch_session(session)  # type: ignore[attr-defined]
+        self.post_message(self.WatchRequested(session))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # ending a session stays with the operators on the gateway host: not offered remotely
-        return not (action == "end" and getattr(self.app, "remote", False))
+        return not (action == "end" and self.remote)
 
     def action_end(self) -> None:
         session = self.selected()
@@ -159,6 +181,6 @@ class LiveScreen(Screen[None]):
 
         def ended(reason: str | None) -> None:
             if reason:
-                self.app.end_session(session["id"], reason)  # type: ignore[attr-defined]
+                self.post_message(self.EndRequested(session["id"], reason))
 
         self.app.push_screen(EndDialog(session), ended)

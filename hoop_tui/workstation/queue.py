@@ -10,6 +10,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
 
@@ -110,12 +111,30 @@ class DecisionDialog(ModalScreen[tuple[bool, str] | None]):
 
 
 class QueueScreen(Screen[None]):
-    """Pending holds, newest last; `a` approves, `d` denies the highlighted one."""
+    """Pending holds, newest last; `a` approves, `d` denies the highlighted one. The screen
+    asks through Messages, answered by the app that holds the gateway connection."""
 
     BINDINGS = [
         Binding("a", "decide(True)", "Approve"),
         Binding("d", "decide(False)", "Deny"),
     ]
+
+    class ScreenRequested(Message):
+        """The requester's terminal beside `hold` is wanted: the app asks the gateway for it
+        and hands it to `show_screen`."""
+
+        def __init__(self, hold: dict[str, Any]) -> None:
+            super().__init__()
+            self.hold = hold
+
+    class Decided(Message):
+        """The approver decided a hold, with a reason: the app sends it to the gateway."""
+
+        def __init__(self, hold_id: str, approve: bool, reason: str) -> None:
+            super().__init__()
+            self.hold_id = hold_id
+            self.approve = approve
+            self.reason = reason
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         super().__init__()
@@ -220,7 +239,7 @@ class QueueScreen(Screen[None]):
         self._ticks += 1
         hold = self.selected()
         if hold is not None and self._ticks % SCREEN_REFRESH_TICKS == 0:
-            self.app.load_hold_screen(hold)  # type: ignore[attr-defined]
+            self.post_message(self.ScreenRequested(hold))
         for hold_id, hold in self.holds.items():
             cells = self._cells(hold, now, widths=(0, 0))
             table.update_cell(hold_id, "LEFT", cells[0])
@@ -241,7 +260,7 @@ class QueueScreen(Screen[None]):
         self._show_detail()
         hold = self.selected()
         if hold is not None:
-            self.app.load_hold_screen(hold)  # type: ignore[attr-defined]
+            self.post_message(self.ScreenRequested(hold))
 
     def show_screen(self, hold_id: str, lines: list[str]) -> None:
         """The requester's terminal as it looks now, under the hold's details."""
@@ -299,6 +318,6 @@ class QueueScreen(Screen[None]):
 
         def decided(answer: tuple[bool, str] | None) -> None:
             if answer is not None:
-                self.app.decide_hold(hold["id"], *answer)  # type: ignore[attr-defined]
+                self.post_message(self.Decided(hold["id"], *answer))
 
         self.app.push_screen(DecisionDialog(hold, approve), decided)

@@ -189,9 +189,6 @@ class QueueApp(App[None]):
         await self.push_screen(self.queue)
         self.queue.replace_all(self.holds)
 
-    def load_hold_screen(self, hold: dict[str, object]) -> None:
-        """The requester's terminal is not part of this picture."""
-
 
 def _queue_holds() -> list[dict[str, object]]:
     def hold(number: int, user: str, target: str, command: str, rule: str, left: float):
