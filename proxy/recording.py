@@ -18,6 +18,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from proxy.auth import Identity
@@ -25,6 +26,7 @@ from proxy.config import GatewayConfig
 from proxy.mask_stream import MaskStream
 from proxy.masking import Masker, MaskPolicy
 from replay.search import index_when_closed
+from storage.catalogue import SqliteCatalogue
 from storage.recorder import RecordingWriter, new_session_id, start_recording
 from storage.schema import EventType, RecordingHeader
 
@@ -178,6 +180,72 @@ def typed_secrets(config: GatewayConfig, identity: Identity, target: str) -> Typ
     return TypedSecrets(known[1].for_caller(identity.groups, target))
 
 
+RecordingFilter = Callable[[EventType, tuple[Any, ...]], list[tuple[EventType, tuple[Any, ...]]]]
+
+# One catalogue per data directory, opened (schema and all) once rather than per session;
+# it gives each thread its own connection, so the worker threads that open recordings and the
+# writer threads that finish them share it.
+_CATALOGUES: dict[Path, SqliteCatalogue] = {}
+
+
+def _catalogue(data_dir: Path) -> SqliteCatalogue:
+    found = _CATALOGUES.get(data_dir)
+    if found is None or not found.path.exists():
+        found = _CATALOGUES[data_dir] = SqliteCatalogue.in_data_dir(data_dir)
+    return found
+
+
+def session_header(
+    config: GatewayConfig,
+    identity: Identity,
+    target: str,
+    protocol: str,
+    client: str,
+    *,
+    term: str = "",
+    cols: int = 0,
+    rows: int = 0,
+    extra: dict[str, Any] | None = None,
+) -> RecordingHeader:
+    """The header of a new session of `identity` on `target`: who, where, when, from where."""
+    return RecordingHeader(
+        session_id=new_session_id(),
+        user=identity.name,
+        target=target,
+        protocol=protocol,
+        started_at_us=time.time_ns() // 1000,
+        client=client,
+        service_account=identity.service_account,
+        term=term,
+        cols=cols,
+        rows=rows,
+        gateway_id=config.gateway_id,
+        extra={"identity_source": identity.source, **(extra or {})},
+    )
+
+
+def open_session_recording(
+    config: GatewayConfig,
+    identity: Identity,
+    header: RecordingHeader,
+    on_failure: Callable[[BaseException], None],
+) -> RecordingWriter:
+    """Open and catalogue the recording of `header`, with the caller's typed-secrets filter
+    as `writer.filter`. Blocking (key, file, catalogue row): the data path calls it in a
+    worker thread. `on_failure` runs on the writer thread when the recorder fails later.
+    Raises RecordingFailed when it cannot start (fail closed)."""
+    writer = start_recording(
+        config.data_dir,
+        header,
+        on_failure=on_failure,
+        catalogue=_catalogue(config.data_dir),
+        after_close=index_when_closed(config.data_dir),
+        store=config.recordings,
+    )
+    writer.filter = typed_secrets(config, identity, header.target)
+    return writer
+
+
 def start_session_recording(
     config: GatewayConfig,
     identity: Identity,
@@ -195,32 +263,13 @@ def start_session_recording(
     """A new recording for `identity` on `target`; `on_broken` runs on the calling event loop
     (or `loop`, when this is called from a worker thread to keep the file, key and catalogue
     work off the loop) when the recorder fails later. Raises RecordingFailed when it cannot
-    start (fail closed)."""
+    start (fail closed). New code uses `proxy.session.GatewaySession` instead."""
     loop = loop or asyncio.get_running_loop()
-    header = RecordingHeader(
-        session_id=new_session_id(),
-        user=identity.name,
-        target=target,
-        protocol=protocol,
-        started_at_us=time.time_ns() // 1000,
-        client=client,
-        service_account=identity.service_account,
-        term=term,
-        cols=cols,
-        rows=rows,
-        gateway_id=config.gateway_id,
-        extra={"identity_source": identity.source, **(extra or {})},
+    header = session_header(
+        config, identity, target, protocol, client, term=term, cols=cols, rows=rows, extra=extra
     )
 
     def on_failure(exc: BaseException) -> None:
         loop.call_soon_threadsafe(on_broken, exc)
 
-    writer = start_recording(
-        config.data_dir,
-        header,
-        on_failure=on_failure,
-        after_close=index_when_closed(config.data_dir),
-        store=config.recordings,
-    )
-    writer.filter = typed_secrets(config, identity, target)
-    return writer
+    return open_session_recording(config, identity, header, on_failure)

@@ -14,7 +14,6 @@ import os
 import secrets
 import signal
 import time
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from proxy.notify import Notifier, parse_notify
 from proxy.pg.server import PgGateway, parse_pg_settings, pg_enabled, start_pg_gateway
 from proxy.policy import Grant as LiveGrant
 from proxy.policy import Policy, may_start_session, parse_policy
+from proxy.session import GatewaySession, SessionRegistry
 from proxy.ssh.console_pty import stop_all as stop_workstations
 from proxy.ssh.console_pty import workstation_command
 from proxy.ssh.gateway import SshGateway
@@ -149,9 +149,9 @@ class GatewayRuntime:
         context.access_guard = self.access_problem
         context.console = self.console_for
         context.workstation = self.workstation_for
-        context.registry.tap = self._tap
-        # bytes in and out of each live session; gone with the link
-        self.traffic: weakref.WeakKeyDictionary[TargetLink, list[int]] = weakref.WeakKeyDictionary()
+        # every live session (SSH, and PostgreSQL's once it registers): the live list, watching
+        self.sessions: SessionRegistry = context.sessions
+        self.sessions.tap = self._tap
         # the last screen rendered for a session and the recording's size then: approvers ask
         # every 2 s beside a hold, and a held session rarely writes anything meanwhile
         self._screens: dict[str, tuple[int, list[str]]] = {}
@@ -231,22 +231,17 @@ class GatewayRuntime:
 
     # -- live sessions -----------------------------------------------------------------------
 
-    def _tap(self, link: TargetLink, event: EventType, fields: tuple[object, ...]) -> None:
-        """Count each session's traffic; stream its output to whoever watches it."""
-        if event not in (EventType.INPUT, EventType.OUTPUT):
+    def _tap(self, session: GatewaySession, event: EventType, fields: tuple[Any, ...]) -> None:
+        """Stream a session's output to whoever watches it (as recorded, so masked)."""
+        if event is not EventType.OUTPUT:
             return
-        data = fields[1]
-        assert isinstance(data, bytes)
-        counts = self.traffic.setdefault(link, [0, 0])
-        counts[event is EventType.OUTPUT] += len(data)
-        if event is EventType.OUTPUT:
-            topic = f"session:{link.session_id}"
-            if self.control.watched(topic):
-                self.control.publish(
-                    topic,
-                    "session.output",
-                    {"session_id": link.session_id, "channel": fields[0], "data": data},
-                )
+        topic = f"session:{session.id}"
+        if self.control.watched(topic):
+            self.control.publish(
+                topic,
+                "session.output",
+                {"session_id": session.id, "channel": fields[0], "data": fields[1]},
+            )
 
     def _live_links(self) -> dict[str, TargetLink]:
         return {
@@ -272,7 +267,7 @@ class GatewayRuntime:
             if not concerns(session_id, link):
                 continue
             header = link.recording.header if link.recording is not None else None
-            bytes_in, bytes_out = self.traffic.get(link, [0, 0])
+            bytes_in, bytes_out = link.session.bytes_in, link.session.bytes_out
             rows.append(
                 {
                     "id": session_id,

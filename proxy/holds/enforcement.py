@@ -23,7 +23,8 @@ DENIED_EXIT_STATUS = 126  # what a shell reports for a command that cannot be ex
 class SessionRecord(Protocol):
     """What enforcement needs from a session: its id and a way to record events."""
 
-    session_id: str
+    @property
+    def session_id(self) -> str: ...
 
     def record(self, event: EventType, *fields: object) -> bool: ...
 

@@ -30,7 +30,6 @@ from proxy.ssh.sftp import FileOperation, SftpObserver
 from proxy.ssh.strict import StrictShell
 from proxy.ssh.transfers import Sniff, TransferSniffer, transfer_protocol
 from proxy.ssh.upstream import TargetUnavailable
-from storage.schema import EventType
 
 log = logging.getLogger("hoop.ssh")
 
@@ -194,7 +193,7 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             return
         cols, rows = self.term_size[:2]
         try:
-            self.link.ensure_recording(self.term_type, cols, rows)
+            await self.link.start_recording(self.term_type, cols, rows)
         except RecordingUnavailable as exc:
             # a reason meant for the caller (the recording spool is full) is told; others
             # name paths and stay in the gateway's log
@@ -210,7 +209,7 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         detail = self.kind if self.subsystem is None else f"subsystem {self.subsystem}"
         if self.term_type:
             detail += f" pty {self.term_type} {cols}x{rows}"
-        if not self.link.record(EventType.CHANNEL_OPEN, self.number, "session", detail):
+        if not self.link.session.record_channel_open(self.number, "session", detail):
             return
         identity = self.link.identity
         strict = (
@@ -219,7 +218,7 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         )
         check_strict_exec = getattr(self.inspector, "check_strict_exec", None)
         if self.command is not None:
-            if not self.link.record(EventType.EXEC, self.number, self.command.encode()):
+            if not self.link.session.record_exec(self.number, self.command.encode()):
                 return
             if strict and self.term_type and check_strict_exec is not None:
                 refusal = await check_strict_exec(
@@ -317,7 +316,7 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         """A progress line for the caller (for example a held command's ticking wait)."""
         if self.writable:
             assert self.chan is not None
-            self.link.record(EventType.OUTPUT, self.number, text.encode())
+            self.link.session.record_output(self.number, text.encode())
             with contextlib.suppress(BrokenPipeError):
                 self.chan.write_stderr(text.encode())
 
@@ -326,7 +325,7 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             self.target.write(data)
 
     def _gate_to_caller(self, data: bytes) -> None:
-        if self.writable and self.link.record(EventType.OUTPUT, self.number, data):
+        if self.writable and self.link.session.record_output(self.number, data):
             assert self.chan is not None
             with contextlib.suppress(BrokenPipeError):
                 self.chan.write(data)
@@ -339,7 +338,7 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         self.ending = True
         text = message.rstrip() + "\r\n"
         if self.number >= 0:
-            self.link.record(EventType.OUTPUT, self.number, text.encode())
+            self.link.session.record_output(self.number, text.encode())
         with contextlib.suppress(BrokenPipeError):  # the caller may be closing at this moment
             self.chan.write_stderr(text.encode())
             self.chan.exit(status)
@@ -356,7 +355,7 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
 
     def _forward_input(self, data: bytes, datatype: int | None) -> None:
         assert self.target is not None
-        if not self.link.record(EventType.INPUT, self.number, data):
+        if not self.link.session.record_input(self.number, data):
             return
         self.link.touch()
         if self.sftp is not None:
@@ -380,17 +379,15 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
 
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
         self.term_size = (width, height, pixwidth, pixheight)
-        if self.target is not None and self.link.record(
-            EventType.RESIZE, self.number, width, height
-        ):
+        if self.target is not None and self.link.session.record_resize(self.number, width, height):
             self.target.change_terminal_size(width, height, pixwidth, pixheight)
 
     def signal_received(self, signal: str) -> None:
-        if self.target is not None and self.link.record(EventType.SIGNAL, self.number, signal):
+        if self.target is not None and self.link.session.record_signal(self.number, signal):
             self.target.send_signal(signal)
 
     def break_received(self, msec: int) -> bool:
-        if self.target is not None and self.link.record(EventType.SIGNAL, self.number, "BREAK"):
+        if self.target is not None and self.link.session.record_signal(self.number, "BREAK"):
             self.target.send_break(msec)
             return True
         return False
@@ -511,13 +508,13 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             return
         assert self.chan is not None
         for act in acts:
-            if not self.link.record(
-                EventType.MASK, self.number, act.rule, act.position, act.length, act.token
+            if not self.link.session.record_mask(
+                self.number, act.rule, act.position, act.length, act.token
             ):
                 return
         if not out:
             return
-        if not self.link.record(EventType.OUTPUT, self.number, out):
+        if not self.link.session.record_output(self.number, out):
             return
         self.output_bytes += len(out)
         self.link.touch()
@@ -535,7 +532,7 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         if self.masker is not None and (datatype or not self.transfer):
             self._masked(data, datatype)
             return
-        if not self.link.record(EventType.OUTPUT, self.number, data):
+        if not self.link.session.record_output(self.number, data):
             return
         self.link.touch()
         if self.sftp is not None:
@@ -580,11 +577,11 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         self._finish_file_operations("session ended")
         if signal is not None:
             name, core_dumped, message, lang = signal
-            self.link.record(EventType.EXIT_STATUS, self.number, 128 + SIGNALS.get(name, 0))
-            self.link.record(EventType.SIGNAL, self.number, f"exit-signal {name}")
+            self.link.session.record_exit_status(self.number, 128 + SIGNALS.get(name, 0))
+            self.link.session.record_signal(self.number, f"exit-signal {name}")
             self.chan.exit_with_signal(name, core_dumped, message, lang)
         elif status is not None:
-            self.link.record(EventType.EXIT_STATUS, self.number, status)
+            self.link.session.record_exit_status(self.number, status)
             self.chan.exit(status)
         else:
             self.chan.close()
@@ -603,9 +600,7 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
 
     def _file_operations(self, operations: list[FileOperation]) -> None:
         for op in operations:
-            self.link.record(
-                EventType.FILE_TRANSFER, self.number, op.op, op.path, op.size, op.detail
-            )
+            self.link.session.record_file_transfer(self.number, op.op, op.path, op.size, op.detail)
 
     # -- the end -----------------------------------------------------------------------------
 
@@ -642,7 +637,7 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             self.target = None
         if self.number >= 0:
             self._finish_file_operations("channel closed")
-            self.link.record(EventType.CHANNEL_CLOSE, self.number)
+            self.link.session.record_channel_close(self.number)
             self.link.remove_channel(self.number)
 
 

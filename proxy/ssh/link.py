@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -20,11 +20,10 @@ import asyncssh
 
 from proxy.auth import Identity
 from proxy.config import GatewayConfig, TargetConfig
-from proxy.recording import start_session_recording
+from proxy.session import GatewaySession, RecordingUnavailable, SessionRegistry
 from proxy.ssh.agent import AgentRelay, caller_offered_agent, forward_from_target
 from proxy.ssh.upstream import TargetUnavailable, connect_target
 from storage.schema import EventType
-from storage.writer import RecordingFailed
 
 if TYPE_CHECKING:
     from storage.recorder import RecordingWriter
@@ -34,8 +33,7 @@ log = logging.getLogger("hoop.ssh")
 CHANNEL_CLOSE_GRACE = 2.0  # seconds a channel gets to flush its last words when a session ends
 
 
-class RecordingUnavailable(Exception):
-    """The session cannot be recorded, so it must not happen."""
+__all__ = ["Closable", "LinkRegistry", "RecordingUnavailable", "TargetLink", "watch_idle"]
 
 
 class Closable(Protocol):
@@ -50,20 +48,18 @@ class Closable(Protocol):
 
 @dataclass(slots=True)
 class LinkRegistry:
-    """The live links of a gateway, so that stopping it can end each one properly.
-
-    `tap`, when set, sees every event a link records (after it is recorded): the control API
-    uses it to stream a live session to watchers."""
+    """The live links of a gateway, so that stopping it can end each one properly (their
+    sessions are also in the gateway's `SessionRegistry`, with PostgreSQL's)."""
 
     links: set[TargetLink] = field(default_factory=set)
-    tap: Callable[[TargetLink, EventType, tuple[object, ...]], None] | None = None
 
     async def end_all(self, reason: str, message: str) -> None:
         await asyncio.gather(*(link.end(reason, message) for link in list(self.links)))
 
 
 class TargetLink:
-    """A caller, a target, the upstream SSH connection and the session recording."""
+    """A caller, a target, the upstream SSH connection and the session (with its recording):
+    the SSH owner of a `GatewaySession`."""
 
     def __init__(
         self,
@@ -74,6 +70,7 @@ class TargetLink:
         client: str,
         mode: str,
         extra: dict[str, Any] | None = None,
+        sessions: SessionRegistry | None = None,
     ) -> None:
         self.config = config
         self.registry = registry
@@ -81,11 +78,20 @@ class TargetLink:
         self.target = target
         self.client = client
         self.mode = mode
-        self.extra = dict(extra or {})
+        self.extra = dict(extra or {})  # the header's extra: read when the recording starts
+        self.session = GatewaySession(
+            sessions if sessions is not None else SessionRegistry(),
+            config,
+            identity,
+            target.name,
+            "ssh",
+            client,
+            self,
+            mode=mode,
+            extra=self.extra,
+        )
         self.upstream: asyncssh.SSHClientConnection | None = None
         self.client_conn: asyncssh.SSHServerConnection | None = None
-        self.recording: RecordingWriter | None = None
-        self.session_id = ""
         self.channels: dict[int, Closable] = {}
         self.agent: AgentRelay | None = None  # set when the caller's agent is forwarded
         self._agent_grant: asyncio.Future[None] | None = None
@@ -94,7 +100,6 @@ class TargetLink:
         self.end_reason = ""
         self.last_activity = time.monotonic()
         self._next_channel = 0
-        self._draining = False
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._done = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -102,6 +107,14 @@ class TargetLink:
 
     def __repr__(self) -> str:
         return f"<link {self.identity.name}->{self.target.name} {self.mode}>"
+
+    @property
+    def session_id(self) -> str:
+        return self.session.id
+
+    @property
+    def recording(self) -> RecordingWriter | None:
+        return self.session.recording
 
     # -- the upstream side -------------------------------------------------------------------
 
@@ -178,8 +191,7 @@ class TargetLink:
         if self.agent is None or self._agent_noted or self.recording is None:
             return
         self._agent_noted = True
-        self.record(
-            EventType.ANNOTATION,
+        self.session.record_annotation(
             f"agent forwarding granted: {self.target.name} may use {self.identity.name}'s "
             "ssh agent (ssh -A) while this session lasts",
             "gateway",
@@ -190,7 +202,7 @@ class TargetLink:
             return None
         number = self.new_channel_number()
         detail = f"auth-agent@openssh.com from {self.target.name} to the caller's agent"
-        if not self.record(EventType.CHANNEL_OPEN, number, "agent", detail):
+        if not self.session.record_channel_open(number, "agent", detail):
             return None
         self.touch()
         log.info(
@@ -202,79 +214,47 @@ class TargetLink:
         return number
 
     def _agent_closed(self, number: int) -> None:
-        self.record(EventType.CHANNEL_CLOSE, number)
+        self.session.record_channel_close(number)
 
     def _upstream_lost(self, exc: Exception | None) -> None:
         self.spawn(self.end("target closed", f"hoop: connection to {self.target.name} lost"))
 
     # -- recording ---------------------------------------------------------------------------
 
+    async def start_recording(self, term: str = "", cols: int = 0, rows: int = 0) -> None:
+        """Start the recording with the first channel (off the event loop); later channels
+        wait for the first. RecordingUnavailable if it cannot start."""
+        if self.ended:
+            raise RecordingUnavailable("the session has ended")
+        await self.session.start(term=term, cols=cols, rows=rows)
+        self._note_agent_grant()
+
     def ensure_recording(self, term: str = "", cols: int = 0, rows: int = 0) -> None:
-        """Start the recording with the first channel; RecordingUnavailable if it cannot."""
+        """`start_recording` for a caller that cannot wait (a forward opening)."""
         if self.recording is not None:
             return
         if self.ended:
             raise RecordingUnavailable("the session has ended")
-        try:
-            self.recording = start_session_recording(
-                self.config,
-                self.identity,
-                self.target.name,
-                "ssh",
-                self.client,
-                self.recording_broke,
-                term=term,
-                cols=cols,
-                rows=rows,
-                extra={"mode": self.mode, **self.extra},
-            )
-        except Exception as exc:
-            log.error("cannot start the recording for %r: %s", self, exc)
-            raise RecordingUnavailable(str(exc)) from exc
-        self.session_id = self.recording.header.session_id
-        log.info(
-            "recording session %s (%s -> %s)", self.session_id, self.identity.name, self.target.name
-        )
+        self.session.start_now(term=term, cols=cols, rows=rows)
         self._note_agent_grant()
 
     def record(self, event: EventType, *fields: object) -> bool:
-        """Record one event; False (and the session ends) when it cannot be recorded."""
-        if self.recording is None or self.ended:
-            return False
-        try:
-            self.recording.record(event, *fields)
-        except RecordingFailed as exc:
-            self.recording_broke(exc)
-            return False
-        if self.recording.congested and not self._draining:
-            self._draining = True
-            self.spawn(self._wait_for_recorder(self.recording))
-        if self.registry.tap is not None:
-            self.registry.tap(self, event, fields)
-        return True
+        """Record one event; False (and the session ends) when it cannot be recorded.
+        Deprecated: use the typed `self.session.record_*` methods."""
+        return self.session._record(event, fields)
 
-    async def _wait_for_recorder(self, recording: RecordingWriter) -> None:
-        """The recorder is behind: stop reading both sides until it has caught up."""
-        channels = list(self.channels.values())
-        for channel in channels:
-            channel.pause_for_recording(True)
-        try:
-            await recording.drained()
-        finally:
-            self._draining = False
-            for channel in channels:
-                channel.pause_for_recording(False)
+    # -- what the session asks of its owner ----------------------------------------------------
+
+    def pause_for_recording(self, paused: bool) -> None:
+        """The recorder is behind (or caught up): stop (or resume) reading both sides."""
+        for channel in list(self.channels.values()):
+            channel.pause_for_recording(paused)
+
+    def end_session(self, reason: str, message: str) -> None:
+        self.spawn(self.end(reason, message))
 
     def recording_broke(self, exc: BaseException) -> None:
-        if self.ended:
-            return
-        log.error("recording of session %s failed, ending it: %s", self.session_id, exc)
-        self.spawn(
-            self.end(
-                "recording failed",
-                "hoop: the session recording failed, so the gateway ended the session",
-            )
-        )
+        self.session.recording_broke(exc)
 
     # -- channels ----------------------------------------------------------------------------
 
@@ -349,12 +329,7 @@ class TargetLink:
             self.upstream.close()
         if self.client_conn is not None:
             self.client_conn.close()
-        if self.recording is not None:
-            recording, self.recording = self.recording, None
-            try:
-                await asyncio.to_thread(recording.close, reason)
-            except Exception as exc:
-                log.error("closing the recording of session %s failed: %s", self.session_id, exc)
+        await self.session.close(reason)
 
 
 async def watch_idle(registry: LinkRegistry, timeout: float) -> None:

@@ -23,6 +23,7 @@ import asyncssh
 from proxy.auth import Authenticator, Identity
 from proxy.config import GatewayConfig, TargetConfig
 from proxy.oidc.ssh_login import OidcLogin
+from proxy.session import SessionRegistry
 from proxy.ssh.agent import allow_on_caller
 from proxy.ssh.channels import AllowAll, CallerChannel, ChannelInspector
 from proxy.ssh.corking import lean_writes
@@ -44,6 +45,7 @@ class GatewayContext:
     auth: Authenticator
     hostkeys: HostKeys
     registry: LinkRegistry = field(default_factory=LinkRegistry)
+    sessions: SessionRegistry = field(default_factory=SessionRegistry)  # shared with PostgreSQL
     inspector: ChannelInspector = field(default_factory=AllowAll)
     connections: set[asyncssh.SSHServerConnection] = field(default_factory=set)
     # Set by the gateway runtime: just-in-time access, and the approver console (line mode;
@@ -181,6 +183,7 @@ class CallerServer(OidcLogin, asyncssh.SSHServer):
             self.client,
             mode,
             extra={"client_version": client_version or "", **extra},
+            sessions=self.context.sessions,
         )
 
     async def _connect(self, link: TargetLink) -> None:
