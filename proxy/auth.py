@@ -125,7 +125,7 @@ class Identity:
 
     @property
     def agent(self) -> bool:
-        return self.kind == "agent" or self.service_account
+        return self.kind == "agent"
 
 
 @dataclass(frozen=True, slots=True)

@@ -180,7 +180,7 @@ def decide_strict_line(policy: Policy, caller: Caller, target: str, line: str) -
 
 def caller_of(link: TargetLink) -> Caller:
     identity = link.identity
-    return Caller(identity.name, identity.groups, identity.service_account)
+    return Caller.of(identity)  # kind, owner and client id too (proxy/policy.py)
 
 
 class PolicyInspector:

@@ -78,11 +78,45 @@ class Basis(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who is asking. Groups come from the identity source (config or LDAP)."""
+    """Who is asking. Groups come from the identity source (config, LDAP or OIDC); `kind` is
+    "person" or "agent" (an OIDC client acting for its `owner`, a person or `group:NAME`)."""
 
     name: str
     groups: frozenset[str] = frozenset()
     service_account: bool = False
+    kind: str = "person"
+    owner: str | None = None
+    client_id: str | None = None
+
+    @staticmethod
+    def of(identity: Any) -> Caller:
+        """The caller an authenticated identity (proxy.auth.Identity) is, for policy."""
+        return Caller(
+            identity.name,
+            frozenset(identity.groups),
+            identity.service_account,
+            getattr(identity, "kind", "person"),
+            getattr(identity, "owner", None),
+            getattr(identity, "client_id", None),
+        )
+
+    @property
+    def agent(self) -> bool:
+        """An OIDC agent (`[[agents]]`), held to the stricter defaults. Local service
+        accounts keep their own rules (`service_accounts`) and the defaults they had."""
+        return self.kind == "agent"
+
+    def matches(self, selector: str) -> bool:
+        """One `callers` entry: `agent:*`, `agent:NAME`, `person:*`, `person:NAME`,
+        `user:NAME` (either kind), `group:NAME`, `owner:NAME` (agents NAME answers for)."""
+        prefix, _, pattern = selector.partition(":")
+        if prefix == "group":
+            return _listed_glob(self.groups, pattern)
+        if prefix == "owner":
+            return self.agent and self.owner is not None and _same_name(self.owner, pattern)
+        if prefix in ("agent", "person") and self.agent != (prefix == "agent"):
+            return False
+        return _listed_glob((self.name,), pattern)
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,6 +408,7 @@ class Rule:
     users: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
     service_accounts: tuple[str, ...] = ()
+    callers: tuple[str, ...] = ()  # `agent:*`, `group:dev`, ... (Caller.matches)
     targets: tuple[str, ...] = ()
     shell: tuple[Glob, ...] = ()
     shell_options: tuple[OptionsPattern, ...] = ()  # deny and review: any option spelling
@@ -394,13 +429,28 @@ class Rule:
         )
 
     def _who(self, caller: Caller) -> bool:
-        if not (self.users or self.groups or self.service_accounts):
+        if not (self.users or self.groups or self.service_accounts or self.callers):
             return True
         if _listed(caller.name, self.users):
+            return True
+        if any(caller.matches(selector) for selector in self.callers):
             return True
         if caller.service_account and _listed(caller.name, self.service_accounts):
             return True
         return any(_listed(group, self.groups) for group in caller.groups)
+
+
+def _same_name(one: str, other: str) -> bool:
+    return fold_name(one) == fold_name(other)
+
+
+def _listed_glob(names: Iterable[str], pattern: str) -> bool:
+    """Whether any of `names` matches a `callers` pattern (`*` globs; any spelling)."""
+    folded = fold_name(pattern)
+    return any(fnmatchcase(fold_name(name), folded) for name in names)
+
+
+CALLER_KINDS = ("agent", "person", "user", "group", "owner")
 
 
 def _listed(name: str, names: Sequence[str]) -> bool:
@@ -420,6 +470,7 @@ class Policy:
     default: Action = Action.ALLOW
     unparsable: Action = Action.REVIEW
     review: Review = Review((), 1, 600)  # for holds that no rule asked for
+    agent_writes: Action = Action.REVIEW  # what an agent's allowed write becomes
 
     def rule(self, name: str) -> Rule | None:
         return next((rule for rule in self.rules if rule.name == name), None)
@@ -431,6 +482,7 @@ _RULE_KEYS = frozenset(
         "users",
         "groups",
         "service_accounts",
+        "callers",
         "targets",
         "shell",
         "exec",
@@ -446,8 +498,8 @@ _RULE_KEYS = frozenset(
     }
 )
 _POLICY_KEYS = frozenset(
-    {"default", "unparsable", "approvers", "approvals", "timeout", "max_grant"}  # max_grant: broker
-)
+    {"default", "unparsable", "approvers", "approvals", "timeout", "max_grant", "agent_writes"}
+)  # max_grant: the broker's
 _TIMEOUT_PART = re.compile(r"(\d+)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -497,7 +549,8 @@ def parse_policy(raw: Mapping[str, Any], path: Path | str) -> Policy:
     review = _review(section, path, "policy", approvers_required=False)
     assert review is not None
     rules = parse_rules(raw.get("rules", []), path)
-    return Policy(rules, default, unparsable, review)
+    agent_writes = _action(section.get("agent_writes", "review"), path, "policy.agent_writes")
+    return Policy(rules, default, unparsable, review, agent_writes)
 
 
 def parse_rules(raw_rules: object, path: Path | str) -> tuple[Rule, ...]:
@@ -579,6 +632,7 @@ def _parse_rule(entry: object, index: int, path: Path | str) -> Rule:
         users=_strings(entry, "users", path, key("users")),
         groups=_strings(entry, "groups", path, key("groups")),
         service_accounts=_strings(entry, "service_accounts", path, key("service_accounts")),
+        callers=_callers(entry, path, key("callers")),
         targets=_strings(entry, "targets", path, key("targets")),
         shell=tuple(Glob.compile(p) for p in shell_patterns),
         shell_options=tuple(
@@ -682,6 +736,20 @@ def _strings(table: Mapping[str, Any], field: str, path: Path | str, key: str) -
     return tuple(value)
 
 
+def _callers(table: Mapping[str, Any], path: Path | str, key: str) -> tuple[str, ...]:
+    found = _strings(table, "callers", path, key)
+    for selector in found:
+        prefix, colon, pattern = selector.partition(":")
+        if not colon or prefix not in CALLER_KINDS or not pattern:
+            raise ConfigError(
+                path,
+                key,
+                f"{selector!r} is not a caller: say agent:NAME, person:NAME, user:NAME, "
+                "group:NAME or owner:NAME (NAME may be *)",
+            )
+    return found
+
+
 def _patterns(table: Mapping[str, Any], field: str, path: Path | str, key: str) -> tuple[str, ...]:
     value = table.get(field, [])
     if isinstance(value, str):
@@ -778,6 +846,54 @@ def decide_sql(
     statement: str = "",
     tables: Collection[str] = (),
 ) -> Verdict:
+    """One SQL statement, by `_decide_sql_rules`; an agent's write that would be allowed gets
+    `[policy] agent_writes` instead (held for review unless the policy says otherwise)."""
+    verdict = _decide_sql_rules(policy, caller, target, classes, statement, tables)
+    if caller.agent and AGENT_WRITE_CLASSES.intersection(classes):
+        return _agent_write(policy, verdict, statement or None)
+    return verdict
+
+
+# SQL classes that change data, schema or rights, or may (a DO block, dynamic SQL).
+AGENT_WRITE_CLASSES = frozenset(
+    {
+        "write",
+        "delete_without_where",
+        "update_without_where",
+        "ddl",
+        "truncate",
+        "dcl",
+        "copy_in",
+        "copy_file",
+        "copy_program",
+        "read_write",
+        "table_rewrite",
+        "do_block",
+        "dynamic_sql",
+        "set_role",
+    }
+)
+AGENT_WRITE_OPERATIONS = frozenset({"write", "delete", "rename", "mkdir", "chmod", "symlink"})
+
+
+def _agent_write(policy: Policy, verdict: Verdict, what: str | None) -> Verdict:
+    """An agent's write: never less strict than `[policy] agent_writes`."""
+    if verdict.action.severity >= policy.agent_writes.severity:
+        return verdict
+    if policy.agent_writes is Action.DENY:
+        return Verdict(Action.DENY, Basis.DEFAULT, "denied: agents may not write here", None, what)
+    message = "needs review: an agent's writes are held ([policy] agent_writes)"
+    return Verdict(Action.REVIEW, Basis.DEFAULT, message, None, what, policy.review)
+
+
+def _decide_sql_rules(
+    policy: Policy,
+    caller: Caller,
+    target: str,
+    classes: Collection[str],
+    statement: str = "",
+    tables: Collection[str] = (),
+) -> Verdict:
     """One SQL statement, given its classes and the tables it names (the PostgreSQL layer
     classifies): the first rule whose `sql` classes intersect them and whose `tables` match
     (see `_tables_match`), or a catch-all rule, decides."""
@@ -856,7 +972,10 @@ def decide_file(
     `file_path`), or a catch-all rule, decides; else the default. `what` names the request
     for messages and the queue (e.g. `sftp read /etc/passwd`)."""
     verdict = _file_rules(policy, caller, target, operation, path, what, catch_all=True)
-    return verdict or _default(policy)
+    verdict = verdict or _default(policy)
+    if caller.agent and operation in AGENT_WRITE_OPERATIONS:
+        return _agent_write(policy, verdict, what or f"{operation} {_path_text(path)}")
+    return verdict
 
 
 def decide_files(
@@ -990,8 +1109,16 @@ def _decide_command(policy: Policy, caller: Caller, target: str, command: Simple
     files = _worst(_decide_redirects(policy, caller, target, command))
     verdict = _decide_program(policy, caller, target, command)
     if files is not None and files.action.severity > verdict.action.severity:
-        return files
+        verdict = files
+    if caller.agent and _writes_files(command):
+        return _agent_write(policy, verdict, command.text)
     return verdict
+
+
+def _writes_files(command: SimpleCommand) -> bool:
+    """A redirect that writes, or a legacy scp sink: an agent's shell write."""
+    writes = any(r.operation in ("write", "append", "readwrite") for r in command.redirects)
+    return writes or any(op == "write" for op, _ in _scp_transfer(command))
 
 
 def _decide_program(policy: Policy, caller: Caller, target: str, command: SimpleCommand) -> Verdict:
@@ -1085,6 +1212,39 @@ def worst_verdict(verdicts: Iterable[Verdict]) -> Verdict | None:
 
 
 _worst = worst_verdict
+
+# ---------------------------------------------------------------------------------------------
+# Who may approve an agent's held command
+
+
+def owner_refusal(
+    approver: str,
+    approver_groups: Collection[str],
+    requester: str,
+    owners: Mapping[str, str],
+    *,
+    owner_may_approve: bool = False,
+) -> str | None:
+    """Why `approver` may not decide a hold of `requester`, when the requester is an agent
+    they answer for (`owners`: agent name -> its owner, a person or `group:NAME`); None when
+    they may. Like a caller and their own request: the owner would approve their own agent."""
+    if owner_may_approve:
+        return None
+    owner = next((o for name, o in owners.items() if _same_name(name, requester)), None)
+    if owner is None:
+        return None
+    kind, _, group = owner.partition(":")
+    if kind == "group" and group:
+        responsible = any(_same_name(group, mine) for mine in approver_groups)
+    else:
+        responsible = _same_name(owner, approver)
+    if not responsible:
+        return None
+    return (
+        f"{approver} answers for agent {requester} (its owner is {owner}); another approver "
+        "must decide ([oidc] owner_may_approve)"
+    )
+
 
 # ---------------------------------------------------------------------------------------------
 # Just-in-time access

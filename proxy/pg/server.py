@@ -451,7 +451,7 @@ class PgConnection:
         """The sans-IO session of this logged-in connection."""
         assert self.identity is not None and self.target is not None
         settings = self.gateway.settings
-        caller = Caller(self.identity.name, self.identity.groups, self.identity.service_account)
+        caller = Caller.of(self.identity)
         session = PgSession(
             make_decider(self.gateway.policy, caller, self.target),
             self.gateway.classifier,
