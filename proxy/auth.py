@@ -50,7 +50,7 @@ with warnings.catch_warnings():  # ldap3 imports names pyasn1 has deprecated; no
     from ldap3.utils.dn import parse_dn
 
 if TYPE_CHECKING:
-    from proxy.oidc.certs import Credentials
+    from proxy.oidc.certs import Credentials, Holder
 
 log = logging.getLogger("hoop.auth")
 
@@ -559,7 +559,9 @@ class Authenticator:
             return await self.token_login(name, password)
         if self.credentials is not None and password.startswith(GATEWAY_PASSWORD_PREFIX):
             found = await self.credentials.async_by_password(name, password)
-            return LoginResult(found) if found is not None else LoginResult(None, EXPIRED_LOGIN)
+            if found is None:
+                return LoginResult(None, EXPIRED_LOGIN)
+            return LoginResult(_holder_identity(found))
         user = self.local_user(name)
         if user is not None and user.password_hash is not None:
             started = time.monotonic()
@@ -628,8 +630,8 @@ class Authenticator:
         issued = await self.credentials.async_authorized(name)
         if issued is None:
             return None, LoginResult(None)
-        line, identity = issued
-        return asyncssh.import_authorized_keys(line + "\n"), LoginResult(identity)
+        line, holder = issued
+        return asyncssh.import_authorized_keys(line + "\n"), LoginResult(_holder_identity(holder))
 
     def _account(
         self, key: tuple[str, str], name: str, client_host: str, result: LoginResult, how: str
@@ -653,6 +655,19 @@ class Authenticator:
 def _local_identity(user: UserConfig) -> Identity:
     return Identity(
         user.name, frozenset(user.groups), service_account=user.service_account, source="local"
+    )
+
+
+def _holder_identity(holder: Holder) -> Identity:
+    """Who live credentials from `hoop-tui login` stand for, until they expire."""
+    return Identity(
+        holder.name,
+        holder.groups,
+        source="oidc",
+        kind=holder.kind,
+        owner=holder.owner,
+        client_id=holder.client_id,
+        expires_at=holder.valid_before,
     )
 
 

@@ -233,10 +233,8 @@ def load_config(path: Path) -> GatewayConfig:
         gateway_id = instance
     reader = _Reader(path)
     reader.known_keys(gateway, GATEWAY_KEYS, "gateway")
-    from proxy.oidc.config import parse_agents, parse_oidc  # it imports this module
-
     users = reader.users(raw.get("users", []))
-    oidc = parse_oidc(path, raw.get("oidc"))
+    oidc, agents = _oidc_sections(path, raw, users)
     return GatewayConfig(
         path=path,
         data_dir=resolved,
@@ -248,9 +246,22 @@ def load_config(path: Path) -> GatewayConfig:
         targets=reader.targets(raw.get("targets", [])),
         group_shell_modes=reader.groups(raw.get("groups", [])),
         oidc=oidc,
-        agents=parse_agents(path, raw.get("agents"), oidc, users),
+        agents=agents,
         recordings=_recordings(path, raw.get("recordings")),
     )
+
+
+def _oidc_sections(
+    path: Path, raw: dict[str, Any], users: dict[str, UserConfig]
+) -> tuple[OidcConfig | None, dict[str, AgentConfig]]:
+    """`[oidc]` and `[[agents]]`, read by proxy/oidc/config.py."""
+    from proxy.oidc import config as oidc_config
+
+    try:
+        oidc = oidc_config.parse_oidc(path, raw.get("oidc"))
+        return oidc, oidc_config.parse_agents(path, raw.get("agents"), oidc, users)
+    except oidc_config.ConfigError as exc:
+        raise ConfigError(exc.path, exc.key, exc.problem) from None
 
 
 def _recordings(path: Path, section: object) -> StoreSettings | None:

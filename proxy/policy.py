@@ -28,7 +28,7 @@ from __future__ import annotations
 import enum
 import posixpath
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -580,6 +580,38 @@ def _parse_rule(entry: object, index: int, path: Path | str) -> Rule:
     for given in entry:
         if given not in _RULE_KEYS:
             raise ConfigError(path, key(given), f"unknown key (known: {_known(_RULE_KEYS)})")
+    action, message, review = _rule_action(entry, path, index, name)
+    shell_patterns = _patterns(entry, "shell", path, key("shell"))
+    return Rule(
+        index=index,
+        name=name,
+        action=action,
+        message=message,
+        users=_strings(entry, "users", path, key("users")),
+        groups=_strings(entry, "groups", path, key("groups")),
+        service_accounts=_strings(entry, "service_accounts", path, key("service_accounts")),
+        callers=_callers(entry, path, key("callers")),
+        targets=_strings(entry, "targets", path, key("targets")),
+        shell=tuple(Glob.compile(p) for p in shell_patterns),
+        shell_options=tuple(
+            form
+            for form in (OptionsPattern.compile(p) for p in shell_patterns)
+            if form is not None and action is not Action.ALLOW
+        ),
+        exec=tuple(Glob.compile(p) for p in _patterns(entry, "exec", path, key("exec"))),
+        review=review,
+        **_rule_scope(entry, path, key, bool(shell_patterns)),
+    )
+
+
+def _rule_action(
+    entry: dict[str, Any], path: Path | str, index: int, name: str
+) -> tuple[Action, str, Review | None]:
+    """A rule's action, message, and (for review) who approves within what time."""
+
+    def key(field: str) -> str:
+        return _rule_key(index, name, field)
+
     if "action" not in entry:
         raise ConfigError(path, key("action"), 'missing: say "allow", "deny" or "review"')
     action = _action(entry["action"], path, key("action"))
@@ -590,26 +622,29 @@ def _parse_rule(entry: object, index: int, path: Path | str) -> Rule:
         for field in ("approvers", "approvals", "timeout"):
             if field in entry:
                 raise ConfigError(path, key(field), 'only means something with action = "review"')
-    review = (
-        _review(entry, path, f"rules #{index} ({name})", approvers_required=True)
-        if (action is Action.REVIEW)
-        else None
-    )
+        return action, message.strip(), None
+    review = _review(entry, path, f"rules #{index} ({name})", approvers_required=True)
+    return action, message.strip(), review
+
+
+def _rule_scope(
+    entry: dict[str, Any], path: Path | str, key: Callable[[str], str], shell: bool
+) -> dict[str, Any]:
+    """A rule's SQL classes and tables, or its file globs and operations, checked together."""
     sql = _strings(entry, "sql", path, key("sql"))
     for class_name in sql:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", class_name):
             raise ConfigError(
                 path, key("sql"), f"{class_name!r} is not a statement class name (lower_snake)"
             )
-    shell_patterns = _patterns(entry, "shell", path, key("shell"))
     tables = tuple(t.lower() for t in _strings(entry, "tables", path, key("tables")))
-    if tables and (shell_patterns or entry.get("exec")):
+    if tables and (shell or entry.get("exec")):
         raise ConfigError(
             path, key("tables"), "limits SQL statements: it cannot go with shell or exec"
         )
     files = _patterns(entry, "files", path, key("files"))
     operations = _strings(entry, "operations", path, key("operations"))
-    if files and (shell_patterns or entry.get("exec") or sql or tables):
+    if files and (shell or entry.get("exec") or sql or tables):
         raise ConfigError(
             path,
             key("files"),
@@ -624,29 +659,12 @@ def _parse_rule(entry: object, index: int, path: Path | str) -> Rule:
                 key("operations"),
                 f"{operation!r} is not a file operation (known: {_known(FILE_OPERATIONS)})",
             )
-    return Rule(
-        index=index,
-        name=name,
-        action=action,
-        message=message.strip(),
-        users=_strings(entry, "users", path, key("users")),
-        groups=_strings(entry, "groups", path, key("groups")),
-        service_accounts=_strings(entry, "service_accounts", path, key("service_accounts")),
-        callers=_callers(entry, path, key("callers")),
-        targets=_strings(entry, "targets", path, key("targets")),
-        shell=tuple(Glob.compile(p) for p in shell_patterns),
-        shell_options=tuple(
-            form
-            for form in (OptionsPattern.compile(p) for p in shell_patterns)
-            if form is not None and action is not Action.ALLOW
-        ),
-        exec=tuple(Glob.compile(p) for p in _patterns(entry, "exec", path, key("exec"))),
-        sql=frozenset(sql),
-        tables=tables,
-        review=review,
-        files=tuple(Glob.compile(p, exact=True) for p in files),
-        operations=frozenset(operations or FILE_OPERATIONS) if files else frozenset(),
-    )
+    return {
+        "sql": frozenset(sql),
+        "tables": tables,
+        "files": tuple(Glob.compile(p, exact=True) for p in files),
+        "operations": frozenset(operations or FILE_OPERATIONS) if files else frozenset(),
+    }
 
 
 _PATTERN_SHORT_OPTIONS = re.compile(r"-[A-Za-z0-9]+")

@@ -25,7 +25,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import asyncssh
 
@@ -33,8 +33,37 @@ from proxy.names import fold_name
 from proxy.ssh.hostkeys import load_or_create_key
 from storage.private import private_dir
 
-if TYPE_CHECKING:
-    from proxy.auth import Identity
+
+class Caller(Protocol):
+    """What is issued to: proxy.auth.Identity (not imported: proxy.auth imports this)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def groups(self) -> frozenset[str]: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def owner(self) -> str | None: ...
+    @property
+    def client_id(self) -> str | None: ...
+    @property
+    def expires_at(self) -> float | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """Who holds live credentials, as the record says: proxy.auth makes an Identity of it."""
+
+    name: str
+    groups: frozenset[str]
+    kind: str
+    owner: str | None
+    client_id: str | None
+    valid_before: float
+
 
 PASSWORD_PREFIX = "hoopgw_"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")  # fits a principal and a key option
@@ -92,7 +121,7 @@ class Credentials:
 
     # -- issuing -------------------------------------------------------------------------------
 
-    def issue(self, identity: Identity, public_key: str, now: float) -> Issued:
+    def issue(self, identity: Caller, public_key: str, now: float) -> Issued:
         if identity.source != "oidc" or identity.expires_at is None:
             raise IssueRefused(
                 "hoop-tui login is for single sign-on callers (OIDC people and agents)"
@@ -136,20 +165,17 @@ class Credentials:
 
     # -- logging in with what was issued -------------------------------------------------------
 
-    def _identity(self, entry: dict[str, Any]) -> Identity:
-        from proxy.auth import Identity  # proxy.auth imports this module
-
-        return Identity(
+    def _holder(self, entry: dict[str, Any]) -> Holder:
+        return Holder(
             str(entry["name"]),
             frozenset(str(g) for g in entry.get("groups", [])),
-            source="oidc",
-            kind=str(entry.get("kind", "person")),
-            owner=entry.get("owner"),
-            client_id=entry.get("client_id"),
-            expires_at=float(entry["valid_before"]),
+            str(entry.get("kind", "person")),
+            entry.get("owner"),
+            entry.get("client_id"),
+            float(entry["valid_before"]),
         )
 
-    def authorized(self, name: str, now: float) -> tuple[str, Identity] | None:
+    def authorized(self, name: str, now: float) -> tuple[str, Holder] | None:
         """For a caller with live credentials: the authorized_keys line that accepts their
         certificates (our user CA, their name as the only principal), and who they are."""
         entry = self._entry(name, now)
@@ -157,22 +183,22 @@ class Credentials:
             return None
         public = self.ca.export_public_key("openssh").decode("ascii").strip()
         line = f'cert-authority,principals="{entry["name"]}" {public}'
-        return line, self._identity(entry)
+        return line, self._holder(entry)
 
-    def by_password(self, name: str, password: str, now: float) -> Identity | None:
+    def by_password(self, name: str, password: str, now: float) -> Holder | None:
         entry = self._entry(name, now)
         if entry is None:
             return None
         digest = hashlib.sha256(password.encode()).hexdigest()
         if not hmac.compare_digest(digest, str(entry.get("password_sha256", ""))):
             return None
-        return self._identity(entry)
+        return self._holder(entry)
 
-    async def async_authorized(self, name: str) -> tuple[str, Identity] | None:
+    async def async_authorized(self, name: str) -> tuple[str, Holder] | None:
         return await asyncio.to_thread(self.authorized, name, time.time())
 
-    async def async_by_password(self, name: str, password: str) -> Identity | None:
+    async def async_by_password(self, name: str, password: str) -> Holder | None:
         return await asyncio.to_thread(self.by_password, name, password, time.time())
 
-    async def async_issue(self, identity: Identity, public_key: str) -> Issued:
+    async def async_issue(self, identity: Caller, public_key: str) -> Issued:
         return await asyncio.to_thread(self.issue, identity, public_key, time.time())

@@ -22,18 +22,36 @@ owner = "alice"                                   # a person, or "group:dev"
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from proxy.config import (
-    LOGIN_SEPARATOR,
-    NAME_PATTERN,
-    SHELL_MODES,
-    ConfigError,
-    parse_duration,
-)
+# As proxy.config has them; this module does not import it (proxy.config imports this one).
+LOGIN_SEPARATOR = "+"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+SHELL_MODES = ("guard", "strict")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+class ConfigError(Exception):
+    """A problem in [oidc] or [[agents]]; load_config turns it into proxy.config's own."""
+
+    def __init__(self, path: Path | str, key: str, problem: str) -> None:
+        super().__init__(f"{path}: {key}: {problem}")
+        self.path, self.key, self.problem = path, key, problem
+
+
+def parse_duration(value: object) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    found = _DURATION.match(value) if isinstance(value, str) else None
+    if found is None:
+        raise ValueError('must be a duration such as "30s", "10m" or "1h"')
+    return float(found.group(1)) * _UNITS[found.group(2)]
+
 
 OIDC_KEYS = frozenset(
     {
