@@ -127,6 +127,16 @@ class Identity:
     def agent(self) -> bool:
         return self.kind == "agent"
 
+    def describe_caller(self) -> dict[str, str]:
+        """What a recording header, the live list and the queue show about who this is: a
+        person or an agent, and for an agent its owner and OIDC client id."""
+        shown = {"caller_kind": self.kind}
+        if self.owner:
+            shown["owner"] = self.owner
+        if self.client_id:
+            shown["client_id"] = self.client_id
+        return shown
+
 
 @dataclass(frozen=True, slots=True)
 class DirectoryEntry:

@@ -220,7 +220,7 @@ def session_header(
         cols=cols,
         rows=rows,
         gateway_id=config.gateway_id,
-        extra={"identity_source": identity.source, **(extra or {})},
+        extra={"identity_source": identity.source, **identity.describe_caller(), **(extra or {})},
     )
 
 

@@ -362,4 +362,5 @@ class GatewaySession:
             "term": header.term if header is not None else "",
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
+            **self.identity.describe_caller(),  # person or agent; an agent's owner, client id
         }

@@ -46,6 +46,13 @@ async def test_an_agent_token_is_its_postgres_password_and_the_recording_names_t
     await pg.wait_closed_recordings(1)
     with RecordingReader.open(pg.recordings()[0]) as reader:
         assert reader.header.user == "ci-bot"
+        extra = reader.header.extra or {}
+    assert extra["caller_kind"] == "agent"
+    assert (extra["owner"], extra["client_id"], extra["identity_source"]) == (
+        "alice",
+        "ci-bot",
+        "oidc",
+    )
 
 
 def _claims(provider: Provider, **changes: object) -> dict[str, object]:

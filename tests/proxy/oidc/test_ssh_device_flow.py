@@ -9,6 +9,7 @@ import asyncio
 import re
 from pathlib import Path
 
+from storage.reader import RecordingReader
 from tests.fixtures.gateway import GatewayHarness
 from tests.fixtures.oidc_provider import Provider
 from tests.proxy.oidc.conftest import oidc_toml
@@ -88,6 +89,9 @@ async def test_a_person_signs_in_with_the_device_flow_through_plain_ssh(
     assert out.decode().strip() == "signed-in-as-42"
     recorded = list((harness.data_dir / "recordings").rglob("*.hrec"))
     assert recorded
+    with RecordingReader.open(recorded[0]) as reader:
+        assert reader.header.user == "dana"
+        assert (reader.header.extra or {})["caller_kind"] == "person"
 
 
 async def test_a_device_flow_sign_in_under_another_name_is_refused(
