@@ -54,7 +54,13 @@ from proxy.pg.settings import (
     parse_pg_settings,
 )
 from proxy.pg.tls import ensure_certificate, server_tls_context
-from proxy.pg.upstream import FORWARDED_PARAMS, Upstream, cancel_upstream, log_in_upstream
+from proxy.pg.upstream import (
+    FORWARDED_PARAMS,
+    SpareLogins,
+    Upstream,
+    cancel_upstream,
+    log_in_upstream,
+)
 from proxy.pg.wire import (
     PROTOCOL_3_0,
     AuthCode,
@@ -128,6 +134,7 @@ class PgGateway:
         self.connections: set[PgConnection] = set()
         self.cancel_keys: dict[tuple[int, bytes], PgConnection] = {}
         self.logins = LoginCache(self.settings.login_cache)
+        self.spares = SpareLogins(self.settings.spare_logins)
         self._tasks: set[asyncio.Task[None]] = set()
         # Set by the gateway runtime: just-in-time access (None, or why not), masking rules.
         self.access_guard: Callable[[Identity, str], str | None] | None = None
@@ -178,6 +185,7 @@ class PgGateway:
         if self.server is not None:
             with contextlib.suppress(Exception):
                 await self.server.wait_closed()
+        await self.spares.close()
         if self._own_auth:
             self.auth.close()
         log.info("PostgreSQL gateway stopped")
@@ -311,10 +319,11 @@ class PgConnection:
         authenticated and admitted by now, and the client sees nothing of the target (nor
         can send anything to it) before both have succeeded."""
         self._loop = asyncio.get_running_loop()
-        assert self.target is not None
+        target, spares = self.target, self.gateway.spares
+        assert target is not None
         started = asyncio.ensure_future(asyncio.to_thread(self._start_recording, params))
         try:
-            upstream = await log_in_upstream(self.target, params)
+            upstream = await spares.take(target, params) or await log_in_upstream(target, params)
         except BaseException:
             with contextlib.suppress(BaseException):
                 await started
@@ -324,6 +333,7 @@ class PgConnection:
         except BaseException:
             upstream.writer.close()
             raise
+        spares.refill(target, params)  # for the next admitted client like this one
         return upstream
 
     # -- the life of a connection --------------------------------------------------------------

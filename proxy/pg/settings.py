@@ -25,6 +25,7 @@ _SETTINGS_KEYS = frozenset(
         "unparsable",
         "login_timeout",
         "login_cache",
+        "spare_logins",
         "scram",
         "sql_functions",
     }
@@ -78,6 +79,7 @@ class PgSettings:
     unparsable: UnparsableMode = UnparsableMode.POLICY
     login_timeout: float = 30.0
     login_cache: float = 60.0  # seconds a verified password is remembered (0: never)
+    spare_logins: float = 10.0  # seconds a target login made ahead is kept (0: none made)
     scram: dict[str, Verifier] = field(default_factory=dict)
     targets: dict[str, PgTarget] = field(default_factory=dict)
     # the operator's functions that run SQL given as text: name -> argument (0-based)
@@ -115,6 +117,7 @@ def parse_pg_settings(config: GatewayConfig) -> PgSettings:
     if (cert_file is None) != (key_file is None):
         raise ConfigError(path, "postgres.cert_file", "cert_file and key_file go together")
     login_timeout, login_cache = _login_times(section, path)
+    spare_logins = _seconds(section, "spare_logins", 10, 600, path)
     return PgSettings(
         listen_host=host or "0.0.0.0",
         listen_port=port,
@@ -126,6 +129,7 @@ def parse_pg_settings(config: GatewayConfig) -> PgSettings:
         unparsable=_unparsable(section, path),
         login_timeout=login_timeout,
         login_cache=login_cache,
+        spare_logins=spare_logins,
         scram=_scram_verifiers(section, path),
         sql_functions=_sql_functions(section, path),
         targets={
@@ -199,6 +203,17 @@ def _login_times(section: Mapping[str, Any], path: Path) -> tuple[float, float]:
             path, "postgres.login_cache", "must be a number of seconds from 0 (off) to 3600"
         )
     return float(login_timeout), float(login_cache)
+
+
+def _seconds(
+    section: Mapping[str, Any], key: str, default: float, most: float, path: Path
+) -> float:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= most:
+        raise ConfigError(
+            path, f"postgres.{key}", f"must be a number of seconds from 0 (off) to {most:g}"
+        )
+    return float(value)
 
 
 def _scram_verifiers(section: Mapping[str, Any], path: Path) -> dict[str, Verifier]:

@@ -276,3 +276,121 @@ async def cancel_upstream(target: PgTarget, key: tuple[int, bytes]) -> None:
             await writer.drain()
         finally:
             writer.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Spare logins
+
+
+SpareKey = tuple[PgTarget, tuple[tuple[str, str], ...]]
+
+
+class SpareLogins:
+    """A target login made ahead of time, one per (target, startup parameters), so that the
+    next client admitted with the same parameters (a pool, `psql -c` in a loop) does not wait
+    for all of the target's login (issue 19: set-up cost). Each is a fresh backend no client
+    has used, kept at most `ttl` seconds, at most `limit` in all.
+
+    Only an admitted login asks for a spare (`refill`, after its own client authenticated and
+    was admitted), so a client that has not authenticated never causes target traffic. A
+    spare the target closed or spoke on meanwhile is dropped, and the client's login is made
+    as usual."""
+
+    def __init__(self, ttl: float, limit: int = 8) -> None:
+        self.ttl = ttl
+        self.limit = limit
+        self._spares: dict[SpareKey, tuple[Upstream, asyncio.TimerHandle]] = {}
+        self._pending: dict[SpareKey, asyncio.Task[Upstream | None]] = {}
+        self._claimed: set[asyncio.Task[Upstream | None]] = set()
+
+    async def take(self, target: PgTarget, params: dict[str, str]) -> Upstream | None:
+        """A spare login for this target and parameters: a waiting one, or the one under way
+        (it is further along than a new login would be); None when there is none."""
+        key = _spare_key(target, params)
+        found = self._spares.pop(key, None)
+        if found is not None:
+            found[1].cancel()
+            return _usable(found[0])
+        task = self._pending.pop(key, None)
+        if task is None:
+            return None
+        self._claimed.add(task)  # this client's alone now: no other takes it, none keeps it
+        try:
+            upstream = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(_close_result)  # the client went: the login is not used
+            raise
+        return _usable(upstream) if upstream is not None else None
+
+    def refill(self, target: PgTarget, params: dict[str, str]) -> None:
+        """Log in a spare for the next client like this one, in the background."""
+        key = _spare_key(target, params)
+        if self.ttl <= 0 or key in self._spares or key in self._pending:
+            return
+        if len(self._spares) + len(self._pending) >= self.limit:
+            return
+        task = asyncio.ensure_future(self._log_in(target, params))
+        self._pending[key] = task
+        task.add_done_callback(lambda done: self._logged_in(key, done))
+
+    async def _log_in(self, target: PgTarget, params: dict[str, str]) -> Upstream | None:
+        try:
+            return await log_in_upstream(target, params)
+        except (LoginRefused, OSError, asyncio.IncompleteReadError) as exc:
+            log.debug("no spare login for target %s: %s", target.name, exc)
+            return None
+
+    def _logged_in(self, key: SpareKey, task: asyncio.Task[Upstream | None]) -> None:
+        if self._pending.get(key) is task:
+            del self._pending[key]
+        if task in self._claimed:
+            self._claimed.discard(task)
+            return
+        upstream = None if task.cancelled() else task.result()
+        if upstream is None:
+            return
+        expiry = asyncio.get_running_loop().call_later(self.ttl, self._expire, key, upstream)
+        self._spares[key] = (upstream, expiry)
+
+    def _expire(self, key: SpareKey, upstream: Upstream) -> None:
+        found = self._spares.get(key)
+        if found is not None and found[0] is upstream:
+            del self._spares[key]
+        _close(upstream)
+
+    async def close(self) -> None:
+        """Drop every spare and stop the logins under way."""
+        pending = list(self._pending.values())
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        for upstream, expiry in self._spares.values():
+            expiry.cancel()
+            _close(upstream)
+        self._spares.clear()
+
+
+def _usable(upstream: Upstream) -> Upstream | None:
+    """The spare, unless the target ended it or sent something while it waited."""
+    buffered = getattr(upstream.reader, "_buffer", b"")
+    if upstream.leftover or buffered or upstream.reader.at_eof() or upstream.writer.is_closing():
+        _close(upstream)
+        return None
+    return upstream
+
+
+def _close_result(task: asyncio.Task[Upstream | None]) -> None:
+    if not task.cancelled() and task.exception() is None and (upstream := task.result()):
+        _close(upstream)
+
+
+def _spare_key(target: PgTarget, params: dict[str, str]) -> SpareKey:
+    return target, tuple(sorted(startup_params(target, params).items()))
+
+
+def _close(upstream: Upstream) -> None:
+    with contextlib.suppress(Exception):
+        if not upstream.writer.is_closing():
+            upstream.writer.write(b"X\x00\x00\x00\x04")  # Terminate
+        upstream.writer.close()

@@ -1,0 +1,97 @@
+"""Connection set-up (issue 19, class 8): the target login a client waits for is made ahead
+of time for the next client like the last admitted one, and never for a client that has not
+authenticated."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+
+import psycopg
+import pytest
+
+from tests.proxy.pg.harness import DIRECT_DSN, PgHarness
+
+APP = "hoop-set-up-test"
+BACKENDS = (
+    "select count(*) from pg_stat_activity where application_name = %s and pid <> pg_backend_pid()"
+)
+
+
+async def _backends(app: str) -> int:
+    async with await psycopg.AsyncConnection.connect(DIRECT_DSN, autocommit=True) as admin:
+        cur = await admin.execute(BACKENDS, [app])
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+async def test_the_next_client_starts_on_a_target_login_made_before_it_came(
+    pg: PgHarness,
+) -> None:
+    await pg.start()
+    dsn = pg.dsn(application_name=APP)
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as first:
+        await first.execute("select 1")
+    await asyncio.sleep(0.3)
+    came = datetime.datetime.now(datetime.UTC)
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as second:
+        cur = await second.execute(
+            "select backend_start from pg_stat_activity where pid = pg_backend_pid()"
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        assert row[0] < came  # logged in while no client was waiting for it
+        cur = await second.execute("select current_setting('application_name')")
+        assert await cur.fetchone() == (APP,)  # with this client's own startup parameters
+
+
+async def test_a_client_that_fails_to_log_in_causes_no_target_login(pg: PgHarness) -> None:
+    app = f"{APP}-wrong"
+    await pg.start()
+    wrong = pg.dsn(application_name=app).replace("alice-pw", "wrong")
+    for _ in range(3):
+        with pytest.raises(psycopg.OperationalError):
+            await psycopg.AsyncConnection.connect(wrong)
+    await asyncio.sleep(0.3)
+    assert await _backends(app) == 0
+
+
+async def test_spare_logins_can_be_turned_off(pg: PgHarness) -> None:
+    app = f"{APP}-off"
+    pg.postgres["spare_logins"] = 0
+    await pg.start()
+    async with await psycopg.AsyncConnection.connect(pg.dsn(application_name=app)) as conn:
+        await conn.execute("select 1")
+    await asyncio.sleep(0.3)
+    assert await _backends(app) == 0
+
+
+async def test_clients_arriving_together_never_share_a_target_login(pg: PgHarness) -> None:
+    await pg.start()
+    dsn = pg.dsn(application_name=f"{APP}-together")
+    async with await psycopg.AsyncConnection.connect(dsn) as first:
+        await first.execute("select 1")  # its spare for the next client is being made
+    clients = await asyncio.gather(
+        *(psycopg.AsyncConnection.connect(dsn, autocommit=True) for _ in range(6))
+    )
+    try:
+        assert len({client.info.backend_pid for client in clients}) == len(clients)
+        for client in clients:
+            cur = await client.execute("select pg_backend_pid()")
+            assert await cur.fetchone() == (client.info.backend_pid,)
+    finally:
+        for client in clients:
+            await client.close()
+
+
+async def test_a_target_login_under_way_goes_to_one_client_only(pg: PgHarness) -> None:
+    await pg.start()
+    assert pg.gateway is not None
+    spares, target = pg.gateway.spares, pg.gateway.settings.targets["test"]
+    params = {"application_name": f"{APP}-one"}
+    spares.refill(target, params)
+    taken = await asyncio.gather(*(spares.take(target, params) for _ in range(4)))
+    logins = [upstream for upstream in taken if upstream is not None]
+    assert len(logins) == 1  # the others log in on their own
+    logins[0].writer.close()
