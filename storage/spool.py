@@ -72,8 +72,8 @@ class SpoolFull(RecordingFailed):
     """Too much waits in the spool for the store: new sessions are refused with this reason,
     which may be shown to the caller (it names no path and no secret)."""
 
-    def __init__(self, public_reason: str) -> None:
-        super().__init__(public_reason)
+    def __init__(self, public_reason: str, detail: str = "") -> None:
+        super().__init__(public_reason + (f" ({detail})" if detail else ""))
         self.public_reason = public_reason
 
 
@@ -203,12 +203,12 @@ class Spool:
         """SpoolFull when more than the limit waits for the store: refuse the new session."""
         status = self.status()
         if status.over_limit:
-            why = f" (the store fails: {self.last_error})" if self.last_error else ""
             raise SpoolFull(
                 "the gateway's recording spool holds "
                 f"{format_bytes(status.pending_bytes)} not yet in object storage, more than "
-                f"its limit of {format_bytes(status.limit_bytes)}{why}; new sessions are "
-                "refused until it drains"
+                f"its limit of {format_bytes(status.limit_bytes)}; new sessions are refused "
+                "until it drains",
+                f"the store fails: {self.last_error}" if self.last_error else "",
             )
 
     def status(self) -> SpoolStatus:
