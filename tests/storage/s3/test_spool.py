@@ -26,7 +26,7 @@ from storage.signing import key_id
 from storage.spool import Spool, SpoolFull, last_proof, spool_status
 from storage.verify import verify_recording
 from storage.writer import RecordingWriter
-from tests.fixtures.seaweed import SeaweedFS
+from tests.fixtures.seaweed import SECRET_ENV, SeaweedFS
 from tests.storage.helpers import make_header
 from tests.storage.s3.conftest import spooled
 
@@ -177,3 +177,26 @@ def test_what_a_crash_left_in_the_spool_is_uploaded_by_the_next_start(
     manifest = S3Blob(url).manifest
     assert manifest is not None and manifest["complete"] is False
     assert "recovered" in manifest["end"]
+
+
+def test_a_refused_credential_is_reported_without_repeating_it(
+    store_running, tmp_path, signer, caplog
+):
+    """Credentials come from the environment; a wrong one fails the upload (the spool keeps
+    the recording) and the error the operator sees names the problem, never the secret."""
+    wrong = "not-the-secret-8d1f0c"
+    os.environ[SECRET_ENV] = wrong
+    try:
+        settings = settings_of(store_running, tmp_path)
+        spool = Spool(settings, tmp_path)
+        writer = start(spool, settings, signer)
+        writer.record(EventType.OUTPUT, 0, b"x")
+        writer.close("client closed")
+        assert not spool.drain(2)
+    finally:
+        os.environ[SECRET_ENV] = store_running.env()[SECRET_ENV]
+    status = spool.status()
+    assert status.last_error and "SignatureDoesNotMatch" in status.last_error
+    assert wrong not in status.last_error and wrong not in caplog.text
+    assert wrong not in (spool.directory / "status.json").read_text()
+    spool.stop(timeout=0)
