@@ -8,9 +8,10 @@ interface on a shared PostgreSQL.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,7 +39,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     denies        INTEGER NOT NULL DEFAULT 0,
     holds         INTEGER NOT NULL DEFAULT 0,
     counts        TEXT NOT NULL DEFAULT '{}',
-    verdicts      TEXT NOT NULL DEFAULT '{}'
+    verdicts      TEXT NOT NULL DEFAULT '{}',
+    caller        TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user, started_at_us);
 CREATE INDEX IF NOT EXISTS sessions_target ON sessions (target, started_at_us);
@@ -65,6 +67,8 @@ class SessionRow:
     holds: int
     counts: dict[str, int]
     verdicts: dict[str, int]
+    # person or agent, an agent's owner and client id (the header's extra; issue 16)
+    caller: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -85,6 +89,7 @@ class SessionRow:
             "holds": self.holds,
             "counts": self.counts,
             "verdicts": self.verdicts,
+            "caller": self.caller,
         }
 
 
@@ -114,6 +119,7 @@ class SqliteCatalogue:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = sqlite.Database(path, _SCHEMA)
+        _add_caller_column(self._db.connection())
 
     @classmethod
     def in_data_dir(cls, data_dir: Path) -> SqliteCatalogue:
@@ -123,7 +129,7 @@ class SqliteCatalogue:
         db = self._db.connection()
         db.execute(
             "INSERT INTO sessions (id, path, user, service_account, target, protocol, client,"
-            " gateway_id, started_at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " gateway_id, started_at_us, caller) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 header.session_id,
                 str(path),
@@ -134,6 +140,7 @@ class SqliteCatalogue:
                 header.client,
                 header.gateway_id,
                 header.started_at_us,
+                json.dumps(caller_of(header), sort_keys=True),
             ),
         )
 
@@ -200,6 +207,23 @@ class SqliteCatalogue:
         self._db.close_connection()
 
 
+CALLER_KEYS = ("caller_kind", "owner", "client_id")
+
+
+def caller_of(header: RecordingHeader) -> dict[str, str]:
+    """Who the caller is beyond their name, from the header: person or agent, owner, client."""
+    extra = header.extra or {}
+    return {key: str(extra[key]) for key in CALLER_KEYS if extra.get(key)}
+
+
+def _add_caller_column(db: sqlite3.Connection) -> None:
+    """Catalogues made before the `caller` column get it (empty for their old rows)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
+    if "caller" not in columns:
+        with contextlib.suppress(sqlite3.OperationalError):  # another process added it
+            db.execute("ALTER TABLE sessions ADD COLUMN caller TEXT NOT NULL DEFAULT '{}'")
+
+
 def _row(found: sqlite3.Row) -> SessionRow:
     return SessionRow(
         id=found["id"],
@@ -219,4 +243,5 @@ def _row(found: sqlite3.Row) -> SessionRow:
         holds=found["holds"],
         counts=json.loads(found["counts"]),
         verdicts=json.loads(found["verdicts"]),
+        caller=json.loads(found["caller"] or "{}"),
     )

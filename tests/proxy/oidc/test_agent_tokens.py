@@ -11,6 +11,7 @@ import jwt
 import psycopg
 import pytest
 
+from storage.catalogue import SessionQuery, SqliteCatalogue
 from storage.reader import RecordingReader
 from tests.fixtures.oidc_provider import (
     RESOURCE,
@@ -53,6 +54,10 @@ async def test_an_agent_token_is_its_postgres_password_and_the_recording_names_t
         "ci-bot",
         "oidc",
     )
+    rows = SqliteCatalogue.in_data_dir(pg.directory / "data").find_sessions(SessionQuery())
+    assert [row.caller for row in rows] == [
+        {"caller_kind": "agent", "owner": "alice", "client_id": "ci-bot"}
+    ]
 
 
 def _claims(provider: Provider, **changes: object) -> dict[str, object]:
