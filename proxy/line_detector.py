@@ -31,9 +31,11 @@ the line besides Enter (`ESC #`, `C-x C-e`, `C-x C-r`, `C-x e`) come back as an 
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import enum
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 MAX_ROWS = 64
@@ -286,6 +288,42 @@ class _Rows:
         cells[self.col : end] = " " * max(0, end - self.col)
 
     # -- reading
+    def find_line(
+        self, prompt_row: int, prompt_col: int, prompt: str, overflow_mark: int
+    ) -> tuple[str, bool, str]:
+        """The text of the line begun after `prompt` (drawn at absolute row `prompt_row`,
+        column `prompt_col`, when `overflow_mark` rows had overflowed), whether it can be
+        trusted, and why not. Looked for where the prompt was drawn; then past the rows kept;
+        on a reverse-search row; after the prompt drawn again; else the cursor's logical line."""
+        index = prompt_row - self.dropped
+        if 0 <= index < len(self.rows) and "".join(self.rows[index].cells[:prompt_col]) == prompt:
+            return self.text_from(index, prompt_col), True, ""
+        if self.overflowed > overflow_mark and index < 0:
+            return (
+                self.text_from(0, 0),
+                False,
+                f"the line is longer than the {MAX_ROWS} rows the gateway reads",
+            )
+        current = self.rows[self.row].text()
+        search = _REVERSE_SEARCH.match(current)
+        if search:
+            if current.count("':") > 1:  # the search text itself may hold the separator
+                return (
+                    search.group(1).rstrip(),
+                    False,
+                    "the reverse-search row can be read more than one way",
+                )
+            return search.group(1).rstrip(), True, ""
+        drawn = prompt.rstrip()
+        for candidate in range(len(self.rows)):
+            row_text = "".join(self.rows[candidate].cells)
+            if drawn and row_text.startswith(prompt):
+                return self.text_from(candidate, len(prompt)), True, ""
+        start = self.row
+        while start > 0 and self.rows[start].wrapped:
+            start -= 1
+        return self.text_from(start, 0), False, "the prompt is no longer on the screen"
+
     def text_before_cursor(self, row: int, col: int) -> str:
         """The cells from (row, col) up to the cursor, wrapped rows joined as they are."""
         parts: list[str] = []
@@ -343,6 +381,126 @@ class _In(enum.Enum):
     CTRL_X = "ctrl-x"
 
 
+class _OutputParser:
+    """The grammar of the target's output, applied to the rows: printable characters, the C0
+    controls, ESC and CSI sequences, and the strings (OSC, DCS, ...) it skips. Of the private
+    modes it follows the alternate screen (told to `on_alternate`) and bracketed paste."""
+
+    def __init__(self, rows: _Rows, on_alternate: Callable[[bool], None]) -> None:
+        self.rows = rows
+        self.on_alternate = on_alternate
+        self.bracketed_paste = False  # the application asked for it (?2004h)
+        self._state = _Out.GROUND
+        self._sequence = ""
+        self._handlers = {
+            _Out.GROUND: self._ground,
+            _Out.ESCAPE: self._escape,
+            _Out.CSI: self._csi_char,
+            _Out.STRING: self._string,
+            _Out.STRING_ESCAPE: self._string_escape,
+        }
+
+    def feed(self, text: str) -> None:
+        for char in text:
+            self._handlers[self._state](char)
+
+    def reset(self) -> None:
+        """Bulk output was skipped: whatever sequence was open is gone with it."""
+        self._state = _Out.GROUND
+        self._sequence = ""
+
+    def _ground(self, char: str) -> None:
+        if char == "\x1b":
+            self._state = _Out.ESCAPE
+            self._sequence = ""
+        elif char >= " " and char != "\x7f":
+            self.rows.put(char)
+        elif char == "\r":
+            self.rows.carriage_return()
+        elif char in "\n\x0b\x0c":
+            self.rows.line_feed()
+        elif char == "\b":
+            self.rows.backspace()
+        elif char == "\t":
+            self.rows.tab()
+
+    def _escape(self, char: str) -> None:
+        self._state = _Out.GROUND
+        if char == "[":
+            self._state = _Out.CSI
+        elif char in "]PX^_":
+            self._state = _Out.STRING
+        elif char in " #%()*+-./":
+            self._state = _Out.ESCAPE  # an intermediate byte: the next one ends it
+        elif char == "7":
+            self.rows.saved = (self.rows.row, self.rows.col)
+        elif char == "8":
+            row, col = self.rows.saved
+            self.rows.row = min(row, len(self.rows.rows) - 1)
+            self.rows.column(col)
+        elif char == "M":
+            self.rows.up(1)
+        elif char in "DE":
+            self.rows.line_feed()
+            if char == "E":
+                self.rows.carriage_return()
+        elif char == "c":
+            self.rows.reset()
+
+    def _csi_char(self, char: str) -> None:
+        if "\x40" <= char <= "\x7e":
+            self._state = _Out.GROUND
+            self._csi(self._sequence, char)
+        elif char == "\x1b":
+            self._state = _Out.ESCAPE
+        elif len(self._sequence) < MAX_SEQUENCE_CHARS:
+            self._sequence += char
+        else:
+            self._state = _Out.GROUND
+
+    def _string(self, char: str) -> None:
+        if char == "\x07":
+            self._state = _Out.GROUND
+        elif char == "\x1b":
+            self._state = _Out.STRING_ESCAPE
+
+    def _string_escape(self, char: str) -> None:
+        self._state = _Out.GROUND if char == "\\" else _Out.STRING
+
+    def _csi(self, parameters: str, final: str) -> None:
+        if parameters.startswith("?"):
+            if final in "hl":
+                modes = parameters[1:].split(";")
+                if _ALT_SCREEN_MODES.intersection(modes):
+                    self.on_alternate(final == "h")
+                if "2004" in modes:
+                    self.bracketed_paste = final == "h"
+            return
+        if not re.fullmatch(r"[0-9;]*", parameters):
+            return
+        numbers = [int(part) if part else 0 for part in parameters.split(";")]
+        first = numbers[0] if numbers else 0
+        count = max(1, first)
+        rows = self.rows
+        handlers = {
+            "K": lambda: rows.erase_line(first),
+            "J": lambda: rows.erase_display(first),
+            "A": lambda: rows.up(count),
+            "B": lambda: rows.down(count),
+            "C": lambda: rows.forward(count),
+            "D": lambda: rows.back(count),
+            "G": lambda: rows.column(count - 1),
+            "@": lambda: rows.insert_blanks(count),
+            "P": lambda: rows.delete_chars(count),
+            "X": lambda: rows.erase_chars(count),
+            "H": lambda: rows.reset(max(1, numbers[1] if len(numbers) > 1 else 1) - 1),
+            "f": lambda: rows.reset(max(1, numbers[1] if len(numbers) > 1 else 1) - 1),
+        }
+        handler = handlers.get(final)
+        if handler is not None:
+            handler()
+
+
 class LineDetector:
     """Feed it the session's output and the user's input; it says where each line starts and
     what the user submits. One per shell channel."""
@@ -353,20 +511,11 @@ class LineDetector:
         self._answer_until: float | None = None  # end of the burst answering the last keys
         self._redraw_expected = False  # after a resize the shell redraws the line by itself
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        self._out_state = _Out.GROUND
-        self._sequence = ""
-        self._out_handlers = {
-            _Out.GROUND: self._out_ground,
-            _Out.ESCAPE: self._out_escape,
-            _Out.CSI: self._out_csi,
-            _Out.STRING: self._out_string,
-            _Out.STRING_ESCAPE: self._out_string_escape,
-        }
+        self._output = _OutputParser(self._rows, self._alternate_screen)
         self.full_screen = False
         self._alternate = False  # the target's output switched to the alternate screen
         self._full_screen_allowed = False  # the accepted line may switch judging off there
         self._shell_prompt: str | None = None  # the prompt of the line that was allowed it
-        self.bracketed_paste = False  # the application asked for bracketed paste (?2004h)
         self._phase = _Phase.WAITING
         self._prompt_row = 0  # absolute index (rows dropped + index)
         self._prompt_col = 0
@@ -379,19 +528,7 @@ class LineDetector:
         self._run_start: int | None = None  # the cursor's offset in the line when it began
         self._run_time: float | None = None  # when the last key arrived
         self._line_keys: str | None = ""  # every key since the prompt, while all were plain text
-        self._in_state = _In.GROUND
-        self._held = bytearray()  # an escape sequence that may still become a paste start
-        self._paste = bytearray()
-        self._in_handlers = {
-            _In.GROUND: self._in_ground,
-            _In.ESCAPE: self._in_escape,
-            _In.CSI: self._in_csi,
-            _In.SS3: self._in_ss3,
-            _In.PASTE: self._in_paste,
-            _In.CTRL_X: self._in_ctrl_x,
-        }
-        self._accepting = ""  # set by a handler when the key accepts the line
-        self._prefix = b""  # bytes a handler releases while it keeps the current one
+        self._keys = _KeyParser(self)
         self._overflow_mark = 0  # rows overflowed before the current line began
         self._recall_expected = False  # C-o: the shell puts the next history line on the prompt
         self._prompt_unknown = False  # that line came, but the prompt before it did not match
@@ -402,6 +539,11 @@ class LineDetector:
         may redraw the line without a key being pressed."""
         self._rows.columns = max(2, columns)
         self._redraw_expected = True
+
+    @property
+    def bracketed_paste(self) -> bool:
+        """The application asked for bracketed paste (`CSI ?2004h`)."""
+        return self._output.bracketed_paste
 
     # -- output
     def feed_output(self, data: bytes, now: float | None = None) -> None:
@@ -422,8 +564,7 @@ class LineDetector:
         if newline >= 0 and (self._phase is _Phase.WAITING or len(data) > BULK_OUTPUT_BYTES):
             self._skip_to(data, newline)
             data = data[newline + 1 :]
-        for char in self._decoder.decode(data):
-            self._out_handlers[self._out_state](char)
+        self._output.feed(self._decoder.decode(data))
         if (
             self._phase is _Phase.EDITING
             and not self._echo_seen
@@ -449,100 +590,8 @@ class LineDetector:
         for toggle in _ALT_SCREEN_BYTES.findall(data, 0, newline):
             self._alternate_screen(toggle == b"h")
         self._decoder.reset()
-        self._out_state = _Out.GROUND
-        self._sequence = ""
+        self._output.reset()
         self._rows.reset()
-
-    def _out_ground(self, char: str) -> None:
-        if char == "\x1b":
-            self._out_state = _Out.ESCAPE
-            self._sequence = ""
-        elif char >= " " and char != "\x7f":
-            self._rows.put(char)
-        elif char == "\r":
-            self._rows.carriage_return()
-        elif char in "\n\x0b\x0c":
-            self._rows.line_feed()
-        elif char == "\b":
-            self._rows.backspace()
-        elif char == "\t":
-            self._rows.tab()
-
-    def _out_escape(self, char: str) -> None:
-        self._out_state = _Out.GROUND
-        if char == "[":
-            self._out_state = _Out.CSI
-        elif char in "]PX^_":
-            self._out_state = _Out.STRING
-        elif char in " #%()*+-./":
-            self._out_state = _Out.ESCAPE  # an intermediate byte: the next one ends it
-        elif char == "7":
-            self._rows.saved = (self._rows.row, self._rows.col)
-        elif char == "8":
-            row, col = self._rows.saved
-            self._rows.row = min(row, len(self._rows.rows) - 1)
-            self._rows.column(col)
-        elif char == "M":
-            self._rows.up(1)
-        elif char in "DE":
-            self._rows.line_feed()
-            if char == "E":
-                self._rows.carriage_return()
-        elif char == "c":
-            self._rows.reset()
-
-    def _out_csi(self, char: str) -> None:
-        if "\x40" <= char <= "\x7e":
-            self._out_state = _Out.GROUND
-            self._csi(self._sequence, char)
-        elif char == "\x1b":
-            self._out_state = _Out.ESCAPE
-        elif len(self._sequence) < MAX_SEQUENCE_CHARS:
-            self._sequence += char
-        else:
-            self._out_state = _Out.GROUND
-
-    def _out_string(self, char: str) -> None:
-        if char == "\x07":
-            self._out_state = _Out.GROUND
-        elif char == "\x1b":
-            self._out_state = _Out.STRING_ESCAPE
-
-    def _out_string_escape(self, char: str) -> None:
-        self._out_state = _Out.GROUND if char == "\\" else _Out.STRING
-
-    def _csi(self, parameters: str, final: str) -> None:
-        if parameters.startswith("?"):
-            if final in "hl":
-                modes = parameters[1:].split(";")
-                if _ALT_SCREEN_MODES.intersection(modes):
-                    self._alternate_screen(final == "h")
-                if "2004" in modes:
-                    self.bracketed_paste = final == "h"
-            return
-        if not re.fullmatch(r"[0-9;]*", parameters):
-            return
-        numbers = [int(part) if part else 0 for part in parameters.split(";")]
-        first = numbers[0] if numbers else 0
-        count = max(1, first)
-        rows = self._rows
-        handlers = {
-            "K": lambda: rows.erase_line(first),
-            "J": lambda: rows.erase_display(first),
-            "A": lambda: rows.up(count),
-            "B": lambda: rows.down(count),
-            "C": lambda: rows.forward(count),
-            "D": lambda: rows.back(count),
-            "G": lambda: rows.column(count - 1),
-            "@": lambda: rows.insert_blanks(count),
-            "P": lambda: rows.delete_chars(count),
-            "X": lambda: rows.erase_chars(count),
-            "H": lambda: rows.reset(max(1, numbers[1] if len(numbers) > 1 else 1) - 1),
-            "f": lambda: rows.reset(max(1, numbers[1] if len(numbers) > 1 else 1) - 1),
-        }
-        handler = handlers.get(final)
-        if handler is not None:
-            handler()
 
     def _alternate_screen(self, on: bool) -> None:
         """The alternate screen switches judging off only for a line the gate let start a
@@ -575,22 +624,22 @@ class LineDetector:
             self._run_time = now
         for index in range(len(data)):
             byte = data[index : index + 1]
-            outcome = self._in_handlers[self._in_state](byte)
+            outcome = self._keys.key(byte)
             if outcome is _KeyOutcome.FORWARD:
-                pending += self._take_held() + byte
+                pending += self._keys.take_held() + byte
             elif outcome is _KeyOutcome.KEEP:
                 continue
             elif outcome is _KeyOutcome.PREFIX:
-                pending += self._prefix
-                self._prefix = b""
+                pending += self._keys.prefix
+                self._keys.prefix = b""
             elif outcome is _KeyOutcome.PASTE_DONE:
                 if pending:
                     events.append(Forward(bytes(pending)))
                     pending.clear()
                 events.append(self._finish_paste())
             elif outcome is _KeyOutcome.ENTER:
-                key, self._accepting = self._accepting, ""
-                held = self._take_held()
+                key, self._keys.accepting = self._keys.accepting, ""
+                held = self._keys.take_held()
                 if not key:
                     pending += held
                 if pending:
@@ -598,111 +647,18 @@ class LineDetector:
                 rest = data[index + 1 :]
                 line = self.current_line()
                 if key:
-                    line = CommandLine(
-                        line.text,
-                        line.prompt,
-                        line.certain,
-                        line.reason,
-                        line.full_screen,
-                        line.echoed,
-                        line.password_prompt,
-                        key,
-                    )
+                    line = dataclasses.replace(line, key=key)
                 accept = (held + byte) if key else byte
                 events.append(Enter(line, accept, rest, _paste_text(rest)))
                 return events
-        if self.full_screen and self._held:
-            pending += self._take_held()
+        if self.full_screen and self._keys.held:
+            pending += self._keys.take_held()
         if pending:
             events.append(Forward(bytes(pending)))
         return events
 
-    def _take_held(self) -> bytes:
-        held, self._held = bytes(self._held), bytearray()
-        return held
-
-    def _in_ground(self, byte: bytes) -> _KeyOutcome:
-        if byte == b"\x1b":
-            self._in_state = _In.ESCAPE
-            self._held = bytearray(byte) if not self.full_screen else bytearray()
-            return _KeyOutcome.KEEP if not self.full_screen else _KeyOutcome.FORWARD
-        if self.full_screen:
-            if byte in ENTER_KEYS:
-                return _KeyOutcome.ENTER
-            self._note_key(byte)
-            return _KeyOutcome.FORWARD
-        if byte in ENTER_KEYS:
-            self._recall_expected = self._recall_expected or byte == b"\x0f"
-            return _KeyOutcome.ENTER
-        if byte == b"\x18":  # C-x: a prefix; what follows may accept the line
-            self._in_state = _In.CTRL_X
-            self._held = bytearray(byte)
-            return _KeyOutcome.KEEP
-        if byte == META_HASH:
-            self._note_key(b"\x1b")
-            self._held = bytearray()
-            self._accepting = ACCEPTING_KEYS[b"\x1b#"]
-            return _KeyOutcome.ENTER
-        if byte in CANCEL_KEYS:
-            self._after_enter()
-            return _KeyOutcome.FORWARD
-        self._note_key(byte)
-        return _KeyOutcome.FORWARD
-
-    def _in_ctrl_x(self, byte: bytes) -> _KeyOutcome:
-        self._in_state = _In.GROUND
-        self._note_key(b"\x18")
-        key = ACCEPTING_KEYS.get(bytes(self._held) + byte)
-        if key is not None:
-            self._accepting = key
-            return _KeyOutcome.ENTER
-        if byte == b"\x1b":  # C-x ESC: forward the prefix, read the escape on its own
-            self._in_state = _In.ESCAPE
-            forward = self._take_held()
-            self._held = bytearray(byte)
-            self._prefix = forward
-            return _KeyOutcome.PREFIX
-        return _KeyOutcome.FORWARD
-
-    def _in_escape(self, byte: bytes) -> _KeyOutcome:
-        self._in_state = {b"[": _In.CSI, b"O": _In.SS3}.get(byte, _In.GROUND)
-        self._note_key(b"\x1b")
-        if byte == b"#" and not self.full_screen:
-            self._accepting = ACCEPTING_KEYS[b"\x1b#"]
-            return _KeyOutcome.ENTER
-        return self._hold_if_paste_start(byte)
-
-    def _in_csi(self, byte: bytes) -> _KeyOutcome:
-        if 0x40 <= byte[0] <= 0x7E:
-            self._in_state = _In.GROUND
-            if bytes(self._held) + byte == PASTE_START:
-                self._held = bytearray()
-                self._in_state = _In.PASTE
-                self._paste = bytearray(PASTE_START)
-                return _KeyOutcome.KEEP
-        return self._hold_if_paste_start(byte)
-
-    def _in_ss3(self, byte: bytes) -> _KeyOutcome:
-        self._in_state = _In.GROUND
-        return _KeyOutcome.FORWARD
-
-    def _in_paste(self, byte: bytes) -> _KeyOutcome:
-        self._paste += byte
-        if self._paste.endswith(PASTE_END) or len(self._paste) > MAX_PASTE_BYTES:
-            self._in_state = _In.GROUND
-            return _KeyOutcome.PASTE_DONE
-        return _KeyOutcome.KEEP
-
-    def _hold_if_paste_start(self, byte: bytes) -> _KeyOutcome:
-        """Keep an escape sequence back only while it may still become a paste start."""
-        if self._held and PASTE_START.startswith(bytes(self._held) + byte):
-            self._held += byte
-            return _KeyOutcome.KEEP
-        return _KeyOutcome.FORWARD
-
     def _finish_paste(self) -> Paste:
-        data = bytes(self._paste)
-        self._paste = bytearray()
+        data = self._keys.take_paste()
         body = data[len(PASTE_START) :]
         body = body.removesuffix(PASTE_END)
         text = _paste_text(body) or ""
@@ -878,38 +834,9 @@ class LineDetector:
         return self._located_text()[0]
 
     def _located_text(self) -> tuple[str, bool, str]:
-        rows = self._rows
-        index = self._prompt_row - rows.dropped
-        if (
-            0 <= index < len(rows.rows)
-            and "".join(rows.rows[index].cells[: self._prompt_col]) == self._prompt
-        ):
-            return rows.text_from(index, self._prompt_col), True, ""
-        if rows.overflowed > self._overflow_mark and index < 0:
-            return (
-                rows.text_from(0, 0),
-                False,
-                f"the line is longer than the {MAX_ROWS} rows the gateway reads",
-            )
-        current = rows.rows[rows.row].text()
-        search = _REVERSE_SEARCH.match(current)
-        if search:
-            if current.count("':") > 1:  # the search text itself may hold the separator
-                return (
-                    search.group(1).rstrip(),
-                    False,
-                    "the reverse-search row can be read more than one way",
-                )
-            return search.group(1).rstrip(), True, ""
-        prompt = self._prompt.rstrip()
-        for candidate in range(len(rows.rows)):
-            row_text = "".join(rows.rows[candidate].cells)
-            if prompt and row_text.startswith(self._prompt):
-                return rows.text_from(candidate, len(self._prompt)), True, ""
-        start = rows.row
-        while start > 0 and rows.rows[start].wrapped:
-            start -= 1
-        return rows.text_from(start, 0), False, "the prompt is no longer on the screen"
+        return self._rows.find_line(
+            self._prompt_row, self._prompt_col, self._prompt, self._overflow_mark
+        )
 
     def _combined(self, pasted: str) -> str:
         """The current line with `pasted` put in at the cursor."""
@@ -922,6 +849,118 @@ class LineDetector:
                 before = text[:cut].ljust(cut)
                 return before + pasted + text[cut:]
         return text + pasted
+
+
+class _KeyParser:
+    """The grammar of the user's keys: ESC, CSI and SS3 sequences, a bracketed paste (kept
+    whole), the C-x prefix, and the keys besides Enter that accept a line. What a key means
+    for the line being edited goes to `line`, the detector it belongs to."""
+
+    def __init__(self, line: LineDetector) -> None:
+        self.line = line
+        self.state = _In.GROUND
+        self.held = bytearray()  # an escape sequence that may still become a paste start
+        self.paste = bytearray()
+        self.accepting = ""  # set by a handler when the key accepts the line
+        self.prefix = b""  # bytes a handler releases while it keeps the current one
+        self._handlers = {
+            _In.GROUND: self._ground,
+            _In.ESCAPE: self._escape,
+            _In.CSI: self._csi,
+            _In.SS3: self._ss3,
+            _In.PASTE: self._paste,
+            _In.CTRL_X: self._ctrl_x,
+        }
+
+    def key(self, byte: bytes) -> _KeyOutcome:
+        return self._handlers[self.state](byte)
+
+    def take_paste(self) -> bytes:
+        data, self.paste = bytes(self.paste), bytearray()
+        return data
+
+    def take_held(self) -> bytes:
+        held, self.held = bytes(self.held), bytearray()
+        return held
+
+    def _ground(self, byte: bytes) -> _KeyOutcome:
+        if byte == b"\x1b":
+            self.state = _In.ESCAPE
+            self.held = bytearray(byte) if not self.line.full_screen else bytearray()
+            return _KeyOutcome.KEEP if not self.line.full_screen else _KeyOutcome.FORWARD
+        if self.line.full_screen:
+            if byte in ENTER_KEYS:
+                return _KeyOutcome.ENTER
+            self.line._note_key(byte)
+            return _KeyOutcome.FORWARD
+        if byte in ENTER_KEYS:
+            self.line._recall_expected = self.line._recall_expected or byte == b"\x0f"
+            return _KeyOutcome.ENTER
+        if byte == b"\x18":  # C-x: a prefix; what follows may accept the line
+            self.state = _In.CTRL_X
+            self.held = bytearray(byte)
+            return _KeyOutcome.KEEP
+        if byte == META_HASH:
+            self.line._note_key(b"\x1b")
+            self.held = bytearray()
+            self.accepting = ACCEPTING_KEYS[b"\x1b#"]
+            return _KeyOutcome.ENTER
+        if byte in CANCEL_KEYS:
+            self.line._after_enter()
+            return _KeyOutcome.FORWARD
+        self.line._note_key(byte)
+        return _KeyOutcome.FORWARD
+
+    def _ctrl_x(self, byte: bytes) -> _KeyOutcome:
+        self.state = _In.GROUND
+        self.line._note_key(b"\x18")
+        key = ACCEPTING_KEYS.get(bytes(self.held) + byte)
+        if key is not None:
+            self.accepting = key
+            return _KeyOutcome.ENTER
+        if byte == b"\x1b":  # C-x ESC: forward the prefix, read the escape on its own
+            self.state = _In.ESCAPE
+            forward = self.take_held()
+            self.held = bytearray(byte)
+            self.prefix = forward
+            return _KeyOutcome.PREFIX
+        return _KeyOutcome.FORWARD
+
+    def _escape(self, byte: bytes) -> _KeyOutcome:
+        self.state = {b"[": _In.CSI, b"O": _In.SS3}.get(byte, _In.GROUND)
+        self.line._note_key(b"\x1b")
+        if byte == b"#" and not self.line.full_screen:
+            self.accepting = ACCEPTING_KEYS[b"\x1b#"]
+            return _KeyOutcome.ENTER
+        return self._hold_if_paste_start(byte)
+
+    def _csi(self, byte: bytes) -> _KeyOutcome:
+        if 0x40 <= byte[0] <= 0x7E:
+            self.state = _In.GROUND
+            if bytes(self.held) + byte == PASTE_START:
+                self.held = bytearray()
+                self.state = _In.PASTE
+                self.paste = bytearray(PASTE_START)
+                return _KeyOutcome.KEEP
+        return self._hold_if_paste_start(byte)
+
+    def _ss3(self, byte: bytes) -> _KeyOutcome:
+        self.state = _In.GROUND
+        return _KeyOutcome.FORWARD
+
+    def _paste(self, byte: bytes) -> _KeyOutcome:
+        self.paste += byte
+        if self.paste.endswith(PASTE_END) or len(self.paste) > MAX_PASTE_BYTES:
+            self.state = _In.GROUND
+            return _KeyOutcome.PASTE_DONE
+        return _KeyOutcome.KEEP
+
+    def _hold_if_paste_start(self, byte: bytes) -> _KeyOutcome:
+        """Keep an escape sequence back only while it may still become a paste start."""
+        if self.held and PASTE_START.startswith(bytes(self.held) + byte):
+            self.held += byte
+            return _KeyOutcome.KEEP
+        return _KeyOutcome.FORWARD
 
 
 class _KeyOutcome(enum.Enum):
