@@ -37,6 +37,8 @@ FORBIDDEN = {
 
 # "importer -> imported" -> who removes it.
 BACK_ARROWS_TODAY: dict[str, str] = {
+    "replay.masking_view -> proxy.runtime": "session",  # the mask key's name, to storage/
+    "replay.masking_view -> proxy.config": "session",
     # The masking engine serves the gateway and the replay of old recordings alike; it belongs
     # below both (a package of its own), not in proxy/.
     "replay.masking_view -> proxy.masking": "habits",
@@ -50,6 +52,8 @@ BACK_ARROWS_TODAY: dict[str, str] = {
 CYCLE_EDGES_TODAY: dict[str, str] = {
     "proxy.pg.backend -> proxy.pg.session": "pg",
     "proxy.pg.frontend -> proxy.pg.session": "pg",
+    "proxy.recording -> proxy.runtime": "session",  # mask_secret
+    "proxy.ssh.menu -> proxy.ssh.server": "session",  # the menu calls the server's _connect
 }
 
 
