@@ -71,6 +71,11 @@ def run_status(args: argparse.Namespace) -> int:
             report = asyncio.run(_fleet_status(config, settings))
         except (SchemaMismatch, StoreUnavailable, ValueError) as exc:
             raise CommandError(str(exc)) from None
+    if config.recordings is not None:  # the spool in front of object storage: files only
+        from storage.spool import spool_status
+
+        spool = spool_status(config.recordings, config.data_dir)
+        report["recordings"] = spool.to_json()
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -84,4 +89,6 @@ def run_status(args: argparse.Namespace) -> int:
         )
     if "pending_holds" in report:
         print(f"live sessions {report['live_sessions']}, pending holds {report['pending_holds']}")
+    if config.recordings is not None:
+        print("\n".join(spool.lines()))
     return 0

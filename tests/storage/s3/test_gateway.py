@@ -105,6 +105,10 @@ async def test_a_store_away_for_a_while_costs_no_session_and_no_byte(harness, se
         assert refused.status != 0 and "should-not-run" not in refused.out
         assert "recording spool holds" in refused.err and "limit" in refused.err, refused.err
         assert seaweed.endpoint not in refused.err  # the store's address stays inside
+        status_code, shown, err = await harness.hoop("status")  # what the operator sees
+        assert status_code == 0, err
+        assert "store FAILING since" in shown and "OVER THE LIMIT" in shown, shown
+        assert "3 recording(s) waiting, limit 200.0 KiB" in shown, shown
     finally:
         await asyncio.to_thread(seaweed.start)
     await drained(harness)
