@@ -592,6 +592,28 @@ class _Reader:
                 )
         return targets
 
+    def key_file(self, entry: dict[str, Any], where: str) -> Path | None:
+        """A target's `key_file`, relative to the configuration, read once to check it."""
+        import asyncssh
+
+        key_text = self.string(entry, "key_file", where)
+        if not key_text:
+            return None
+        key_file = Path(key_text)
+        if not key_file.is_absolute():
+            key_file = (self.path.parent / key_file).resolve()
+        try:
+            asyncssh.read_private_key(key_file)
+        except OSError as exc:
+            raise self.error(
+                f"{where}.key_file", f"cannot read {key_file}: {exc.strerror}"
+            ) from None
+        except (ValueError, asyncssh.KeyImportError) as exc:
+            raise self.error(
+                f"{where}.key_file", f"{key_file} is not an unencrypted private key: {exc}"
+            ) from None
+        return key_file
+
     def ssh_target(
         self,
         entry: dict[str, Any],
@@ -604,22 +626,7 @@ class _Reader:
         import asyncssh  # here, not at the top: `hoop-tui --help` needs no SSH
 
         user = self.string(entry, "user", where, required=True)
-        key_text = self.string(entry, "key_file", where)
-        key_file: Path | None = None
-        if key_text:
-            key_file = Path(key_text)
-            if not key_file.is_absolute():
-                key_file = (self.path.parent / key_file).resolve()
-            try:
-                asyncssh.read_private_key(key_file)
-            except OSError as exc:
-                raise self.error(
-                    f"{where}.key_file", f"cannot read {key_file}: {exc.strerror}"
-                ) from None
-            except (ValueError, asyncssh.KeyImportError) as exc:
-                raise self.error(
-                    f"{where}.key_file", f"{key_file} is not an unencrypted private key: {exc}"
-                ) from None
+        key_file = self.key_file(entry, where)
         password_env = self.string(entry, "password_env", where) or None
         if key_file is None and password_env is None:
             raise self.error(where, "needs key_file or password_env: the gateway's credential")
