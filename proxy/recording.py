@@ -29,6 +29,7 @@ from replay.search import index_when_closed
 from storage.catalogue import SqliteCatalogue
 from storage.recorder import RecordingWriter, new_session_id, start_recording
 from storage.schema import EventType, RecordingHeader
+from storage.signing import load_or_create_mask_key as mask_secret
 
 REDACTED = b"[redacted]"
 # The end of a line of output that asks for something the terminal will not echo.
@@ -171,8 +172,6 @@ _MASK_POLICIES: dict[int, tuple[GatewayConfig, MaskPolicy]] = {}
 
 def typed_secrets(config: GatewayConfig, identity: Identity, target: str) -> TypedSecrets:
     """The filter for one session: this caller's masks on this target, from the config."""
-    from proxy.runtime import mask_secret  # the runtime imports this module
-
     known = _MASK_POLICIES.get(id(config))
     if known is None or known[0] is not config:
         policy = MaskPolicy.from_raw_config(config.raw, config.path, mask_secret(config.data_dir))

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import secrets
 import signal
 import time
 from collections.abc import Callable
@@ -37,9 +35,10 @@ from proxy.ssh.console_pty import workstation_command
 from proxy.ssh.gateway import SshGateway
 from proxy.ssh.link import TargetLink
 from storage.catalogue import SqliteCatalogue
-from storage.private import private_dir, private_tree_top
+from storage.private import private_tree_top
 from storage.recorder import recover_unfinished
 from storage.schema import EventType
+from storage.signing import load_or_create_mask_key as mask_secret
 from storage.state import AuditEntry, Grant, GrantStatus, HoldStatus, SqliteState
 
 log = logging.getLogger("hoop.gateway")
@@ -68,21 +67,6 @@ def jit_approvers(config: GatewayConfig, target: str) -> list[str]:
     found = config.targets.get(target)
     approvers = found.raw.get("jit_approvers", []) if found is not None else []
     return [str(group) for group in approvers]
-
-
-MASK_KEY_NAME = "mask.key"
-
-
-def mask_secret(data_dir: Path) -> bytes:
-    """The key of stable mask tokens (a keyed hash), made once, owner-only: tokens let auditors
-    correlate masked values across sessions without seeing them."""
-    path = data_dir / MASK_KEY_NAME
-    if not path.exists():
-        private_dir(data_dir)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(secrets.token_bytes(32))
-    return path.read_bytes()
 
 
 def screen_of_recording(path: Path) -> list[str]:

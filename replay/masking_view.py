@@ -26,12 +26,13 @@ import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from proxy.mask_stream import QUIET_FLUSH_S, MaskStream
 from proxy.masking import MaskAct, Masker, MaskPolicy, make_token
 from replay.sources import EventSource
 from storage.schema import Event, EventType, RecordingHeader
+from storage.signing import MASK_KEY_NAME
 
 QUIET_US = int(QUIET_FLUSH_S * 1_000_000)
 STREAM_TYPES = (EventType.OUTPUT, EventType.INPUT)
@@ -238,13 +239,22 @@ class CurrentMasks:
         return MaskedSource(source, self.masker_for(source.header))
 
 
-def load_current_masks(config_path: Path) -> CurrentMasks:
-    """The mask rules of `config_path` with the gateway's token secret (from its data
-    directory). Raises ConfigError (naming file, rule and key) or OSError."""
-    from proxy.config import load_config
-    from proxy.runtime import MASK_KEY_NAME  # the gateway's module: loaded only when needed
+class MaskedConfig(Protocol):
+    """What the masks need of a loaded gateway configuration (`proxy.config.GatewayConfig`)."""
 
-    config = load_config(config_path)
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def data_dir(self) -> Path: ...
+
+    @property
+    def raw(self) -> dict[str, Any]: ...
+
+
+def load_current_masks(config: MaskedConfig) -> CurrentMasks:
+    """The mask rules of a loaded configuration with the gateway's token secret (from its data
+    directory). Raises ConfigError (naming file, rule and key) or OSError."""
     key = config.data_dir / MASK_KEY_NAME
     secret = key.read_bytes() if key.exists() else b""
     policy = MaskPolicy.from_raw_config(config.raw, config.path, secret)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -18,6 +19,9 @@ from storage.private import private_dir, private_file
 
 PRIVATE_KEY_NAME = "recording_key"
 PUBLIC_KEY_NAME = "recording_key.pub"
+# The key of stable mask tokens, beside the signing key: the gateway makes it, the replay of
+# old recordings reads it to mask them with today's rules the same way.
+MASK_KEY_NAME = "mask.key"
 
 
 class SigningKeyError(Exception):
@@ -50,6 +54,18 @@ def load_or_create_signing_key(data_dir: Path) -> Ed25519PrivateKey:
     public_path = private_file(data_dir / PUBLIC_KEY_NAME)
     public_path.write_bytes(public + b" hoop-tui recording signer\n")
     return key
+
+
+def load_or_create_mask_key(data_dir: Path) -> bytes:
+    """The key of stable mask tokens (a keyed hash), made once, owner-only: tokens let auditors
+    correlate masked values across sessions without seeing them."""
+    path = data_dir / MASK_KEY_NAME
+    if not path.exists():
+        private_dir(data_dir)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(secrets.token_bytes(32))
+    return path.read_bytes()
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:

@@ -90,11 +90,11 @@ def with_masks(source: Source, config_file: str | None) -> Any:
     """`source` seen through today's `[[masks]]` of `config_file`, every rule applying."""
     if not config_file:
         return source
-    from proxy.config import ConfigError
+    from proxy.config import ConfigError, load_config
     from replay.masking_view import load_current_masks
 
     try:
-        masks = load_current_masks(Path(config_file))
+        masks = load_current_masks(load_config(Path(config_file)))
     except (ConfigError, OSError) as exc:
         raise CommandError(str(exc)) from None
     return masks.view(source)

@@ -110,7 +110,7 @@ class Workstation(App[None]):
         if self.config is None:
             return None
         try:
-            masks = load_current_masks(self.config)
+            masks = load_current_masks(load_config(self.config))
         except (ConfigError, OSError) as exc:
             self.notify(f"{exc}; recordings are shown as recorded", title="Masks", timeout=30)
             return None

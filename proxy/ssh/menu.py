@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import asyncssh
 
+from proxy.auth import Identity
 from proxy.config import TargetConfig
 from proxy.oidc.certs import LOGIN_COMMAND
 from proxy.ssh.console_pty import PtyChild, workstation_refusal
 
-if TYPE_CHECKING:
-    from proxy.ssh.channels import CallerChannel
-    from proxy.ssh.server import CallerServer
+Bridge = asyncssh.SSHServerSession[bytes]
 
 CTRL_C, CTRL_D, BACKSPACE, DELETE = 0x03, 0x04, 0x08, 0x7F
 
@@ -67,19 +67,34 @@ def target_list(targets: list[TargetConfig]) -> str:
     return "\r\n".join(lines) + "\r\n"
 
 
+@dataclass(frozen=True, slots=True)
+class MenuCaller:
+    """What the menu knows of the logged-in caller, and what it may ask the server for."""
+
+    identity: Identity
+    login_user: str  # as typed at login, for the hint that names it
+    client: str
+    targets: list[TargetConfig]  # those the caller's groups allow
+    access_problem: Callable[[str], str | None]  # why not this target now (None: it may)
+    # a new link to the chosen target, and the channel that bridges this session to it
+    start_bridge: Callable[[str], Bridge]
+    start_issue: Callable[[str, Any], None]  # `hoop-tui login` (proxy/oidc)
+    console: Callable[..., Any] | None = None
+    workstation: Callable[[Identity, str], tuple[list[str], dict[str, str]]] | None = None
+
+
 class MenuChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
     """Lists the caller's targets; with a terminal, lets them pick one and bridges to it."""
 
     PROMPT = b"Target (number or name, empty to quit): "
 
-    def __init__(self, server: CallerServer) -> None:
-        self.server = server
-        assert server.identity is not None
-        self.targets = server.context.allowed_targets(server.identity)
+    def __init__(self, caller: MenuCaller) -> None:
+        self.caller = caller
+        self.targets = caller.targets
         self.chan: asyncssh.SSHServerChannel[bytes] | None = None
         self.term: tuple[str, tuple[int, int, int, int], Mapping[int, int]] | None = None
         self.line = bytearray()
-        self.bridge: CallerChannel | None = None
+        self.bridge: Bridge | None = None
         self.command = ""
         self.console_lines: asyncio.Queue[str | None] | None = None
         self.console_task: asyncio.Future[None] | None = None
@@ -104,18 +119,18 @@ class MenuChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
     def session_started(self) -> None:
         assert self.chan is not None
         if self.command.partition(" ")[0] == LOGIN_COMMAND:  # `hoop-tui login`: proxy/oidc
-            self.server.start_issue(self.command, self.chan)
+            self.caller.start_issue(self.command, self.chan)
             return
         if self.command == "console":
-            if self.term is not None and self.server.context.workstation is not None:
+            if self.term is not None and self.caller.workstation is not None:
                 self._start_workstation()
                 return
-            if self.server.context.console is not None:
+            if self.caller.console is not None:
                 self._start_console()
                 return
         self.chan.write(target_list(self.targets).encode())
         if self.term is None or not self.targets:
-            name = self.server.login.user
+            name = self.caller.login_user
             hint = f"Connect with: ssh -J {name}@GATEWAY TARGET  or  ssh {name}+TARGET@GATEWAY\r\n"
             self.chan.write(hint.encode())
             self.chan.exit(0)
@@ -124,7 +139,7 @@ class MenuChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
 
     def _start_console(self) -> None:
         """`ssh -t bob@gateway console`: the approver console, acting as bob."""
-        assert self.chan is not None and self.server.identity is not None
+        assert self.chan is not None
         chan = self.chan
         self.console_lines = asyncio.Queue()
 
@@ -132,9 +147,9 @@ class MenuChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             if not chan.is_closing():
                 chan.write(text.replace("\r\n", "\n").replace("\n", "\r\n").encode())
 
-        console = self.server.context.console
+        console = self.caller.console
         assert console is not None
-        session = console(self.server.identity, self.console_lines.get, write)
+        session = console(self.caller.identity, self.console_lines.get, write)
 
         async def run() -> None:
             try:
@@ -149,9 +164,9 @@ class MenuChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         """`ssh -t bob@gateway console`: the full-screen workstation on a pseudo-terminal,
         acting as bob through a one-time console ticket."""
         assert self.chan is not None and self.term is not None
-        assert self.server.identity is not None and self.server.context.workstation is not None
+        assert self.caller.workstation is not None
         chan = self.chan
-        identity = self.server.identity
+        identity = self.caller.identity
         term_type, size, _ = self.term
         refusal = workstation_refusal(identity.name)
         if refusal is not None:
@@ -159,7 +174,7 @@ class MenuChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             chan.write_stderr(f"hoop: {refusal}\r\n".encode())
             chan.exit(1)
             return
-        argv, env = self.server.context.workstation(identity, term_type)
+        argv, env = self.caller.workstation(identity, term_type)
         child = PtyChild(chan, argv, env, size, owner=identity.name)
         self.workstation = child
 
@@ -175,7 +190,7 @@ class MenuChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             log.info(
                 "%s from %s opened the remote workstation (pid %s)",
                 identity.name,
-                self.server.client,
+                self.caller.client,
                 child.pid,
             )
 
@@ -235,8 +250,6 @@ class MenuChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
                 self.chan.write(bytes([byte]))
 
     def _choose(self, choice: str) -> None:
-        from proxy.ssh.channels import CallerChannel
-
         assert self.chan is not None and self.term is not None
         self.line.clear()
         if not choice:
@@ -248,17 +261,11 @@ class MenuChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         if choice not in names:
             self.chan.write(f"No target {choice!r} for you here.\r\n".encode() + self.PROMPT)
             return
-        server = self.server
-        assert server.identity is not None
-        problem = server.context.access_problem(server.identity, choice)
+        problem = self.caller.access_problem(choice)
         if problem is not None:
             self.chan.write(problem.encode() + b"\r\n" + self.PROMPT)
             return
-        link = server.start_link(choice, "menu")
-        server.link = link
-        link.client_conn = server.conn
-        link.spawn(server._connect(link))
-        bridge = CallerChannel(link, server.context.inspector)
+        bridge = self.caller.start_bridge(choice)
         bridge.connection_made(self.chan)
         bridge.pty_requested(*self.term)
         bridge.shell_requested()

@@ -31,7 +31,7 @@ from proxy.ssh.forwarding import forward_to_target, listen_on_target
 from proxy.ssh.hostkeys import HostKeys
 from proxy.ssh.link import LinkRegistry, TargetLink
 from proxy.ssh.login import LoginName, parse_login
-from proxy.ssh.menu import MenuChannel, NoticeChannel
+from proxy.ssh.menu import MenuCaller, MenuChannel, NoticeChannel
 from proxy.ssh.upstream import TargetUnavailable
 
 log = logging.getLogger("hoop.ssh")
@@ -198,7 +198,28 @@ class CallerServer(OidcLogin, asyncssh.SSHServer):
         if self.refusal is not None:
             return NoticeChannel(self.refusal, status=1)
         assert self.identity is not None
-        return MenuChannel(self)
+        identity = self.identity
+        return MenuChannel(
+            MenuCaller(
+                identity,
+                self.login.user,
+                self.client,
+                self.context.allowed_targets(identity),
+                lambda name: self.context.access_problem(identity, name),
+                self._bridge_from_menu,
+                self.start_issue,
+                self.context.console,
+                self.context.workstation,
+            )
+        )
+
+    def _bridge_from_menu(self, target_name: str) -> CallerChannel:
+        """The caller picked a target in the menu: this connection's link from now on, and the
+        channel that bridges the menu's session to it."""
+        link = self.link = self.start_link(target_name, "menu")
+        link.client_conn = self.conn
+        link.spawn(self._connect(link))
+        return CallerChannel(link, self.context.inspector)
 
     def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int

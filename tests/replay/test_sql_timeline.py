@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from proxy.config import load_config
 from proxy.masking import MaskPolicy
 from replay.mask_review import review_sql, review_terminal
 from replay.masking_view import load_current_masks
@@ -82,7 +83,7 @@ def test_recorded_row_masks_name_their_column_and_row(session):
 
 
 def test_todays_rules_mask_the_sql_text_and_say_so(session):
-    masks = load_current_masks(todays_config(session))
+    masks = load_current_masks(load_config(todays_config(session)))
     with RecordingReader.open(session.recording) as reader:
         masker = masks.masker_for(reader.header)
         timeline = build_sql_timeline(reader.events(), masker)
