@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from proxy.auth import Identity
 from proxy.config import GatewayConfig
+from proxy.oidc import expiry as session_expiry
 from proxy.recording import RecordingFilter, open_session_recording, session_header
 from storage.schema import EventType, RecordingHeader
 from storage.writer import RecordingFailed
@@ -106,6 +107,7 @@ class GatewaySession:
         self._starting: asyncio.Future[None] | None = None
         self._draining = False
         self._drain_task: asyncio.Task[None] | None = None
+        self._expiry: asyncio.TimerHandle | None = None  # proxy/oidc/expiry.py
         self._loop = asyncio.get_running_loop()
         registry.sessions.add(self)
 
@@ -184,6 +186,8 @@ class GatewaySession:
         self._filter = writer.filter
         writer.filter = None  # applied here, so that the tap sees what is written
         log.info("recording session %s (%s -> %s)", self.id, self.identity.name, self.target)
+        # a token's expiry, an agent's maximum session length: the session ends then
+        self._expiry = session_expiry.arm(self.identity, self.config.agents, self.end)
 
     # -- recording: one method per event kind --------------------------------------------------
 
@@ -336,6 +340,8 @@ class GatewaySession:
         self.closed = True
         self.end_reason = reason
         self.registry.sessions.discard(self)
+        if self._expiry is not None:
+            self._expiry.cancel()
         if self._drain_task is not None:
             self._drain_task.cancel()
         recording, self.recording = self.recording, None

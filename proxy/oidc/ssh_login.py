@@ -18,13 +18,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from typing import Any
 
 import asyncssh
 
 from proxy.auth import Identity, oidc_identity
 from proxy.names import fold_name
+from proxy.oidc import expiry
 from proxy.oidc.certs import IssueRefused
 from proxy.oidc.device import DeviceFlowFailed, DeviceStart
 from proxy.oidc.identity import person_for
@@ -34,8 +34,6 @@ log = logging.getLogger("hoop.oidc")
 
 PASSWORD_PROMPT = (("Password:", False),)
 TOKEN_PROMPT = (("Access token:", False),)
-EXPIRED_MESSAGE = "hoop: your sign-in has expired; the session ends. Connect again to sign in.\r\n"
-AGENT_LIMIT_MESSAGE = "hoop: this agent's session reached its maximum length and ends.\r\n"
 
 
 class OidcLogin:
@@ -166,24 +164,10 @@ class OidcLogin:
         self._issuing = asyncio.ensure_future(run())
 
     def arm_expiry(self) -> None:
-        """End this connection and its sessions when the identity's token expires (or an
-        agent's session reaches its maximum length)."""
-        identity = self.identity
-        if identity is None:
-            return
-        deadlines: list[tuple[float, str, str]] = []
-        if identity.expires_at is not None:
-            deadlines.append((identity.expires_at, "token expired", EXPIRED_MESSAGE))
-        agent = self.context.config.agents.get(identity.name) if identity.kind == "agent" else None
-        if agent is not None and agent.max_session > 0:
-            limit = time.time() + agent.max_session
-            deadlines.append((limit, "agent session limit", AGENT_LIMIT_MESSAGE))
-        if not deadlines:
-            return
-        when, reason, message = min(deadlines)
-        delay = max(0.0, when - time.time())
-        loop = asyncio.get_running_loop()
-        self._expiry = loop.call_later(delay, self._expired, reason, message)
+        """End this connection, with its sessions, when the identity's token expires (or an
+        agent's session reaches its maximum length): a menu or console has no session."""
+        if self.identity is not None:
+            self._expiry = expiry.arm(self.identity, self.context.config.agents, self._expired)
 
     def _expired(self, reason: str, message: str) -> None:
         assert self.identity is not None

@@ -1,0 +1,46 @@
+"""A session opened with a token ends when the token expires: the caller is told why (issue 16)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.gateway import GatewayHarness
+from tests.fixtures.oidc_provider import Provider
+from tests.proxy.oidc.conftest import AGENTS, PEOPLE, _start, oidc_toml
+
+
+@pytest.fixture
+def short_lived(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
+    """A provider whose access tokens live five seconds."""
+    yield from _start(
+        tmp_path_factory.mktemp("oidc-short"), agents=AGENTS, people=PEOPLE, access_token_ttl=5
+    )
+
+
+async def test_an_agents_ssh_session_ends_when_its_token_expires(
+    harness: GatewayHarness, short_lived: Provider, tmp_path: Path
+) -> None:
+    harness.add_target("web1", groups=["dev"])
+    harness.extra_toml = oidc_toml(short_lived, clock_skew="0s")
+    await harness.start()
+    token = short_lived.agent_token("ci-bot")
+    started = time.monotonic()
+    result = await harness.run(
+        "ssh",
+        "-p",
+        str(harness.port),
+        "ci-bot+web1@127.0.0.1",
+        "echo started; sleep 60; echo not-reached",
+        user="ci-bot",
+        password=token,
+        timeout=40,
+    )
+    took = time.monotonic() - started
+    assert "started" in result.out and "not-reached" not in result.out
+    assert result.status != 0
+    assert "sign-in has expired" in result.err, result.err
+    assert took < 20
