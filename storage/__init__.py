@@ -1,9 +1,21 @@
 """Recordings and gateway state: the durable side of hoop_tui.
 
-Everything the data path sees ends up here. `schema` holds THE table of recording event types
-and the format version; `writer` turns events into a crash-safe, hash-chained, signed file of
-independent zstd frames on a thread of its own; `reader` reads such a file back, seeks by time
-and says how far it can be trusted; `catalogue` lists sessions (SQLite by default).
+Where it sits: at the bottom. Everything the data path sees ends up here; it imports nothing
+from `proxy`, `replay` or `hoop_tui`, never imports Textual, and never turns recorded bytes
+into text.
 
-This package never imports Textual, and never turns recorded bytes into text.
+Recordings: `schema` holds THE table of recording event types and the format version;
+`encoder` turns events into file bytes (sans-IO); `writer` writes them on a thread of its
+own, crash-safe, hash-chained and signed (`signing`: the recording key and the mask key);
+`reader` reads a file back, seeks by time and says how far it can be trusted; `verify`
+proves one; `recorder` starts and finishes a session's recording in a data directory;
+`objectstore` and `spool` put recordings in S3-compatible storage through a local spool.
+
+Catalogue and search: `catalogue` lists sessions (SQLite by default), `search` is the
+full-text index beside it.
+
+State: `state` defines the `StateStore` interface and its types (holds, grants, audit, live
+sessions, failed logins); `sqlite_state` implements it on one gateway (`sqlite`: how SQLite
+files are opened), `pg_state` (with `pg_migrations`) for a fleet sharing PostgreSQL.
+`private` makes files and directories owner-only.
 """
