@@ -79,6 +79,13 @@ class OidcLogin:
             return ("", "", "en-US", PASSWORD_PROMPT)
         if self._device is not None:
             return False  # one sign-in per connection: clients retry keyboard-interactive
+        # Each device flow started counts as an attempt for this name and address (the login
+        # throttle), so a flood of connections cannot make the gateway flood the provider.
+        key = (self.client_host, name)
+        wait = auth.throttle.reserve(key)
+        auth.throttle.failed(key)
+        if wait > 0:
+            await asyncio.sleep(wait)
         try:
             self._device = await auth.oidc.start_device_flow()
         except (DeviceFlowFailed, TokenRefused) as exc:
@@ -119,6 +126,7 @@ class OidcLogin:
             self._banner(f"hoop: sign-in refused: {problem}\r\n")
             return False
         self.identity = oidc_identity(person)
+        auth.throttle.succeeded((self.client_host, name))
         log.info("%s signed in with OIDC (subject %s)", person.name, person.subject)
         return True
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from storage.reader import RecordingReader
 from tests.fixtures.gateway import GatewayHarness
 from tests.fixtures.oidc_provider import Provider
+from tests.fixtures.slapd import GROUP_BASE, USER_DN, Slapd
 from tests.proxy.oidc.conftest import oidc_toml
 
 
@@ -139,3 +140,33 @@ async def test_an_agent_pastes_its_token_and_a_local_user_its_password(
     )
     assert wrong.status != 0
     assert "has been revoked" in wrong.err
+
+
+async def test_directory_people_keep_their_password_prompt_beside_oidc(
+    harness: GatewayHarness, provider: Provider, slapd: Slapd
+) -> None:
+    """With [ldap] and [oidc] both set, a directory person typing their password in the
+    keyboard-interactive prompt (what plain ssh offers first) gets in as before."""
+    harness.ldap = {"url": slapd.url, "user_dn": USER_DN, "group_base": GROUP_BASE}
+    harness.add_target("web1", groups=["*"])
+    harness.extra_toml = oidc_toml(provider)
+    await harness.start()
+    config = harness.directory / "ssh_config-kbdint-password"
+    config.write_text(kbdint_config(harness).read_text() + "  NumberOfPasswordPrompts 1\n")
+    result = await harness.run_plain(
+        "ssh",
+        "-F",
+        str(config),
+        "-p",
+        str(harness.port),
+        "carol+web1@127.0.0.1",
+        "echo ldap-ok",
+        extra_env={
+            "SSH_ASKPASS": str(harness.directory / "askpass"),
+            "SSH_ASKPASS_REQUIRE": "force",
+            "DISPLAY": ":0",
+            "HOOP_TEST_PASSWORD": "carol-pw",
+        },
+    )
+    assert result.status == 0, result.err
+    assert result.out.strip() == "ldap-ok"
