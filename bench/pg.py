@@ -58,7 +58,7 @@ from proxy.holds.enforcement import Enforcer
 from proxy.holds.service import ApprovalService
 from proxy.pg.scram import make_verifier
 from proxy.pg.server import PgConnection, PgGateway
-from storage.state import SqliteState
+from storage.sqlite_state import SqliteState
 
 PG_HOST, PG_PORT, DATABASE, PG_USER = "127.0.0.1", 5432, "test", "root"
 PASSWORD = "bench-pw"
@@ -209,7 +209,7 @@ message = "no schema changes in the benchmark"
     control = ControlServer(socket_path(data), lambda name: None)
     service = ApprovalService(ApprovalBroker(SqliteState.in_data_dir(data), "bench"), control)
     await control.start()
-    service.start()
+    await service.start()
     gateway = PgGateway(config, Enforcer(service))
     await gateway.start()
     return gateway, service, control

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from proxy.holds.broker import ApprovalBroker, Person
 from proxy.holds.control import ControlClient, ControlServer, socket_path
@@ -32,7 +33,8 @@ from proxy.holds.service import ApprovalService
 from proxy.line_detector import CommandLine, LineDetector
 from proxy.policy import Caller, Verdict, decide_command_line, parse_policy
 from proxy.shell_gate import GuardGate
-from storage.state import SqliteState
+from storage.sqlite_state import SqliteState
+from storage.state import Hold
 
 POLICY = parse_policy(
     {
@@ -67,6 +69,11 @@ LINES = [  # {n} makes every line new, so no verdict comes from a cache
     "id -u {n}",
     "ps aux --sort=-rss",
 ]
+
+
+async def _held(service: ApprovalService, **request: Any) -> Hold:
+    """Hold a command and wait for its outcome, as a held session does."""
+    return await service.wait_for(await service.request_hold(**request))
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -188,7 +195,8 @@ async def hold_push(holds: int) -> list[float]:
         for number in range(holds):
             started = time.perf_counter()
             waiting = asyncio.ensure_future(
-                service.request_hold(
+                _held(
+                    service,
                     session_id="s",
                     user="alice",
                     target="web1",

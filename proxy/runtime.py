@@ -39,7 +39,8 @@ from storage.private import private_tree_top
 from storage.recorder import recover_unfinished
 from storage.schema import EventType
 from storage.signing import load_or_create_mask_key as mask_secret
-from storage.state import AuditEntry, Grant, GrantStatus, HoldStatus, SqliteState
+from storage.sqlite_state import SqliteState
+from storage.state import Grant, StateStore
 
 log = logging.getLogger("hoop.gateway")
 
@@ -98,7 +99,13 @@ def check_config(config: GatewayConfig) -> None:
 class GatewayRuntime:
     """Everything `hoop-tui gateway` runs, wired together."""
 
-    def __init__(self, config: GatewayConfig, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        store: StateStore | None = None,
+    ) -> None:
         self.config = config
         self.clock = clock
         private_tree_top(config.data_dir)  # held commands, recordings, keys: owner-only
@@ -107,7 +114,8 @@ class GatewayRuntime:
             parse_pg_settings(config)  # a config error stops the start, not the first login
         self.operators = operators(config)
         self.auth = Authenticator(config)
-        self.broker = ApprovalBroker(SqliteState.in_data_dir(config.data_dir), config.gateway_id)
+        store = store or SqliteState.in_data_dir(config.data_dir, gateway_id=config.gateway_id)
+        self.broker = ApprovalBroker(store, config.gateway_id)
         self.control = ControlServer(socket_path(config.data_dir), self.person_for_os_user)
         self.approvals = ApprovalService(
             self.broker,
@@ -175,7 +183,7 @@ class GatewayRuntime:
             return None
         live = [
             LiveGrant(grant.id, grant.user, grant.target, grant.expires_at)
-            for grant in self.broker.store.list_grants(GrantStatus.ACTIVE)
+            for grant in self.approvals.live_grants()
             if grant.expires_at is not None
         ]
         access = may_start_session(
@@ -232,21 +240,21 @@ class GatewayRuntime:
             link.session_id: link for link in self.ssh.context.registry.links if link.session_id
         }
 
-    def _concerning(self, caller: Caller) -> Callable[[str, TargetLink], bool]:
+    async def _concerning(self, caller: Caller) -> Callable[[str, TargetLink], bool]:
         """Which live sessions a caller may list, watch and see the screen of: every one for an
         operator; for a console user, their own and those with a held command they may
         decide (the requester's terminal beside the hold)."""
         if not caller.restricted:
             return lambda session_id, link: True
-        pending = self.approvals.broker.store.list_holds(HoldStatus.PENDING)
-        deciding = {h.session_id for h in pending if caller.person.concerned_by(h.to_json())}
+        pending = await self.approvals.pending_holds()
+        deciding = {h.session_id for h in pending if caller.person.concerned_by(h)}
         return lambda session_id, link: (
             link.identity.name == caller.person.name or session_id in deciding
         )
 
     async def _list_sessions(self, caller: Caller, args: dict[str, Any]) -> list[dict[str, Any]]:
         rows = []
-        concerns = self._concerning(caller)
+        concerns = await self._concerning(caller)
         for session_id, link in self._live_links().items():
             if not concerns(session_id, link):
                 continue
@@ -268,11 +276,11 @@ class GatewayRuntime:
             )
         return rows
 
-    def _link(self, args: dict[str, Any], caller: Caller) -> TargetLink:
+    async def _link(self, args: dict[str, Any], caller: Caller) -> TargetLink:
         """The one live session `args["id"]` starts, among those that concern the caller: one
         it may not see gets the same answer as an id that matches none."""
         session_id = str(args["id"])
-        concerns = self._concerning(caller)
+        concerns = await self._concerning(caller)
         matches = [
             link
             for sid, link in self._live_links().items()
@@ -285,14 +293,14 @@ class GatewayRuntime:
     async def _watch_session(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
         """Stream a live session's output to this caller, read-only, until the caller stops or
         the session ends."""
-        link = self._link(args, caller)
+        link = await self._link(args, caller)
         caller.topics.add(f"session:{link.session_id}")
         return {"id": link.session_id, "user": link.identity.name, "target": link.target.name}
 
     async def _session_screen(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
         """The session's terminal as its user sees it now, rendered from its recording so far
         (on request, off the event loop: no terminal emulation on the forwarding path)."""
-        link = self._link(args, caller)
+        link = await self._link(args, caller)
         if link.recording is None:
             return {"id": link.session_id, "lines": []}
         path = link.recording.path
@@ -306,14 +314,12 @@ class GatewayRuntime:
         return {"id": link.session_id, "lines": cached[1]}
 
     async def _end_session(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
-        link = self._link(args, caller)
+        link = await self._link(args, caller)
         reason = str(args.get("reason") or "").strip()
         if not reason:
             raise DecisionRefused("ending a session needs a reason (--reason)")
         by = caller.person.name
-        self.broker.store.append_audit(
-            AuditEntry(self.clock(), by, "session_ended", link.session_id, {"reason": reason})
-        )
+        await self.approvals.audit(by, "session_ended", link.session_id, reason=reason)
         link.spawn(link.end(f"ended by {by}: {reason}", f"hoop: {by} ended this session: {reason}"))
         return {"id": link.session_id, "ended": True}
 
@@ -333,7 +339,7 @@ class GatewayRuntime:
         for session_id in recover_unfinished(catalogue, self.config.gateway_id, locate):
             log.warning("session %s was left open by a previous run; recovered", session_id)
         await self.control.start()
-        self.approvals.start(live_sessions=set())
+        await self.approvals.start(live_sessions=set())
         self.notifier.start()
         await self.ssh.start()
         if pg_enabled(self.config):

@@ -126,7 +126,12 @@ class SqliteState:
 
     def on_hint(self, receiver: HintReceiver) -> Callable[[], None]:
         self._receivers.append(receiver)
-        return lambda: self._receivers.remove(receiver)
+
+        def stop() -> None:
+            if receiver in self._receivers:
+                self._receivers.remove(receiver)
+
+        return stop
 
     async def close(self) -> None:
         await self._state.close()

@@ -14,9 +14,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from proxy.holds.broker import DecisionRefused, Person
-from proxy.holds.service import GRANTS_TOPIC, HOLDS_TOPIC, ApprovalService
-from storage.state import HoldStatus
+from proxy.holds.broker import Person
+from proxy.holds.control import GRANTS_TOPIC, HOLDS_TOPIC
+from proxy.holds.service import ApprovalService
+from storage.state import Grant, GrantStatus, Hold, Refused, StoreUnavailable
 
 DURATION = re.compile(r"(\d+)([smhd])")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -69,21 +70,20 @@ ReadLine = Callable[[], Awaitable[str | None]]
 Write = Callable[[str], None]
 
 
-def describe_hold(hold: dict[str, Any], now: float) -> str:
-    approvals = len([d for d in hold["decisions"] if d["approve"]])
-    left = max(0, int(hold["expires_at"] - now))
+def describe_hold(hold: Hold, now: float) -> str:
+    left = max(0, int(hold.expires_at - now))
     return (
-        f"{hold['id']}  {hold['user']}@{hold['target']}  {printable(hold['command'])}\n"
-        f"    rule {hold['rule']}, {approvals}/{hold['approvals_needed']} approvals from "
-        f"{', '.join(hold['approvers'])}, {left // 60}m{left % 60:02d}s left"
+        f"{hold.id}  {hold.user}@{hold.target}  {printable(hold.command)}\n"
+        f"    rule {hold.rule}, {len(hold.approved_by)}/{hold.approvals_needed} approvals from "
+        f"{', '.join(hold.approvers)}, {left // 60}m{left % 60:02d}s left"
     )
 
 
-def describe_grant(grant: dict[str, Any]) -> str:
-    hours = grant["duration_s"] / 3600
+def describe_grant(grant: Grant) -> str:
+    hours = grant.duration_s / 3600
     return (
-        f"{grant['id']}  {grant['user']} -> {grant['target']} for {hours:g}h: "
-        f"{printable(grant['reason'])} [{grant['status']}]"
+        f"{grant.id}  {grant.user} -> {grant.target} for {hours:g}h: "
+        f"{printable(grant.reason)} [{grant.status}]"
     )
 
 
@@ -105,20 +105,21 @@ class Console:
         self._clock = clock
 
     def _on_event(self, topic: str, event: str, data: dict[str, Any]) -> None:
-        if not self.person.concerned_by(data):
+        item = Hold.from_json(data) if topic == HOLDS_TOPIC else Grant.from_json(data)
+        if not self.person.concerned_by(item):
             return
-        if topic == HOLDS_TOPIC and event == "hold.created":
-            self._write(f"\a\n[new hold] {describe_hold(data, self._clock())}\n")
-        elif topic == HOLDS_TOPIC and event == "hold.decided":
-            self._write(f"\n[{data['id']}] {data['status']}\n")
-        elif topic == GRANTS_TOPIC and event == "grant.requested":
-            self._write(f"\a\n[grant request] {describe_grant(data)}\n")
+        if isinstance(item, Hold) and event == "hold.created":
+            self._write(f"\a\n[new hold] {describe_hold(item, self._clock())}\n")
+        elif isinstance(item, Hold) and event == "hold.decided":
+            self._write(f"\n[{item.id}] {item.status}\n")
+        elif isinstance(item, Grant) and event == "grant.requested":
+            self._write(f"\a\n[grant request] {describe_grant(item)}\n")
 
     async def run(self) -> None:
         stop_listening = self.service.control.listen(self._on_event, (HOLDS_TOPIC, GRANTS_TOPIC))
         groups = ", ".join(sorted(self.person.groups)) or "no groups"
         self._write(f"hoop console for {self.person.name} ({groups}). Type help.\n")
-        self._show_holds()
+        await self._command("holds", [])
         try:
             while True:
                 self._write("hoop> ")
@@ -134,15 +135,15 @@ class Console:
                     continue
                 if words[0] in ("quit", "exit"):
                     return
-                self._command(words[0], words[1:])
+                await self._command(words[0], words[1:])
         finally:
             stop_listening()
 
-    def _command(self, name: str, args: list[str]) -> None:
-        handlers: dict[str, Callable[[list[str]], None]] = {
-            "help": lambda _: self._write(HELP + "\n"),
-            "holds": lambda _: self._show_holds(),
-            "grants": lambda _: self._show_grants(),
+    async def _command(self, name: str, args: list[str]) -> None:
+        handlers: dict[str, Callable[[list[str]], Awaitable[None]]] = {
+            "help": self._help,
+            "holds": self._show_holds,
+            "grants": self._show_grants,
             "approve": lambda a: self._decide(a, approve=True),
             "deny": lambda a: self._decide(a, approve=False),
             "revoke": self._revoke,
@@ -153,50 +154,57 @@ class Console:
             self._write(f"unknown command {name!r}; type help\n")
             return
         try:
-            handler(args)
-        except DecisionRefused as exc:
+            await handler(args)
+        except Refused as exc:
             self._write(f"refused: {exc}\n")
+        except StoreUnavailable as exc:
+            self._write(f"not now: {exc}\n")
 
-    def _show_holds(self) -> None:
-        holds = [
-            hold
-            for hold in self.service.broker.store.list_holds(HoldStatus.PENDING)
-            if self.person.concerned_by(hold.to_json())
-        ]
+    async def _help(self, args: list[str]) -> None:
+        self._write(HELP + "\n")
+
+    async def _show_holds(self, args: list[str]) -> None:
+        holds = [h for h in await self.service.pending_holds() if self.person.concerned_by(h)]
         if not holds:
             self._write("no held commands\n")
         now = self._clock()
         for hold in holds:
-            self._write(describe_hold(hold.to_json(), now) + "\n")
+            self._write(describe_hold(hold, now) + "\n")
 
-    def _show_grants(self) -> None:
+    async def _show_grants(self, args: list[str]) -> None:
+        open_ = (GrantStatus.REQUESTED, GrantStatus.ACTIVE)
         grants = [
             g
-            for g in self.service.broker.store.list_grants()
-            if g.status in ("requested", "active") and self.person.concerned_by(g.to_json())
+            for g in await self.service.list_grants()
+            if g.status in open_ and self.person.concerned_by(g)
         ]
         if not grants:
             self._write("no grant requests or live grants\n")
         for grant in grants:
-            self._write(describe_grant(grant.to_json()) + "\n")
+            self._write(describe_grant(grant) + "\n")
 
-    def _decide(self, args: list[str], *, approve: bool) -> None:
+    async def _decide(self, args: list[str], *, approve: bool) -> None:
         if not args:
             self._write(f"usage: {'approve ID [REASON]' if approve else 'deny ID REASON'}\n")
             return
         item_id, reason = args[0], " ".join(args[1:])
+        concerns = self.person.concerned_by
         if item_id.startswith("g-"):
-            self.service.decide_grant(item_id, self.person, approve=approve, reason=reason)
+            await self.service.decide_grant(
+                item_id, self.person, approve=approve, reason=reason, visible=concerns
+            )
             self._write(f"{item_id}: {'approved' if approve else 'denied'}\n")
             return
-        hold = self.service.decide_hold(item_id, self.person, approve=approve, reason=reason)
-        if hold.status is HoldStatus.PENDING:
+        hold = await self.service.decide_hold(
+            item_id, self.person, approve=approve, reason=reason, visible=concerns
+        )
+        if hold.pending:
             self._write(
                 f"{item_id}: approval recorded ({len(hold.approved_by)} of "
                 f"{hold.approvals_needed})\n"
             )
 
-    def _request(self, args: list[str]) -> None:
+    async def _request(self, args: list[str]) -> None:
         if len(args) < 3:
             self._write("usage: request TARGET FOR REASON...  (for example: request web1 1h fix)\n")
             return
@@ -204,7 +212,7 @@ class Console:
         if seconds is None:
             self._write(f"{args[1]!r} is not a duration like 30m or 1h\n")
             return
-        grant = self.service.request_grant(
+        grant = await self.service.request_grant(
             self.person, args[0], duration_s=seconds, reason=" ".join(args[2:]), approvers=[]
         )
         self._write(
@@ -212,9 +220,11 @@ class Console:
             f"{', '.join(grant.approvers)} must approve it\n"
         )
 
-    def _revoke(self, args: list[str]) -> None:
+    async def _revoke(self, args: list[str]) -> None:
         if not args:
             self._write("usage: revoke ID [REASON]\n")
             return
-        self.service.revoke_grant(args[0], self.person, reason=" ".join(args[1:]))
+        await self.service.revoke_grant(
+            args[0], self.person, reason=" ".join(args[1:]), visible=self.person.concerned_by
+        )
         self._write(f"{args[0]}: revoked\n")

@@ -41,10 +41,13 @@ from typing import Any
 
 import msgpack
 
-from proxy.holds.broker import DecisionRefused, Person
+from proxy.holds.broker import Person
 from storage.private import private_dir
+from storage.state import Grant, Hold, Refused, StoreUnavailable
 
 SOCKET_NAME = "control.sock"
+HOLDS_TOPIC = "holds"  # events carry a Hold (`Hold.to_json`): hold.created/updated/decided
+GRANTS_TOPIC = "grants"  # events carry a Grant: grant.requested/decided/ended
 MAX_MESSAGE = 1024 * 1024
 
 TICKET_ENV = "HOOP_CONSOLE_TICKET"  # how the gateway hands a console ticket to its child
@@ -71,7 +74,9 @@ REMOTE_OPS = frozenset(
         "sessions.watch",
     }
 )
-REMOTE_TOPICS = frozenset({"holds", "grants"})
+REMOTE_TOPICS = frozenset({HOLDS_TOPIC, GRANTS_TOPIC})
+# What an event carries: a hold or grant (serialised here, `to_json`), or a plain map
+Payload = Hold | Grant | dict[str, Any]
 
 
 class ProtocolError(Exception):
@@ -123,11 +128,6 @@ def os_user_name(uid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return f"uid:{uid}"
-
-
-def peer_os_user(sock: socket.socket) -> str:
-    """The OS account on the other end of a UNIX socket."""
-    return os_user_name(peer_uid(sock))
 
 
 @dataclass(slots=True)
@@ -197,8 +197,12 @@ class Caller:
         person (see `Person.concerned_by`), and only the operations in `REMOTE_OPS`."""
         return self.ops is not None
 
-    def sees(self, topic: str, data: dict[str, Any]) -> bool:
-        return not (self.restricted and topic in REMOTE_TOPICS) or self.person.concerned_by(data)
+    def sees(self, topic: str, item: Payload) -> bool:
+        """Whether this connection may see `item` published on `topic`: a ticket's connection
+        sees only the holds and grants that concern its person."""
+        if not (self.restricted and topic in REMOTE_TOPICS):
+            return True
+        return isinstance(item, Hold | Grant) and self.person.concerned_by(item)
 
     def send(self, message: dict[str, Any]) -> None:
         if not self.writer.is_closing():
@@ -267,14 +271,16 @@ class ControlServer:
             topic in caller.topics for caller in self._callers
         )
 
-    def publish(self, topic: str, event: str, data: dict[str, Any]) -> None:
-        """Push an event to every caller subscribed to `topic`, and to in-process listeners."""
+    def publish(self, topic: str, event: str, item: Payload) -> None:
+        """Push an event to every caller subscribed to `topic` that may see it, and to
+        in-process listeners; a Hold or Grant goes out as its `to_json()`."""
+        data = item if isinstance(item, dict) else item.to_json()
         for topics, listener in list(self._listeners):
             if topic in topics:
                 listener(topic, event, data)
         message = {"event": event, "data": data}
         for caller in list(self._callers):
-            if topic in caller.topics and caller.sees(topic, data):
+            if topic in caller.topics and caller.sees(topic, item):
                 caller.send(message)
 
     async def _subscribe(self, caller: Caller, args: dict[str, Any]) -> list[str]:
@@ -410,7 +416,7 @@ class ControlServer:
         args = message.get("args") or {}
         try:
             result = await handler(caller, args if isinstance(args, dict) else {})
-        except (DecisionRefused, ControlError) as exc:
+        except (Refused, ControlError, StoreUnavailable) as exc:
             caller.send({"id": request_id, "ok": False, "error": str(exc)})
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             caller.send({"id": request_id, "ok": False, "error": f"bad arguments for {op}: {exc}"})

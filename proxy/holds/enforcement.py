@@ -15,7 +15,7 @@ from typing import Protocol
 from proxy.holds.service import ApprovalService
 from proxy.policy import Action, Verdict
 from storage.schema import EventType
-from storage.state import Hold, HoldStatus
+from storage.state import Hold, HoldStatus, StoreUnavailable
 
 DENIED_EXIT_STATUS = 126  # what a shell reports for a command that cannot be executed
 
@@ -98,17 +98,36 @@ class Enforcer:
                 f"denied: {verdict.describe()}: it needs review, and no approver group is "
                 "configured for it ([policy] review approvers)",
             )
-        hold = self.approvals.broker.request_hold(
-            session_id=session.session_id,
-            user=user,
-            target=target,
-            command=command,
-            rule=verdict.rule or "",
-            approvers=list(review.approvers),
-            approvals=review.approvals,
-            timeout_s=review.timeout_seconds,
-            now=self.approvals.clock(),
-        )
+        return await self._hold(self.approvals, session, user, target, command, verdict, notify)
+
+    @staticmethod
+    async def _hold(
+        approvals: ApprovalService,
+        session: SessionRecord,
+        user: str,
+        target: str,
+        command: str,
+        verdict: Verdict,
+        notify: Callable[[str], None],
+    ) -> Outcome:
+        """Hold the command until it is decided; record the hold and its end."""
+        review = verdict.review
+        assert review is not None
+        try:
+            hold = await approvals.request_hold(
+                session_id=session.session_id,
+                user=user,
+                target=target,
+                command=command,
+                rule=verdict.rule or "",
+                approvers=list(review.approvers),
+                approvals=review.approvals,
+                timeout_s=review.timeout_seconds,
+            )
+        except StoreUnavailable as exc:
+            return Outcome(
+                False, f"denied: it needs approval, and the hold could not be kept: {exc}"
+            )
         session.record(EventType.HOLD_REQUESTED, hold.id, command, hold.rule, list(hold.approvers))
         notify(
             HoldNotice(
@@ -117,10 +136,8 @@ class Enforcer:
                 review.timeout_seconds,
             )
         )
-        try:
-            decided = await self.approvals.wait_for(hold)
-        finally:
-            final = self.approvals.broker.store.get_hold(hold.id) or hold
+
+        def record_end(final: Hold) -> None:
             last = final.decisions[-1] if final.decisions else None
             session.record(
                 EventType.HOLD_DECIDED,
@@ -129,16 +146,23 @@ class Enforcer:
                 last.by if last else "gateway",
                 last.reason if last else final.note or str(final.status),
             )
-        if decided.status is HoldStatus.APPROVED:
-            return Outcome(True, f"{hold.id} approved by {', '.join(decided.approved_by)}", decided)
-        reason = {
-            HoldStatus.DENIED: lambda: (
-                f"{hold.id} denied by {decided.decisions[-1].by}: {decided.decisions[-1].reason}"
-            ),
-            HoldStatus.EXPIRED: lambda: f"{hold.id} expired without a decision",
-            HoldStatus.WITHDRAWN: lambda: f"{hold.id} withdrawn",
-        }[decided.status]()
-        return Outcome(False, reason, decided)
+
+        decided = await approvals.wait_for(hold, on_end=record_end)
+        return _outcome(decided)
+
+
+def _outcome(hold: Hold) -> Outcome:
+    """What the caller is told once a hold has ended."""
+    if hold.status is HoldStatus.APPROVED:
+        return Outcome(True, f"{hold.id} approved by {', '.join(hold.approved_by)}", hold)
+    reason = {
+        HoldStatus.DENIED: lambda: (
+            f"{hold.id} denied by {hold.decisions[-1].by}: {hold.decisions[-1].reason}"
+        ),
+        HoldStatus.EXPIRED: lambda: f"{hold.id} expired without a decision",
+        HoldStatus.WITHDRAWN: lambda: f"{hold.id} withdrawn",
+    }[hold.status]()
+    return Outcome(False, reason, hold)
 
 
 def _minutes(seconds: int) -> str:

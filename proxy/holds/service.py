@@ -1,35 +1,42 @@
 """The asyncio side of the approval broker: sessions wait here for decisions, approvers'
-decisions arrive through the control API, and expiries fire on time.
+decisions arrive (through `api`, the console or the workstation), and expiries fire on time.
 
-A held session awaits `request_hold()`; when the hold is decided, expires or the session gives
-up (Ctrl-C, the client vanished: the waiting task is cancelled), the outcome is pushed to every
-subscriber at once. Nothing polls: the expiry task sleeps until the broker's next deadline.
+A held session calls `request_hold()` and awaits `wait_for()`; when the hold is decided,
+expires or the session gives up (Ctrl-C, the client vanished: the waiting task is cancelled),
+the outcome is pushed to every subscriber at once. Nothing polls: the expiry task sleeps until
+the broker's next deadline. A change another gateway made to the shared store arrives as a
+hint and is pushed the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
+from proxy.holds.api import HoldsApi
 from proxy.holds.broker import (
     DEFAULT_MAX_GRANT_S,
     ApprovalBroker,
     DecisionRefused,
+    HoldEnded,
     Person,
-    grant_seconds,
+    Visible,
 )
-from proxy.holds.control import Caller, ControlServer
-from storage.state import Grant, Hold, HoldStatus
+from proxy.holds.control import GRANTS_TOPIC, HOLDS_TOPIC, ControlServer
+from storage.state import AuditEntry, Grant, GrantStatus, Hint, Hold, HoldStatus, StoreUnavailable
 
-HOLDS_TOPIC = "holds"
-GRANTS_TOPIC = "grants"
+log = logging.getLogger("hoop.holds")
+
+
+def _everyone(item: Hold | Grant) -> bool:
+    return True
 
 
 class ApprovalService:
-    """Wires an ApprovalBroker to the control API and to waiting sessions."""
+    """Wires an ApprovalBroker to waiting sessions, subscribers and the expiry clock."""
 
     def __init__(
         self,
@@ -50,118 +57,177 @@ class ApprovalService:
         self._waiters: dict[str, asyncio.Future[Hold]] = {}
         self._wake = asyncio.Event()
         self._expiry_task: asyncio.Task[None] | None = None
-        for op, handler in {
-            "holds.list": self._list_holds,
-            "holds.decide": self._decide_hold,
-            "grants.list": self._list_grants,
-            "grants.request": self._request_grant,
-            "grants.decide": self._decide_grant,
-            "grants.revoke": self._revoke_grant,
-            "audit": self._audit,
-        }.items():
-            control.register(op, handler)
+        self._tasks: set[asyncio.Task[None]] = set()
+        # active grants, kept in step with the store: an access check asks without waiting
+        self._active: dict[str, Grant] = {}
+        self._stop_hints = broker.store.on_hint(self._hinted)
+        HoldsApi(self).register(control)
 
-    def start(self, live_sessions: set[str] | None = None) -> None:
+    async def start(self, live_sessions: set[str] | None = None) -> None:
         """Expire what a previous run left behind, then watch deadlines."""
-        for hold in self.broker.expire_holds(self.clock(), live_sessions=live_sessions or set()):
+        now = self.clock()
+        for hold in await self.broker.expire_holds(now, live_sessions=live_sessions or set()):
             self._publish_hold("hold.decided", hold)
+        for grant in await self.broker.list_grants(GrantStatus.ACTIVE):
+            self._active[grant.id] = grant
         self._expiry_task = asyncio.ensure_future(self._expire_forever())
 
     async def stop(self) -> None:
-        if self._expiry_task is not None:
-            self._expiry_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._expiry_task
+        self._stop_hints()
+        for task in [self._expiry_task, *self._tasks]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     # -- sessions ------------------------------------------------------------------------------
 
-    async def request_hold(self, **request: Any) -> Hold:
-        """Create a hold and wait for its outcome. Cancelling the wait withdraws the hold."""
-        hold = self.broker.request_hold(now=self.clock(), **request)
-        return await self.wait_for(hold)
-
-    async def wait_for(self, hold: Hold) -> Hold:
-        future: asyncio.Future[Hold] = asyncio.get_running_loop().create_future()
-        self._waiters[hold.id] = future
+    async def request_hold(
+        self,
+        *,
+        session_id: str,
+        user: str,
+        target: str,
+        command: str,
+        rule: str,
+        approvers: list[str],
+        approvals: int,
+        timeout_s: float,
+    ) -> Hold:
+        """Create a hold and tell subscribers; `wait_for` then awaits its outcome."""
+        hold = await self.broker.request_hold(
+            session_id=session_id,
+            user=user,
+            target=target,
+            command=command,
+            rule=rule,
+            approvers=approvers,
+            approvals=approvals,
+            timeout_s=timeout_s,
+            now=self.clock(),
+        )
+        self._waiters[hold.id] = asyncio.get_running_loop().create_future()
         self._publish_hold("hold.created", hold)
         self._wake.set()
+        return hold
+
+    async def wait_for(self, hold: Hold, on_end: Callable[[Hold], None] | None = None) -> Hold:
+        """The outcome of a hold from `request_hold`. Cancelling the wait withdraws the hold
+        (the cancel message, if any, says why). `on_end` gets the hold as it ended, however
+        the wait ends."""
+        future = self._waiters.setdefault(hold.id, asyncio.get_running_loop().create_future())
+        final = hold
         try:
-            return await future
+            final = await future
+            return final
         except asyncio.CancelledError as cancelled:
             # Whoever cancelled may say why (the caller disconnected); Ctrl-C says nothing.
             reason = str(cancelled.args[0]) if cancelled.args else "withdrawn"
-            with contextlib.suppress(DecisionRefused):
-                withdrawn = self.broker.withdraw_hold(
-                    hold.id, by=hold.user, now=self.clock(), reason=reason
-                )
-                self._publish_hold("hold.decided", withdrawn)
+            final = await self._withdraw(hold, reason)
             raise
         finally:
             self._waiters.pop(hold.id, None)
+            if on_end is not None:
+                on_end(final)
+
+    async def _withdraw(self, hold: Hold, reason: str) -> Hold:
+        try:
+            withdrawn = await self.broker.withdraw_hold(
+                hold.id, by=hold.user, now=self.clock(), reason=reason
+            )
+        except HoldEnded as ended:
+            withdrawn = ended.hold
+        except (DecisionRefused, StoreUnavailable):
+            with contextlib.suppress(StoreUnavailable):
+                return await self.broker.get_hold(hold.id) or hold
+            return hold
+        self._publish_hold("hold.decided", withdrawn)
+        return withdrawn
 
     def _publish_hold(self, event: str, hold: Hold) -> None:
-        self.control.publish(HOLDS_TOPIC, event, hold.to_json())
-        if hold.status is not HoldStatus.PENDING:
+        self.control.publish(HOLDS_TOPIC, event, hold)
+        if not hold.pending:
             future = self._waiters.get(hold.id)
             if future is not None and not future.done():
                 future.set_result(hold)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def pending_holds(self) -> list[Hold]:
+        return await self.broker.pending_holds()
+
+    async def list_holds(self, status: HoldStatus | None = HoldStatus.PENDING) -> list[Hold]:
+        return await self.broker.list_holds(status)
+
+    async def list_grants(self, status: GrantStatus | None = None) -> list[Grant]:
+        return await self.broker.list_grants(status)
+
+    def live_grants(self) -> list[Grant]:
+        """Grants active now, without a store call (kept in step with every change)."""
+        now = self.clock()
+        return [grant for grant in self._active.values() if grant.live_at(now)]
+
+    async def audit(self, actor: str, action: str, subject: str, **detail: object) -> None:
+        await self.broker.audit(self.clock(), actor, action, subject, **detail)
+
+    async def audit_log(self, limit: int | None = None) -> list[AuditEntry]:
+        return await self.broker.audit_log(limit)
 
     # -- expiry --------------------------------------------------------------------------------
 
     async def _expire_forever(self) -> None:
         while True:
-            deadline = self.broker.next_deadline()
+            self._wake.clear()  # before reading the deadline: a hold made meanwhile wakes us
+            try:
+                deadline = await self.broker.next_deadline()
+            except StoreUnavailable as exc:
+                log.warning("expiry check postponed: %s", exc)
+                deadline = self.clock() + 1.0
             timeout = None if deadline is None else max(0.0, deadline - self.clock())
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
-            now = self.clock()
-            for hold in self.broker.expire_holds(now):
-                self._publish_hold("hold.decided", hold)
-            for grant in self.broker.expire_grants(now):
-                self.control.publish(GRANTS_TOPIC, "grant.ended", grant.to_json())
-                if self._on_grant_ended is not None:
-                    self._on_grant_ended(grant)
+            try:
+                await self._expire_now()
+            except StoreUnavailable as exc:
+                log.warning("expiry postponed: %s", exc)
 
-    # -- control operations --------------------------------------------------------------------
+    async def _expire_now(self) -> None:
+        now = self.clock()
+        for hold in await self.broker.expire_holds(now):
+            self._publish_hold("hold.decided", hold)
+        for grant in await self.broker.expire_grants(now):
+            self._grant_changed("grant.ended", grant)
 
-    async def _list_holds(self, caller: Caller, args: dict[str, Any]) -> list[dict[str, Any]]:
-        status = args.get("status", "pending")
-        holds = self.broker.store.list_holds(None if status == "all" else HoldStatus(status))
-        listed = [hold.to_json() for hold in holds]
-        return [hold for hold in listed if caller.sees(HOLDS_TOPIC, hold)]
+    # -- decisions -----------------------------------------------------------------------------
 
-    def decide_hold(self, hold_id: str, person: Person, *, approve: bool, reason: str) -> Hold:
+    async def decide_hold(
+        self,
+        hold_id: str,
+        person: Person,
+        *,
+        approve: bool,
+        reason: str,
+        visible: Visible = _everyone,
+    ) -> Hold:
         """One person's decision, pushed to subscribers and to the waiting session."""
-        hold = self.broker.decide_hold(
-            hold_id, person, approve=approve, reason=reason, now=self.clock()
-        )
-        event = "hold.updated" if hold.status is HoldStatus.PENDING else "hold.decided"
-        self._publish_hold(event, hold)
+        try:
+            hold = await self.broker.decide_hold(
+                hold_id, person, approve=approve, reason=reason, now=self.clock(), visible=visible
+            )
+        except HoldEnded as ended:
+            self._publish_hold("hold.decided", ended.hold)
+            raise
+        self._publish_hold("hold.updated" if hold.pending else "hold.decided", hold)
         return hold
 
-    async def _decide_hold(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
-        self._refuse_unseen(caller, HOLDS_TOPIC, self.broker.store.get_hold(str(args["id"])))
-        hold = self.decide_hold(
-            str(args["id"]),
-            caller.person,
-            approve=bool(args["approve"]),
-            reason=str(args.get("reason") or ""),
-        )
-        return hold.to_json()
-
-    async def _list_grants(self, caller: Caller, args: dict[str, Any]) -> list[dict[str, Any]]:
-        listed = [grant.to_json() for grant in self.broker.store.list_grants()]
-        return [grant for grant in listed if caller.sees(GRANTS_TOPIC, grant)]
-
-    def request_grant(
+    async def request_grant(
         self, person: Person, target: str, *, duration_s: int, reason: str, approvers: list[str]
     ) -> Grant:
         """A grant request, for the target's approvers unless others are named."""
         approvers = approvers or self._grant_approvers(target)
         if not approvers:
             raise DecisionRefused(f"no approver groups for {target}: name them with --approvers")
-        grant = self.broker.request_grant(
+        grant = await self.broker.request_grant(
             user=person.name,
             target=target,
             duration_s=duration_s,
@@ -170,63 +236,85 @@ class ApprovalService:
             now=self.clock(),
             max_grant_s=self.max_grant_s,
         )
-        self.control.publish(GRANTS_TOPIC, "grant.requested", grant.to_json())
+        self._grant_changed("grant.requested", grant)
         return grant
 
-    async def _request_grant(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
-        # A console user gets the target's approvers, as in the line console: someone logged in
-        # remotely does not pick who approves their own access.
-        named = [] if caller.restricted else [str(g) for g in args.get("approvers") or []]
-        grant = self.request_grant(
-            caller.person,
-            str(args["target"]),
-            duration_s=grant_seconds(args["duration_s"], self.max_grant_s),
-            reason=str(args.get("reason") or ""),
-            approvers=named,
+    async def decide_grant(
+        self,
+        grant_id: str,
+        person: Person,
+        *,
+        approve: bool,
+        reason: str,
+        visible: Visible = _everyone,
+    ) -> Grant:
+        grant = await self.broker.decide_grant(
+            grant_id, person, approve=approve, reason=reason, now=self.clock(), visible=visible
         )
-        return grant.to_json()
-
-    def decide_grant(self, grant_id: str, person: Person, *, approve: bool, reason: str) -> Grant:
-        grant = self.broker.decide_grant(
-            grant_id, person, approve=approve, reason=reason, now=self.clock()
-        )
-        self.control.publish(GRANTS_TOPIC, "grant.decided", grant.to_json())
+        self._grant_changed("grant.decided", grant)
         self._wake.set()  # its expiry is a new deadline
         return grant
 
-    def revoke_grant(self, grant_id: str, person: Person, *, reason: str) -> Grant:
-        grant = self.broker.revoke_grant(grant_id, person, reason=reason, now=self.clock())
-        self.control.publish(GRANTS_TOPIC, "grant.ended", grant.to_json())
-        if self._on_grant_ended is not None:
-            self._on_grant_ended(grant)
+    async def revoke_grant(
+        self, grant_id: str, person: Person, *, reason: str, visible: Visible = _everyone
+    ) -> Grant:
+        grant = await self.broker.revoke_grant(
+            grant_id, person, reason=reason, now=self.clock(), visible=visible
+        )
+        self._grant_changed("grant.ended", grant)
         return grant
 
-    async def _decide_grant(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
-        self._refuse_unseen(caller, GRANTS_TOPIC, self.broker.store.get_grant(str(args["id"])))
-        grant = self.decide_grant(
-            str(args["id"]),
-            caller.person,
-            approve=bool(args["approve"]),
-            reason=str(args.get("reason") or ""),
-        )
-        return grant.to_json()
+    def _grant_changed(self, event: str, grant: Grant) -> None:
+        """Keep the active set in step, tell subscribers, end sessions a grant no longer
+        allows."""
+        was_active = self._active.pop(grant.id, None) is not None
+        if grant.status is GrantStatus.ACTIVE:
+            self._active[grant.id] = grant
+        self.control.publish(GRANTS_TOPIC, event, grant)
+        ended = grant.status in (GrantStatus.EXPIRED, GrantStatus.REVOKED)
+        if ended and self._on_grant_ended is not None and (was_active or event == "grant.ended"):
+            self._on_grant_ended(grant)
 
-    async def _revoke_grant(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
-        self._refuse_unseen(caller, GRANTS_TOPIC, self.broker.store.get_grant(str(args["id"])))
-        grant = self.revoke_grant(
-            str(args["id"]), caller.person, reason=str(args.get("reason") or "")
-        )
-        return grant.to_json()
+    # -- changes made by other gateways --------------------------------------------------------
 
-    @staticmethod
-    def _refuse_unseen(caller: Caller, topic: str, item: Hold | Grant | None) -> None:
-        """A console user deciding on a hold or grant they cannot see is told it does not
-        exist, the same answer as for an unknown id: nothing about it leaks."""
-        if item is not None and not caller.sees(topic, item.to_json()):
-            kind = "hold" if topic == HOLDS_TOPIC else "grant"
-            raise DecisionRefused(f"no {kind} {item.id}")
+    def _hinted(self, hint: Hint) -> None:
+        if hint.origin == self.broker.store.gateway_id or hint.kind not in (
+            "hold",
+            "grant",
+            "resync",
+        ):
+            return  # this gateway published its own changes as it made them
+        task = asyncio.ensure_future(self._reread(hint))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def _audit(self, caller: Caller, args: dict[str, Any]) -> list[dict[str, Any]]:
-        limit = args.get("limit")
-        entries = self.broker.store.audit_log(int(limit) if limit is not None else None)
-        return [entry.to_json() for entry in entries]
+    async def _reread(self, hint: Hint) -> None:
+        try:
+            if hint.kind == "resync":  # hints may have been missed: everything open, again
+                for hold in await self.broker.pending_holds():
+                    self._publish_hold("hold.updated", hold)
+                for active in await self.broker.list_grants(GrantStatus.ACTIVE):
+                    self._grant_changed("grant.decided", active)
+                self._wake.set()
+                return
+            if hint.kind == "hold":
+                changed = await self.broker.get_hold(hint.id)
+                if changed is not None:
+                    event = "hold.created" if not changed.decisions else "hold.updated"
+                    self._publish_hold(event if changed.pending else "hold.decided", changed)
+                    self._wake.set()
+                return
+            grant = await self.broker.get_grant(hint.id)
+            if grant is not None:
+                self._grant_changed(_grant_event(grant), grant)
+                self._wake.set()
+        except StoreUnavailable as exc:
+            log.warning("could not read %s %s changed elsewhere: %s", hint.kind, hint.id, exc)
+
+
+def _grant_event(grant: Grant) -> str:
+    return {
+        GrantStatus.REQUESTED: "grant.requested",
+        GrantStatus.ACTIVE: "grant.decided",
+        GrantStatus.DENIED: "grant.decided",
+    }.get(grant.status, "grant.ended")

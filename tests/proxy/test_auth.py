@@ -330,10 +330,10 @@ async def console_as(harness: GatewayHarness, login: str, key: str, commands: st
 async def wait_hold(harness: GatewayHarness, count: int = 1):  # type: ignore[no-untyped-def]
     assert harness.runtime is not None
     deadline = time.monotonic() + 15
-    while len(harness.runtime.broker.pending_holds()) < count:
+    while len(await harness.runtime.broker.pending_holds()) < count:
         assert time.monotonic() < deadline, "no hold appeared"
         await asyncio.sleep(0.05)
-    return harness.runtime.broker.pending_holds()[-1]
+    return (await harness.runtime.broker.pending_holds())[-1]
 
 
 @pytest.mark.timeout(90)
@@ -360,7 +360,7 @@ async def test_two_spellings_of_one_approver_are_one_approval(
         with contextlib.suppress(BaseException):
             await client
     assert harness.runtime is not None
-    audit = harness.runtime.broker.store.audit_log()
+    audit = await harness.runtime.broker.audit_log()
     assert [e.actor for e in audit if e.action == "hold_approve"] == ["carol", "erin"]
 
 

@@ -198,7 +198,7 @@ async def test_bob_approves_a_hold_in_the_full_screen_workstation_over_ssh(
         term.type(b"\r")
         result = await asyncio.wait_for(client, 30)
         assert (result.status, result.out) == (0, "done\n")
-        (hold,) = harness.runtime.broker.store.list_holds(HoldStatus.APPROVED)
+        (hold,) = await harness.runtime.broker.list_holds(HoldStatus.APPROVED)
         assert [(d.by, d.reason) for d in hold.decisions] == [("bob", "ok from afar")]
         await term.shows("No held commands")
 

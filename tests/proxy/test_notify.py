@@ -22,7 +22,8 @@ from proxy.holds.broker import ApprovalBroker, Person
 from proxy.holds.control import ControlClient, ControlServer, socket_path
 from proxy.holds.service import ApprovalService
 from proxy.notify import Endpoint, Notifier, parse_notify
-from storage.state import HoldStatus, SqliteState
+from storage.sqlite_state import SqliteState
+from storage.state import HoldStatus
 
 BOB = Person("bob", frozenset({"oncall"}))
 
@@ -66,7 +67,7 @@ async def gateway(tmp_path):
     control = ControlServer(socket_path(tmp_path), {getpass.getuser(): BOB}.get)
     approvals = ApprovalService(ApprovalBroker(SqliteState.in_data_dir(tmp_path), "gw"), control)
     await control.start()
-    approvals.start()
+    await approvals.start()
     notifiers: list[Notifier] = []
 
     def add(*endpoints: Endpoint, **options: Any) -> Notifier:
@@ -83,9 +84,15 @@ async def gateway(tmp_path):
     await control.stop()
 
 
+async def _held(service, **request):
+    """Hold a command and wait for its outcome, as a held session does."""
+    return await service.wait_for(await service.request_hold(**request))
+
+
 def _hold(service, command="systemctl restart nginx", timeout_s=600):
     return asyncio.ensure_future(
-        service.request_hold(
+        _held(
+            service,
             session_id="s1",
             user="alice",
             target="web1",
@@ -122,8 +129,8 @@ async def test_a_hold_raised_and_decided_reach_json_and_slack_endpoints(gateway)
         assert raised["data"]["user"] == "alice"
         assert "systemctl restart nginx" in slack.received[0]["text"]
         assert set(slack.received[0]) == {"text"}
-        (hold,) = gateway.broker.pending_holds()
-        gateway.decide_hold(hold.id, BOB, approve=True, reason="ok")
+        (hold,) = await gateway.broker.pending_holds()
+        await gateway.decide_hold(hold.id, BOB, approve=True, reason="ok")
         assert (await waiting).status is HoldStatus.APPROVED
         await _until(lambda: len(generic.received) == 2 and len(slack.received) == 2)
         assert generic.received[1]["event"] == "hold.decided"
@@ -173,9 +180,10 @@ async def test_a_stalled_endpoint_never_slows_a_hold_or_a_decision(gateway):
         gateway.add_notifier(endpoint(hook.url))
         started = time.monotonic()
         waiting = _hold(gateway)
-        await _until(lambda: gateway.broker.pending_holds())
-        (hold,) = gateway.broker.pending_holds()
-        gateway.decide_hold(hold.id, BOB, approve=False, reason="no")
+        while not await gateway.broker.pending_holds():
+            await asyncio.sleep(0.02)
+        (hold,) = await gateway.broker.pending_holds()
+        await gateway.decide_hold(hold.id, BOB, approve=False, reason="no")
         assert (await waiting).status is HoldStatus.DENIED
         assert time.monotonic() - started < 1.0
     finally:

@@ -41,10 +41,10 @@ async def hoop(harness: GatewayHarness, *args: str) -> tuple[int, str, str]:
 async def pending_hold(harness: GatewayHarness, timeout: float = 15):
     assert harness.runtime is not None
     deadline = time.monotonic() + timeout
-    while not harness.runtime.broker.pending_holds():
+    while not await harness.runtime.broker.pending_holds():
         assert time.monotonic() < deadline, "no hold appeared"
         await asyncio.sleep(0.05)
-    return harness.runtime.broker.pending_holds()[0]
+    return (await harness.runtime.broker.pending_holds())[0]
 
 
 async def test_a_denied_exec_never_runs_and_says_why(harness: GatewayHarness, tmp_path: Path):
@@ -113,7 +113,7 @@ async def test_the_requester_cannot_approve_their_own_hold(harness: GatewayHarne
     hold = await pending_hold(harness)
     code, _, err = await hoop(harness, "approve", hold.id)
     assert code == 1 and "cannot decide your own request" in err
-    harness.runtime.approvals.decide_hold(hold.id, BOB, approve=False, reason="cleanup")
+    await harness.runtime.approvals.decide_hold(hold.id, BOB, approve=False, reason="cleanup")
     assert (await client).status == 126
 
 
@@ -206,7 +206,7 @@ async def test_shell_lines_are_judged_at_enter_in_a_real_pty(
         await bob.close()
         screen = "".join(shown["lines"])  # the requester's terminal, long lines wrapped
         assert f"touch {tmp_path}/restart.done" in screen and "held as h-" in screen, shown
-        harness.runtime.approvals.decide_hold(hold.id, BOB, approve=True, reason="fine")
+        await harness.runtime.approvals.decide_hold(hold.id, BOB, approve=True, reason="fine")
         await _read_until(master, b"approved by bob", seen)
         os.write(master, b"echo still-$USER-usable\r")
         await _read_until(master, b"usable\r\n", seen)
@@ -229,7 +229,7 @@ async def test_jit_targets_need_a_live_grant_and_a_revoke_ends_the_session(
     assert "requires just-in-time access and alice has no live grant" in refused.err
     runtime = harness.runtime
     assert runtime is not None
-    grant = runtime.approvals.request_grant(
+    grant = await runtime.approvals.request_grant(
         ALICE, "web1", duration_s=3600, reason="incident 7", approvers=[]
     )
     assert grant.approvers == ["oncall"]
@@ -273,7 +273,7 @@ async def test_the_line_console_over_ssh_without_a_terminal(
         assert await console.finish() == 0
     finally:
         await console.close()
-    assert harness.runtime.broker.store.get_hold(hold.id).status is HoldStatus.APPROVED
+    assert (await harness.runtime.broker.get_hold(hold.id)).status is HoldStatus.APPROVED
 
 
 async def test_live_sessions_are_listed_watched_and_ended(harness: GatewayHarness):
@@ -423,10 +423,10 @@ async def test_an_expiring_grant_ends_the_session_that_relied_on_it(harness: Gat
     await start(harness, jit=True, jit_approvers=["oncall"])
     runtime = harness.runtime
     assert runtime is not None
-    grant = runtime.approvals.request_grant(
+    grant = await runtime.approvals.request_grant(
         ALICE, "web1", duration_s=3, reason="quick look", approvers=[]
     )
-    runtime.approvals.decide_grant(grant.id, BOB, approve=True, reason="ok")
+    await runtime.approvals.decide_grant(grant.id, BOB, approve=True, reason="ok")
     result = await asyncio.wait_for(harness.ssh_jump("alice", "web1", "echo started; sleep 30"), 30)
     assert result.out == "started\n"
     assert f"your access grant {grant.id} has ended" in result.err

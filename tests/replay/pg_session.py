@@ -59,7 +59,7 @@ class RecordedSession:
 async def _hold_id(pg: PgHarness) -> str:
     assert pg.service is not None
     for _ in range(200):
-        pending = pg.service.broker.pending_holds()
+        pending = await pg.service.broker.pending_holds()
         if pending:
             return pending[0].id
         await asyncio.sleep(0.05)
@@ -88,7 +88,7 @@ async def record_sql_session(directory: Path) -> RecordedSession:
                 task = asyncio.ensure_future(conn.execute(statement))
                 hold_id = await _hold_id(pg)
                 assert pg.service is not None
-                pg.service.decide_hold(
+                await pg.service.decide_hold(
                     hold_id, Person("bob", frozenset({"oncall"})), approve=approve, reason=reason
                 )
                 try:

@@ -56,14 +56,14 @@ async def test_a_gateway_run_under_umask_022_leaves_nothing_others_can_read(
         harness.ssh_direct("alice+web1", f"touch {tmp_path}/restart.done")
     )
     deadline = time.monotonic() + 20
-    while not harness.runtime.broker.pending_holds():
+    while not await harness.runtime.broker.pending_holds():
         assert time.monotonic() < deadline, "no hold appeared"
         await asyncio.sleep(0.05)
     # While the gateway runs: the held command sits in state.db (and its -wal).
     assert shared_with_others(harness.data_dir) == []
-    (hold,) = harness.runtime.broker.pending_holds()
+    (hold,) = await harness.runtime.broker.pending_holds()
     bob = Person("bob", frozenset({"oncall"}))
-    harness.runtime.approvals.decide_hold(hold.id, bob, approve=False, reason="no")
+    await harness.runtime.approvals.decide_hold(hold.id, bob, approve=False, reason="no")
     await client
     await harness.stop()
     names = {path.name for path in harness.data_dir.rglob("*")}

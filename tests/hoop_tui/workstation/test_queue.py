@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import time
 
@@ -17,7 +18,8 @@ from proxy.holds.control import ControlServer, socket_path
 from proxy.holds.service import ApprovalService
 from storage.recorder import new_session_id, start_recording
 from storage.schema import EventType
-from storage.state import HoldStatus, SqliteState
+from storage.sqlite_state import SqliteState
+from storage.state import HoldStatus
 from tests.storage.helpers import make_header
 
 
@@ -27,16 +29,22 @@ async def service(tmp_path):
     control = ControlServer(socket_path(tmp_path), people.get)
     approvals = ApprovalService(ApprovalBroker(SqliteState.in_data_dir(tmp_path), "gw"), control)
     await control.start()
-    approvals.start()
+    await approvals.start()
     approvals.data_dir = tmp_path
     yield approvals
     await approvals.stop()
     await control.stop()
 
 
+async def _held(service, **request):
+    """Hold a command and wait for its outcome, as a held session does."""
+    return await service.wait_for(await service.request_hold(**request))
+
+
 def _hold(service, command="systemctl restart nginx"):
     return asyncio.ensure_future(
-        service.request_hold(
+        _held(
+            service,
             session_id="s1",
             user="alice",
             target="web1",
@@ -106,8 +114,8 @@ async def test_another_approvers_decision_clears_the_row_everywhere(service):
         waiting = _hold(service)
         table = app.queue.query_one("#holds", DataTable)
         await _until(pilot, lambda: table.row_count == 1)
-        (hold,) = service.broker.pending_holds()
-        service.decide_hold(
+        (hold,) = await service.broker.pending_holds()
+        await service.decide_hold(
             hold.id, Person("carol", frozenset({"oncall"})), approve=True, reason=""
         )
         await _until(pilot, lambda: table.row_count == 0)
@@ -136,6 +144,8 @@ async def test_a_held_command_is_shown_as_text_never_as_markup_or_escapes(servic
         assert shown in str(app.screen.query_one("#dialog-command", Static).render())
         await pilot.press("escape")
         waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting  # withdrawn while the workstation still shows the queue
 
 
 async def test_recordings_browser_filters_and_opens_a_transcript(service):
@@ -207,6 +217,8 @@ async def test_the_detail_shows_the_expiry_and_marks_a_hold_about_to_expire(serv
         await _until(pilot, lambda: "about to expire" in str(detail.render()), timeout=10)
         await _until(pilot, lambda: str(table.get_row_at(0)[0]) in ("0:30", "0:29"), timeout=10)
         waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting  # withdrawn while the workstation still runs
 
 
 async def test_own_command_is_refused_before_a_reason_is_typed(service):
@@ -214,7 +226,8 @@ async def test_own_command_is_refused_before_a_reason_is_typed(service):
     async with app.run_test() as pilot:
         await _until(pilot, lambda: app.person == "bob")
         waiting = asyncio.ensure_future(
-            service.request_hold(
+            _held(
+                service,
                 session_id="s1",
                 user="bob",
                 target="web1",
@@ -232,6 +245,8 @@ async def test_own_command_is_refused_before_a_reason_is_typed(service):
         assert not isinstance(app.screen, DecisionDialog)
         assert "your own command" in _toasts(app)
         waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting  # withdrawn while the workstation still runs
 
 
 async def test_question_mark_lists_the_workstation_keys_and_closes_again(service):
@@ -277,6 +292,8 @@ async def test_the_requesters_terminal_beside_a_hold_is_asked_for_again(service)
         first = len(asked)
         await _until(pilot, lambda: len(asked) >= first + 2, timeout=8)
         waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting  # withdrawn while the workstation still runs
 
 
 async def test_a_webhook_that_cannot_be_reached_is_shown_to_the_approver(service):
@@ -296,6 +313,8 @@ async def test_a_webhook_that_cannot_be_reached_is_shown_to_the_approver(service
             waiting = _hold(service)
             await _until(pilot, lambda: "notification hold.raised" in _toasts(app), timeout=10)
             waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting  # withdrawn while the workstation still runs
     finally:
         await notifier.stop()
 
@@ -315,6 +334,8 @@ async def test_a_new_hold_alerts_as_the_alert_option_says(service):
         await _until(pilot, lambda: alerts)
         assert alerts[0][1] == "alice@web1: reboot now" and app.alert_kind == "osc777"
         waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting  # withdrawn while the workstation still runs
 
 
 async def test_ups_welcome_sits_in_the_empty_queue_instead_of_covering_it(service):

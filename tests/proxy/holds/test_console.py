@@ -10,7 +10,8 @@ from proxy.holds.broker import ApprovalBroker, Person
 from proxy.holds.console import Console
 from proxy.holds.control import ControlServer, socket_path
 from proxy.holds.service import ApprovalService
-from storage.state import GrantStatus, HoldStatus, SqliteState
+from storage.sqlite_state import SqliteState
+from storage.state import GrantStatus, HoldStatus
 
 BOB = Person("bob", frozenset({"oncall"}))
 
@@ -19,7 +20,7 @@ BOB = Person("bob", frozenset({"oncall"}))
 async def service(tmp_path):
     control = ControlServer(socket_path(tmp_path), lambda os_user: None)
     approvals = ApprovalService(ApprovalBroker(SqliteState.in_data_dir(tmp_path), "gw"), control)
-    approvals.start()
+    await approvals.start()
     yield approvals
     await approvals.stop()
 
@@ -48,7 +49,8 @@ async def _run(service, person, screen):
 def _held(service, user: str, command: str) -> asyncio.Future:
     """`user`'s command held by the rule `restarts` for one approval from oncall, waiting."""
     return asyncio.ensure_future(
-        service.request_hold(
+        _wait(
+            service,
             session_id="s",
             user=user,
             target="web1",
@@ -61,13 +63,18 @@ def _held(service, user: str, command: str) -> asyncio.Future:
     )
 
 
+async def _wait(service, **request):
+    """Hold a command and wait for its outcome, as a held session does."""
+    return await service.wait_for(await service.request_hold(**request))
+
+
 async def test_a_new_hold_appears_and_is_approved_from_the_console(service):
     screen = Screen()
     running = await _run(service, BOB, screen)
     await screen.until("no held commands")
     waiting = _held(service, "alice", "systemctl restart nginx")
     await screen.until("[new hold]")
-    (hold,) = service.broker.pending_holds()
+    (hold,) = await service.broker.pending_holds()
     assert f"{hold.id}  alice@web1  systemctl restart nginx" in screen.text
     assert "0/1 approvals from oncall, 10m00s left" in screen.text or "9m59s" in screen.text
     await screen.lines.put(f"approve {hold.id} looks fine")
@@ -82,7 +89,7 @@ async def test_refusals_and_unknown_commands_are_explained(service):
     running = await _run(service, Person("alice", frozenset({"oncall"})), screen)
     waiting = _held(service, "alice", "reboot")
     await screen.until("[new hold]")
-    (hold,) = service.broker.pending_holds()
+    (hold,) = await service.broker.pending_holds()
     await screen.lines.put(f"approve {hold.id}")
     await screen.until("refused: you cannot decide your own request")
     await screen.lines.put("deny")
@@ -95,7 +102,7 @@ async def test_refusals_and_unknown_commands_are_explained(service):
 
 
 async def test_grants_are_listed_and_decided(service):
-    grant = service.broker.request_grant(
+    grant = await service.broker.request_grant(
         user="alice",
         target="db1",
         duration_s=3600,
@@ -109,7 +116,7 @@ async def test_grants_are_listed_and_decided(service):
     await screen.until(f"{grant.id}  alice -> db1 for 1h: migration [requested]")
     await screen.lines.put(f"approve {grant.id}")
     await screen.until(f"{grant.id}: approved")
-    assert service.broker.store.get_grant(grant.id).status is GrantStatus.ACTIVE
+    assert (await service.broker.get_grant(grant.id)).status is GrantStatus.ACTIVE
     await screen.lines.put(f"revoke {grant.id} done")
     await screen.until(f"{grant.id}: revoked")
     await screen.lines.put("quit")
@@ -160,7 +167,7 @@ async def test_a_held_command_cannot_redraw_the_approvers_console(harness, tmp_p
         await console.shown(b"rule restarts-need-review")
         console.type("holds\nquit\n")
         await console.finish()
-        (hold,) = harness.runtime.broker.pending_holds()
+        (hold,) = await harness.runtime.broker.pending_holds()
         assert hold.command == spoof  # kept as it was sent: only its display is escaped
     finally:
         await console.close()

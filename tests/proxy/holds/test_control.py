@@ -23,7 +23,8 @@ from proxy.holds.control import (
     socket_path,
 )
 from proxy.holds.service import ApprovalService
-from storage.state import HoldStatus, SqliteState
+from storage.sqlite_state import SqliteState
+from storage.state import HoldStatus
 
 OS_USER = getpass.getuser()
 BOB = Person("bob", frozenset({"oncall"}))
@@ -42,7 +43,7 @@ async def gateway(tmp_path):
         grant_approvers=lambda target: ["oncall"],
     )
     await control.start()
-    service.start()
+    await service.start()
     service.ended_grants = ended
     service.operators = operators
     service.data_dir = tmp_path
@@ -82,6 +83,11 @@ async def hoop(data_dir, *args):
     return process.returncode, out.decode(), err.decode()
 
 
+async def _held(service, **request):
+    """Hold a command and wait for its outcome, as a held session does."""
+    return await service.wait_for(await service.request_hold(**request))
+
+
 async def test_the_socket_is_owner_only(gateway):
     mode = stat.S_IMODE(os.stat(socket_path(gateway.data_dir)).st_mode)
     assert mode == 0o600
@@ -92,7 +98,7 @@ async def test_a_hold_is_pushed_at_once_and_released_from_the_command_line(gatew
     assert await watcher.call("subscribe", topics=["holds"]) == ["holds"]
     events = watcher.events()
     created_at = time.monotonic()
-    session = asyncio.ensure_future(gateway.request_hold(**_hold_request()))
+    session = asyncio.ensure_future(_held(gateway, **_hold_request()))
     created = await asyncio.wait_for(anext(events), 5)
     pushed_after = time.monotonic() - created_at
     assert created["event"] == "hold.created"
@@ -139,9 +145,9 @@ async def test_a_topic_is_watched_only_while_someone_subscribes_to_it(gateway):
 
 
 async def test_deny_needs_a_reason_and_reaches_the_session(gateway):
-    session = asyncio.ensure_future(gateway.request_hold(**_hold_request()))
+    session = asyncio.ensure_future(_held(gateway, **_hold_request()))
     await asyncio.sleep(0.05)
-    (hold,) = gateway.broker.pending_holds()
+    (hold,) = await gateway.broker.pending_holds()
     code, _, err = await hoop(gateway.data_dir, "deny", hold.id)
     assert code == 2 and "--reason" in err
     code, _, err = await hoop(gateway.data_dir, "deny", hold.id, "--reason", "not now")
@@ -151,9 +157,9 @@ async def test_deny_needs_a_reason_and_reaches_the_session(gateway):
 
 async def test_self_approval_is_refused_with_the_reason(gateway):
     gateway.operators[OS_USER] = Person("alice", frozenset({"oncall"}))
-    session = asyncio.ensure_future(gateway.request_hold(**_hold_request()))
+    session = asyncio.ensure_future(_held(gateway, **_hold_request()))
     await asyncio.sleep(0.05)
-    (hold,) = gateway.broker.pending_holds()
+    (hold,) = await gateway.broker.pending_holds()
     code, _, err = await hoop(gateway.data_dir, "approve", hold.id)
     assert code == 1
     assert err.strip() == "hoop-tui: you cannot decide your own request; another approver must"
@@ -165,7 +171,7 @@ async def test_cancelling_the_wait_withdraws_the_hold(gateway):
     watcher = await ControlClient.connect(socket_path(gateway.data_dir))
     await watcher.call("subscribe", topics=["holds"])
     events = watcher.events()
-    session = asyncio.ensure_future(gateway.request_hold(**_hold_request()))
+    session = asyncio.ensure_future(_held(gateway, **_hold_request()))
     created = await asyncio.wait_for(anext(events), 5)
     session.cancel()  # Ctrl-C at the user's terminal, or the client vanished
     withdrawn = await asyncio.wait_for(anext(events), 5)
@@ -176,7 +182,7 @@ async def test_cancelling_the_wait_withdraws_the_hold(gateway):
 
 async def test_a_hold_times_out_on_its_own(gateway):
     started = time.monotonic()
-    hold = await asyncio.wait_for(gateway.request_hold(**_hold_request(timeout_s=0.3)), 5)
+    hold = await asyncio.wait_for(_held(gateway, **_hold_request(timeout_s=0.3)), 5)
     assert hold.status is HoldStatus.EXPIRED
     assert 0.25 < time.monotonic() - started < 2
 
@@ -191,13 +197,13 @@ async def test_grants_from_request_to_revoke_end_sessions(gateway):
     gateway.operators[OS_USER] = BOB
     code, out, err = await hoop(gateway.data_dir, "approve", grant_id)
     assert code == 0, err
-    assert gateway.broker.live_grant("alice", "web1", time.time()) is not None
+    assert await gateway.broker.live_grant("alice", "web1", time.time()) is not None
     code, out, _ = await hoop(gateway.data_dir, "grants")
     assert grant_id in out and "active" in out
     code, out, err = await hoop(gateway.data_dir, "revoke", grant_id, "--reason", "done")
     assert code == 0, err
     assert [g.id for g in gateway.ended_grants] == [grant_id]
-    assert gateway.broker.live_grant("alice", "web1", time.time()) is None
+    assert await gateway.broker.live_grant("alice", "web1", time.time()) is None
 
 
 async def test_an_unmapped_os_user_is_turned_away(gateway):
@@ -240,7 +246,7 @@ async def test_a_ticket_binds_the_connection_to_its_person_not_the_os_user(gatew
     ticket = gateway.control.tickets.issue(BOB)
     client = await _ticket_client(gateway, ticket)
     assert await client.call("whoami") == {"name": "bob", "groups": ["oncall"]}
-    session = asyncio.ensure_future(gateway.request_hold(**_hold_request()))
+    session = asyncio.ensure_future(_held(gateway, **_hold_request()))
     await asyncio.sleep(0.05)
     (hold,) = await client.call("holds.list")
     await client.call("holds.decide", id=hold["id"], approve=True, reason="from afar")
@@ -324,15 +330,15 @@ async def test_a_ticket_sees_only_the_holds_and_grants_that_concern_its_person(g
     carol = Person("carol", frozenset({"dev"}))  # neither the requester nor an approver
     client = await _ticket_client(gateway, gateway.control.tickets.issue(carol))
     await client.call("subscribe", topics=["holds", "grants"])
-    others = asyncio.ensure_future(gateway.request_hold(**_hold_request(command="cat /etc/shadow")))
+    others = asyncio.ensure_future(_held(gateway, **_hold_request(command="cat /etc/shadow")))
     own = asyncio.ensure_future(
-        gateway.request_hold(**_hold_request(user="carol", command="systemctl reload app"))
+        _held(gateway, **_hold_request(user="carol", command="systemctl reload app"))
     )
     events = client.events()
     pushed = await asyncio.wait_for(anext(events), 5)
     assert pushed["data"]["command"] == "systemctl reload app"
     assert [hold["command"] for hold in await client.call("holds.list")] == ["systemctl reload app"]
-    gateway.request_grant(BOB, "web1", duration_s=600, reason="deploy", approvers=["oncall"])
+    await gateway.request_grant(BOB, "web1", duration_s=600, reason="deploy", approvers=["oncall"])
     assert await client.call("grants.list") == []
     operator = await ControlClient.connect(socket_path(gateway.data_dir))  # sees everything
     assert len(await operator.call("holds.list")) == 2
@@ -355,9 +361,9 @@ async def test_a_ticket_cannot_pick_the_approvers_of_its_own_grant(gateway):
 
 async def test_deciding_a_hold_one_cannot_see_answers_as_for_an_unknown_id(gateway):
     carol = Person("carol", frozenset({"dev"}))
-    waiting = asyncio.ensure_future(gateway.request_hold(**_hold_request()))
+    waiting = asyncio.ensure_future(_held(gateway, **_hold_request()))
     await asyncio.sleep(0.05)
-    (hold,) = gateway.broker.pending_holds()
+    (hold,) = await gateway.broker.pending_holds()
     client = await _ticket_client(gateway, gateway.control.tickets.issue(carol))
     with pytest.raises(ControlError) as unseen:
         await client.call("holds.decide", id=hold.id, approve=True, reason="x")

@@ -18,7 +18,7 @@ from proxy.policy import Action, Basis, Review, Verdict
 from storage.reader import RecordingReader
 from storage.recorder import new_session_id, start_recording
 from storage.schema import EventType
-from storage.state import SqliteState
+from storage.sqlite_state import SqliteState
 from storage.writer import RecordingWriter
 from tests.storage.helpers import make_header
 
@@ -42,7 +42,7 @@ async def setup(tmp_path):
     )
     service = ApprovalService(ApprovalBroker(SqliteState.in_data_dir(tmp_path), "gw"), control)
     await control.start()
-    service.start()
+    await service.start()
     header = make_header(new_session_id(), started_at_us=time.time_ns() // 1000)
     session = Session(start_recording(tmp_path, header), header.session_id)
     yield Enforcer(service), session, service
@@ -111,12 +111,14 @@ async def test_a_hold_waits_tells_the_caller_and_records_the_decision(setup):
     )
     await asyncio.sleep(0.1)
     assert not task.done()
-    (hold,) = service.broker.pending_holds()
+    (hold,) = await service.broker.pending_holds()
     assert notes == [
         f"held as {hold.id} by rule restarts-need-review: waiting for 1 approval(s) from "
         "oncall (expires in 10m)"
     ]
-    service.decide_hold(hold.id, Person("bob", frozenset({"oncall"})), approve=True, reason="fine")
+    await service.decide_hold(
+        hold.id, Person("bob", frozenset({"oncall"})), approve=True, reason="fine"
+    )
     outcome = await asyncio.wait_for(task, 5)
     assert outcome.allowed and outcome.message == f"{hold.id} approved by bob"
     names = [(n, f) for n, f in _events(session)]
@@ -165,4 +167,4 @@ async def test_review_with_no_approver_group_is_a_denial_that_says_so(setup):
     )
     assert not outcome.allowed
     assert "no approver group is configured" in outcome.message
-    assert service.broker.pending_holds() == []
+    assert await service.broker.pending_holds() == []

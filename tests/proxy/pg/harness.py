@@ -26,7 +26,7 @@ from proxy.pg.scram import make_verifier
 from proxy.pg.server import PgGateway
 from storage.reader import RecordingReader
 from storage.schema import Event
-from storage.state import SqliteState
+from storage.sqlite_state import SqliteState
 from tests.fixtures.gateway import toml_table
 
 PG_HOST = "127.0.0.1"
@@ -135,7 +135,7 @@ class PgHarness:
             ApprovalBroker(SqliteState.in_data_dir(config.data_dir), "gw-pg"), self.control
         )
         await self.control.start()
-        self.service.start()
+        await self.service.start()
         self.gateway = PgGateway(config, Enforcer(self.service))
         self.gateway.masks = MaskPolicy.from_raw_config(config.raw, config.path, b"k" * 32)
         await self.gateway.start()

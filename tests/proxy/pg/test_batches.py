@@ -34,7 +34,7 @@ async def _rows() -> list[int]:
 async def _hold_id(pg: PgHarness, seen: set[str]) -> str:
     assert pg.service is not None
     for _ in range(200):
-        for hold in pg.service.broker.pending_holds():
+        for hold in await pg.service.broker.pending_holds():
             if hold.id not in seen:
                 seen.add(hold.id)
                 return hold.id
@@ -114,8 +114,9 @@ async def test_a_hold_denied_mid_executemany_leaves_no_row(pg: PgHarness) -> Non
             conn.executemany(f"insert into {TABLE} values ($1)", [(1,), (2,), (3,)])
         )
         seen: set[str] = set()
-        pg.service.decide_hold(await _hold_id(pg, seen), BOB, approve=True, reason="ok")
-        pg.service.decide_hold(await _hold_id(pg, seen), BOB, approve=False, reason="not that")
+        await pg.service.decide_hold(await _hold_id(pg, seen), BOB, approve=True, reason="ok")
+        denied = await _hold_id(pg, seen)
+        await pg.service.decide_hold(denied, BOB, approve=False, reason="not that")
         with pytest.raises(asyncpg.InsufficientPrivilegeError) as caught:
             await asyncio.wait_for(task, 20)
         assert "not that" in str(caught.value)

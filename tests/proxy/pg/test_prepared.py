@@ -34,9 +34,9 @@ async def _count() -> int:
 async def _decide_next_hold(pg: PgHarness, approve: bool, reason: str) -> None:
     assert pg.service is not None
     for _ in range(200):
-        pending = pg.service.broker.pending_holds()
+        pending = await pg.service.broker.pending_holds()
         if pending:
-            pg.service.decide_hold(pending[0].id, BOB, approve=approve, reason=reason)
+            await pg.service.decide_hold(pending[0].id, BOB, approve=approve, reason=reason)
             return
         await asyncio.sleep(0.05)
     raise AssertionError("no hold appeared")

@@ -202,7 +202,7 @@ async def test_read_only_target(pg: PgHarness) -> None:
 async def _hold_id(pg: PgHarness, timeout: float = 10.0) -> str:
     assert pg.service is not None
     for _ in range(int(timeout / 0.05)):
-        pending = pg.service.broker.pending_holds()
+        pending = await pg.service.broker.pending_holds()
         if pending:
             return pending[0].id
         await asyncio.sleep(0.05)
@@ -220,7 +220,7 @@ async def test_hold_approved(pg: PgHarness) -> None:
         hold_id = await _hold_id(pg)
         assert not task.done()
         assert pg.service is not None
-        pg.service.decide_hold(
+        await pg.service.decide_hold(
             hold_id, Person("bob", frozenset({"oncall"})), approve=True, reason="ok"
         )
         cur = await asyncio.wait_for(task, 10)
@@ -228,7 +228,7 @@ async def test_hold_approved(pg: PgHarness) -> None:
         # A prepared statement: judged at Parse, held at each Execute.
         task = asyncio.ensure_future(conn.execute("insert into h values (%s)", (3,)))
         hold_id = await _hold_id(pg)
-        pg.service.decide_hold(
+        await pg.service.decide_hold(
             hold_id, Person("bob", frozenset({"oncall"})), approve=False, reason="not now"
         )
         with pytest.raises(psycopg.errors.InsufficientPrivilege) as caught:
@@ -256,7 +256,7 @@ async def test_client_disconnects_while_held(pg: PgHarness) -> None:
         await task
     assert pg.service is not None
     for _ in range(100):
-        hold = pg.service.broker.store.get_hold(hold_id)
+        hold = await pg.service.broker.get_hold(hold_id)
         if hold is not None and str(hold.status) != "pending":
             break
         await asyncio.sleep(0.05)
@@ -433,7 +433,7 @@ async def test_cancel_withdraws_a_held_statement(pg: PgHarness) -> None:
         with pytest.raises(psycopg.errors.QueryCanceled):
             await asyncio.wait_for(task, 10)
         assert pg.service is not None
-        hold = pg.service.broker.store.get_hold(hold_id)
+        hold = await pg.service.broker.get_hold(hold_id)
         assert hold is not None and str(hold.status) == "withdrawn"
         cur = await conn.execute("select 1")
         assert await cur.fetchone() == (1,)

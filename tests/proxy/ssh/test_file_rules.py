@@ -184,14 +184,14 @@ async def test_a_held_sftp_read_waits_for_approval_then_runs(
     local = tmp_path / "report-copy"
     client = asyncio.ensure_future(sftp(harness, f"get {held}/report.txt {local}\n"))
     deadline = time.monotonic() + 20
-    while not harness.runtime.broker.pending_holds():
+    while not await harness.runtime.broker.pending_holds():
         assert time.monotonic() < deadline, "no hold appeared"
         await asyncio.sleep(0.05)
-    (hold,) = harness.runtime.broker.pending_holds()
+    (hold,) = await harness.runtime.broker.pending_holds()
     assert hold.command == f"sftp read {held}/report.txt" and hold.rule == "held-reads"
     await asyncio.sleep(0.3)
     assert not local.exists()
-    harness.runtime.approvals.decide_hold(hold.id, BOB, approve=True, reason="ok")
+    await harness.runtime.approvals.decide_hold(hold.id, BOB, approve=True, reason="ok")
     result = await client
     assert result.status == 0, result.err
     assert local.read_text() == "quarterly\n"
@@ -206,11 +206,11 @@ async def test_a_held_sftp_read_denied_by_the_approver_is_refused(
     # `..` does not walk around the rule: the path is compared once normalised.
     client = asyncio.ensure_future(sftp(harness, f"get {held}/../{held.name}/report.txt {local}\n"))
     deadline = time.monotonic() + 20
-    while not harness.runtime.broker.pending_holds():
+    while not await harness.runtime.broker.pending_holds():
         assert time.monotonic() < deadline, "no hold appeared"
         await asyncio.sleep(0.05)
-    (hold,) = harness.runtime.broker.pending_holds()
-    harness.runtime.approvals.decide_hold(hold.id, BOB, approve=False, reason="not today")
+    (hold,) = await harness.runtime.broker.pending_holds()
+    await harness.runtime.approvals.decide_hold(hold.id, BOB, approve=False, reason="not today")
     result = await client
     assert result.status != 0 and "Permission denied" in result.err
     assert "not today" in result.err

@@ -65,9 +65,9 @@ async def test_a_held_line_reaches_the_queue_whole_under_masks(
         agent.send(b"cat /etc/hostname\r")
         assert masked.runtime is not None
         deadline = time.monotonic() + 15
-        while not masked.runtime.broker.pending_holds():
+        while not await masked.runtime.broker.pending_holds():
             assert time.monotonic() < deadline, bytes(agent.seen)
             await asyncio.sleep(0.05)
-        assert masked.runtime.broker.pending_holds()[0].command == "cat /etc/hostname"
+        assert (await masked.runtime.broker.pending_holds())[0].command == "cat /etc/hostname"
     finally:
         await agent.close()

@@ -49,15 +49,15 @@ async def test_killing_the_client_of_a_held_exec_withdraws_the_hold_at_once(
     )
     broker = harness.runtime.broker
     deadline = time.monotonic() + 20
-    while not broker.pending_holds():
+    while not await broker.pending_holds():
         assert time.monotonic() < deadline, "no hold appeared"
         await asyncio.sleep(0.05)
-    (hold,) = broker.pending_holds()
+    (hold,) = await broker.pending_holds()
 
     client.send_signal(signal.SIGKILL)
     await client.wait()
     killed = time.monotonic()
-    while (current := broker.store.get_hold(hold.id)) is not None and (
+    while (current := await broker.get_hold(hold.id)) is not None and (
         current.status is HoldStatus.PENDING
     ):
         assert time.monotonic() - killed < 1.5, "the hold is still pending after its client died"
@@ -106,14 +106,14 @@ async def test_killing_the_client_of_a_held_sftp_request_withdraws_it_at_once(
     client.stdin.write(f"get {tmp_path}/held/report.txt {tmp_path}/copy\n".encode())
     broker = harness.runtime.broker
     deadline = time.monotonic() + 20
-    while not broker.pending_holds():
+    while not await broker.pending_holds():
         assert time.monotonic() < deadline, "no hold appeared"
         await asyncio.sleep(0.05)
-    (hold,) = broker.pending_holds()
+    (hold,) = await broker.pending_holds()
     client.send_signal(signal.SIGKILL)
     await client.wait()
     killed = time.monotonic()
-    while (current := broker.store.get_hold(hold.id)) is not None and (
+    while (current := await broker.get_hold(hold.id)) is not None and (
         current.status is HoldStatus.PENDING
     ):
         assert time.monotonic() - killed < 1.5, "the hold is still pending after its client died"
@@ -145,11 +145,11 @@ async def test_killing_the_terminal_of_a_held_shell_line_withdraws_it_at_once(
         await terminal.until(PROMPT)
         await terminal.type(f"touch {tmp_path}/restart.done\r")
         await terminal.until(b"held as h-")
-        (hold,) = harness.runtime.broker.pending_holds()
+        (hold,) = await harness.runtime.broker.pending_holds()
         os.kill(terminal.pid, signal.SIGKILL)
         killed = time.monotonic()
         broker = harness.runtime.broker
-        while (current := broker.store.get_hold(hold.id)) is not None and (
+        while (current := await broker.get_hold(hold.id)) is not None and (
             current.status is HoldStatus.PENDING
         ):
             assert time.monotonic() - killed < 1.5, "the hold is still pending"

@@ -240,7 +240,7 @@ async def test_a_held_line_waits_for_approval_and_ctrl_c_withdraws_it(
     await asyncio.sleep(0.5)
     assert not first.exists()
     assert harness.runtime is not None
-    harness.runtime.approvals.decide_hold(hold.id, BOB, approve=True, reason="fine")
+    await harness.runtime.approvals.decide_hold(hold.id, BOB, approve=True, reason="fine")
     await term.prompt(2)
     assert first.exists(), term.raw
     term.type(f"touch {second}\r")
