@@ -521,6 +521,10 @@ class PgState:
             row = await cur.fetchone()
         return int(row["n"]) if row is not None else 1
 
+    async def login_failure_counts(self, since: float) -> dict[str, int]:
+        """Failures per key since `since` (epoch seconds), across the fleet."""
+        return await _login_failure_counts(self, since)
+
     async def clear_login_failures(self, key: str) -> None:
         async with self._cursor() as cur:
             await cur.execute("DELETE FROM login_failures WHERE key = %s", (key,))
@@ -821,3 +825,11 @@ async def _upsert_sessions(store: PgState, rows: list[dict[str, Any]]) -> None:
                     row["verdicts"],
                 ),
             )
+
+
+async def _login_failure_counts(store: PgState, since: float) -> dict[str, int]:
+    async with store._cursor() as cur:
+        await cur.execute(
+            "SELECT key, COUNT(*) AS n FROM login_failures WHERE at >= %s GROUP BY key", (since,)
+        )
+        return {row["key"]: int(row["n"]) for row in await cur.fetchall()}

@@ -142,6 +142,7 @@ class FleetMember:
         self.live: Callable[[], list[LiveSession]] = list
         self._registered: set[str] = set()
         self._synced_us = 0  # catalogue rows changed since then are copied at the next beat
+        self.throttle: Any = None  # a FleetThrottle: pulled at every beat
 
     async def start(self) -> None:
         gone = await self.store.forget_own_leftovers()
@@ -169,6 +170,8 @@ class FleetMember:
             if rows:
                 await self.store.upsert_sessions(rows)
             self._synced_us = started - 5_000_000  # rows written while we read come again
+        if self.throttle is not None:
+            await self.throttle.pull()
 
     async def _beat_forever(self) -> None:
         while True:
@@ -262,6 +265,11 @@ async def join_fleet(runtime: Any, store: Any, member: FleetMember) -> Any:
 
     config = runtime.config
     member.live = lambda: live_sessions_of(runtime)
+    from proxy.fleet.throttle import FleetThrottle
+
+    # failed logins count across the fleet (SSH and PostgreSQL share the authenticator)
+    member.throttle = FleetThrottle.like(runtime.auth.throttle, store)
+    runtime.auth.throttle = member.throttle
     watch = None
     peer = peer_settings(config)
     if peer is not None:

@@ -1,0 +1,37 @@
+"""Failed logins on one instance slow the same guesses on another (within a heartbeat)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from proxy.auth import LoginThrottle
+from proxy.fleet.throttle import FleetThrottle
+from storage.pg_state import PgState, migrate
+
+
+def second_wait(throttle: LoginThrottle, name: str) -> float:
+    """Two attempts in a row from a fresh address: how long the second must wait."""
+    throttle.reserve(("203.0.113.9", name))
+    return throttle.reserve(("203.0.113.10", name))
+
+
+async def test_guesses_on_a_slow_down_the_same_name_on_b(state_url: str) -> None:
+    await migrate(state_url)
+    a_store = await PgState.open(state_url, gateway_id="gw-a")
+    b_store = await PgState.open(state_url, gateway_id="gw-b")
+    try:
+        a = FleetThrottle.like(LoginThrottle(), a_store)
+        b = FleetThrottle.like(LoginThrottle(), b_store)
+        not_pulled = FleetThrottle.like(LoginThrottle(), b_store)
+        for n in range(6):  # six wrong passwords for Mallory on A, from six addresses
+            key = (f"198.51.100.{n}", "Mallory")
+            a.reserve(key)
+            a.failed(key)
+        await asyncio.gather(*a._tasks)
+        await b.pull()  # B's heartbeat
+        assert second_wait(b, "mallory") > 0.0  # B spaces her attempts too
+        assert second_wait(not_pulled, "mallory") == 0.0  # what B did before the fleet
+        assert second_wait(b, "carol") == 0.0  # nobody else is slowed
+    finally:
+        await a_store.close()
+        await b_store.close()
