@@ -288,6 +288,8 @@ async def join_fleet(runtime: Any, store: Any, member: FleetMember) -> Any:
         if port == 0:  # tests: the port the system picked
             advertise = f"{advertise.rpartition(':')[0]}:{watch.server.port}"
         member.peer_address = advertise
-        runtime.control.register("sessions.watch", watch.handler(runtime._watch_session))
+        local = runtime.control._handlers.get("sessions.watch")  # whoever serves it locally
+        if local is not None:
+            runtime.control.register("sessions.watch", watch.handler(local))
     await member.start()
     return watch
