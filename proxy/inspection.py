@@ -28,7 +28,6 @@ from proxy.policy import (
 from proxy.shell import SimpleCommand, Unparsable, analyse_line
 from proxy.shell_gate import LONG_LINE, GuardGate, decide_guard_line
 from proxy.ssh.sftp import FileRequest
-from storage.schema import EventType
 
 if TYPE_CHECKING:
     from proxy.ssh.link import TargetLink
@@ -210,7 +209,7 @@ class PolicyInspector:
         """None to run the command, else the one line to put on the caller's stderr."""
         caller = caller_of(link)
         verdict = decide_exec(self.policy, caller, link.target.name, command, terminal=terminal)
-        link.record(EventType.COMMAND, channel, "exec", command)
+        link.session.record_command(channel, "exec", command)
         outcome = await self._enforce(link, channel, command, verdict, notify)
         return None if outcome.allowed else outcome.machine_line(verdict)
 
@@ -228,7 +227,7 @@ class PolicyInspector:
             verdict = await asyncio.to_thread(decide_strict_line, *args)
         else:
             verdict = decide_strict_line(*args)
-        link.record(EventType.COMMAND, channel, "shell", line)
+        link.session.record_command(channel, "shell", line)
         outcome = await self._enforce(link, channel, line, verdict, notify)
         return None if outcome.allowed else outcome.message
 
@@ -249,7 +248,7 @@ class PolicyInspector:
             decide_strict_line(self.policy, caller, target, command),
         )
         verdict = max(verdicts, key=lambda v: v.action.severity)
-        link.record(EventType.COMMAND, channel, "exec", command)
+        link.session.record_command(channel, "exec", command)
         outcome = await self._enforce(link, channel, command, verdict, notify)
         return None if outcome.allowed else outcome.machine_line(verdict)
 
@@ -266,7 +265,7 @@ class PolicyInspector:
         what = "a shell without a terminal (its commands come from the caller, not inspected)"
         why = "a shell without a terminal runs input the gateway cannot inspect; use ssh -t"
         verdict = decide_unseen(self.policy, caller_of(link), link.target.name, what, why)
-        link.record(EventType.COMMAND, channel, "shell", what)
+        link.session.record_command(channel, "shell", what)
         outcome = await self._enforce(link, channel, what, verdict, notify)
         return None if outcome.allowed else outcome.machine_line(verdict)
 
@@ -286,7 +285,7 @@ class PolicyInspector:
             return decide_guard_line(self.policy, caller, link.target.name, line)
 
         async def enforce(command: str, verdict: Verdict, notify: Callable[[str], None]) -> Outcome:
-            link.record(EventType.COMMAND, channel, "shell", command)
+            link.session.record_command(channel, "shell", command)
             return await self._enforce(link, channel, command, verdict, notify)
 
         return GuardGate(
@@ -336,6 +335,6 @@ class PolicyInspector:
             what = verdict.command or " ".join(
                 f"sftp {op} {path}" for op, path in request.operations
             )
-        link.record(EventType.COMMAND, channel, "sftp", what)
+        link.session.record_command(channel, "sftp", what)
         outcome = await self._enforce(link, channel, what, verdict, notify)
         return None if outcome.allowed else outcome.message

@@ -14,7 +14,6 @@ import asyncssh
 
 from proxy.ssh.link import RecordingUnavailable, TargetLink
 from proxy.ssh.upstream import TargetUnavailable
-from storage.schema import EventType
 
 log = logging.getLogger("hoop.ssh")
 
@@ -83,10 +82,11 @@ class ForwardBridge:
             ) from None
         self.number = self.link.add_channel(self)
         kind = "direct-tcpip" if self.direction == "local" else "forwarded-tcpip"
-        ok = self.link.record(
-            EventType.CHANNEL_OPEN, self.number, kind, f"{self.host}:{self.port}"
-        ) and self.link.record(
-            EventType.PORT_FORWARD, self.number, "open", self.direction, self.host, self.port, 0, 0
+        session = self.link.session
+        ok = session.record_channel_open(
+            self.number, kind, f"{self.host}:{self.port}"
+        ) and session.record_port_forward(
+            self.number, "open", self.direction, self.host, self.port, 0, 0
         )
         if not ok:
             raise asyncssh.ChannelOpenError(
@@ -104,8 +104,8 @@ class ForwardBridge:
         if self.done or self.number < 0:
             return
         self.done = True
-        self.link.record(
-            EventType.PORT_FORWARD,
+        session = self.link.session
+        session.record_port_forward(
             self.number,
             "close",
             self.direction,
@@ -114,7 +114,7 @@ class ForwardBridge:
             self.bytes_in,
             self.bytes_out,
         )
-        self.link.record(EventType.CHANNEL_CLOSE, self.number)
+        session.record_channel_close(self.number)
         self.link.remove_channel(self.number)
 
     async def wait_closed(self) -> None:

@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Protocol
 import asyncssh
 
 from proxy.line_editor import Accept, Echo, Eof, Interrupt, LineEditor
-from storage.schema import EventType
 
 if TYPE_CHECKING:
     from proxy.ssh.link import TargetLink
@@ -316,7 +315,7 @@ class StrictShell:
             return
         ending = _exit_status(line, self.status)
         if ending is not None:
-            self.caller.link.record(EventType.COMMAND, self.caller.number, "shell", line)
+            self.caller.link.session.record_command(self.caller.number, "shell", line)
             self._end(ending)
             return
         refusal = await self._judge(line)
@@ -333,7 +332,7 @@ class StrictShell:
 
     async def _judge(self, line: str) -> str | None:
         if self.check is None:
-            self.caller.link.record(EventType.COMMAND, self.caller.number, "shell", line)
+            self.caller.link.session.record_command(self.caller.number, "shell", line)
             return None
 
         def notify(text: str) -> None:
