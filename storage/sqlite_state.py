@@ -89,8 +89,12 @@ class SqliteState:
         *,
         catalogue_path: Path | None = None,
         gateway_id: str = "",
-        busy_timeout_s: float = sqlite.BUSY_TIMEOUT_S,
+        busy_timeout_s: float | None = None,
     ) -> None:
+        """`busy_timeout_s`: how long a call waits for a lock another process holds before it
+        fails with StoreUnavailable (default `storage.sqlite.BUSY_TIMEOUT_S`)."""
+        if busy_timeout_s is None:
+            busy_timeout_s = sqlite.BUSY_TIMEOUT_S
         self.path = path
         self.gateway_id = gateway_id
         self._state = sqlite.Worker(
