@@ -185,8 +185,7 @@ class PgState:
             max_size=pool_size,
             open=False,
             timeout=timeout_s,
-            check=AsyncConnectionPool.check_connection,
-            reconnect_timeout=0,  # keep trying forever: the database may be restarting
+            check=AsyncConnectionPool.check_connection,  # a restarted database: drop dead ones
         )
         self._receivers: list[HintReceiver] = []
         self._listener: asyncio.Task[None] | None = None
@@ -534,9 +533,10 @@ class PgState:
     async def heartbeat(
         self, *, host: str, peer_address: str = "", version: str = "", starting: bool = False
     ) -> None:
-        """This instance is alive (`starting`: it just started, a new run)."""
-        now = time.time()
+        """This instance is alive (`starting`: it just started, a new run). Times are the
+        database's clock, so instances whose clocks differ still judge each other fairly."""
         async with self._cursor() as cur:
+            now = await _db_now(cur)
             if starting:
                 await cur.execute(
                     "INSERT INTO instances (id, host, peer_address, version, started_at,"
@@ -558,8 +558,13 @@ class PgState:
         async with self._cursor() as cur:
             await cur.execute(
                 "UPDATE instances SET state = 'stopped', heartbeat_at = %s WHERE id = %s",
-                (time.time(), self.gateway_id),
+                (await _db_now(cur), self.gateway_id),
             )
+
+    async def now(self) -> float:
+        """The database's clock (epoch seconds): what heartbeats are measured against."""
+        async with self._cursor() as cur:
+            return await _db_now(cur)
 
     async def instances(self) -> list[Instance]:
         async with self._cursor() as cur:
@@ -587,9 +592,9 @@ class PgState:
         ended-unknown in the catalogue, their pending holds withdrawn. One reaper per instance
         (rows locked, SKIP LOCKED): two instances reaping at once do it once. Returns the ids
         of the instances reaped."""
-        now = time.time() if now is None else now
         reaped: list[str] = []
         async with self._cursor() as cur:
+            now = await _db_now(cur) if now is None else now
             await cur.execute(
                 "SELECT id, heartbeat_at FROM instances WHERE state = 'up' AND heartbeat_at < %s"
                 " AND id <> %s FOR UPDATE SKIP LOCKED",
@@ -656,6 +661,13 @@ class PgState:
                         f" registered by {row['set_by']}) is {row['fingerprint']}: copy the"
                         " fleet's keys into this data directory (docs/deployment.md)"
                     )
+
+
+async def _db_now(cur: psycopg.AsyncCursor[Any]) -> float:
+    await cur.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8 AS now")
+    row = await cur.fetchone()
+    assert row is not None
+    return float(row["now"])
 
 
 async def _insert_audit(cur: psycopg.AsyncCursor[Any], entry: AuditEntry) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import time
 from typing import Any
 
 from hoop_tui.commands.common import add_config_arguments
@@ -32,7 +31,7 @@ async def _fleet_status(config: Any, settings: Any) -> dict[str, Any]:
         settings.url, gateway_id=config.gateway_id, password=settings.password()
     )
     try:
-        now = time.time()
+        now = await store.now()  # heartbeats are the database's clock
         instances = await store.instances()
         live = await store.live_sessions()
         report["instances"] = [
