@@ -28,6 +28,7 @@ from __future__ import annotations
 import enum
 import posixpath
 import re
+import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -87,6 +88,7 @@ class Caller:
     kind: str = "person"
     owner: str | None = None
     client_id: str | None = None
+    expires_at: float | None = None  # when the token that proved the caller expires
 
     @staticmethod
     def of(identity: Any) -> Caller:
@@ -98,6 +100,7 @@ class Caller:
             getattr(identity, "kind", "person"),
             getattr(identity, "owner", None),
             getattr(identity, "client_id", None),
+            getattr(identity, "expires_at", None),
         )
 
     @property
@@ -471,6 +474,9 @@ class Policy:
     unparsable: Action = Action.REVIEW
     review: Review = Review((), 1, 600)  # for holds that no rule asked for
     agent_writes: Action = Action.REVIEW  # what an agent's allowed write becomes
+    # after a caller's token expires: "end" the session (proxy/oidc/expiry.py), or judge each
+    # command at least "review" (held) or "deny"
+    on_expiry: str = "end"
 
     def rule(self, name: str) -> Rule | None:
         return next((rule for rule in self.rules if rule.name == name), None)
@@ -498,7 +504,16 @@ _RULE_KEYS = frozenset(
     }
 )
 _POLICY_KEYS = frozenset(
-    {"default", "unparsable", "approvers", "approvals", "timeout", "max_grant", "agent_writes"}
+    {
+        "default",
+        "unparsable",
+        "approvers",
+        "approvals",
+        "timeout",
+        "max_grant",
+        "agent_writes",
+        "on_expiry",
+    }
 )  # max_grant: the broker's
 _TIMEOUT_PART = re.compile(r"(\d+)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -530,6 +545,9 @@ def parse_timeout(value: object) -> int:
     return seconds
 
 
+ON_EXPIRY = ("end", "review", "deny")
+
+
 def parse_policy(raw: Mapping[str, Any], path: Path | str) -> Policy:
     """The `[policy]` table and `[[rules]]` of a parsed config file, validated whole."""
     section = raw.get("policy", {})
@@ -550,7 +568,10 @@ def parse_policy(raw: Mapping[str, Any], path: Path | str) -> Policy:
     assert review is not None
     rules = parse_rules(raw.get("rules", []), path)
     agent_writes = _action(section.get("agent_writes", "review"), path, "policy.agent_writes")
-    return Policy(rules, default, unparsable, review, agent_writes)
+    on_expiry = section.get("on_expiry", "end")
+    if on_expiry not in ON_EXPIRY:
+        raise ConfigError(path, "policy.on_expiry", 'must be "end", "review" or "deny"')
+    return Policy(rules, default, unparsable, review, agent_writes, on_expiry)
 
 
 def parse_rules(raw_rules: object, path: Path | str) -> tuple[Rule, ...]:
@@ -788,11 +809,12 @@ def decide_shell(policy: Policy, caller: Caller, target: str, line: LineResult |
     commands (the first of equals), each decided by the first rule that matches it."""
     result = analyse_line(line) if isinstance(line, str) else line
     if isinstance(result, Unparsable):
-        return _unparsable(policy, result)
-    return (
+        return _after_expiry(policy, caller, _unparsable(policy, result))
+    verdict = (
         _worst(_decide_command(policy, caller, target, command) for command in result.commands)
         or _NOTHING_RUNS
     )
+    return verdict if verdict is _NOTHING_RUNS else _after_expiry(policy, caller, verdict)
 
 
 def decide_paste(
@@ -843,7 +865,8 @@ def decide_exec(
         parts = _worst(
             _decide_command(policy, caller, target, simple) for simple in result.commands
         )
-    return _worst(v for v in (whole, parts) if v is not None) or _default(policy)
+    verdict = _worst(v for v in (whole, parts) if v is not None) or _default(policy)
+    return _after_expiry(policy, caller, verdict, command)
 
 
 def decide_unseen(policy: Policy, caller: Caller, target: str, what: str, why: str) -> Verdict:
@@ -852,8 +875,8 @@ def decide_unseen(policy: Policy, caller: Caller, target: str, what: str, why: s
     holds decides (allow rules cannot vouch for what nobody can read), else `unparsable`."""
     for rule in policy.rules:
         if rule.catch_all and rule.action is not Action.ALLOW and rule.applies_to(caller, target):
-            return _from_rule(rule, what, Basis.OPAQUE)
-    return _unparsable_message(policy, what, why, Basis.OPAQUE)
+            return _after_expiry(policy, caller, _from_rule(rule, what, Basis.OPAQUE))
+    return _after_expiry(policy, caller, _unparsable_message(policy, what, why, Basis.OPAQUE))
 
 
 def decide_sql(
@@ -868,8 +891,8 @@ def decide_sql(
     `[policy] agent_writes` instead (held for review unless the policy says otherwise)."""
     verdict = _decide_sql_rules(policy, caller, target, classes, statement, tables)
     if caller.agent and AGENT_WRITE_CLASSES.intersection(classes):
-        return _agent_write(policy, verdict, statement or None)
-    return verdict
+        verdict = _agent_write(policy, verdict, statement or None)
+    return _after_expiry(policy, caller, verdict, statement or None)
 
 
 # SQL classes that change data, schema or rights, or may (a DO block, dynamic SQL).
@@ -892,6 +915,24 @@ AGENT_WRITE_CLASSES = frozenset(
     }
 )
 AGENT_WRITE_OPERATIONS = frozenset({"write", "delete", "rename", "mkdir", "chmod", "symlink"})
+
+
+def _after_expiry(
+    policy: Policy, caller: Caller, verdict: Verdict, what: str | None = None
+) -> Verdict:
+    """After the caller's token has expired, with `[policy] on_expiry = "review"` or "deny",
+    nothing they ask for is less strict than that (with "end", the session is over by then).
+    The one place policy reads the clock: a caller carries when its sign-in ends."""
+    if policy.on_expiry == "end" or caller.expires_at is None or time.time() <= caller.expires_at:
+        return verdict
+    action = Action(policy.on_expiry)
+    if verdict.action.severity >= action.severity:
+        return verdict
+    command = verdict.command or what
+    if action is Action.DENY:
+        return Verdict(action, Basis.DEFAULT, "denied: your sign-in has expired", None, command)
+    message = "needs review: your sign-in has expired ([policy] on_expiry)"
+    return Verdict(action, Basis.DEFAULT, message, None, command, policy.review)
 
 
 def _agent_write(policy: Policy, verdict: Verdict, what: str | None) -> Verdict:
@@ -991,9 +1032,10 @@ def decide_file(
     for messages and the queue (e.g. `sftp read /etc/passwd`)."""
     verdict = _file_rules(policy, caller, target, operation, path, what, catch_all=True)
     verdict = verdict or _default(policy)
+    described = what or f"{operation} {_path_text(path)}"
     if caller.agent and operation in AGENT_WRITE_OPERATIONS:
-        return _agent_write(policy, verdict, what or f"{operation} {_path_text(path)}")
-    return verdict
+        verdict = _agent_write(policy, verdict, described)
+    return _after_expiry(policy, caller, verdict, described)
 
 
 def decide_files(

@@ -187,7 +187,7 @@ class GatewaySession:
         writer.filter = None  # applied here, so that the tap sees what is written
         log.info("recording session %s (%s -> %s)", self.id, self.identity.name, self.target)
         # a token's expiry, an agent's maximum session length: the session ends then
-        self._expiry = session_expiry.arm(self.identity, self.config.agents, self.end)
+        self._expiry = session_expiry.arm(self.config, self.identity, self.end)
 
     # -- recording: one method per event kind --------------------------------------------------
 

@@ -175,7 +175,7 @@ class OidcLogin:
         """End this connection, with its sessions, when the identity's token expires (or an
         agent's session reaches its maximum length): a menu or console has no session."""
         if self.identity is not None:
-            self._expiry = expiry.arm(self.identity, self.context.config.agents, self._expired)
+            self._expiry = expiry.arm(self.context.config, self.identity, self._expired)
 
     def _expired(self, reason: str, message: str) -> None:
         assert self.identity is not None

@@ -5,6 +5,7 @@ one place the text a client reads for an outcome is made."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Hashable
 
 from proxy.pg import classify as sqlclass
@@ -30,6 +31,8 @@ def make_decider(policy: Policy, caller: Caller, target: PgTarget) -> Decide:
 
     def decide(found: sqlclass.Classified) -> Verdict:
         key = found.key if len(found.statements) == 1 else None
+        if caller.expires_at is not None and time.time() > caller.expires_at:
+            key = None  # past the caller's sign-in: [policy] on_expiry judges each afresh
         cached = cache.get(key) if key is not None else None
         if cached is not None:
             return _for_text(cached, found.statements[0].text)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from tests.fixtures.gateway import GatewayHarness
+from tests.fixtures.gateway import GatewayHarness, toml_table
 from tests.fixtures.oidc_provider import Provider
 from tests.proxy.oidc.conftest import AGENTS, PEOPLE, _start, oidc_toml
+from tests.proxy.pg.harness import PgHarness
 
 
 @pytest.fixture
@@ -44,3 +47,26 @@ async def test_an_agents_ssh_session_ends_when_its_token_expires(
     assert result.status != 0
     assert "sign-in has expired" in result.err, result.err
     assert took < 20
+
+
+@pytest.fixture
+async def pg(tmp_path: Path, postgres: object) -> AsyncIterator[PgHarness]:
+    harness = PgHarness(tmp_path / "pg")
+    yield harness
+    await harness.stop()
+
+
+async def test_with_on_expiry_deny_a_session_stays_but_refuses_what_comes_after(
+    pg: PgHarness, short_lived: Provider
+) -> None:
+    pg.extra_toml = toml_table("[policy]", {"on_expiry": "deny"}) + oidc_toml(
+        short_lived, clock_skew="0s"
+    )
+    await pg.start()
+    token = short_lived.agent_token("ci-bot")
+    dsn = pg.dsn(user="ci-bot", sslmode="require", password=token)
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        assert await (await conn.execute("select 1")).fetchone() == (1,)
+        await asyncio.sleep(6)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="sign-in has expired"):
+            await conn.execute("select 2")

@@ -3,6 +3,8 @@ may not approve their own agent's holds (issue 16)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from proxy.config import ConfigError
@@ -72,3 +74,18 @@ def test_an_owner_may_not_approve_their_agents_holds() -> None:
     assert owner_refusal("carol", ("ops",), "deploy-bot", owners) is not None
     assert owner_refusal("alice", (), "ci-bot", owners, owner_may_approve=True) is None
     assert owner_refusal("alice", (), "someone", owners) is None
+
+
+def test_after_a_sign_in_expires_on_expiry_says_what_a_command_gets() -> None:
+    expired = Caller("dana", frozenset({"dev"}), expires_at=time.time() - 1)
+    fresh = Caller("dana", frozenset({"dev"}), expires_at=time.time() + 600)
+    held = policy(on_expiry="review", approvers=["oncall"])
+    verdict = decide_shell(held, expired, "web1", "ls")
+    assert verdict.action is Action.REVIEW and "sign-in has expired" in verdict.message
+    assert decide_shell(held, fresh, "web1", "ls").action is Action.ALLOW
+    refused = policy(on_expiry="deny")
+    assert decide_sql(refused, expired, "db", {"read"}, "select 1").action is Action.DENY
+    assert decide_shell(policy(), expired, "web1", "ls").action is Action.ALLOW  # "end": the
+    # session is ended by its timer, policy does not judge the clock
+    with pytest.raises(ConfigError, match="on_expiry"):
+        policy(on_expiry="hold")
