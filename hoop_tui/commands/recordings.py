@@ -111,6 +111,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"file:       {args.file}")
     print(f"session:    {header['session_id']}")
     who = header["user"] + (" (service account)" if header["service_account"] else "")
+    extra = header.get("extra") or {}
+    if extra.get("caller_kind") == "agent":  # an OIDC agent (docs/identity.md)
+        who += f" (agent of {extra.get('owner', '?')}, client {extra.get('client_id', '?')})"
     print(f"user:       {who}")
     print(f"target:     {header['target']} ({header['protocol']})")
     print(f"client:     {header['client'] or '-'}")

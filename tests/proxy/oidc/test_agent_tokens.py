@@ -4,6 +4,8 @@ the client shows (issue 16)."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import time
 from collections.abc import Callable
 
@@ -54,6 +56,16 @@ async def test_an_agent_token_is_its_postgres_password_and_the_recording_names_t
         "ci-bot",
         "oidc",
     )
+    shown = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hoop_tui",
+        "info",
+        str(pg.recordings()[0]),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await shown.communicate()
+    assert "user:       ci-bot (agent of alice, client ci-bot)" in out.decode()
     rows = SqliteCatalogue.in_data_dir(pg.directory / "data").find_sessions(SessionQuery())
     assert [row.caller for row in rows] == [
         {"caller_kind": "agent", "owner": "alice", "client_id": "ci-bot"}
