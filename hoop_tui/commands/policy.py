@@ -202,12 +202,18 @@ def _caller(
         service_account = service_account or user.service_account
     from proxy.policy import Caller
 
+    agent = config.agents.get(name)  # an OIDC agent: its groups, owner and stricter defaults
+    if agent is not None:
+        groups.update(agent.groups)
+        return Caller(
+            name, frozenset(groups), kind="agent", owner=agent.owner, client_id=agent.client_id
+        )
     return Caller(name, frozenset(groups), service_account)
 
 
 def _notes(config: GatewayConfig, user: str, target: str, command: str | None) -> list[str]:
     notes: list[str] = []
-    if user not in config.users:
+    if user not in config.users and user not in config.agents:
         where = "in [[users]] nor, without a directory to ask, anywhere"
         if config.ldap is not None:
             where = "in [[users]]; an LDAP user's groups must be given with --group"
@@ -236,6 +242,8 @@ def _rule_label(policy: Policy, verdict: Verdict) -> str:
 
 def _print(verdict: Verdict, caller: Caller, target: str, policy: Policy, notes: list[str]) -> None:
     who = caller.name + (" (service account)" if caller.service_account else "")
+    if caller.agent:
+        who += f" (agent of {caller.owner}, client {caller.client_id})"
     groups = ", ".join(sorted(caller.groups)) or "none"
     print(f"verdict:  {verdict.action.value}")
     print(f"rule:     {_rule_label(policy, verdict)}")

@@ -97,3 +97,28 @@ def test_the_device_flow_ends_with_a_reason(error: str, message: str) -> None:
     poll = DevicePoll.begin(_start(), now=0.0)
     with pytest.raises(DeviceFlowFailed, match=message):
         poll.answer(400, {"error": error})
+
+
+def test_policy_check_judges_an_agent_as_the_gateway_would(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = config(
+        tmp_path,
+        BASE,
+        '[[agents]]\nname = "ci-bot"\nowner = "alice"\n\n[[targets]]\nname = "db"\n'
+        'protocol = "postgres"\nhost = "127.0.0.1"\nport = 5432\ndatabase = "x"\nuser = "x"\n'
+        'groups = ["*"]\n',
+    )
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "hoop_tui", "policy", "check", "--config", str(path)),
+            *("--user", "ci-bot", "--target", "db", "--sql", "insert into t values (1)"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 3, done.stderr  # review
+    assert "an agent's writes are held" in done.stdout
+    assert "ci-bot (agent of alice, client ci-bot)" in done.stdout
