@@ -70,6 +70,7 @@ def cmd_holds(args: argparse.Namespace) -> int:
 
     def show(rows: list[dict[str, Any]]) -> None:
         from proxy.holds.console import printable
+        from storage.state import Hold
 
         if not rows:
             print("no held commands")
@@ -77,31 +78,31 @@ def cmd_holds(args: argparse.Namespace) -> int:
         print(
             f"{'ID':<10} {'USER':<10} {'TARGET':<12} {'RULE':<22} {'LEFT':<8} {'STATUS':<9} COMMAND"
         )
-        for hold in rows:
-            votes = (
-                f"{len([d for d in hold['decisions'] if d['approve']])}/{hold['approvals_needed']}"
-            )
-            status = hold["status"] if hold["status"] != "pending" else f"pending {votes}"
+        for hold in map(Hold.from_json, rows):
+            votes = f"{len(hold.approved_by)}/{hold.approvals_needed}"
+            status = f"pending {votes}" if hold.pending else str(hold.status)
             # A decided hold says why it ended ("the caller disconnected", "timed out").
-            why = f"  ({printable(hold['note'])})" if hold.get("note") else ""
+            why = f"  ({printable(hold.note)})" if hold.note else ""
             print(
-                f"{hold['id']:<10} {hold['user'][:10]:<10} {hold['target'][:12]:<12} "
-                f"{hold['rule'][:22]:<22} {_left(hold['expires_at']):<8} {status:<9} "
-                f"{printable(hold['command'])}{why}"
+                f"{hold.id:<10} {hold.user[:10]:<10} {hold.target[:12]:<12} "
+                f"{hold.rule[:22]:<22} {_left(hold.expires_at):<8} {status:<9} "
+                f"{printable(hold.command)}{why}"
             )
 
     return _print_json_or(args, holds, show)
 
 
 def _decide(args: argparse.Namespace, approve: bool) -> int:
-    op = "grants.decide" if args.id.startswith("g-") else "holds.decide"
+    from storage.state import Hold
+
+    grant = args.id.startswith("g-")
+    op = "grants.decide" if grant else "holds.decide"
     result = call_gateway(args, op, id=args.id, approve=approve, reason=args.reason or "")
-    verb = "approved" if approve else "denied"
-    if result["status"] == "pending":
-        got = len([d for d in result["decisions"] if d["approve"]])
-        print(f"{args.id}: approval recorded ({got} of {result['approvals_needed']})")
+    hold = None if grant else Hold.from_json(result)
+    if hold is not None and hold.pending:
+        print(f"{args.id}: approval recorded ({len(hold.approved_by)} of {hold.approvals_needed})")
     else:
-        print(f"{args.id}: {verb}")
+        print(f"{args.id}: {'approved' if approve else 'denied'}")
     return 0
 
 
@@ -120,16 +121,16 @@ def cmd_grants(args: argparse.Namespace) -> int:
 
     def show(rows: list[dict[str, Any]]) -> None:
         from proxy.holds.console import printable
+        from storage.state import Grant
 
         if not rows:
             print("no grants")
             return
         print(f"{'ID':<10} {'USER':<10} {'TARGET':<12} {'STATUS':<10} {'LEFT':<8} REASON")
-        for grant in rows:
+        for grant in map(Grant.from_json, rows):
             print(
-                f"{grant['id']:<10} {grant['user'][:10]:<10} {grant['target'][:12]:<12} "
-                f"{grant['status']:<10} {_left(grant['expires_at']):<8} "
-                f"{printable(grant['reason'])}"
+                f"{grant.id:<10} {grant.user[:10]:<10} {grant.target[:12]:<12} "
+                f"{grant.status:<10} {_left(grant.expires_at):<8} {printable(grant.reason)}"
             )
 
     return _print_json_or(args, grants, show)
