@@ -367,8 +367,14 @@ class GatewayRuntime:
 
 async def run(config: GatewayConfig, ready: Callable[[GatewayRuntime], None] | None = None) -> None:
     """Run until SIGTERM or SIGINT, then stop cleanly."""
-    runtime = GatewayRuntime(config)
+    from proxy.fleet.member import join_fleet, open_state
+
+    store, member = await open_state(config)  # [state]: PostgreSQL, keys checked; else SQLite
+    runtime = GatewayRuntime(config, store=store)
     await runtime.start()
+    watch = None
+    if member is not None:  # in a fleet: heartbeat, reaper, shared live sessions, peer channel
+        watch = await join_fleet(runtime, store, member)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -381,4 +387,9 @@ async def run(config: GatewayConfig, ready: Callable[[GatewayRuntime], None] | N
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+        if watch is not None:
+            await watch.stop()
         await runtime.stop()
+        if member is not None:
+            await member.stop()
+        await store.close()
