@@ -66,6 +66,7 @@ class Fleet:
     haproxy: HAProxy | None = None
     postgres: bool = False  # a PostgreSQL listener on each instance, target "test" (root@test)
     balance: str = "roundrobin"
+    peers: bool = False  # the instance-to-instance channel (watch a session on any instance)
 
     def __post_init__(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -106,6 +107,7 @@ class Fleet:
                     "ssh_listen": f"127.0.0.1:{instance.ssh_port}",
                     "trusted_proxies": ["127.0.0.1"],
                     **({"pg_listen": f"127.0.0.1:{instance.pg_port}"} if self.postgres else {}),
+                    **({"peer_listen": "127.0.0.1:0"} if self.peers else {}),
                 },
             )
             if self.postgres:
