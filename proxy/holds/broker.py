@@ -24,6 +24,7 @@ from storage.state import (
     DuplicateId,
     Grant,
     GrantStatus,
+    Hint,
     Hold,
     HoldStatus,
     Refused,
@@ -133,7 +134,7 @@ def already(item: Hold | Grant) -> DecisionRefused:
     """The refusal for acting on what is no longer open, naming who closed it."""
     kind = "hold" if isinstance(item, Hold) else "grant"
     who = item.decided_by if isinstance(item, Hold) else item.decided_by or "gateway"
-    decided = item.status in ("approved", "denied", "active", "revoked")
+    decided = item.status in ("approved", "denied", "active")
     tail = f" (decided by {who})" if decided else ""
     return DecisionRefused(f"{kind} {item.id} is already {item.status}{tail}")
 
@@ -173,6 +174,16 @@ class ApprovalBroker:
     def __init__(self, store: StateStore, gateway_id: str) -> None:
         self.store = store
         self.gateway_id = gateway_id
+
+    def on_change_elsewhere(self, receiver: Callable[[Hint], None]) -> Callable[[], None]:
+        """Call `receiver` for each change another gateway made to the shared store (its own
+        are published as they are made); returns the function that stops it."""
+
+        def filtered(hint: Hint) -> None:
+            if hint.origin != self.store.gateway_id:
+                receiver(hint)
+
+        return self.store.on_hint(filtered)
 
     # -- holds ---------------------------------------------------------------------------------
 

@@ -60,7 +60,7 @@ class ApprovalService:
         self._tasks: set[asyncio.Task[None]] = set()
         # active grants, kept in step with the store: an access check asks without waiting
         self._active: dict[str, Grant] = {}
-        self._stop_hints = broker.store.on_hint(self._hinted)
+        self._stop_hints = broker.on_change_elsewhere(self._hinted)
         HoldsApi(self).register(control)
 
     async def start(self, live_sessions: set[str] | None = None) -> None:
@@ -278,12 +278,8 @@ class ApprovalService:
     # -- changes made by other gateways --------------------------------------------------------
 
     def _hinted(self, hint: Hint) -> None:
-        if hint.origin == self.broker.store.gateway_id or hint.kind not in (
-            "hold",
-            "grant",
-            "resync",
-        ):
-            return  # this gateway published its own changes as it made them
+        if hint.kind not in ("hold", "grant", "resync"):
+            return
         task = asyncio.ensure_future(self._reread(hint))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
