@@ -37,6 +37,10 @@ DEFAULT_SECRET_KEY_ENV = "AWS_SECRET_ACCESS_KEY"
 # A ranged read fetches at least this much, so walking block heads is not one GET per block.
 READ_AHEAD = 64 * 1024
 CACHED_CHUNKS = 16
+# The end of a recording (footer, trailer index, last signature) is read at every open: it is
+# fetched at once, beside the header, in one GET: from the trailer on when the manifest says
+# where it starts, else this much.
+TAIL_BYTES = 64 * 1024
 SECTION_KEYS = frozenset(
     {"url", "endpoint", "region", "access_key_env", "secret_key_env", "spool_dir", "spool_limit"}
 )
@@ -485,9 +489,35 @@ class S3Blob:
         self._starts = [segment.start for segment in segments]
         self.size = segments[-1].start + segments[-1].size
         self._chunks: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        # the tail, fetched while the reader asks for the header
+        last = segments[-1]
+        trailer = self.manifest.get("trailer_offset") if self.manifest is not None else None
+        if isinstance(trailer, int) and 0 < trailer < self.size:
+            self._tail_start = max(last.start, trailer - 64)  # and the chain before it
+        else:
+            self._tail_start = max(last.start, self.size - TAIL_BYTES)
+        self._tail: bytes | BaseException | None = None
+        self._tail_thread: threading.Thread | None = None
+        if self._tail_start > READ_AHEAD:
+            self._tail_thread = threading.Thread(target=self._fetch_tail, daemon=True)
+            self._tail_thread.start()
+
+    def _fetch_tail(self) -> None:
+        last = self._segments[-1]
+        try:
+            self._tail = self._fetch(last, self._tail_start - last.start, last.size)
+        except BaseException as exc:  # handed to the reader that needs it
+            self._tail = exc
 
     def read_at(self, offset: int, length: int) -> bytes:
         end = min(self.size, offset + max(0, length))
+        if self._tail_thread is not None and offset >= self._tail_start:
+            self._tail_thread.join()
+            tail = self._tail
+            if isinstance(tail, BaseException):
+                raise tail
+            assert tail is not None
+            return tail[offset - self._tail_start : end - self._tail_start]
         out = bytearray()
         while offset < end:
             index = bisect_right(self._starts, offset) - 1

@@ -337,6 +337,18 @@ class RecordingReader:
 
     def read_frame(self, index: int) -> list[Event]:
         offset = self.frame_offsets[index]
+        # The block ends before the next frame (or the end of what can be read): head and
+        # body come in one read, which for a recording in object storage is one GET.
+        following = (
+            self.frame_offsets[index + 1] if index + 1 < self.frame_count else self.readable_end
+        )
+        span = following - offset
+        if BLOCK_OVERHEAD < span <= MAX_BLOCK_BODY + BLOCK_OVERHEAD:
+            raw = self._handle.read_at(offset, span)
+            head = parse_block_head(raw, offset, self.size)
+            if head.kind == KIND_FRAME and head.end - offset <= len(raw):
+                body = raw[BLOCK_HEAD.size : BLOCK_HEAD.size + head.length]
+                return decode_frame_events(body, offset)
         head = read_block_head(self._handle, offset, self.size)
         if head.kind != KIND_FRAME:
             raise RecordingError(offset, "the index points at a block that is not a frame")

@@ -389,6 +389,7 @@ class Spool:
             "signature": proof.signature.hex() if proof.signature else None,
             "signed_to_offset": proof.signed_to,
             "readable_to_offset": proof.readable_to,
+            "trailer_offset": proof.trailer_offset,
             "written_at": time.time(),
         }
         self.store.put(manifest_key(entry.key), json.dumps(manifest, indent=1).encode())
@@ -440,6 +441,7 @@ class Proof:
     signed_to: int = 0
     readable_to: int = 0
     complete: bool = False
+    trailer_offset: int | None = None
 
 
 def last_proof(path: Path) -> Proof:
@@ -455,10 +457,11 @@ def last_proof(path: Path) -> Proof:
         proof.readable_to = offset
         while offset + BLOCK_HEAD.size <= size:
             if size - offset == FOOTER.size:
-                _, magic = FOOTER.unpack(os.pread(fd, FOOTER.size, offset))
+                trailer_offset, magic = FOOTER.unpack(os.pread(fd, FOOTER.size, offset))
                 proof.complete = magic == FOOTER_MAGIC
                 if proof.complete:
                     proof.readable_to = size
+                    proof.trailer_offset = trailer_offset
                 break
             kind, length = BLOCK_HEAD.unpack(os.pread(fd, BLOCK_HEAD.size, offset))
             end = offset + BLOCK_HEAD.size + length + CHAIN_SIZE
