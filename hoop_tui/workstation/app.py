@@ -28,6 +28,7 @@ from proxy.holds.console import printable
 from proxy.holds.control import ControlClient, ControlError, socket_path
 from proxy.notify import NOTIFY_TOPIC
 from replay.masking_view import CurrentMasks, load_current_masks
+from storage.state import Hold, HoldStatus
 
 RECONNECT_S = 2.0
 
@@ -177,7 +178,8 @@ class Workstation(App[None]):
                 self.queue.person = self.person
                 topics = ["holds"] if self.remote else ["holds", NOTIFY_TOPIC]
                 await self.client.call("subscribe", topics=topics)
-                self.queue.replace_all(await self.client.call("holds.list"))
+                held = await self.client.call("holds.list")
+                self.queue.replace_all([Hold.from_json(data) for data in held])
                 where = "remote console" if self.remote else str(self.data_dir)
                 self.sub_title = f"{self.person} @ {where}"
                 async for message in self.client.events():
@@ -193,30 +195,31 @@ class Workstation(App[None]):
             await asyncio.sleep(RECONNECT_S)
 
     def _on_event(self, message: dict[str, Any]) -> None:
-        event, hold = message["event"], message["data"]
+        event, data = message["event"], message["data"]
         if event == "session.output":
-            if self.watching is not None and hold["session_id"] == self.watching.session["id"]:
-                self.watching.output(hold["data"])
+            if self.watching is not None and data["session_id"] == self.watching.session["id"]:
+                self.watching.output(data["data"])
             return
         if event == "notify.failed":  # a webhook the gateway could not reach
-            self.notify(hold["message"], title="Notification failed", severity="warning")
+            self.notify(data["message"], title="Notification failed", severity="warning")
             return
+        if not event.startswith("hold."):
+            return
+        hold = Hold.from_json(data)
         if event == "hold.created":
-            self.alert(
-                f"hoop: hold {hold['id']}", f"{hold['user']}@{hold['target']}: {hold['command']}"
-            )
+            self.alert(f"hoop: hold {hold.id}", f"{hold.user}@{hold.target}: {hold.command}")
             self.notify(  # the requester's text: never markup, controls escaped
-                f"{hold['user']}@{hold['target']}: {printable(hold['command'])}",
-                title=f"New hold {hold['id']}",
+                f"{hold.user}@{hold.target}: {printable(hold.command)}",
+                title=f"New hold {hold.id}",
                 timeout=10,
                 markup=False,
             )
-        elif event == "hold.decided" and hold["id"] in self.queue.holds:
+        elif event == "hold.decided" and hold.id in self.queue.holds:
             # approved, denied, withdrawn or expired: said in words, never a silent vanishing
             self.notify(
                 printable(ending_notice(hold)),
                 title="Hold ended",
-                severity="information" if hold["status"] == "approved" else "warning",
+                severity="information" if hold.status is HoldStatus.APPROVED else "warning",
                 markup=False,
             )
         self.queue.hold_changed(hold)
@@ -252,14 +255,14 @@ class Workstation(App[None]):
     # -- the gateway's answers ------------------------------------------------------------------
 
     @work(exclusive=True, group="hold-screen")
-    async def load_hold_screen(self, hold: dict[str, Any]) -> None:
+    async def load_hold_screen(self, hold: Hold) -> None:
         if self.client is None:
             return
         try:
-            found = await self.client.call("sessions.screen", id=hold["session_id"])
+            found = await self.client.call("sessions.screen", id=hold.session_id)
         except ControlError:
             return  # the session ended, or is on another gateway
-        self.queue.show_screen(hold["id"], found["lines"])
+        self.queue.show_screen(hold.id, found["lines"])
 
     @work(exclusive=True, group="sessions")
     async def load_sessions(self) -> None:

@@ -15,6 +15,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
 
 from proxy.holds.console import printable
+from storage.state import Hold, HoldStatus
 
 # The time left comes first and the command last: a narrow terminal or a long command cuts the
 # command (whole in the detail pane), never the columns an approver decides by.
@@ -47,19 +48,19 @@ def shorten(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(1, width - 1)] + "…"
 
 
-def ending_notice(hold: dict[str, Any]) -> str:
+def ending_notice(hold: Hold) -> str:
     """What an approver is told when a hold leaves the queue, whoever ended it."""
-    status = hold["status"]
-    if hold["decisions"] and status in ("approved", "denied"):
-        last = hold["decisions"][-1]
-        why = f": {last['reason']}" if last.get("reason") else ""
-        return f"{hold['id']} {status} by {last['by']}{why}"
-    note = hold.get("note") or ""
-    if status == "expired":
-        return f"{hold['id']} expired without a decision" + (f" ({note})" if note else "")
-    if status == "withdrawn":
-        return f"{hold['id']} withdrawn: {note or 'the requester gave up'}"
-    return f"{hold['id']} {status}" + (f": {note}" if note else "")
+    status = hold.status
+    if hold.decisions and status in (HoldStatus.APPROVED, HoldStatus.DENIED):
+        last = hold.decisions[-1]
+        why = f": {last.reason}" if last.reason else ""
+        return f"{hold.id} {status} by {last.by}{why}"
+    note = hold.note
+    if status is HoldStatus.EXPIRED:
+        return f"{hold.id} expired without a decision" + (f" ({note})" if note else "")
+    if status is HoldStatus.WITHDRAWN:
+        return f"{hold.id} withdrawn: {note or 'the requester gave up'}"
+    return f"{hold.id} {status}" + (f": {note}" if note else "")
 
 
 class DecisionDialog(ModalScreen[tuple[bool, str] | None]):
@@ -67,7 +68,7 @@ class DecisionDialog(ModalScreen[tuple[bool, str] | None]):
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, hold: dict[str, Any], approve: bool) -> None:
+    def __init__(self, hold: Hold, approve: bool) -> None:
         super().__init__()
         self.hold = hold
         self.approve = approve
@@ -75,11 +76,11 @@ class DecisionDialog(ModalScreen[tuple[bool, str] | None]):
     def compose(self) -> ComposeResult:
         verb = "Approve" if self.approve else "Deny"
         with Vertical(id="dialog"):
-            yield Label(f"{verb} {self.hold['id']}?", id="dialog-title")
+            yield Label(f"{verb} {self.hold.id}?", id="dialog-title")
             yield Static(
                 Text(
-                    f"{self.hold['user']}@{self.hold['target']}: "
-                    f"{printable(self.hold['command'])}\nrule {self.hold['rule']}"
+                    f"{self.hold.user}@{self.hold.target}: "
+                    f"{printable(self.hold.command)}\nrule {self.hold.rule}"
                 ),
                 id="dialog-command",
             )
@@ -123,7 +124,7 @@ class QueueScreen(Screen[None]):
         """The requester's terminal beside `hold` is wanted: the app asks the gateway for it
         and hands it to `show_screen`."""
 
-        def __init__(self, hold: dict[str, Any]) -> None:
+        def __init__(self, hold: Hold) -> None:
             super().__init__()
             self.hold = hold
 
@@ -138,7 +139,7 @@ class QueueScreen(Screen[None]):
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         super().__init__()
-        self.holds: dict[str, dict[str, Any]] = {}
+        self.holds: dict[str, Hold] = {}
         self.clock = clock  # injected, so that a snapshot shows the same times every run
         self.person = ""  # who this workstation acts as, once the gateway said so
         self._ticks = 0
@@ -158,28 +159,45 @@ class QueueScreen(Screen[None]):
         for column in COLUMNS:
             table.add_column(column, key=column)
         self.set_interval(1.0, self._tick)
+        if self.holds:  # pushed before the screen was shown
+            self._fill(table)
 
-    def replace_all(self, holds: list[dict[str, Any]]) -> None:
-        self.holds = {hold["id"]: hold for hold in holds if hold["status"] == "pending"}
-        table = self.query_one("#holds", DataTable)
+    def _table(self) -> DataTable[Any] | None:
+        """The table, or None before it is composed or once the app is closing: holds
+        pushed then are kept (and shown if the screen comes), never a crash."""
+        found = self.query("#holds").results(DataTable)
+        return next(iter(found), None)
+
+    def _fill(self, table: DataTable[Any]) -> None:
         table.clear()
         for hold in self.holds.values():
-            table.add_row(*self._cells(hold), key=hold["id"])
+            table.add_row(*self._cells(hold), key=hold.id)
         self._show_detail()
 
-    def hold_changed(self, hold: dict[str, Any]) -> None:
+    def replace_all(self, holds: list[Hold]) -> None:
+        self.holds = {hold.id: hold for hold in holds if hold.pending}
+        table = self._table()
+        if table is not None:
+            self._fill(table)
+
+    def hold_changed(self, hold: Hold) -> None:
         """A pushed event: add, update or drop one row."""
-        table = self.query_one("#holds", DataTable)
-        if hold["status"] != "pending":
-            if self.holds.pop(hold["id"], None) is not None:
-                table.remove_row(hold["id"])
-        elif hold["id"] in self.holds:
-            self.holds[hold["id"]] = hold
-            for column, value in zip(COLUMNS, self._cells(hold), strict=True):
-                table.update_cell(hold["id"], column, value)
+        known = hold.id in self.holds
+        if hold.pending:
+            self.holds[hold.id] = hold
         else:
-            self.holds[hold["id"]] = hold
-            table.add_row(*self._cells(hold), key=hold["id"])
+            self.holds.pop(hold.id, None)
+        table = self._table()
+        if table is None:
+            return
+        if not hold.pending:
+            if known:
+                table.remove_row(hold.id)
+        elif known:
+            for column, value in zip(COLUMNS, self._cells(hold), strict=True):
+                table.update_cell(hold.id, column, value)
+        else:
+            table.add_row(*self._cells(hold), key=hold.id)
         self._fit_commands()
         self._show_detail()
 
@@ -212,24 +230,24 @@ class QueueScreen(Screen[None]):
 
     def _cells(
         self,
-        hold: dict[str, Any],
+        hold: Hold,
         now: float | None = None,
         widths: tuple[int, int] | None = None,
     ) -> tuple[Any, ...]:
         """The row of a hold; `widths` (RULE, COMMAND) cut those two, (0, 0) leaves them whole."""
         now = self.clock() if now is None else now
         rule_width, command_width = self._widths() if widths is None else widths
-        votes = len([d for d in hold["decisions"] if d["approve"]])
-        left = hold["expires_at"] - now
-        command = printable(hold["command"])
+        votes = len(hold.approved_by)
+        left = hold.expires_at - now
+        command = printable(hold.command)
         return (
             Text(_duration(left), style="bold red" if left < EXPIRING_S else ""),
-            hold["id"],
-            hold["user"],
-            hold["target"],
-            f"{votes}/{hold['approvals_needed']}",
-            _duration(now - hold["created_at"]),
-            shorten(hold["rule"], rule_width) if rule_width else hold["rule"],
+            hold.id,
+            hold.user,
+            hold.target,
+            f"{votes}/{hold.approvals_needed}",
+            _duration(now - hold.created_at),
+            shorten(hold.rule, rule_width) if rule_width else hold.rule,
             Text(shorten(command, command_width) if command_width else command, style="bold"),
         )
 
@@ -249,9 +267,9 @@ class QueueScreen(Screen[None]):
     def on_resize(self) -> None:
         self._fit_commands()
 
-    def selected(self) -> dict[str, Any] | None:
-        table = self.query_one("#holds", DataTable)
-        if not self.holds or table.cursor_row < 0:
+    def selected(self) -> Hold | None:
+        table = self._table()
+        if table is None or not self.holds or table.cursor_row < 0:
             return None
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
         return self.holds.get(str(key))
@@ -265,14 +283,14 @@ class QueueScreen(Screen[None]):
     def show_screen(self, hold_id: str, lines: list[str]) -> None:
         """The requester's terminal as it looks now, under the hold's details."""
         hold = self.selected()
-        if hold is None or hold["id"] != hold_id:
+        if hold is None or hold.id != hold_id:
             return
         while lines and not lines[-1]:
             lines = lines[:-1]
         shown = "\n".join(lines[-12:])
         as_of = time.strftime("%H:%M:%S", time.localtime(self.clock()))
         self.query_one("#hold-screen", Static).update(  # the requester's own output: text
-            Text(f"{hold['user']}'s terminal now ({as_of}):\n{printable_lines(shown)}")
+            Text(f"{hold.user}'s terminal now ({as_of}):\n{printable_lines(shown)}")
             if shown
             else ""
         )
@@ -285,15 +303,15 @@ class QueueScreen(Screen[None]):
             self.query_one("#hold-screen", Static).update(Text(self.welcome))  # no terminal
             return
         decided = ", ".join(
-            f"{d['by']} {'approved' if d['approve'] else 'denied'}" for d in hold["decisions"]
+            f"{d.by} {'approved' if d.approve else 'denied'}" for d in hold.decisions
         )
-        left = hold["expires_at"] - self.clock()
-        expiry = time.strftime("%H:%M:%S", time.localtime(hold["expires_at"]))
+        left = hold.expires_at - self.clock()
+        expiry = time.strftime("%H:%M:%S", time.localtime(hold.expires_at))
         text = Text(  # the command is the requester's text: never markup, controls escaped
-            f"{hold['id']}: {hold['user']} on {hold['target']} "
-            f"(session {hold['session_id'][:8]})\n"
-            f"  {printable(hold['command'])}\n"
-            f"  held by rule {hold['rule']}; approvers: {', '.join(hold['approvers'])}"
+            f"{hold.id}: {hold.user} on {hold.target} "
+            f"(session {hold.session_id[:8]})\n"
+            f"  {printable(hold.command)}\n"
+            f"  held by rule {hold.rule}; approvers: {', '.join(hold.approvers)}"
             + (f"; so far: {decided}" if decided else "")
             + "\n"
         )
@@ -309,15 +327,15 @@ class QueueScreen(Screen[None]):
         if hold is None:
             self.notify("Nothing to decide.")
             return
-        if self.person and hold["user"] == self.person:  # said before a reason is typed
+        if self.person and hold.user == self.person:  # said before a reason is typed
             self.notify(
-                f"{hold['id']} is your own command: another approver must decide it.",
+                f"{hold.id} is your own command: another approver must decide it.",
                 severity="error",
             )
             return
 
         def decided(answer: tuple[bool, str] | None) -> None:
             if answer is not None:
-                self.post_message(self.Decided(hold["id"], *answer))
+                self.post_message(self.Decided(hold.id, *answer))
 
         self.app.push_screen(DecisionDialog(hold, approve), decided)

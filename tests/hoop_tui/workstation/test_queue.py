@@ -8,10 +8,11 @@ import getpass
 import time
 
 import pytest
+from textual.app import App
 from textual.widgets import DataTable, Input, Static
 
 from hoop_tui.workstation.app import Workstation
-from hoop_tui.workstation.queue import DecisionDialog
+from hoop_tui.workstation.queue import DecisionDialog, QueueScreen
 from hoop_tui.workstation.replay import PlaybackScreen
 from proxy.holds.broker import ApprovalBroker, Person
 from proxy.holds.control import ControlServer, socket_path
@@ -19,7 +20,7 @@ from proxy.holds.service import ApprovalService
 from storage.recorder import new_session_id, start_recording
 from storage.schema import EventType
 from storage.sqlite_state import SqliteState
-from storage.state import HoldStatus
+from storage.state import Hold, HoldStatus
 from tests.storage.helpers import make_header
 
 
@@ -280,7 +281,7 @@ async def test_the_requesters_terminal_beside_a_hold_is_asked_for_again(service)
 
     class Counting(Workstation):
         def load_hold_screen(self, hold):
-            asked.append(hold["id"])
+            asked.append(hold.id)
             return super().load_hold_screen(hold)
 
     app = Counting(service.data_dir)
@@ -347,3 +348,27 @@ async def test_ups_welcome_sits_in_the_empty_queue_instead_of_covering_it(servic
         pane = app.queue.query_one("#hold-screen", Static)
         await _until(pilot, lambda: "demo+local@127.0.0.1" in str(pane.render()))
         assert "demo+local" not in _toasts(app)
+
+
+async def test_a_hold_pushed_while_the_queue_is_not_on_screen_is_kept_not_a_crash():
+    """Hold events come from the control socket whenever they come: one before the queue
+    screen is composed is listed once it shows, and one after the app closed is no crash."""
+    queue = QueueScreen()
+    now = time.time()
+    hold = Hold("h-1", "s1", "gw", "alice", "web1", "reboot", "r", ["oncall"], 1, now, now + 60)
+    queue.hold_changed(hold)
+
+    class QueueOnly(App[None]):
+        CSS_PATH = Workstation.CSS_PATH
+
+        def on_mount(self) -> None:
+            self.push_screen(queue)
+
+    app = QueueOnly()
+    async with app.run_test() as pilot:
+        await _until(pilot, lambda: queue.query("#holds"))
+        assert queue.query_one("#holds", DataTable).row_count == 1
+        assert "alice on web1" in str(queue.query_one("#hold-detail", Static).render())
+    hold.status = HoldStatus.WITHDRAWN
+    queue.hold_changed(hold)  # the app is gone; the event still arrives
+    assert queue.holds == {}

@@ -176,11 +176,11 @@ QUEUE_NOW = 1_764_000_600.0
 
 
 class QueueApp(App[None]):
-    """The queue screen alone, fed holds as the control API serialises them, at a fixed time."""
+    """The queue screen alone, fed holds as the control API hands them over, at a fixed time."""
 
     CSS_PATH = Workstation.CSS_PATH
 
-    def __init__(self, holds: list[dict[str, object]]) -> None:
+    def __init__(self, holds: list[Hold]) -> None:
         super().__init__()
         self.queue = QueueScreen(clock=lambda: QUEUE_NOW)
         self.holds = holds
@@ -190,7 +190,7 @@ class QueueApp(App[None]):
         self.queue.replace_all(self.holds)
 
 
-def _queue_holds() -> list[dict[str, object]]:
+def _queue_holds() -> list[Hold]:
     def hold(number: int, user: str, target: str, command: str, rule: str, left: float):
         return Hold(
             id=f"h-{number:06x}",
@@ -205,7 +205,7 @@ def _queue_holds() -> list[dict[str, object]]:
             created_at=QUEUE_NOW - 95 * number,
             expires_at=QUEUE_NOW + left,
             decisions=[Decision("carol", True, "", QUEUE_NOW - 30)] if number == 2 else [],
-        ).to_json()
+        )
 
     return [
         hold(1, "alice", "web1", "systemctl restart nginx", "restarts-need-review", 512),
