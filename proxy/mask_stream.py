@@ -38,7 +38,7 @@ from proxy.masking import (
     PARTIAL_ESCAPE,
     TOKEN_HEX,
     TOKEN_PREFIX,
-    Hit,
+    MaskHit,
     MaskAct,
     Masker,
     pem_end_search,
@@ -210,7 +210,7 @@ class MaskStream:
         out.append(line)
         return end.end(), emitted + _bytes_len(line), False
 
-    def _hold(self, text: str, pos: int, hits: list[Hit]) -> int:
+    def _hold(self, text: str, pos: int, hits: list[MaskHit]) -> int:
         size = len(text)
         cut = self.masker.hold_from(text, pos)
         for hit in hits:

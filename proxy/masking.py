@@ -851,7 +851,7 @@ class _Finder:
 
 
 @dataclass(slots=True)
-class Hit:
+class MaskHit:
     """A secret found in text: [start, end) matched, [vstart, vend) is replaced. `open` is a
     PEM block whose END line has not been seen (it runs to the end of the text)."""
 
@@ -1139,14 +1139,14 @@ class _Visible:
         return min(self.starts[segment] + offset, following)
 
 
-def _union(first: list[Hit], second: list[Hit]) -> list[Hit]:
+def _union(first: list[MaskHit], second: list[MaskHit]) -> list[MaskHit]:
     """Hits found in the text as sent and as shown, overlapping ones merged into one span
     (masking more, never less); an open PEM hit ends the list."""
-    merged: list[Hit] = []
+    merged: list[MaskHit] = []
     for hit in sorted(first + second, key=lambda h: (h.start, -h.end)):
         if merged and hit.start < merged[-1].end and not merged[-1].open:
             last = merged[-1]
-            merged[-1] = Hit(
+            merged[-1] = MaskHit(
                 last.start,
                 max(last.end, hit.end),
                 min(last.vstart, hit.vstart),
@@ -1327,7 +1327,7 @@ class Masker:
 
     # -- text ----------------------------------------------------------------------------
 
-    def find(self, text: str, pos: int = 0, finders: Sequence[_Finder] | None = None) -> list[Hit]:
+    def find(self, text: str, pos: int = 0, finders: Sequence[_Finder] | None = None) -> list[MaskHit]:
         """Every secret in text[pos:], leftmost first, never overlapping; on the same start the
         rule listed first wins. Lookbehinds may look at text before `pos`. Detectors see the
         text as a terminal shows it: control and zero-width characters between the digits of
@@ -1345,7 +1345,7 @@ class Masker:
         if view is None:
             return direct
         seen = [
-            Hit(
+            MaskHit(
                 view.start(hit.start),
                 view.end(hit.end) if not hit.open else len(text),
                 view.start(hit.vstart),
@@ -1359,17 +1359,17 @@ class Masker:
 
     def _find(
         self, text: str, pos: int, finders: Sequence[_Finder], scan: Scan | None = None
-    ) -> list[Hit]:
+    ) -> list[MaskHit]:
         if scan is None:
             scan = Scan(text, self._prefilter if len(text) >= PREFILTER_MIN else None)
         finders = [f for f in finders if f.possible is None or f.possible(scan)]
         if not finders:
             return []
         has_escape = "\x1b" in text
-        nexts: list[Hit | None] = [self._next(f, scan, pos, has_escape) for f in finders]
-        hits: list[Hit] = []
+        nexts: list[MaskHit | None] = [self._next(f, scan, pos, has_escape) for f in finders]
+        hits: list[MaskHit] = []
         while True:
-            best: Hit | None = None
+            best: MaskHit | None = None
             best_index = -1
             for index, hit in enumerate(nexts):
                 if hit is not None and (best is None or hit.start < best.start):
@@ -1383,7 +1383,7 @@ class Masker:
                 if hit is not None and (index == best_index or hit.start < best.end):
                     nexts[index] = self._next(finders[index], scan, best.end, has_escape)
 
-    def _next(self, finder: _Finder, scan: Scan, pos: int, has_escape: bool) -> Hit | None:
+    def _next(self, finder: _Finder, scan: Scan, pos: int, has_escape: bool) -> MaskHit | None:
         """The first accepted hit of one finder at or after `pos`."""
         pattern = finder.pattern
         search = finder.search
@@ -1425,7 +1425,7 @@ class Masker:
                 if match.group(name) is not None:
                     vstart, vend = match.span(name)
                     break
-            return Hit(start, end, vstart, vend, finder)
+            return MaskHit(start, end, vstart, vend, finder)
         return None
 
     def render(
@@ -1433,7 +1433,7 @@ class Masker:
         text: str,
         start: int,
         end: int,
-        hits: Sequence[Hit],
+        hits: Sequence[MaskHit],
         measure: Callable[[str], int] = len,
         record: bool = True,
         *,
@@ -1638,11 +1638,11 @@ def _escape_covering(text: str, index: int) -> int | None:
     return None
 
 
-def _pem_hit(finder: _Finder, text: str, begin: re.Match[str]) -> Hit:
+def _pem_hit(finder: _Finder, text: str, begin: re.Match[str]) -> MaskHit:
     end = _PEM_END.search(text, begin.end())
     if end is None:
-        return Hit(begin.start(), len(text), begin.end(), len(text), finder, open=True)
-    return Hit(begin.start(), end.end(), begin.end(), end.start(), finder)
+        return MaskHit(begin.start(), len(text), begin.end(), len(text), finder, open=True)
+    return MaskHit(begin.start(), end.end(), begin.end(), end.start(), finder)
 
 
 def pem_end_search(text: str, pos: int) -> re.Match[str] | None:
