@@ -473,7 +473,7 @@ def _analyse(
         message = _short(exc)
         incomplete = any(marker in message for marker in _INCOMPLETE_MARKERS)
         return Unparsable(line, f"cannot parse: {message}", incomplete=incomplete)
-    walker = PLACEHOLDER(source, depth, aliases, via, quoted_heredocs, input_unseen=input_unseen)
+    walker = _CommandWalker(source, depth, aliases, via, quoted_heredocs, input_unseen=input_unseen)
     try:
         for tree in trees:
             walker.visit(tree)
@@ -1113,7 +1113,7 @@ class _Context:
 
 
 @dataclass(slots=True)
-class PLACEHOLDER:
+class _CommandWalker:
     source: str
     depth: int
     aliases: dict[str, str | None]

@@ -24,7 +24,7 @@ class Direction(Enum):
     DOWNLOAD = "download"  # scp -f: the target sends, the caller sinks
 
 
-class PLACEHOLDER(Enum):
+class _ScpState(Enum):
     CONTROL = "control"
     DATA = "data"
     STATUS = "status"
@@ -37,7 +37,7 @@ class ScpObserver:
 
     direction: Direction
     where: bytes
-    _state: PLACEHOLDER = PLACEHOLDER.CONTROL
+    _state: _ScpState = _ScpState.CONTROL
     _line: bytearray = field(default_factory=bytearray)
     _dirs: list[bytes] = field(default_factory=list)
     _name: bytes = b""
@@ -66,30 +66,30 @@ class ScpObserver:
 
     @property
     def broken(self) -> bool:
-        return self._state is PLACEHOLDER.BROKEN
+        return self._state is _ScpState.BROKEN
 
     def feed(self, data: bytes) -> list[FileOperation]:
         """Bytes from the sending side; the files completed by them."""
         ops: list[FileOperation] = []
         view = memoryview(data)
-        while view and self._state is not PLACEHOLDER.BROKEN:
-            if self._state is PLACEHOLDER.DATA:
+        while view and self._state is not _ScpState.BROKEN:
+            if self._state is _ScpState.DATA:
                 step = min(self._left, len(view))
                 self._left -= step
                 view = view[step:]
                 if self._left == 0:
-                    self._state = PLACEHOLDER.STATUS
-            elif self._state is PLACEHOLDER.STATUS:
+                    self._state = _ScpState.STATUS
+            elif self._state is _ScpState.STATUS:
                 ok = view[0] == 0
                 view = view[1:]
                 ops.append(self._finished("ok" if ok else "failed"))
-                self._state = PLACEHOLDER.CONTROL
+                self._state = _ScpState.CONTROL
             else:
                 end = bytes(view[: MAX_LINE + 1]).find(b"\n")
                 if end < 0:
                     self._line += view
                     if len(self._line) > MAX_LINE:
-                        self._state = PLACEHOLDER.BROKEN
+                        self._state = _ScpState.BROKEN
                     break
                 self._line += view[:end]
                 view = view[end + 1 :]
@@ -99,8 +99,8 @@ class ScpObserver:
 
     def finish(self) -> list[FileOperation]:
         """The channel ended: a file cut off in the middle is reported with what arrived."""
-        if self._state in (PLACEHOLDER.DATA, PLACEHOLDER.STATUS):
-            self._state = PLACEHOLDER.BROKEN
+        if self._state in (_ScpState.DATA, _ScpState.STATUS):
+            self._state = _ScpState.BROKEN
             return [self._finished(f"incomplete: {self._size - self._left} bytes arrived")]
         return []
 
@@ -109,19 +109,19 @@ class ScpObserver:
         if kind in (b"C", b"D"):
             parts = rest.split(b" ", 2)
             if len(parts) != 3 or not parts[1].isdigit() or not parts[2]:
-                self._state = PLACEHOLDER.BROKEN
+                self._state = _ScpState.BROKEN
                 return
             if kind == b"D":
                 self._dirs.append(parts[2])
                 return
             self._name = parts[2]
             self._size = self._left = int(parts[1])
-            self._state = PLACEHOLDER.DATA if self._left else PLACEHOLDER.STATUS
+            self._state = _ScpState.DATA if self._left else _ScpState.STATUS
         elif kind == b"E":
             if self._dirs:
                 self._dirs.pop()
         elif kind != b"T":
-            self._state = PLACEHOLDER.BROKEN
+            self._state = _ScpState.BROKEN
 
     def _finished(self, outcome: str) -> FileOperation:
         path = b"/".join([*self._dirs, self._name])
