@@ -11,6 +11,7 @@
    too.
 
     python bench/fleet.py [--holds 300] [--seconds 10] [--clients 8] [--skip-sessions]
+                          [--storage "ARGS for fleet_storage.py" | --storage skip]
 
 Needs the machine's PostgreSQL on 127.0.0.1:5432 (a fresh database per run, dropped after),
 sshd and HAProxy. Loopback only.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shlex
 import statistics
 import subprocess
 import sys
@@ -174,14 +176,20 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--skip-sessions", action="store_true")
+    parser.add_argument(
+        "--storage",
+        default="",
+        metavar="ARGS",
+        help='arguments for bench/fleet_storage.py ("--size-mb 16 --rounds 1"), or "skip"',
+    )
     args = parser.parse_args()
     report_holds(args.holds)
     if not args.skip_sessions:
         report_sessions(args.seconds, args.clients)
     storage_bench = Path(__file__).with_name("fleet_storage.py")
-    if storage_bench.exists():
+    if storage_bench.exists() and args.storage != "skip":
         print(flush=True)
-        return subprocess.call([sys.executable, str(storage_bench)])
+        return subprocess.call([sys.executable, str(storage_bench), *shlex.split(args.storage)])
     return 0
 
 
