@@ -1327,7 +1327,9 @@ class Masker:
 
     # -- text ----------------------------------------------------------------------------
 
-    def find(self, text: str, pos: int = 0, finders: Sequence[_Finder] | None = None) -> list[MaskHit]:
+    def find(
+        self, text: str, pos: int = 0, finders: Sequence[_Finder] | None = None
+    ) -> list[MaskHit]:
         """Every secret in text[pos:], leftmost first, never overlapping; on the same start the
         rule listed first wins. Lookbehinds may look at text before `pos`. Detectors see the
         text as a terminal shows it: control and zero-width characters between the digits of
