@@ -26,6 +26,7 @@ from proxy.holds.service import ApprovalService
 from proxy.inspection import PolicyInspector
 from proxy.masking import MaskPolicy
 from proxy.notify import Notifier, parse_notify
+from proxy.oidc.identity import answered_for
 from proxy.pg.server import PgGateway, parse_pg_settings, pg_enabled, start_pg_gateway
 from proxy.policy import Grant as LiveGrant
 from proxy.policy import Policy, may_start_session, parse_policy
@@ -159,7 +160,11 @@ class GatewayRuntime:
     # -- identities and access ---------------------------------------------------------------
 
     def person(self, identity: Identity) -> Person:
-        return Person(identity.name, frozenset(identity.groups))
+        return self._person(identity.name, frozenset(identity.groups))
+
+    def _person(self, name: str, groups: frozenset[str]) -> Person:
+        """A person, with the agents they own: they may not decide those agents' requests."""
+        return Person(name, groups, answered_for(self.config, name, groups))
 
     async def person_for_os_user(self, os_user: str) -> Person | None:
         """The person an operator's OS user acts as, named canonically like a login would be.
@@ -170,11 +175,11 @@ class GatewayRuntime:
             return None
         local = self.auth.local_user(name)
         if local is not None:
-            return Person(local.name, frozenset(local.groups))
+            return self._person(local.name, frozenset(local.groups))
         found = await self.auth.directory_person(name)
         if found is None:
-            return Person(name, frozenset())
-        return Person(found.name, found.groups)
+            return self._person(name, frozenset())
+        return self._person(found.name, found.groups)
 
     def access_problem(self, identity: Identity, target_name: str) -> str | None:
         """Just-in-time access: a `jit = true` target needs a live grant."""

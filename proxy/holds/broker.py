@@ -91,6 +91,9 @@ class Person:
 
     name: str
     groups: frozenset[str]
+    # agents this person answers for ([[agents]] owner): deciding their requests would be
+    # deciding one's own (proxy.oidc.identity.answered_for; docs/identity.md)
+    answers_for: frozenset[str] = frozenset()
 
     def concerned_by(self, item: Hold | Grant) -> bool:
         """Whether a hold or grant is this person's business: they asked for it, or they are
@@ -102,6 +105,11 @@ class Person:
         """Refuse (DecisionRefused) unless this person may decide `item`."""
         if self.name == item.user:
             raise DecisionRefused("you cannot decide your own request; another approver must")
+        if item.user in self.answers_for:
+            raise DecisionRefused(
+                f"{self.name} answers for agent {item.user} (its owner); another approver must"
+                " decide ([oidc] owner_may_approve)"
+            )
         if not self.groups.intersection(item.approvers):
             raise DecisionRefused(
                 f"{self.name} is not in an approver group for this ({', '.join(item.approvers)})"

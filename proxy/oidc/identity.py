@@ -9,6 +9,7 @@ from typing import Any
 
 from proxy.oidc.config import AgentConfig, OidcConfig
 from proxy.oidc.tokens import TokenRefused
+from proxy.policy import owner_refusal
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,4 +71,17 @@ def person_for(claims: dict[str, Any], config: OidcConfig) -> OidcCaller:
         "person",
         float(claims["exp"]),
         subject=str(claims.get("sub", "")) or None,
+    )
+
+
+def answered_for(config: Any, name: str, groups: frozenset[str]) -> frozenset[str]:
+    """The agents `name` (with `groups`) answers for as their owner, whose requests they may
+    therefore not decide; none when `[oidc] owner_may_approve` is true. `config` is the
+    GatewayConfig."""
+    oidc = config.oidc
+    if oidc is None or oidc.owner_may_approve:
+        return frozenset()
+    owners = {agent.name: agent.owner for agent in config.agents.values()}
+    return frozenset(
+        agent for agent in owners if owner_refusal(name, groups, agent, owners) is not None
     )
