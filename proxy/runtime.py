@@ -277,6 +277,7 @@ class GatewayRuntime:
                     "term": header.term if header is not None else "",
                     "bytes_in": bytes_in,
                     "bytes_out": bytes_out,
+                    **link.identity.describe_caller(),  # person or agent, owner, client id
                 }
             )
         return rows

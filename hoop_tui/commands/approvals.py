@@ -191,10 +191,17 @@ def cmd_live(args: argparse.Namespace) -> int:
             print(
                 f"{row['id'][:8]:<10} {row['user'][:10]:<10} {row['target'][:12]:<12} "
                 f"{_when(row['started_at']):<19} {row['bytes_in']:>9} {row['bytes_out']:>11}  "
-                f"{row['client']}"
+                f"{row['client']}{_agent(row)}"
             )
 
     return _print_json_or(args, sessions, show)
+
+
+def _agent(row: dict[str, Any]) -> str:
+    """`  agent of alice, client ci-bot` for an OIDC agent's session (docs/identity.md)."""
+    if row.get("caller_kind") != "agent":
+        return ""
+    return f"  agent of {row.get('owner', '?')}, client {row.get('client_id', '?')}"
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
