@@ -306,7 +306,14 @@ class ObjectStore:
     def delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):
             batch = [{"Key": key} for key in keys[start : start + 1000]]
-            self._call("delete_objects", None, Delete={"Objects": batch, "Quiet": True})
+            answer = self._call("delete_objects", None, Delete={"Objects": batch, "Quiet": True})
+            errors = answer.get("Errors") or []
+            if errors:  # an object lock, a policy: what was refused is still there
+                first = errors[0]
+                raise StoreUnavailable(
+                    f"{self.where(str(first.get('Key')))}: {first.get('Code')} "
+                    f"{first.get('Message', '')} ({len(errors)} object(s) not deleted)".strip()
+                )
 
     def create_bucket(self) -> None:
         self._call("create_bucket", None)

@@ -71,6 +71,11 @@ async def test_a_session_is_recorded_to_the_store_and_verified_and_replayed_from
     assert status == 0 and "hello-from-the-store" in out, out + err
     status, out, err = await harness.hoop("verify", "--all")
     assert status == 0 and "1 recording(s), 1 catalogue row(s), 0 problem(s)" in out, out + err
+    prefix = harness.recordings["url"].split("/", 3)[3] + "/"
+    assert store_running.object_keys(prefix)
+    status, out, err = await harness.hoop("prune", "--older-than", "0s")
+    assert status == 0 and "removed 1 session(s)" in out, out + err
+    assert store_running.object_keys(prefix) == []  # every segment and the manifest
 
 
 async def test_a_store_away_for_a_while_costs_no_session_and_no_byte(harness, seaweed):
