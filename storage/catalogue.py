@@ -202,6 +202,11 @@ class SqliteCatalogue:
         db = self._db.connection()
         db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
 
+    def move_session(self, session_id: str, path: Path | str) -> None:
+        """The session's recording is now at `path` (moved to object storage)."""
+        db = self._db.connection()
+        db.execute("UPDATE sessions SET path = ? WHERE id = ?", (str(path), session_id))
+
     def close(self) -> None:
         """Close the calling thread's connection."""
         self._db.close_connection()
