@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import asyncssh
@@ -95,7 +96,7 @@ class OidcLogin:
         log.info("device flow started for %r from %s", name, self.client)
         return ("hoop: single sign-on", self._device.instructions(), "", ())
 
-    async def validate_kbdint_response(self, username: str, responses: list[str]) -> bool:
+    async def validate_kbdint_response(self, username: str, responses: Sequence[str]) -> bool:
         mode, self._kbdint_mode = self._kbdint_mode, ""
         if mode == "password":
             return len(responses) == 1 and await self.validate_password(username, responses[0])
