@@ -20,15 +20,14 @@ from typing import Protocol, cast
 
 import asyncssh
 
-from proxy.mask_stream import QUIET_FLUSH_S, MaskStream
-from proxy.masking import MaskAct, Masker
+from proxy.masking import MaskAct
 from proxy.shell import terminal_reads_commands
 from proxy.ssh.file_gate import SftpFileGate
 from proxy.ssh.link import RecordingUnavailable, TargetLink
+from proxy.ssh.output_masking import OutputMasking
 from proxy.ssh.scp import Direction, ScpObserver
 from proxy.ssh.sftp import FileOperation, SftpObserver
 from proxy.ssh.strict import StrictShell
-from proxy.ssh.transfers import Sniff, TransferSniffer, transfer_protocol
 from proxy.ssh.upstream import TargetUnavailable
 
 log = logging.getLogger("hoop.ssh")
@@ -123,12 +122,7 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         self.early: list[tuple[bytes, int | None]] = []
         self.early_eof = False
         self.gate: ShellGate | None = None
-        self.masker: Masker | None = None
-        self.sniffer: TransferSniffer | None = None  # a possible file transfer, not yet told
-        self.transfer = False  # the output is a file transfer's protocol: left byte-exact
-        self.mask_streams: dict[int | None, MaskStream] = {}
-        self.output_bytes = 0
-        self._mask_timer: asyncio.TimerHandle | None = None
+        self.masking: OutputMasking | None = None  # the caller's masks on what is printed
         self.paused_by: set[str] = set()  # why the caller's channel is not being read
         self.target_paused_by: set[str] = set()  # why the target's channel is not being read
         self.closed = False  # the caller's channel is gone
@@ -185,98 +179,22 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
     # -- opening the target side ---------------------------------------------------------------
 
     async def _start(self) -> None:
-        assert self.chan is not None
-        try:
-            upstream = await self.link.ready()
-        except TargetUnavailable as exc:
-            self._fail(f"hoop: {exc}")
-            return
-        cols, rows = self.term_size[:2]
-        try:
-            await self.link.start_recording(self.term_type, cols, rows)
-        except RecordingUnavailable as exc:
-            # a reason meant for the caller (the recording spool is full) is told; others
-            # name paths and stay in the gateway's log
-            why = getattr(exc.__cause__, "public_reason", None)
-            self._fail(
-                "hoop: the session cannot be recorded, so the gateway refuses it"
-                + (f": {why}" if why else "")
-            )
-            return
-        if self.closed or self.link.ended:
-            return
-        self.number = self.link.add_channel(self)
-        detail = self.kind if self.subsystem is None else f"subsystem {self.subsystem}"
-        if self.term_type:
-            detail += f" pty {self.term_type} {cols}x{rows}"
-        if not self.link.session.record_channel_open(self.number, "session", detail):
+        """Open the target side once the upstream login and the recording are there and the
+        request has been judged; then relay what the caller sent meanwhile."""
+        upstream = await _record_opening(self)
+        if upstream is None:
             return
         identity = self.link.identity
         strict = (
             self.link.config.shell_mode(identity.name, identity.groups, self.link.target.name)
             == "strict"
         )
-        check_strict_exec = getattr(self.inspector, "check_strict_exec", None)
-        if self.command is not None:
-            if not self.link.session.record_exec(self.number, self.command.encode()):
-                return
-            if strict and self.term_type and check_strict_exec is not None:
-                refusal = await check_strict_exec(
-                    self.link, self.number, self.command, notify=self._notify
-                )
-            else:
-                refusal = await self.inspector.check_exec(
-                    self.link,
-                    self.number,
-                    self.command,
-                    notify=self._notify,
-                    terminal=bool(self.term_type),
-                )
-            if refusal is not None:
-                self._fail(refusal, status=126)
-                return
-        check_blind_shell = getattr(self.inspector, "check_shell_without_terminal", None)
-        if self.kind == "shell" and not self.term_type and check_blind_shell is not None:
-            refusal = await check_blind_shell(self.link, self.number, notify=self._notify)
-            if refusal is not None:
-                self._fail(refusal, status=126)
-                return
-        env: dict[str | bytes, str | bytes] = {
-            key: value
-            for key, value in self.chan.get_environment().items()
-            if self.link.config.ssh.env_allowed(key)
-        }
+        if not await _judge_request(self, strict):
+            return
         strict_shell = strict and self.kind == "shell" and bool(self.term_type)
-        if strict_shell:
-            # The gateway is the line editor; each line runs as its own exec (proxy/ssh/strict).
-            check = getattr(self.inspector, "check_strict_line", None)
-            number = self.number
-
-            async def check_line(line: str, notify: Callable[[str], None]) -> str | None:
-                assert check is not None
-                result: str | None = await check(self.link, number, line, notify)
-                return result
-
-            shell = StrictShell(self, upstream, env, check_line if check else None)
-            target_chan = cast("asyncssh.SSHClientChannel[bytes]", shell)
-        else:
-            try:
-                target_chan, _ = await upstream.create_session(
-                    lambda: TargetChannel(self),
-                    command=self.command,
-                    subsystem=self.subsystem,
-                    env=env,
-                    term_type=self.term_type or None,
-                    term_size=self.term_size if self.term_type else None,
-                    term_modes=self.term_modes if self.term_type else None,
-                    encoding=None,
-                    window=TARGET_WINDOW,
-                    max_pktsize=TARGET_PACKET,
-                )
-            except (asyncssh.ChannelOpenError, asyncssh.Error, OSError) as exc:
-                reason = getattr(exc, "reason", "") or str(exc)
-                self._fail(f"hoop: target {self.link.target.name} refused the session: {reason}")
-                return
+        target_chan = await _open_target(self, upstream, strict_shell)
+        if target_chan is None:
+            return
         self.target = target_chan
         if self.closed:
             target_chan.close()
@@ -284,23 +202,8 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         if self.target_paused_by:
             target_chan.pause_reading()
         self._start_masking()
-        make_gate = getattr(self.inspector, "shell_gate", None)
-        # Lines typed into a shell are judged at Enter: a login shell's, and just as well those
-        # of an exec request with a terminal whose program may read commands (`ssh -t host
-        # bash`, `sudo -i`, `script`, `rbash`, a renamed bash, a REPL), which would otherwise
-        # meet no rule after the exec string itself was judged. Only programs known not to
-        # read commands (`top`, `tail -f`) go ungated.
-        typed_into_a_shell = self.kind == "shell" or (
-            self.kind == "exec" and terminal_reads_commands(self.command or "")
-        )
-        if typed_into_a_shell and self.term_type and make_gate is not None and not strict_shell:
-            self.gate = make_gate(
-                self.link,
-                self.number,
-                cols or 80,
-                to_target=self._gate_to_target,
-                to_caller=self._gate_to_caller,
-            )
+        if not strict_shell:
+            _start_gate(self)
         early, self.early = self.early, []
         for data, datatype in early:
             self._forward_input(data, datatype)
@@ -413,13 +316,15 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         if not self.target_paused_by and self.target is not None:
             self.target.pause_reading()
         self.target_paused_by.add(reason)
-        self._cancel_quiet_flush()  # the quiet that follows is ours, not the program's
+        if self.masking is not None:  # the quiet that follows is ours, not the program's
+            self.masking.cancel_quiet_flush()
 
     def _resume_target(self, reason: str) -> None:
         self.target_paused_by.discard(reason)
         if not self.target_paused_by and self.target is not None:
             self.target.resume_reading()
-            self._arm_quiet_flush()
+            if self.masking is not None:
+                self.masking.arm_quiet_flush()
 
     def _pause(self, reason: str) -> None:
         if not self.paused_by and self.chan is not None:
@@ -434,102 +339,59 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
     # -- target -> caller ------------------------------------------------------------------------
 
     def _start_masking(self) -> None:
-        """Mask secrets in what a shell or command prints, before the caller (or the
-        recording) sees them. File transfers (sftp, scp, rsync, git) are left byte-exact, but
-        only once their protocol shows (proxy/ssh/transfers): a command's name proves nothing."""
+        """Mask secrets in what a shell or command prints (proxy/ssh/output_masking); an SFTP
+        channel's packets are left as they are."""
         make = getattr(self.inspector, "output_masker", None)
         masker = make(self.link) if make is not None else None
-        if masker is None or self.sftp is not None:
-            return
-        self.masker = masker
-        protocol = transfer_protocol(self.command) if self.command is not None else None
-        if protocol is not None:
-            self.sniffer = TransferSniffer(protocol)
-
-    def _sniff(self, data: bytes) -> bytes:
-        """Hold a candidate transfer's first bytes until they show its protocol's greeting;
-        what is let out then goes byte-exact (a transfer) or masked (anything else)."""
-        assert self.sniffer is not None
-        verdict = self.sniffer.feed(data)
-        if verdict is Sniff.MORE:
-            return b""
-        held, self.sniffer = bytes(self.sniffer.held), None
-        self.transfer = verdict is Sniff.TRANSFER
-        return held
-
-    def _end_sniff(self) -> None:
-        """The output ended before its greeting was complete: not a transfer, so masked."""
-        if self.sniffer is not None:
-            held, self.sniffer = bytes(self.sniffer.held), None
-            if held and self.writable:
-                self._masked(held, None)
+        if masker is not None and self.sftp is None:
+            self.masking = OutputMasking(
+                masker, self.command, self._deliver, lambda: bool(self.target_paused_by)
+            )
 
     def _masked(self, data: bytes, datatype: int | None) -> None:
-        assert self.masker is not None
+        assert self.masking is not None
         if self.gate is not None:  # the gate reads what the shell drew, never masked text
             self.gate.output(data)
-        stream = self.mask_streams.get(datatype)
-        if stream is None:
-            stream = self.mask_streams[datatype] = MaskStream(self.masker)
-        stream.position = self.output_bytes
-        out, acts = stream.feed(data)
-        self._deliver(out, acts, datatype)
-        self._cancel_quiet_flush()
-        self._arm_quiet_flush()
+        self.masking.feed(data, datatype)
 
-    def _arm_quiet_flush(self) -> None:
-        """Let a held possible secret out after `QUIET_FLUSH_S` of quiet from the target, so
-        interactive output never waits. Not while the gateway itself holds the target back
-        (caller or recorder behind): that quiet says nothing about where the output ends, and
-        releasing the start of a secret there would let it through once the rest arrives."""
-        if self.target_paused_by or self._mask_timer is not None:
-            return
-        if any(stream.held for stream in self.mask_streams.values()):
-            loop = asyncio.get_running_loop()
-            self._mask_timer = loop.call_later(QUIET_FLUSH_S, self._flush_masks)
-
-    def _cancel_quiet_flush(self) -> None:
-        if self._mask_timer is not None:
-            self._mask_timer.cancel()
-            self._mask_timer = None
-
-    def _flush_masks(self, final: bool = False) -> None:
-        """Quiet for a moment (or the end): let out what was held back as a possible secret."""
-        self._mask_timer = None
-        for datatype, stream in self.mask_streams.items():
-            stream.position = self.output_bytes
-            out, acts = stream.flush(final=final)
-            if out or acts:
-                self._deliver(out, acts, datatype)
-
-    def _deliver(self, out: bytes, acts: list[MaskAct], datatype: int | None) -> None:
-        """Masked output: the masking acts, then the output, recorded and forwarded."""
+    def _deliver(self, out: bytes, acts: list[MaskAct], datatype: int | None) -> bool:
+        """Masked output: the masking acts, then the output, recorded and forwarded; False
+        when the output was not delivered."""
         if not self.writable:
-            return
+            return False
         assert self.chan is not None
         for act in acts:
             if not self.link.session.record_mask(
                 self.number, act.rule, act.position, act.length, act.token
             ):
-                return
-        if not out:
-            return
-        if not self.link.session.record_output(self.number, out):
-            return
-        self.output_bytes += len(out)
+                return False
+        if not out or not self.link.session.record_output(self.number, out):
+            return False
         self.link.touch()
         with contextlib.suppress(BrokenPipeError):
             self.chan.write(out, datatype)
+        return True
+
+    def _end_masking(self) -> None:
+        """The output ended: what the sniffer or the mask streams held goes out (masked)."""
+        masking = self.masking
+        if masking is None:
+            return
+        held = masking.end_sniff()
+        if held and self.writable:
+            self._masked(held, None)
+        masking.flush(final=True)
 
     def target_data(self, data: bytes, datatype: int | None) -> None:
         if not self.writable:
             return
         assert self.chan is not None
-        if self.sniffer is not None and not datatype:
-            data = self._sniff(data)
+        masking = self.masking
+        if masking is not None and masking.sniffer is not None and not datatype:
+            data = masking.sniff(data)
             if not data:
                 return
-        if self.masker is not None and (datatype or not self.transfer):
+        if masking is not None and masking.applies(datatype):
             self._masked(data, datatype)
             return
         if not self.link.session.record_output(self.number, data):
@@ -547,9 +409,7 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             self.gate.output(data)
 
     def target_eof(self) -> None:
-        self._end_sniff()
-        if self.masker is not None:
-            self._flush_masks(final=True)
+        self._end_masking()
         if self.writable:
             assert self.chan is not None
             with contextlib.suppress(BrokenPipeError):
@@ -562,9 +422,7 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         exc: Exception | None = None,
     ) -> None:
         """The target ended the channel: pass on how (exit status or signal) and close."""
-        self._end_sniff()
-        if self.masker is not None:
-            self._flush_masks(final=True)
+        self._end_masking()
         self.target = None
         self._close_gate()
         if exc is not None and status is None and signal is None:
@@ -639,6 +497,131 @@ class CallerChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             self._finish_file_operations("channel closed")
             self.link.session.record_channel_close(self.number)
             self.link.remove_channel(self.number)
+
+
+# -- opening the target side of a CallerChannel, step by step -----------------------------------
+
+
+async def _record_opening(channel: CallerChannel) -> asyncssh.SSHClientConnection | None:
+    """The upstream connection once the channel's opening is recorded; None when the
+    caller has been told why not (target down, no recording) or has gone."""
+    try:
+        upstream = await channel.link.ready()
+    except TargetUnavailable as exc:
+        channel._fail(f"hoop: {exc}")
+        return None
+    cols, rows = channel.term_size[:2]
+    try:
+        await channel.link.start_recording(channel.term_type, cols, rows)
+    except RecordingUnavailable as exc:
+        # a reason meant for the caller (the recording spool is full) is told; others
+        # name paths and stay in the gateway's log
+        why = getattr(exc.__cause__, "public_reason", None)
+        channel._fail(
+            "hoop: the session cannot be recorded, so the gateway refuses it"
+            + (f": {why}" if why else "")
+        )
+        return None
+    if channel.closed or channel.link.ended:
+        return None
+    channel.number = channel.link.add_channel(channel)
+    detail = channel.kind if channel.subsystem is None else f"subsystem {channel.subsystem}"
+    if channel.term_type:
+        detail += f" pty {channel.term_type} {cols}x{rows}"
+    if not channel.link.session.record_channel_open(channel.number, "session", detail):
+        return None
+    return upstream
+
+
+async def _judge_request(channel: CallerChannel, strict: bool) -> bool:
+    """Record and judge an exec command (or a shell without a terminal); False when it may
+    not run (the caller has been told why)."""
+    refusal: str | None = None
+    if channel.command is not None:
+        if not channel.link.session.record_exec(channel.number, channel.command.encode()):
+            return False
+        check_strict_exec = getattr(channel.inspector, "check_strict_exec", None)
+        if strict and channel.term_type and check_strict_exec is not None:
+            refusal = await check_strict_exec(
+                channel.link, channel.number, channel.command, notify=channel._notify
+            )
+        else:
+            refusal = await channel.inspector.check_exec(
+                channel.link,
+                channel.number,
+                channel.command,
+                notify=channel._notify,
+                terminal=bool(channel.term_type),
+            )
+    check_blind_shell = getattr(channel.inspector, "check_shell_without_terminal", None)
+    if refusal is None and channel.kind == "shell" and not channel.term_type and check_blind_shell:
+        refusal = await check_blind_shell(channel.link, channel.number, notify=channel._notify)
+    if refusal is not None:
+        channel._fail(refusal, status=126)
+        return False
+    return True
+
+
+async def _open_target(
+    channel: CallerChannel, upstream: asyncssh.SSHClientConnection, strict_shell: bool
+) -> asyncssh.SSHClientChannel[bytes] | None:
+    """The same session on the target (a strict shell: the gateway's line editor, each
+    line its own exec, proxy/ssh/strict); None when the target refused it."""
+    assert channel.chan is not None
+    env: dict[str | bytes, str | bytes] = {
+        key: value
+        for key, value in channel.chan.get_environment().items()
+        if channel.link.config.ssh.env_allowed(key)
+    }
+    if strict_shell:
+        check = getattr(channel.inspector, "check_strict_line", None)
+        number = channel.number
+
+        async def check_line(line: str, notify: Callable[[str], None]) -> str | None:
+            assert check is not None
+            result: str | None = await check(channel.link, number, line, notify)
+            return result
+
+        shell = StrictShell(channel, upstream, env, check_line if check else None)
+        return cast("asyncssh.SSHClientChannel[bytes]", shell)
+    try:
+        target_chan, _ = await upstream.create_session(
+            lambda: TargetChannel(channel),
+            command=channel.command,
+            subsystem=channel.subsystem,
+            env=env,
+            term_type=channel.term_type or None,
+            term_size=channel.term_size if channel.term_type else None,
+            term_modes=channel.term_modes if channel.term_type else None,
+            encoding=None,
+            window=TARGET_WINDOW,
+            max_pktsize=TARGET_PACKET,
+        )
+    except (asyncssh.ChannelOpenError, asyncssh.Error, OSError) as exc:
+        reason = getattr(exc, "reason", "") or str(exc)
+        channel._fail(f"hoop: target {channel.link.target.name} refused the session: {reason}")
+        return None
+    return target_chan
+
+
+def _start_gate(channel: CallerChannel) -> None:
+    """Lines typed into a shell are judged at Enter: a login shell's, and just as well
+    those of an exec request with a terminal whose program may read commands (`ssh -t
+    host bash`, `sudo -i`, `script`, `rbash`, a renamed bash, a REPL), which would
+    otherwise meet no rule after the exec string itself was judged. Only programs known
+    not to read commands (`top`, `tail -f`) go ungated."""
+    make_gate = getattr(channel.inspector, "shell_gate", None)
+    typed_into_a_shell = channel.kind == "shell" or (
+        channel.kind == "exec" and terminal_reads_commands(channel.command or "")
+    )
+    if typed_into_a_shell and channel.term_type and make_gate is not None:
+        channel.gate = make_gate(
+            channel.link,
+            channel.number,
+            channel.term_size[0] or 80,
+            to_target=channel._gate_to_target,
+            to_caller=channel._gate_to_caller,
+        )
 
 
 class TargetChannel(asyncssh.SSHClientSession):  # type: ignore[type-arg]
