@@ -21,13 +21,14 @@ pytestmark = [pytest.mark.sshd, pytest.mark.timeout(120)]
 
 
 class Locker:
-    """The sqlite3 command line holding the write lock of a database until `release()`."""
+    """The sqlite3 command line holding the write lock of a database: until `release()`, or
+    for `seconds` on its own (so it lets go even if this process's event loop is frozen)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.process: asyncio.subprocess.Process | None = None
 
-    async def hold(self) -> None:
+    async def hold(self, seconds: float | None = None) -> None:
         self.process = await asyncio.create_subprocess_exec(
             "sqlite3", str(self.path),
             stdin=asyncio.subprocess.PIPE,
@@ -35,7 +36,10 @@ class Locker:
             stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         assert self.process.stdin is not None
-        self.process.stdin.write(b"BEGIN IMMEDIATE;\n")
+        script = "BEGIN IMMEDIATE;\n"
+        if seconds is not None:
+            script += f".shell sleep {seconds}\nCOMMIT;\n"
+        self.process.stdin.write(script.encode())
         await self.process.stdin.drain()
         deadline = time.monotonic() + 10
         while not _write_locked(self.path):  # until the other process has the lock
@@ -47,7 +51,7 @@ class Locker:
         with contextlib.suppress(ConnectionError):
             self.process.stdin.write(b"COMMIT;\n")
             self.process.stdin.close()
-        await asyncio.wait_for(self.process.wait(), 10)
+        await asyncio.wait_for(self.process.wait(), 20)
 
 
 def _write_locked(path: Path) -> bool:
@@ -93,26 +97,27 @@ async def _start(harness: GatewayHarness) -> ControlClient:
 async def test_a_locked_state_db_stalls_no_session_and_the_hold_waits_for_it(
     harness: GatewayHarness, tmp_path: Path
 ):
-    """sqlite3 in another process holds state.db's write lock for 3 s while alice types through
-    the gateway and runs a held command: every echo comes back within 0.5 s, and the hold,
-    requested meanwhile, is made once the lock is gone, approved, and the command runs."""
+    """sqlite3 in another process holds state.db's write lock while alice runs a held command
+    and types through the gateway for 3 s after it: every echo comes back within 0.5 s, and the
+    hold, requested meanwhile, is made once the lock is gone, approved, and the command runs."""
     watcher = await _start(harness)
     session, echo = await _typing(harness)
     marker = tmp_path / "restart.done"
     locker = Locker(harness.data_dir / STATE_NAME)
-    await locker.hold()
-    locked_at = time.monotonic()
+    await locker.hold(seconds=8)
     held = asyncio.ensure_future(harness.ssh_jump("alice", "web1", f"touch {marker}; echo ran"))
+    assert harness.runtime is not None
+    deadline = time.monotonic() + 5
+    while len(harness.runtime.sessions.live()) < 2:  # the held command's session is in
+        assert time.monotonic() < deadline, "the held command's session never started"
+        await asyncio.sleep(0.05)
     slowest = 0.0
-    for n in range(1, 15):  # about three seconds of typing
+    for n in range(1, 15):  # about three seconds of typing while its hold waits
         slowest = max(slowest, await echo(n))
         await asyncio.sleep(0.2)
-        if n == 10:
-            assert not held.done()
-    remaining = 3.0 - (time.monotonic() - locked_at)
-    await asyncio.sleep(max(0.0, remaining))
-    await locker.release()
     assert slowest < 0.5, f"an echo took {slowest:.2f} s while state.db was locked"
+    assert not held.done()
+    await locker.release()
     created = await asyncio.wait_for(anext(watcher.events()), 30)
     assert created["event"] == "hold.created"
     hold_id = created["data"]["id"]
