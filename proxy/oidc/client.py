@@ -151,4 +151,11 @@ class OidcClient:
         id_token = tokens.get("id_token")
         if not isinstance(id_token, str):
             raise DeviceFlowFailed("the provider returned no ID token (is 'openid' a scope?)")
-        return await self.verify(id_token, self.config.client_id), tokens
+        claims = await self.verify(id_token, self.config.client_id)
+        audience = claims.get("aud")
+        shared = isinstance(audience, list) and len(audience) > 1
+        if shared and claims.get("azp") != self.config.client_id:  # OIDC Core 3.1.3.7
+            raise TokenRefused(
+                "wrong-audience", "the ID token is shared with other clients (azp is not ours)"
+            )
+        return claims, tokens

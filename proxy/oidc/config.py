@@ -216,6 +216,13 @@ def parse_agents(
         raise ConfigError(path, "agents", "must be an array of tables ([[agents]])")
     if entries and oidc is None:
         raise ConfigError(path, "agents", "agents log in with OIDC tokens: add an [oidc] section")
+    if entries and oidc is not None and oidc.audience in (None, oidc.client_id):
+        raise ConfigError(
+            path,
+            "oidc.audience",
+            "agents' access tokens need an audience of their own (not the gateway's client_id, "
+            "which is what people's ID tokens are issued for)",
+        )
     agents: dict[str, AgentConfig] = {}
     clients: set[str] = set()
     for index, entry in enumerate(entries):

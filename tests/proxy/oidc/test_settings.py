@@ -46,15 +46,15 @@ def test_http_is_accepted_for_a_loopback_issuer_only(tmp_path: Path) -> None:
 
 def test_agents_are_named_once_and_default_to_strict(tmp_path: Path) -> None:
     agents = '[[agents]]\nname = "ci-bot"\nowner = "alice"\n'
-    loaded = load_config(config(tmp_path, BASE, agents))
+    loaded = load_config(config(tmp_path, BASE + 'audience = "urn:gw"\n', agents))
     agent = loaded.agents["ci-bot"]
     assert (agent.client_id, agent.shell_mode, agent.max_session) == ("ci-bot", "strict", 3600)
     assert loaded.shell_mode("ci-bot", frozenset(), "web1") == "strict"
     with pytest.raises(ConfigError, match="listed twice"):
         other = '[[agents]]\nname = "other"\nclient_id = "ci-bot"\nowner = "bob"\n'
-        load_config(config(tmp_path, BASE, agents + other))
+        load_config(config(tmp_path, BASE + 'audience = "urn:gw"\n', agents + other))
     with pytest.raises(ConfigError, match="owner"):
-        load_config(config(tmp_path, BASE, '[[agents]]\nname = "x"\n'))
+        load_config(config(tmp_path, BASE + 'audience = "urn:gw"\n', '[[agents]]\nname = "x"\n'))
 
 
 def _start(interval: float = 5) -> DeviceStart:
@@ -105,7 +105,7 @@ def test_policy_check_judges_an_agent_as_the_gateway_would(tmp_path: Path) -> No
 
     path = config(
         tmp_path,
-        BASE,
+        BASE + 'audience = "urn:gw"\n',
         '[[agents]]\nname = "ci-bot"\nowner = "alice"\n\n[[targets]]\nname = "db"\n'
         'protocol = "postgres"\nhost = "127.0.0.1"\nport = 5432\ndatabase = "x"\nuser = "x"\n'
         'groups = ["*"]\n',
@@ -122,3 +122,11 @@ def test_policy_check_judges_an_agent_as_the_gateway_would(tmp_path: Path) -> No
     assert done.returncode == 3, done.stderr  # review
     assert "an agent's writes are held" in done.stdout
     assert "ci-bot (agent of alice, client ci-bot)" in done.stdout
+
+
+def test_agents_need_an_audience_that_is_not_the_gateways_client_id(tmp_path: Path) -> None:
+    agents = '[[agents]]\nname = "ci-bot"\nowner = "alice"\n'
+    for oidc in (BASE, BASE + 'audience = "hoop"\n'):
+        with pytest.raises(ConfigError) as caught:
+            load_config(config(tmp_path, oidc, agents))
+        assert caught.value.key == "oidc.audience"
