@@ -377,22 +377,8 @@ class Spool:
             self._finish(entry)
 
     def _finish(self, entry: _Entry) -> None:
-        proof = last_proof(entry.path)
-        manifest = {
-            "version": MANIFEST_VERSION,
-            "session_id": entry.session_id,
-            "size": entry.uploaded,
-            "segments": entry.segments,
-            "complete": proof.complete,
-            "end": entry.how if not proof.complete else "closed",
-            "chain": proof.chain.hex(),
-            "signature": proof.signature.hex() if proof.signature else None,
-            "signed_to_offset": proof.signed_to,
-            "readable_to_offset": proof.readable_to,
-            "trailer_offset": proof.trailer_offset,
-            "written_at": time.time(),
-        }
-        self.store.put(manifest_key(entry.key), json.dumps(manifest, indent=1).encode())
+        manifest = manifest_of(entry.session_id, entry.path, entry.segments, entry.how)
+        self.store.put(manifest_key(entry.key), manifest)
         with self._lock:
             self._entries.pop(entry.session_id, None)
         for path in (entry.path, entry.path.with_suffix(SIDECAR)):
@@ -429,6 +415,47 @@ class Spool:
             with os.fdopen(fd, "w") as out:
                 out.write(json.dumps(data))
             os.replace(temporary, path)
+
+
+def manifest_of(session_id: str, path: Path, segments: list[list[int]], how: str) -> bytes:
+    """The manifest of a recording whose spool file is `path`, shipped as `segments`."""
+    proof = last_proof(path)
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "session_id": session_id,
+        "size": sum(size for _, size in segments),
+        "segments": segments,
+        "complete": proof.complete,
+        "end": how if not proof.complete else "closed",
+        "chain": proof.chain.hex(),
+        "signature": proof.signature.hex() if proof.signature else None,
+        "signed_to_offset": proof.signed_to,
+        "readable_to_offset": proof.readable_to,
+        "trailer_offset": proof.trailer_offset,
+        "written_at": time.time(),
+    }
+    return json.dumps(manifest, indent=1).encode()
+
+
+def push_file(settings: StoreSettings, path: Path, url: str, session_id: str) -> int:
+    """Upload a finished local recording to `url` (segments of at most SEGMENT_MAX, then the
+    manifest), continuing after what the store already has. Returns its size. OSError."""
+    store = store_for(settings)
+    _, key = split_url(url)
+    held = list_segments(store, key)
+    segments = [[s.start, s.size] for s in held]
+    uploaded = held[-1].start + held[-1].size if held else 0
+    with path.open("rb") as handle:
+        while True:
+            handle.seek(uploaded)
+            data = handle.read(SEGMENT_MAX)
+            if not data:
+                break
+            store.put(segment_key(key, uploaded), data)
+            segments.append([uploaded, len(data)])
+            uploaded += len(data)
+    store.put(manifest_key(key), manifest_of(session_id, path, segments, "moved from local disk"))
+    return uploaded
 
 
 @dataclass(slots=True)

@@ -427,6 +427,54 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- push: local recordings into object storage ---------------------------------------------------
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    """Move finished recordings from the data directory to the `[recordings]` store: upload,
+    read the size back from the store, point the catalogue row at the URL, delete the file."""
+    store = store_settings(args)
+    if store is None:
+        raise CommandError('the configuration has no [recordings] url = "s3://..." to push to')
+    from storage.spool import push_file
+    from storage.verify import read_header
+
+    data_dir = data_dir_from(args)
+    catalogue = SqliteCatalogue.in_data_dir(data_dir)
+    rows = [
+        row
+        for row in catalogue.find_sessions(SessionQuery())
+        if not is_url(as_location(row.path)) and row.ended_at_us is not None
+    ]
+    moved, failed, size = 0, 0, 0
+    for row in sorted(rows, key=lambda r: r.started_at_us):
+        url = store.location_of(row.id, row.started_at_us)
+        if args.dry_run:
+            print(f"would push {row.id} {row.path} -> {url}")
+            continue
+        path = Path(row.path)
+        try:
+            if read_header(path).session_id != row.id:
+                raise RecordingError(0, "its header names another session (verify it)")
+            pushed = push_file(store, path, url, row.id)
+            with RecordingReader.open(url) as stored:
+                if stored.size != path.stat().st_size:
+                    raise OSError(f"the store holds {stored.size} bytes, the file more")
+        except (OSError, RecordingError) as exc:
+            print(f"{row.id}: not pushed: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        catalogue.move_session(row.id, url)
+        if not args.keep:
+            path.unlink()
+        moved += 1
+        size += pushed
+        print(f"pushed {row.id} -> {url}")
+    if not args.dry_run:
+        print(f"pushed {moved} recording(s), {size} bytes, to {store.url}; {failed} failed")
+    return 1 if failed else 0
+
+
 # -- registration ---------------------------------------------------------------------------------
 
 
@@ -493,6 +541,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sessions.add_argument("--json", action="store_true")
     add_config_arguments(sessions)
     sessions.set_defaults(handler=cmd_sessions)
+
+    push = subparsers.add_parser(
+        "push-recordings",
+        help="move finished recordings from the data directory to the [recordings] object store",
+        description="Each finished session's file is uploaded, checked in the store, its "
+        "catalogue row pointed at the store, and the file deleted (kept with --keep). A "
+        "recording that fails stays where it was; run it again to retry.",
+    )
+    push.add_argument("--dry-run", action="store_true", help="list what would move")
+    push.add_argument("--keep", action="store_true", help="keep the local files")
+    add_config_arguments(push)
+    push.set_defaults(handler=cmd_push)
 
     prune = subparsers.add_parser("prune", help="delete old recordings and their catalogue rows")
     prune.add_argument("--older-than", required=True, metavar="AGE", help="for example 90d")

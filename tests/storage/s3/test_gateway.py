@@ -238,3 +238,33 @@ async def test_a_gateway_killed_mid_session_ships_its_spool_at_the_next_start(
     assert report.problem is not None and "incomplete recording" in report.problem
     assert report.signed_until_us is not None and report.signed_until_us > 0
     assert killed_at - (started + report.last_good_us / 1e6) <= 1.0, report.summary()
+
+
+async def test_recordings_made_on_local_disk_are_pushed_to_the_store(harness, store_running):
+    """A gateway that recorded to its disk, then given a store: `push-recordings` moves each
+    finished recording, and every command finds it in the store afterwards."""
+    harness.add_user("alice")
+    harness.add_target("web1")
+    await harness.start()
+    result = await harness.ssh_direct("alice+web1", "echo made-on-local-disk")
+    assert result.status == 0
+    await sessions_finished(harness)
+    (local,) = (harness.data_dir / "recordings").rglob("*.hrec")
+    harness.recordings = store_running.settings_table(
+        url=f"s3://{store_running.bucket}/push-{uuid.uuid4().hex[:8]}"
+    )
+    harness.write_config()
+    status, out, err = await harness.hoop("push-recordings", "--dry-run")
+    assert status == 0 and f"would push {local.stem}" in out and local.exists(), out + err
+    status, out, err = await harness.hoop("push-recordings")
+    assert status == 0 and "pushed 1 recording(s)" in out and "0 failed" in out, out + err
+    assert not local.exists()
+    status, out, err = await harness.hoop("sessions", "--json")
+    (row,) = json.loads(out)
+    assert row["path"].startswith(harness.recordings["url"] + "/") and not row["recording_problem"]
+    status, out, err = await harness.hoop("verify", local.stem)
+    assert status == 0 and f"{row['path']}: OK" in out, out + err
+    status, out, err = await harness.hoop("export", local.stem, "--format", "text")
+    assert "made-on-local-disk" in out
+    status, out, err = await harness.hoop("push-recordings")  # nothing left to move
+    assert status == 0 and "pushed 0 recording(s)" in out
