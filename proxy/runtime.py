@@ -13,32 +13,30 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from proxy.auth import Authenticator, Identity
 from proxy.config import ConfigError, GatewayConfig
-from proxy.holds.broker import ApprovalBroker, DecisionRefused, Person, max_grant_from
+from proxy.holds.broker import ApprovalBroker, Person, max_grant_from
 from proxy.holds.console import Console
-from proxy.holds.control import Caller, ControlServer, socket_path
+from proxy.holds.control import ControlServer, socket_path
 from proxy.holds.enforcement import Enforcer
 from proxy.holds.service import ApprovalService
 from proxy.inspection import PolicyInspector
+from proxy.live import LiveSessions
 from proxy.masking import MaskPolicy
 from proxy.notify import Notifier, parse_notify
 from proxy.oidc.identity import answered_for
 from proxy.pg.server import PgGateway, parse_pg_settings, pg_enabled, start_pg_gateway
 from proxy.policy import Grant as LiveGrant
 from proxy.policy import Policy, may_start_session, parse_policy
-from proxy.session import GatewaySession, SessionRegistry
+from proxy.session import SessionRegistry
 from proxy.ssh.console_pty import stop_all as stop_workstations
 from proxy.ssh.console_pty import workstation_command
 from proxy.ssh.gateway import SshGateway
-from proxy.ssh.link import TargetLink
 from storage.catalogue import SqliteCatalogue
 from storage.private import private_tree_top
 from storage.recorder import recover_unfinished
-from storage.schema import EventType
 from storage.signing import load_or_create_mask_key as mask_secret
 from storage.sqlite_state import SqliteState
 from storage.state import Grant, StateStore
@@ -69,20 +67,6 @@ def jit_approvers(config: GatewayConfig, target: str) -> list[str]:
     found = config.targets.get(target)
     approvers = found.raw.get("jit_approvers", []) if found is not None else []
     return [str(group) for group in approvers]
-
-
-def screen_of_recording(path: Path) -> list[str]:
-    """The last screen of a (possibly still growing) recording, as text lines."""
-    from replay.player import Player
-    from storage.reader import RecordingError, RecordingReader
-
-    try:
-        with RecordingReader.open(path) as reader:
-            player = Player.open(reader)
-            player.seek(player.duration_us)
-            return [line.rstrip() for line in player.lines()]
-    except (OSError, RecordingError) as exc:
-        return [f"(cannot render the session: {exc})"]
 
 
 def check_config(config: GatewayConfig) -> None:
@@ -142,19 +126,9 @@ class GatewayRuntime:
         context.access_guard = self.access_problem
         context.console = self.console_for
         context.workstation = self.workstation_for
-        # every live session (SSH, and PostgreSQL's once it registers): the live list, watching
+        # every live session, SSH and PostgreSQL: listed, watched, beside a hold (proxy/live.py)
         self.sessions: SessionRegistry = context.sessions
-        self.sessions.tap = self._tap
-        # the last screen rendered for a session and the recording's size then: approvers ask
-        # every 2 s beside a hold, and a held session rarely writes anything meanwhile
-        self._screens: dict[str, tuple[int, list[str]]] = {}
-        for op, handler in {
-            "sessions.list": self._list_sessions,
-            "sessions.watch": self._watch_session,
-            "sessions.end": self._end_session,
-            "sessions.screen": self._session_screen,
-        }.items():
-            self.control.register(op, handler)
+        self.live = LiveSessions(self.sessions, self.control, self.approvals)
         self.pg: PgGateway | None = None
 
     # -- identities and access ---------------------------------------------------------------
@@ -218,116 +192,10 @@ class GatewayRuntime:
         if target is None or not target.raw.get("jit", False):
             return
         message = GRANT_ENDED_MESSAGE.format(grant=grant.id)
-        for link in list(self.ssh.context.registry.links):
-            if link.identity.name == grant.user and link.target.name == grant.target:
-                still = self.access_problem(link.identity, grant.target)
-                if still is not None:
-                    link.spawn(link.end("access grant ended", message))
-        if self.pg is not None:
-            self.pg.end_sessions(grant.user, grant.target, "access grant ended", message)
-
-    # -- live sessions -----------------------------------------------------------------------
-
-    def _tap(self, session: GatewaySession, event: EventType, fields: tuple[Any, ...]) -> None:
-        """Stream a session's output to whoever watches it (as recorded, so masked)."""
-        if event is not EventType.OUTPUT:
-            return
-        topic = f"session:{session.id}"
-        if self.control.watched(topic):
-            self.control.publish(
-                topic,
-                "session.output",
-                {"session_id": session.id, "channel": fields[0], "data": fields[1]},
-            )
-
-    def _live_links(self) -> dict[str, TargetLink]:
-        return {
-            link.session_id: link for link in self.ssh.context.registry.links if link.session_id
-        }
-
-    async def _concerning(self, caller: Caller) -> Callable[[str, TargetLink], bool]:
-        """Which live sessions a caller may list, watch and see the screen of: every one for an
-        operator; for a console user, their own and those with a held command they may
-        decide (the requester's terminal beside the hold)."""
-        if not caller.restricted:
-            return lambda session_id, link: True
-        pending = await self.approvals.pending_holds()
-        deciding = {h.session_id for h in pending if caller.person.concerned_by(h)}
-        return lambda session_id, link: (
-            link.identity.name == caller.person.name or session_id in deciding
-        )
-
-    async def _list_sessions(self, caller: Caller, args: dict[str, Any]) -> list[dict[str, Any]]:
-        rows = []
-        concerns = await self._concerning(caller)
-        for session_id, link in self._live_links().items():
-            if not concerns(session_id, link):
-                continue
-            header = link.recording.header if link.recording is not None else None
-            bytes_in, bytes_out = link.session.bytes_in, link.session.bytes_out
-            rows.append(
-                {
-                    "id": session_id,
-                    "user": link.identity.name,
-                    "target": link.target.name,
-                    "protocol": "ssh",
-                    "client": link.client,
-                    "mode": link.mode,
-                    "started_at": header.started_at_us / 1e6 if header is not None else None,
-                    "term": header.term if header is not None else "",
-                    "bytes_in": bytes_in,
-                    "bytes_out": bytes_out,
-                    **link.identity.describe_caller(),  # person or agent, owner, client id
-                }
-            )
-        return rows
-
-    async def _link(self, args: dict[str, Any], caller: Caller) -> TargetLink:
-        """The one live session `args["id"]` starts, among those that concern the caller: one
-        it may not see gets the same answer as an id that matches none."""
-        session_id = str(args["id"])
-        concerns = await self._concerning(caller)
-        matches = [
-            link
-            for sid, link in self._live_links().items()
-            if sid.startswith(session_id) and concerns(sid, link)
-        ]
-        if len(matches) != 1:
-            raise DecisionRefused(f"no single live session {session_id}")
-        return matches[0]
-
-    async def _watch_session(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
-        """Stream a live session's output to this caller, read-only, until the caller stops or
-        the session ends."""
-        link = await self._link(args, caller)
-        caller.topics.add(f"session:{link.session_id}")
-        return {"id": link.session_id, "user": link.identity.name, "target": link.target.name}
-
-    async def _session_screen(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
-        """The session's terminal as its user sees it now, rendered from its recording so far
-        (on request, off the event loop: no terminal emulation on the forwarding path)."""
-        link = await self._link(args, caller)
-        if link.recording is None:
-            return {"id": link.session_id, "lines": []}
-        path = link.recording.path
-        size = path.stat().st_size if path.exists() else -1
-        cached = self._screens.get(link.session_id)
-        if cached is None or cached[0] != size:  # rendered again only when the file grew
-            cached = (size, await asyncio.to_thread(screen_of_recording, path))
-            live = self._live_links()
-            self._screens = {sid: v for sid, v in self._screens.items() if sid in live}
-            self._screens[link.session_id] = cached
-        return {"id": link.session_id, "lines": cached[1]}
-
-    async def _end_session(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
-        link = await self._link(args, caller)
-        reason = str(args.get("reason") or "").strip()
-        if not reason:
-            raise DecisionRefused("ending a session needs a reason (--reason)")
-        by = caller.person.name
-        await self.approvals.audit(by, "session_ended", link.session_id, reason=reason)
-        link.spawn(link.end(f"ended by {by}: {reason}", f"hoop: {by} ended this session: {reason}"))
-        return {"id": link.session_id, "ended": True}
+        for session in list(self.sessions.sessions):  # SSH and PostgreSQL alike
+            mine = session.identity.name == grant.user and session.target == grant.target
+            if mine and self.access_problem(session.identity, grant.target) is not None:
+                session.end("access grant ended", message)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
