@@ -67,6 +67,8 @@ async def test_a_session_is_recorded_to_the_store_and_verified_and_replayed_from
     assert status == 0 and "hello-from-the-store" in out, out + err
     status, out, err = await harness.hoop("screen", row["id"], "--at", "600", "--no-cache")
     assert status == 0 and "hello-from-the-store" in out, out + err
+    status, out, err = await harness.hoop("search", "hello-from-the-store")
+    assert status == 0 and row["id"][:8] in out, out + err
     status, out, err = await harness.hoop("play", row["id"], "--speed", "16")
     assert status == 0 and "hello-from-the-store" in out, out + err
     status, out, err = await harness.hoop("verify", "--all")
