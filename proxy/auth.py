@@ -122,6 +122,7 @@ class Identity:
     owner: str | None = None
     client_id: str | None = None
     expires_at: float | None = None
+    subject: str | None = None  # OIDC: the provider's stable `sub` of the person or client
 
     @property
     def agent(self) -> bool:
@@ -135,6 +136,8 @@ class Identity:
             shown["owner"] = self.owner
         if self.client_id:
             shown["client_id"] = self.client_id
+        if self.subject:
+            shown["subject"] = self.subject
         return shown
 
 
@@ -678,6 +681,7 @@ def _holder_identity(holder: Holder) -> Identity:
         owner=holder.owner,
         client_id=holder.client_id,
         expires_at=holder.valid_before,
+        subject=holder.subject,
     )
 
 
@@ -690,6 +694,7 @@ def oidc_identity(caller: OidcCaller) -> Identity:
         owner=caller.owner,
         client_id=caller.client_id,
         expires_at=caller.expires_at,
+        subject=caller.subject,
     )
 
 

@@ -212,7 +212,7 @@ class SqliteCatalogue:
         self._db.close_connection()
 
 
-CALLER_KEYS = ("caller_kind", "owner", "client_id")
+CALLER_KEYS = ("caller_kind", "owner", "client_id", "subject")
 
 
 def caller_of(header: RecordingHeader) -> dict[str, str]:

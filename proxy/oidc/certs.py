@@ -51,6 +51,8 @@ class Caller(Protocol):
     def client_id(self) -> str | None: ...
     @property
     def expires_at(self) -> float | None: ...
+    @property
+    def subject(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,7 @@ class Holder:
     owner: str | None
     client_id: str | None
     valid_before: float
+    subject: str | None = None
 
 
 PASSWORD_PREFIX = "hoopgw_"
@@ -154,6 +157,7 @@ class Credentials:
             "kind": identity.kind,
             "owner": identity.owner,
             "client_id": identity.client_id,
+            "subject": identity.subject,
             "valid_before": valid_before,
             "serial": serial,
             "password_sha256": hashlib.sha256(password.encode()).hexdigest(),
@@ -173,6 +177,7 @@ class Credentials:
             entry.get("owner"),
             entry.get("client_id"),
             float(entry["valid_before"]),
+            entry.get("subject"),
         )
 
     def authorized(self, name: str, now: float) -> tuple[str, Holder] | None:

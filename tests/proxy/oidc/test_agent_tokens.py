@@ -68,7 +68,7 @@ async def test_an_agent_token_is_its_postgres_password_and_the_recording_names_t
     assert "user:       ci-bot (agent of alice, client ci-bot)" in out.decode()
     rows = SqliteCatalogue.in_data_dir(pg.directory / "data").find_sessions(SessionQuery())
     assert [row.caller for row in rows] == [
-        {"caller_kind": "agent", "owner": "alice", "client_id": "ci-bot"}
+        {"caller_kind": "agent", "owner": "alice", "client_id": "ci-bot", "subject": "ci-bot"}
     ]
 
 

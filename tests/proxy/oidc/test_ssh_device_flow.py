@@ -92,7 +92,8 @@ async def test_a_person_signs_in_with_the_device_flow_through_plain_ssh(
     assert recorded
     with RecordingReader.open(recorded[0]) as reader:
         assert reader.header.user == "dana"
-        assert (reader.header.extra or {})["caller_kind"] == "person"
+        extra = reader.header.extra or {}
+    assert (extra["caller_kind"], extra["subject"]) == ("person", "alice-oidc")
 
 
 async def test_a_device_flow_sign_in_under_another_name_is_refused(
