@@ -475,7 +475,7 @@ class S3Blob:
     `fetched_bytes` and `requests` count what crossed the network, so tests and benchmarks
     can show that a seek reads the index and one frame, not the file."""
 
-    def __init__(self, url: str, store: ObjectStore | None = None) -> None:
+    def __init__(self, url: str, store: ObjectStore | None = None, *, tail: bool = True) -> None:
         self.name = url
         self.store = store or ObjectStore.for_url(url)
         _, self.key = split_url(url)
@@ -505,7 +505,7 @@ class S3Blob:
             self._tail_start = max(last.start, self.size - TAIL_BYTES)
         self._tail: bytes | BaseException | None = None
         self._tail_thread: threading.Thread | None = None
-        if self._tail_start > READ_AHEAD:
+        if tail and self._tail_start > READ_AHEAD:
             self._tail_thread = threading.Thread(target=self._fetch_tail, daemon=True)
             self._tail_thread.start()
 
@@ -571,12 +571,13 @@ class S3Blob:
         self._chunks.clear()
 
 
-def open_blob(location: str | os.PathLike[str]) -> Blob:
+def open_blob(location: str | os.PathLike[str], *, tail: bool = True) -> Blob:
     """The bytes of a recording at a local path or an `s3://` URL. OSError when there are
-    none (FileNotFoundError) or they cannot be read."""
+    none (FileNotFoundError) or they cannot be read. `tail=False`: only the start will be
+    read (a header), so the end of a stored recording is not fetched ahead."""
     text = as_location(location)
     if is_url(text):
-        return S3Blob(text)
+        return S3Blob(text, tail=tail)
     return FileBlob(Path(text))
 
 

@@ -124,7 +124,7 @@ class VerifyReport:
 def read_header(path: Path | str) -> RecordingHeader:
     """The header block of a recording (a path or an `s3://` URL), read but not verified.
     RecordingError or OSError."""
-    handle = open_blob(path)
+    handle = open_blob(path, tail=False)
     try:
         size = handle.size
         read_preamble(handle)
