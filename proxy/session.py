@@ -132,16 +132,6 @@ class GatewaySession:
             self._starting = asyncio.ensure_future(self._open(term, cols, rows))
         await asyncio.shield(self._starting)
 
-    def start_now(self, *, term: str = "", cols: int = 0, rows: int = 0) -> None:
-        """`start()` for a caller that cannot wait: opens the recording on the event loop."""
-        if self.recording is not None:
-            return
-        if self._starting is not None and not self._starting.done():
-            raise RecordingUnavailable("the recording is still being opened")
-        self._check_open()
-        header = self._header(term, cols, rows)
-        self._opened(header, self._open_recording(header))
-
     async def _open(self, term: str, cols: int, rows: int) -> None:
         self._check_open()
         header = self._header(term, cols, rows)
@@ -169,7 +159,7 @@ class GatewaySession:
         )
 
     def _open_recording(self, header: RecordingHeader) -> RecordingWriter:
-        """Runs in a worker thread (or on the loop for `start_now`)."""
+        """Runs in a worker thread."""
         loop = self._loop
 
         def broke(exc: BaseException) -> None:  # on the writer thread

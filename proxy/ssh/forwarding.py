@@ -71,10 +71,11 @@ class ForwardBridge:
         self.caller.peer, self.target.peer = self.target, self.caller
         self.done = False
 
-    def open(self) -> None:
-        """Record the opening; ChannelOpenError when it cannot be recorded."""
+    async def open(self) -> None:
+        """Record the opening (the session's recording starts with the first forward or
+        channel, off the event loop); ChannelOpenError when it cannot be recorded."""
         try:
-            self.link.ensure_recording()
+            await self.link.start_recording()
         except RecordingUnavailable:
             raise asyncssh.ChannelOpenError(
                 asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
@@ -143,7 +144,7 @@ def forward_to_target(
     async def open_forward() -> TcpHalf:
         upstream = await link.ready()
         bridge = ForwardBridge(link, "local", dest_host, dest_port)
-        bridge.open()
+        await bridge.open()
         try:
             await upstream.create_connection(
                 lambda: bridge.target, dest_host, dest_port, orig_host, orig_port
@@ -166,7 +167,7 @@ def listen_on_target(
 
     async def incoming(orig_host: str, orig_port: int) -> TcpHalf:
         bridge = ForwardBridge(link, "remote", listen_host, listen_port)
-        bridge.open()
+        await bridge.open()
         await caller_conn.create_connection(
             lambda: bridge.caller, listen_host, listen_port, orig_host, orig_port
         )

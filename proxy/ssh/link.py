@@ -229,15 +229,6 @@ class TargetLink:
         await self.session.start(term=term, cols=cols, rows=rows)
         self._note_agent_grant()
 
-    def ensure_recording(self, term: str = "", cols: int = 0, rows: int = 0) -> None:
-        """`start_recording` for a caller that cannot wait (a forward opening)."""
-        if self.recording is not None:
-            return
-        if self.ended:
-            raise RecordingUnavailable("the session has ended")
-        self.session.start_now(term=term, cols=cols, rows=rows)
-        self._note_agent_grant()
-
     def record(self, event: EventType, *fields: object) -> bool:
         """Record one event; False (and the session ends) when it cannot be recorded.
         Deprecated: use the typed `self.session.record_*` methods."""
