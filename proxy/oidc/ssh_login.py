@@ -23,7 +23,7 @@ from typing import Any
 
 import asyncssh
 
-from proxy.auth import Identity, oidc_identity
+from proxy.auth import DirectoryUnavailable, Identity, oidc_identity
 from proxy.names import fold_name
 from proxy.oidc import expiry
 from proxy.oidc.certs import IssueRefused
@@ -121,7 +121,9 @@ class OidcLogin:
             log.warning("device flow for %r from %s failed: %s", name, self.client, exc)
             self._banner(f"hoop: sign-in refused: {exc}\r\n")
             return False
-        problem = self._name_problem(name, person.name)
+        problem = self._name_problem(name, person.name) or await self._directory_problem(
+            person.name
+        )
         if problem is not None:
             log.warning("device flow for %r from %s: %s", name, self.client, problem)
             self._banner(f"hoop: sign-in refused: {problem}\r\n")
@@ -139,6 +141,18 @@ class OidcLogin:
             fold_name(signed_in) == fold_name(agent) for agent in auth.agents
         ):
             return f"{signed_in!r} is the name of a local user or agent of this gateway"
+        return None
+
+    async def _directory_problem(self, signed_in: str) -> str | None:
+        """With a directory as well, its people keep their names: an OIDC sign-in under the
+        name of a directory entry is refused, and so is any while the directory cannot say
+        (fail closed: it might be someone's)."""
+        try:
+            entry = await self.context.auth.directory_person(signed_in)
+        except DirectoryUnavailable:
+            return "the user directory cannot be asked whether that name is taken; try later"
+        if entry is not None:
+            return f"{signed_in!r} is a directory user of this gateway; log in with its password"
         return None
 
     def start_issue(self, command: str, chan: Any) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from storage.reader import RecordingReader
 from tests.fixtures.gateway import GatewayHarness
 from tests.fixtures.oidc_provider import Provider
+from tests.fixtures.processes import free_port
 from tests.fixtures.slapd import GROUP_BASE, USER_DN, Slapd
 from tests.proxy.oidc.conftest import oidc_toml
 
@@ -171,3 +172,22 @@ async def test_directory_people_keep_their_password_prompt_beside_oidc(
     )
     assert result.status == 0, result.err
     assert result.out.strip() == "ldap-ok"
+
+
+async def test_a_device_flow_sign_in_is_refused_while_the_directory_cannot_say_whose_name_it_is(
+    harness: GatewayHarness, provider: Provider
+) -> None:
+    """With [ldap] down, an OIDC name might be a directory person's: fail closed."""
+    harness.ldap = {"url": f"ldap://127.0.0.1:{free_port()}", "user_dn": USER_DN, "timeout": 1}
+    harness.add_target("web1", groups=["*"])
+    harness.extra_toml = oidc_toml(provider)
+    await harness.start()
+    ssh = await start_ssh(harness, "erin+web1", "true")
+    assert ssh.stderr is not None
+    shown = await read_until(ssh.stderr, r"enter the code [A-Z]{4}-[A-Z]{4}")
+    code = re.search(r"enter the code ([A-Z]{4}-[A-Z]{4})", shown)
+    assert code is not None, shown
+    await asyncio.to_thread(provider.approve_device, code.group(1), "erin-oidc")
+    _, err = await asyncio.wait_for(ssh.communicate(), 60)
+    assert ssh.returncode != 0
+    assert "the user directory cannot be asked whether that name is taken" in err.decode()
