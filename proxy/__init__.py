@@ -16,7 +16,8 @@ session on one target, either protocol: recording, back-pressure, live tap, the 
 `recording` (its header and input filter); for SSH shells `shell` (what a line runs),
 `line_detector` and `shell_gate` (guard mode: the line on the screen at Enter), `line_editor`
 (strict mode), `inspection` (exec and shell lines to verdicts); `masking` and `mask_stream` (the
-masking engine, for SQL values and terminal text); `notify` (webhooks about holds); `runtime`
+masking engine, for SQL values and terminal text); `notify` (webhooks about holds); `live`
+(live sessions on the control socket: listed, watched, the context beside a hold); `runtime`
 (a running gateway, composed); `quiet` (dependency warnings filtered).
 """
 
