@@ -116,6 +116,26 @@ EXAMPLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "play": ("", ("hoop-tui play rec.hrec --speed 2 --idle-limit 1",)),
     "tui": ("", ("hoop-tui tui", "hoop-tui tui --offline --data-dir hoop-data")),
     "masks": ("", ("hoop-tui masks dry-run --rule-file new-masks.toml --last 50",)),
+    "state": (
+        "The shared PostgreSQL state of a fleet ([state] url): bring its schema up to date, or "
+        "copy an embedded gateway's state into it.",
+        (
+            "hoop-tui state migrate --config gateway.toml",
+            "hoop-tui state copy --from hoop-data --config gateway.toml",
+        ),
+    ),
+    "status": (
+        "What this gateway and its fleet look like now: the state store, the instances, live "
+        "sessions, pending holds and the recording spool; needs no running gateway.",
+        ("hoop-tui status", "hoop-tui status --json"),
+    ),
+    "login": (
+        "",
+        (
+            "hoop-tui login --gateway gw.example.com:2222 --user alice",
+            "hoop-tui login --gateway gw.example.com:2222 --user ci-bot --token-env CI_TOKEN",
+        ),
+    ),
 }
 
 
