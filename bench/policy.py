@@ -187,7 +187,7 @@ async def hold_push(holds: int) -> list[float]:
         )
         service = ApprovalService(ApprovalBroker(SqliteState.in_data_dir(data_dir), "gw"), control)
         await control.start()
-        service.start()
+        await service.start()
         client = await ControlClient.connect(socket_path(data_dir))
         await client.call("subscribe", topics=["holds"])
         events = client.events()
