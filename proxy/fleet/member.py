@@ -288,8 +288,13 @@ async def join_fleet(runtime: Any, store: Any, member: FleetMember) -> Any:
         if port == 0:  # tests: the port the system picked
             advertise = f"{advertise.rpartition(':')[0]}:{watch.server.port}"
         member.peer_address = advertise
-        local = runtime.control._handlers.get("sessions.watch")  # whoever serves it locally
-        if local is not None:
+        handlers = runtime.control._handlers  # whoever serves these locally
+        if (local := handlers.get("sessions.watch")) is not None:
             runtime.control.register("sessions.watch", watch.handler(local))
+        if (local := handlers.get("sessions.list")) is not None:
+            runtime.control.register("sessions.list", watch.lister(local))
+        for op in ("sessions.screen", "sessions.end"):
+            if (local := handlers.get(op)) is not None:
+                runtime.control.register(op, watch.relay(op, local))
     await member.start()
     return watch

@@ -1,10 +1,12 @@
-"""A live session carried by instance A watched from instance B (`hoop-tui watch` on B): B
-reaches A over the authenticated peer channel and shows what A's caller sees."""
+"""A live session carried by instance A seen from instance B: listed (`hoop-tui live`), watched
+(`hoop-tui watch`), its screen shown (as beside a hold) and ended (`hoop-tui end`) on B, which
+reaches A over the authenticated peer channel."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sys
 import time
 from collections.abc import Iterator
@@ -14,6 +16,7 @@ import asyncssh
 import psycopg
 import pytest
 
+from proxy.holds.control import ControlClient, socket_path
 from tests.fixtures.sshd import Sshd
 from tests.fleet.harness import ROOT, Fleet
 
@@ -68,4 +71,19 @@ async def test_a_session_on_a_is_watched_from_b(fleet: Fleet) -> None:
     finally:
         watcher.kill()
         await watcher.wait()
-        conn.close()
+
+    status, out, err = await fleet.hoop("gw-b", "live", "--json")
+    assert status == 0, err
+    assert [(r["id"], r.get("gateway_id")) for r in json.loads(out)] == [(session_id, "gw-a")]
+    b = await ControlClient.connect(socket_path(fleet.instances["gw-b"].data_dir))
+    try:
+        screen = await b.call("sessions.screen", id=session_id[:8])
+        assert any("seen-from-b" in line for line in screen["lines"]), screen
+    finally:
+        await b.close()
+    status, out, err = await fleet.hoop("gw-b", "end", session_id[:8], "--reason", "maintenance")
+    assert status == 0, err
+    await asyncio.wait_for(shell.wait(), 15)  # A ended it: the caller's shell is gone
+    conn.close()
+    status, out, err = await fleet.hoop("gw-a", "audit")
+    assert "session_ended" in out and "carol" in out, out
