@@ -5,8 +5,9 @@
 connection to one target, owning the upstream login (`upstream`) and its gateway session
 (`proxy.session`: the recording); `channels` bridges each session channel (shell, exec, sftp)
 between the two and hands every byte to the recording, masking what is printed through
-`output_masking`; `menu` lists a caller's targets and bridges to the one picked; `forwarding` does the same for permitted TCP forwards; `sftp` reads the
-SFTP packets crossing a bridge (sans-IO) to record file operations; `login` splits login names;
+`output_masking`; `forwarding` does the same for permitted TCP forwards; `menu` lists a
+caller's targets and bridges to the one picked; `sftp` reads the SFTP packets crossing a
+bridge (sans-IO) to record file operations; `login` splits login names;
 `hostkeys` holds the gateway's host CA and signs the per-target host certificates callers trust
 with one `@cert-authority` line; `gateway` starts and stops it all.
 
