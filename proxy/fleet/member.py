@@ -258,41 +258,39 @@ async def open_state(config: GatewayConfig) -> tuple[Any, FleetMember | None]:
 
 
 async def join_fleet(runtime: Any, store: Any, member: FleetMember) -> Any:
-    """Everything a fleet adds to a started runtime: the shared live-session list, the peer
-    channel (when `[gateway] peer_listen` is set) and `sessions.watch` reaching other
-    instances, then the heartbeat. Returns the FleetWatch, or None without a peer channel."""
+    """Everything a fleet adds to a started runtime: the shared live list (`sessions.list`
+    shows every instance's sessions), fleet-wide login throttling, and with
+    `[gateway] peer_listen` the peer channel through which watch, screen and end reach a
+    session on another instance; then the heartbeat. Returns the FleetWatch to stop."""
+    from proxy.fleet.peer import fleet_secret
     from proxy.fleet.settings import peer_settings
+    from proxy.fleet.throttle import FleetThrottle
+    from proxy.fleet.watch import FleetWatch
 
     config = runtime.config
     member.live = lambda: live_sessions_of(runtime)
-    from proxy.fleet.throttle import FleetThrottle
-
     # failed logins count across the fleet (SSH and PostgreSQL share the authenticator)
     member.throttle = FleetThrottle.like(runtime.auth.throttle, store)
     runtime.auth.throttle = member.throttle
-    watch = None
     peer = peer_settings(config)
+    watch = FleetWatch(
+        control=runtime.control,
+        store=store,
+        gateway_id=config.gateway_id,
+        secret=await asyncio.to_thread(fleet_secret, config.data_dir) if peer else b"",
+        local_sessions=lambda: {s.id for s in live_sessions_of(runtime)},
+    )
+    handlers = runtime.control._handlers  # whoever serves these locally
+    if (local := handlers.get("sessions.list")) is not None:
+        runtime.control.register("sessions.list", watch.lister(local))
     if peer is not None:
-        from proxy.fleet.peer import fleet_secret
-        from proxy.fleet.watch import FleetWatch
-
         host, port, advertise = peer
-        watch = FleetWatch(
-            control=runtime.control,
-            store=store,
-            gateway_id=config.gateway_id,
-            secret=await asyncio.to_thread(fleet_secret, config.data_dir),
-            local_sessions=lambda: {s.id for s in live_sessions_of(runtime)},
-        )
         await watch.start(host, port)
         if port == 0:  # tests: the port the system picked
             advertise = f"{advertise.rpartition(':')[0]}:{watch.server.port}"
         member.peer_address = advertise
-        handlers = runtime.control._handlers  # whoever serves these locally
         if (local := handlers.get("sessions.watch")) is not None:
             runtime.control.register("sessions.watch", watch.handler(local))
-        if (local := handlers.get("sessions.list")) is not None:
-            runtime.control.register("sessions.list", watch.lister(local))
         for op in ("sessions.screen", "sessions.end"):
             if (local := handlers.get(op)) is not None:
                 runtime.control.register(op, watch.relay(op, local))
