@@ -26,7 +26,7 @@ from proxy.inspection import PolicyInspector
 from proxy.live import LiveSessions
 from proxy.masking import MaskPolicy
 from proxy.notify import Notifier, parse_notify
-from proxy.oidc.identity import answered_for
+from proxy.oidc.identity import answered_for, describe_name
 from proxy.pg.server import PgGateway, parse_pg_settings, pg_enabled, start_pg_gateway
 from proxy.policy import Grant as LiveGrant
 from proxy.policy import Policy, may_start_session, parse_policy
@@ -109,6 +109,7 @@ class GatewayRuntime:
             on_grant_ended=self._grant_ended,
             grant_approvers=lambda target: jit_approvers(config, target),
             max_grant_s=max_grant_from(config.raw, config.path),
+            describe_caller=lambda name: describe_name(config, name),
         )
         self.enforcer = Enforcer(self.approvals)
         self.masks = MaskPolicy.from_raw_config(

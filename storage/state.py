@@ -115,6 +115,7 @@ class Hold:
     def from_json(cls, data: dict[str, Any]) -> Hold:
         """The inverse of `to_json`; a missing or malformed field raises KeyError/ValueError."""
         body = dict(data)
+        body.pop("caller", None)  # what the queue shows about the requester (holds.list)
         decisions = [Decision.from_json(d) for d in body.pop("decisions", None) or []]
         body["status"] = HoldStatus(body["status"])
         body["approvers"] = [str(a) for a in body.get("approvers") or []]

@@ -78,7 +78,8 @@ def cmd_holds(args: argparse.Namespace) -> int:
         print(
             f"{'ID':<10} {'USER':<10} {'TARGET':<12} {'RULE':<22} {'LEFT':<8} {'STATUS':<9} COMMAND"
         )
-        for hold in map(Hold.from_json, rows):
+        for row in rows:
+            hold = Hold.from_json(row)
             votes = f"{len(hold.approved_by)}/{hold.approvals_needed}"
             status = f"pending {votes}" if hold.pending else str(hold.status)
             # A decided hold says why it ended ("the caller disconnected", "timed out").
@@ -86,7 +87,7 @@ def cmd_holds(args: argparse.Namespace) -> int:
             print(
                 f"{hold.id:<10} {hold.user[:10]:<10} {hold.target[:12]:<12} "
                 f"{hold.rule[:22]:<22} {_left(hold.expires_at):<8} {status:<9} "
-                f"{printable(hold.command)}{why}"
+                f"{printable(hold.command)}{why}{_agent(row.get('caller') or {})}"
             )
 
     return _print_json_or(args, holds, show)

@@ -9,6 +9,7 @@ same answer as for an unknown id, so nothing about it leaks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from proxy.holds.broker import Person, Visible, grant_seconds
@@ -41,8 +42,12 @@ class Service(Protocol):
 class HoldsApi:
     """The operations `holds.*`, `grants.*` and `audit` on one service."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(
+        self, service: Service, describe_caller: Callable[[str], dict[str, str]] | None = None
+    ) -> None:
         self.service = service
+        # a requester's name -> person or agent, owner, client id (proxy.oidc.identity)
+        self.describe_caller = describe_caller or (lambda name: {})
 
     def register(self, control: ControlServer) -> None:
         for op, handler in {
@@ -59,7 +64,11 @@ class HoldsApi:
     async def list_holds(self, caller: Caller, args: dict[str, Any]) -> list[dict[str, Any]]:
         status = args.get("status", "pending")
         holds = await self.service.list_holds(None if status == "all" else HoldStatus(status))
-        return [hold.to_json() for hold in holds if caller.sees(HOLDS_TOPIC, hold)]
+        return [
+            {**hold.to_json(), "caller": self.describe_caller(hold.user)}
+            for hold in holds
+            if caller.sees(HOLDS_TOPIC, hold)
+        ]
 
     async def decide_hold(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
         hold = await self.service.decide_hold(

@@ -47,6 +47,7 @@ class ApprovalService:
         on_grant_ended: Callable[[Grant], None] | None = None,
         grant_approvers: Callable[[str], list[str]] | None = None,
         max_grant_s: float = DEFAULT_MAX_GRANT_S,
+        describe_caller: Callable[[str], dict[str, str]] | None = None,
     ) -> None:
         self.max_grant_s = max_grant_s  # `[policy] max_grant`
         self.broker = broker
@@ -61,7 +62,7 @@ class ApprovalService:
         # active grants, kept in step with the store: an access check asks without waiting
         self._active: dict[str, Grant] = {}
         self._stop_hints = broker.on_change_elsewhere(self._hinted)
-        HoldsApi(self).register(control)
+        HoldsApi(self, describe_caller).register(control)
 
     async def start(self, live_sessions: set[str] | None = None) -> None:
         """Expire what a previous run left behind, then watch deadlines."""

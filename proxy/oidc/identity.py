@@ -74,6 +74,15 @@ def person_for(claims: dict[str, Any], config: OidcConfig) -> OidcCaller:
     )
 
 
+def describe_name(config: Any, name: str) -> dict[str, str]:
+    """What the queue shows about a requester known only by name: an agent of `[[agents]]`
+    (with its owner and client id), else a person."""
+    agent = config.agents.get(name)
+    if agent is None:
+        return {"caller_kind": "person"}
+    return {"caller_kind": "agent", "owner": agent.owner, "client_id": agent.client_id}
+
+
 def answered_for(config: Any, name: str, groups: frozenset[str]) -> frozenset[str]:
     """The agents `name` (with `groups`) answers for as their owner, whose requests they may
     therefore not decide; none when `[oidc] owner_may_approve` is true. `config` is the

@@ -60,6 +60,9 @@ async def test_the_owner_cannot_approve_their_agents_hold_and_another_approver_c
     code, live, err = await harness.hoop("live")
     assert code == 0, err
     assert "agent of alice, client ci-bot" in live, live
+    code, queue, err = await harness.hoop("holds")
+    assert code == 0, err
+    assert hold_id in queue and "agent of alice, client ci-bot" in queue, queue
     code, _, err = await harness.hoop("approve", hold_id, "--reason", "mine anyway")
     assert code == 1 and "alice answers for agent ci-bot (its owner)" in err, err
     assert harness.runtime is not None
