@@ -57,7 +57,8 @@ from proxy.holds.control import ControlServer, socket_path
 from proxy.holds.enforcement import Enforcer
 from proxy.holds.service import ApprovalService
 from proxy.pg.scram import make_verifier
-from proxy.pg.server import PgConnection, PgGateway
+from proxy.pg.server import PgGateway
+from proxy.session import GatewaySession
 from storage.sqlite_state import SqliteState
 
 PG_HOST, PG_PORT, DATABASE, PG_USER = "127.0.0.1", 5432, "test", "root"
@@ -140,15 +141,21 @@ async def pgbench(
 class _NoRecording:
     """Diagnostic only: what the gateway costs without its recording writer."""
 
-    def record(self, *fields: object) -> None:
+    filter = None
+    congested = False
+
+    def elapsed_us(self) -> int:
+        return 0
+
+    def record_at(self, *fields: object) -> None:
         pass
 
     def close(self, reason: str) -> None:
         pass
 
 
-def _no_recording(self: PgConnection, params: dict[str, str]) -> None:
-    self.recording = _NoRecording()
+def _no_recording(self: GatewaySession, header: object) -> _NoRecording:
+    return _NoRecording()
 
 
 async def relay_server() -> asyncio.Server:
@@ -405,14 +412,14 @@ async def main() -> None:
                 f"gateway / bare relay: {ratio_span(select['gateway'], select['bare byte relay'])}"
             )
             if args.diagnose:
-                real = PgConnection._start_recording
-                PgConnection._start_recording = _no_recording  # type: ignore[method-assign]
+                real = GatewaySession._open_recording
+                GatewaySession._open_recording = _no_recording  # type: ignore[assignment]
                 try:
                     unrecorded = await pgbench(
                         "gateway, no recording", gateway.port, ["-S"], *bench, PG_USER
                     )
                 finally:
-                    PgConnection._start_recording = real  # type: ignore[method-assign]
+                    GatewaySession._open_recording = real  # type: ignore[method-assign]
                 print(line(unrecorded, select["direct"][-1]))
             print(f"classifier: {gateway.classifier.hits} hits, {gateway.classifier.misses} misses")
             print()

@@ -24,7 +24,6 @@ from proxy.pg.wire import (
     ReadyForQuery,
     RowDescription,
 )
-from storage.schema import EventType
 
 if TYPE_CHECKING:
     from proxy.pg.session import PgSession
@@ -233,8 +232,9 @@ class BackendSide:
 
     def _record_result(self, result: Result, rows: int) -> None:
         elapsed_us = (self.session.clock_ns() - result.started_ns) // 1000
-        self.session.recorded(
-            EventType.SQL_RESULT, result.columns or [], rows, result.sample, elapsed_us
+        recorder = self.session.recorder
+        self.session.kept(
+            recorder.record_sql_result(result.columns or [], rows, result.sample, elapsed_us)
         )
 
     def _up_empty_query(self, buf: bytearray, start: int, end: int) -> bool:
@@ -277,7 +277,7 @@ class BackendSide:
             session.copying.failed()
         masked = session.masking.report(error) if session.masking is not None else None
         shown = masked or error
-        session.recorded(EventType.SQL_ERROR, shown.sqlstate, shown.message)
+        session.kept(session.recorder.record_sql_error(shown.sqlstate, shown.message))
         self._after_error()
         if masked is None:
             return True

@@ -26,7 +26,6 @@ from proxy.pg.settings import UnparsableMode
 from proxy.pg.statements import Portal, Prepared, unknown
 from proxy.pg.wire import Execute, Frontend, Parse, ProtocolError, Query
 from proxy.policy import Action, Basis, Verdict
-from storage.schema import EventType
 
 if TYPE_CHECKING:
     from proxy.pg.session import PgSession
@@ -97,12 +96,12 @@ class FrontendSide:
         would change a setting the gateway must keep; True when it was refused."""
         session, found, sql = self.session, analysis.found, analysis.text
         if self.syntax_error(found):
-            session.recorded(EventType.SQL_STATEMENT, sql, [])
+            session.kept(session.recorder.record_sql_statement(sql, []))
             session.refuse(extended, found.error or "", SYNTAX_ERROR, sql, SYNTAX_HINT)
             return True
         refusal = self.setting_refusal(found)
         if refusal is not None:
-            session.recorded(EventType.SQL_STATEMENT, sql, [])
+            session.kept(session.recorder.record_sql_statement(sql, []))
             session.refuse(extended, refusal[1], refusal[0], sql)
             return True
         return False
@@ -150,7 +149,7 @@ class FrontendSide:
         verdict = session.verdict(found)
         planned = Planned(Step.QUERY, raw, sql, False, analysis)
         for statement in found.statements or (sqlclass.Statement(sql, frozenset()),):
-            if not session.recorded(EventType.SQL_STATEMENT, statement.text, []):
+            if not session.kept(session.recorder.record_sql_statement(statement.text, [])):
                 return
             planned.results.append(Result(statement.text, 0))
         if session.copying is not None and sqlclass.COPY_OUT in found.classes:
@@ -232,14 +231,14 @@ class FrontendSide:
             planned.copy = analysis.copy()
             refusal = session.copying.refusal(planned.copy, extended=True) if planned.copy else None
             if refusal:
-                session.recorded(EventType.SQL_STATEMENT, parse.sql, [])
+                session.kept(session.recorder.record_sql_statement(parse.sql, []))
                 session.refuse(True, refusal, INSUFFICIENT_PRIVILEGE, parse.sql)
                 return
         if verdict.action is Action.REVIEW:
             self.run(planned)  # preparing runs nothing: the hold comes at each Execute
             return
         if verdict.action is Action.DENY:
-            session.recorded(EventType.SQL_STATEMENT, parse.sql, [])
+            session.kept(session.recorder.record_sql_statement(parse.sql, []))
         session.judge(verdict, planned)
 
     def _run_parse(self, planned: Planned) -> None:
@@ -285,7 +284,7 @@ class FrontendSide:
         prepared = portal.prepared if portal is not None else None
         sql = prepared.sql if prepared is not None else ""
         params = bind_params(portal.bind, session.encoding.codec) if portal is not None else []
-        if not session.recorded(EventType.SQL_STATEMENT, sql, params):
+        if not session.kept(session.recorder.record_sql_statement(sql, params)):
             return
         planned = Planned(Step.EXECUTE, raw, sql, True, portal=portal, prepared=prepared)
         if prepared is None:
@@ -358,10 +357,10 @@ class FrontendSide:
 
     def on_function_call(self, raw: bytes) -> None:
         session = self.session
-        session.recorded(EventType.SQL_STATEMENT, FUNCTION_CALL, [])
-        session.recorded(
-            EventType.VERDICT, 0, "deny", "", "fast-path function calls bypass SQL inspection"
-        )
+        recorder = session.recorder
+        session.kept(recorder.record_sql_statement(FUNCTION_CALL, []))
+        why = "fast-path function calls bypass SQL inspection"
+        session.kept(recorder.record_verdict(0, "deny", "", why))
         session.refuse(
             False,
             "hoop: fast-path function calls are not allowed by the gateway",

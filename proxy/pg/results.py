@@ -29,12 +29,13 @@ from proxy.pg.wire import (
     NotificationResponse,
     ProtocolError,
 )
-from storage.schema import EventType
 
 DEFAULT_SAMPLE_ROWS = 20
 MAX_SAMPLE_VALUE = 1024  # bytes of one recorded value; longer values are cut
 INSUFFICIENT_PRIVILEGE = "42501"
-Record = Callable[..., bool]  # the session's recorder: False when the recording failed
+# The session's MASK recorder (channel, rule, position, length, token, column): False when
+# the recording failed.
+Record = Callable[[int, str, int, int, str, "str | None"], bool]
 
 
 @dataclass(slots=True)
@@ -159,7 +160,7 @@ def bind_params(bind_body: bytes, codec: str = "utf-8") -> list[str | bytes | No
     return out
 
 
-def row_mask(act: MaskAct, row: int) -> tuple[object, ...]:
+def row_mask(act: MaskAct, row: int) -> tuple[int, str, int, int, str, str | None]:
     """The fields of a MASK event for a result row: channel 0, the 1-based row as position,
     and the column (None when its name is not known, as for a COPY with value detectors
     only)."""
@@ -224,7 +225,7 @@ class ResultMasking:
         if len(result.sample) < self.sample_rows:
             result.sample.append([sample_value(v) for v in out])
             for act in acts:
-                if not self.record(EventType.MASK, *row_mask(act, result.rows)):
+                if not self.record(*row_mask(act, result.rows)):
                     return True
         return True
 
@@ -309,7 +310,7 @@ class ResultMasking:
 
     def _record_acts(self, acts: Sequence[MaskAct]) -> None:
         for act in acts:
-            self.record(EventType.MASK, 0, act.rule, act.position, act.length, act.token)
+            self.record(0, act.rule, act.position, act.length, act.token, None)
 
 
 def _texts(result: Result, values: Sequence[bytes | None]) -> list[bytes | str | None]:
@@ -463,6 +464,6 @@ class CopyMasking:
         if len(result.sample) < self.sample_rows:
             result.sample.append([sample_text(value) for value in values])
             for act in acts:
-                if not self.record(EventType.MASK, *row_mask(act, result.rows)):
+                if not self.record(*row_mask(act, result.rows)):
                     return False
         return True

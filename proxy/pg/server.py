@@ -24,7 +24,6 @@ import contextlib
 import logging
 import secrets
 import ssl
-import threading
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -73,9 +72,8 @@ from proxy.pg.wire import (
     StartupMessage,
 )
 from proxy.policy import Action, Caller, Policy, parse_policy
-from proxy.recording import start_session_recording
+from proxy.session import GatewaySession, RecordingUnavailable, SessionRegistry
 from storage.schema import EventType
-from storage.writer import RecordingFailed
 
 __all__ = [
     "DEFAULT_PG_LISTEN",
@@ -119,6 +117,7 @@ class PgGateway:
         authenticator: Authenticator | None = None,
         settings: PgSettings | None = None,
         classifier: sqlclass.Classifier | None = None,
+        sessions: SessionRegistry | None = None,
     ) -> None:
         self.config = config
         self.enforcer = enforcer
@@ -132,6 +131,8 @@ class PgGateway:
         self.tls: ssl.SSLContext | None = None
         self.server: asyncio.Server | ProxiedServer | None = None
         self.connections: set[PgConnection] = set()
+        # the gateway's sessions, SSH and PostgreSQL alike: the live list, watch, the tap
+        self.sessions = sessions if sessions is not None else SessionRegistry()
         self.cancel_keys: dict[tuple[int, bytes], PgConnection] = {}
         self.logins = LoginCache(self.settings.login_cache)
         self.spares = SpareLogins(self.settings.spare_logins)
@@ -217,10 +218,14 @@ async def start_pg_gateway(
     *,
     policy: Policy | None = None,
     authenticator: Authenticator | None = None,
+    sessions: SessionRegistry | None = None,
 ) -> PgGateway:
     """Start the PostgreSQL listener; `await gateway.stop()` ends it. ConfigError when the
-    configuration is wrong, OSError when the address cannot be bound."""
-    gateway = PgGateway(config, enforcer, policy=policy, authenticator=authenticator)
+    configuration is wrong, OSError when the address cannot be bound. `sessions`: the
+    gateway's SessionRegistry, so that PostgreSQL sessions are listed and watched with SSH's."""
+    gateway = PgGateway(
+        config, enforcer, policy=policy, authenticator=authenticator, sessions=sessions
+    )
     await gateway.start()
     return gateway
 
@@ -241,10 +246,9 @@ class PgConnection:
         peer = writer.get_extra_info("peername")
         self.client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
         self.task: asyncio.Task[None] | None = None
-        self.session_id = ""
+        self.gsession: GatewaySession | None = None  # from admission on
         self.identity: Identity | None = None
         self.target: PgTarget | None = None
-        self.recording: Any = None
         self.session: PgSession | None = None
         self.masker: Masker | None = None  # this caller's masking rules here, once logged in
         self.up_reader: asyncio.StreamReader | None = None
@@ -256,72 +260,67 @@ class PgConnection:
         self.relay = Relay(self)
         self.ended = False
         self.end_reason = ""
-        self._loop: asyncio.AbstractEventLoop | None = None
-        # The recording starts in a worker thread; once the connection has finished, a start
-        # that completes late closes its recording itself (see _start_recording).
-        self._recording_lock = threading.Lock()
-        self._finished = False
 
-    # -- recording (the Enforcer's SessionRecord) ----------------------------------------------
+    # -- the gateway session (its recording) and what it needs from this connection -----------
 
-    def record(self, event: EventType, *fields: object) -> bool:
-        """Queue an event on the recording; False when the recording has failed."""
-        if self.recording is None:
+    @property
+    def session_id(self) -> str:
+        return self.gsession.id if self.gsession is not None else ""
+
+    def record(self, event: EventType, *fields: Any) -> bool:
+        """The Enforcer's SessionRecord: its VERDICT and hold events, through the typed
+        methods of the gateway session; False when nothing was recorded."""
+        gsession = self.gsession
+        if gsession is None:
             return False
-        try:
-            self.recording.record(event, *fields)
-        except RecordingFailed as exc:
-            log.error("recording of session %s failed: %s", self.session_id, exc)
-            return False
-        return True
+        if event is EventType.VERDICT:
+            return gsession.record_verdict(*fields)
+        if event is EventType.HOLD_REQUESTED:
+            return gsession.record_hold_requested(*fields)
+        if event is EventType.HOLD_DECIDED:
+            return gsession.record_hold_decided(*fields)
+        log.error("session %s: unexpected %s event from enforcement", self.session_id, event)
+        return False
 
-    def _recording_broke(self, exc: BaseException) -> None:
-        log.error("recording of session %s failed, ending it: %s", self.session_id, exc)
-        if self.session is not None:
-            self.session.fatal(
-                "58030", "hoop: the session recording failed, so the gateway ended the session"
-            )
+    def pause_for_recording(self, paused: bool) -> None:
+        """SessionOwner: the recorder is behind, stop (or resume) reading both sides."""
+        for upstream in (False, True):
+            if paused:
+                self.relay.pause_reading(upstream=upstream, reason="recording")
+            else:
+                self.relay.resume_reading(upstream=upstream, reason="recording")
+
+    def end_session(self, reason: str, message: str) -> None:
+        """SessionOwner: end the connection (an operator, a grant, a broken recording)."""
+        if reason == "recording failed" and self.session is not None:
+            self.session.fatal("58030", message)  # in its place in the response stream
             self.relay.flush()
-        self.shutdown("recording failed")
-
-    def _start_recording(self, params: dict[str, str]) -> None:
-        """Open the session's recording (file, signing key, catalogue row); runs in a worker
-        thread. Raises LoginRefused when it cannot (fail closed: no recording, no session)."""
-        assert self.identity is not None and self.target is not None
-        try:
-            recording = start_session_recording(
-                self.gateway.config,
-                self.identity,
-                self.target.name,
-                "postgres",
-                self.client,
-                self._recording_broke,
-                extra={
-                    "database": self.target.database,
-                    "application_name": params.get("application_name", ""),
-                    "read_only": self.target.read_only,
-                },
-                loop=self._loop,
-            )
-        except Exception as exc:
-            log.error("cannot start the recording: %s", exc)
-            raise LoginRefused("58030", "hoop: the gateway cannot record this session") from None
-        with self._recording_lock:
-            late = self._finished
-            if not late:
-                self.recording = recording
-                self.session_id = recording.header.session_id
-        if late:
-            recording.close("login ended before the recording started")
+            self.shutdown(reason)
+        else:
+            self.shutdown(reason, message)
 
     async def _recorded_upstream(self, params: dict[str, str]) -> Upstream:
-        """The recording's start and the upstream login, at the same time: the client is
-        authenticated and admitted by now, and the client sees nothing of the target (nor
-        can send anything to it) before both have succeeded."""
-        self._loop = asyncio.get_running_loop()
+        """The recording's start (a worker thread) and the upstream login, at the same time:
+        the client is authenticated and admitted by now, and the client sees nothing of the
+        target (nor can send anything to it) before both have succeeded. A spare login made
+        for a client like this one is taken when there is one."""
         target, spares = self.target, self.gateway.spares
-        assert target is not None
-        started = asyncio.ensure_future(asyncio.to_thread(self._start_recording, params))
+        assert target is not None and self.identity is not None
+        self.gsession = GatewaySession(
+            self.gateway.sessions,
+            self.gateway.config,
+            self.identity,
+            target.name,
+            "postgres",
+            self.client,
+            self,
+            extra={
+                "database": target.database,
+                "application_name": params.get("application_name", ""),
+                "read_only": target.read_only,
+            },
+        )
+        started = asyncio.ensure_future(self.gsession.start())
         try:
             upstream = await spares.take(target, params) or await log_in_upstream(target, params)
         except BaseException:
@@ -330,8 +329,12 @@ class PgConnection:
             raise
         try:
             await started
-        except BaseException:
+        except BaseException as exc:
             upstream.writer.close()
+            if isinstance(exc, RecordingUnavailable):
+                raise LoginRefused(
+                    "58030", "hoop: the gateway cannot record this session"
+                ) from None
             raise
         spares.refill(target, params)  # for the next admitted client like this one
         return upstream
@@ -460,12 +463,13 @@ class PgConnection:
     def new_session(self) -> PgSession:
         """The sans-IO session of this logged-in connection."""
         assert self.identity is not None and self.target is not None
+        assert self.gsession is not None
         settings = self.gateway.settings
         caller = Caller.of(self.identity)
         session = PgSession(
             make_decider(self.gateway.policy, caller, self.target),
             self.gateway.classifier,
-            self.record,
+            self.gsession,
             sample_rows=settings.sample_rows,
             unparsable=settings.unparsable,
         )
@@ -564,14 +568,8 @@ class PgConnection:
         if self.key is not None:
             self.gateway.cancel_keys.pop(self.key, None)
         await self._close_sockets()
-        with self._recording_lock:
-            self._finished = True
-            recording, self.recording = self.recording, None
-        if recording is not None:
-            try:
-                await asyncio.to_thread(recording.close, self.end_reason or "client disconnected")
-            except Exception as exc:
-                log.error("closing the recording of session %s failed: %s", self.session_id, exc)
+        if self.gsession is not None:  # the recording closed, the session off the live list
+            await self.gsession.close(self.end_reason or "client disconnected")
         self.gateway.connections.discard(self)
         if self.session_id:
             log.info("session %s ended: %s", self.session_id, self.end_reason)
@@ -661,6 +659,8 @@ class Relay:
             if upstream:
                 session.upstream_data(data)
             else:
+                if conn.gsession is not None:
+                    conn.gsession.count_traffic(bytes_in=len(data))
                 session.client_data(data)
             self.flush()
         except Exception:
@@ -726,6 +726,8 @@ class Relay:
             conn.up_writer.write(bytes(session.to_upstream))
             session.to_upstream.clear()
         if session.to_client:
+            if conn.gsession is not None:  # the live list's IN/OUT: wire bytes
+                conn.gsession.count_traffic(bytes_out=len(session.to_client))
             conn.writer.write(bytes(session.to_client))
             session.to_client.clear()
         if not session.commands:

@@ -33,7 +33,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from proxy.masking import Masker
 from proxy.pg import classify as sqlclass
@@ -86,9 +86,11 @@ __all__ = [
     "Command",
     "Decided",
     "End",
+    "EventRecorder",
     "Judge",
     "Killed",
     "PgSession",
+    "SqlRecorder",
     "State",
     "UnparsableMode",
     "codec_of",
@@ -104,9 +106,68 @@ _SYNC = frame(Frontend.SYNC)
 
 
 class Recorder(Protocol):
-    """Where events go; False means the recording failed and the session must end."""
+    """Where events go, as one callable; False means the recording failed and the session
+    must end (tests and `hoop-tui policy check` pass one of these)."""
 
     def __call__(self, event: EventType, *fields: object) -> bool: ...
+
+
+class SqlRecorder(Protocol):
+    """The typed recording methods a PostgreSQL session uses (`proxy.session.GatewaySession`
+    has them); each returns False when nothing was recorded."""
+
+    def record_sql_statement(self, statement: str, params: list[Any]) -> bool: ...
+
+    def record_sql_result(
+        self, columns: list[Any], rows: int, sample: list[Any], duration_us: int
+    ) -> bool: ...
+
+    def record_sql_error(self, sqlstate: str, message: str) -> bool: ...
+
+    def record_verdict(self, channel: int, action: str, rule: str, message: str) -> bool: ...
+
+    def record_mask(
+        self,
+        channel: int,
+        rule: str,
+        position: int,
+        length: int,
+        token: str,
+        column: str | None = None,
+    ) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecorder:
+    """A `Recorder` callable as a `SqlRecorder`."""
+
+    record: Recorder
+
+    def record_sql_statement(self, statement: str, params: list[Any]) -> bool:
+        return self.record(EventType.SQL_STATEMENT, statement, params)
+
+    def record_sql_result(
+        self, columns: list[Any], rows: int, sample: list[Any], duration_us: int
+    ) -> bool:
+        return self.record(EventType.SQL_RESULT, columns, rows, sample, duration_us)
+
+    def record_sql_error(self, sqlstate: str, message: str) -> bool:
+        return self.record(EventType.SQL_ERROR, sqlstate, message)
+
+    def record_verdict(self, channel: int, action: str, rule: str, message: str) -> bool:
+        return self.record(EventType.VERDICT, channel, action, rule, message)
+
+    def record_mask(
+        self,
+        channel: int,
+        rule: str,
+        position: int,
+        length: int,
+        token: str,
+        column: str | None = None,
+    ) -> bool:
+        fields = (channel, rule, position, length, token)
+        return self.record(EventType.MASK, *fields, *(() if column is None else (column,)))
 
 
 # -- commands: what the session asks of its shell ------------------------------------------
@@ -162,7 +223,7 @@ class PgSession:
         self,
         decide: Decide,
         classify: Callable[[str], sqlclass.Classified],
-        record: Recorder,
+        record: SqlRecorder | Recorder,
         *,
         sample_rows: int = DEFAULT_SAMPLE_ROWS,
         unparsable: UnparsableMode = UnparsableMode.POLICY,
@@ -170,7 +231,7 @@ class PgSession:
     ) -> None:
         self.decide = decide
         self.analyze = Analyzer(classify)
-        self.record = record
+        self.recorder: SqlRecorder = EventRecorder(record) if callable(record) else record
         self.sample_rows = sample_rows
         self.unparsable = unparsable
         # Set by the shell when `[policy] default = "allow"`: see `FrontendSide.syntax_error`.
@@ -212,8 +273,8 @@ class PgSession:
         self.masking = self.copying = None
         if masker is not None:
             out, rows = self.to_client, self.sample_rows
-            self.masking = ResultMasking(masker, out, self.recorded, rows)
-            self.copying = CopyMasking(masker, out, self.recorded, rows, self._fatal)
+            self.masking = ResultMasking(masker, out, self.record_mask, rows)
+            self.copying = CopyMasking(masker, out, self.record_mask, rows, self._fatal)
 
     @property
     def closed(self) -> bool:
@@ -369,7 +430,9 @@ class PgSession:
         """Run an allowed statement now; hold any other until its `Decided` event."""
         if verdict.action is Action.ALLOW:
             if verdict.basis is not Basis.DEFAULT:  # an explicit allow rule: on the record
-                self.recorded(EventType.VERDICT, 0, "allow", verdict.rule or "", verdict.message)
+                self.kept(
+                    self.recorder.record_verdict(0, "allow", verdict.rule or "", verdict.message)
+                )
             self.frontend.run(planned)
             return
         self.held = planned
@@ -411,7 +474,7 @@ class PgSession:
         return abort
 
     def _local_error(self, sqlstate: str, message: str, hint: str = "") -> None:
-        self.recorded(EventType.SQL_ERROR, sqlstate, message)
+        self.kept(self.recorder.record_sql_error(sqlstate, message))
         extra = {"hint": hint} if hint else {}
         self.local(ErrorResponse.make(sqlstate, message, **extra).encode())
 
@@ -428,12 +491,17 @@ class PgSession:
         else:
             self.to_client += ReadyForQuery(self.status).encode()
 
-    def recorded(self, event: EventType, *fields: object) -> bool:
-        """Record an event; a recording that failed ends the session (fail closed)."""
-        if self.record(event, *fields):
+    def kept(self, recorded: bool) -> bool:
+        """What a `record_*` call returned; nothing recorded ends the session (fail closed)."""
+        if recorded:
             return True
         self._fatal("58030", "hoop: the session recording failed, so the gateway ended the session")
         return False
+
+    def record_mask(
+        self, channel: int, rule: str, position: int, length: int, token: str, column: str | None
+    ) -> bool:
+        return self.kept(self.recorder.record_mask(channel, rule, position, length, token, column))
 
     def _fatal(self, sqlstate: str, message: str) -> None:
         if self.closed:
