@@ -70,3 +70,17 @@ async def test_with_on_expiry_deny_a_session_stays_but_refuses_what_comes_after(
         await asyncio.sleep(6)
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="sign-in has expired"):
             await conn.execute("select 2")
+
+
+async def test_an_agents_postgres_session_ends_when_its_token_expires(
+    pg: PgHarness, short_lived: Provider
+) -> None:
+    pg.extra_toml = oidc_toml(short_lived, clock_skew="0s")
+    await pg.start()
+    token = short_lived.agent_token("ci-bot")
+    dsn = pg.dsn(user="ci-bot", sslmode="require", password=token)
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        assert await (await conn.execute("select 1")).fetchone() == (1,)
+        await asyncio.sleep(6)
+        with pytest.raises(psycopg.OperationalError, match="sign-in has expired"):
+            await conn.execute("select 2")
