@@ -12,6 +12,7 @@ import hmac
 import logging
 import secrets
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -79,7 +80,8 @@ class LoginCache:
         found = self._entries.get(digest)
         if found is None:
             return None
-        if found[0] <= self._clock():
+        expires_at = found[1].expires_at  # a token's own end (OIDC), before the cache's
+        if found[0] <= self._clock() or (expires_at is not None and expires_at <= time.time()):
             del self._entries[digest]
             return None
         return found[1]

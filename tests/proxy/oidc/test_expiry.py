@@ -84,3 +84,17 @@ async def test_an_agents_postgres_session_ends_when_its_token_expires(
         await asyncio.sleep(6)
         with pytest.raises(psycopg.OperationalError, match="sign-in has expired"):
             await conn.execute("select 2")
+
+
+async def test_a_reconnect_with_an_expired_token_is_refused_though_it_passed_moments_ago(
+    pg: PgHarness, short_lived: Provider
+) -> None:
+    """The gateway remembers verified passwords for a minute; never past a token's expiry."""
+    pg.extra_toml = oidc_toml(short_lived, clock_skew="0s")
+    await pg.start()
+    dsn = pg.dsn(user="ci-bot", sslmode="require", password=short_lived.agent_token("ci-bot"))
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True):
+        pass
+    await asyncio.sleep(6)
+    with pytest.raises(psycopg.OperationalError, match="the token has expired"):
+        await psycopg.AsyncConnection.connect(dsn, autocommit=True)
