@@ -6,6 +6,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy.fleet.proxy_protocol import (
     V2_SIGNATURE,
@@ -103,3 +105,29 @@ def test_first_bytes_of_a_header_are_recognised() -> None:
     assert not starts_like_header(STREAM)
     assert not starts_like_header(b"\x00\x00\x00\x08\x04\xd2\x16\x2f")
     assert not starts_like_header(b"")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes_give_a_header_a_need_or_a_refusal(data: bytes) -> None:
+    try:
+        result = parse(data)
+    except ProxyHeaderError:
+        return
+    if isinstance(result, NeedData):
+        assert result.count >= 1
+    else:
+        assert 0 < result.length <= len(data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.ip_addresses(v=4).map(str),
+    st.integers(0, 65535),
+    st.booleans(),
+    st.binary(max_size=40),
+)
+def test_generated_headers_round_trip(host: str, port: int, v2: bool, rest: bytes) -> None:
+    header = (v2_header if v2 else v1_header)((host, port), ("10.0.0.1", 2222))
+    found, left = feed_exactly(header + rest)
+    assert found.source == (host, port) and left == rest
