@@ -96,3 +96,26 @@ async def test_kill_9_mid_typing_reconnects_to_b_at_once(fleet: Fleet) -> None:
         await asyncio.sleep(0.1)
     states = dict(await rows(fleet.state_url, "SELECT id, state FROM instances"))
     assert states == {"gw-a": "up", "gw-b": "up"}
+
+
+async def test_kill_9_mid_bulk_transfer_the_retry_goes_to_b(fleet: Fleet) -> None:
+    size = 400 * 1024 * 1024
+    download = await fleet.ssh("alice", f"head -c {size} /dev/zero")  # HAProxy: A first
+    assert download.stdout is not None
+    received = 0
+    while received < 4 * 1024 * 1024:  # the transfer is well under way
+        chunk = await asyncio.wait_for(download.stdout.read(1 << 20), 30)
+        assert chunk, "the transfer ended early"
+        received += len(chunk)
+    fleet.kill("gw-a", signal.SIGKILL)
+    killed_at = time.monotonic()
+    while await asyncio.wait_for(download.stdout.read(1 << 20), 30):
+        pass  # what was in flight
+    await download.wait()
+    assert download.returncode != 0  # cut, not completed
+
+    retry = await fleet.ssh("alice", "head -c 8388608 /dev/zero | wc -c")  # on B
+    out, err = await asyncio.wait_for(retry.communicate(), 60)
+    assert retry.returncode == 0, err
+    assert out.strip() == b"8388608"
+    assert time.monotonic() - killed_at < 15
