@@ -358,7 +358,15 @@ class Spool:
             entry.abandoned = False
         with self._lock:
             final, ready = entry.final, entry.ready
-        size = entry.path.stat().st_size
+        try:
+            size = entry.path.stat().st_size
+        except FileNotFoundError:  # never created (the writer failed to start), or removed
+            log.error("spool: %s is gone; %s cannot be shipped", entry.path, entry.url)
+            with self._lock:
+                self._entries.pop(entry.session_id, None)
+            with contextlib.suppress(FileNotFoundError):
+                entry.path.with_suffix(SIDECAR).unlink()
+            return
         target = size if final else min(ready, size)
         with entry.path.open("rb") as handle:
             while entry.uploaded < target:

@@ -200,3 +200,21 @@ def test_a_refused_credential_is_reported_without_repeating_it(
     assert wrong not in status.last_error and wrong not in caplog.text
     assert wrong not in (spool.directory / "status.json").read_text()
     spool.stop(timeout=0)
+
+
+def test_a_spool_entry_whose_file_is_gone_does_not_block_the_others(
+    store_running, tmp_path, signer
+):
+    """A sidecar without its file (a writer that could not even create it): logged and
+    dropped; the store is not reported failing and the next recording ships."""
+    settings = settings_of(store_running, tmp_path)
+    spool = Spool(settings, tmp_path)
+    spool.begin("f" * 32, settings.location_of("f" * 32, time.time_ns() // 1000))
+    spool.segment_ready("f" * 32, None, True)
+    writer = start(spool, settings, signer)
+    writer.record(EventType.OUTPUT, 0, b"next")
+    writer.close("client closed")
+    assert spool.drain(30)
+    assert spool.status().failing_since is None
+    assert [p.name for p in spool.directory.glob("*.json")] == ["status.json"]
+    assert verify_recording(url_of(settings, writer), signer.public_key()).ok
