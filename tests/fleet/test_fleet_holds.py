@@ -80,3 +80,27 @@ async def test_two_approvers_on_two_instances_at_once_one_wins(fleet: Fleet) -> 
     assert "already approved" in results[1][2] and f"decided by {winner}" in results[1][2]
     await asyncio.wait_for(caller.communicate(), 20)
     assert caller.returncode == 0
+
+
+async def test_a_workstation_on_b_is_told_of_a_hold_raised_on_a(fleet: Fleet) -> None:
+    """The workstation does not poll: it subscribes, and B pushes what A raised (A's NOTIFY,
+    B's re-read) within 1 s."""
+    b = await ControlClient.connect(socket_path(fleet.instances["gw-b"].data_dir))
+    try:
+        await b.call("subscribe", topics=["holds"])
+        caller = await fleet.ssh("alice", "cat /etc/hostname", frontend="ssh_gw-a")
+        events = b.events()
+        while True:
+            message = await asyncio.wait_for(events.__anext__(), 30)
+            if message["event"] in ("hold.created", "hold.updated"):
+                break
+        pushed_at = time.time()
+        hold = message["data"]
+        assert hold["gateway_id"] == "gw-a" and hold["status"] == "pending"
+        assert pushed_at - hold["created_at"] < 1.0
+        status, _, err = await fleet.hoop("gw-b", "deny", hold["id"], "--reason", "not now")
+        assert status == 0, err
+        out, err = await asyncio.wait_for(caller.communicate(), 20)
+        assert caller.returncode != 0 and b"not now" in out + err
+    finally:
+        await b.close()
