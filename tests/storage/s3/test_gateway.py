@@ -270,3 +270,28 @@ async def test_recordings_made_on_local_disk_are_pushed_to_the_store(harness, st
     assert "made-on-local-disk" in out
     status, out, err = await harness.hoop("push-recordings")  # nothing left to move
     assert status == 0 and "pushed 0 recording(s)" in out
+
+
+async def test_a_live_session_reads_from_the_store_as_still_being_written(harness, store_running):
+    """While a session runs, the store holds it up to its last signed checkpoint: another
+    instance (here the CLI) reads and verifies that much, and says it is still being written."""
+    setup(harness, store_running)
+    await harness.start()
+    live = asyncio.ensure_future(
+        harness.ssh_direct(
+            "alice+web1", "for i in $(seq 1 12); do echo live $i; sleep 0.7; done", timeout=60
+        )
+    )
+    await asyncio.sleep(6.5)  # past the first checkpoint (5 s)
+    (row,) = SqliteCatalogue.in_data_dir(harness.data_dir).find_sessions(SessionQuery())
+    assert row.ended_at_us is None and is_url(row.path)
+    status, out, err = await harness.hoop("verify", row.id)
+    assert status == 0 and "still being written, intact so far" in out, out + err
+    status, out, err = await harness.hoop("export", row.id, "--format", "text")
+    assert "live 2" in out, out + err
+    result = await live
+    assert result.status == 0 and "live 12" in result.out
+    await sessions_finished(harness)
+    await drained(harness)
+    status, out, err = await harness.hoop("verify", row.id)
+    assert status == 0 and f"{row.path}: OK" in out, out + err
