@@ -4,10 +4,12 @@ PostgreSQL, and a gateway harness.
 The servers start once per test session (they are slow to start and tests never change them);
 each test gets its own gateway, data directory and client files.
 
-A test that uses one of the server fixtures (`sshd`, `slapd`, `postgres`), directly or through
-another fixture such as `harness`, is marked with the fixture's name at collection, so
-`pytest -m "not sshd and not slapd and not postgres"` runs the pure tests alone. A test that
-starts a server by itself carries the marker explicitly.
+A test that uses one of the server fixtures (`sshd`, `slapd`, `postgres`; SeaweedFS's `seaweed`
+and the OpenID provider's `provider` in their folders), directly or through another fixture
+such as `harness`, is marked at collection with the server's marker (`sshd`, `slapd`,
+`postgres`, `seaweedfs`, `oidc_provider`) and with `servers`, so `pytest -m "not servers"`
+runs the pure tests alone (`-m "not sshd and not slapd and not postgres"` leaves out those
+three). A test that starts a server by itself carries the marker explicitly.
 """
 
 from __future__ import annotations
@@ -28,25 +30,39 @@ from tests.fixtures.sshd import Sshd, keygen, start_sshd
 # The PostgreSQL the tests use: the machine's own, trust auth (see .ci/setup).
 POSTGRES_ADDRESS = ("127.0.0.1", 5432)
 
-# fixture name -> marker: a test whose fixture closure holds the fixture gets the marker.
+# fixture name -> the marker of the server it starts or needs.
+SERVER_FIXTURES = {
+    "sshd": "sshd",
+    "slapd": "slapd",
+    "postgres": "postgres",
+    "seaweed": "seaweedfs",  # tests/storage/s3/conftest.py
+    "provider": "oidc_provider",  # tests/proxy/oidc/conftest.py
+    "other_provider": "oidc_provider",
+}
 SERVER_MARKERS = {
-    "sshd": "sshd: needs the test OpenSSH sshd (started once per session)",
-    "slapd": "slapd: needs the test slapd (started once per session)",
-    "postgres": "postgres: needs the machine's PostgreSQL on 127.0.0.1:5432",
+    "sshd": "needs the test OpenSSH sshd (started once per session)",
+    "slapd": "needs the test slapd (started once per session)",
+    "postgres": "needs the machine's PostgreSQL on 127.0.0.1:5432",
+    "seaweedfs": "needs a SeaweedFS object store (weed) started for the test module",
+    "oidc_provider": "needs the test OpenID provider (node oidc-provider)",
+    "servers": "needs any of the servers above: -m 'not servers' runs the pure tests",
 }
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    for line in SERVER_MARKERS.values():
-        config.addinivalue_line("markers", line)
+    for name, meaning in SERVER_MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {meaning}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        used = getattr(item, "fixturenames", ())
-        for name in SERVER_MARKERS:
-            if name in used and item.get_closest_marker(name) is None:
-                item.add_marker(name)
+        used = set(getattr(item, "fixturenames", ()))
+        for fixture, marker in SERVER_FIXTURES.items():
+            if fixture in used and item.get_closest_marker(marker) is None:
+                item.add_marker(marker)
+        needs = set(SERVER_MARKERS) - {"servers"}
+        if any(item.get_closest_marker(marker) for marker in needs):
+            item.add_marker("servers")
 
 
 if os.environ.get("HOOP_TEST_LOOP") == "uvloop":

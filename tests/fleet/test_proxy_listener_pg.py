@@ -25,6 +25,7 @@ class ProxiedPgHarness(PgHarness):
         return path
 
 
+@pytest.mark.postgres  # its harness reaches the machine's PostgreSQL itself
 @pytest.mark.parametrize("sslmode", ["disable", "require"])
 async def test_a_client_through_haproxy_is_recorded_with_its_own_port(
     tmp_path: Path, sslmode: str
