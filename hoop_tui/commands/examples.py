@@ -56,6 +56,10 @@ EXAMPLES: dict[str, tuple[str, tuple[str, ...]]] = {
             "hoop-tui search 'drop table' --target prod-db --since 7d --json",
         ),
     ),
+    "push-recordings": (
+        "",
+        ("hoop-tui push-recordings --dry-run", "hoop-tui push-recordings --keep"),
+    ),
     "prune": (
         "Delete recordings older than a duration together with their catalogue rows.",
         ("hoop-tui prune --older-than 90d --dry-run", "hoop-tui prune --older-than 90d"),
