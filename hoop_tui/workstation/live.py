@@ -144,7 +144,7 @@ class LiveScreen(Screen[None]):
         for row in sessions:
             table.add_row(
                 row["id"][:8],
-                row["user"],
+                _who(row),
                 row["target"],
                 row["client"],
                 _since(row["started_at"]),
@@ -184,3 +184,10 @@ class LiveScreen(Screen[None]):
                 self.post_message(self.EndRequested(session["id"], reason))
 
         self.app.push_screen(EndDialog(session), ended)
+
+
+def _who(row: dict[str, Any]) -> str:
+    """The caller, and for an OIDC agent whose it is: `ci-bot (agent of alice)`."""
+    if row.get("caller_kind") == "agent":
+        return f"{row['user']} (agent of {row.get('owner', '?')})"
+    return str(row["user"])
