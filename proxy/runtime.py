@@ -201,8 +201,7 @@ class GatewayRuntime:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        # the catalogue's file and the recordings are read off the loop, as everything later
-        catalogue = await asyncio.to_thread(SqliteCatalogue.in_data_dir, self.config.data_dir)
+        catalogue = SqliteCatalogue.in_data_dir(self.config.data_dir)
         locate = None
         if self.config.recordings is not None:
             # what a crash left in the spool goes to object storage (in the background)
@@ -212,10 +211,7 @@ class GatewayRuntime:
             for session_id in spool.recover():
                 log.warning("session %s was left in the recording spool; uploading", session_id)
             locate = spool.local_copy
-        recovered = await asyncio.to_thread(
-            recover_unfinished, catalogue, self.config.gateway_id, locate
-        )
-        for session_id in recovered:
+        for session_id in recover_unfinished(catalogue, self.config.gateway_id, locate):
             log.warning("session %s was left open by a previous run; recovered", session_id)
         await self.control.start()
         await self.approvals.start(live_sessions=set())
@@ -223,7 +219,11 @@ class GatewayRuntime:
         await self.ssh.start()
         if pg_enabled(self.config):
             self.pg = await start_pg_gateway(
-                self.config, self.enforcer, policy=self.policy, authenticator=self.auth
+                self.config,
+                self.enforcer,
+                policy=self.policy,
+                authenticator=self.auth,
+                sessions=self.sessions,
             )
             self.pg.access_guard = self.access_problem
             self.pg.masks = self.masks
