@@ -201,7 +201,8 @@ class GatewayRuntime:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        catalogue = SqliteCatalogue.in_data_dir(self.config.data_dir)
+        # the catalogue's file and the recordings are read off the loop, as everything later
+        catalogue = await asyncio.to_thread(SqliteCatalogue.in_data_dir, self.config.data_dir)
         locate = None
         if self.config.recordings is not None:
             # what a crash left in the spool goes to object storage (in the background)
@@ -211,7 +212,10 @@ class GatewayRuntime:
             for session_id in spool.recover():
                 log.warning("session %s was left in the recording spool; uploading", session_id)
             locate = spool.local_copy
-        for session_id in recover_unfinished(catalogue, self.config.gateway_id, locate):
+        recovered = await asyncio.to_thread(
+            recover_unfinished, catalogue, self.config.gateway_id, locate
+        )
+        for session_id in recovered:
             log.warning("session %s was left open by a previous run; recovered", session_id)
         await self.control.start()
         await self.approvals.start(live_sessions=set())
