@@ -15,6 +15,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from replay.export import EventLog, describe_event, strip_terminal_controls
 from storage.catalogue import SessionQuery, SqliteCatalogue
@@ -56,7 +57,7 @@ def searchable(log: EventLog) -> Iterator[Entry]:
             yield Entry(last_us, "output", rest)
 
 
-def index_recording(index: SearchIndex, session_id: str, path: Path) -> int:
+def index_recording(index: SearchIndex, session_id: str, path: Path | str) -> int:
     """Index one closed recording; returns how many entries it gave."""
     with RecordingReader.open(path) as reader:
         return index.replace(session_id, searchable(reader))
@@ -83,12 +84,14 @@ def index_when_closed(data_dir: Path) -> Callable[[RecordingSummary], None]:
 
 
 def index_missing(
-    data_dir: Path, progress: object | None = None
+    data_dir: Path, progress: object | None = None, catalogue: Any = None
 ) -> tuple[int, list[tuple[str, str]]]:
     """Index every finished, catalogued session the index does not have yet: those closed while
     no gateway indexed them (a crash, or recordings made before the index existed). Returns how
-    many were indexed and (session id, problem) for those that could not be read."""
-    catalogue = SqliteCatalogue.in_data_dir(data_dir)
+    many were indexed and (session id, problem) for those that could not be read. With a
+    fleet's `catalogue`, other instances' sessions are indexed too (read from the store)."""
+    if catalogue is None:
+        catalogue = SqliteCatalogue.in_data_dir(data_dir)
     index = SearchIndex.in_data_dir(data_dir)
     done = index.indexed_sessions()
     todo = [
@@ -100,7 +103,7 @@ def index_missing(
     update = getattr(progress, "update", None)
     for number, row in enumerate(todo):
         try:
-            index_recording(index, row.id, Path(row.path))
+            index_recording(index, row.id, row.path)
         except (OSError, ValueError) as exc:
             problems.append((row.id, str(exc)))
         if update is not None:

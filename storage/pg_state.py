@@ -426,41 +426,17 @@ class PgState:
             )
 
     async def find_sessions(self, query: SessionQuery) -> list[SessionRow]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        for column, value in (
-            ('"user"', query.user),
-            ("target", query.target),
-            ("protocol", query.protocol),
-        ):
-            if value is not None:
-                clauses.append(f"{column} = %s")
-                params.append(value)
-        if query.since_us is not None:
-            clauses.append("COALESCE(ended_at_us, 9223372036854775807) >= %s")
-            params.append(query.since_us)
-        if query.until_us is not None:
-            clauses.append("started_at_us <= %s")
-            params.append(query.until_us)
-        if query.unfinished_only:
-            clauses.append("ended_at_us IS NULL")
-        sql = "SELECT * FROM sessions"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY started_at_us DESC"
-        if query.limit is not None:
-            sql += " LIMIT %s"
-            params.append(query.limit)
+        sql, params = sessions_sql(query)
         async with self._cursor() as cur:
             await cur.execute(sql, params)
             rows = await cur.fetchall()
-        return [_session_row(r) for r in rows]
+        return [session_row(r) for r in rows]
 
     async def get_session(self, session_id: str) -> SessionRow | None:
         async with self._cursor() as cur:
             await cur.execute("SELECT * FROM sessions WHERE id = %s", (session_id,))
             row = await cur.fetchone()
-        return None if row is None else _session_row(row)
+        return None if row is None else session_row(row)
 
     async def remove_session(self, session_id: str) -> None:
         async with self._cursor() as cur:
@@ -677,7 +653,38 @@ async def _insert_audit(cur: psycopg.AsyncCursor[Any], entry: AuditEntry) -> Non
     )
 
 
-def _session_row(row: dict[str, Any]) -> SessionRow:
+def sessions_sql(query: SessionQuery) -> tuple[str, list[Any]]:
+    """The SELECT on the shared catalogue for `query`, newest first (PgState.find_sessions and
+    the readers' proxy.fleet.catalogue run the same)."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        ('"user"', query.user),
+        ("target", query.target),
+        ("protocol", query.protocol),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = %s")
+            params.append(value)
+    if query.since_us is not None:
+        clauses.append("COALESCE(ended_at_us, 9223372036854775807) >= %s")
+        params.append(query.since_us)
+    if query.until_us is not None:
+        clauses.append("started_at_us <= %s")
+        params.append(query.until_us)
+    if query.unfinished_only:
+        clauses.append("ended_at_us IS NULL")
+    sql = "SELECT * FROM sessions"
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    sql += " ORDER BY started_at_us DESC"
+    if query.limit is not None:
+        sql += " LIMIT %s"
+        params.append(query.limit)
+    return sql, params
+
+
+def session_row(row: dict[str, Any]) -> SessionRow:
     return SessionRow(
         id=row["id"],
         path=row["path"],

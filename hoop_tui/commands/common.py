@@ -7,10 +7,11 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from hoop_tui.errors import CommandError
 from proxy.config import ConfigError, load_config, resolve_config_path
-from storage.catalogue import CATALOGUE_NAME, SessionQuery, SqliteCatalogue
+from storage.catalogue import SessionQuery
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -50,6 +51,25 @@ def data_dir_from(args: argparse.Namespace) -> Path:
         raise CommandError(str(exc)) from None
 
 
+def catalogue_from(args: argparse.Namespace, *, existing: bool = False) -> Any:
+    """The session catalogue the readers use: with `[state]` in the configuration, the
+    fleet's (every instance's sessions, proxy/fleet/catalogue.py), else the data directory's
+    (None when `existing` and the data directory has none)."""
+    from proxy.fleet.catalogue import config_of, open_catalogue
+
+    data_dir = data_dir_from(args)
+    named = None if getattr(args, "data_dir", None) else resolve_config_path(args.config)
+    return open_catalogue(data_dir, config_of(data_dir, named), existing=existing)
+
+
+def warn_catalogue(catalogue: Any) -> None:
+    """Say so when the fleet's catalogue could not be read and only local rows are shown."""
+    problem = getattr(catalogue, "problem", None)
+    if problem:
+        print(f"hoop-tui: warning: {problem}; only this data directory's sessions are shown",
+              file=sys.stderr)  # fmt: skip
+
+
 # What `sessions` prints in its SESSION column is the first 8 characters of a session id.
 SESSION_ID_PREFIX = re.compile(r"[0-9a-f]{6,32}")
 
@@ -63,19 +83,17 @@ def recording_argument(text: str, args: argparse.Namespace) -> str:
         data_dir = data_dir_from(args)
     except CommandError:
         return text  # no gateway here: it stays a path, and its error says so
-    if not (data_dir / CATALOGUE_NAME).exists():
+    catalogue = catalogue_from(args, existing=True)
+    if catalogue is None:
         return text
-    rows = [
-        row
-        for row in SqliteCatalogue.in_data_dir(data_dir).find_sessions(SessionQuery())
-        if row.id.startswith(text)
-    ]
+    rows = [row for row in catalogue.find_sessions(SessionQuery()) if row.id.startswith(text)]
+    warn_catalogue(catalogue)
     if len(rows) > 1:
         listed = ", ".join(row.id for row in rows[:5])
         raise CommandError(f"{text}: several sessions start with it ({listed}); give more of it")
     if not rows:
         raise CommandError(f"{text}: no such file, nor a session id in {data_dir}")
-    return rows[0].path
+    return str(rows[0].path)
 
 
 def gateway_id_from(args: argparse.Namespace) -> str:

@@ -17,10 +17,12 @@ from typing import IO, Any
 from hoop_tui.commands.common import (
     Progress,
     add_config_arguments,
+    catalogue_from,
     data_dir_from,
     gateway_id_from,
     parse_duration,
     recording_argument,
+    warn_catalogue,
 )
 from hoop_tui.commands.replay import with_masks
 from hoop_tui.errors import CommandError
@@ -33,7 +35,7 @@ from replay.asciicast import (
 )
 from replay.export import export_jsonl, export_text
 from replay.keyframes import cache_keyframes
-from storage.catalogue import CATALOGUE_NAME, SessionQuery, SessionRow, SqliteCatalogue
+from storage.catalogue import SessionQuery, SessionRow, SqliteCatalogue
 from storage.objectstore import StoreSettings, as_location, is_url, settings_for
 from storage.reader import RecordingError, RecordingReader, format_time
 from storage.recorder import RECORDINGS_DIR, SUFFIX, recording_path
@@ -172,11 +174,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise CommandError(f"{exc} (give the gateway's public key with --key FILE)") from None
     if not args.files and not args.all:
         raise CommandError("name the recordings to verify, or --all for the whole data directory")
-    catalogue = _catalogue_of(data_dir)
+    catalogue = _catalogue_of(data_dir, args)
     failures = 0
     rows: dict[str, SessionRow] = {}
     if args.all and catalogue is not None:
         rows = {row.id: row for row in catalogue.find_sessions(SessionQuery())}
+        local = getattr(catalogue, "local", catalogue)  # the fleet's: this instance's own
+        own = {row.id for row in local.find_sessions(SessionQuery())} if local else set()
+        # another instance's row is this one's to hold only when its recording is in the store
+        rows = {key: row for key, row in rows.items() if key in own or is_url(row.path)}
     seen: set[str] = set()
     live = 0
     # each file with the session id it was asked for by (None when named by its path)
@@ -241,17 +247,23 @@ def store_settings(args: argparse.Namespace) -> StoreSettings | None:
         return None
 
 
-def _catalogue_of(data_dir: Path | None) -> SqliteCatalogue | None:
-    if data_dir is None or not (data_dir / CATALOGUE_NAME).exists():
+def _catalogue_of(data_dir: Path | None, args: argparse.Namespace) -> Any:
+    """The catalogue to hold recordings against: the fleet's with [state] (every instance's
+    rows), else the data directory's; None without a data directory or catalogue."""
+    if data_dir is None:
         return None
-    return SqliteCatalogue.in_data_dir(data_dir)
+    catalogue = catalogue_from(args, existing=True)
+    if catalogue is not None:
+        catalogue.find_sessions(SessionQuery(limit=1))  # learn now if the database answers
+        warn_catalogue(catalogue)
+    return catalogue
 
 
 def _bind(
     report: VerifyReport,
     path: Path | str,
     data_dir: Path | None,
-    catalogue: SqliteCatalogue | None,
+    catalogue: Any,
     asked: str | None = None,
 ) -> None:
     """Hold the file's place and catalogue row against its header: a file inside the data
@@ -348,7 +360,9 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    rows = SqliteCatalogue.in_data_dir(data_dir_from(args)).find_sessions(query)
+    catalogue = catalogue_from(args)
+    rows = catalogue.find_sessions(query)
+    warn_catalogue(catalogue)
     if args.json:
         listed = [{**row.to_json(), "recording_problem": recording_problem(row)} for row in rows]
         print(json.dumps(listed, indent=2))

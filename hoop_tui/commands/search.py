@@ -11,12 +11,18 @@ import argparse
 import json
 import sys
 
-from hoop_tui.commands.common import Progress, add_config_arguments, data_dir_from
+from hoop_tui.commands.common import (
+    Progress,
+    add_config_arguments,
+    catalogue_from,
+    data_dir_from,
+    warn_catalogue,
+)
 from hoop_tui.commands.recordings import format_epoch_us, parse_when
 from hoop_tui.errors import CommandError
 from proxy.holds.console import printable
 from replay.search import index_missing
-from storage.catalogue import SessionQuery, SqliteCatalogue
+from storage.catalogue import SessionQuery
 from storage.search import SearchIndex
 
 
@@ -26,14 +32,16 @@ def cmd_search(args: argparse.Namespace) -> int:
         since_us = parse_when(args.since) if args.since else None
     except ValueError as exc:
         raise CommandError(str(exc)) from None
+    catalogue = catalogue_from(args)  # the fleet's with [state]: other instances' sessions too
     progress = Progress("indexing recordings")
-    _, problems = index_missing(data_dir, progress)
+    _, problems = index_missing(data_dir, progress, catalogue)
     progress.finish()
     for session_id, problem in problems:
         print(f"hoop-tui: session {session_id[:8]} not indexed: {problem}", file=sys.stderr)
-    rows = SqliteCatalogue.in_data_dir(data_dir).find_sessions(
+    rows = catalogue.find_sessions(
         SessionQuery(user=args.user, target=args.target, since_us=since_us)
     )
+    warn_catalogue(catalogue)
     sessions = {row.id: row for row in rows}
     try:
         hits = SearchIndex.in_data_dir(data_dir).search(

