@@ -31,7 +31,7 @@ import time
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import asyncssh
@@ -574,7 +574,7 @@ class Authenticator:
             found = await self.credentials.async_by_password(name, password)
             if found is None:
                 return LoginResult(None, EXPIRED_LOGIN)
-            return LoginResult(_holder_identity(found))
+            return self._issued(found)
         user = self.local_user(name)
         if user is not None and user.password_hash is not None:
             started = time.monotonic()
@@ -644,7 +644,32 @@ class Authenticator:
         if issued is None:
             return None, LoginResult(None)
         line, holder = issued
-        return asyncssh.import_authorized_keys(line + "\n"), LoginResult(_holder_identity(holder))
+        result = self._issued(holder)
+        if result.identity is None:
+            return None, result
+        return asyncssh.import_authorized_keys(line + "\n"), result
+
+    def _issued(self, holder: Holder) -> LoginResult:
+        """Who credentials from `hoop-tui login` stand for, judged by today's settings: an
+        agent revoked, removed or given another client in `[[agents]]` since they were issued
+        is refused, and a kept agent gets its current owner and groups."""
+        if holder.kind != "agent":
+            return LoginResult(_holder_identity(holder))
+        folded = fold_name(holder.name)
+        agent = next((a for a in self.agents.values() if fold_name(a.name) == folded), None)
+        if agent is None or agent.revoked or agent.client_id != holder.client_id:
+            why = (
+                "has been revoked"
+                if agent is not None and agent.revoked
+                else "is no longer an agent of this gateway"
+            )
+            log.warning("issued credentials of %r refused: the agent %s", holder.name, why)
+            return LoginResult(
+                None,
+                f"hoop: agent {holder.name} {why}; what hoop-tui login issued it is void\r\n",
+            )
+        current = replace(holder, groups=frozenset(agent.groups), owner=agent.owner)
+        return LoginResult(_holder_identity(current))
 
     def _account(
         self, key: tuple[str, str], name: str, client_host: str, result: LoginResult, how: str

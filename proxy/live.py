@@ -16,17 +16,16 @@ the hold. A session someone may not see gets the answer an unknown id gets.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from proxy.holds.broker import DecisionRefused
 from proxy.holds.control import Caller, ControlServer
 from proxy.holds.service import ApprovalService
+from proxy.pg.timeline import statement_timeline, timeline_line
 from proxy.session import GatewaySession, SessionRegistry
-from storage.schema import Event, EventType
-
-SCREEN_LINES = 200  # a PostgreSQL session's timeline beside a hold: its last lines
+from storage.schema import EVENTS, Event, EventType
 
 
 class LiveSessions:
@@ -57,11 +56,13 @@ class LiveSessions:
             return
         if event is EventType.OUTPUT:
             channel, data = fields[0], fields[1]
-        elif session.protocol == "postgres":
-            lines = sql_lines(event, fields)
-            if not lines:
+        elif session.protocol == "postgres" and session.recording is not None:
+            spec = EVENTS[event]
+            at = session.recording.elapsed_us()
+            line = timeline_line(Event(event, at, dict(zip(spec.fields, fields, strict=False))))
+            if line is None:
                 return
-            channel, data = 0, "".join(f"{line}\r\n" for line in lines).encode()
+            channel, data = 0, f"{line}\r\n".encode()
         else:
             return
         self.control.publish(
@@ -113,7 +114,8 @@ class LiveSessions:
         size = path.stat().st_size if path.exists() else -1
         cached = self._screens.get(session.id)
         if cached is None or cached[0] != size:  # rendered again only when the file grew
-            cached = (size, await asyncio.to_thread(screen_of_recording, path))
+            render = statement_timeline if session.protocol == "postgres" else screen_of_recording
+            cached = (size, await asyncio.to_thread(render, path))
             live = self.sessions.live()
             self._screens = {sid: v for sid, v in self._screens.items() if sid in live}
             self._screens[session.id] = cached
@@ -131,47 +133,14 @@ class LiveSessions:
 
 
 def screen_of_recording(path: Path) -> list[str]:
-    """What an approver sees of a (possibly still growing) recording, as text lines: a
-    terminal's last screen, or a PostgreSQL session's statements so far."""
+    """The last screen of a (possibly still growing) terminal recording, as text lines."""
     from replay.player import Player
     from storage.reader import RecordingError, RecordingReader
 
     try:
         with RecordingReader.open(path) as reader:
-            if reader.header.protocol == "postgres":
-                return statement_lines(reader.events())
             player = Player.open(reader)
             player.seek(player.duration_us)
             return [line.rstrip() for line in player.lines()]
     except (OSError, RecordingError) as exc:
         return [f"(cannot render the session: {exc})"]
-
-
-def statement_lines(events: Iterable[Event]) -> list[str]:
-    """A PostgreSQL session's timeline so far, one line per statement, decision and answer
-    (its last SCREEN_LINES)."""
-    lines = [line for event in events for line in sql_lines(event.type, _values(event))]
-    return lines[-SCREEN_LINES:]
-
-
-def _values(event: Event) -> tuple[Any, ...]:
-    return tuple(event.fields.values())
-
-
-def sql_lines(kind: EventType, fields: tuple[Any, ...]) -> list[str]:
-    """The timeline lines of one recorded PostgreSQL event (as recorded: already masked)."""
-    if kind is EventType.SQL_STATEMENT:
-        return [f"=> {line}" for line in str(fields[0]).splitlines() or [""]]
-    if kind is EventType.VERDICT and fields[1] != "allow":
-        rule = f" by rule {fields[2]}" if fields[2] else ""
-        return [f"-- {fields[1]}{rule}: {fields[3]}"]
-    if kind is EventType.HOLD_REQUESTED:
-        return [f"-- held as {fields[0]}: waiting for {', '.join(map(str, fields[3]))}"]
-    if kind is EventType.HOLD_DECIDED:
-        return [f"-- {fields[0]} {fields[1]} by {fields[2]}: {fields[3]}"]
-    if kind is EventType.SQL_RESULT:
-        rows, duration_us = fields[1], fields[3] or 0
-        return [f"({rows} row{'' if rows == 1 else 's'}, {duration_us / 1000:.1f} ms)"]
-    if kind is EventType.SQL_ERROR:
-        return [f"ERROR {fields[0]}: {fields[1]}"]
-    return []

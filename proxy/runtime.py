@@ -223,7 +223,11 @@ class GatewayRuntime:
         await self.ssh.start()
         if pg_enabled(self.config):
             self.pg = await start_pg_gateway(
-                self.config, self.enforcer, policy=self.policy, authenticator=self.auth
+                self.config,
+                self.enforcer,
+                policy=self.policy,
+                authenticator=self.auth,
+                sessions=self.sessions,
             )
             self.pg.access_guard = self.access_problem
             self.pg.masks = self.masks

@@ -118,11 +118,6 @@ class GatewaySession:
     def id(self) -> str:
         return self.header.session_id if self.header is not None else ""
 
-    @property
-    def recording_ok(self) -> bool:
-        """Whether events can be recorded now (started, not closed)."""
-        return self.recording is not None and not self.closed
-
     # -- start -------------------------------------------------------------------------------
 
     async def start(self, *, term: str = "", cols: int = 0, rows: int = 0) -> None:
@@ -130,6 +125,8 @@ class GatewaySession:
         RecordingUnavailable when it cannot be opened or the session is already over."""
         if self._starting is None:
             self._starting = asyncio.ensure_future(self._open(term, cols, rows))
+            # a failure nobody waits for any more (the channel went away) is not logged as lost
+            self._starting.add_done_callback(_retrieved)
         await asyncio.shield(self._starting)
 
     async def _open(self, term: str, cols: int, rows: int) -> None:
@@ -360,3 +357,8 @@ class GatewaySession:
             "bytes_out": self.bytes_out,
             **self.identity.describe_caller(),  # person or agent; an agent's owner, client id
         }
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -3,9 +3,10 @@
 Where it sits: between the data path and the people who decide. A protocol layer (SSH exec,
 a shell line, a SQL statement) gets a verdict from `proxy.policy` and hands it to
 `enforcement.Enforcer`; a REVIEW verdict becomes a hold that waits in `service.ApprovalService`
-until approvers decide through the control socket (`control`), the line console (`console`) or
-the workstation. `broker` holds the rules (who may decide, how many approvals, expiry); the
-state it keeps goes through a `storage.state.StateStore`.
+until approvers decide through the control socket (`control`, its operations in `api`, where
+holds and grants become JSON), the line console (`console`) or the workstation. `broker` holds
+the rules (who may decide, how many approvals, expiry); the state it keeps goes through a
+`storage.state.StateStore`.
 
     enforcement -> service -> broker -> storage.state (StateStore)
                       |

@@ -21,7 +21,7 @@ def statement_timeline(location: Path | str, limit: int = TIMELINE_LINES) -> lis
     try:
         with RecordingReader.open(location) as reader:
             for event in reader.events():
-                line = _line(event)
+                line = timeline_line(event)
                 if line is not None:
                     lines.append(line)
     except (OSError, RecordingError) as exc:
@@ -29,7 +29,9 @@ def statement_timeline(location: Path | str, limit: int = TIMELINE_LINES) -> lis
     return lines[-limit:] if limit > 0 else lines
 
 
-def _line(event: Event) -> str | None:
+def timeline_line(event: Event) -> str | None:
+    """One event's line of the timeline (None: not part of it); also what a watcher of the
+    live session is sent as each event is recorded (proxy/live.py)."""
     kind = event.type
     at = f"{event.time_us / 1e6:9.3f}s "
     indent = " " * len(at)

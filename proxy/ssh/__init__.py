@@ -11,6 +11,13 @@ bridge (sans-IO) to record file operations; `login` splits login names;
 `hostkeys` holds the gateway's host CA and signs the per-target host certificates callers trust
 with one `@cert-authority` line; `gateway` starts and stops it all.
 
-Command inspection plugs in through `channels.ChannelInspector` (exec requests, and a shell gate
-for PTY shells); this package never imports Textual.
+Around the bridge: `strict` is strict shell mode (the gateway edits the line, each line its own
+exec); `file_gate` judges SFTP file operations before the target sees them; `scp` and
+`transfers` read scp streams and tell file transfers from text (sans-IO); `agent` forwards the
+caller's ssh agent to targets that allow it; `console_pty` runs the workstation for a remote
+approver (`ssh -t bob@gateway console`); `corking` makes SSH writes cheaper.
+
+Where it sits: one of the two protocol packages of `proxy`. Command inspection plugs in through
+`channels.ChannelInspector` (`proxy.inspection`: exec requests, and a shell gate for PTY
+shells), verdicts are carried out by `proxy.holds`; this package never imports Textual.
 """
