@@ -6,6 +6,8 @@
     python bench/pg.py --profile     # also prints a cProfile of the gateway during -S
     python bench/pg.py --diagnose    # also -S through the gateway with recording disabled
     python bench/pg.py --quick --set-up-only   # only connection set-up (latency, logins/s)
+    python bench/pg.py --sans-io 20000         # only the session code: CPU per statement,
+                                               # no network (simple and extended protocol)
 
 Runs, in interleaved rounds (the order rotating, each ratio against the direct run of its own
 round), against the machine's PostgreSQL (127.0.0.1:5432, trust auth, database `test`,
@@ -368,6 +370,9 @@ async def main() -> None:
         "--set-up-only", action="store_true", help="only connection set-up (latency, logins/s)"
     )
     parser.add_argument(
+        "--sans-io", type=int, default=0, metavar="N", help="only the session code, N statements"
+    )
+    parser.add_argument(
         "--rounds", type=int, default=3, help="interleaved rounds of each comparison (default 3)"
     )
     parser.add_argument(
@@ -381,6 +386,9 @@ async def main() -> None:
         help="also run -S through the gateway with recording replaced by a no-op (diagnostic)",
     )
     args = parser.parse_args()
+    if args.sans_io:
+        sans_io(args.sans_io)
+        return
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
     duration = 3 if args.quick else args.duration
@@ -449,6 +457,56 @@ async def main() -> None:
             await gateway.stop()
             await service.stop()
             await control.stop()
+
+
+def sans_io(count: int) -> None:
+    """The sans-IO session alone: pgbench -S's SELECT as a simple Query and as a
+    Parse/Bind/Describe/Execute/Sync batch, each answered by a one-row result, fed `count`
+    times; the best of three runs of CPU time per statement."""
+    import time
+
+    from proxy.pg import wire
+    from proxy.pg.classify import Classifier
+    from proxy.pg.server import PgTarget, make_decider
+    from proxy.pg.session import PgSession
+    from proxy.policy import Caller, parse_policy
+
+    policy = parse_policy({"rules": [{"name": "no-ddl", "sql": ["ddl"], "action": "deny"}]}, "-")
+    decide = make_decider(policy, Caller("bench", frozenset()), PgTarget("db", "", 0, "db", "", ()))
+    session = PgSession(decide, Classifier(), lambda event, *fields: True)
+    select = "SELECT abalance FROM pgbench_accounts WHERE aid = "
+    row = (wire.RowDescription((wire.Column("abalance"),)), wire.DataRow((b"1",)))
+    done = (wire.CommandComplete("SELECT 1"), wire.ReadyForQuery("I"))
+    simple_reply = b"".join(m.encode() for m in (*row, *done))
+    batch = b"".join(
+        m.encode()
+        for m in (
+            wire.Parse("", select + "$1"),
+            wire.Bind("", "", (), (b"5",)),
+            wire.Describe("P", ""),
+            wire.Execute(""),
+            wire.Sync(),
+        )
+    )
+    batch_reply = b"".join(
+        m.encode() for m in (wire.ParseComplete(), wire.BindComplete(), *row, *done)
+    )
+    queries = [wire.Query(f"{select}{i % 100000};").encode() for i in range(count)]
+    best = {"simple": float("inf"), "extended": float("inf")}
+    for _ in range(3):
+        started = time.process_time()
+        for query in queries:
+            session.client_data(query)
+            session.upstream_data(simple_reply)
+        best["simple"] = min(best["simple"], time.process_time() - started)
+        started = time.process_time()
+        for _ in range(count):
+            session.client_data(batch)
+            session.upstream_data(batch_reply)
+        best["extended"] = min(best["extended"], time.process_time() - started)
+        session.to_upstream.clear()
+        session.to_client.clear()
+    print(", ".join(f"{k} {v / count * 1e6:.1f} us per statement" for k, v in best.items()))
 
 
 def set_up_ways(

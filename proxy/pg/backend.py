@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from proxy.pg import classify as sqlclass
 from proxy.pg.encodings import conforming_refusal, encoding_refusal
-from proxy.pg.expect import ANSWERED_BY_READY, LOCAL_KINDS, RESULT_KINDS, Expect, Kind
+from proxy.pg.expect import ANSWERED_BY_READY, LOCAL_KINDS, RESULT_KINDS, Expect, Kind, State
 from proxy.pg.results import Result, sample_row
 from proxy.pg.wire import (
     Backend,
@@ -50,7 +50,7 @@ class BackendSide:
         buf = reader.buffer
         out = session.to_client
         expects = session.expects
-        while not session.closed:
+        while session.state is not State.CLOSED:
             span = reader.next_span()
             if span is None:
                 return
