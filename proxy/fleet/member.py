@@ -251,10 +251,47 @@ async def open_state(config: GatewayConfig) -> tuple[Any, FleetMember | None]:
     try:
         fingerprints = await asyncio.to_thread(key_fingerprints, config.data_dir)
         await store.check_keys(fingerprints)
-    except (KeyMismatch, StoreUnavailable) as exc:
+        await _refuse_a_twin(store, settings)
+    except (KeyMismatch, StoreUnavailable, FleetStartRefused) as exc:
         await store.close()
         raise FleetStartRefused(f"{config.gateway_id}: {exc}") from None
     return store, FleetMember(store, settings, data_dir=config.data_dir)
+
+
+async def _refuse_a_twin(store: Any, settings: StateSettings) -> None:
+    """Refuse to start beside a running instance with this id: its twin would take over its
+    row (peer address), drop its live sessions and expire its holds as "session ended". A row
+    still "up" is either that, or a run of this instance that crashed: wait until its
+    heartbeat moves (a twin: refuse) or goes silent for `lost_after` (the crash: go on)."""
+
+    async def mine() -> Any:
+        return next((i for i in await store.instances() if i.id == store.gateway_id), None)
+
+    first = await mine()
+    if first is None or first.state != "up":
+        return
+    announced = False
+    while True:
+        now = await store.now()
+        current = await mine()
+        if current is None or current.state != "up":
+            return
+        if current.heartbeat_at > first.heartbeat_at:
+            raise FleetStartRefused(
+                f"an instance with this id is already running (on host {current.host}, heartbeat"
+                f" {max(0.0, now - current.heartbeat_at):.1f} s ago); give each instance its own"
+                " [gateway] instance"
+            )
+        if now - current.heartbeat_at > settings.lost_after_s:
+            return  # a previous run that crashed
+        if not announced:
+            log.warning(
+                "%s is marked up: waiting up to %g s to tell a crashed previous run from a twin",
+                store.gateway_id,
+                settings.lost_after_s,
+            )
+            announced = True
+        await asyncio.sleep(min(settings.heartbeat_s / 2, 1.0))
 
 
 async def join_fleet(runtime: Any, store: Any, member: FleetMember) -> Any:
@@ -280,8 +317,8 @@ async def join_fleet(runtime: Any, store: Any, member: FleetMember) -> Any:
         secret=await asyncio.to_thread(fleet_secret, config.data_dir) if peer else b"",
         local_sessions=lambda: {s.id for s in live_sessions_of(runtime)},
     )
-    handlers = runtime.control._handlers  # whoever serves these locally
-    if (local := handlers.get("sessions.list")) is not None:
+    control = runtime.control  # each op wrapped around whoever serves it locally
+    if (local := control.handler("sessions.list")) is not None:
         runtime.control.register("sessions.list", watch.lister(local))
     if peer is not None:
         host, port, advertise = peer
@@ -289,10 +326,10 @@ async def join_fleet(runtime: Any, store: Any, member: FleetMember) -> Any:
         if port == 0:  # tests: the port the system picked
             advertise = f"{advertise.rpartition(':')[0]}:{watch.server.port}"
         member.peer_address = advertise
-        if (local := handlers.get("sessions.watch")) is not None:
+        if (local := control.handler("sessions.watch")) is not None:
             runtime.control.register("sessions.watch", watch.handler(local))
         for op in ("sessions.screen", "sessions.end"):
-            if (local := handlers.get(op)) is not None:
+            if (local := control.handler(op)) is not None:
                 runtime.control.register(op, watch.relay(op, local))
     await member.start()
     return watch
