@@ -536,10 +536,10 @@ async def interleaved(
     for index in range(rounds):
         for name in names[index % len(names) :] + names[: index % len(names)]:
             watched = profiler is not None and name == "gateway" and not runs[name]
-            if watched:
+            if watched and profiler is not None:
                 profiler.enable()
             runs[name].append(await pgbench(name, ways[name], args, *bench, PG_USER))
-            if watched:
+            if watched and profiler is not None:
                 profiler.disable()
     return runs
 
