@@ -245,6 +245,18 @@ class _Table:
         state.last_failure = now
         return state.failures
 
+    def at_least(self, key: str, failures: int, now: float) -> None:
+        """Count at least `failures` for `key` (what elsewhere saw); a full table keeps its
+        own rules: a name with no entry yet is not added over them."""
+        state = self.entries.get(key)
+        if state is None:
+            if len(self.entries) >= self.max_entries:
+                return
+            state = self.entries[key] = _Attempts()
+        if failures > state.failures:
+            state.failures = failures
+            state.last_failure = max(state.last_failure, now)
+
     def succeeded(self, key: str, *, forget: bool, reserved: bool = True) -> None:
         found = key if key in self.entries else OVERFLOW
         state = self.entries.get(found)
@@ -358,6 +370,14 @@ class LoginThrottle:
         self.people.succeeded(person, forget=True, reserved=not skipped)
         self.addresses.succeeded(address, forget=False)
         self._remember(address, person, self.clock())
+
+    def raise_counts(self, people: dict[str, int], addresses: dict[str, int]) -> None:
+        """Raise counts to what other gateways saw (a fleet shares failures: proxy/fleet/
+        throttle.py): keys are folded names and `address_key`s; a count never goes down."""
+        now = self.clock()
+        for table, counts in ((self.people, people), (self.addresses, addresses)):
+            for key, failures in counts.items():
+                table.at_least(key, failures, now)
 
     def __len__(self) -> int:
         return len(self.people.entries) + len(self.addresses.entries)

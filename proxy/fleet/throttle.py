@@ -17,7 +17,7 @@ import logging
 import time
 from typing import Any
 
-from proxy.auth import LoginThrottle, _Attempts, address_key
+from proxy.auth import LoginThrottle, address_key
 from proxy.names import fold_name
 from storage.state import StoreUnavailable
 
@@ -28,14 +28,14 @@ class FleetThrottle(LoginThrottle):
     """See the module docstring. Build it with `FleetThrottle.like(local, store)`."""
 
     store: Any
-    _tasks: set[asyncio.Task[None]]
+    tasks: set[asyncio.Task[None]]  # its writes to the shared store still in flight
 
     @classmethod
     def like(cls, local: LoginThrottle, store: Any) -> FleetThrottle:
         settings = {f.name: getattr(local, f.name) for f in dataclasses.fields(local) if f.init}
         throttle = cls(**settings)
         throttle.store = store
-        throttle._tasks = set()
+        throttle.tasks = set()
         return throttle
 
     def _spawn(self, work: Any) -> None:
@@ -44,8 +44,8 @@ class FleetThrottle(LoginThrottle):
                 await work
 
         task = asyncio.get_running_loop().create_task(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     def failed(self, key: tuple[str, str]) -> int:
         failures = super().failed(key)
@@ -63,15 +63,9 @@ class FleetThrottle(LoginThrottle):
         counts: dict[str, int] = await self.store.login_failure_counts(
             time.time() - self.forget_after
         )
-        now = self.clock()
+        people: dict[str, int] = {}
+        addresses: dict[str, int] = {}
         for shared, count in counts.items():
             kind, _, name = shared.partition(":")
-            table = self.people if kind == "person" else self.addresses
-            state = table.entries.get(name)
-            if state is None:
-                if len(table.entries) >= table.max_entries:
-                    continue  # full: the local table's own overflow rules stand
-                state = table.entries[name] = _Attempts()
-            if count > state.failures:
-                state.failures = count
-                state.last_failure = max(state.last_failure, now)
+            (people if kind == "person" else addresses)[name] = count
+        self.raise_counts(people, addresses)

@@ -236,6 +236,10 @@ class ControlServer:
     def register(self, op: str, handler: Handler) -> None:
         self._handlers[op] = handler
 
+    def handler(self, op: str) -> Handler | None:
+        """What serves `op` now, so an extension can wrap it (the fleet's watch relay)."""
+        return self._handlers.get(op)
+
     async def start(self) -> None:
         private_dir(self.path.parent)
         with contextlib.suppress(FileNotFoundError):
