@@ -4,12 +4,18 @@ refusal out."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from proxy.oidc.config import AgentConfig, OidcConfig
 from proxy.oidc.tokens import TokenRefused
 from proxy.policy import owner_refusal
+
+# A person's name from the provider: plain ASCII, as [[users]] names are (and '@', for providers
+# naming people by e-mail). Anything else could look like someone else's name to an approver
+# (a Cyrillic 'а' in "аlice") while folding to no name the gateway knows.
+PERSON_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +62,13 @@ def person_for(claims: dict[str, Any], config: OidcConfig) -> OidcCaller:
     if not isinstance(name, str) or not name.strip():
         raise TokenRefused(
             "no-username", f"the ID token has no {config.username_claim!r} claim to name you by"
+        )
+    if not PERSON_NAME.match(name.strip()):
+        raise TokenRefused(
+            "unsafe-username",
+            f"the provider names you {name.strip()!r}; the gateway accepts names of ASCII "
+            "letters, digits, '.', '_', '@' and '-' only (ask your administrator to set "
+            f"{config.username_claim!r} to such a name)",
         )
     raw = claims.get(config.groups_claim, [])
     if isinstance(raw, str):

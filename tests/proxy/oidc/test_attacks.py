@@ -4,6 +4,7 @@ way in that once worked, or a confusion a hostile agent or outsider would try.""
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 from tests.fixtures.gateway import GatewayHarness
@@ -55,3 +56,33 @@ async def test_a_revoked_agent_cannot_use_what_hoop_tui_login_issued_it(
         assert "revoked" in done.err
     finally:
         await pg.stop()
+
+
+async def test_a_provider_name_that_only_looks_like_alice_is_refused(
+    harness: GatewayHarness, tmp_path: Path
+) -> None:
+    """A provider account named with a Cyrillic 'а' ("аlice") folds to no local name, so it
+    used to get in under a name that the queue, the live list and recordings show as alice.
+    The gateway names people in plain ASCII, as [[users]] names are."""
+    from tests.fixtures.oidc_provider import start_provider
+    from tests.proxy.oidc.test_ssh_device_flow import read_until, start_ssh
+
+    lookalike = "\u0430lice"
+    people = {"mallory-oidc": {"preferred_username": lookalike, "groups": ["dev"]}}
+    provider = start_provider(tmp_path / "provider", agents=["ci-bot"], people=people)
+    try:
+        harness.add_user("alice", password="alice-pw", key=False)
+        harness.add_target("web1", groups=["dev"])
+        harness.extra_toml = oidc_toml(provider)
+        await harness.start()
+        ssh = await start_ssh(harness, f"{lookalike}+web1", "echo in-as-alice")
+        assert ssh.stderr is not None
+        shown = await read_until(ssh.stderr, r"enter the code [A-Z]{4}-[A-Z]{4}")
+        code = re.search(r"enter the code ([A-Z]{4}-[A-Z]{4})", shown)
+        assert code is not None, shown
+        await asyncio.to_thread(provider.approve_device, code.group(1), "mallory-oidc")
+        out, err = await asyncio.wait_for(ssh.communicate(), 60)
+        assert ssh.returncode != 0 and b"in-as-alice" not in out
+        assert "letters, digits" in err.decode()
+    finally:
+        provider.stop()
