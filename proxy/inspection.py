@@ -305,7 +305,7 @@ class PolicyInspector:
         notify: Callable[[str], None],
     ) -> Outcome:
         return await self.enforcer.enforce(
-            link,
+            link.session,
             user=link.identity.name,
             target=link.target.name,
             channel=channel,

@@ -14,19 +14,25 @@ from typing import Protocol
 
 from proxy.holds.service import ApprovalService
 from proxy.policy import Action, Verdict
-from storage.schema import EventType
 from storage.state import Hold, HoldStatus, StoreUnavailable
 
 DENIED_EXIT_STATUS = 126  # what a shell reports for a command that cannot be executed
 
 
 class SessionRecord(Protocol):
-    """What enforcement needs from a session: its id and a way to record events."""
+    """What enforcement needs from a session (a `proxy.session.GatewaySession`): its id and
+    the typed events of a verdict and a hold."""
 
     @property
-    def session_id(self) -> str: ...
+    def id(self) -> str: ...
 
-    def record(self, event: EventType, *fields: object) -> bool: ...
+    def record_verdict(self, channel: int, action: str, rule: str, message: str) -> bool: ...
+
+    def record_hold_requested(
+        self, hold_id: str, command: str, rule: str, approvers: list[str]
+    ) -> bool: ...
+
+    def record_hold_decided(self, hold_id: str, decision: str, by: str, reason: str) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +86,7 @@ class Enforcer:
         verdict: Verdict,
         notify: Callable[[str], None] = lambda text: None,
     ) -> Outcome:
-        session.record(
-            EventType.VERDICT, channel, verdict.action.value, verdict.rule or "", verdict.message
-        )
+        session.record_verdict(channel, verdict.action.value, verdict.rule or "", verdict.message)
         if verdict.action is Action.ALLOW:
             return Outcome(True)
         if verdict.action is Action.DENY:
@@ -115,7 +119,7 @@ class Enforcer:
         assert review is not None
         try:
             hold = await approvals.request_hold(
-                session_id=session.session_id,
+                session_id=session.id,
                 user=user,
                 target=target,
                 command=command,
@@ -128,7 +132,7 @@ class Enforcer:
             return Outcome(
                 False, f"denied: it needs approval, and the hold could not be kept: {exc}"
             )
-        session.record(EventType.HOLD_REQUESTED, hold.id, command, hold.rule, list(hold.approvers))
+        session.record_hold_requested(hold.id, command, hold.rule, list(hold.approvers))
         notify(
             HoldNotice(
                 f"held as {hold.id} by rule {hold.rule}: waiting for {review.approvals} "
@@ -139,8 +143,7 @@ class Enforcer:
 
         def record_end(final: Hold) -> None:
             last = final.decisions[-1] if final.decisions else None
-            session.record(
-                EventType.HOLD_DECIDED,
+            session.record_hold_decided(
                 hold.id,
                 str(final.status),
                 last.by if last else "gateway",

@@ -25,7 +25,7 @@ import logging
 import secrets
 import ssl
 from collections.abc import Callable
-from typing import Any, cast
+from typing import cast
 
 from proxy.auth import Authenticator, Identity
 from proxy.config import GatewayConfig
@@ -73,7 +73,6 @@ from proxy.pg.wire import (
 )
 from proxy.policy import Action, Caller, Policy, parse_policy
 from proxy.session import GatewaySession, RecordingUnavailable, SessionRegistry
-from storage.schema import EventType
 
 __all__ = [
     "DEFAULT_PG_LISTEN",
@@ -266,21 +265,6 @@ class PgConnection:
     @property
     def session_id(self) -> str:
         return self.gsession.id if self.gsession is not None else ""
-
-    def record(self, event: EventType, *fields: Any) -> bool:
-        """The Enforcer's SessionRecord: its VERDICT and hold events, through the typed
-        methods of the gateway session; False when nothing was recorded."""
-        gsession = self.gsession
-        if gsession is None:
-            return False
-        if event is EventType.VERDICT:
-            return gsession.record_verdict(*fields)
-        if event is EventType.HOLD_REQUESTED:
-            return gsession.record_hold_requested(*fields)
-        if event is EventType.HOLD_DECIDED:
-            return gsession.record_hold_decided(*fields)
-        log.error("session %s: unexpected %s event from enforcement", self.session_id, event)
-        return False
 
     def pause_for_recording(self, paused: bool) -> None:
         """SessionOwner: the recorder is behind, stop (or resume) reading both sides."""
@@ -493,8 +477,9 @@ class PgConnection:
         self.judge_task = asyncio.ensure_future(self._judge(command))
 
     async def _judge(self, command: Judge) -> None:
-        session = self.session
-        assert session is not None and self.identity is not None and self.target is not None
+        session, gsession = self.session, self.gsession
+        assert session is not None and gsession is not None
+        assert self.identity is not None and self.target is not None
         verdict = command.verdict
 
         def notify(text: str) -> None:
@@ -503,7 +488,7 @@ class PgConnection:
 
         try:
             outcome: Outcome = await self.gateway.enforcer.enforce(
-                self,
+                gsession,
                 user=self.identity.name,
                 target=self.target.name,
                 channel=0,

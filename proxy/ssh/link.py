@@ -23,7 +23,6 @@ from proxy.config import GatewayConfig, TargetConfig
 from proxy.session import GatewaySession, RecordingUnavailable, SessionRegistry
 from proxy.ssh.agent import AgentRelay, caller_offered_agent, forward_from_target
 from proxy.ssh.upstream import TargetUnavailable, connect_target
-from storage.schema import EventType
 
 if TYPE_CHECKING:
     from storage.recorder import RecordingWriter
@@ -228,11 +227,6 @@ class TargetLink:
             raise RecordingUnavailable("the session has ended")
         await self.session.start(term=term, cols=cols, rows=rows)
         self._note_agent_grant()
-
-    def record(self, event: EventType, *fields: object) -> bool:
-        """Record one event; False (and the session ends) when it cannot be recorded.
-        Deprecated: use the typed `self.session.record_*` methods."""
-        return self.session._record(event, fields)
 
     # -- what the session asks of its owner ----------------------------------------------------
 

@@ -28,10 +28,20 @@ class Session:
     """A session as enforcement sees it, recording into a real recording."""
 
     writer: RecordingWriter
-    session_id: str
+    id: str
 
-    def record(self, event: EventType, *fields: object) -> bool:
-        self.writer.record(event, *fields)
+    def record_verdict(self, channel: int, action: str, rule: str, message: str) -> bool:
+        self.writer.record(EventType.VERDICT, channel, action, rule, message)
+        return True
+
+    def record_hold_requested(
+        self, hold_id: str, command: str, rule: str, approvers: list[str]
+    ) -> bool:
+        self.writer.record(EventType.HOLD_REQUESTED, hold_id, command, rule, approvers)
+        return True
+
+    def record_hold_decided(self, hold_id: str, decision: str, by: str, reason: str) -> bool:
+        self.writer.record(EventType.HOLD_DECIDED, hold_id, decision, by, reason)
         return True
 
 
