@@ -39,8 +39,7 @@ def config_in(tmp_path: Path, masks: str = ""):
     path.write_text(
         f'[gateway]\ndata_dir = "{tmp_path / "data"}"\n'
         '[[targets]]\nname = "appdb"\nprotocol = "postgres"\nhost = "127.0.0.1"\n'
-        'port = 5432\ngroups = ["*"]\n'
-        + masks
+        'port = 5432\ngroups = ["*"]\n' + masks
     )
     return load_config(path)
 
