@@ -14,6 +14,8 @@ part of that (header read, not verified) for listings.
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,8 +67,11 @@ class VerifyReport:
     # the chain holds to where the file stops, and only the end is missing (no trailer yet,
     # maybe half a block): what a recording looks like while its session is still going
     unfinished: bool = False
-    # ...and its catalogue row says the session has not ended: not a failure (see `live`)
+    # ...and a writer is alive (its flock, or the fleet's live registry): not a failure
     still_writing: bool = False
+    # ...and its catalogue row records that the gateway stopped without closing it (a crash,
+    # recovered; or ended-unknown): intact and signed up to `signed_until_us`, not a failure
+    ended_without_close: str | None = None
 
     @property
     def who(self) -> str:
@@ -89,10 +94,19 @@ class VerifyReport:
             self.ok = False
 
     def live(self) -> None:
-        """The catalogue says this session has not ended and the file is intact as far as it
-        goes: it is still being written, which is no failure (the rest is not signed yet)."""
+        """A writer is alive (the caller has the evidence: see `writer_alive`) and the file is
+        intact as far as it goes: still being written, no failure (the rest is not signed
+        yet). The catalogue row alone is no evidence: anyone who can edit it could clear an
+        end to pass a cut file off as live."""
         if self.unfinished and not self.binding and self.header is not None:
             self.still_writing = True
+
+    def stopped(self, end_reason: str) -> None:
+        """The catalogue row records an abrupt end (`abrupt_end`) and the file is intact as
+        far as it goes: the gateway died before it could close it; what it proves is what
+        was signed. A cut file whose row says it ended normally stays FAILED."""
+        if self.unfinished and not self.binding and self.header is not None:
+            self.ended_without_close = end_reason
 
     def summary(self) -> str:
         who = f"{self.who}, " if self.header is not None else ""
@@ -104,6 +118,12 @@ class VerifyReport:
                 f"{self.path}: still being written, intact so far, {who}{self.frames} frames, "
                 f"{self.events} events, signed up to {signed_to} (the catalogue says the "
                 "session has not ended; verify it again once it has)"
+            )
+        if self.ended_without_close is not None:
+            return (
+                f"{self.path}: ended without a close ({self.ended_without_close}), intact and "
+                f"signed up to {signed_to}, {who}{self.frames} frames, {self.events} events "
+                "(the gateway stopped before closing it: nothing after that is proven)"
             )
         if self.ok:
             return (
@@ -119,6 +139,38 @@ class VerifyReport:
             f"last good time {format_time(self.last_good_us)}, signed up to {signed_to}"
             + (f" ({self.who})" if self.header is not None else "")
         )
+
+
+def writer_alive(path: Path | str) -> bool:
+    """Whether a gateway is writing this local file now: the writer holds an exclusive flock
+    on it until it closes it (storage/writer.py), and the kernel drops it when the process
+    dies. A URL, a missing file or a file nobody locks: False."""
+    location = as_location(path)
+    if is_url(location):
+        return False
+    try:
+        fd = os.open(location, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # also lets go of the shared lock, when it was granted
+    return False
+
+
+def abrupt_end(row: SessionRow | None) -> bool:
+    """Whether a catalogue row records that its gateway stopped without closing the session:
+    recovered after a crash (storage/recorder.py CRASH_REASON), or marked ended-unknown by
+    another instance when this one stopped heart-beating (storage/pg_state.py)."""
+    reason = (row.end_reason or "") if row is not None else ""
+    return row is not None and row.ended_at_us is not None and (
+        reason.endswith("(recovered)") or reason.startswith("ended-unknown")
+    )
 
 
 def read_header(path: Path | str) -> RecordingHeader:
@@ -226,7 +278,7 @@ def verify_recording(
     except RecordingError as exc:
         walker.fail(exc.offset, exc.message)
     except OSError as exc:
-        walker.fail(None, f"cannot read: {exc.strerror}")
+        walker.fail(None, f"cannot read: {exc.strerror or exc}")
     return walker.report()
 
 

@@ -46,7 +46,14 @@ from storage.signing import (
     load_or_create_signing_key,
     load_public_key,
 )
-from storage.verify import VerifyReport, binding_problems, recording_problem, verify_recording
+from storage.verify import (
+    VerifyReport,
+    abrupt_end,
+    binding_problems,
+    recording_problem,
+    verify_recording,
+    writer_alive,
+)
 
 
 def parse_when(text: str) -> int:
@@ -80,7 +87,7 @@ def open_recording(path: str) -> Iterator[RecordingReader]:
     except IsADirectoryError:
         raise CommandError(f"{path}: is a directory, not a recording") from None
     except OSError as exc:
-        raise CommandError(f"{path}: cannot read: {exc.strerror}") from None
+        raise CommandError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except RecordingError as exc:
         raise CommandError(f"{path}: {exc}") from None
     with reader:
@@ -184,7 +191,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         # another instance's row is this one's to hold only when its recording is in the store
         rows = {key: row for key, row in rows.items() if key in own or is_url(row.path)}
     seen: set[str] = set()
-    live = 0
+    live = stopped = 0
+    store = store_settings(args) if data_dir is not None else None
+    spool = store.spool_in(data_dir) if store is not None and data_dir is not None else None
     # each file with the session id it was asked for by (None when named by its path)
     names: list[tuple[str, str | None]] = []
     for text in args.files:
@@ -209,10 +218,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
         progress.finish()
         if report.header is not None:
             seen.add(report.header.session_id)
-            _bind(report, path, data_dir, catalogue, asked)
+            _bind(report, path, data_dir, catalogue, asked, spool)
         print(report.summary())
         live += report.still_writing
-        failures += not report.ok and not report.still_writing
+        stopped += report.ended_without_close is not None
+        failures += not report.ok and not report.still_writing and not (
+            report.ended_without_close is not None
+        )
     for row in rows.values():
         if row.id in seen:
             continue
@@ -224,6 +236,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         failures += 1
     if args.all:
         writing = f", {live} still being written" if live else ""
+        writing += f", {stopped} ended without a close" if stopped else ""
         print(
             f"{len(names)} recording(s){writing}, {len(rows)} catalogue row(s), "
             f"{failures} problem(s)"
@@ -265,12 +278,14 @@ def _bind(
     data_dir: Path | None,
     catalogue: Any,
     asked: str | None = None,
+    spool: Path | None = None,
 ) -> None:
     """Hold the file's place and catalogue row against its header: a file inside the data
     directory's recordings must sit where its session belongs and have a matching row; one
     outside (an exported copy) is checked against the row only if the catalogue has one. A
     file found by a session id must hold that session (a row can be edited to point at
-    another's). A file cut short whose row has not ended is still being written."""
+    another's). A file cut short is still being written when a live writer holds it, or
+    ended without a close when its row records the gateway stopping; otherwise it FAILED."""
     assert report.header is not None
     expected: Path | str | None = None
     location = as_location(path)
@@ -287,8 +302,27 @@ def _bind(
             0, f"you asked for session {asked}, whose catalogue row points at this file"
         )
     report.bind(problems)
-    if row is not None and row.ended_at_us is None and row.end_reason is None:
+    if not report.unfinished or report.binding:
+        return
+    session_id = report.header.session_id
+    if (row is None or row.ended_at_us is None) and _writer_alive(
+        location, session_id, catalogue, spool
+    ):
         report.live()
+    elif row is not None and abrupt_end(row):
+        report.stopped(row.end_reason or "")
+
+
+def _writer_alive(location: str, session_id: str, catalogue: Any, spool: Path | None) -> bool:
+    """Evidence that a gateway writes this recording now, not the row's word: the flock its
+    writer holds on the local file, or on the spool's copy of a stored one; else the fleet's
+    live registry with that instance's heartbeat fresh."""
+    if not is_url(location):
+        return writer_alive(location)
+    if spool is not None and writer_alive(spool / f"{session_id}{SUFFIX}"):
+        return True
+    alive = getattr(catalogue, "writer_alive", None)
+    return bool(alive is not None and alive(session_id))
 
 
 def _inside(path: Path, folder: Path) -> bool:

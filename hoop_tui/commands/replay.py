@@ -77,7 +77,7 @@ def open_any(
     except IsADirectoryError:
         raise CommandError(f"{path}: is a directory, not a recording") from None
     except OSError as exc:
-        raise CommandError(f"{path}: cannot read: {exc.strerror}") from None
+        raise CommandError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except (RecordingError, CastError) as exc:
         raise CommandError(f"{path}: {exc}") from None
     try:
