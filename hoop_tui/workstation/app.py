@@ -179,7 +179,10 @@ class Workstation(App[None]):
                 topics = ["holds"] if self.remote else ["holds", NOTIFY_TOPIC]
                 await self.client.call("subscribe", topics=topics)
                 held = await self.client.call("holds.list")
-                self.queue.replace_all([Hold.from_json(data) for data in held])
+                self.queue.replace_all(
+                    [Hold.from_json(data) for data in held],
+                    {str(data["id"]): data["caller"] for data in held if data.get("caller")},
+                )
                 where = "remote console" if self.remote else str(self.data_dir)
                 self.sub_title = f"{self.person} @ {where}"
                 async for message in self.client.events():
@@ -222,7 +225,7 @@ class Workstation(App[None]):
                 severity="information" if hold.status is HoldStatus.APPROVED else "warning",
                 markup=False,
             )
-        self.queue.hold_changed(hold)
+        self.queue.hold_changed(hold, data.get("caller"))
 
     def alert(self, title: str, body: str) -> None:
         """A new hold: the bell and a desktop notification, as `--alert` says."""

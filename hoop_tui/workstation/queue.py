@@ -43,6 +43,17 @@ def _duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def who(hold: Hold, caller: dict[str, Any] | None, client: bool = False) -> str:
+    """The requester, and for an OIDC agent whose it is: `ci-bot (agent of alice)` (with its
+    client id in the detail pane), as holds.list rows and pushed holds describe it."""
+    if not caller or caller.get("caller_kind") != "agent":
+        return hold.user
+    owner = f"agent of {caller.get('owner') or '?'}"
+    if client and caller.get("client_id"):
+        owner += f", client {caller['client_id']}"
+    return f"{hold.user} ({owner})"
+
+
 def shorten(text: str, width: int) -> str:
     """`text` cut to `width` cells with an ellipsis, for a table cell."""
     return text if len(text) <= width else text[: max(1, width - 1)] + "…"
@@ -140,6 +151,7 @@ class QueueScreen(Screen[None]):
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         self.holds: dict[str, Hold] = {}
+        self.callers: dict[str, dict[str, Any]] = {}  # hold id -> its `caller` (agent or person)
         self.clock = clock  # injected, so that a snapshot shows the same times every run
         self.person = ""  # who this workstation acts as, once the gateway said so
         self._ticks = 0
@@ -174,19 +186,25 @@ class QueueScreen(Screen[None]):
             table.add_row(*self._cells(hold), key=hold.id)
         self._show_detail()
 
-    def replace_all(self, holds: list[Hold]) -> None:
+    def replace_all(
+        self, holds: list[Hold], callers: dict[str, dict[str, Any]] | None = None
+    ) -> None:
         self.holds = {hold.id: hold for hold in holds if hold.pending}
+        self.callers = {k: v for k, v in (callers or {}).items() if k in self.holds}
         table = self._table()
         if table is not None:
             self._fill(table)
 
-    def hold_changed(self, hold: Hold) -> None:
+    def hold_changed(self, hold: Hold, caller: dict[str, Any] | None = None) -> None:
         """A pushed event: add, update or drop one row."""
         known = hold.id in self.holds
         if hold.pending:
             self.holds[hold.id] = hold
+            if caller:
+                self.callers[hold.id] = caller
         else:
             self.holds.pop(hold.id, None)
+            self.callers.pop(hold.id, None)
         table = self._table()
         if table is None:
             return
@@ -243,7 +261,7 @@ class QueueScreen(Screen[None]):
         return (
             Text(_duration(left), style="bold red" if left < EXPIRING_S else ""),
             hold.id,
-            hold.user,
+            who(hold, self.callers.get(hold.id)),
             hold.target,
             f"{votes}/{hold.approvals_needed}",
             _duration(now - hold.created_at),
@@ -308,7 +326,7 @@ class QueueScreen(Screen[None]):
         left = hold.expires_at - self.clock()
         expiry = time.strftime("%H:%M:%S", time.localtime(hold.expires_at))
         text = Text(  # the command is the requester's text: never markup, controls escaped
-            f"{hold.id}: {hold.user} on {hold.target} "
+            f"{hold.id}: {who(hold, self.callers.get(hold.id), client=True)} on {hold.target} "
             f"(session {hold.session_id[:8]})\n"
             f"  {printable(hold.command)}\n"
             f"  held by rule {hold.rule}; approvers: {', '.join(hold.approvers)}"

@@ -275,10 +275,15 @@ class ControlServer:
             topic in caller.topics for caller in self._callers
         )
 
-    def publish(self, topic: str, event: str, item: Payload) -> None:
+    def publish(
+        self, topic: str, event: str, item: Payload, extra: dict[str, Any] | None = None
+    ) -> None:
         """Push an event to every caller subscribed to `topic` that may see it, and to
-        in-process listeners; a Hold or Grant goes out as its `to_json()`."""
+        in-process listeners; a Hold or Grant goes out as its `to_json()`, with `extra`'s keys
+        beside (a hold's `caller`: person or agent, as holds.list rows have it)."""
         data = item if isinstance(item, dict) else item.to_json()
+        if extra:
+            data = {**data, **extra}
         for topics, listener in list(self._listeners):
             if topic in topics:
                 listener(topic, event, data)

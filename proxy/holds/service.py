@@ -62,6 +62,7 @@ class ApprovalService:
         # active grants, kept in step with the store: an access check asks without waiting
         self._active: dict[str, Grant] = {}
         self._stop_hints = broker.on_change_elsewhere(self._hinted)
+        self._describe_caller = describe_caller or (lambda name: {})
         HoldsApi(self, describe_caller).register(control)
 
     async def start(self, live_sessions: set[str] | None = None) -> None:
@@ -146,7 +147,8 @@ class ApprovalService:
         return withdrawn
 
     def _publish_hold(self, event: str, hold: Hold) -> None:
-        self.control.publish(HOLDS_TOPIC, event, hold)
+        caller = self._describe_caller(hold.user)  # the queue marks an agent's holds
+        self.control.publish(HOLDS_TOPIC, event, hold, {"caller": caller} if caller else None)
         if not hold.pending:
             future = self._waiters.get(hold.id)
             if future is not None and not future.done():
