@@ -225,9 +225,12 @@ class PgState:
 
     @contextlib.asynccontextmanager
     async def _cursor(self) -> AsyncIterator[psycopg.AsyncCursor[dict[str, Any]]]:
-        """One transaction. A database that does not answer becomes StoreUnavailable."""
+        """One transaction. A database that does not answer becomes StoreUnavailable, also
+        one that stays silent (a stalled host or network: no error ever comes), after twice
+        `timeout_s` (a connection from the pool, then the statements)."""
         try:
             async with (
+                asyncio.timeout(2 * self.timeout_s),
                 self._pool.connection() as conn,
                 conn.transaction(),
                 conn.cursor(row_factory=dict_row) as cur,
@@ -236,6 +239,11 @@ class PgState:
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise StoreUnavailable(
                 f"the state database {redact(self.url)} did not answer: {_first_line(exc)}"
+            ) from None
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"the state database {redact(self.url)} did not answer within"
+                f" {2 * self.timeout_s:g} s"
             ) from None
 
     async def _notify(self, cur: psycopg.AsyncCursor[Any], kind: str, item_id: str) -> None:
