@@ -28,6 +28,7 @@ class FleetCatalogue:
     password: str | None = None
     timeout_s: float = 5.0
     local: SqliteCatalogue | None = None
+    lost_after_s: float = 10.0  # an instance silent this long carries nothing any more
     problem: str | None = field(default=None, init=False)  # why only local rows were read
 
     def _shared(self, sql: str, params: list[Any]) -> list[SessionRow]:
@@ -63,6 +64,18 @@ class FleetCatalogue:
             return row
         found = self._shared("SELECT * FROM sessions WHERE id = %s", [session_id])
         return found[0] if found else None
+
+    def writer_alive(self, session_id: str) -> bool:
+        """Evidence that some instance is writing this session's recording now: the shared
+        live registry lists it, and its instance is up with a heartbeat fresher than
+        `lost_after` (by the database's clock). No answer: no evidence."""
+        found = self._shared(
+            "SELECT s.* FROM sessions s JOIN live_sessions l ON l.id = s.id"
+            " JOIN instances i ON i.id = l.gateway_id WHERE s.id = %s AND i.state = 'up'"
+            " AND i.heartbeat_at > EXTRACT(EPOCH FROM clock_timestamp()) - %s",
+            [session_id, self.lost_after_s],
+        )
+        return bool(found)
 
     def close(self) -> None:
         if self.local is not None:
@@ -108,5 +121,6 @@ def open_catalogue(
         settings.url,
         password=password,
         timeout_s=settings.timeout_s,
+        lost_after_s=settings.lost_after_s,
         local=SqliteCatalogue.in_data_dir(data_dir) if local_exists else None,
     )

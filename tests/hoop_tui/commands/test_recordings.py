@@ -393,9 +393,42 @@ def test_a_recording_still_being_written_is_intact_so_far_not_failed(data_dir):
             "UPDATE sessions SET ended_at_us = NULL, end_reason = NULL WHERE id = ?",
             (ended.stem,),
         )
+    # the attack: cut the file and clear the row's end. No writer holds the file (its flock),
+    # so the row's word is not enough to pass it off as still being written (issue 15)
     midway = hoop("verify", str(ended), "--data-dir", str(data_dir))
-    assert midway.returncode == 0, midway.stdout
-    assert f"{ended}: still being written, intact so far, session {ended.stem}" in midway.stdout
+    assert midway.returncode == 1, midway.stdout
+    assert f"{ended}: FAILED at offset" in midway.stdout
+    assert "still being written" not in midway.stdout
+
+
+def test_a_recording_its_gateway_died_writing_ended_without_a_close(data_dir):
+    """kill -9 of the gateway: the file stops after its last signed checkpoint and the next
+    start records the crash in the row ("(recovered)"). verify says so, with how far it is
+    signed, and it is no failure; the same cut file with a row saying it ended normally is."""
+    header = make_header(new_session_id(), user="alice", target="web1")
+    writer = start_recording(data_dir, header)
+    writer.record(EventType.OUTPUT, 0, b"hello")
+    path = writer.close("client closed").path
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])  # what kill -9 leaves: no trailer
+    with sqlite3.connect(data_dir / "catalogue.db") as db:
+        db.execute(
+            "UPDATE sessions SET end_reason = ? WHERE id = ?",
+            ("gateway stopped unexpectedly (recovered)", header.session_id),
+        )
+    crashed = hoop("verify", "--all", "--data-dir", str(data_dir))
+    assert crashed.returncode == 0, crashed.stdout
+    assert (
+        f"{path}: ended without a close (gateway stopped unexpectedly (recovered)), intact and "
+        "signed up to "
+    ) in crashed.stdout
+    assert "1 ended without a close" in crashed.stdout
+    with sqlite3.connect(data_dir / "catalogue.db") as db:
+        db.execute(
+            "UPDATE sessions SET end_reason = 'client closed' WHERE id = ?", (header.session_id,)
+        )
+    normal = hoop("verify", str(path), "--data-dir", str(data_dir))
+    assert normal.returncode == 1 and f"{path}: FAILED at offset" in normal.stdout
 
 
 def test_verify_of_a_missing_file_names_no_offset(data_dir, tmp_path):
