@@ -156,6 +156,16 @@ class FleetMember:
     async def sync(self) -> None:
         """Live sessions and catalogue rows of this instance, into the shared store."""
         now = {s.id: s for s in self.live()}
+        # what the store really holds for this instance: a reaper that took it for lost (a
+        # stall past lost_after) deleted its rows, and they must come back while they run
+        stored = {s.id for s in await self.store.live_sessions(self.store.gateway_id)}
+        if self._registered - stored:
+            log.warning(
+                "%d live session(s) of this instance were missing from the fleet's list (taken"
+                " for lost?): registered again",
+                len((self._registered - stored) & now.keys()),
+            )
+        self._registered &= stored
         for session_id in self._registered - now.keys():
             await self.store.unregister_live(session_id)
             self._registered.discard(session_id)
