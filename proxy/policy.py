@@ -1172,7 +1172,91 @@ def _decide_command(policy: Policy, caller: Caller, target: str, command: Simple
         verdict = files
     if caller.agent and _writes_files(command):
         return _agent_write(policy, verdict, command.text)
+    if caller.agent and not _reads_only(command) and not _named_by_rule(policy, verdict):
+        return _agent_write(policy, verdict, command.text)
     return verdict
+
+
+# Programs that only read or print (with the arguments `_reads_only` checks): an agent runs
+# them as a person would. Any other program may write (rm, cp, sed -i, tee, an interpreter, a
+# deploy script), so an agent's is held like its redirects (`[policy] agent_writes`) unless a
+# rule names it (a `shell` pattern, not a catch-all).
+READ_ONLY_PROGRAMS = frozenset(
+    {
+        ":",
+        "[",
+        "base64",
+        "basename",
+        "cat",
+        "cd",
+        "cmp",
+        "column",
+        "cut",
+        "df",
+        "diff",
+        "dirname",
+        "du",
+        "echo",
+        "egrep",
+        "false",
+        "fgrep",
+        "file",
+        "free",
+        "grep",
+        "head",
+        "id",
+        "jq",
+        "ls",
+        "md5sum",
+        "nproc",
+        "printenv",
+        "printf",
+        "ps",
+        "pwd",
+        "readlink",
+        "realpath",
+        "seq",
+        "sha1sum",
+        "sha256sum",
+        "sha512sum",
+        "sleep",
+        "stat",
+        "tail",
+        "test",
+        "tr",
+        "true",
+        "uname",
+        "uptime",
+        "w",
+        "wc",
+        "who",
+        "whoami",
+    }
+)
+
+
+def _reads_only(command: SimpleCommand) -> bool:
+    if command.opaque is not None or not command.argv:
+        return False
+    program, args = command.program, [word.text for word in command.argv[1:]]
+    if program in READ_ONLY_PROGRAMS:
+        return True
+    if program in ("hostname", "env"):
+        return not args  # `hostname NAME` renames the machine; `env CMD` runs CMD
+    if program == "date":
+        return not any(a.startswith(("-s", "--set")) for a in args)
+    if program == "sort":
+        return not any(a.startswith(("-o", "--output")) for a in args)
+    return False
+
+
+def _named_by_rule(policy: Policy, verdict: Verdict) -> bool:
+    """Whether a rule with `shell` patterns (not a catch-all) decided `verdict`: the
+    administrator named this program for this caller."""
+    if verdict.basis is not Basis.RULE or verdict.rule is None:
+        return False
+    rule = next((r for r in policy.rules if r.name == verdict.rule), None)
+    return rule is not None and bool(rule.shell) and not rule.catch_all
 
 
 def _writes_files(command: SimpleCommand) -> bool:

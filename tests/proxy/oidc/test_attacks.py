@@ -86,3 +86,40 @@ async def test_a_provider_name_that_only_looks_like_alice_is_refused(
         assert "letters, digits" in err.decode()
     finally:
         provider.stop()
+
+
+async def test_an_agents_rm_through_ssh_exec_is_a_write(
+    harness: GatewayHarness, provider: Provider, tmp_path: Path
+) -> None:
+    """Only redirects counted as an agent's shell writes, so `ssh ci-bot+web1 'rm -f FILE'`
+    (or cp, sed -i, an interpreter) ran with no hold. Any program not known to only read is
+    an agent's write now; cat still runs."""
+    victim = tmp_path / "important.txt"
+    victim.write_text("keep me\n")
+    harness.add_target("web1", groups=["dev"])
+    harness.policy = {"agent_writes": "deny"}
+    harness.extra_toml = oidc_toml(provider)
+    await harness.start_runtime()
+
+    async def agent(command: str) -> tuple[int, str, str]:
+        done = await harness.run(
+            "ssh",
+            "-p",
+            str(harness.port),
+            "ci-bot+web1@127.0.0.1",
+            command,
+            user="ci-bot",
+            password=provider.agent_token("ci-bot"),
+        )
+        return done.status, done.out, done.err
+
+    status, out, err = await agent(f"cat {victim}")
+    assert status == 0 and out.strip() == "keep me", err
+    for command in (
+        f"rm -f {victim}",
+        f"sed -i s/keep/lose/ {victim}",
+        f"python3 -c 'import os; os.remove(\"{victim}\")'",
+    ):
+        status, _, err = await agent(command)
+        assert status != 0 and "agents may not write here" in err, (command, err)
+    assert victim.read_text() == "keep me\n"
