@@ -15,6 +15,7 @@ statement whose classes depend on a constant (a function body, a DO block, `set_
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections import OrderedDict
@@ -501,12 +502,10 @@ class Classifier:
         self.max_text = max_text
         self.sql_functions = dict(sql_functions or {})
         self._by_text: OrderedDict[str, Classified] = OrderedDict()
-        self._by_shape: OrderedDict[str, tuple[frozenset[str], frozenset[str], Hashable]] = (
-            OrderedDict()
-        )
-        self._by_print: OrderedDict[Hashable, tuple[tuple[frozenset[str], frozenset[str]], ...]] = (
-            OrderedDict()
-        )
+        # A look-alike gets the whole Statement (classes, tables, and what it stores or
+        # sets), only its text its own: a field left out would be lost for every look-alike.
+        self._by_shape: OrderedDict[str, tuple[Statement, Hashable]] = OrderedDict()
+        self._by_print: OrderedDict[Hashable, tuple[Statement, ...]] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
@@ -530,8 +529,8 @@ class Classifier:
             if known is not None:
                 self._by_shape.move_to_end(shape)
                 self.hits += 1
-                classes, tables, key = known
-                return Classified((Statement(sql.strip(), classes, tables),), key=key), None
+                only, key = known
+                return Classified((dataclasses.replace(only, text=sql.strip()),), key=key), None
         result, tree = self._classify(sql)
         if len(sql) <= self.max_text:
             self._by_text[sql] = result
@@ -545,8 +544,7 @@ class Classifier:
         ):
             # A key means the verdict does not depend on constants (see _classify), and
             # every text of this shape differs from this one only in constants.
-            only = result.statements[0]
-            self._by_shape[shape] = (only.classes, only.tables, result.key)
+            self._by_shape[shape] = (result.statements[0], result.key)
             if len(self._by_shape) > self.max_entries:
                 self._by_shape.popitem(last=False)
         return result, tree
@@ -577,22 +575,23 @@ class Classifier:
             # No key either: the session's verdict cache is keyed by it, and a look-alike
             # (`do $$ ... $$` with another body) must not get this verdict.
             return result, tree
-        self._by_print[key] = tuple((s.classes, s.tables) for s in result.statements)
+        self._by_print[key] = result.statements
         if len(self._by_print) > self.max_entries:
             self._by_print.popitem(last=False)
         return Classified(result.statements, result.error, key), tree
 
 
-def _shared(
-    sql: str, shapes: tuple[tuple[frozenset[str], frozenset[str]], ...], key: Hashable
-) -> Classified | None:
-    """A look-alike's classes and tables for this text, statement by statement."""
+def _shared(sql: str, shapes: tuple[Statement, ...], key: Hashable) -> Classified | None:
+    """A look-alike's statements for this text, statement by statement: all it was found
+    to be (classes, tables, `stores`), with this text's own statement texts."""
     if len(shapes) == 1:
-        return Classified((Statement(sql.strip(), *shapes[0]),), key=key)
+        return Classified((dataclasses.replace(shapes[0], text=sql.strip()),), key=key)
     texts = split(sql)
     if len(texts) != len(shapes):
         return None
-    statements = tuple(Statement(t, *shape) for t, shape in zip(texts, shapes, strict=True))
+    statements = tuple(
+        dataclasses.replace(shape, text=t) for t, shape in zip(texts, shapes, strict=True)
+    )
     return Classified(statements, key=key)
 
 

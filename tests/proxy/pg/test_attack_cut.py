@@ -1,0 +1,78 @@
+"""Attack review of the PostgreSQL gateway after its cut into modules (analysis.py, spare
+logins, GatewaySession): what is judged must be what runs, whatever the gateway's caches
+answered for a look-alike text. Through the real gateway, psql and asyncpg, to the machine's
+PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import psycopg
+import pytest
+
+from tests.proxy.pg.harness import DIRECT_DSN, PgHarness
+from tests.proxy.pg.test_hostile_masking import MASKS
+
+# No digit in the name: the classifier caches statements on such a table by their shape.
+PEOPLE = "hoop_cut_people"
+HASH = "hash-zebra-secret"
+STORED = (
+    "select m.oid from pg_largeobject_metadata m"
+    " where position(convert_to('zebra', 'UTF8') in lo_get(m.oid)) > 0"
+)
+
+
+@pytest.fixture
+async def people(pg: PgHarness) -> AsyncIterator[PgHarness]:
+    async with await psycopg.AsyncConnection.connect(DIRECT_DSN, autocommit=True) as conn:
+        await conn.execute(f"drop table if exists {PEOPLE}")
+        await conn.execute(f"select lo_unlink(oid) from ({STORED}) s")  # an earlier run's
+        await conn.execute(f"create table {PEOPLE} (id int, password_hash text)")
+        await conn.execute(
+            f"insert into {PEOPLE} select i, %s || i from generate_series(1, 5) i", (HASH,)
+        )
+    pg.extra_toml = MASKS
+    await pg.start()
+    yield pg
+
+
+# A value computed from a masked column, kept in a large object or a sequence where a later
+# statement reads it back past the masks, is refused (test_hostile_masking_echo). Each pair:
+# the text the gateway refuses first, then a look-alike the classifier's caches answer
+# (another constant, other spacing, a comment), which must be refused the same.
+LOOK_ALIKES = [
+    (
+        f"select lo_from_bytea(0, password_hash::bytea) is null from {PEOPLE} where id = 1",
+        f"select lo_from_bytea(0, password_hash::bytea) is null from {PEOPLE} where id = 2",
+    ),
+    (
+        f"select lo_from_bytea(0, password_hash::bytea) is null from {PEOPLE} limit 1",
+        f"select  lo_from_bytea(0, password_hash::bytea) is null from {PEOPLE} limit 1 -- again",
+    ),
+]
+
+
+async def test_a_refused_store_is_refused_for_every_look_alike(people: PgHarness) -> None:
+    for first, again in LOOK_ALIKES:
+        for sql in (first, again):
+            result = await people.psql("-At", "-c", sql)
+            assert "42501" in result.err or "refused" in result.err, (sql, result.out, result.err)
+    async with await psycopg.AsyncConnection.connect(DIRECT_DSN, autocommit=True) as conn:
+        stored = await (await conn.execute(STORED)).fetchall()
+    assert not stored, "a large object holds the masked value"
+
+
+async def test_a_refused_store_is_refused_for_a_look_alike_over_asyncpg(people: PgHarness) -> None:
+    conn = await people.asyncpg()
+    try:
+        await conn.execute("create temp sequence q minvalue 0")
+        for sql in (
+            f"select setval('q', ascii(substr(password_hash, 6, 1))) is null from {PEOPLE} limit 1",
+            f"select setval('q', ascii(substr(password_hash, 6, 1))) is null from {PEOPLE} limit 2",
+        ):
+            with pytest.raises(Exception) as raised:
+                await conn.fetch(sql)
+            assert "refused" in str(raised.value), (sql, raised.value)
+        assert await conn.fetchval("select last_value from q") == 0  # 122 would be "z"
+    finally:
+        await conn.close()
