@@ -13,6 +13,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from proxy.auth import Authenticator, Identity
@@ -25,6 +26,7 @@ from proxy.holds.service import ApprovalService
 from proxy.inspection import PolicyInspector
 from proxy.live import LiveSessions
 from proxy.masking import MaskPolicy
+from proxy.names import fold_name
 from proxy.notify import Notifier, parse_notify
 from proxy.oidc.identity import answered_for, describe_name
 from proxy.pg.server import PgGateway, parse_pg_settings, pg_enabled, start_pg_gateway
@@ -135,11 +137,14 @@ class GatewayRuntime:
     # -- identities and access ---------------------------------------------------------------
 
     def person(self, identity: Identity) -> Person:
-        return self._person(identity.name, frozenset(identity.groups))
+        person = self._person(identity.name, frozenset(identity.groups))
+        return replace(person, agent=True) if identity.kind == "agent" else person
 
     def _person(self, name: str, groups: frozenset[str]) -> Person:
         """A person, with the agents they own: they may not decide those agents' requests."""
-        return Person(name, groups, answered_for(self.config, name, groups))
+        folded = fold_name(name)
+        agent = any(fold_name(known) == folded for known in self.config.agents)
+        return Person(name, groups, answered_for(self.config, name, groups), agent=agent)
 
     async def person_for_os_user(self, os_user: str) -> Person | None:
         """The person an operator's OS user acts as, named canonically like a login would be.

@@ -94,6 +94,8 @@ class Person:
     # agents this person answers for ([[agents]] owner): deciding their requests would be
     # deciding one's own (proxy.oidc.identity.answered_for; docs/identity.md)
     answers_for: frozenset[str] = frozenset()
+    # an OIDC agent ([[agents]]): it may ask, never decide (an approval is a person's judgement)
+    agent: bool = False
 
     def concerned_by(self, item: Hold | Grant) -> bool:
         """Whether a hold or grant is this person's business: they asked for it, or they are
@@ -103,6 +105,10 @@ class Person:
 
     def may_decide(self, item: Hold | Grant) -> None:
         """Refuse (DecisionRefused) unless this person may decide `item`."""
+        if self.agent:
+            raise DecisionRefused(
+                f"{self.name} is an agent: agents may not decide requests; a person must"
+            )
         if self.name == item.user:
             raise DecisionRefused("you cannot decide your own request; another approver must")
         if item.user in self.answers_for:

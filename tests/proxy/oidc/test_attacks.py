@@ -123,3 +123,73 @@ async def test_an_agents_rm_through_ssh_exec_is_a_write(
         status, _, err = await agent(command)
         assert status != 0 and "agents may not write here" in err, (command, err)
     assert victim.read_text() == "keep me\n"
+
+
+async def test_an_agent_in_an_approver_group_cannot_approve_from_the_console(
+    harness: GatewayHarness, provider: Provider, tmp_path: Path
+) -> None:
+    """ci-bot is in group dev, the approvers of alice's restarts. Through `ssh ci-bot@gw
+    console` (with the certificate hoop-tui login issued it) it approved her held command: an
+    approval is a person's judgement, and an agent never gives one."""
+    from tests.fixtures.gateway import LineConsole
+
+    harness.add_user("alice", password="alice-pw", groups=("dev",))
+    harness.add_target("web1", groups=["dev"])
+    harness.add_rule(
+        "restarts-need-review", shell="touch *restart*", action="review", approvers=["dev"]
+    )
+    harness.extra_toml = oidc_toml(provider)
+    await harness.start_runtime()
+    home = tmp_path / "agent"
+    login = await hoop_login(
+        harness, home, "ci-bot", {"T": provider.agent_token("ci-bot")}, "--token-env", "T"
+    )
+    _, err = await asyncio.wait_for(login.communicate(), 60)
+    assert login.returncode == 0, err.decode()
+    marker = tmp_path / "x-restart"
+    held = asyncio.ensure_future(
+        harness.ssh_direct("alice+web1", f"touch {marker}", password="alice-pw")
+    )
+    assert harness.runtime is not None
+    for _ in range(200):
+        pending = await harness.runtime.broker.pending_holds()
+        if pending:
+            break
+        await asyncio.sleep(0.05)
+    (hold,) = pending
+    process = await asyncio.create_subprocess_exec(
+        "ssh",
+        "-T",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "IdentityAgent=none",
+        "-o",
+        f"UserKnownHostsFile={harness.directory / 'known_hosts'}",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-i",
+        str(home / "id_hoop"),
+        "-p",
+        str(harness.port),
+        "ci-bot@127.0.0.1",
+        "console",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    console = LineConsole(process)
+    try:
+        await console.shown(b"hoop console for ci-bot")
+        console.type(f"approve {hold.id} looks fine\nquit\n")
+        await console.finish()
+    finally:
+        await console.close()
+        held.cancel()
+    assert "agents may not decide" in console.seen.decode()
+    (still,) = await harness.runtime.broker.pending_holds()
+    assert still.id == hold.id and not still.decisions
+    assert not marker.exists()
