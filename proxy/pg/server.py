@@ -320,7 +320,6 @@ class PgConnection:
                     "58030", "hoop: the gateway cannot record this session"
                 ) from None
             raise
-        spares.refill(target, params)  # for the next admitted client like this one
         return upstream
 
     # -- the life of a connection --------------------------------------------------------------
@@ -383,6 +382,9 @@ class PgConnection:
         self.up_reader, self.up_writer = upstream.reader, upstream.writer
         self.up_key = upstream.key
         await self._greet(upstream)
+        # For the next client like this one, once this one is in: a client refused at its
+        # greeting (settings the gateway cannot read SQL under) makes no target login.
+        gateway.spares.refill(target, startup.message.params)
         return True
 
     def _startup_target(self, packet: StartupMessage) -> tuple[str, PgTarget]:

@@ -5,6 +5,7 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import psycopg
@@ -76,3 +77,28 @@ async def test_a_refused_store_is_refused_for_a_look_alike_over_asyncpg(people: 
         assert await conn.fetchval("select last_value from q") == 0  # 122 would be "z"
     finally:
         await conn.close()
+
+
+async def _backends(app: str) -> int:
+    async with await psycopg.AsyncConnection.connect(DIRECT_DSN, autocommit=True) as admin:
+        cur = await admin.execute(
+            "select count(*) from pg_stat_activity where application_name = %s", [app]
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+async def test_a_client_refused_at_its_greeting_causes_no_spare_login(pg: PgHarness) -> None:
+    """A client the gateway refuses after the target login (a client_encoding whose bytes it
+    cannot read SQL in) is not admitted: no target login is made ahead for the next one."""
+    app = "hoop-cut-refused"
+    await pg.start()
+    for _ in range(2):
+        with pytest.raises(psycopg.OperationalError) as refused:
+            await psycopg.AsyncConnection.connect(
+                pg.dsn(application_name=app, client_encoding="SJIS")
+            )
+        assert "SJIS" in str(refused.value) or "encoding" in str(refused.value), refused.value
+    await asyncio.sleep(0.3)
+    assert await _backends(app) == 0
