@@ -590,6 +590,13 @@ class Authenticator:
     async def _check_password(self, name: str, password: str) -> LoginResult:
         if self.oidc is not None and looks_like_jwt(password):
             return await self.token_login(name, password)
+        if (  # an opaque token: only introspection can say what it is
+            self.oidc is not None
+            and self.oidc.config.introspection
+            and not password.startswith(GATEWAY_PASSWORD_PREFIX)
+            and any(fold_name(agent) == fold_name(name) for agent in self.agents)
+        ):
+            return await self.token_login(name, password)
         if self.credentials is not None and password.startswith(GATEWAY_PASSWORD_PREFIX):
             found = await self.credentials.async_by_password(name, password)
             if found is None:

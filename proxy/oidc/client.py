@@ -12,6 +12,7 @@ followed. Every request has a timeout; a provider that does not answer refuses t
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import time
@@ -22,7 +23,7 @@ import httpx
 
 from proxy.oidc.config import OidcConfig, loopback_url
 from proxy.oidc.device import DeviceFlowFailed, DevicePoll, DeviceStart
-from proxy.oidc.tokens import Expectation, TokenRefused, UnknownKey, verify
+from proxy.oidc.tokens import Expectation, TokenRefused, UnknownKey, looks_like_jwt, verify
 
 log = logging.getLogger("hoop.oidc")
 
@@ -47,6 +48,8 @@ class OidcClient:
         self._jwks: dict[str, Any] = {"keys": []}
         self._jwks_at = float("-inf")
         self._lock = asyncio.Lock()
+        # sha256(token) -> (the provider's answer, until when it is trusted)
+        self._introspected: dict[str, tuple[dict[str, Any], float]] = {}
 
     def _secret(self) -> str | None:
         name = self.config.client_secret_env
@@ -118,7 +121,69 @@ class OidcClient:
             return verify(token, await self.jwks(refresh=True), expect, self.clock())
 
     async def verify_access_token(self, token: str) -> dict[str, Any]:
-        return await self.verify(token, self.config.audience or self.config.client_id)
+        """An agent's access token: a JWT verified here and, with `[oidc] introspection`, still
+        active at the provider; without a JWT, what introspection says of it (an opaque
+        token), judged by the same issuer, audience and expiry."""
+        audience = self.config.audience or self.config.client_id
+        if looks_like_jwt(token):
+            claims = await self.verify(token, audience)
+            if self.config.introspection:
+                await self.introspect(token)
+            return claims
+        if not self.config.introspection:
+            raise TokenRefused("malformed", "not a signed JWT")
+        claims = await self.introspect(token)
+        issuer = str(claims.get("iss", self.config.issuer)).rstrip("/")
+        if issuer != self.config.issuer:
+            raise TokenRefused(
+                "wrong-issuer", f"the token was issued by {issuer!r}, not by {self.config.issuer!r}"
+            )
+        aud = claims.get("aud")
+        if audience not in (aud if isinstance(aud, list) else [aud]):
+            raise TokenRefused(
+                "wrong-audience", f"the token is not meant for this gateway (audience {audience!r})"
+            )
+        exp = claims.get("exp")
+        if not isinstance(exp, int | float) or self.clock() > exp + self.config.clock_skew:
+            raise TokenRefused("expired", "the token has expired (sign in again)")
+        return claims
+
+    async def introspect(self, token: str) -> dict[str, Any]:
+        """The provider's RFC 7662 answer for an active token; TokenRefused("inactive") when it
+        says the token (or its client) is revoked or unknown; ProviderUnavailable when it
+        cannot say (fail closed). Answers are kept `introspection_cache` seconds."""
+        key = hashlib.sha256(token.encode()).hexdigest()
+        now = self.clock()
+        cached = self._introspected.get(key)
+        if cached is None or cached[1] <= now:
+            cached = (await self._ask_introspection(token), now + self.config.introspection_cache)
+            self._introspected = {k: v for k, v in self._introspected.items() if v[1] > now}
+            self._introspected[key] = cached
+        answer = cached[0]
+        if answer.get("active") is not True:
+            raise TokenRefused(
+                "inactive",
+                "the provider says this token is no longer active (revoked, or its client is)",
+            )
+        return answer
+
+    async def _ask_introspection(self, token: str) -> dict[str, Any]:
+        endpoint = (await self.metadata()).get("introspection_endpoint")
+        if not isinstance(endpoint, str):
+            raise ProviderUnavailable("the provider publishes no introspection_endpoint")
+        try:
+            status, body = await self._post(
+                endpoint, {"token": token, "token_type_hint": "access_token"}
+            )
+        except DeviceFlowFailed as exc:
+            raise ProviderUnavailable(str(exc)) from None
+        if status != 200 or not isinstance(body.get("active"), bool):
+            why = body.get("error_description") or body.get("error") or f"HTTP {status}"
+            log.warning("token introspection failed: %s", why)
+            raise ProviderUnavailable(
+                f"the identity provider could not say whether the token is active ({why})"
+            )
+        return body
 
     # -- device flow ---------------------------------------------------------------------------
 

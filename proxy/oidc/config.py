@@ -67,6 +67,8 @@ OIDC_KEYS = frozenset(
         "device_flow",
         "owner_may_approve",
         "agent_max_session",
+        "introspection",
+        "introspection_cache",
     }
 )
 AGENT_KEYS = frozenset(
@@ -80,6 +82,7 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 DEFAULT_ALGORITHMS = ("RS256", "PS256", "ES256", "EdDSA")
 DEFAULT_SCOPES = ("openid", "profile", "groups")
 MAX_CLOCK_SKEW = 60.0
+MAX_INTROSPECTION_CACHE = 300.0
 DEFAULT_AGENT_MAX_SESSION = 3600.0
 
 
@@ -110,6 +113,11 @@ class OidcConfig:
     device_flow: bool = True
     owner_may_approve: bool = False
     agent_max_session: float = DEFAULT_AGENT_MAX_SESSION
+    # Ask the provider's introspection endpoint (RFC 7662) whether an agent's token is still
+    # active (a client or token revoked there), at most every `introspection_cache` seconds
+    # per token; an endpoint that cannot answer refuses the login (fail closed).
+    introspection: bool = False
+    introspection_cache: float = 30.0
 
 
 def loopback_url(url: str) -> bool:
@@ -184,6 +192,9 @@ def parse_oidc(path: Path, section: object) -> OidcConfig | None:
     skew = _seconds(path, section, "clock_skew", "oidc", 30.0)
     if not 0 <= skew <= MAX_CLOCK_SKEW:
         raise ConfigError(path, "oidc.clock_skew", "must be between 0 and 60 seconds")
+    cache = _seconds(path, section, "introspection_cache", "oidc", 30.0)
+    if not 0 <= cache <= MAX_INTROSPECTION_CACHE:
+        raise ConfigError(path, "oidc.introspection_cache", "must be between 0 and 300 seconds")
     audience = section.get("audience")
     if audience is not None and (not isinstance(audience, str) or not audience):
         raise ConfigError(path, "oidc.audience", "must be a non-empty string")
@@ -203,6 +214,8 @@ def parse_oidc(path: Path, section: object) -> OidcConfig | None:
         agent_max_session=_seconds(
             path, section, "agent_max_session", "oidc", DEFAULT_AGENT_MAX_SESSION
         ),
+        introspection=_flag(path, section, "introspection", "oidc", False),
+        introspection_cache=cache,
     )
 
 

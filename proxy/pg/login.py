@@ -87,7 +87,10 @@ class LoginCache:
         return found[1]
 
     def put(self, user: str, password: str, identity: Identity) -> None:
-        if self.ttl <= 0:
+        if self.ttl <= 0 or identity.kind == "agent":
+            # An agent's token is checked at every login (a signature with cached keys, and
+            # with [oidc] introspection the provider's cached word), so a token or client
+            # revoked at the provider, or an agent revoked here, is refused at once.
             return
         now = self._clock()
         if len(self._entries) >= self.MAX_ENTRIES:

@@ -193,3 +193,50 @@ async def test_an_agent_in_an_approver_group_cannot_approve_from_the_console(
     (still,) = await harness.runtime.broker.pending_holds()
     assert still.id == hold.id and not still.decisions
     assert not marker.exists()
+
+
+OPAQUE = "urn:hoop:gateway:opaque"
+
+
+async def test_with_introspection_a_token_revoked_at_the_provider_is_refused(
+    pg: PgHarness, provider: Provider
+) -> None:
+    """[oidc] introspection: the provider's word on whether an agent's token is still active.
+    The test provider issues opaque tokens for this resource (it cannot introspect its JWTs):
+    one works as ci-bot's password until ci-bot revokes it at the provider; then the next
+    login is refused with the reason. With the provider gone, logins fail closed."""
+    import httpx
+    import psycopg
+
+    pg.extra_toml = oidc_toml(
+        provider, audience=OPAQUE, introspection=True, introspection_cache="0s"
+    )
+    await pg.start()
+    token = provider.agent_token("ci-bot", resource=OPAQUE)
+    assert not token.startswith("eyJ")  # opaque: only introspection can read it
+    dsn = pg.dsn(user="ci-bot", sslmode="require", password=token)
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        assert await (await conn.execute("select 'opaque-ok'")).fetchone() == ("opaque-ok",)
+    agent = provider.agents["ci-bot"]
+    revoked = await asyncio.to_thread(
+        httpx.post,
+        f"{provider.issuer}/token/revocation",
+        data={"token": token, "client_id": agent.client_id, "client_secret": agent.secret},
+    )
+    assert revoked.status_code == 200, revoked.text
+    try:
+        await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+        raise AssertionError("a revoked token logged in")
+    except psycopg.OperationalError as exc:
+        assert "no longer active" in str(exc), exc
+    fresh = provider.agent_token("ci-bot", resource=OPAQUE)
+    provider.stop()
+    try:
+        await psycopg.AsyncConnection.connect(
+            pg.dsn(user="ci-bot", sslmode="require", password=fresh), autocommit=True
+        )
+        raise AssertionError("a token nobody could vouch for logged in")
+    except psycopg.OperationalError as exc:
+        assert "did not answer" in str(exc) or "could not say" in str(exc), exc
+    finally:
+        provider.start()
