@@ -62,6 +62,26 @@ def usage(pid: int) -> tuple[int, int]:
     return rss, len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def fd_kinds(pid: int) -> Counter[str]:
+    """A process's open files by kind: SQLite files by name, sockets, pipes, recordings..."""
+    kinds: Counter[str] = Counter()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        name = target.rsplit("/", 1)[-1]
+        if ".db" in name:
+            kinds[name] += 1
+        elif target.startswith(("socket:", "pipe:", "anon_inode:")):
+            kinds[target.split(":")[0] + ":" + target.split(":")[1].strip("[]")[:9]] += 1
+        elif name.endswith(".hrec"):
+            kinds["recordings"] += 1
+        else:
+            kinds["other"] += 1
+    return kinds
+
+
 async def typist(fleet: object, stop: asyncio.Event, tally: Tally) -> None:
     import asyncssh
 
@@ -143,6 +163,7 @@ async def soak(fleet: object, minutes: float, ssh: int, pg: int) -> dict[str, ob
     await asyncio.wait(warmers, timeout=60)
     await asyncio.sleep(5)
     idle_before = usage(survivor.process.pid)
+    kinds_before = fd_kinds(survivor.process.pid)
     stop = asyncio.Event()
     tally = Tally()
     tasks = [asyncio.ensure_future(typist(fleet, stop, tally)) for _ in range(ssh)]
@@ -166,7 +187,11 @@ async def soak(fleet: object, minutes: float, ssh: int, pg: int) -> dict[str, ob
     await asyncio.wait(tasks, timeout=60)
     await asyncio.sleep(5)  # sessions closed, recordings flushed
     idle_after = usage(survivor.process.pid)
+    kinds_after = fd_kinds(survivor.process.pid)
+    grew = {k: kinds_after[k] - kinds_before[k] for k in kinds_before | kinds_after}
     return {
+        "survivor_fds_idle_growth": {k: v for k, v in sorted(grew.items()) if v},
+        "survivor_fds_idle_after": dict(sorted(kinds_after.items())),
         "tally": tally,
         "survivor_idle_before": idle_before,
         "survivor_idle_after": idle_after,
@@ -247,6 +272,8 @@ def main() -> int:
         "survivor_fds_idle": [i0[1], i1[1], f"{(i1[1] - i0[1]) / max(1, i0[1]):+.1%}"],
         "survivor_rss_idle_kb": [i0[0], i1[0]],
         "restarted_end": result["restarted_end"],
+        "survivor_fds_idle_growth": result["survivor_fds_idle_growth"],
+        "survivor_fds_idle_after": result["survivor_fds_idle_after"],
     }
     print(json.dumps(report, indent=2))
     ok = (

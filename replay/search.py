@@ -73,10 +73,15 @@ def index_when_closed(data_dir: Path) -> Callable[[RecordingSummary], None]:
         session_id = summary.header.session_id
 
         def run() -> None:
+            index = None
             try:
-                index_recording(SearchIndex(index_path), session_id, summary.path)
+                index = SearchIndex(index_path)
+                index_recording(index, session_id, summary.path)
             except Exception as exc:  # the next search indexes it again
                 log.warning("session %s not indexed for search: %s", session_id, exc)
+            finally:
+                if index is not None:
+                    index.close()  # now, not when the collector finds it (open files)
 
         threading.Thread(target=run, name=f"index-{session_id[:8]}", daemon=True).start()
 

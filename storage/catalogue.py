@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -113,56 +115,80 @@ class Catalogue(Protocol):
 
 
 class SqliteCatalogue:
-    """The embedded catalogue. Each call opens its own short connection, so any thread or
-    process may use it; WAL keeps readers and the writer out of each other's way."""
+    """The embedded catalogue. Any thread may call it: they share one connection, one call at
+    a time (a statement takes microseconds). One per thread would keep three open files per
+    thread that ever touched it (the file, -wal, -shm) for as long as the thread lives, and a
+    gateway's thread pools made its open files grow with every burst of sessions. Other
+    processes have their own; WAL keeps readers and the writer out of each other's way."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = sqlite.Database(path, _SCHEMA)
-        _add_caller_column(self._db.connection())
+        self._db.close_connection()  # the one that made the tables, on the caller's thread
+        self._shared: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        with self._connection() as db:
+            _add_caller_column(db)
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._shared is None:
+                db = sqlite3.connect(
+                    self.path,
+                    timeout=self._db.busy_timeout_s,
+                    isolation_level=None,
+                    check_same_thread=False,  # one call at a time, under the lock
+                )
+                db.row_factory = sqlite3.Row
+                db.execute("PRAGMA synchronous=NORMAL")
+                self._shared = db
+            yield self._shared
 
     @classmethod
     def in_data_dir(cls, data_dir: Path) -> SqliteCatalogue:
         return cls(data_dir / CATALOGUE_NAME)
 
     def add_session(self, header: RecordingHeader, path: Path | str) -> None:
-        db = self._db.connection()
-        db.execute(
-            "INSERT INTO sessions (id, path, user, service_account, target, protocol, client,"
-            " gateway_id, started_at_us, caller) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                header.session_id,
-                str(path),
-                header.user,
-                int(header.service_account),
-                header.target,
-                header.protocol,
-                header.client,
-                header.gateway_id,
-                header.started_at_us,
-                json.dumps(caller_of(header), sort_keys=True),
-            ),
+        row = (
+            header.session_id,
+            str(path),
+            header.user,
+            int(header.service_account),
+            header.target,
+            header.protocol,
+            header.client,
+            header.gateway_id,
+            header.started_at_us,
+            json.dumps(caller_of(header), sort_keys=True),
         )
+        with self._connection() as db:
+            db.execute(
+                "INSERT INTO sessions (id, path, user, service_account, target, protocol, client,"
+                " gateway_id, started_at_us, caller) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
 
     def finish_session(self, summary: RecordingSummary) -> None:
         header = summary.header
         verdicts = summary.verdicts
-        db = self._db.connection()
-        db.execute(
-            "UPDATE sessions SET ended_at_us = ?, end_reason = ?, size = ?, events = ?,"
-            " denies = ?, holds = ?, counts = ?, verdicts = ? WHERE id = ?",
-            (
-                header.started_at_us + summary.end_us,
-                summary.end_reason,
-                summary.size,
-                summary.event_count,
-                verdicts.get("deny", 0),
-                summary.counts.get("hold_requested", 0),
-                json.dumps(summary.counts, sort_keys=True),
-                json.dumps(verdicts, sort_keys=True),
-                header.session_id,
-            ),
+        values = (
+            header.started_at_us + summary.end_us,
+            summary.end_reason,
+            summary.size,
+            summary.event_count,
+            verdicts.get("deny", 0),
+            summary.counts.get("hold_requested", 0),
+            json.dumps(summary.counts, sort_keys=True),
+            json.dumps(verdicts, sort_keys=True),
+            header.session_id,
         )
+        with self._connection() as db:
+            db.execute(
+                "UPDATE sessions SET ended_at_us = ?, end_reason = ?, size = ?, events = ?,"
+                " denies = ?, holds = ?, counts = ?, verdicts = ? WHERE id = ?",
+                values,
+            )
 
     def find_sessions(self, query: SessionQuery) -> list[SessionRow]:
         clauses: list[str] = []
@@ -190,26 +216,29 @@ class SqliteCatalogue:
         if query.limit is not None:
             sql += " LIMIT ?"
             params.append(query.limit)
-        db = self._db.connection()
-        return [_row(r) for r in db.execute(sql, params)]
+        with self._connection() as db:
+            return [_row(r) for r in db.execute(sql, params).fetchall()]
 
     def get_session(self, session_id: str) -> SessionRow | None:
-        db = self._db.connection()
-        found = db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        with self._connection() as db:
+            found = db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
         return None if found is None else _row(found)
 
     def remove_session(self, session_id: str) -> None:
-        db = self._db.connection()
-        db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+        with self._connection() as db:
+            db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
 
     def move_session(self, session_id: str, path: Path | str) -> None:
         """The session's recording is now at `path` (moved to object storage)."""
-        db = self._db.connection()
-        db.execute("UPDATE sessions SET path = ? WHERE id = ?", (str(path), session_id))
+        with self._connection() as db:
+            db.execute("UPDATE sessions SET path = ? WHERE id = ?", (str(path), session_id))
 
     def close(self) -> None:
-        """Close the calling thread's connection."""
-        self._db.close_connection()
+        """Close the shared connection (the next call opens it again)."""
+        with self._lock:
+            if self._shared is not None:
+                self._shared.close()
+                self._shared = None
 
 
 CALLER_KEYS = ("caller_kind", "owner", "client_id", "subject")

@@ -69,6 +69,11 @@ class SearchIndex:
     def in_data_dir(cls, data_dir: Path) -> SearchIndex:
         return cls(data_dir / SEARCH_NAME)
 
+    def close(self) -> None:
+        """Close the calling thread's connection (a thread that ends does not close it at
+        once: the connection waits for the garbage collector, its files open meanwhile)."""
+        self._db.close_connection()
+
     def replace(self, session_id: str, entries: Iterable[Entry]) -> int:
         """The session's lines, instead of any it had; one transaction."""
         db = self._db.connection()
