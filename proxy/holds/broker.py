@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.config import ConfigError, parse_duration
+from proxy.names import fold_name
 from storage.state import (
     AuditEntry,
     Decision,
@@ -101,7 +102,8 @@ class Person:
         """Whether a hold or grant is this person's business: they asked for it, or they are
         in one of its approver groups. Console users see only those; the commands other
         people run are not theirs to read."""
-        return item.user == self.name or bool(self.groups.intersection(item.approvers))
+        mine = fold_name(item.user) == fold_name(self.name)
+        return mine or bool(self.groups.intersection(item.approvers))
 
     def may_decide(self, item: Hold | Grant) -> None:
         """Refuse (DecisionRefused) unless this person may decide `item`."""
@@ -109,9 +111,9 @@ class Person:
             raise DecisionRefused(
                 f"{self.name} is an agent: agents may not decide requests; a person must"
             )
-        if self.name == item.user:
+        if fold_name(self.name) == fold_name(item.user):  # `Dana` is dana: one person
             raise DecisionRefused("you cannot decide your own request; another approver must")
-        if item.user in self.answers_for:
+        if fold_name(item.user) in {fold_name(agent) for agent in self.answers_for}:
             raise DecisionRefused(
                 f"{self.name} answers for agent {item.user} (its owner); another approver must"
                 " decide ([oidc] owner_may_approve)"

@@ -240,3 +240,24 @@ async def test_with_introspection_a_token_revoked_at_the_provider_is_refused(
         assert "did not answer" in str(exc) or "could not say" in str(exc), exc
     finally:
         provider.start()
+
+
+def test_a_request_is_ones_own_under_any_spelling_of_the_name() -> None:
+    """An operator mapped to `Dana` (an OS user's [control.operators] entry) decided the hold
+    of dana, the OIDC person: `==` on names let a person approve their own request."""
+    from proxy.holds.broker import DecisionRefused, Person
+    from storage.state import Hold
+
+    hold = Hold("h-1", "s", "gw", "dana", "web1", "touch x", "r", ["dev"], 1, 0.0, 600.0)
+    for approver in (Person("Dana", frozenset({"dev"})), Person("DANA ", frozenset({"dev"}))):
+        try:
+            approver.may_decide(hold)
+            raise AssertionError(f"{approver.name!r} decided dana's own request")
+        except DecisionRefused as refused:
+            assert "your own request" in str(refused)
+    owner = Person("alice", frozenset({"dev"}), answers_for=frozenset({"ci-bot"}))
+    try:
+        owner.may_decide(Hold("h-2", "s", "gw", "CI-Bot", "web1", "x", "r", ["dev"], 1, 0, 9))
+        raise AssertionError("the owner decided their agent's request")
+    except DecisionRefused as refused:
+        assert "answers for agent" in str(refused)
