@@ -118,7 +118,8 @@ class RecordingsScreen(Screen[None]):
 
         # with [state], the fleet's catalogue: every instance's sessions (their recordings in
         # the object store replay from here too)
-        config = config_of(self.data_dir, getattr(self.app, "config", None))
+        named = getattr(self.app, "config", None)
+        config = config_of(self.data_dir, named if isinstance(named, Path) else None)
         catalogue = open_catalogue(self.data_dir, config)
         assert catalogue is not None
         self.rows = {row.id: row for row in catalogue.find_sessions(SessionQuery(limit=5000))}

@@ -85,3 +85,40 @@ async def test_a_session_recorded_on_a_is_listed_verified_and_replayed_from_b(
     status, hits, err = await fleet.hoop("gw-b", "search", "fleet-wide-forty-two")
     assert status == 0, (hits, err)
     assert session in hits
+
+
+async def test_the_workstations_recordings_list_every_instances_sessions(
+    tmp_path: Path, state_url: str
+) -> None:
+    """The workstation on B lists a session only A's catalogue.db holds (its shared copy in
+    PostgreSQL), beside B's own, each once."""
+    from textual.widgets import DataTable
+
+    from hoop_tui.workstation.app import Workstation
+    from storage.catalogue import SqliteCatalogue
+    from storage.pg_state import PgState, migrate
+    from storage.recorder import new_session_id
+    from tests.storage.helpers import make_header
+
+    await migrate(state_url)
+    store = await PgState.open(state_url, gateway_id="gw-a")
+    on_a = make_header(new_session_id(), user="alice", gateway_id="gw-a")
+    try:
+        await store.add_session(on_a, f"s3://bucket/recordings/{on_a.session_id}.hrec")
+    finally:
+        await store.close()
+    data_dir = tmp_path / "gw-b"
+    data_dir.mkdir()
+    (data_dir / "gateway.toml").write_text(
+        f'[gateway]\ndata_dir = "{data_dir}"\ninstance = "gw-b"\n[state]\nurl = "{state_url}"\n'
+    )
+    on_b = make_header(new_session_id(), user="bob", gateway_id="gw-b")
+    SqliteCatalogue.in_data_dir(data_dir).add_session(on_b, data_dir / "b.hrec")
+    app = Workstation(data_dir, offline=True)
+    async with app.run_test(size=(160, 20)) as pilot:
+        await pilot.press("2")  # the recordings
+        await pilot.pause()
+        table = pilot.app.screen.query_one("#sessions", DataTable)
+        assert table.row_count == 2
+        assert str(table.get_row(on_a.session_id)[1]) == "alice"
+        assert str(table.get_row(on_b.session_id)[1]) == "bob"
