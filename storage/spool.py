@@ -66,6 +66,11 @@ SEGMENT_MAX = 32 * 1024 * 1024  # one PUT holds at most this much (after an outa
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 5.0
 IDLE_WAIT_S = 1.0
+# A live recording's signed checkpoints go to the store at most this often: those written in
+# between are shipped together, each object still ending at a signature. The writer signs
+# often (a crash must lose little proof, and the spool keeps every byte); the store gets a
+# handful of objects a minute per session, not one a second.
+SEGMENT_INTERVAL_S = 5.0
 
 
 class SpoolFull(RecordingFailed):
@@ -161,6 +166,7 @@ class _Entry:
     uploaded: int = 0
     segments: list[list[int]] = field(default_factory=list)
     ready: int = 0  # bytes of the file that are final (a checkpoint was written after them)
+    last_upload: float = 0.0  # time.monotonic() of the last segment shipped
     final: bool = False  # the writer is done: everything on disk is to go, then a manifest
     abandoned: bool = False  # left by an earlier run: ask the store what it already has
     how: str = "closed"
@@ -192,6 +198,7 @@ class Spool:
         self._wake = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._hurry = 0  # drain() callers waiting: ship what is ready without the interval
         self.failing_since: float | None = None
         self.last_error: str | None = None
         self.shipped_bytes = 0
@@ -296,12 +303,16 @@ class Spool:
         """Wait until everything queued is in the store; False when time ran out."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            while any(e.final or e.ready > e.uploaded for e in self._entries.values()):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._wake.notify()
-                self._wake.wait(min(left, 0.1))
+            self._hurry += 1
+            try:
+                while any(e.final or e.ready > e.uploaded for e in self._entries.values()):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._wake.notify()
+                    self._wake.wait(min(left, 0.1))
+            finally:
+                self._hurry -= 1
         return True
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -324,9 +335,19 @@ class Spool:
                 if self._stopping:
                     self._thread = None
                     return
-                due = [e for e in self._entries.values() if e.final or e.ready > e.uploaded]
+                now = time.monotonic()
+                waiting = [e for e in self._entries.values() if e.final or e.ready > e.uploaded]
+                due = [
+                    e
+                    for e in waiting
+                    if e.final or self._hurry or now - e.last_upload >= SEGMENT_INTERVAL_S
+                ]
                 if not due:
-                    self._wake.wait(IDLE_WAIT_S)
+                    soonest = min(
+                        (e.last_upload + SEGMENT_INTERVAL_S - now for e in waiting),
+                        default=IDLE_WAIT_S,
+                    )
+                    self._wake.wait(max(0.05, min(IDLE_WAIT_S, soonest)))
                     continue
             try:
                 for entry in due:
@@ -380,6 +401,7 @@ class Spool:
                 entry.segments.append([start, len(data)])
                 entry.uploaded = start + len(data)
                 self.shipped_bytes += len(data)
+                entry.last_upload = time.monotonic()
                 entry.save()
         if final:
             self._finish(entry)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from storage import spool as spool_module
 from storage import writer as writer_module
 from storage.objectstore import (
     MANIFEST_NAME,
@@ -64,6 +65,7 @@ def test_each_checkpoint_is_an_object_and_the_close_a_manifest(
 ):
     monkeypatch.setattr(writer_module, "CHECKPOINT_INTERVAL_S", 0.2)
     monkeypatch.setattr(writer_module, "FRAME_INTERVAL_S", 0.1)
+    monkeypatch.setattr(spool_module, "SEGMENT_INTERVAL_S", 0.0)
     settings = settings_of(store_running, tmp_path)
     spool = Spool(settings, tmp_path)
     writer = start(spool, settings, signer)
@@ -218,3 +220,38 @@ def test_a_spool_entry_whose_file_is_gone_does_not_block_the_others(
     assert spool.status().failing_since is None
     assert [p.name for p in spool.directory.glob("*.json")] == ["status.json"]
     assert verify_recording(url_of(settings, writer), signer.public_key()).ok
+
+
+def test_checkpoints_between_two_uploads_share_an_object_that_ends_at_a_signature(
+    store_running, tmp_path, signer, monkeypatch
+):
+    """The writer signs often; the store gets at most one object per SEGMENT_INTERVAL_S per
+    recording, and each ends right after a checkpoint block (a signature over all before)."""
+    monkeypatch.setattr(writer_module, "CHECKPOINT_INTERVAL_S", 0.1)
+    monkeypatch.setattr(writer_module, "FRAME_INTERVAL_S", 0.05)
+    monkeypatch.setattr(spool_module, "SEGMENT_INTERVAL_S", 1.0)
+    settings = settings_of(store_running, tmp_path)
+    spool = Spool(settings, tmp_path)
+    writer = start(spool, settings, signer)
+    url = url_of(settings, writer)
+    for n in range(100):
+        writer.record(EventType.OUTPUT, 0, b"%d\r\n" % n)
+        time.sleep(0.025)
+    writer.close("client closed")
+    assert spool.drain(30)
+    blob = S3Blob(url)
+    assert blob.manifest is not None
+    segments = blob.manifest["segments"]
+    with RecordingReader.open(url) as reader:
+        checkpoints = 0
+        offset = reader.header_end
+        while offset < reader.size - 16:
+            head = reader.blob.read_at(offset, 5)
+            if head[:1] == b"C":
+                checkpoints += 1
+            offset += 5 + int.from_bytes(head[1:5], "big") + 32
+    assert 3 <= len(segments) <= 6, segments  # header, about one a second, the close
+    assert checkpoints >= 2 * len(segments), (checkpoints, segments)
+    checkpoint_block = 5 + 16 + 64 + 32
+    for offset, size in segments[1:-1]:
+        assert blob.read_at(offset + size - checkpoint_block, 1) == b"C"
