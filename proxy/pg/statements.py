@@ -65,6 +65,12 @@ class PreparedNames:
             # by both until the portal is closed.
             bound.prepared = merged(previous.prepared, prepared)
         self.portals[portal] = bound
+        outputs = bound.prepared.outputs if bound.prepared is not None else None
+        if portal and outputs is not None:
+            # A named portal is a cursor to SQL too (`FETCH ALL FROM p`): it returns what
+            # the portal's Execute would, masked the same.
+            known = self.cursors.get(portal)
+            self.cursors[portal] = outputs.merged(known) if known else outputs
 
     def closing(self, kind: str, name: str) -> Callable[[], None]:
         """What a Close of a statement ("S") or portal ("P") forgets once it succeeded."""

@@ -102,3 +102,47 @@ async def test_a_client_refused_at_its_greeting_causes_no_spare_login(pg: PgHarn
         assert "SJIS" in str(refused.value) or "encoding" in str(refused.value), refused.value
     await asyncio.sleep(0.3)
     assert await _backends(app) == 0
+
+
+async def _rows_of(reader: asyncio.StreamReader, ready: int) -> list[bytes | None]:
+    from proxy.pg import wire
+    from tests.proxy.pg.test_like_postgres import _answers
+
+    answers = await _answers(reader, ready)
+    errors = [a.message for a in answers if isinstance(a, wire.ErrorResponse)]
+    assert not errors, errors
+    return [v for a in answers if isinstance(a, wire.DataRow) for v in a.values]
+
+
+async def test_a_portal_fetched_with_sql_keeps_its_masks(people: PgHarness) -> None:
+    """A portal made by Bind is a cursor to SQL (`FETCH ALL FROM p`): what it returns is
+    masked as its Execute would be, also where the masked column has another name."""
+    from proxy.pg import wire
+    from tests.proxy.pg.test_like_postgres import _raw_session
+
+    people.postgres = {"allow_plain": True, "plain_passwords": True}
+    await people.stop()
+    await people.start()
+    reader, writer = await _raw_session(people, "UTF8")
+    try:
+        for sql in (
+            f"select password_hash as x from {PEOPLE} order by id",
+            f"select (select password_hash) as y from {PEOPLE} order by id",
+        ):
+            writer.write(wire.Query("begin").encode())
+            await _rows_of(reader, 1)
+            messages = [
+                wire.Parse("s", sql),
+                wire.Bind("p", "s"),
+                wire.Execute("p", 1),  # as its Execute is masked, the first row
+                wire.Sync(),
+                wire.Query("fetch all from p"),  # the rest, as SQL reads a cursor
+            ]
+            writer.write(b"".join(m.encode() for m in messages))
+            values = await _rows_of(reader, 2)
+            assert len(values) == 5, values
+            assert not any(v and b"zebra" in v for v in values), (sql, values)
+            writer.write(wire.Query("rollback; deallocate s").encode())
+            await _rows_of(reader, 1)
+    finally:
+        writer.close()
