@@ -7,10 +7,12 @@ random gateway password for PostgreSQL, valid as long. Plain `ssh` then logs in 
 certificate and `psql` with the password, without signing in again until the token's expiry.
 
 What was issued is kept in `data_dir/oidc/issued.json` (owner-only): per caller, who they are
-(groups, person or agent, owner, client id), until when, the certificate's serial and the
-password's SHA-256 (it is random, so a fast hash is enough; the password itself is never
-stored). A login with a certificate or the password takes the caller's identity from there;
-deleting a caller's entry revokes both at once. Reads and writes run in a worker thread.
+(groups, person or agent, owner, client id), and each live issue: until when, the
+certificate's serial and the password's SHA-256 (it is random, so a fast hash is enough; the
+password itself is never stored). A certificate carries its serial as a second principal
+(`hoop-serial-N`) and only the serials its entry lists are accepted; a login with a
+certificate or the password takes the caller's identity from there. Deleting a caller's entry
+revokes all of them at once, for good. Reads and writes run in a worker thread.
 """
 
 from __future__ import annotations
@@ -85,6 +87,22 @@ class IssueRefused(Exception):
     pass
 
 
+def serial_principal(serial: int) -> str:
+    """The certificate's second principal: which issue it is (see `Credentials.authorized`)."""
+    return f"hoop-serial-{serial}"
+
+
+def _sha256(password: str) -> str:
+    return hashlib.sha256(password.encode()).hexdigest()
+
+
+def _live(issued: Any, now: float) -> list[dict[str, Any]]:
+    """The issues of an entry still valid at `now` (certificate serial, password digest)."""
+    if not isinstance(issued, list):
+        return []
+    return [i for i in issued if isinstance(i, dict) and float(i.get("until", 0)) > now]
+
+
 class Credentials:
     """The user CA and the record of what it issued."""
 
@@ -144,13 +162,18 @@ class Credentials:
             f"hoop:{identity.kind}:{identity.name}:{serial}",
             version=1,
             serial=serial,
-            principals=[identity.name],
+            principals=[identity.name, serial_principal(serial)],
             valid_after=int(now) - 60,
             valid_before=int(valid_before),
             permit_x11_forwarding=False,
         )
         password = PASSWORD_PREFIX + secrets.token_urlsafe(32)
         data = {k: v for k, v in self._read().items() if float(v.get("valid_before", 0)) > now}
+        before = data.get(fold_name(identity.name), {})
+        # Every live issue stays usable (parallel runners of one agent each log in); deleting
+        # the entry voids them all, and a later sign-in does not bring them back.
+        live = _live(before.get("issued"), now)
+        live.append({"serial": serial, "password_sha256": _sha256(password), "until": valid_before})
         data[fold_name(identity.name)] = {
             "name": identity.name,
             "groups": sorted(identity.groups),
@@ -158,9 +181,8 @@ class Credentials:
             "owner": identity.owner,
             "client_id": identity.client_id,
             "subject": identity.subject,
-            "valid_before": valid_before,
-            "serial": serial,
-            "password_sha256": hashlib.sha256(password.encode()).hexdigest(),
+            "valid_before": max(float(i["until"]) for i in live),
+            "issued": live,
             "issued_at": now,
         }
         self._write(data)
@@ -186,18 +208,26 @@ class Credentials:
         entry = self._entry(name, now)
         if entry is None or not SAFE_NAME.match(str(entry["name"])):
             return None
+        serials = [serial_principal(int(i["serial"])) for i in _live(entry.get("issued"), now)]
+        if not serials:
+            return None
         public = self.ca.export_public_key("openssh").decode("ascii").strip()
-        line = f'cert-authority,principals="{entry["name"]}" {public}'
+        # Only the certificates this entry lists: one issued before the entry was deleted
+        # (revoked) names a serial no live entry has.
+        line = f'cert-authority,principals="{",".join(serials)}" {public}'
         return line, self._holder(entry)
 
     def by_password(self, name: str, password: str, now: float) -> Holder | None:
         entry = self._entry(name, now)
         if entry is None:
             return None
-        digest = hashlib.sha256(password.encode()).hexdigest()
-        if not hmac.compare_digest(digest, str(entry.get("password_sha256", ""))):
-            return None
-        return self._holder(entry)
+        digest = _sha256(password)
+        found = [
+            i
+            for i in _live(entry.get("issued"), now)
+            if hmac.compare_digest(digest, str(i.get("password_sha256", "")))
+        ]
+        return self._holder(entry) if found else None
 
     async def async_authorized(self, name: str) -> tuple[str, Holder] | None:
         return await asyncio.to_thread(self.authorized, name, time.time())

@@ -261,3 +261,38 @@ def test_a_request_is_ones_own_under_any_spelling_of_the_name() -> None:
         raise AssertionError("the owner decided their agent's request")
     except DecisionRefused as refused:
         assert "answers for agent" in str(refused)
+
+
+async def test_a_certificate_voided_by_deleting_its_entry_stays_void_after_a_new_login(
+    harness: GatewayHarness, provider: Provider, tmp_path: Path
+) -> None:
+    """Deleting a caller's entry in issued.json revokes what hoop-tui login issued (a key was
+    leaked). Any certificate from the user CA naming the caller used to pass, so the leaked
+    one worked again as soon as its owner logged in anew. Parallel logins both keep working."""
+    import json
+
+    harness.add_target("web1", groups=["dev"])
+    harness.extra_toml = oidc_toml(provider)
+    await harness.start()
+
+    async def login(home: Path) -> None:
+        env = {"T": provider.agent_token("ci-bot")}
+        done = await hoop_login(harness, home, "ci-bot", env, "--token-env", "T")
+        _, err = await asyncio.wait_for(done.communicate(), 60)
+        assert done.returncode == 0, err.decode()
+
+    leaked, runner, again = tmp_path / "leaked", tmp_path / "runner", tmp_path / "again"
+    await login(leaked)
+    await login(runner)  # a second runner: both certificates work
+    for home in (leaked, runner):
+        status, _, err = await plain_ssh(harness, home, "ci-bot+web1", "true")
+        assert status == 0, err
+    issued = harness.data_dir / "oidc" / "issued.json"
+    issued.write_text(json.dumps({}))  # the administrator revokes everything ci-bot holds
+    status, _, _ = await plain_ssh(harness, leaked, "ci-bot+web1", "true")
+    assert status != 0
+    await login(again)
+    status, _, err = await plain_ssh(harness, again, "ci-bot+web1", "echo new-ok")
+    assert status == 0, err
+    status, out, _ = await plain_ssh(harness, leaked, "ci-bot+web1", "echo leaked-in")
+    assert status != 0 and "leaked-in" not in out
