@@ -249,6 +249,8 @@ async def test_a_gateway_killed_mid_session_ships_its_spool_at_the_next_start(
     assert report.problem is not None and "incomplete recording" in report.problem
     assert report.signed_until_us is not None and report.signed_until_us > 0
     assert killed_at - (started + report.last_good_us / 1e6) <= 1.0, report.summary()
+    status, out, err = await harness.hoop("verify", row.id)  # as an auditor sees it
+    assert status == 0 and f"{row.path}: ended without a close" in out, out + err
 
 
 async def test_recordings_made_on_local_disk_are_pushed_to_the_store(harness, store_running):
