@@ -245,6 +245,13 @@ def parse_agents(
         agent = _agent(path, entry, where, oidc)
         if agent.name in agents or agent.name in users:
             raise ConfigError(path, f"{where}.name", f"{agent.name!r} already names a caller")
+        if oidc is not None and agent.client_id == oidc.client_id:
+            raise ConfigError(
+                path,
+                f"{where}.client_id",
+                "is the gateway's own client: its tokens belong to the people who sign in "
+                "through it; give the agent a client of its own",
+            )
         if agent.client_id in clients:
             raise ConfigError(path, f"{where}.client_id", f"{agent.client_id!r} is listed twice")
         agents[agent.name] = agent

@@ -296,3 +296,22 @@ async def test_a_certificate_voided_by_deleting_its_entry_stays_void_after_a_new
     assert status == 0, err
     status, out, _ = await plain_ssh(harness, leaked, "ci-bot+web1", "echo leaked-in")
     assert status != 0 and "leaked-in" not in out
+
+
+def test_an_agent_cannot_share_the_gateways_own_client(tmp_path: Path) -> None:
+    """An [[agents]] entry with the gateway's client_id would make every access token the
+    gateway's client obtains (a person's, through the device flow) that agent's."""
+    import pytest
+
+    from proxy.config import ConfigError, load_config
+    from tests.proxy.oidc.test_settings import BASE, config
+
+    agents = '[[agents]]\nname = "ci-bot"\nclient_id = "hoop"\nowner = "alice"\n'
+    with pytest.raises(ConfigError) as caught:
+        load_config(config(tmp_path, BASE + 'audience = "urn:hoop:gateway"\n', agents))
+    assert caught.value.key == "agents[0].client_id"
+    assert "the gateway's own client" in caught.value.problem
+    # the introspection cache is bounded like the clock skew
+    with pytest.raises(ConfigError) as caught:
+        load_config(config(tmp_path, BASE + 'introspection_cache = "1h"\n'))
+    assert caught.value.key == "oidc.introspection_cache"
