@@ -315,3 +315,33 @@ def test_an_agent_cannot_share_the_gateways_own_client(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(config(tmp_path, BASE + 'introspection_cache = "1h"\n'))
     assert caught.value.key == "oidc.introspection_cache"
+
+
+def test_a_program_a_rule_names_for_the_agent_runs_and_a_catch_all_does_not_vouch() -> None:
+    """The way out of the new hold: a rule whose shell pattern names the program for the
+    agent. A catch-all allow does not (it names nothing), and a redirect stays held."""
+    from proxy.policy import Action, Caller, decide_exec, parse_policy
+
+    bot = Caller("ci-bot", kind="agent", owner="alice")
+    named = parse_policy(
+        {
+            "rules": [
+                {
+                    "name": "ci-deploys",
+                    "callers": ["agent:ci-bot"],
+                    "shell": ["deploy.sh *"],
+                    "action": "allow",
+                }
+            ]
+        },
+        "gateway.toml",
+    )
+    assert decide_exec(named, bot, "web1", "./deploy.sh web").action is Action.ALLOW
+    assert decide_exec(named, bot, "web1", "rm -rf /srv").action is Action.REVIEW
+    assert decide_exec(named, bot, "web1", "./deploy.sh web > /etc/x").action is Action.REVIEW
+    catch_all = parse_policy(
+        {"rules": [{"name": "anything", "callers": ["agent:*"], "action": "allow"}]},
+        "gateway.toml",
+    )
+    assert decide_exec(catch_all, bot, "web1", "rm -rf /srv").action is Action.REVIEW
+    assert decide_exec(catch_all, bot, "web1", "ls /srv").action is Action.ALLOW
