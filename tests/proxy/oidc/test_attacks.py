@@ -7,6 +7,8 @@ import asyncio
 import re
 from pathlib import Path
 
+import pytest
+
 from tests.fixtures.gateway import GatewayHarness
 from tests.fixtures.oidc_provider import Provider
 from tests.proxy.oidc.conftest import oidc_toml
@@ -345,3 +347,87 @@ def test_a_program_a_rule_names_for_the_agent_runs_and_a_catch_all_does_not_vouc
     )
     assert decide_exec(catch_all, bot, "web1", "rm -rf /srv").action is Action.REVIEW
     assert decide_exec(catch_all, bot, "web1", "ls /srv").action is Action.ALLOW
+
+
+def _forged(provider: Provider, attacker: object, **headers: object) -> str:
+    """A token with ci-bot's claims, signed by the attacker's key, with extra header fields."""
+    from tests.proxy.oidc.test_agent_tokens import _claims
+
+    assert hasattr(attacker, "sign")
+    token: str = attacker.sign(_claims(provider), **headers)
+    return token
+
+
+def _header_attacks() -> dict[str, tuple[object, str]]:
+    import json
+    import time as clock
+
+    import jwt as pyjwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tests.fixtures.oidc_provider import new_key
+    from tests.proxy.oidc.test_agent_tokens import _claims
+
+    attacker = new_key("attacker")
+
+    def embedded_jwk(p: Provider) -> str:  # the key to check it with, in the token itself
+        return _forged(p, attacker, kid=p.keys[0].kid, jwk=attacker.jwk())
+
+    def jku(p: Provider) -> str:  # "fetch my keys from here"
+        return _forged(p, attacker, kid=p.keys[0].kid, jku="http://127.0.0.1:1/jwks")
+
+    def x5u(p: Provider) -> str:
+        return _forged(p, attacker, kid=p.keys[0].kid, x5u="http://127.0.0.1:1/cert.pem")
+
+    def es256_with_rsa_kid(p: Provider) -> str:  # alg confusion: EC key, RSA key's kid
+        key = ec.generate_private_key(ec.SECP256R1())
+        return pyjwt.encode(_claims(p), key, algorithm="ES256", headers={"kid": p.keys[0].kid})
+
+    def ps256_is_not_rs256(p: Provider) -> str:  # a published RS256 key used for PS256
+        return pyjwt.encode(
+            _claims(p), p.keys[0].private, algorithm="PS256", headers={"kid": p.keys[0].kid}
+        )
+
+    def future_nbf(p: Provider) -> str:
+        now = int(clock.time())
+        return p.keys[0].sign(_claims(p, nbf=now + 600, exp=now + 900))
+
+    def huge(p: Provider) -> str:  # 40 kB of claims: refused by signature, not a crash
+        return _forged(p, attacker, kid=p.keys[0].kid, pad="x" * 40_000)
+
+    def duplicate_aud(p: Provider) -> str:  # two "aud" members: the parser keeps one
+        body = json.dumps(_claims(p))[:-1] + ', "aud": "urn:other:service"}'
+        return pyjwt.api_jws.encode(
+            body.encode(), p.keys[0].private, algorithm="RS256", headers={"kid": p.keys[0].kid}
+        )
+
+    return {
+        "jwk header": (embedded_jwk, "signature does not verify"),
+        "jku header": (jku, "signature does not verify"),
+        "x5u header": (x5u, "signature does not verify"),
+        "ES256 under an RSA key's kid": (es256_with_rsa_kid, "does not publish"),
+        "PS256 with an RS256 key": (ps256_is_not_rs256, "does not publish"),
+        "nbf in the future": (future_nbf, "not valid yet"),
+        "a huge forged token": (huge, "signature does not verify"),
+        "a duplicate aud": (duplicate_aud, "not meant for this gateway"),
+    }
+
+
+HEADER_ATTACKS = _header_attacks()
+
+
+@pytest.mark.parametrize("case", list(HEADER_ATTACKS))
+async def test_forged_and_confused_tokens_are_refused_through_psycopg(
+    pg: PgHarness, provider: Provider, case: str
+) -> None:
+    """Keys come only from the provider's published set (never from the token's jwk, jku or
+    x5u), of the algorithm's own type and `alg`; nbf is honoured; a duplicated claim is read
+    once, as the signature covers it."""
+    from tests.proxy.oidc.test_agent_tokens import refused
+
+    pg.extra_toml = oidc_toml(provider)
+    await pg.start()
+    make, reason = HEADER_ATTACKS[case]
+    assert callable(make)
+    message = await refused(pg, "ci-bot", make(provider))
+    assert "token refused" in message and reason in message, message
