@@ -48,7 +48,7 @@ def fleet(tmp_path: Path, sshd: Sshd, state_url: str, seaweed: SeaweedFS) -> Ite
 
 
 async def test_a_session_recorded_on_a_is_listed_verified_and_replayed_from_b(
-    fleet: Fleet,
+    fleet: Fleet, seaweed: SeaweedFS, state_url: str
 ) -> None:
     run = await fleet.ssh("alice", "echo fleet-wide-forty-two", frontend="ssh_gw-a")
     out, err = await asyncio.wait_for(run.communicate(), 60)
@@ -85,6 +85,27 @@ async def test_a_session_recorded_on_a_is_listed_verified_and_replayed_from_b(
     status, hits, err = await fleet.hoop("gw-b", "search", "fleet-wide-forty-two")
     assert status == 0, (hits, err)
     assert session in hits
+
+    # the attack: cut the stored recording (its manifest and last segment gone) and clear the
+    # shared row's end. No writer is alive anywhere (no flock on a spool copy, not in the live
+    # registry), so B must not call it "still being written": FAILED
+    client = seaweed._client()
+    prefix = row["path"].removeprefix(f"s3://{seaweed.bucket}/")
+    keys = sorted(seaweed.object_keys(prefix))
+    segments = [key for key in keys if key.rsplit("/", 1)[-1].startswith("seg-")]
+    assert len(segments) >= 2, keys
+    for key in [k for k in keys if k.endswith("manifest.json")] + segments[-1:]:
+        client.delete_object(Bucket=seaweed.bucket, Key=key)
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(state_url) as conn:
+        await conn.execute(
+            "UPDATE sessions SET ended_at_us = NULL, end_reason = NULL WHERE id = %s",
+            (row["id"],),
+        )
+    status, verified, err = await fleet.hoop("gw-b", "verify", session)
+    assert status == 1, (verified, err)
+    assert "FAILED" in verified and "still being written" not in verified, verified
 
 
 async def test_the_workstations_recordings_list_every_instances_sessions(
