@@ -16,6 +16,8 @@ from proxy.pg.lineage import OutputMasks
 from proxy.policy import Action, Basis, Verdict
 
 ALLOWED = Verdict(Action.ALLOW, Basis.DEFAULT, "")
+# Between the texts of a name prepared twice (see `merged`).
+REDEFINED = "-- hoop: or, if the statement above was not prepared, this one:"
 
 
 @dataclass(slots=True)
@@ -180,7 +182,10 @@ def merged(old: Prepared, new: Prepared) -> Prepared:
         new.found.statements if new.found else ()
     )
     outputs = new.outputs.merged(old.outputs) if new.outputs is not None else old.outputs
-    return Prepared(new.sql, verdict, None, sqlclass.Classified(statements), outputs=outputs)
+    # What is recorded and what an approver reads: the server runs the first body (the
+    # second Parse failed), or the second if the first never was prepared. Both, then.
+    sql = new.sql if new.sql == old.sql else f"{old.sql}\n{REDEFINED}\n{new.sql}"
+    return Prepared(sql, verdict, None, sqlclass.Classified(statements), outputs=outputs)
 
 
 def bodies(

@@ -146,3 +146,45 @@ async def test_a_portal_fetched_with_sql_keeps_its_masks(people: PgHarness) -> N
             await _rows_of(reader, 1)
     finally:
         writer.close()
+
+
+async def test_an_approver_sees_every_text_a_prepared_name_may_run(pg: PgHarness) -> None:
+    """Preparing a name again fails upstream, which keeps the first body: the hold of an
+    Execute of that name shows the approver the body the server runs, not only the second
+    text (a harmless `select 1` approved would run the first, a DELETE)."""
+    from proxy.pg import wire
+    from tests.proxy.pg.harness import REVIEW_WRITES
+    from tests.proxy.pg.test_like_postgres import _answers, _raw_session
+
+    pg.rules = [REVIEW_WRITES]
+    pg.postgres = {"allow_plain": True, "plain_passwords": True}
+    await pg.start()
+    assert pg.service is not None
+    reader, writer = await _raw_session(pg, "UTF8")
+    try:
+        delete = "delete from hoop_cut_nothing where false"
+        writer.write(
+            b"".join(
+                m.encode()
+                for m in (
+                    wire.Parse("s", delete),  # held at each Execute, prepared at once
+                    wire.Sync(),
+                    wire.Parse("s", "select 1"),  # fails upstream: s stays the DELETE
+                    wire.Sync(),
+                    wire.Bind("", "s"),
+                    wire.Execute(""),
+                    wire.Sync(),
+                )
+            )
+        )
+        answers = await _answers(reader, 2)
+        assert any(isinstance(a, wire.ErrorResponse) for a in answers)  # "already exists"
+        for _ in range(100):
+            holds = await pg.service.pending_holds()
+            if holds:
+                break
+            await asyncio.sleep(0.05)
+        assert len(holds) == 1
+        assert delete in holds[0].command, holds[0].command
+    finally:
+        writer.close()
