@@ -270,7 +270,10 @@ class PgState:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    self.url, autocommit=True, **connect_kwargs(self._password)
+                    self.url,
+                    autocommit=True,
+                    application_name=f"hoop-tui {self.gateway_id} notifications"[:63],
+                    **connect_kwargs(self._password),
                 ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self.listening.set()
@@ -279,13 +282,16 @@ class PgState:
                         log.warning("state database notifications are back; reading all again")
                         self._deliver(Hint(RESYNC, "", ""))
                     first = False
-                    async for note in conn.notifies():
-                        try:
-                            data = json.loads(note.payload)
-                            hint = Hint(str(data["kind"]), str(data["id"]), str(data["origin"]))
-                        except (ValueError, KeyError, TypeError):
-                            continue
-                        self._deliver(hint)
+                    while True:
+                        async for note in conn.notifies(timeout=self.timeout_s):
+                            try:
+                                data = json.loads(note.payload)
+                                kind, item, origin = data["kind"], data["id"], data["origin"]
+                                hint = Hint(str(kind), str(item), str(origin))
+                            except (ValueError, KeyError, TypeError):
+                                continue
+                            self._deliver(hint)
+                        await self._still_there(conn)
             except psycopg.Error as exc:
                 if self.listening.is_set():
                     log.warning("lost the state database's notifications: %s", _first_line(exc))
@@ -293,6 +299,20 @@ class PgState:
                 first = False
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+
+    async def _still_there(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """After `timeout_s` without a notification: whether the LISTEN connection still
+        answers. One that died without a word (a firewall dropping an idle connection's state,
+        a stalled host) would otherwise leave this instance deaf to every other instance's
+        changes for good (a grant revoked elsewhere never revoked here): it is dropped, and the
+        next one starts with a resync."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await conn.execute("SELECT 1")
+        except TimeoutError:
+            raise psycopg.OperationalError(
+                f"no answer within {self.timeout_s:g} s on the notification connection"
+            ) from None
 
     # -- holds and grants ----------------------------------------------------------------------
 

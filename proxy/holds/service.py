@@ -292,8 +292,17 @@ class ApprovalService:
             if hint.kind == "resync":  # hints may have been missed: everything open, again
                 for hold in await self.broker.pending_holds():
                     self._publish_hold("hold.updated", hold)
-                for active in await self.broker.list_grants(GrantStatus.ACTIVE):
-                    self._grant_changed("grant.decided", active)
+                active = await self.broker.list_grants(GrantStatus.ACTIVE)
+                for open_grant in active:
+                    self._grant_changed("grant.decided", open_grant)
+                # and those active here that ended meanwhile (revoked elsewhere, unheard):
+                # their sessions end now, and they admit no new ones
+                for gone in set(self._active) - {g.id for g in active}:
+                    ended = await self.broker.get_grant(gone)
+                    if ended is None:
+                        self._active.pop(gone, None)
+                    else:
+                        self._grant_changed(_grant_event(ended), ended)
                 self._wake.set()
                 return
             if hint.kind == "hold":
