@@ -224,13 +224,16 @@ class PgState:
         await self._pool.close()
 
     @contextlib.asynccontextmanager
-    async def _cursor(self) -> AsyncIterator[psycopg.AsyncCursor[dict[str, Any]]]:
+    async def _cursor(
+        self, *, bounded: bool = True
+    ) -> AsyncIterator[psycopg.AsyncCursor[dict[str, Any]]]:
         """One transaction. A database that does not answer becomes StoreUnavailable, also
         one that stays silent (a stalled host or network: no error ever comes), after twice
-        `timeout_s` (a connection from the pool, then the statements)."""
+        `timeout_s` (a connection from the pool, then the statements); `bounded=False` for
+        a bulk copy an operator runs and watches (`state copy`)."""
         try:
             async with (
-                asyncio.timeout(2 * self.timeout_s),
+                asyncio.timeout(2 * self.timeout_s if bounded else None),
                 self._pool.connection() as conn,
                 conn.transaction(),
                 conn.cursor(row_factory=dict_row) as cur,
@@ -775,7 +778,9 @@ async def copy_from_sqlite(store: PgState, data_dir: Path) -> dict[str, int]:
     )
     sessions = await asyncio.to_thread(read, catalogue_path, "SELECT * FROM sessions")
     added = {"holds": 0, "grants": 0, "audit": 0, "sessions": 0}
-    async with store._cursor() as cur:
+    async with store._cursor(bounded=False) as cur:
+        # one copy at a time: a second one waits, then finds the audit log copied already
+        await cur.execute("SELECT pg_advisory_xact_lock(hashtext('hoop_tui state copy'))")
         for row in holds:
             hold = Hold.from_json(json.loads(row["body"]))
             await cur.execute(

@@ -23,6 +23,8 @@ from storage.state import LiveSession, StoreUnavailable
 
 log = logging.getLogger("hoop.fleet")
 
+SYNC_BATCH = 500  # catalogue rows copied to the shared store per transaction
+
 
 class FleetStartRefused(Exception):
     """This instance must not start (keys differ from the fleet's, schema mismatch, no
@@ -177,8 +179,8 @@ class FleetMember:
             since = self._synced_us
             started = int(time.time() * 1e6)
             rows = await asyncio.to_thread(_catalogue_changes, self.data_dir, since)
-            if rows:
-                await self.store.upsert_sessions(rows)
+            for first in range(0, len(rows), SYNC_BATCH):  # each batch well within timeout
+                await self.store.upsert_sessions(rows[first : first + SYNC_BATCH])
             self._synced_us = started - 5_000_000  # rows written while we read come again
         if self.throttle is not None:
             await self.throttle.pull()
