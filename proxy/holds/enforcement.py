@@ -135,7 +135,7 @@ class Enforcer:
         session.record_hold_requested(hold.id, command, hold.rule, list(hold.approvers))
         notify(
             HoldNotice(
-                f"held as {hold.id} by rule {hold.rule}: waiting for {review.approvals} "
+                f"held as {hold.id} {_held_why(verdict)}: waiting for {review.approvals} "
                 f"approval(s) from {', '.join(review.approvers)}",
                 review.timeout_seconds,
             )
@@ -152,6 +152,14 @@ class Enforcer:
 
         decided = await approvals.wait_for(hold, on_end=record_end)
         return _outcome(decided)
+
+
+def _held_why(verdict: Verdict) -> str:
+    """`by rule NAME`, or, when a default held the line (one the parser cannot read, an
+    opaque program), that default's reason: the caller sees why nothing runs yet."""
+    if verdict.rule:
+        return f"by rule {verdict.rule}"
+    return f"({verdict.message})" if verdict.message else f"({verdict.basis.value})"
 
 
 def _outcome(hold: Hold) -> Outcome:
