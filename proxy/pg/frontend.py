@@ -71,6 +71,7 @@ class Planned:
     copy: CopyOut | None = None  # PARSE: a COPY TO STDOUT whose rows are masked
     portal: Portal | None = None  # EXECUTE
     prepared: Prepared | None = None  # EXECUTE
+    shown: str = ""  # what an approver reads, when more than `sql` (see PreparedNames.shown)
 
 
 class FrontendSide:
@@ -157,6 +158,8 @@ class FrontendSide:
             if refusal:
                 session.refuse(False, refusal, INSUFFICIENT_PRIVILEGE, sql)
                 return
+        if any(statement.named for statement in found.statements):
+            planned.shown = session.names.shown(found, sql)
         session.judge(verdict, planned)
 
     def _run_query(self, planned: Planned) -> None:
@@ -297,6 +300,7 @@ class FrontendSide:
         verdict = prepared.verdict
         if prepared.found is not None and any(s.named for s in prepared.found.statements):
             verdict = session.names.decide_named(prepared.found)  # EXECUTE runs what it is now
+            planned.shown = session.names.shown(prepared.found, sql)
         if verdict.action is Action.ALLOW:
             self.run(planned)
         else:

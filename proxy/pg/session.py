@@ -437,7 +437,7 @@ class PgSession:
             return
         self.held = planned
         self.state = State.HELD
-        self.commands.append(Judge(verdict, planned.sql))
+        self.commands.append(Judge(verdict, planned.shown or planned.sql))
 
     def refuse(
         self, extended: bool, message: str, sqlstate: str, statement: str, hint: str = ""

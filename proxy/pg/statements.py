@@ -113,6 +113,22 @@ class PreparedNames:
             )
         return self.decide(sqlclass.Classified(tuple(statements), found.error))
 
+    def shown(self, found: sqlclass.Classified | None, sql: str) -> str:
+        """What an approver reads for `sql`: the text, and the body each SQL EXECUTE in it
+        runs (`execute s` alone says nothing of what s is; a Parse of it held nothing)."""
+        lines, seen = [sql], set[str]()
+        pending = [s for s in (found.statements if found else ()) if s.named]
+        while pending and len(seen) < 16:
+            named = pending.pop(0).named
+            for name in sorted(named.executes if named else ()):
+                body = self.statements.get(name)
+                if name in seen or body is None:
+                    continue
+                seen.add(name)
+                lines.append(f"-- hoop: {name} is: {body.sql}")
+                pending.extend(s for s in (body.found.statements if body.found else ()) if s.named)
+        return "\n".join(lines)
+
     def named_effects(
         self, statement: sqlclass.Statement, outputs: OutputMasks | None
     ) -> Callable[[], None] | None:

@@ -188,3 +188,31 @@ async def test_an_approver_sees_every_text_a_prepared_name_may_run(pg: PgHarness
         assert delete in holds[0].command, holds[0].command
     finally:
         writer.close()
+
+
+async def test_an_approver_sees_the_body_an_sql_execute_runs(pg: PgHarness) -> None:
+    """`EXECUTE s` of a statement prepared by a Parse (which held nothing: preparing runs
+    nothing) is held with the body it runs, not only the words `execute s`."""
+    from proxy.pg import wire
+    from tests.proxy.pg.harness import REVIEW_WRITES
+    from tests.proxy.pg.test_like_postgres import _answers, _raw_session
+
+    pg.rules = [REVIEW_WRITES]
+    pg.postgres = {"allow_plain": True, "plain_passwords": True}
+    await pg.start()
+    assert pg.service is not None
+    reader, writer = await _raw_session(pg, "UTF8")
+    try:
+        delete = "delete from hoop_cut_nothing where false"
+        writer.write(wire.Parse("s", delete).encode() + wire.Sync().encode())
+        await _answers(reader, 1)
+        writer.write(wire.Query("execute s").encode())
+        for _ in range(100):
+            holds = await pg.service.pending_holds()
+            if holds:
+                break
+            await asyncio.sleep(0.05)
+        assert len(holds) == 1
+        assert "execute s" in holds[0].command and delete in holds[0].command, holds[0].command
+    finally:
+        writer.close()
