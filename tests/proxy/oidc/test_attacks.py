@@ -431,3 +431,60 @@ async def test_forged_and_confused_tokens_are_refused_through_psycopg(
     assert callable(make)
     message = await refused(pg, "ci-bot", make(provider))
     assert "token refused" in message and reason in message, message
+
+
+async def test_an_agents_sftp_and_scp_writes_are_writes(
+    harness: GatewayHarness, provider: Provider, tmp_path: Path
+) -> None:
+    """Files reach a target by SFTP (and scp, which speaks SFTP) as well as by a shell: an
+    agent's upload is a write too, its download is not."""
+    harness.add_target("web1", groups=["dev"])
+    harness.policy = {"agent_writes": "deny"}
+    harness.extra_toml = oidc_toml(provider)
+    await harness.start_runtime()
+    home = tmp_path / "agent"
+    login = await hoop_login(
+        harness, home, "ci-bot", {"T": provider.agent_token("ci-bot")}, "--token-env", "T"
+    )
+    _, err = await asyncio.wait_for(login.communicate(), 60)
+    assert login.returncode == 0, err.decode()
+    source = tmp_path / "payload.txt"
+    source.write_text("payload\n")
+    readable = tmp_path / "readable.txt"
+    readable.write_text("read me\n")
+    options = [
+        "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
+        "-o", f"UserKnownHostsFile={harness.directory / 'known_hosts'}",
+        "-o", "GlobalKnownHostsFile=/dev/null", "-i", str(home / "id_hoop"),
+    ]  # fmt: skip
+
+    async def run(*args: str) -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode is not None
+        return process.returncode, (out + err).decode()
+
+    batch = tmp_path / "batch"
+    batch.write_text(f"put {source} {tmp_path}/uploaded-sftp.txt\n")
+    status, text = await run(
+        "sftp", *options, "-P", str(harness.port), "-b", str(batch), "ci-bot+web1@127.0.0.1"
+    )
+    assert status != 0, text
+    assert not (tmp_path / "uploaded-sftp.txt").exists()
+    status, text = await run(
+        "scp", *options, "-P", str(harness.port), str(source),
+        f"ci-bot+web1@127.0.0.1:{tmp_path}/uploaded-scp.txt",
+    )  # fmt: skip
+    assert status != 0, text
+    assert not (tmp_path / "uploaded-scp.txt").exists()
+    status, text = await run(
+        "scp", *options, "-P", str(harness.port),
+        f"ci-bot+web1@127.0.0.1:{readable}", str(tmp_path / "downloaded.txt"),
+    )  # fmt: skip
+    assert status == 0, text
+    assert (tmp_path / "downloaded.txt").read_text() == "read me\n"
