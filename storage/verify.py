@@ -116,8 +116,8 @@ class VerifyReport:
         if self.still_writing:
             return (
                 f"{self.path}: still being written, intact so far, {who}{self.frames} frames, "
-                f"{self.events} events, signed up to {signed_to} (the catalogue says the "
-                "session has not ended; verify it again once it has)"
+                f"{self.events} events, signed up to {signed_to} (a gateway is writing it "
+                "now; verify it again once the session has ended)"
             )
         if self.ended_without_close is not None:
             return (

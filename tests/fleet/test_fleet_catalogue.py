@@ -143,3 +143,26 @@ async def test_the_workstations_recordings_list_every_instances_sessions(
         assert table.row_count == 2
         assert str(table.get_row(on_a.session_id)[1]) == "alice"
         assert str(table.get_row(on_b.session_id)[1]) == "bob"
+
+
+async def test_a_live_session_on_a_is_still_being_written_as_seen_from_b(fleet: Fleet) -> None:
+    """B has no spool copy to find a writer's flock on: the evidence is the fleet's live
+    registry, with A's heartbeat fresh."""
+    run = await fleet.ssh(
+        "alice", "for i in $(seq 1 60); do echo tick $i; sleep 0.5; done",
+        frontend="ssh_gw-a",
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while True:
+        status, listed, err = await fleet.hoop("gw-b", "sessions", "--json")
+        found = [r for r in json.loads(listed) if r["gateway_id"] == "gw-a"] if status == 0 else []
+        if found:
+            break
+        assert time.monotonic() < deadline, listed + err
+        await asyncio.sleep(0.3)
+    await asyncio.sleep(1.5)  # a signed checkpoint in the store
+    status, verified, err = await fleet.hoop("gw-b", "verify", found[0]["id"][:8])
+    assert status == 0, (verified, err)
+    assert "still being written, intact so far" in verified, verified
+    run.terminate()
+    await asyncio.wait_for(run.communicate(), 60)
