@@ -150,7 +150,10 @@ class FrontendSide:
         verdict = session.verdict(found)
         planned = Planned(Step.QUERY, raw, sql, False, analysis)
         for statement in found.statements or (sqlclass.Statement(sql, frozenset()),):
-            if not session.kept(session.recorder.record_sql_statement(statement.text, [])):
+            text = statement.text  # an SQL EXECUTE with the body it runs (see `shown`)
+            if statement.named is not None and statement.named.executes:
+                text = session.names.shown(sqlclass.Classified((statement,)), text)
+            if not session.kept(session.recorder.record_sql_statement(text, [])):
                 return
             planned.results.append(Result(statement.text, 0))
         if session.copying is not None and sqlclass.COPY_OUT in found.classes:
@@ -159,7 +162,7 @@ class FrontendSide:
                 session.refuse(False, refusal, INSUFFICIENT_PRIVILEGE, sql)
                 return
         if any(statement.named for statement in found.statements):
-            planned.shown = session.names.shown(found, sql)
+            planned.shown = session.names.shown(found, sql)  # what an approver reads
         session.judge(verdict, planned)
 
     def _run_query(self, planned: Planned) -> None:
@@ -287,9 +290,13 @@ class FrontendSide:
         prepared = portal.prepared if portal is not None else None
         sql = prepared.sql if prepared is not None else ""
         params = bind_params(portal.bind, session.encoding.codec) if portal is not None else []
-        if not session.kept(session.recorder.record_sql_statement(sql, params)):
+        found = prepared.found if prepared is not None else None
+        named = found is not None and any(s.named for s in found.statements)
+        shown = session.names.shown(found, sql) if named else sql
+        if not session.kept(session.recorder.record_sql_statement(shown, params)):
             return
         planned = Planned(Step.EXECUTE, raw, sql, True, portal=portal, prepared=prepared)
+        planned.shown = shown
         if prepared is None:
             # Every Bind and Parse passes through here, so this portal or statement was made
             # where the gateway could not see it (dynamic SQL): it cannot be judged.
@@ -300,7 +307,6 @@ class FrontendSide:
         verdict = prepared.verdict
         if prepared.found is not None and any(s.named for s in prepared.found.statements):
             verdict = session.names.decide_named(prepared.found)  # EXECUTE runs what it is now
-            planned.shown = session.names.shown(prepared.found, sql)
         if verdict.action is Action.ALLOW:
             self.run(planned)
         else:

@@ -118,6 +118,14 @@ class PreparedNames:
         runs (`execute s` alone says nothing of what s is; a Parse of it held nothing)."""
         lines, seen = [sql], set[str]()
         pending = [s for s in (found.statements if found else ()) if s.named]
+        for statement in pending:  # a name prepared or dropped in this text: the text says
+            named = statement.named
+            if named is not None and named.prepares is not None:
+                seen.add(named.prepares)
+            if named is not None and named.deallocates is not None:
+                seen.add(named.deallocates)
+            if named is not None and named.deallocates_all:
+                return sql
         while pending and len(seen) < 16:
             named = pending.pop(0).named
             for name in sorted(named.executes if named else ()):

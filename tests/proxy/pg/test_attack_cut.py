@@ -216,3 +216,26 @@ async def test_an_approver_sees_the_body_an_sql_execute_runs(pg: PgHarness) -> N
         assert "execute s" in holds[0].command and delete in holds[0].command, holds[0].command
     finally:
         writer.close()
+
+
+async def test_the_recording_holds_the_body_an_sql_execute_runs(pg: PgHarness) -> None:
+    """A Parse is recorded at its Execute; an SQL `EXECUTE s` of it is recorded with the
+    body it runs, or the recording would never say what ran."""
+    from proxy.pg import wire
+    from tests.proxy.pg.test_like_postgres import _answers, _raw_session
+
+    pg.postgres = {"allow_plain": True, "plain_passwords": True}
+    await pg.start()
+    reader, writer = await _raw_session(pg, "UTF8")
+    body = "select 40 + 2 as hoop_cut_answer"
+    writer.write(wire.Parse("s", body).encode() + wire.Sync().encode())
+    await _answers(reader, 1)
+    writer.write(wire.Query("execute s").encode())
+    await _answers(reader, 1)
+    writer.write(wire.Terminate().encode())
+    writer.close()
+    await pg.wait_closed_recordings(1)
+    statements = [
+        e["statement"] for e in pg.events(pg.recordings()[0]) if e.type.name == "SQL_STATEMENT"
+    ]
+    assert any("execute s" in s and body in s for s in statements), statements
