@@ -644,3 +644,31 @@ async def test_transfers_and_git_work_for_a_strict_caller(harness: GatewayHarnes
     assert cloned.status == 0, cloned.err
     log = await harness.run_plain("git", "-C", str(tmp_path / "clone"), "log", "--format=%s")
     assert log.out == "strict clone\n"
+
+
+async def test_killing_the_client_of_a_held_strict_line_withdraws_it_at_once(
+    harness: GatewayHarness, tmp_path: Path
+) -> None:
+    """A strict shell's held line whose caller vanished (ssh killed, no Ctrl-C) is withdrawn
+    at once, as a guard shell's and an exec's are, and never runs."""
+    from storage.state import HoldStatus
+
+    await start_strict(harness)
+    first = tmp_path / "restart-1"
+    term = await Screen.start(harness)
+    await term.prompt()
+    term.type(f"touch {first}\r")
+    hold = await pending_hold(harness)
+    await term.expect("held as")
+    term.process.kill()
+    killed = time.monotonic()
+    assert harness.runtime is not None
+    broker = harness.runtime.broker
+    while (current := await broker.get_hold(hold.id)) is not None and (
+        current.status is HoldStatus.PENDING
+    ):
+        assert time.monotonic() - killed < 3, "the hold is still pending"
+        await asyncio.sleep(0.05)
+    assert current is not None and current.status is HoldStatus.WITHDRAWN
+    await term.close()
+    assert not first.exists()
