@@ -852,9 +852,15 @@ async def _upsert_sessions(store: PgState, rows: list[dict[str, Any]]) -> None:
                 " client, gateway_id, started_at_us, ended_at_us, end_reason, size, events,"
                 " denies, holds, counts, verdicts) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s,"
                 " %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET"
-                " path = EXCLUDED.path, ended_at_us = COALESCE(EXCLUDED.ended_at_us,"
-                " sessions.ended_at_us), end_reason = COALESCE(EXCLUDED.end_reason,"
-                " sessions.end_reason), size = EXCLUDED.size, events = EXCLUDED.events,"
+                # the carrying instance says the session is open: the reaper's ended-unknown
+                # (it took a stalled instance for lost) is undone; any other end stands
+                " path = EXCLUDED.path,"
+                " ended_at_us = CASE WHEN EXCLUDED.ended_at_us IS NULL AND"
+                " sessions.end_reason LIKE %s THEN NULL ELSE COALESCE(EXCLUDED.ended_at_us,"
+                " sessions.ended_at_us) END,"
+                " end_reason = CASE WHEN EXCLUDED.ended_at_us IS NULL AND"
+                " sessions.end_reason LIKE %s THEN NULL ELSE COALESCE(EXCLUDED.end_reason,"
+                " sessions.end_reason) END, size = EXCLUDED.size, events = EXCLUDED.events,"
                 " denies = EXCLUDED.denies, holds = EXCLUDED.holds, counts = EXCLUDED.counts,"
                 " verdicts = EXCLUDED.verdicts",
                 (
@@ -875,6 +881,8 @@ async def _upsert_sessions(store: PgState, rows: list[dict[str, Any]]) -> None:
                     row["holds"],
                     row["counts"],
                     row["verdicts"],
+                    f"{ENDED_UNKNOWN}:%",
+                    f"{ENDED_UNKNOWN}:%",
                 ),
             )
 

@@ -1,7 +1,8 @@
 """An instance that stalls longer than lost_after (paused, swapping, a long GC: not dead) is
 reaped by the others, then comes back with its sessions still running. It must put them back
-in the shared live list, or the fleet shows nothing where a session is going on: `hoop-tui
-live` on another instance would miss it, and so would watch and end from there."""
+in the shared live list and reopen their catalogue rows, or the fleet shows nothing where a
+session is going on: `hoop-tui live` on another instance would miss it, and so would watch
+and end from there."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.fixtures.sshd import Sshd
@@ -38,6 +40,15 @@ def _instance(fleet: Fleet, seen_from: str, name: str) -> dict[str, object]:
         i for i in json.loads(done.stdout)["instances"] if i["id"] == name
     )
     return found
+
+
+def _open_rows(url: str, gateway_id: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM sessions WHERE gateway_id = %s AND ended_at_us IS NULL",
+            (gateway_id,),
+        ).fetchone()
+    return int(row[0]) if row is not None else 0
 
 
 async def _until(check: object, timeout: float, what: str) -> None:
@@ -76,6 +87,12 @@ async def test_a_stalled_instance_puts_its_live_sessions_back(fleet: Fleet) -> N
             lambda: _instance(fleet, "gw-b", "gw-a")["live_sessions"] == 1,
             10,
             "gw-a is up again but its running session is missing from the fleet's live list",
+        )
+        # and the shared catalogue no longer says it ended (the reaper's ended-unknown)
+        await _until(
+            lambda: _open_rows(fleet.state_url, "gw-a") == 1,
+            10,
+            "the running session stays ended-unknown in the fleet's catalogue",
         )
     finally:
         session.kill()
