@@ -912,6 +912,10 @@ AGENT_WRITE_CLASSES = frozenset(
         "do_block",
         "dynamic_sql",
         "set_role",
+        # lo_import writes a large object, lo_export a server file, pg_terminate_backend ends
+        # someone's session: acting on the server is no read
+        "server_function",
+        "server_file",
     }
 )
 AGENT_WRITE_OPERATIONS = frozenset({"write", "delete", "rename", "mkdir", "chmod", "symlink"})

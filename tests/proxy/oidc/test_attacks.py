@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.gateway import GatewayHarness
+from tests.fixtures.gateway import GatewayHarness, toml_table
 from tests.fixtures.oidc_provider import Provider
 from tests.proxy.oidc.conftest import oidc_toml
 from tests.proxy.oidc.test_login import hoop_login, plain_ssh
@@ -488,3 +488,23 @@ async def test_an_agents_sftp_and_scp_writes_are_writes(
     )  # fmt: skip
     assert status == 0, text
     assert (tmp_path / "downloaded.txt").read_text() == "read me\n"
+
+
+async def test_an_agents_server_functions_are_writes(pg: PgHarness, provider: Provider) -> None:
+    """`select lo_import(...)` writes a large object, lo_export a file on the database server,
+    pg_terminate_backend ends another session: as "read" statements they ran for an agent
+    unheld. They are its writes now; a plain select still runs."""
+    import psycopg
+
+    pg.extra_toml = toml_table("[policy]", {"agent_writes": "deny"}) + oidc_toml(provider)
+    await pg.start()
+    dsn = pg.dsn(user="ci-bot", sslmode="require", password=provider.agent_token("ci-bot"))
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        assert await (await conn.execute("select 41 + 1")).fetchone() == (42,)
+        for statement in (
+            "select pg_cancel_backend(0)",
+            "select lo_import('/etc/hostname')",
+            "select pg_terminate_backend(0)",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="agents may not"):
+                await conn.execute(statement)
