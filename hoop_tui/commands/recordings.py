@@ -494,6 +494,10 @@ def cmd_push(args: argparse.Namespace) -> int:
         for row in catalogue.find_sessions(SessionQuery())
         if not is_url(as_location(row.path)) and row.ended_at_us is not None
     ]
+    from proxy.fleet.catalogue import FleetCatalogue
+
+    fleet = catalogue_from(args)  # with [state]: the shared row is pointed at the URL too
+    shared = fleet if isinstance(fleet, FleetCatalogue) else None
     moved, failed, size = 0, 0, 0
     for row in sorted(rows, key=lambda r: r.started_at_us):
         url = store.location_of(row.id, row.started_at_us)
@@ -513,6 +517,8 @@ def cmd_push(args: argparse.Namespace) -> int:
             failed += 1
             continue
         catalogue.move_session(row.id, url)
+        if shared is not None and not shared.move_session(row.id, url):  # the fleet's row too
+            print(f"hoop-tui: warning: {row.id}: {shared.problem}", file=sys.stderr)
         if not args.keep:
             path.unlink()
         moved += 1

@@ -49,6 +49,29 @@ class FleetCatalogue:
             self.problem = f"the state database {redact(self.url)} did not answer: {first}"
             return []
 
+    def move_session(self, session_id: str, path: Path | str) -> bool:
+        """The shared row's recording is now at `path` (push-recordings moved it to the object
+        store): the heartbeat mirror re-sends a row only when it starts or ends. Moves the
+        local row too. False (and `problem` set) when the database did not answer: the shared
+        row keeps its old path until this instance's next start copies every row again."""
+        import psycopg
+
+        from storage.pg_state import connect_kwargs, redact
+
+        if self.local is not None:
+            self.local.move_session(session_id, path)
+        try:
+            with psycopg.connect(
+                self.url, connect_timeout=max(1, int(self.timeout_s)),
+                **connect_kwargs(self.password),
+            ) as conn:  # fmt: skip
+                conn.execute("UPDATE sessions SET path = %s WHERE id = %s", (str(path), session_id))
+        except psycopg.Error as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            self.problem = f"the state database {redact(self.url)} did not answer: {first}"
+            return False
+        return True
+
     def find_sessions(self, query: SessionQuery) -> list[SessionRow]:
         from storage.pg_state import sessions_sql
 

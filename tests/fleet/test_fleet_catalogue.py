@@ -166,3 +166,31 @@ async def test_a_live_session_on_a_is_still_being_written_as_seen_from_b(fleet: 
     assert "still being written, intact so far" in verified, verified
     run.terminate()
     await asyncio.wait_for(run.communicate(), 60)
+
+
+async def test_a_recording_pushed_to_the_store_is_found_there_from_every_instance(
+    tmp_path: Path, state_url: str
+) -> None:
+    """push-recordings points the row at the URL; the heartbeat mirror would not send a row
+    that did not start or end again, so the shared row is moved with the local one."""
+    from proxy.fleet.catalogue import FleetCatalogue
+    from storage.catalogue import SqliteCatalogue
+    from storage.pg_state import PgState, migrate
+    from storage.recorder import new_session_id
+    from tests.storage.helpers import make_header
+
+    await migrate(state_url)
+    header = make_header(new_session_id(), gateway_id="gw-a")
+    local = SqliteCatalogue(tmp_path / "catalogue.db")
+    local.add_session(header, tmp_path / "a.hrec")
+    store = await PgState.open(state_url, gateway_id="gw-a")
+    try:
+        await store.add_session(header, tmp_path / "a.hrec")
+        url = f"s3://bucket/recordings/{header.session_id}.hrec"
+        assert FleetCatalogue(state_url, local=local).move_session(header.session_id, url)
+        row = await store.get_session(header.session_id)
+    finally:
+        await store.close()
+    assert row is not None and row.path == url  # what B reads
+    moved = local.get_session(header.session_id)
+    assert moved is not None and moved.path == url
