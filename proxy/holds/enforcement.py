@@ -123,7 +123,7 @@ class Enforcer:
                 user=user,
                 target=target,
                 command=command,
-                rule=verdict.rule or "",
+                rule=verdict.rule or f"[policy] {verdict.basis.value}",
                 approvers=list(review.approvers),
                 approvals=review.approvals,
                 timeout_s=review.timeout_seconds,

@@ -1,6 +1,7 @@
 """A guard shell with review approvers: `echo before-$((6*7))` is a line the parser cannot read
 (bashlex has no arithmetic expansion), so [policy] holds it for review. Reported as "no output for
-15 s": the hold's notice named no rule and no reason (`held as h-... by rule :`)."""
+15 s": the hold's notice named no rule and no reason (`held as h-... by rule :`), and the
+approvers' list showed an empty RULE."""
 
 from __future__ import annotations
 
@@ -35,5 +36,7 @@ async def test_a_held_line_says_why_when_no_rule_held_it(
         assert b"held as h-" in shown, shown
         assert b"by rule :" not in shown, shown
         assert b"arithmetic expansion" in shown, shown
+        _, listed, _ = await harness.hoop("holds")
+        assert "[policy] unparsable" in listed and "echo before-$((6*7))" in listed, listed
     finally:
         await agent.close()
