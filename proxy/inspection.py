@@ -304,15 +304,20 @@ class PolicyInspector:
         verdict: Verdict,
         notify: Callable[[str], None],
     ) -> Outcome:
-        return await self.enforcer.enforce(
-            link.session,
-            user=link.identity.name,
-            target=link.target.name,
-            channel=channel,
-            command=command,
-            verdict=verdict,
-            notify=notify,
-        )
+        link.waiting += 1  # a caller waiting on a hold is not idle (proxy.ssh.link.watch_idle)
+        try:
+            return await self.enforcer.enforce(
+                link.session,
+                user=link.identity.name,
+                target=link.target.name,
+                channel=channel,
+                command=command,
+                verdict=verdict,
+                notify=notify,
+            )
+        finally:
+            link.waiting -= 1
+            link.touch()  # the idle clock starts again once the hold is decided
 
     async def check_file(
         self,

@@ -98,6 +98,7 @@ class TargetLink:
         self.ended = False
         self.end_reason = ""
         self.last_activity = time.monotonic()
+        self.waiting = 0  # commands of this session being judged or held: never idle then
         self._next_channel = 0
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._done = asyncio.Event()
@@ -318,13 +319,14 @@ class TargetLink:
 
 
 async def watch_idle(registry: LinkRegistry, timeout: float) -> None:
-    """End links with no traffic for `timeout` seconds; runs for the life of the gateway."""
+    """End links with no traffic for `timeout` seconds; runs for the life of the gateway. A
+    link waiting on a held command is not idle: ending it would withdraw the hold."""
     interval = max(0.05, min(timeout / 4, 30.0))
     while True:
         await asyncio.sleep(interval)
         now = time.monotonic()
         for link in list(registry.links):
-            if not link.ended and now - link.last_activity >= timeout:
+            if not link.ended and not link.waiting and now - link.last_activity >= timeout:
                 link.spawn(
                     link.end(
                         "idle timeout",
