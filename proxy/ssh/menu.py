@@ -81,6 +81,7 @@ class MenuCaller:
     start_issue: Callable[[str, Any], None]  # `hoop-tui login` (proxy/oidc)
     console: Callable[..., Any] | None = None
     workstation: Callable[[Identity, str], tuple[list[str], dict[str, str]]] | None = None
+    idle_timeout: float | None = None  # [gateway] idle_timeout: the prompt is ended after it
 
 
 class MenuChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
@@ -99,6 +100,29 @@ class MenuChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         self.console_lines: asyncio.Queue[str | None] | None = None
         self.console_task: asyncio.Future[None] | None = None
         self.workstation: PtyChild | None = None
+        self.idle: asyncio.TimerHandle | None = None
+
+    def _rearm_idle(self) -> None:
+        """A caller left at the target prompt is ended after [gateway] idle_timeout, as an
+        idle session is (a terminal left logged in could pick any of its targets later)."""
+        if self.idle is not None:
+            self.idle.cancel()
+            self.idle = None
+        timeout = self.caller.idle_timeout
+        if timeout and self.bridge is None and self.chan is not None:
+            self.idle = asyncio.get_running_loop().call_later(timeout, self._idled_out)
+
+    def _idled_out(self) -> None:
+        self.idle = None
+        chan = self.chan
+        if self.bridge is not None or chan is None or chan.is_closing():
+            return
+        if self.console_lines is not None or self.workstation is not None:
+            return
+        chan.write(
+            f"\r\nhoop: idle for {self.caller.idle_timeout:g} s, closed by the gateway\r\n".encode()
+        )
+        chan.exit(0)
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self.chan = chan
@@ -136,6 +160,7 @@ class MenuChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             self.chan.exit(0)
             return
         self.chan.write(self.PROMPT)
+        self._rearm_idle()
 
     def _start_console(self) -> None:
         """`ssh -t bob@gateway console`: the approver console, acting as bob."""
@@ -230,6 +255,7 @@ class MenuChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             self._console_input(data)
             return
         assert self.chan is not None
+        self._rearm_idle()
         for index, byte in enumerate(data):
             if byte in (CTRL_C, CTRL_D):
                 self.chan.write(b"\r\n")
@@ -266,6 +292,9 @@ class MenuChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             self.chan.write(problem.encode() + b"\r\n" + self.PROMPT)
             return
         bridge = self.caller.start_bridge(choice)
+        if self.idle is not None:  # the session's own idle watch takes over
+            self.idle.cancel()
+            self.idle = None
         bridge.connection_made(self.chan)
         bridge.pty_requested(*self.term)
         bridge.shell_requested()
@@ -310,6 +339,9 @@ class MenuChannel(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             self.workstation.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.idle is not None:
+            self.idle.cancel()
+            self.idle = None
         if self.bridge is not None:
             self.bridge.connection_lost(exc)
         if self.console_lines is not None:

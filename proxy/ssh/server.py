@@ -210,6 +210,7 @@ class CallerServer(OidcLogin, asyncssh.SSHServer):
                 self.start_issue,
                 self.context.console,
                 self.context.workstation,
+                self.context.config.ssh.idle_timeout,
             )
         )
 

@@ -35,3 +35,19 @@ async def test_a_line_sent_with_the_choice_meets_the_gate(
         terminal.type("exit\r")
         await terminal.close()
     assert victim.exists()
+
+
+async def test_a_caller_left_at_the_target_prompt_idles_out(harness: GatewayHarness) -> None:
+    """[gateway] idle_timeout ended idle sessions but not a terminal left at the menu's
+    prompt, which stayed logged in to the gateway (able to pick any of its targets) for ever."""
+    harness.gateway_settings["idle_timeout"] = "1s"
+    harness.add_user("alice", groups=("dev",))
+    harness.add_target("web1")
+    await harness.start()
+    terminal = await Terminal.start(harness, "-p", str(harness.port), "alice@127.0.0.1")
+    try:
+        await terminal.expect(b"Target (number or name")
+        await terminal.expect(b"idle for 1 s, closed by the gateway", 10)
+    finally:
+        terminal.type("\x03")
+        await terminal.close()
