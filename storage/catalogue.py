@@ -219,6 +219,15 @@ class SqliteCatalogue:
         with self._connection() as db:
             return [_row(r) for r in db.execute(sql, params).fetchall()]
 
+    def find_prefix(self, prefix: str, limit: int = 6) -> list[SessionRow]:
+        """The sessions whose id starts with `prefix`, newest first, at most `limit`."""
+        sql = (
+            "SELECT * FROM sessions WHERE substr(id, 1, length(?)) = ?"
+            " ORDER BY started_at_us DESC LIMIT ?"
+        )
+        with self._connection() as db:
+            return [_row(r) for r in db.execute(sql, (prefix, prefix, limit)).fetchall()]
+
     def get_session(self, session_id: str) -> SessionRow | None:
         with self._connection() as db:
             found = db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()

@@ -11,7 +11,6 @@ from typing import Any
 
 from hoop_tui.errors import CommandError
 from proxy.config import ConfigError, load_config, resolve_config_path
-from storage.catalogue import SessionQuery
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -86,7 +85,7 @@ def recording_argument(text: str, args: argparse.Namespace) -> str:
     catalogue = catalogue_from(args, existing=True)
     if catalogue is None:
         return text
-    rows = [row for row in catalogue.find_sessions(SessionQuery()) if row.id.startswith(text)]
+    rows = catalogue.find_prefix(text, limit=6)  # six: enough to list five and say "several"
     warn_catalogue(catalogue)
     if len(rows) > 1:
         listed = ", ".join(row.id for row in rows[:5])

@@ -82,6 +82,22 @@ class FleetCatalogue:
         rows = sorted(merged.values(), key=lambda row: row.started_at_us, reverse=True)
         return rows[: query.limit] if query.limit is not None else rows
 
+    def find_prefix(self, prefix: str, limit: int = 6) -> list[SessionRow]:
+        """The sessions whose id starts with `prefix` (newest first, at most `limit` of them:
+        enough to tell one from several). The database matches the prefix, so a lookup reads
+        a handful of rows however large the shared catalogue grows."""
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        found = self._shared(
+            "SELECT * FROM sessions WHERE id LIKE %s || '%%' ESCAPE '\\'"
+            " ORDER BY started_at_us DESC LIMIT %s",
+            [pattern, limit],
+        )
+        merged = {row.id: row for row in found}
+        if self.local is not None:  # the source of this instance's rows, possibly newer
+            merged.update({row.id: row for row in self.local.find_prefix(prefix, limit)})
+        rows = sorted(merged.values(), key=lambda row: row.started_at_us, reverse=True)
+        return rows[:limit]
+
     def get_session(self, session_id: str) -> SessionRow | None:
         if self.local is not None and (row := self.local.get_session(session_id)) is not None:
             return row
