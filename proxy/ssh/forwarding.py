@@ -130,10 +130,20 @@ class ForwardBridge:
                 half.chan.close()
 
 
+# An agent's commands are all judged (strict shells, writes held); a forwarded port would carry
+# traffic to the target's services that no gate reads, so agents never get one.
+AGENT_REFUSAL = "hoop: agents may not forward ports (no gate reads what a forward carries)"
+
+
 def forward_to_target(
     link: TargetLink, dest_host: str, dest_port: int, orig_host: str, orig_port: int
 ) -> Any:
     """`ssh -L`: a coroutine giving the caller-side session, or a refusal."""
+    if link.identity.agent:
+        log.warning(
+            "%r: local forward to %s:%d refused: agents do not forward", link, dest_host, dest_port
+        )
+        raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, AGENT_REFUSAL)
     if "local" not in link.target.forwarding:
         log.warning("%r: local forward to %s:%d refused by config", link, dest_host, dest_port)
         raise asyncssh.ChannelOpenError(
@@ -161,6 +171,14 @@ def listen_on_target(
     link: TargetLink, caller_conn: asyncssh.SSHServerConnection, listen_host: str, listen_port: int
 ) -> Any:
     """`ssh -R`: listen on the target, bringing each connection back to the caller."""
+    if link.identity.agent:
+        log.warning(
+            "%r: remote forward %s:%d refused: agents do not forward",
+            link,
+            listen_host,
+            listen_port,
+        )
+        return False
     if "remote" not in link.target.forwarding:
         log.warning("%r: remote forward %s:%d refused by config", link, listen_host, listen_port)
         return False

@@ -508,3 +508,42 @@ async def test_an_agents_server_functions_are_writes(pg: PgHarness, provider: Pr
         ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege, match="agents may not"):
                 await conn.execute(statement)
+
+
+async def test_an_agent_gets_no_port_forward_where_a_person_does(
+    harness: GatewayHarness, provider: Provider
+) -> None:
+    """A forward carries traffic to the target's services that no gate reads, so on a target
+    that allows `-L` an agent's strict shell was walked around with `ssh -W`: the agent reached
+    a service on the target's loopback. Agents get no forward; a person still does."""
+    reached: list[bytes] = []
+
+    async def service(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        reached.append(await reader.read(100))
+        writer.write(b"service-answer\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(service, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    harness.add_user("alice", password="alice-pw", groups=("dev",))
+    harness.add_target("web1", groups=["dev"], port_forwarding=["local"])
+    harness.extra_toml = oidc_toml(provider)
+    await harness.start_runtime()
+    try:
+        agent = await harness.run(
+            "ssh", "-p", str(harness.port), "-W", f"127.0.0.1:{port}", "ci-bot+web1@127.0.0.1",
+            user="ci-bot", password=provider.agent_token("ci-bot"), stdin=b"agent-hello\n",
+        )  # fmt: skip
+        assert agent.status != 0
+        assert "agents may not forward ports" in agent.err, agent.err
+        assert "service-answer" not in agent.out
+        person = await harness.run(
+            "ssh", "-p", str(harness.port), "-W", f"127.0.0.1:{port}", "alice+web1@127.0.0.1",
+            user="alice", password="alice-pw", stdin=b"person-hello\n",
+        )  # fmt: skip
+        assert "service-answer" in person.out, person.err
+        assert reached == [b"person-hello\n"]
+    finally:
+        server.close()
+        await server.wait_closed()
