@@ -895,7 +895,7 @@ def decide_sql(
     return _after_expiry(policy, caller, verdict, statement or None)
 
 
-# SQL classes that change data, schema or rights, or may (a DO block, dynamic SQL).
+# SQL classes that change data, schema or rights, or may (a DO block, dynamic SQL, a call).
 AGENT_WRITE_CLASSES = frozenset(
     {
         "write",
@@ -916,6 +916,10 @@ AGENT_WRITE_CLASSES = frozenset(
         # someone's session: acting on the server is no read
         "server_function",
         "server_file",
+        # a function or procedure not known to only read may write (`select my_func()`,
+        # `call proc()`), and nextval, setval or lo_create do: the gate cannot see inside
+        "calls_code",
+        "side_effect",
     }
 )
 AGENT_WRITE_OPERATIONS = frozenset({"write", "delete", "rename", "mkdir", "chmod", "symlink"})

@@ -25,6 +25,8 @@ from typing import Any
 
 from pglast import parser as pg_parser
 
+from proxy.pg.builtin_functions import READ_BUILTINS
+
 # -- the class names --------------------------------------------------------------------------
 READ = "read"
 WRITE = "write"
@@ -49,6 +51,8 @@ SERVER_FILE = "server_file"
 DYNAMIC_SQL = "dynamic_sql"
 STATISTICS = "statistics"
 TABLE_REWRITE = "table_rewrite"
+CALLS_CODE = "calls_code"
+SIDE_EFFECT = "side_effect"
 UNPARSABLE = "unparsable"
 
 ALL_CLASSES = frozenset(
@@ -76,6 +80,8 @@ ALL_CLASSES = frozenset(
         DYNAMIC_SQL,
         STATISTICS,
         TABLE_REWRITE,
+        CALLS_CODE,
+        SIDE_EFFECT,
         UNPARSABLE,
     }
 )
@@ -193,6 +199,39 @@ _FILE_FUNCTIONS = frozenset(
         "pg_show_all_file_settings",
         "pg_hba_file_rules",
         "pg_ident_file_mappings",
+    }
+)
+# Built-in functions that change something though called in a SELECT: a sequence, a large
+# object, a notification, the WAL, statistics, a lock other sessions wait on (`side_effect`).
+_SIDE_EFFECT_FUNCTIONS = frozenset(
+    {
+        "nextval",
+        "setval",
+        "lo_create",
+        "lo_creat",
+        "lo_from_bytea",
+        "lo_put",
+        "lowrite",
+        "lo_unlink",
+        "lo_truncate",
+        "lo_truncate64",
+        "pg_notify",
+        "pg_logical_emit_message",
+        "pg_stat_reset",
+        "pg_stat_reset_shared",
+        "pg_stat_reset_slru",
+        "pg_stat_reset_single_table_counters",
+        "pg_stat_reset_single_function_counters",
+        "pg_stat_reset_replication_slot",
+        "pg_stat_reset_subscription_stats",
+        "pg_advisory_lock",
+        "pg_advisory_lock_shared",
+        "pg_advisory_xact_lock",
+        "pg_advisory_xact_lock_shared",
+        "pg_try_advisory_lock",
+        "pg_try_advisory_lock_shared",
+        "pg_try_advisory_xact_lock",
+        "pg_try_advisory_xact_lock_shared",
     }
 )
 # Views that read the server's configuration files.
@@ -701,6 +740,7 @@ class _CodeAndSettings:
     def func_call(self, fields: dict[str, Any]) -> bool:
         names = [_string(part) for part in fields.get("funcname") or []]
         name = (names[-1] if names else "").lower()
+        self.found.classes |= _code_classes(names)
         if name in _SERVER_FUNCTIONS:
             self.found.classes.add(SERVER_FUNCTION)
         if name in _FILE_FUNCTIONS:
@@ -747,8 +787,9 @@ class _CodeAndSettings:
 
     def call(self, fields: dict[str, Any]) -> bool:
         """`CALL p(...)`: the call is held as fields, not as a FuncCall node, so it is judged
-        here as one: a listed SQL-text procedure by its SQL, as in a SELECT."""
-        self.found.classes.add(UTILITY)
+        here as one: a listed SQL-text procedure by its SQL, as in a SELECT. A procedure is
+        code the gateway cannot read: `calls_code`, whatever it is called."""
+        self.found.classes |= {UTILITY, CALLS_CODE}
         call = fields.get("funccall")
         if isinstance(call, dict):
             self.func_call(call)
@@ -1115,6 +1156,22 @@ _HANDLERS = {
     "DeallocateStmt": _Walker.deallocate,
     "DiscardStmt": _Walker.discard,
 }
+
+
+def _code_classes(names: list[str]) -> frozenset[str]:
+    """What calling a function of this (possibly qualified) name adds: `side_effect` for a
+    built-in one that changes something, `calls_code` for any function not known to only
+    read (one of the operator's, an extension's, a volatile built-in, a name in another
+    schema or in quotes that changes its case); nothing for a built-in read or for the
+    server functions, which have their own classes."""
+    if not names or (len(names) > 1 and [n.lower() for n in names[:-1]] != ["pg_catalog"]):
+        return frozenset({CALLS_CODE})
+    name = names[-1]  # as the parser folded it: `"Lower"` is not lower
+    if name in _SIDE_EFFECT_FUNCTIONS:
+        return frozenset({SIDE_EFFECT})
+    if name in READ_BUILTINS or name in _SERVER_FUNCTIONS or name in _FILE_FUNCTIONS:
+        return frozenset()
+    return frozenset({CALLS_CODE})
 
 
 def _plpgsql_queries(body: str) -> Iterator[str]:

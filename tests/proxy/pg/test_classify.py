@@ -68,6 +68,22 @@ CASES = [
     ("begin read write", {"read_write", "transaction"}),
     ("begin read only", {"transaction"}),
     ("select pg_terminate_backend(42)", {"read", "server_function"}),
+    # code the gateway cannot read, and built-ins that change something (issue 16)
+    ("select my_func()", {"read", "calls_code"}),
+    ("select * from my_func()", {"read", "calls_code"}),
+    ("call proc()", {"utility", "calls_code"}),
+    ("select public.lower('x')", {"read", "calls_code"}),
+    ("select \"Lower\"('x')", {"read", "calls_code"}),
+    ("select nextval('s')", {"read", "side_effect"}),
+    ("select setval('s', 5)", {"read", "side_effect"}),
+    ("select lo_from_bytea(0, 'x')", {"read", "side_effect"}),
+    ("select lo_create(0)", {"read", "side_effect"}),
+    (
+        "select count(*), now(), lower(relname), coalesce(null, 1), '{}'::jsonb -> 'a', "
+        "pg_catalog.pg_get_viewdef('v'::regclass), extract(year from now()), "
+        "trim(' x '), random() from pg_class",
+        {"read"},
+    ),
     ("explain delete from t", {"read"}),
     ("explain analyze delete from t", {"read", "write", "delete_without_where"}),
     ("prepare p as delete from t", {"utility", "write", "delete_without_where"}),
