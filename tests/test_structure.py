@@ -44,8 +44,6 @@ BACK_ARROWS_TODAY: dict[str, str] = {
 # Imports that close a cycle today: "importer -> imported" -> who removes it. The graph without
 # them has no cycle.
 CYCLE_EDGES_TODAY: dict[str, str] = {
-    "proxy.pg.backend -> proxy.pg.session": "pg",
-    "proxy.pg.frontend -> proxy.pg.session": "pg",
 }
 
 

@@ -11,9 +11,10 @@ serve it, `upstream` is the gateway's own login to the target; `settings` reads 
 and the postgres targets.
 
 After login: `session` is the sans-IO relay (`PgSession`, an explicit state machine); `frontend`
-and `backend` handle the client's and the server's messages (dispatch tables); `expect` is what
-the server owes the client; `statements` follows prepared statements and portals; `encodings`
-keeps the client encoding one the gateway reads; `wire` frames the v3 protocol (sans-IO).
+and `backend` handle the client's and the server's messages (dispatch tables), needing of the
+session only what `sides` names (Protocols); `expect` is what the server owes the client;
+`statements` follows prepared statements and portals; `encodings` keeps the client encoding
+one the gateway reads; `wire` frames the v3 protocol (sans-IO).
 
 Reading SQL: `analysis` makes one `StatementAnalysis` per text from one pglast parse, with
 `classify` (statement classes and tables) and `lineage` (where result columns come from);

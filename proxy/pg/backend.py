@@ -7,26 +7,25 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from proxy.pg import classify as sqlclass
 from proxy.pg.encodings import conforming_refusal, encoding_refusal
 from proxy.pg.expect import ANSWERED_BY_READY, LOCAL_KINDS, RESULT_KINDS, Expect, Kind, State
-from proxy.pg.results import Result, sample_row
+from proxy.pg.results import Result, ResultMasking, sample_row
+from proxy.pg.sides import SessionCore
 from proxy.pg.wire import (
     Backend,
     CommandComplete,
     DataRow,
     ErrorResponse,
     Field,
+    MessageReader,
     ParameterStatus,
     ProtocolError,
     ReadyForQuery,
     RowDescription,
 )
-
-if TYPE_CHECKING:
-    from proxy.pg.session import PgSession
 
 _CLIENT_ENCODING_STATUS = sqlclass.CLIENT_ENCODING.encode() + b"\x00"
 _CONFORMING_STATUS = sqlclass.STANDARD_CONFORMING_STRINGS.encode() + b"\x00"
@@ -35,11 +34,36 @@ _ASYNC_CODES = (Backend.NOTICE_RESPONSE, Backend.NOTIFICATION_RESPONSE, Backend.
 COLUMN_CACHE = 256  # RowDescriptions a session keeps decoded
 
 
+class BackendSession(SessionCore, Protocol):
+    """What `BackendSide` needs of its session besides `SessionCore`: the server's bytes,
+    the client's output, the transaction status, result masking and the session's end."""
+
+    to_client: bytearray
+    status: str  # the last ReadyForQuery's transaction status
+    upstream_fatal: bool
+
+    @property
+    def upstream(self) -> MessageReader: ...
+
+    @property
+    def masking(self) -> ResultMasking | None: ...
+
+    @property
+    def sample_rows(self) -> int: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    def set_client_encoding(self, value: str | None) -> None: ...
+
+    def fatal(self, sqlstate: str, message: str) -> None: ...
+
+
 class BackendSide:
     """Reads the server's messages for a session. Each handler says whether the message
     goes to the client as it came (True), or was replaced or kept back (False)."""
 
-    def __init__(self, session: PgSession) -> None:
+    def __init__(self, session: BackendSession) -> None:
         self.session = session
         self.sides = 0  # the gateway's own questions before a COPY, not yet answered
         self.column_cache: dict[bytes, tuple[tuple[str, ...], tuple[int, ...]]] = {}

@@ -8,10 +8,11 @@ import enum
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from proxy.pg import classify as sqlclass
 from proxy.pg.analysis import StatementAnalysis
+from proxy.pg.backend import BackendSide
 from proxy.pg.copy_out import CopyJob, CopyOut, learn_columns_messages
 from proxy.pg.encodings import (
     FEATURE_NOT_SUPPORTED,
@@ -23,12 +24,10 @@ from proxy.pg.expect import Expect, Kind, State
 from proxy.pg.lineage import OutputMasks, lineages
 from proxy.pg.results import Result, bind_params, result_formats, whole_rule
 from proxy.pg.settings import UnparsableMode
+from proxy.pg.sides import SessionCore
 from proxy.pg.statements import Portal, Prepared, unknown
 from proxy.pg.wire import Execute, Frontend, Parse, ProtocolError, Query
 from proxy.policy import Action, Basis, Verdict
-
-if TYPE_CHECKING:
-    from proxy.pg.session import PgSession
 
 SYNTAX_ERROR = "42601"
 SQL_CODES = (Frontend.QUERY, Frontend.PARSE)  # messages whose text is judged as SQL
@@ -74,10 +73,46 @@ class Planned:
     shown: str = ""  # what an approver reads, when more than `sql` (see PreparedNames.shown)
 
 
+class FrontendSession(SessionCore, Protocol):
+    """What `FrontendSide` needs of its session besides `SessionCore`: analysing and judging
+    a statement, refusing one, the bytes for the server, and the batch and encoding state."""
+
+    to_upstream: bytearray
+    batch_open: bool  # extended messages forwarded since the last Sync
+
+    @property
+    def analyze(self) -> Callable[[str], StatementAnalysis]: ...
+
+    @property
+    def unparsable(self) -> UnparsableMode: ...
+
+    @property
+    def typos_are_syntax_errors(self) -> bool: ...
+
+    @property
+    def backend(self) -> BackendSide: ...
+
+    def verdict(self, found: sqlclass.Classified) -> Verdict: ...
+
+    def judge(self, verdict: Verdict, planned: Planned) -> None: ...
+
+    def refuse(
+        self, extended: bool, message: str, sqlstate: str, statement: str, hint: str = ""
+    ) -> None: ...
+
+    def outputs_of(self, analysis: StatementAnalysis) -> tuple[OutputMasks | None, ...]: ...
+
+    def settle(self) -> bool: ...
+
+    def local_ready(self) -> None: ...
+
+    def end(self, reason: str) -> None: ...
+
+
 class FrontendSide:
     """Reads the client's messages for a session."""
 
-    def __init__(self, session: PgSession) -> None:
+    def __init__(self, session: FrontendSession) -> None:
         self.session = session
 
     def dispatch(self, type_code: int, raw: bytes) -> None:

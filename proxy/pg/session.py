@@ -63,6 +63,7 @@ from proxy.pg.lineage import OutputMasks, shape_key
 from proxy.pg.results import DEFAULT_SAMPLE_ROWS as DEFAULT_SAMPLE_ROWS
 from proxy.pg.results import CopyMasking, ResultMasking
 from proxy.pg.settings import UnparsableMode as UnparsableMode  # where it was defined
+from proxy.pg.sides import SqlRecorder
 from proxy.pg.statements import PreparedNames
 from proxy.pg.wire import (
     Describe,
@@ -110,31 +111,6 @@ class Recorder(Protocol):
     must end (tests and `hoop-tui policy check` pass one of these)."""
 
     def __call__(self, event: EventType, *fields: object) -> bool: ...
-
-
-class SqlRecorder(Protocol):
-    """The typed recording methods a PostgreSQL session uses (`proxy.session.GatewaySession`
-    has them); each returns False when nothing was recorded."""
-
-    def record_sql_statement(self, statement: str, params: list[Any]) -> bool: ...
-
-    def record_sql_result(
-        self, columns: list[Any], rows: int, sample: list[Any], duration_us: int
-    ) -> bool: ...
-
-    def record_sql_error(self, sqlstate: str, message: str) -> bool: ...
-
-    def record_verdict(self, channel: int, action: str, rule: str, message: str) -> bool: ...
-
-    def record_mask(
-        self,
-        channel: int,
-        rule: str,
-        position: int,
-        length: int,
-        token: str,
-        column: str | None = None,
-    ) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
