@@ -464,3 +464,13 @@ VOLATILE_READS = frozenset(
 )
 
 READ_BUILTINS = STABLE_BUILTINS | VOLATILE_READS
+
+# The operators of `pg_catalog` (none of them calls a volatile function in PostgreSQL 15):
+#     select distinct oprname from pg_operator where oprnamespace = 'pg_catalog'::regnamespace;
+BUILTIN_OPERATORS = frozenset(
+    r"""
+!! !~ !~* !~~ !~~* # ## #- #> #>> % & && &< &<| &> * *< *<= *<> *= *> *>= + - -> ->> -|- / <
+<-> << <<= <<| <= <> <@ <^ = > >= >> >>= >^ ? ?# ?& ?- ?-| ?| ?|| @ @-@ @> @? @@ @@@ ^ ^@ | |&>
+|/ |>> || ||/ ~ ~* ~<=~ ~<~ ~= ~>=~ ~>~ ~~ ~~*
+""".split()  # noqa: SIM905
+)

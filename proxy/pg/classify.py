@@ -25,7 +25,7 @@ from typing import Any
 
 from pglast import parser as pg_parser
 
-from proxy.pg.builtin_functions import READ_BUILTINS
+from proxy.pg.builtin_functions import BUILTIN_OPERATORS, READ_BUILTINS
 
 # -- the class names --------------------------------------------------------------------------
 READ = "read"
@@ -785,6 +785,16 @@ class _CodeAndSettings:
                 self.found.conforming.append(_const_string(args[1]) if len(args) > 1 else None)
         return False
 
+    def operator(self, fields: dict[str, Any]) -> bool:
+        """An operator runs a function too: one that is not PostgreSQL's own (`a === b`,
+        `OPERATOR(public.=)`) is `calls_code`. BETWEEN is written with its keyword."""
+        if "BETWEEN" not in str(fields.get("kind") or ""):
+            names = [_string(part) for part in fields.get("name") or []]
+            qualified = [n.lower() for n in names[:-1]] not in ([], ["pg_catalog"])
+            if not names or qualified or names[-1] not in BUILTIN_OPERATORS:
+                self.found.classes.add(CALLS_CODE)
+        return False
+
     def call(self, fields: dict[str, Any]) -> bool:
         """`CALL p(...)`: the call is held as fields, not as a FuncCall node, so it is judged
         here as one: a listed SQL-text procedure by its SQL, as in a SELECT. A procedure is
@@ -1148,6 +1158,7 @@ _HANDLERS = {
     "VariableSetStmt": _Walker.variable_set,
     "DefElem": _Walker.def_elem,
     "FuncCall": _Walker.func_call,
+    "A_Expr": _Walker.operator,
     "CallStmt": _Walker.call,
     "CreateFunctionStmt": _Walker.create_function,
     "DoStmt": _Walker.do_block,

@@ -1,7 +1,8 @@
 """An agent's SQL that runs code the gateway cannot read is held like its writes (issue 16's
-attack review): a function of the operator's in a SELECT that INSERTs, `CALL`, `nextval`,
-`setval`, `lo_from_bytea`, `lo_create`. PostgreSQL's own readers still run unheld, and a
-person's identical statements are unaffected. Through psycopg with a real provider's token."""
+attack review): a function of the operator's in a SELECT that INSERTs (or an operator's),
+`CALL`, `nextval`, `setval`, `lo_from_bytea`, `lo_create`. PostgreSQL's own readers still run
+unheld, and a person's identical statements are unaffected. Through psycopg with a real
+provider's token."""
 
 from __future__ import annotations
 
@@ -43,11 +44,18 @@ def objects() -> Iterator[str]:
             f"create procedure {name}_p() language sql as $$ insert into {name} values ('p') $$"
         )
         conn.execute(f"create sequence {name}_s")
+        conn.execute(
+            f"create function {name}_o(int, int) returns bool language sql"
+            f" as $$ insert into {name} values ('o') returning true $$"
+        )
+        conn.execute("drop operator if exists === (int, int)")
+        conn.execute(f"create operator === (leftarg = int, rightarg = int, function = {name}_o)")
     try:
         yield name
     finally:
         with psycopg.connect(DIRECT_DSN, autocommit=True) as conn:
-            conn.execute(f"drop function {name}_f(); drop procedure {name}_p()")
+            conn.execute("drop operator === (int, int)")
+            conn.execute(f"drop function {name}_f(), {name}_o(int, int); drop procedure {name}_p()")
             conn.execute(f"drop table {name}; drop sequence {name}_s")
 
 
@@ -55,6 +63,7 @@ def statements(name: str) -> list[str]:
     return [
         f"select {name}_f()",
         f"call {name}_p()",
+        "select 1 === 2",  # an operator runs its function
         f"select nextval('{name}_s')",
         f"select setval('{name}_s', 41)",
         "select lo_unlink(lo_from_bytea(0, 'agent'))",
@@ -83,7 +92,7 @@ async def test_an_agents_calls_of_code_are_held_and_run_once_approved(
             assert hold.user == "ci-bot" and sql in hold.command  # what the approver sees
             await pg.service.decide_hold(held, BOB, approve=True, reason="looked at it")
             await asyncio.wait_for(task, 10)
-        assert direct(f"select string_agg(n, ',' order by n) from {objects}") == "f,p"
+        assert direct(f"select string_agg(n, ',' order by n) from {objects}") == "f,o,p"
         assert direct(f"select last_value from {objects}_s") == 41
         for sql in READS:  # PostgreSQL's own readers still run, unheld
             await asyncio.wait_for(conn.execute(sql), 10)
@@ -101,4 +110,4 @@ async def test_a_persons_identical_calls_run_unheld(
         for sql in statements(objects) + READS:
             await asyncio.wait_for(conn.execute(sql), 10)
     assert not await pg.service.broker.pending_holds()
-    assert direct(f"select string_agg(n, ',' order by n) from {objects}") == "f,p"
+    assert direct(f"select string_agg(n, ',' order by n) from {objects}") == "f,o,p"

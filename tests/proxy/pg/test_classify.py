@@ -78,6 +78,9 @@ CASES = [
     ("select setval('s', 5)", {"read", "side_effect"}),
     ("select lo_from_bytea(0, 'x')", {"read", "side_effect"}),
     ("select lo_create(0)", {"read", "side_effect"}),
+    ("select 1 === 2", {"read", "calls_code"}),  # an operator of the operator's own
+    ("select 1 operator(public.+) 2", {"read", "calls_code"}),
+    ("select a between 1 and 2, x not like 'a', j #>> '{a}', 1 = any(b) from t", {"read"}),
     (
         "select count(*), now(), lower(relname), coalesce(null, 1), '{}'::jsonb -> 'a', "
         "pg_catalog.pg_get_viewdef('v'::regclass), extract(year from now()), "
