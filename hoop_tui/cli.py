@@ -27,7 +27,7 @@ from hoop_tui.commands import (
 )
 from hoop_tui.commands.examples import add_examples
 from hoop_tui.errors import CommandError
-from storage.objectstore import StoreUnavailable
+from storage.objectstore import ObjectStoreUnavailable
 
 COMMAND_MODULES = (
     local,
@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hoop-tui: interrupted", file=sys.stderr)
         return 130
-    except StoreUnavailable as exc:  # the object store went away in the middle of a read
+    except ObjectStoreUnavailable as exc:  # the object store went away in the middle of a read
         print(f"hoop-tui: the recordings store failed: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:

@@ -260,7 +260,7 @@ def _oidc_sections(
     try:
         oidc = oidc_config.parse_oidc(path, raw.get("oidc"))
         return oidc, oidc_config.parse_agents(path, raw.get("agents"), oidc, users)
-    except oidc_config.ConfigError as exc:
+    except oidc_config.OidcConfigError as exc:
         raise ConfigError(exc.path, exc.key, exc.problem) from None
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy.holds.broker import DecisionRefused
-from proxy.holds.control import Caller, ControlServer
+from proxy.holds.control import ControlPeer, ControlServer
 from proxy.holds.service import ApprovalService
 from proxy.pg.timeline import statement_timeline, timeline_line
 from proxy.session import GatewaySession, SessionRegistry
@@ -69,7 +69,7 @@ class LiveSessions:
             topic, "session.output", {"session_id": session.id, "channel": channel, "data": data}
         )
 
-    async def _concerning(self, caller: Caller) -> Callable[[GatewaySession], bool]:
+    async def _concerning(self, caller: ControlPeer) -> Callable[[GatewaySession], bool]:
         """Which live sessions a caller may list, watch and see: every one for an operator;
         for a console user, their own and those with a held command they may decide."""
         if not caller.restricted:
@@ -79,11 +79,11 @@ class LiveSessions:
         name = caller.person.name
         return lambda session: session.identity.name == name or session.id in deciding
 
-    async def list(self, caller: Caller, args: dict[str, Any]) -> list[dict[str, Any]]:
+    async def list(self, caller: ControlPeer, args: dict[str, Any]) -> list[dict[str, Any]]:
         concerns = await self._concerning(caller)
         return [s.describe() for s in self.sessions.live().values() if concerns(s)]
 
-    async def _one(self, caller: Caller, args: dict[str, Any]) -> GatewaySession:
+    async def _one(self, caller: ControlPeer, args: dict[str, Any]) -> GatewaySession:
         """The one live session `args["id"]` starts, among those that concern the caller."""
         session_id = str(args["id"])
         concerns = await self._concerning(caller)
@@ -96,14 +96,14 @@ class LiveSessions:
             raise DecisionRefused(f"no single live session {session_id}")
         return matches[0]
 
-    async def watch(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+    async def watch(self, caller: ControlPeer, args: dict[str, Any]) -> dict[str, Any]:
         """Stream a live session to this caller, read-only, until it stops or the session
         ends."""
         session = await self._one(caller, args)
         caller.topics.add(f"session:{session.id}")
         return {"id": session.id, "user": session.identity.name, "target": session.target}
 
-    async def screen(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+    async def screen(self, caller: ControlPeer, args: dict[str, Any]) -> dict[str, Any]:
         """The session as its user sees it now, rendered from its recording so far (on
         request, off the event loop: no terminal emulation on the forwarding path)."""
         session = await self._one(caller, args)
@@ -121,7 +121,7 @@ class LiveSessions:
             self._screens[session.id] = cached
         return {"id": session.id, "lines": cached[1]}
 
-    async def end(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+    async def end(self, caller: ControlPeer, args: dict[str, Any]) -> dict[str, Any]:
         session = await self._one(caller, args)
         reason = str(args.get("reason") or "").strip()
         if not reason:

@@ -1403,7 +1403,7 @@ def owner_refusal(
 
 
 @dataclass(frozen=True, slots=True)
-class Grant:
+class ActiveGrant:
     """Time-boxed access for one user to one target. Times are seconds since the epoch."""
 
     id: str
@@ -1423,7 +1423,7 @@ class SessionAccess:
 
 
 class GrantLike(Protocol):
-    """Any grant record with these fields will do (the broker's own, or `Grant`)."""
+    """Any grant record with these fields will do (the broker's own, or `ActiveGrant`)."""
 
     @property
     def id(self) -> str: ...

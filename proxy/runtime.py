@@ -30,8 +30,7 @@ from proxy.names import fold_name
 from proxy.notify import Notifier, parse_notify
 from proxy.oidc.identity import answered_for, describe_name
 from proxy.pg.server import PgGateway, parse_pg_settings, pg_enabled, start_pg_gateway
-from proxy.policy import Grant as LiveGrant
-from proxy.policy import Policy, may_start_session, parse_policy
+from proxy.policy import ActiveGrant, Policy, may_start_session, parse_policy
 from proxy.session import SessionRegistry
 from proxy.ssh.console_pty import stop_all as stop_workstations
 from proxy.ssh.console_pty import workstation_command
@@ -167,7 +166,7 @@ class GatewayRuntime:
         if target is None:
             return None
         live = [
-            LiveGrant(grant.id, grant.user, grant.target, grant.expires_at)
+            ActiveGrant(grant.id, grant.user, grant.target, grant.expires_at)
             for grant in self.approvals.live_grants()
             if grant.expires_at is not None
         ]

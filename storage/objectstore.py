@@ -69,7 +69,7 @@ class StoreConfigError(ValueError):
         self.problem = problem
 
 
-class StoreUnavailable(OSError):
+class ObjectStoreUnavailable(OSError):
     """The object store did not answer, or refused: the message says why (never a secret)."""
 
 
@@ -254,7 +254,7 @@ class ObjectInfo:
 
 class ObjectStore:
     """One bucket of an S3-compatible store, through a shared botocore client. Every failure
-    is an OSError: FileNotFoundError for a missing object, StoreUnavailable for the rest."""
+    is an OSError: FileNotFoundError for a missing object, ObjectStoreUnavailable for the rest."""
 
     def __init__(self, settings: StoreSettings) -> None:
         self.settings = settings
@@ -284,7 +284,7 @@ class ObjectStore:
         try:
             data: bytes = body.read()
         except Exception as exc:  # a connection that broke half way through the body
-            raise StoreUnavailable(f"{self.where(key)}: {_reason(exc)}") from None
+            raise ObjectStoreUnavailable(f"{self.where(key)}: {_reason(exc)}") from None
         finally:
             body.close()
         return data
@@ -310,7 +310,7 @@ class ObjectStore:
             errors = answer.get("Errors") or []
             if errors:  # an object lock, a policy: what was refused is still there
                 first = errors[0]
-                raise StoreUnavailable(
+                raise ObjectStoreUnavailable(
                     f"{self.where(str(first.get('Key')))}: {first.get('Code')} "
                     f"{first.get('Message', '')} ({len(errors)} object(s) not deleted)".strip()
                 )
@@ -336,9 +336,9 @@ class ObjectStore:
             if code in ("NoSuchKey", "404", "NotFound") or status == 404:
                 raise FileNotFoundError(2, "no such object in the store", self.where(key)) from None
             message = error.get("Message") or code or "refused"
-            raise StoreUnavailable(f"{self.where(key)}: {code} {message}".strip()) from None
+            raise ObjectStoreUnavailable(f"{self.where(key)}: {code} {message}".strip()) from None
         except BotoCoreError as exc:
-            raise StoreUnavailable(f"{self.where(key)}: {_reason(exc)}") from None
+            raise ObjectStoreUnavailable(f"{self.where(key)}: {_reason(exc)}") from None
 
 
 def _reason(exc: BaseException) -> str:
@@ -562,7 +562,7 @@ class S3Blob:
         self.requests += 1
         self.fetched_bytes += len(data)
         if len(data) != end - start:
-            raise StoreUnavailable(
+            raise ObjectStoreUnavailable(
                 f"{self.store.where(segment.key)}: expected {end - start} bytes, got {len(data)}"
             )
         return data

@@ -202,3 +202,25 @@ def test_no_import_cycle_between_modules() -> None:
     left = cycles(graph)
     assert not left, f"import cycles (each list imports itself round): {left}"
     assert not gone, f"no longer in a cycle: remove from CYCLE_EDGES_TODAY: {gone}"
+
+
+# -- names ----------------------------------------------------------------------------------------
+
+# Class names defined at the top of two or more modules today: name -> why it is left.
+SHARED_CLASS_NAMES_TODAY: dict[str, str] = {
+}
+
+
+def test_no_two_top_level_classes_share_a_name() -> None:
+    """One idea, one name: a reader who meets `Caller` or `Grant` knows which one it is."""
+    where: dict[str, list[str]] = {}
+    for package in PACKAGES:
+        for path in python_files(package):
+            for node in ast.parse(path.read_text(), str(path)).body:
+                if isinstance(node, ast.ClassDef):
+                    where.setdefault(node.name, []).append(path.relative_to(ROOT).as_posix())
+    shared = {name: paths for name, paths in where.items() if len(paths) > 1}
+    new = {name: paths for name, paths in shared.items() if name not in SHARED_CLASS_NAMES_TODAY}
+    gone = sorted(set(SHARED_CLASS_NAMES_TODAY) - set(shared))
+    assert not new, f"class names defined twice (rename the lesser one): {new}"
+    assert not gone, f"no longer shared: remove from SHARED_CLASS_NAMES_TODAY: {gone}"

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from proxy.holds.broker import Person, Visible, grant_seconds
-from proxy.holds.control import GRANTS_TOPIC, HOLDS_TOPIC, Caller, ControlServer
+from proxy.holds.control import GRANTS_TOPIC, HOLDS_TOPIC, ControlPeer, ControlServer
 from storage.state import AuditEntry, Grant, GrantStatus, Hold, HoldStatus
 
 
@@ -61,7 +61,7 @@ class HoldsApi:
         }.items():
             control.register(op, handler)
 
-    async def list_holds(self, caller: Caller, args: dict[str, Any]) -> list[dict[str, Any]]:
+    async def list_holds(self, caller: ControlPeer, args: dict[str, Any]) -> list[dict[str, Any]]:
         status = args.get("status", "pending")
         holds = await self.service.list_holds(None if status == "all" else HoldStatus(status))
         return [
@@ -70,7 +70,7 @@ class HoldsApi:
             if caller.sees(HOLDS_TOPIC, hold)
         ]
 
-    async def decide_hold(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+    async def decide_hold(self, caller: ControlPeer, args: dict[str, Any]) -> dict[str, Any]:
         hold = await self.service.decide_hold(
             str(args["id"]),
             caller.person,
@@ -80,11 +80,11 @@ class HoldsApi:
         )
         return hold.to_json()
 
-    async def list_grants(self, caller: Caller, args: dict[str, Any]) -> list[dict[str, Any]]:
+    async def list_grants(self, caller: ControlPeer, args: dict[str, Any]) -> list[dict[str, Any]]:
         grants = await self.service.list_grants()
         return [grant.to_json() for grant in grants if caller.sees(GRANTS_TOPIC, grant)]
 
-    async def request_grant(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+    async def request_grant(self, caller: ControlPeer, args: dict[str, Any]) -> dict[str, Any]:
         # A console user gets the target's approvers, as in the line console: someone logged in
         # remotely does not pick who approves their own access.
         named = [] if caller.restricted else [str(g) for g in args.get("approvers") or []]
@@ -97,7 +97,7 @@ class HoldsApi:
         )
         return grant.to_json()
 
-    async def decide_grant(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+    async def decide_grant(self, caller: ControlPeer, args: dict[str, Any]) -> dict[str, Any]:
         grant = await self.service.decide_grant(
             str(args["id"]),
             caller.person,
@@ -107,7 +107,7 @@ class HoldsApi:
         )
         return grant.to_json()
 
-    async def revoke_grant(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+    async def revoke_grant(self, caller: ControlPeer, args: dict[str, Any]) -> dict[str, Any]:
         grant = await self.service.revoke_grant(
             str(args["id"]),
             caller.person,
@@ -116,13 +116,13 @@ class HoldsApi:
         )
         return grant.to_json()
 
-    async def audit(self, caller: Caller, args: dict[str, Any]) -> list[dict[str, Any]]:
+    async def audit(self, caller: ControlPeer, args: dict[str, Any]) -> list[dict[str, Any]]:
         limit = args.get("limit")
         entries = await self.service.audit_log(int(limit) if limit is not None else None)
         return [entry.to_json() for entry in entries]
 
 
-def _seen_by(caller: Caller, topic: str) -> Visible:
+def _seen_by(caller: ControlPeer, topic: str) -> Visible:
     def visible(item: Hold | Grant) -> bool:
         return caller.sees(topic, item)
 

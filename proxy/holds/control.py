@@ -79,7 +79,7 @@ REMOTE_TOPICS = frozenset({HOLDS_TOPIC, GRANTS_TOPIC})
 Payload = Hold | Grant | dict[str, Any]
 
 
-class ProtocolError(Exception):
+class ControlProtocolError(Exception):
     """The peer sent something that is not a control message."""
 
 
@@ -98,17 +98,17 @@ class ControlCodec:
             self._unpacker.feed(data)
             messages = list(self._unpacker)
         except (msgpack.UnpackException, ValueError, msgpack.BufferFull) as exc:
-            raise ProtocolError(f"malformed control message: {exc}") from None
+            raise ControlProtocolError(f"malformed control message: {exc}") from None
         for message in messages:
             if not isinstance(message, dict):
-                raise ProtocolError("a control message must be a map")
+                raise ControlProtocolError("a control message must be a map")
         return messages
 
     @staticmethod
     def encode(message: dict[str, Any]) -> bytes:
         data: bytes = msgpack.packb(message, use_bin_type=True)
         if len(data) > MAX_MESSAGE:
-            raise ProtocolError(f"control message of {len(data)} bytes is too large")
+            raise ControlProtocolError(f"control message of {len(data)} bytes is too large")
         return data
 
 
@@ -182,7 +182,7 @@ class Tickets:
 
 
 @dataclass(slots=True, eq=False)  # identity equality: callers live in a set
-class Caller:
+class ControlPeer:
     """One connected control client: who it is, and the topics it subscribed to."""
 
     person: Person
@@ -209,7 +209,7 @@ class Caller:
             self.writer.write(ControlCodec.encode(message))
 
 
-Handler = Callable[[Caller, dict[str, Any]], Awaitable[Any]]
+Handler = Callable[[ControlPeer, dict[str, Any]], Awaitable[Any]]
 # An in-process receiver of published (topic, event, data)
 Listener = Callable[[str, str, dict[str, Any]], None]
 # OS user name -> the person it acts as (None: not mapped); may be a coroutine function
@@ -228,7 +228,7 @@ class ControlServer:
             "whoami": self._whoami,
             "ticket": self._ticket_again,
         }
-        self._callers: set[Caller] = set()
+        self._callers: set[ControlPeer] = set()
         self.tickets = Tickets()
         self._listeners: list[tuple[frozenset[str], Listener]] = []
         self._server: asyncio.AbstractServer | None = None
@@ -292,7 +292,7 @@ class ControlServer:
             if topic in caller.topics and caller.sees(topic, item):
                 caller.send(message)
 
-    async def _subscribe(self, caller: Caller, args: dict[str, Any]) -> list[str]:
+    async def _subscribe(self, caller: ControlPeer, args: dict[str, Any]) -> list[str]:
         topics = {str(topic) for topic in args.get("topics", [])}
         if caller.ops is not None and not topics <= REMOTE_TOPICS:
             refused = ", ".join(sorted(topics - REMOTE_TOPICS))
@@ -300,17 +300,17 @@ class ControlServer:
         caller.topics.update(topics)
         return sorted(caller.topics)
 
-    async def _ticket_again(self, caller: Caller, args: dict[str, Any]) -> None:
+    async def _ticket_again(self, caller: ControlPeer, args: dict[str, Any]) -> None:
         raise ControlError(
             f"this connection already acts as {caller.person.name}; "
             "a console ticket is only accepted as the first message"
         )
 
-    async def _unsubscribe(self, caller: Caller, args: dict[str, Any]) -> list[str]:
+    async def _unsubscribe(self, caller: ControlPeer, args: dict[str, Any]) -> list[str]:
         caller.topics.difference_update(str(topic) for topic in args.get("topics", []))
         return sorted(caller.topics)
 
-    async def _whoami(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+    async def _whoami(self, caller: ControlPeer, args: dict[str, Any]) -> dict[str, Any]:
         return {"name": caller.person.name, "groups": sorted(caller.person.groups)}
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -352,7 +352,7 @@ class ControlServer:
             writer.write(ControlCodec.encode(unmapped))
             writer.close()
             return
-        caller: Caller | None = None
+        caller: ControlPeer | None = None
         codec = ControlCodec()
         try:
             while data := await reader.read(65536):
@@ -366,11 +366,11 @@ class ControlServer:
                         if person is None:
                             writer.write(ControlCodec.encode(unmapped))
                             return
-                        caller = Caller(person, writer)
+                        caller = ControlPeer(person, writer)
                         self._callers.add(caller)
                     await self._dispatch(caller, message)
                 await writer.drain()
-        except ProtocolError as exc:
+        except ControlProtocolError as exc:
             writer.write(ControlCodec.encode({"id": 0, "ok": False, "error": str(exc)}))
         except ConnectionError:
             pass
@@ -387,7 +387,7 @@ class ControlServer:
 
     def _redeem(
         self, message: dict[str, Any], writer: asyncio.StreamWriter, allowed: bool
-    ) -> Caller | None:
+    ) -> ControlPeer | None:
         """Bind a new connection to the person of its console ticket, or refuse it (None)."""
         request_id = message.get("id", 0)
         args = message.get("args")
@@ -400,12 +400,12 @@ class ControlServer:
         except ControlError as exc:
             writer.write(ControlCodec.encode({"id": request_id, "ok": False, "error": str(exc)}))
             return None
-        caller = Caller(person, writer, ops=REMOTE_OPS)
+        caller = ControlPeer(person, writer, ops=REMOTE_OPS)
         self._callers.add(caller)
         caller.send({"id": request_id, "ok": True, "result": {"name": person.name}})
         return caller
 
-    async def _dispatch(self, caller: Caller, message: dict[str, Any]) -> None:
+    async def _dispatch(self, caller: ControlPeer, message: dict[str, Any]) -> None:
         request_id = message.get("id", 0)
         op = message.get("op")
         handler = self._handlers.get(op) if isinstance(op, str) else None
@@ -485,7 +485,7 @@ class ControlClient:
                             future.set_result(message.get("result"))
                         else:
                             future.set_exception(ControlError(str(message.get("error"))))
-        except (ConnectionError, ProtocolError):
+        except (ConnectionError, ControlProtocolError):
             pass
         finally:
             closed = self._refused or ControlError("the gateway closed the control connection")

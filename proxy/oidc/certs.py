@@ -36,7 +36,7 @@ from proxy.ssh.hostkeys import load_or_create_key
 from storage.private import private_dir
 
 
-class Caller(Protocol):
+class CertSubject(Protocol):
     """What is issued to: proxy.auth.Identity (not imported: proxy.auth imports this)."""
 
     @property
@@ -142,7 +142,7 @@ class Credentials:
 
     # -- issuing -------------------------------------------------------------------------------
 
-    def issue(self, identity: Caller, public_key: str, now: float) -> Issued:
+    def issue(self, identity: CertSubject, public_key: str, now: float) -> Issued:
         if identity.source != "oidc" or identity.expires_at is None:
             raise IssueRefused(
                 "hoop-tui login is for single sign-on callers (OIDC people and agents)"
@@ -235,5 +235,5 @@ class Credentials:
     async def async_by_password(self, name: str, password: str) -> Holder | None:
         return await asyncio.to_thread(self.by_password, name, password, time.time())
 
-    async def async_issue(self, identity: Caller, public_key: str) -> Issued:
+    async def async_issue(self, identity: CertSubject, public_key: str) -> Issued:
         return await asyncio.to_thread(self.issue, identity, public_key, time.time())

@@ -36,7 +36,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
-class ConfigError(Exception):
+class OidcConfigError(Exception):
     """A problem in [oidc] or [[agents]]; load_config turns it into proxy.config's own."""
 
     def __init__(self, path: Path | str, key: str, problem: str) -> None:
@@ -134,7 +134,7 @@ def loopback_url(url: str) -> bool:
 def _text(path: Path, table: dict[str, Any], key: str, where: str, default: str | None) -> str:
     value = table.get(key, default)
     if not isinstance(value, str) or not value:
-        raise ConfigError(path, f"{where}.{key}", "must be a non-empty string")
+        raise OidcConfigError(path, f"{where}.{key}", "must be a non-empty string")
     return value
 
 
@@ -143,7 +143,7 @@ def _names(path: Path, table: dict[str, Any], key: str, where: str) -> tuple[str
         return None
     value = table[key]
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(path, f"{where}.{key}", "must be a list of non-empty strings")
+        raise OidcConfigError(path, f"{where}.{key}", "must be a list of non-empty strings")
     return tuple(value)
 
 
@@ -153,13 +153,13 @@ def _seconds(path: Path, table: dict[str, Any], key: str, where: str, default: f
     try:
         return parse_duration(table[key])
     except ValueError as exc:
-        raise ConfigError(path, f"{where}.{key}", str(exc)) from None
+        raise OidcConfigError(path, f"{where}.{key}", str(exc)) from None
 
 
 def _flag(path: Path, table: dict[str, Any], key: str, where: str, default: bool) -> bool:
     value = table.get(key, default)
     if not isinstance(value, bool):
-        raise ConfigError(path, f"{where}.{key}", "must be true or false")
+        raise OidcConfigError(path, f"{where}.{key}", "must be true or false")
     return value
 
 
@@ -167,23 +167,25 @@ def _unknown(path: Path, table: dict[str, Any], allowed: frozenset[str], where: 
     for key in table:
         if key not in allowed:
             known = ", ".join(sorted(allowed))
-            raise ConfigError(path, f"{where}.{key}", f"unknown key (known: {known})")
+            raise OidcConfigError(path, f"{where}.{key}", f"unknown key (known: {known})")
 
 
 def parse_oidc(path: Path, section: object) -> OidcConfig | None:
     if section is None:
         return None
     if not isinstance(section, dict):
-        raise ConfigError(path, "oidc", "must be a table ([oidc])")
+        raise OidcConfigError(path, "oidc", "must be a table ([oidc])")
     _unknown(path, section, OIDC_KEYS, "oidc")
     issuer = _text(path, section, "issuer", "oidc", None).rstrip("/")
     scheme = urlsplit(issuer).scheme
     if scheme != "https" and not (scheme == "http" and loopback_url(issuer)):
-        raise ConfigError(path, "oidc.issuer", "must be an https:// URL (http only on loopback)")
+        raise OidcConfigError(
+            path, "oidc.issuer", "must be an https:// URL (http only on loopback)"
+        )
     algorithms = _names(path, section, "algorithms", "oidc") or DEFAULT_ALGORITHMS
     for name in algorithms:
         if name not in ASYMMETRIC_ALGORITHMS:
-            raise ConfigError(
+            raise OidcConfigError(
                 path,
                 "oidc.algorithms",
                 f"{name!r} is not allowed: only public-key signatures "
@@ -191,13 +193,13 @@ def parse_oidc(path: Path, section: object) -> OidcConfig | None:
             )
     skew = _seconds(path, section, "clock_skew", "oidc", 30.0)
     if not 0 <= skew <= MAX_CLOCK_SKEW:
-        raise ConfigError(path, "oidc.clock_skew", "must be between 0 and 60 seconds")
+        raise OidcConfigError(path, "oidc.clock_skew", "must be between 0 and 60 seconds")
     cache = _seconds(path, section, "introspection_cache", "oidc", 30.0)
     if not 0 <= cache <= MAX_INTROSPECTION_CACHE:
-        raise ConfigError(path, "oidc.introspection_cache", "must be between 0 and 300 seconds")
+        raise OidcConfigError(path, "oidc.introspection_cache", "must be between 0 and 300 seconds")
     audience = section.get("audience")
     if audience is not None and (not isinstance(audience, str) or not audience):
-        raise ConfigError(path, "oidc.audience", "must be a non-empty string")
+        raise OidcConfigError(path, "oidc.audience", "must be a non-empty string")
     return OidcConfig(
         issuer=issuer,
         client_id=_text(path, section, "client_id", "oidc", None),
@@ -226,11 +228,13 @@ def parse_agents(
     if entries is None:
         return {}
     if not isinstance(entries, list):
-        raise ConfigError(path, "agents", "must be an array of tables ([[agents]])")
+        raise OidcConfigError(path, "agents", "must be an array of tables ([[agents]])")
     if entries and oidc is None:
-        raise ConfigError(path, "agents", "agents log in with OIDC tokens: add an [oidc] section")
+        raise OidcConfigError(
+            path, "agents", "agents log in with OIDC tokens: add an [oidc] section"
+        )
     if entries and oidc is not None and oidc.audience in (None, oidc.client_id):
-        raise ConfigError(
+        raise OidcConfigError(
             path,
             "oidc.audience",
             "agents' access tokens need an audience of their own (not the gateway's client_id, "
@@ -241,19 +245,21 @@ def parse_agents(
     for index, entry in enumerate(entries):
         where = f"agents[{index}]"
         if not isinstance(entry, dict):
-            raise ConfigError(path, where, "must be a table")
+            raise OidcConfigError(path, where, "must be a table")
         agent = _agent(path, entry, where, oidc)
         if agent.name in agents or agent.name in users:
-            raise ConfigError(path, f"{where}.name", f"{agent.name!r} already names a caller")
+            raise OidcConfigError(path, f"{where}.name", f"{agent.name!r} already names a caller")
         if oidc is not None and agent.client_id == oidc.client_id:
-            raise ConfigError(
+            raise OidcConfigError(
                 path,
                 f"{where}.client_id",
                 "is the gateway's own client: its tokens belong to the people who sign in "
                 "through it; give the agent a client of its own",
             )
         if agent.client_id in clients:
-            raise ConfigError(path, f"{where}.client_id", f"{agent.client_id!r} is listed twice")
+            raise OidcConfigError(
+                path, f"{where}.client_id", f"{agent.client_id!r} is listed twice"
+            )
         agents[agent.name] = agent
         clients.add(agent.client_id)
     return agents
@@ -263,10 +269,12 @@ def _agent(path: Path, entry: dict[str, Any], where: str, oidc: OidcConfig | Non
     _unknown(path, entry, AGENT_KEYS, where)
     name = _text(path, entry, "name", where, None)
     if LOGIN_SEPARATOR in name or not NAME_PATTERN.match(name):
-        raise ConfigError(path, f"{where}.name", "may hold letters, digits, '.', '_' and '-' only")
+        raise OidcConfigError(
+            path, f"{where}.name", "may hold letters, digits, '.', '_' and '-' only"
+        )
     shell_mode = entry.get("shell_mode", "strict")
     if shell_mode not in SHELL_MODES:
-        raise ConfigError(path, f"{where}.shell_mode", 'must be "guard" or "strict"')
+        raise OidcConfigError(path, f"{where}.shell_mode", 'must be "guard" or "strict"')
     default_max = oidc.agent_max_session if oidc else DEFAULT_AGENT_MAX_SESSION
     return AgentConfig(
         name=name,

@@ -178,7 +178,7 @@ def _lineage(stmt: Any) -> Lineage:
         return Lineage(query.branches, query.derived, declares=str(fields.get("portalname")))
     if kind == "FetchStmt" and not fields.get("ismove"):
         return Lineage(fetches=str(fields.get("portalname")))
-    reader = _Reader()
+    reader = _RelationCollector()
     reader.collect(fields, 0)
     if kind == "SelectStmt":
         branches = reader.branches(fields)
@@ -193,7 +193,7 @@ def _lineage(stmt: Any) -> Lineage:
 
 
 @dataclass(slots=True)
-class _Reader:
+class _RelationCollector:
     aliases: dict[str, set[str | None]] = field(default_factory=dict)
     ctes: set[str] = field(default_factory=set)
     functions: set[str] = field(default_factory=set)  # aliases of set-returning functions

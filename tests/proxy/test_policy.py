@@ -10,10 +10,10 @@ from proxy.config import ConfigError
 from proxy.line_detector import CommandLine
 from proxy.policy import (
     Action,
+    ActiveGrant,
     Basis,
     Caller,
     Glob,
-    Grant,
     Match,
     Policy,
     Verdict,
@@ -435,19 +435,19 @@ def test_a_target_without_jit_needs_no_grant() -> None:
 
 def test_a_jit_target_needs_a_live_grant_for_this_user_and_target() -> None:
     grants = [
-        Grant("g-expired", "alice", "web1", NOW - 1),
-        Grant("g-other-user", "bob", "web1", NOW + 3600),
-        Grant("g-other-target", "alice", "db1", NOW + 3600),
+        ActiveGrant("g-expired", "alice", "web1", NOW - 1),
+        ActiveGrant("g-other-user", "bob", "web1", NOW + 3600),
+        ActiveGrant("g-other-target", "alice", "db1", NOW + 3600),
     ]
     refused = may_start_session("alice", "web1", requires_jit=True, grants=grants, now=NOW)
     assert not refused.allowed
     assert "hoop-tui request web1" in refused.reason
-    grants.append(Grant("g-short", "alice", "web1", NOW + 60))
-    grants.append(Grant("g-long", "alice", "web1", NOW + 3600))
+    grants.append(ActiveGrant("g-short", "alice", "web1", NOW + 60))
+    grants.append(ActiveGrant("g-long", "alice", "web1", NOW + 3600))
     allowed = may_start_session("alice", "web1", requires_jit=True, grants=grants, now=NOW)
     assert allowed.allowed and allowed.grant is not None and allowed.grant.id == "g-long"
 
 
 def test_a_grant_that_expires_exactly_now_is_not_live() -> None:
-    grants = [Grant("g", "alice", "web1", NOW)]
+    grants = [ActiveGrant("g", "alice", "web1", NOW)]
     assert not may_start_session("alice", "web1", requires_jit=True, grants=grants, now=NOW).allowed
