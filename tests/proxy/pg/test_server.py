@@ -130,8 +130,10 @@ async def test_pgbench_init_and_run(pg: PgHarness) -> None:
 
 
 async def test_pg_dump_equals_direct(pg: PgHarness) -> None:
+    """Large objects are left out (-B): pg_dump reads them with fast-path calls, which the
+    gateway refuses (docs/postgresql.md), and other tests may leave one in the shared database."""
     await pg.start()
-    dump = ("pg_dump", "--no-sync", "--restrict-key=hooptest", "-d", "test")
+    dump = ("pg_dump", "--no-sync", "--no-blobs", "--restrict-key=hooptest", "-d", "test")
     through = await pg.run(*dump, timeout=90)
     assert through.status == 0, through.err
     env = pg.env()
