@@ -23,7 +23,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,9 +56,12 @@ CHANNEL = "hoop_hints"
 RESYNC = "resync"  # a Hint kind: the listener was away, re-read everything pending
 ENDED_UNKNOWN = "ended-unknown"
 DEFAULT_TIMEOUT_S = 5.0
+MIGRATION_STEPS = 30  # a migration's SQL may take this many steps' time (a big table)
+WHAT_TO_CHECK = "check that PostgreSQL is running and reachable from here ([state] url, timeout)"
 LOCK_TIMEOUT = "5s"  # a row another instance keeps locked longer than this: StoreUnavailable
 
 T = TypeVar("T", Hold, Grant)
+R = TypeVar("R")
 _KINDS: dict[type[Any], tuple[str, str, str]] = {
     Hold: ("holds", "created_at", "hold"),
     Grant: ("grants", "requested_at", "grant"),
@@ -127,35 +130,74 @@ async def schema_version(conn: psycopg.AsyncConnection[Any]) -> int:
 
 
 async def migrate(
-    url: str, password: str | None = None, migrations: Iterable[Migration] = MIGRATIONS
+    url: str,
+    password: str | None = None,
+    migrations: Iterable[Migration] = MIGRATIONS,
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> list[Migration]:
     """Apply the migrations the database lacks, each in its own transaction, under an advisory
-    lock (two instances migrating at once: the second waits, then finds nothing to do)."""
+    lock (two instances migrating at once: the second waits, then finds nothing to do).
+    A database that does not answer (refused, or silent: a stalled host) is StoreUnavailable
+    after `timeout_s` for the connection and twice that for each step; a migration's own SQL
+    gets `MIGRATION_STEPS` times as long (it may rewrite a big table)."""
     applied: list[Migration] = []
-    async with await psycopg.AsyncConnection.connect(
-        url, autocommit=True, **connect_kwargs(password)
-    ) as conn:
-        await conn.execute("SELECT pg_advisory_lock(hashtext('hoop_tui schema'))")
-        try:
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
-                " name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
-            )
-            current = await schema_version(conn)
-            for migration in migrations:
-                if migration.version <= current:
-                    continue
-                async with conn.transaction():
-                    await conn.execute(migration.sql.encode())
-                    await conn.execute(
-                        "INSERT INTO schema_migrations (version, name, applied_at)"
-                        " VALUES (%s, %s, %s)",
-                        (migration.version, migration.name, time.time()),
-                    )
-                applied.append(migration)
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock(hashtext('hoop_tui schema'))")
+    step = 2 * timeout_s
+
+    async def bounded(sql: str | bytes, params: Any = None, *, factor: float = 1.0) -> Any:
+        return await _within(step * factor, conn.execute(sql, params))
+
+    try:
+        async with asyncio.timeout(timeout_s + 1):
+            conn = await psycopg.AsyncConnection.connect(
+                url, autocommit=True, connect_timeout=max(1, round(timeout_s)),
+                **connect_kwargs(password),
+            )  # fmt: skip
+        async with conn:
+            await bounded("SELECT pg_advisory_lock(hashtext('hoop_tui schema'))")
+            try:
+                await bounded(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
+                    " name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+                )
+                current = await _within(step, schema_version(conn))
+                for migration in migrations:
+                    if migration.version <= current:
+                        continue
+                    # BEGIN/COMMIT by hand: a transaction block's rollback would wait
+                    # unbounded on a silent database; closing the connection rolls back
+                    await bounded("BEGIN")
+                    try:
+                        await bounded(migration.sql.encode(), factor=MIGRATION_STEPS)
+                        await bounded(
+                            "INSERT INTO schema_migrations (version, name, applied_at)"
+                            " VALUES (%s, %s, %s)",
+                            (migration.version, migration.name, time.time()),
+                        )
+                        await bounded("COMMIT")
+                    except psycopg.Error:
+                        with contextlib.suppress(psycopg.Error, TimeoutError):
+                            await bounded("ROLLBACK")
+                        raise
+                    applied.append(migration)
+            finally:
+                with contextlib.suppress(psycopg.Error, TimeoutError):
+                    await bounded("SELECT pg_advisory_unlock(hashtext('hoop_tui schema'))")
+    except TimeoutError:
+        raise StoreUnavailable(
+            f"the state database {redact(url)} did not answer within {step:g} s"
+            f"{_applied_note(applied)}; {WHAT_TO_CHECK}"
+        ) from None
+    except psycopg.OperationalError as exc:
+        raise StoreUnavailable(
+            f"the state database {redact(url)} did not answer: {_first_line(exc)}"
+            f"{_applied_note(applied)}; {WHAT_TO_CHECK}"
+        ) from None
     return applied
+
+
+def _applied_note(applied: list[Migration]) -> str:
+    return f" (after applying {applied[-1].version}: {applied[-1].name})" if applied else ""
 
 
 # -- the store ---------------------------------------------------------------------------------
@@ -202,10 +244,18 @@ class PgState:
         except PoolTimeout:
             await store._pool.close()
             raise StoreUnavailable(
-                f"the state database {redact(url)} did not answer within {store.timeout_s:g} s"
+                f"the state database {redact(url)} did not answer within {store.timeout_s:g} s;"
+                f" {WHAT_TO_CHECK}"
             ) from None
-        async with store._pool.connection() as conn:
-            found = await schema_version(conn)
+        try:  # a database gone silent after the pool's first connection: bounded too
+            found = await _within(2 * store.timeout_s, store._schema_version())
+        except (TimeoutError, psycopg.OperationalError, PoolTimeout) as exc:
+            await store._pool.close()
+            said = "" if isinstance(exc, TimeoutError) else f": {_first_line(exc)}"
+            raise StoreUnavailable(
+                f"the state database {redact(url)} did not answer within"
+                f" {2 * store.timeout_s:g} s{said}; {WHAT_TO_CHECK}"
+            ) from None
         if found != LATEST:
             await store._pool.close()
             raise SchemaMismatch(
@@ -215,6 +265,10 @@ class PgState:
             )
         store._listener = asyncio.ensure_future(store._listen_forever())
         return store
+
+    async def _schema_version(self) -> int:
+        async with self._pool.connection() as conn:
+            return await schema_version(conn)
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -735,6 +789,24 @@ def session_row(row: dict[str, Any]) -> SessionRow:
         counts=dict(row["counts"]),
         verdicts=dict(row["verdicts"]),
     )
+
+
+async def _within(seconds: float, work: Awaitable[R]) -> R:
+    """`work`'s result, or TimeoutError after `seconds`. On a silent database psycopg answers
+    a cancelled query with a server-side cancel and waits up to 10 s more for it (which a
+    silent database never confirms); a second cancellation makes it close the connection at
+    once, so giving up takes `seconds`, not `seconds` + 10."""
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=0.2)
+        if not done:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
+            await task
+        raise TimeoutError
+    return task.result()
 
 
 def _first_line(exc: BaseException) -> str:

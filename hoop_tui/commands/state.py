@@ -72,10 +72,15 @@ def run_migrate(args: argparse.Namespace) -> int:
 
     from storage.pg_migrations import LATEST
     from storage.pg_state import migrate, redact
+    from storage.state import StoreUnavailable
 
     _, settings = _settings(args)
     try:
-        applied = asyncio.run(migrate(settings.url, _password(settings)))
+        applied = asyncio.run(
+            migrate(settings.url, _password(settings), timeout_s=settings.timeout_s)
+        )
+    except StoreUnavailable as exc:
+        raise CommandError(str(exc)) from None
     except psycopg.Error as exc:
         raise CommandError(f"{redact(settings.url)}: {str(exc).strip().splitlines()[0]}") from None
     for migration in applied:
@@ -92,7 +97,10 @@ def run_copy(args: argparse.Namespace) -> int:
 
     async def go() -> dict[str, int]:
         store = await PgState.open(
-            settings.url, gateway_id=config.gateway_id, password=_password(settings)
+            settings.url,
+            gateway_id=config.gateway_id,
+            password=_password(settings),
+            timeout_s=settings.timeout_s,
         )
         try:
             return await copy_from_sqlite(store, args.source)
