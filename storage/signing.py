@@ -34,10 +34,22 @@ def key_id(public_key: Ed25519PublicKey) -> str:
 
 
 def load_or_create_signing_key(data_dir: Path) -> Ed25519PrivateKey:
-    """The data directory's signing key, created (mode 0600) on first use."""
+    """The data directory's signing key, created (mode 0600) on first use. Every session
+    starts by asking for it, so a key already read is reused while its file is unchanged (a
+    replaced file is read again)."""
     path = data_dir / PRIVATE_KEY_NAME
-    if path.exists():
-        return load_private_key(path)
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        pass
+    else:
+        seen = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        cached = _LOADED.get(path)
+        if cached is not None and cached[0] == seen:
+            return cached[1]
+        key = load_private_key(path)
+        _LOADED[path] = (seen, key)
+        return key
     private_dir(data_dir)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
@@ -45,9 +57,8 @@ def load_or_create_signing_key(data_dir: Path) -> Ed25519PrivateKey:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(pem)
+    if not _create_whole(path, pem):  # another session made it first: that one is the key
+        return load_or_create_signing_key(data_dir)
     public = key.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     )
@@ -56,16 +67,36 @@ def load_or_create_signing_key(data_dir: Path) -> Ed25519PrivateKey:
     return key
 
 
+_LOADED: dict[Path, tuple[tuple[int, int, int], Ed25519PrivateKey]] = {}
+
+
 def load_or_create_mask_key(data_dir: Path) -> bytes:
     """The key of stable mask tokens (a keyed hash), made once, owner-only: tokens let auditors
     correlate masked values across sessions without seeing them."""
     path = data_dir / MASK_KEY_NAME
     if not path.exists():
         private_dir(data_dir)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(secrets.token_bytes(32))
+        _create_whole(path, secrets.token_bytes(32))
     return path.read_bytes()
+
+
+def _create_whole(path: Path, data: bytes) -> bool:
+    """Create `path` (mode 0600) holding `data`, or False when it exists already. Two sessions
+    starting at once may both find no key: the file appears whole or not at all (written aside,
+    then linked in place), so neither reads a half-written key and only one key is ever used."""
+    aside = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.link(aside, path)
+    except FileExistsError:
+        return False
+    finally:
+        aside.unlink(missing_ok=True)
+    return True
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
