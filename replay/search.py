@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import logging
+import queue
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -64,28 +65,66 @@ def index_recording(index: SearchIndex, session_id: str, path: Path | str) -> in
 
 
 def index_when_closed(data_dir: Path) -> Callable[[RecordingSummary], None]:
-    """What a gateway runs as a recording closes: index it on a thread of its own, so a long
-    recording's index never delays the end of its session. An index that fails is logged and
-    caught up by the next `hoop-tui search`; the recording itself is never at stake."""
-    index_path = data_dir / SEARCH_NAME
+    """What a gateway runs as a recording closes: queue it for the data directory's indexer
+    thread, so a long recording's index never delays the end of its session. An index that
+    fails is logged and caught up by the next `hoop-tui search`; the recording itself is never
+    at stake."""
+    indexer = _indexer_of(data_dir / SEARCH_NAME)
+    return lambda summary: indexer.add(summary.header.session_id, summary.path)
 
-    def index_it(summary: RecordingSummary) -> None:
-        session_id = summary.header.session_id
 
-        def run() -> None:
-            index = None
-            try:
-                index = SearchIndex(index_path)
-                index_recording(index, session_id, summary.path)
-            except Exception as exc:  # the next search indexes it again
-                log.warning("session %s not indexed for search: %s", session_id, exc)
-            finally:
-                if index is not None:
-                    index.close()  # now, not when the collector finds it (open files)
+class _Indexer:
+    """One thread per search index, started on demand, that indexes closed recordings in the
+    order they closed, over one connection kept while work comes, and closed (the thread
+    ends) after `IDLE_S` without any: a burst of short sessions costs one connection and
+    one checkpoint, not one each, and an idle gateway holds no search.db open."""
 
-        threading.Thread(target=run, name=f"index-{session_id[:8]}", daemon=True).start()
+    IDLE_S = 1.0
 
-    return index_it
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[tuple[str, Path | str]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def add(self, session_id: str, path: Path | str) -> None:
+        with self._lock:
+            self._queue.put((session_id, path))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"index-{self.path.parent.name}", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        index: SearchIndex | None = None
+        try:
+            while True:
+                try:
+                    session_id, path = self._queue.get(timeout=self.IDLE_S)
+                except queue.Empty:
+                    with self._lock:  # nothing came: end, unless add() got in just now
+                        if self._queue.empty():
+                            self._thread = None
+                            return
+                    continue
+                try:
+                    index = index or SearchIndex(self.path)
+                    index_recording(index, session_id, path)
+                except Exception as exc:  # the next search indexes it again
+                    log.warning("session %s not indexed for search: %s", session_id, exc)
+        finally:
+            if index is not None:
+                index.close()  # now, not when the collector finds it (open files)
+
+
+_INDEXERS: dict[Path, _Indexer] = {}
+_INDEXERS_LOCK = threading.Lock()
+
+
+def _indexer_of(path: Path) -> _Indexer:
+    with _INDEXERS_LOCK:
+        return _INDEXERS.setdefault(path, _Indexer(path))
 
 
 def index_missing(

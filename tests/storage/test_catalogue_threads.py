@@ -44,9 +44,9 @@ def test_threads_that_used_the_catalogue_keep_no_files_open(tmp_path: Path) -> N
 
 
 def test_indexing_closed_recordings_leaves_no_files_open(tmp_path: Path) -> None:
-    """Each closed recording is indexed for search on a thread of its own; its connection to
-    search.db is closed when it is done, not whenever the garbage collector gets to it (the
-    soak's idle gateway held 33 search.db files open after a burst of sessions)."""
+    """Closed recordings are indexed for search by one thread per index, which closes its
+    connection to search.db once no more work comes, not whenever the garbage collector gets
+    to it (the soak's idle gateway held 33 search.db files open after a burst of sessions)."""
     import gc
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
