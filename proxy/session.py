@@ -123,11 +123,15 @@ class GatewaySession:
     async def start(self, *, term: str = "", cols: int = 0, rows: int = 0) -> None:
         """Open the recording (once; later calls wait for the first) off the event loop.
         RecordingUnavailable when it cannot be opened or the session is already over."""
+        await asyncio.shield(self.begin(term=term, cols=cols, rows=rows))
+
+    def begin(self, *, term: str = "", cols: int = 0, rows: int = 0) -> asyncio.Future[None]:
+        """Begin opening the recording, without waiting for it; `start()` waits."""
         if self._starting is None:
             self._starting = asyncio.ensure_future(self._open(term, cols, rows))
             # a failure nobody waits for any more (the channel went away) is not logged as lost
             self._starting.add_done_callback(_retrieved)
-        await asyncio.shield(self._starting)
+        return self._starting
 
     async def _open(self, term: str, cols: int, rows: int) -> None:
         self._check_open()

@@ -97,6 +97,7 @@ log = logging.getLogger("hoop.pg")
 READ_SIZE = 256 * 1024
 MAX_HELD_BUFFER = 16 * 1024 * 1024  # client bytes queued behind a held statement, at most
 CLOSE_GRACE_S = 5.0
+NOT_RECORDED = "hoop: the gateway cannot record this session"
 DRAIN_ABOVE = 64 * 1024  # bytes queued on a transport before the other side waits for it
 
 
@@ -284,10 +285,12 @@ class PgConnection:
             self.shutdown(reason, message)
 
     async def _recorded_upstream(self, params: dict[str, str]) -> Upstream:
-        """The recording's start (a worker thread) and the upstream login, at the same time:
-        the client is authenticated and admitted by now, and the client sees nothing of the
-        target (nor can send anything to it) before both have succeeded. A spare login made
-        for a client like this one is taken when there is one."""
+        """The upstream login, with the recording's start (a worker thread) begun beside it:
+        the client is authenticated and admitted by now. A spare login made for a client like
+        this one is taken when there is one. The client may be greeted before the recording
+        is open (recording never holds up the login), but nothing it sends is read, and so
+        nothing reaches the target, until the recording is open (`Relay.run`); a recording
+        that has already failed by the time the target is ready refuses the login here."""
         target, spares = self.target, self.gateway.spares
         assert target is not None and self.identity is not None
         self.gsession = GatewaySession(
@@ -304,22 +307,18 @@ class PgConnection:
                 "read_only": target.read_only,
             },
         )
-        started = asyncio.ensure_future(self.gsession.start())
+        opening = self.gsession.begin()
         try:
             upstream = await spares.take(target, params) or await log_in_upstream(target, params)
         except BaseException:
             with contextlib.suppress(BaseException):
-                await started
+                await opening
             raise
-        try:
-            await started
-        except BaseException as exc:
+        if opening.done() and not opening.cancelled() and opening.exception() is not None:
             upstream.writer.close()
-            if isinstance(exc, RecordingUnavailable):
-                raise LoginRefused(
-                    "58030", "hoop: the gateway cannot record this session"
-                ) from None
-            raise
+            if isinstance(opening.exception(), RecordingUnavailable):
+                raise LoginRefused("58030", NOT_RECORDED)
+            opening.result()  # anything else: as it is
         return upstream
 
     # -- the life of a connection --------------------------------------------------------------
@@ -598,6 +597,13 @@ class Relay:
 
     async def run(self) -> None:
         conn = self.connection
+        assert conn.gsession is not None
+        try:  # begun with the login; until it is open nothing the client sends is read
+            await conn.gsession.start()
+        except RecordingUnavailable:
+            conn.end_reason = f"login refused: {NOT_RECORDED}"
+            conn.send_fatal("58030", NOT_RECORDED)
+            return
         self.session = conn.new_session()
         if self.pending_upstream:
             self.session.upstream_data(self.pending_upstream)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import shutil
 
 import psycopg
 import pytest
@@ -95,3 +96,26 @@ async def test_a_target_login_under_way_goes_to_one_client_only(pg: PgHarness) -
     logins = [upstream for upstream in taken if upstream is not None]
     assert len(logins) == 1  # the others log in on their own
     logins[0].writer.close()
+
+
+async def test_a_session_that_cannot_be_recorded_runs_nothing(pg: PgHarness) -> None:
+    """The client may be greeted while its recording opens, but what it sends is read only
+    once the recording is open: when it cannot be, the client gets the refusal in place of its
+    first statement's answer and the statement never reaches the target (fail closed)."""
+    table = "hoop_set_up_unrecorded"
+    async with await psycopg.AsyncConnection.connect(DIRECT_DSN, autocommit=True) as admin:
+        await admin.execute(f"drop table if exists {table}")
+        await admin.execute(f"create table {table} (n int)")
+        try:
+            await pg.start()
+            recordings = pg.directory / "data" / "recordings"
+            if recordings.exists():
+                shutil.rmtree(recordings)
+            recordings.write_text("a file where the recordings' directory should be\n")
+            done = await pg.psql("-c", f"insert into {table} values (1)")
+            assert done.status != 0
+            assert "the gateway cannot record this session" in done.err
+            cur = await admin.execute(f"select count(*) from {table}")
+            assert await cur.fetchone() == (0,)
+        finally:
+            await admin.execute(f"drop table if exists {table}")
