@@ -48,9 +48,9 @@ from bench.ssh import (
     start_gateway,
     write_client_config,
 )
-from proxy.mask_stream import MaskStream
-from proxy.masking import DETECTORS, Masker, MaskPolicy
 from proxy.pg.wire import DataRow
+from storage.mask_stream import MaskStream
+from storage.masking import DETECTORS, Masker, MaskPolicy
 from tests.fixtures.processes import stop
 from tests.fixtures.sshd import Sshd, keygen, start_sshd
 

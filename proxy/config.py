@@ -11,10 +11,13 @@ import fnmatch
 import os
 import re
 import tomllib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any
+
+from storage.config_file import ConfigError as ConfigError
+from storage.config_file import entry_key as entry_key
+from storage.config_file import parse_named_entries as parse_named_entries
 
 if TYPE_CHECKING:
     from proxy.oidc.config import AgentConfig, OidcConfig
@@ -76,17 +79,6 @@ DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, N
 # How a shell request is served: `guard` reads the target shell's screen, `strict` makes the
 # gateway the line editor and runs each line on its own (proxy/ssh/strict.py). Strictest wins.
 SHELL_MODES = ("guard", "strict")
-
-
-class ConfigError(Exception):
-    """A configuration problem, worded for the person who wrote the file."""
-
-    def __init__(self, path: Path | str, key: str, problem: str) -> None:
-        self.path = str(path)
-        self.key = key
-        self.problem = problem
-        where = f"{self.path}: {key}: " if key else f"{self.path}: "
-        super().__init__(where + problem)
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,46 +267,6 @@ def _recordings(path: Path, section: object) -> StoreSettings | None:
         raise ConfigError(path, exc.key, exc.problem) from None
     remember(settings)
     return settings
-
-
-class _Named(Protocol):
-    @property
-    def name(self) -> str: ...
-
-
-_Entry = TypeVar("_Entry", bound=_Named)
-
-
-def entry_key(section: str, index: int, name: str | None, fieldname: str) -> str:
-    """How an error names a field of entry `index` of an array of tables: `rules #2 (x).sql`."""
-    return f"{section} #{index} ({name}).{fieldname}" if name else f"{section} #{index}.{fieldname}"
-
-
-def parse_named_entries(
-    raw: object,
-    path: Path | str,
-    section: str,
-    parse_one: Callable[[object, int, Path | str], _Entry],
-    why_unique: str = "",
-) -> list[_Entry]:
-    """An array of tables (`[[section]]`) whose entries each have a name no other has,
-    parsed in order by `parse_one(entry, index, path)`."""
-    if not isinstance(raw, list):
-        raise ConfigError(path, section, f"must be an array of tables ([[{section}]])")
-    entries: list[_Entry] = []
-    seen: dict[str, int] = {}
-    for index, raw_entry in enumerate(raw, start=1):
-        entry = parse_one(raw_entry, index, path)
-        if entry.name in seen:
-            raise ConfigError(
-                path,
-                entry_key(section, index, entry.name, "name"),
-                f"the name is already used by {section.removesuffix('s')} #{seen[entry.name]}; "
-                f"names must be unique{why_unique}",
-            )
-        seen[entry.name] = index
-        entries.append(entry)
-    return entries
 
 
 def parse_duration(value: object) -> float:

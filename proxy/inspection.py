@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from proxy.holds.enforcement import Enforcer, Outcome
 from proxy.line_detector import CommandLine, LineDetector
-from proxy.masking import Masker, MaskPolicy
 from proxy.policy import (
     Action,
     Basis,
@@ -28,6 +27,7 @@ from proxy.policy import (
 from proxy.shell import SimpleCommand, Unparsable, analyse_line
 from proxy.shell_gate import LONG_LINE, GuardGate, decide_guard_line
 from proxy.ssh.sftp import FileRequest
+from storage.masking import Masker, MaskPolicy
 
 if TYPE_CHECKING:
     from proxy.ssh.link import TargetLink

@@ -23,10 +23,10 @@ from typing import Any
 
 from proxy.auth import Identity
 from proxy.config import GatewayConfig
-from proxy.mask_stream import MaskStream
-from proxy.masking import Masker, MaskPolicy
 from replay.search import index_when_closed
 from storage.catalogue import SqliteCatalogue
+from storage.mask_stream import MaskStream
+from storage.masking import Masker, MaskPolicy
 from storage.recorder import RecordingWriter, new_session_id, start_recording
 from storage.schema import EventType, RecordingHeader
 from storage.signing import load_or_create_mask_key as mask_secret

@@ -25,7 +25,6 @@ from proxy.holds.enforcement import Enforcer
 from proxy.holds.service import ApprovalService
 from proxy.inspection import PolicyInspector
 from proxy.live import LiveSessions
-from proxy.masking import MaskPolicy
 from proxy.names import fold_name
 from proxy.notify import Notifier, parse_notify
 from proxy.oidc.identity import answered_for, describe_name
@@ -36,6 +35,7 @@ from proxy.ssh.console_pty import stop_all as stop_workstations
 from proxy.ssh.console_pty import workstation_command
 from proxy.ssh.gateway import SshGateway
 from storage.catalogue import SqliteCatalogue
+from storage.masking import MaskPolicy
 from storage.private import private_tree_top
 from storage.recorder import recover_unfinished
 from storage.signing import load_or_create_mask_key as mask_secret

@@ -1,9 +1,8 @@
 """Turning recordings back into what the user saw (terminal screens, statement timelines).
 
 Where it sits: between `proxy` and `storage`. It reads recordings from `storage`; bytes
-recorded there become text only here. It never imports Textual or `hoop_tui`; the masking
-engine it applies today's rules with still lives in `proxy.masking` (tests/test_structure.py
-lists those imports until it moves below both).
+recorded there become text only here. It never imports Textual, `hoop_tui` or `proxy`; the
+masking engine it applies today's rules with is `storage.masking`, below it and the gateway.
 
 `sources` opens what is replayed (a recording, or an asciicast file); `terminal` is the
 terminal emulator (pyte's model, our parser); `keyframes` indexes a recording for seeking and

@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from proxy.masking import Masker
 from replay.masking_view import EventMasker
 from replay.sql_timeline import SqlTimeline, StatementMask, build_sql_timeline
+from storage.masking import Masker
 from storage.schema import Event, EventType, RecordingHeader
 
 

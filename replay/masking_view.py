@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from proxy.mask_stream import QUIET_FLUSH_S, MaskStream
-from proxy.masking import MaskAct, Masker, MaskPolicy, make_token
 from replay.sources import EventSource
+from storage.mask_stream import QUIET_FLUSH_S, MaskStream
+from storage.masking import MaskAct, Masker, MaskPolicy, make_token
 from storage.schema import Event, EventType, RecordingHeader
 from storage.signing import MASK_KEY_NAME
 

@@ -29,8 +29,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.masking import MaskAct, Masker
 from replay.masking_view import EventMasker
+from storage.masking import MaskAct, Masker
 from storage.schema import Event, EventType
 
 FIND_KINDS = ("hold", "deny", "error")

@@ -11,6 +11,12 @@ own, crash-safe, hash-chained and signed (`signing`: the recording key and the m
 proves one; `recorder` starts and finishes a session's recording in a data directory;
 `objectstore` and `spool` put recordings in S3-compatible storage through a local spool.
 
+Masking: `masking` (the `[[masks]]` rules and the `Masker` for SQL values and terminal text)
+and `mask_stream` (the same over a byte stream cut into packets) are the masking engine. It
+lives here, next to the mask key in `signing`, because both the gateway and the replay of old
+recordings use it. `config_file` words configuration-file errors for every layer that reads a
+part of the gateway's config file.
+
 Catalogue and search: `catalogue` lists sessions (SQLite by default), `search` is the
 full-text index beside it.
 

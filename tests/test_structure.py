@@ -33,12 +33,6 @@ FORBIDDEN = {
 
 # "importer -> imported" -> who removes it.
 BACK_ARROWS_TODAY: dict[str, str] = {
-    # The masking engine serves the gateway and the replay of old recordings alike; it belongs
-    # below both (a package of its own), not in proxy/.
-    "replay.masking_view -> proxy.masking": "habits",
-    "replay.masking_view -> proxy.mask_stream": "habits",
-    "replay.mask_review -> proxy.masking": "habits",
-    "replay.sql_timeline -> proxy.masking": "habits",
 }
 
 # Imports that close a cycle today: "importer -> imported" -> who removes it. The graph without

@@ -20,11 +20,11 @@ from typing import Any
 from hoop_tui.commands.common import add_config_arguments, data_dir_from
 from hoop_tui.errors import CommandError
 from proxy.config import ConfigError
-from proxy.masking import MaskPolicy
 from replay.asciicast import CastError
 from replay.masking_view import DryRunReport, dry_run
 from replay.sources import EventSource, open_source
 from storage.catalogue import SessionQuery, SqliteCatalogue
+from storage.masking import MaskPolicy
 from storage.reader import RecordingError, format_time
 
 DEFAULT_LAST = 20

@@ -22,10 +22,10 @@ from typing import Any
 
 from pglast import parser as pg_parser
 
-from proxy.masking import ColumnPlan, MaskAct
 from proxy.pg.classify import parse_tree
 from proxy.pg.lineage import Lineage, lineage_of
 from proxy.pg.wire import Bind, Describe, Execute, Parse, Sync
+from storage.masking import ColumnPlan, MaskAct
 
 TEXT, CSV, BINARY = "text", "csv", "binary"
 _UTF8_NAMES = frozenset({"utf8", "utf-8", "unicode"})

@@ -29,7 +29,6 @@ from typing import Any
 
 from pglast import parser as pg_parser
 
-from proxy.masking import Masker, MaskRule
 from proxy.pg.classify import (
     _SQL_TEXT_FUNCTIONS,
     _TABLE_TEXT_FUNCTIONS,
@@ -37,6 +36,7 @@ from proxy.pg.classify import (
     literal_shape,
     token_shape,
 )
+from storage.masking import Masker, MaskRule
 
 MAX_ENTRIES = 4096
 # Functions returning values of a query, table or cursor they are given as text or by name

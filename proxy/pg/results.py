@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.masking import ColumnPlan, MaskAct, Masker, MaskRule
 from proxy.pg import classify as sqlclass
 from proxy.pg.binary_values import readable
 from proxy.pg.copy_out import BINARY, CopyJob, CopyOut, CopyRows
@@ -29,6 +28,7 @@ from proxy.pg.wire import (
     NotificationResponse,
     ProtocolError,
 )
+from storage.masking import ColumnPlan, MaskAct, Masker, MaskRule
 
 DEFAULT_SAMPLE_ROWS = 20
 MAX_SAMPLE_VALUE = 1024  # bytes of one recorded value; longer values are cut

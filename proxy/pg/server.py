@@ -32,7 +32,6 @@ from proxy.config import GatewayConfig
 from proxy.fleet.listener import ProxiedServer, start_stream_server
 from proxy.fleet.settings import trusted_proxies
 from proxy.holds.enforcement import Enforcer, Outcome
-from proxy.masking import Masker, MaskPolicy
 from proxy.pg import classify as sqlclass
 from proxy.pg.judging import make_decider, outcome_text
 from proxy.pg.login import ClientLogin, LoginCache, LoginRefused, read_startup
@@ -73,6 +72,7 @@ from proxy.pg.wire import (
 )
 from proxy.policy import Action, Caller, Policy, parse_policy
 from proxy.session import GatewaySession, RecordingUnavailable, SessionRegistry
+from storage.masking import Masker, MaskPolicy
 
 __all__ = [
     "DEFAULT_PG_LISTEN",

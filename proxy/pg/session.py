@@ -35,7 +35,6 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from proxy.masking import Masker
 from proxy.pg import classify as sqlclass
 from proxy.pg.analysis import Analyzer, StatementAnalysis
 from proxy.pg.backend import BackendSide
@@ -76,6 +75,7 @@ from proxy.pg.wire import (
     frame,
 )
 from proxy.policy import Action, Basis, Verdict
+from storage.masking import Masker
 from storage.schema import EventType
 
 __all__ = [

@@ -10,11 +10,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from proxy.masking import Masker
 from proxy.pg.encodings import EncodingState
 from proxy.pg.expect import Expect, State
 from proxy.pg.results import CopyMasking
 from proxy.pg.statements import PreparedNames
+from storage.masking import Masker
 
 
 class SqlRecorder(Protocol):

@@ -20,7 +20,6 @@ from typing import Protocol, cast
 
 import asyncssh
 
-from proxy.masking import MaskAct
 from proxy.shell import terminal_reads_commands
 from proxy.ssh.file_gate import SftpFileGate
 from proxy.ssh.link import RecordingUnavailable, TargetLink
@@ -29,6 +28,7 @@ from proxy.ssh.scp import Direction, ScpObserver
 from proxy.ssh.sftp import FileOperation, SftpObserver
 from proxy.ssh.strict import StrictShell
 from proxy.ssh.upstream import TargetUnavailable
+from storage.masking import MaskAct
 
 log = logging.getLogger("hoop.ssh")
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from proxy.mask_stream import QUIET_FLUSH_S, MaskStream
-from proxy.masking import MaskAct, Masker
 from proxy.ssh.transfers import Sniff, TransferSniffer, transfer_protocol
+from storage.mask_stream import QUIET_FLUSH_S, MaskStream
+from storage.masking import MaskAct, Masker
 
 # Record and forward masked output (the acts first); False when it was not delivered.
 Deliver = Callable[[bytes, list[MaskAct], int | None], bool]

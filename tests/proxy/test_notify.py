@@ -244,7 +244,7 @@ def test_two_entries_may_not_share_a_name():
 async def test_a_secret_in_a_held_command_is_masked_before_it_leaves(gateway):
     """The webhook is another service: a card typed into a held command reaches it masked, in
     the JSON data and in the text, with every [[masks]] rule whoever the caller."""
-    from proxy.masking import MaskPolicy
+    from storage.masking import MaskPolicy
 
     masks = MaskPolicy.from_config([{"name": "cards", "detector": "credit_card"}], "gw.toml")
     everyone = masks.for_everyone()

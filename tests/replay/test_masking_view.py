@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from proxy.masking import MaskPolicy
 from replay.masking_view import MaskedSource, dry_run, mask_events
 from replay.player import Player
+from storage.masking import MaskPolicy
 from storage.reader import RecordingReader
 from storage.schema import EventType
 from storage.signing import load_or_create_signing_key

@@ -119,8 +119,8 @@ def test_a_masked_screen_stops_at_the_time_and_never_shows_half_a_secret(tmp_pat
     """A card cut across two frames, 100 us apart, and a screen between them: the masks hold
     the first half back, so neither the cold nor the keyframe screen shows it, and the cold
     one reads no frame that starts after the time."""
-    from proxy.masking import MaskPolicy
     from replay.masking_view import MaskedSource
+    from storage.masking import MaskPolicy
 
     policy = MaskPolicy.from_config(
         [{"name": "cards", "detector": "credit_card", "style": "last4"}], "rules.toml", b"k"

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from proxy.config import load_config
-from proxy.masking import MaskPolicy
 from replay.mask_review import review_sql, review_terminal
 from replay.masking_view import load_current_masks
 from replay.sql_timeline import SqlTimeline, build_sql_timeline
+from storage.masking import MaskPolicy
 from storage.reader import RecordingReader
 from storage.schema import Event, EventType
 from tests.replay.pg_session import (

@@ -21,9 +21,9 @@ from proxy.holds.broker import ApprovalBroker, Person
 from proxy.holds.control import ControlServer, socket_path
 from proxy.holds.enforcement import Enforcer
 from proxy.holds.service import ApprovalService
-from proxy.masking import MaskPolicy
 from proxy.pg.scram import make_verifier
 from proxy.pg.server import PgGateway
+from storage.masking import MaskPolicy
 from storage.reader import RecordingReader
 from storage.schema import Event
 from storage.sqlite_state import SqliteState

@@ -13,9 +13,9 @@ import pglast
 import pytest
 from pglast import parser as pg_parser
 
-from proxy.masking import MaskPolicy
 from proxy.pg import copy_out, wire
 from proxy.pg.session import PgSession
+from storage.masking import MaskPolicy
 from tests.proxy.pg.test_session import Recorder, make
 
 TREES = ("parse_sql_json", "parse_sql")  # the calls that build a parse tree

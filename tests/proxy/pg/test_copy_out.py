@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.masking import MaskPolicy
 from proxy.pg.copy_out import CSV, CopyRows, learn_columns_messages, parse_copy_out
+from storage.masking import MaskPolicy
 
 RULES = [
     {"name": "passwords", "column": "password*"},

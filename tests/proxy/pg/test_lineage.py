@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.masking import Masker, MaskPolicy
 from proxy.pg.lineage import OutputMasks, lineages, shape_key
+from storage.masking import Masker, MaskPolicy
 
 
 def _masker(**rule: object) -> Masker:

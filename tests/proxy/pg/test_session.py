@@ -439,7 +439,7 @@ def test_execute_of_a_portal_the_gateway_never_saw_is_refused() -> None:
 
 
 def _masked_session(rules: list[dict[str, Any]]) -> tuple[PgSession, Recorder]:
-    from proxy.masking import MaskPolicy
+    from storage.masking import MaskPolicy
 
     session, recorder = make()
     session.masker = MaskPolicy.from_config(rules, "test.toml", b"k" * 32).for_caller([], "db")

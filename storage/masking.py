@@ -8,7 +8,7 @@ matching column is replaced, or finds secrets in any text with a built-in `detec
 `except_groups` scope a rule to callers; `targets` to targets. `MaskPolicy.for_caller` picks the
 rules for one caller and target and returns a `Masker`, the object the data path uses:
 
-- `mask_text(text)` for terminal text (and `proxy.mask_stream.MaskStream` for a byte stream cut
+- `mask_text(text)` for terminal text (and `storage.mask_stream.MaskStream` for a byte stream cut
   into packets),
 - `mask_value(column, table, value)` / `plan(columns).mask_row(values)` for SQL results.
 
@@ -47,7 +47,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, TypedDict
 
-from proxy.config import ConfigError, entry_key, parse_named_entries
+from storage.config_file import ConfigError, entry_key, parse_named_entries
 
 try:  # the compiled multi-pattern prefilter (Hyperscan); without it, per-detector passes
     import hyperscan

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import proxy.masking
-from proxy.config import ConfigError
-from proxy.masking import (
+import storage.masking
+from storage.config_file import ConfigError
+from storage.masking import (
     _FOLDS,
     _TRIGGERS,
     DETECTORS,
@@ -35,10 +35,10 @@ ALL_DETECTORS = [{"name": name, "detector": name} for name in DETECTORS]
 def prefilter_mode(request):
     """Every test here runs twice: with the compiled prefilter on every text (however short),
     and never (each detector's own passes, the reference path)."""
-    saved = proxy.masking.PREFILTER_MIN
-    proxy.masking.PREFILTER_MIN = 0 if request.param == "prefilter always" else sys.maxsize
+    saved = storage.masking.PREFILTER_MIN
+    storage.masking.PREFILTER_MIN = 0 if request.param == "prefilter always" else sys.maxsize
     yield request.param
-    proxy.masking.PREFILTER_MIN = saved
+    storage.masking.PREFILTER_MIN = saved
 
 
 def masker(*rules: dict, groups=("dev",), target="db1", secret=SECRET):
@@ -618,12 +618,12 @@ def _differential(text: str, pos: int) -> None:
             assert detector.possible(Scan(text)), (name, text)
     with_prefilter = masker(*ALL_DETECTORS)
     without = Masker(with_prefilter.rules, SECRET, prefilter=False)
-    saved = proxy.masking.PREFILTER_MIN
-    proxy.masking.PREFILTER_MIN = 0
+    saved = storage.masking.PREFILTER_MIN
+    storage.masking.PREFILTER_MIN = 0
     try:
         fast_hits = with_prefilter.find(text, pos)
     finally:
-        proxy.masking.PREFILTER_MIN = saved
+        storage.masking.PREFILTER_MIN = saved
     old_hits = without.find(text, pos)
     assert [(h.start, h.end, h.vstart, h.vend, h.finder.rule.name) for h in fast_hits] == [
         (h.start, h.end, h.vstart, h.vend, h.finder.rule.name) for h in old_hits
@@ -677,7 +677,7 @@ def test_invisible_characters_inside_an_email_do_not_hide_it():
 
 
 def test_a_stream_masks_a_card_split_by_nuls_across_packets():
-    from proxy.mask_stream import MaskStream
+    from storage.mask_stream import MaskStream
 
     m = masker({"name": "c", "detector": "credit_card"})
     data = b"x 4111\x001111\x001111\x001111\x00 y\n"

@@ -14,7 +14,7 @@ the previous tail. A secret split by a pause longer than that is not recognised.
 Bytes stay bytes to the caller: text is decoded with an incremental UTF-8 decoder in
 `surrogateescape` mode, so a character split across packets is decoded whole, invalid bytes
 survive unchanged, and every byte outside a secret is forwarded exactly as it came. Escape
-sequences are never matched into (see `proxy.masking`).
+sequences are never matched into (see `storage.masking`).
 
 PEM private keys can be far longer than the look-behind: once a `-----BEGIN ... PRIVATE
 KEY-----` line has been seen, the stream masks the body as it arrives (every character but
@@ -33,7 +33,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-from proxy.masking import (
+from storage.masking import (
     LOOKBEHIND,
     PARTIAL_ESCAPE,
     TOKEN_HEX,

@@ -14,19 +14,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import proxy.masking
-from proxy.mask_stream import MaskStream
-from proxy.masking import ESCAPE, MaskPolicy
+import storage.masking
+from storage.mask_stream import MaskStream
+from storage.masking import ESCAPE, MaskPolicy
 
 
 @pytest.fixture(scope="module", autouse=True, params=["prefilter always", "prefilter never"])
 def prefilter_mode(request):
     """Every test here runs twice: with the compiled prefilter on every text the stream scans
     (however short), and never (each detector's own passes)."""
-    saved = proxy.masking.PREFILTER_MIN
-    proxy.masking.PREFILTER_MIN = 0 if request.param == "prefilter always" else sys.maxsize
+    saved = storage.masking.PREFILTER_MIN
+    storage.masking.PREFILTER_MIN = 0 if request.param == "prefilter always" else sys.maxsize
     yield request.param
-    proxy.masking.PREFILTER_MIN = saved
+    storage.masking.PREFILTER_MIN = saved
 
 
 SECRET = b"gateway-secret"
@@ -362,13 +362,13 @@ def test_the_prefilter_and_the_per_detector_passes_give_the_same_stream():
     pieces = chunked(data, [*range(0, len(data), 997), 5, 6, 4000, 4001])
     fast = make_masker()
     assert fast._prefilter is not None
-    slow = proxy.masking.Masker(fast.rules, fast.secret, prefilter=False)
-    saved = proxy.masking.PREFILTER_MIN
+    slow = storage.masking.Masker(fast.rules, fast.secret, prefilter=False)
+    saved = storage.masking.PREFILTER_MIN
     try:
-        proxy.masking.PREFILTER_MIN = 0
+        storage.masking.PREFILTER_MIN = 0
         got = run(MaskStream(fast), pieces)
     finally:
-        proxy.masking.PREFILTER_MIN = saved
+        storage.masking.PREFILTER_MIN = saved
     assert got == run(MaskStream(slow), pieces)
     assert got[0] == one_shot(data, slow)
     assert "pa\u017f\u017fword=*\n".encode() in got[0]  # the value is masked
