@@ -247,6 +247,8 @@ class PgConnection:
         self.client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
         self.task: asyncio.Task[None] | None = None
         self.gsession: GatewaySession | None = None  # from admission on
+        self.login_deadline = 0.0  # (loop time) the recording's opening is bounded by it too
+        self.cancelled_early = False  # a Ctrl-C came before the recording was open
         self.identity: Identity | None = None
         self.target: PgTarget | None = None
         self.session: PgSession | None = None
@@ -341,8 +343,10 @@ class PgConnection:
 
     async def _logged_in(self) -> bool:
         """The login within its time limit; False (the client told why) when it did not."""
+        timeout = self.gateway.settings.login_timeout
+        self.login_deadline = asyncio.get_running_loop().time() + timeout
         try:
-            return await asyncio.wait_for(self._login(), self.gateway.settings.login_timeout)
+            return await asyncio.wait_for(self._login(), timeout)
         except LoginRefused as exc:
             self.end_reason = f"login refused: {exc}"
             self.send_fatal(exc.sqlstate, str(exc))
@@ -522,7 +526,13 @@ class PgConnection:
             await conn.cancel()
 
     async def cancel(self) -> None:
-        """The client's Ctrl-C: withdraw a held statement, or cancel on the upstream."""
+        """The client's Ctrl-C: withdraw a held statement, or cancel on the upstream. Before
+        the recording is open (the client greeted, nothing it sent read yet) the target has
+        nothing to cancel: what the client sent must not run, so the relay ends the connection
+        instead of starting (`Relay.run`)."""
+        if self.session is None and self.gsession is not None:
+            self.cancelled_early = True
+            return
         if self.judge_task is not None:
             self.judge_task.cancel()
             return
@@ -598,11 +608,7 @@ class Relay:
     async def run(self) -> None:
         conn = self.connection
         assert conn.gsession is not None
-        try:  # begun with the login; until it is open nothing the client sends is read
-            await conn.gsession.start()
-        except RecordingUnavailable:
-            conn.end_reason = f"login refused: {NOT_RECORDED}"
-            conn.send_fatal("58030", NOT_RECORDED)
+        if not await self._recording_opened():
             return
         self.session = conn.new_session()
         if self.pending_upstream:
@@ -613,6 +619,35 @@ class Relay:
         self._attach(conn.writer, conn.reader, upstream=False)
         self._attach(conn.up_writer, conn.up_reader, upstream=True)
         await self._done
+
+    async def _recording_opened(self) -> bool:
+        """Wait for the recording begun with the login, within what is left of the login's
+        time limit; until it is open nothing the client sends is read. False (the client told
+        why, the connection to end) when it failed, took too long, or the client pressed
+        Ctrl-C meanwhile (the statements it sent must then not run)."""
+        conn = self.connection
+        assert conn.gsession is not None
+        left = conn.login_deadline - asyncio.get_running_loop().time()
+        try:
+            await asyncio.wait_for(conn.gsession.start(), max(0.0, left))
+        except (RecordingUnavailable, TimeoutError) as exc:
+            late = isinstance(exc, TimeoutError)
+            conn.end_reason = "login refused: the recording " + (
+                "did not start in time" if late else "could not start"
+            )
+            conn.send_fatal(
+                "58030", NOT_RECORDED + (" (its recording did not start in time)" if late else "")
+            )
+            return False
+        if conn.cancelled_early:
+            conn.end_reason = "cancelled before the recording was open"
+            conn.send_fatal(
+                "57014",
+                "hoop: canceling statement due to user request; it came before the session's"
+                " recording was open, so nothing that was sent ran and the connection is closed",
+            )
+            return False
+        return True
 
     def _attach(
         self, writer: asyncio.StreamWriter, reader: asyncio.StreamReader, *, upstream: bool

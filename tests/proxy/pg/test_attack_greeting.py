@@ -325,7 +325,7 @@ async def _nothing_left(pg: PgHarness, admin: Any) -> bool:
     return not pg.gateway.connections and await _backends(admin) == 0
 
 
-# -- holes -----------------------------------------------------------------------------------
+# -- holes the attack found in 5472e09, closed since ---------------------------------------------
 
 
 async def test_a_client_that_leaves_while_the_recording_stalls_leaves_no_target_backend(
@@ -333,9 +333,9 @@ async def test_a_client_that_leaves_while_the_recording_stalls_leaves_no_target_
 ) -> None:
     """Before 5472e09 the recording's opening was part of the login, bounded by
     login_timeout: a stalled recordings' store (disk, catalogue, object store) refused the
-    client at that bound and closed the target login. Now the wait is in `Relay.run`, with no
-    bound and without reading the client: a client that gives up and leaves keeps its target
-    backend (and its connection) for as long as the store stalls."""
+    client at that bound and closed the target login. With the wait moved to `Relay.run` it had
+    no bound, and a client that gave up and left kept its target backend (and its connection)
+    for as long as the store stalled; the wait is bounded by what is left of login_timeout."""
     _plain(pg, login_timeout=1)
     await pg.start()
     _, writer, _ = await _greeted(pg, wire.Query("select 1").encode())
@@ -351,8 +351,8 @@ async def test_a_client_that_leaves_while_the_recording_stalls_leaves_no_target_
 async def test_a_greeted_client_is_not_kept_waiting_past_the_login_timeout(
     pg: PgHarness, gate: Gate, table: Any
 ) -> None:
-    """Same stall, the client stays: before, it was refused at login_timeout; now it waits
-    for its first answer for as long as the recording's store stalls."""
+    """Same stall, the client stays: it is refused at login_timeout, as before 5472e09, not
+    kept waiting for its first answer for as long as the recording's store stalls."""
     _plain(pg, login_timeout=1)
     await pg.start()
     reader, writer, _ = await _greeted(pg, wire.Query("select 1").encode())
@@ -372,7 +372,8 @@ async def test_a_cancel_sent_while_the_recording_opens_withdraws_the_queued_stat
     """The greeting hands the client its cancel key before anything it sends is read. A
     statement it sent and then canceled (Ctrl-C while it "hangs") is still run once the
     recording opens: the CancelRequest went to the target's idle backend, where it does
-    nothing. A held statement is withdrawn by the same Ctrl-C (`PgConnection.cancel`)."""
+    nothing. Now the gateway keeps that Ctrl-C and ends the connection (57014) instead of
+    running what was sent, as the same Ctrl-C withdraws a held statement."""
     _plain(pg)
     await pg.start()
     insert = f"insert into {TABLE} values (1)"
@@ -389,3 +390,6 @@ async def test_a_cancel_sent_while_the_recording_opens_withdraws_the_queued_stat
     finally:
         writer.close()
     assert await _count(table) == 0, f"the canceled statement ran: {answers}"
+    refusals = [m for m in answers if isinstance(m, wire.ErrorResponse)]
+    assert [m.sqlstate for m in refusals] == ["57014"], answers
+    assert "nothing that was sent ran" in refusals[0].message
