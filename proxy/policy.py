@@ -155,6 +155,11 @@ class Verdict:
     def timeout_seconds(self) -> int | None:
         return self.review.timeout_seconds if self.review else None
 
+    def recorded(self) -> tuple[str, str, str]:
+        """(action, rule, message) as a VERDICT event holds them: the one place a verdict
+        becomes recording fields, whichever layer records it."""
+        return self.action.value, self.rule or "", self.message
+
     def describe(self) -> str:
         """One line for a person: `deny by rule no-recursive-delete: rm -rf / (...)`."""
         by = {

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from proxy.auth import Identity
 from proxy.config import GatewayConfig
 from proxy.oidc import expiry as session_expiry
+from proxy.policy import Verdict
 from proxy.recording import RecordingFilter, open_session_recording, session_header
 from storage.schema import EventType, RecordingHeader
 from storage.writer import RecordingFailed
@@ -232,8 +233,8 @@ class GatewaySession:
     def record_command(self, channel: int, source: str, command: str) -> bool:
         return self._record(EventType.COMMAND, (channel, source, command))
 
-    def record_verdict(self, channel: int, action: str, rule: str, message: str) -> bool:
-        return self._record(EventType.VERDICT, (channel, action, rule, message))
+    def record_verdict(self, channel: int, verdict: Verdict) -> bool:
+        return self._record(EventType.VERDICT, (channel, *verdict.recorded()))
 
     def record_hold_requested(
         self, hold_id: str, command: str, rule: str, approvers: list[str]

@@ -21,8 +21,7 @@ MAX_FUNCTION_LINES = 60  # from `def` to its last line, docstring included
 MAX_CLASS_LINES = 400
 
 # "path::Qualified.name" -> who is cutting it (issue 14).
-TOO_LONG_TODAY: dict[str, str] = {
-}
+TOO_LONG_TODAY: dict[str, str] = {}
 
 # package -> the packages and libraries it must never import.
 FORBIDDEN = {
@@ -32,13 +31,11 @@ FORBIDDEN = {
 }
 
 # "importer -> imported" -> who removes it.
-BACK_ARROWS_TODAY: dict[str, str] = {
-}
+BACK_ARROWS_TODAY: dict[str, str] = {}
 
 # Imports that close a cycle today: "importer -> imported" -> who removes it. The graph without
 # them has no cycle.
-CYCLE_EDGES_TODAY: dict[str, str] = {
-}
+CYCLE_EDGES_TODAY: dict[str, str] = {}
 
 
 def python_files(package: str) -> Iterator[Path]:
@@ -182,6 +179,37 @@ def test_no_package_imports_against_the_layering() -> None:
     assert not gone, f"gone now: remove from BACK_ARROWS_TODAY in tests/test_structure.py: {gone}"
 
 
+def test_a_verdict_becomes_recording_fields_in_one_place() -> None:
+    """Every VERDICT event a layer records (the enforcer, the PostgreSQL session's own fast
+    paths) is made of `Verdict.recorded()`, never of fields spelled out at the call."""
+    spelled_out = []
+    for path in python_files("proxy"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            verdict_event = any(
+                isinstance(arg, ast.Attribute) and arg.attr == "VERDICT" for arg in node.args
+            )
+            from_verdict = any(
+                isinstance(arg, ast.Starred)
+                and isinstance(arg.value, ast.Call)
+                and isinstance(arg.value.func, ast.Attribute)
+                and arg.value.func.attr == "recorded"
+                for arg in [
+                    *node.args,
+                    *(e for a in node.args if isinstance(a, ast.Tuple) for e in a.elts),
+                ]
+            )
+            if verdict_event and not from_verdict:
+                spelled_out.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else ""
+            if name == "record_verdict" and any(isinstance(a, ast.Constant) for a in node.args[1:]):
+                spelled_out.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not spelled_out, (
+        f"VERDICT fields spelled out instead of Verdict.recorded(): {spelled_out}"
+    )
+
+
 def test_no_import_cycle_between_modules() -> None:
     graph = import_graph()
     in_cycle = {
@@ -201,8 +229,7 @@ def test_no_import_cycle_between_modules() -> None:
 # -- names ----------------------------------------------------------------------------------------
 
 # Class names defined at the top of two or more modules today: name -> why it is left.
-SHARED_CLASS_NAMES_TODAY: dict[str, str] = {
-}
+SHARED_CLASS_NAMES_TODAY: dict[str, str] = {}
 
 
 def test_no_two_top_level_classes_share_a_name() -> None:

@@ -26,7 +26,7 @@ class SessionRecord(Protocol):
     @property
     def id(self) -> str: ...
 
-    def record_verdict(self, channel: int, action: str, rule: str, message: str) -> bool: ...
+    def record_verdict(self, channel: int, verdict: Verdict) -> bool: ...
 
     def record_hold_requested(
         self, hold_id: str, command: str, rule: str, approvers: list[str]
@@ -86,7 +86,7 @@ class Enforcer:
         verdict: Verdict,
         notify: Callable[[str], None] = lambda text: None,
     ) -> Outcome:
-        session.record_verdict(channel, verdict.action.value, verdict.rule or "", verdict.message)
+        session.record_verdict(channel, verdict)
         if verdict.action is Action.ALLOW:
             return Outcome(True)
         if verdict.action is Action.DENY:

@@ -405,7 +405,7 @@ class FrontendSide:
         recorder = session.recorder
         session.kept(recorder.record_sql_statement(FUNCTION_CALL, []))
         why = "fast-path function calls bypass SQL inspection"
-        session.kept(recorder.record_verdict(0, "deny", "", why))
+        session.kept(recorder.record_verdict(0, Verdict(Action.DENY, Basis.OPAQUE, why)))
         session.refuse(
             False,
             "hoop: fast-path function calls are not allowed by the gateway",

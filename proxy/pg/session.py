@@ -130,8 +130,8 @@ class EventRecorder:
     def record_sql_error(self, sqlstate: str, message: str) -> bool:
         return self.record(EventType.SQL_ERROR, sqlstate, message)
 
-    def record_verdict(self, channel: int, action: str, rule: str, message: str) -> bool:
-        return self.record(EventType.VERDICT, channel, action, rule, message)
+    def record_verdict(self, channel: int, verdict: Verdict) -> bool:
+        return self.record(EventType.VERDICT, channel, *verdict.recorded())
 
     def record_mask(
         self,
@@ -406,9 +406,7 @@ class PgSession:
         """Run an allowed statement now; hold any other until its `Decided` event."""
         if verdict.action is Action.ALLOW:
             if verdict.basis is not Basis.DEFAULT:  # an explicit allow rule: on the record
-                self.kept(
-                    self.recorder.record_verdict(0, "allow", verdict.rule or "", verdict.message)
-                )
+                self.kept(self.recorder.record_verdict(0, verdict))
             self.frontend.run(planned)
             return
         self.held = planned

@@ -14,6 +14,7 @@ from proxy.pg.encodings import EncodingState
 from proxy.pg.expect import Expect, State
 from proxy.pg.results import CopyMasking
 from proxy.pg.statements import PreparedNames
+from proxy.policy import Verdict
 from storage.masking import Masker
 
 
@@ -29,7 +30,7 @@ class SqlRecorder(Protocol):
 
     def record_sql_error(self, sqlstate: str, message: str) -> bool: ...
 
-    def record_verdict(self, channel: int, action: str, rule: str, message: str) -> bool: ...
+    def record_verdict(self, channel: int, verdict: Verdict) -> bool: ...
 
     def record_mask(
         self,

@@ -11,6 +11,7 @@ import pytest
 
 from proxy.auth import Identity
 from proxy.config import load_config
+from proxy.policy import Action, Basis, Verdict
 from proxy.session import GatewaySession, RecordingUnavailable, SessionRegistry
 from storage.catalogue import SqliteCatalogue
 from storage.reader import RecordingReader
@@ -63,7 +64,7 @@ async def test_typed_events_are_recorded_and_the_session_is_listed_until_it_clos
     await session.start()
     assert registry.live() == {session.id: session}
     assert session.record_sql_statement("select 1", [])
-    assert session.record_verdict(0, "allow", "", "")
+    assert session.record_verdict(0, Verdict(Action.ALLOW, Basis.RULE, "", rule="reads"))
     assert session.record_sql_result(["?column?"], 1, [["1"]], 250)
     assert session.record_sql_error("42P01", 'relation "nope" does not exist')
     row = session.describe()

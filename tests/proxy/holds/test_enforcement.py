@@ -30,8 +30,8 @@ class Session:
     writer: RecordingWriter
     id: str
 
-    def record_verdict(self, channel: int, action: str, rule: str, message: str) -> bool:
-        self.writer.record(EventType.VERDICT, channel, action, rule, message)
+    def record_verdict(self, channel: int, verdict: Verdict) -> bool:
+        self.writer.record(EventType.VERDICT, channel, *verdict.recorded())
         return True
 
     def record_hold_requested(
