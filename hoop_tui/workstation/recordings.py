@@ -95,6 +95,7 @@ class RecordingsScreen(Screen[None]):
         self.rows: dict[str, SessionRow] = {}
         # why a row's recording cannot be taken for it (missing, mismatch): shown, never hidden
         self.problems: dict[str, str | None] = {}
+        self.catalogue: Any = None  # what the rows were read from (the fleet's, with [state])
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -114,7 +115,7 @@ class RecordingsScreen(Screen[None]):
         self.query_one("#sessions", DataTable).focus()
 
     def action_reload(self) -> None:
-        from proxy.fleet.catalogue import config_of, open_catalogue
+        from proxy.fleet.catalogue import FleetCatalogue, config_of, open_catalogue
 
         # with [state], the fleet's catalogue: every instance's sessions (their recordings in
         # the object store replay from here too)
@@ -122,11 +123,27 @@ class RecordingsScreen(Screen[None]):
         config = config_of(self.data_dir, named if isinstance(named, Path) else None)
         catalogue = open_catalogue(self.data_dir, config)
         assert catalogue is not None
-        self.rows = {row.id: row for row in catalogue.find_sessions(SessionQuery(limit=5000))}
-        if problem := getattr(catalogue, "problem", None):
-            self.notify(f"{problem}; only this data directory's sessions are shown",
+        self.catalogue = catalogue
+        remote = isinstance(catalogue, FleetCatalogue) or (
+            config is not None and config.recordings is not None
+        )
+        if remote:  # a database or an object store may be slow: never on the UI thread
+            self._load_remote(catalogue)
+        else:  # this data directory's files: fast, and the table is full at once
+            self._loaded(*_rows_of(catalogue))
+
+    @work(thread=True, exclusive=True, group="reload")
+    def _load_remote(self, catalogue: Any) -> None:
+        loaded = _rows_of(catalogue)
+        self.app.call_from_thread(self._loaded, *loaded)
+
+    def _loaded(
+        self, rows: dict[str, SessionRow], problems: dict[str, str | None], warning: str | None
+    ) -> None:
+        self.rows, self.problems = rows, problems
+        if warning:
+            self.notify(f"{warning}; only this data directory's sessions are shown",
                         severity="warning")  # fmt: skip
-        self.problems = {row.id: recording_problem(row) for row in self.rows.values()}
         self._fill(self.query_one("#filter", Input).value)
 
     def _fill(self, text: str) -> None:
@@ -264,7 +281,8 @@ class RecordingsScreen(Screen[None]):
     def find(self, words: str) -> None:
         """Index what closed unindexed, then search, off the UI thread."""
         try:
-            index_missing(self.data_dir)
+            # the fleet's catalogue indexes other instances' sessions too (read from the store)
+            index_missing(self.data_dir, None, self.catalogue)
             hits = SearchIndex.in_data_dir(self.data_dir).search(words, sessions=self.rows)
         except (OSError, ValueError, sqlite3.Error) as exc:
             self._failed("search", exc)
@@ -296,3 +314,13 @@ class RecordingsScreen(Screen[None]):
 
         screen = MaskReviewScreen(_title(row), review, self.masks_label)
         self.app.call_from_thread(self.app.push_screen, screen, chosen)
+
+
+def _rows_of(
+    catalogue: Any,
+) -> tuple[dict[str, SessionRow], dict[str, str | None], str | None]:
+    """The catalogue's sessions, what is wrong with each one's recording (its header is read:
+    over the network for the object store's), and why only local rows came, if so."""
+    rows = {row.id: row for row in catalogue.find_sessions(SessionQuery(limit=5000))}
+    problems = {row.id: recording_problem(row) for row in rows.values()}
+    return rows, problems, getattr(catalogue, "problem", None)

@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -137,12 +138,68 @@ async def test_the_workstations_recordings_list_every_instances_sessions(
     SqliteCatalogue.in_data_dir(data_dir).add_session(on_b, data_dir / "b.hrec")
     app = Workstation(data_dir, offline=True)
     async with app.run_test(size=(160, 20)) as pilot:
-        await pilot.press("2")  # the recordings
-        await pilot.pause()
+        await pilot.press("2")  # the recordings, read off the UI thread with [state]
         table = pilot.app.screen.query_one("#sessions", DataTable)
-        assert table.row_count == 2
+        await _until(pilot, lambda: table.row_count == 2)
         assert str(table.get_row(on_a.session_id)[1]) == "alice"
         assert str(table.get_row(on_b.session_id)[1]) == "bob"
+
+
+async def test_the_workstation_on_b_finds_words_said_in_a_session_on_a(
+    tmp_path: Path, state_url: str
+) -> None:
+    """The search of B's workstation covers the fleet: a session recorded on A (its file
+    readable from B, as in the object store) is indexed from the shared catalogue and found."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from textual.widgets import DataTable, Input
+
+    from hoop_tui.workstation.app import Workstation
+    from hoop_tui.workstation.search import SearchResultsScreen
+    from storage.pg_state import PgState, migrate
+    from storage.recorder import new_session_id
+    from storage.schema import EventType
+    from storage.writer import RecordingSummary
+    from tests.storage.helpers import make_header, write_recording
+
+    await migrate(state_url)
+    on_a = make_header(new_session_id(), user="alice", gateway_id="gw-a")
+    path = tmp_path / "gw-a" / f"{on_a.session_id}.hrec"
+    path.parent.mkdir()
+    said = [(EventType.OUTPUT, 1_000, (0, b"error: basalt-quota exceeded\r\n"))]
+    write_recording(path, said, Ed25519PrivateKey.generate(), header=on_a)
+    store = await PgState.open(state_url, gateway_id="gw-a")
+    try:
+        await store.add_session(on_a, path)
+        await store.finish_session(
+            RecordingSummary(path, on_a, path.stat().st_size, 1, 1_000, "client closed")
+        )
+    finally:
+        await store.close()
+    data_dir = tmp_path / "gw-b"
+    data_dir.mkdir()
+    (data_dir / "gateway.toml").write_text(
+        f'[gateway]\ndata_dir = "{data_dir}"\ninstance = "gw-b"\n[state]\nurl = "{state_url}"\n'
+    )
+    app = Workstation(data_dir, offline=True)
+    async with app.run_test(size=(160, 30)) as pilot:
+        await pilot.press("2")
+        table = pilot.app.screen.query_one("#sessions", DataTable)
+        await _until(pilot, lambda: table.row_count == 1)
+        await pilot.press("f")
+        await _until(pilot, lambda: bool(app.screen.query("#search")))
+        app.screen.query_one("#search", Input).value = "basalt-quota"
+        await pilot.press("enter")
+        await _until(pilot, lambda: isinstance(app.screen, SearchResultsScreen))
+        hits = app.screen.query_one("#hits", DataTable)
+        assert hits.row_count == 1
+
+
+async def _until(pilot: Any, condition: Any, tries: int = 200) -> None:
+    for _ in range(tries):
+        if condition():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("condition never met")
 
 
 async def test_a_live_session_on_a_is_still_being_written_as_seen_from_b(fleet: Fleet) -> None:

@@ -27,8 +27,11 @@ async def test_the_workstation_lists_and_replays_a_recording_from_the_store(harn
 
     app = Workstation(harness.data_dir, offline=True, config=harness.directory / "gateway.toml")
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
         table = pilot.app.screen.query_one("#sessions", DataTable)
+        for _ in range(200):  # read off the UI thread: the headers come from the store
+            if table.row_count:
+                break
+            await pilot.pause(0.05)
         shown = [str(cell) for cell in table.get_row(row.id)]
         assert shown[-1] == "client closed", shown  # its recording was found and matches
         await pilot.press("enter")
