@@ -318,8 +318,8 @@ class PgConnection:
             raise
         if opening.done() and not opening.cancelled() and opening.exception() is not None:
             upstream.writer.close()
-            if isinstance(opening.exception(), RecordingUnavailable):
-                raise LoginRefused("58030", NOT_RECORDED)
+            if isinstance(failure := opening.exception(), RecordingUnavailable):
+                raise LoginRefused("58030", _not_recorded(failure))
             opening.result()  # anything else: as it is
         return upstream
 
@@ -636,7 +636,8 @@ class Relay:
                 "did not start in time" if late else "could not start"
             )
             conn.send_fatal(
-                "58030", NOT_RECORDED + (" (its recording did not start in time)" if late else "")
+                "58030",
+                _not_recorded(exc) + (" (its recording did not start in time)" if late else ""),
             )
             return False
         if conn.cancelled_early:
@@ -809,6 +810,13 @@ class RelaySide(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.replaced.connection_lost(exc)
         self.relay.side_closed(self.upstream)
+
+
+def _not_recorded(exc: BaseException) -> str:
+    """What the client is told when its recording cannot start: a reason meant for callers
+    (the recording spool is full) is included; others name paths and stay in the log."""
+    why = getattr(exc.__cause__, "public_reason", None)
+    return f"{NOT_RECORDED}: {why}" if why else NOT_RECORDED
 
 
 def _queued(writer: asyncio.StreamWriter) -> int:

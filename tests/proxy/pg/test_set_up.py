@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import secrets
 import shutil
+import socket
 
 import psycopg
 import pytest
@@ -119,3 +121,38 @@ async def test_a_session_that_cannot_be_recorded_runs_nothing(pg: PgHarness) -> 
             assert await cur.fetchone() == (0,)
         finally:
             await admin.execute(f"drop table if exists {table}")
+
+
+async def test_a_full_recording_spool_refuses_a_login_and_says_why(
+    pg: PgHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recordings go to an object store that does not answer: they wait in the spool, and once
+    it holds more than its limit a new session is refused, with the reason a caller may read
+    (as over SSH) and nothing of the gateway's paths or the store's address."""
+    with socket.socket() as probe:  # a loopback port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    monkeypatch.setenv("HOOP_TEST_S3_ACCESS", "key")
+    monkeypatch.setenv("HOOP_TEST_S3_SECRET", "secret")
+    pg.extra_toml = (
+        '[recordings]\nurl = "s3://nowhere/recordings"\n'
+        f'endpoint = "http://127.0.0.1:{dead}"\nregion = "us-east-1"\n'
+        'access_key_env = "HOOP_TEST_S3_ACCESS"\nsecret_key_env = "HOOP_TEST_S3_SECRET"\n'
+        'spool_limit = "1KiB"\n'
+    )
+    await pg.start()
+    async with await psycopg.AsyncConnection.connect(pg.dsn(), autocommit=True) as conn:
+        # recorded (random text does not compress): the spool passes its limit
+        await conn.execute("select %s::text", [secrets.token_hex(4000)])
+    said = ""
+    for _ in range(50):  # once the first session's recording is closed into the spool
+        try:
+            async with await psycopg.AsyncConnection.connect(pg.dsn()) as conn:
+                await conn.execute("select 1")
+        except psycopg.OperationalError as exc:
+            said = str(exc)
+            break
+        await asyncio.sleep(0.1)
+    assert "the gateway cannot record this session" in said
+    assert "recording spool holds" in said and "limit" in said, said
+    assert str(pg.directory) not in said and f"127.0.0.1:{dead}" not in said
