@@ -139,6 +139,49 @@ async def test_a_store_away_for_a_while_costs_no_session_and_no_byte(harness, se
     assert "tick 40" in out
 
 
+async def test_a_store_stopped_for_a_minute_costs_typing_sessions_nothing(harness, seaweed):
+    """Issue 15: the store stopped for a whole minute under sessions that keep typing. Every
+    session goes on, sessions started during the outage work, the spool drains once the store
+    is back, and every recording, read from the store, verifies with all its output."""
+    if seaweed.process is None:
+        seaweed.start()
+    setup(harness, seaweed)
+    await harness.start()
+    typing = "for i in $(seq 1 150); do echo tick $i; sleep 0.5; done"  # about 75 s
+    spanning = [
+        asyncio.ensure_future(harness.ssh_direct("alice+web1", typing, timeout=150))
+        for _ in range(3)
+    ]
+    await asyncio.sleep(2.0)
+    await asyncio.to_thread(seaweed.stop)
+    away_since = time.monotonic()
+    try:
+        during = 0
+        while time.monotonic() - away_since < 60:
+            short = await harness.ssh_direct("alice+web1", f"echo during-{during}")
+            assert short.status == 0 and f"during-{during}" in short.out, short.err
+            during += 1
+            await asyncio.sleep(8.0)
+        assert harness.gateway is not None and harness.gateway.config.recordings is not None
+        status = spool_status(harness.gateway.config.recordings, harness.data_dir)
+        assert status.failing_since is not None and not status.over_limit, status
+    finally:
+        await asyncio.to_thread(seaweed.start)
+    for result in await asyncio.gather(*spanning):
+        assert result.status == 0 and "tick 150" in result.out, result.err
+    await sessions_finished(harness)
+    await drained(harness, timeout=120)
+    total = 3 + during
+    status, out, err = await harness.hoop("verify", "--all")
+    assert status == 0, out + err
+    assert f"{total} recording(s), {total} catalogue row(s), 0 problem(s)" in out, out
+    rows = SqliteCatalogue.in_data_dir(harness.data_dir).find_sessions(SessionQuery())
+    assert all(is_url(row.path) for row in rows)  # read from the store, not the spool
+    longest = max(rows, key=lambda row: (row.ended_at_us or 0) - row.started_at_us)
+    status, out, err = await harness.hoop("export", "--format", "text", longest.id)
+    assert status == 0 and "tick 150" in out, err
+
+
 def _session(harness: GatewayHarness, index: int) -> str:
     rows = SqliteCatalogue.in_data_dir(harness.data_dir).find_sessions(SessionQuery())
     return sorted(rows, key=lambda row: row.started_at_us)[index].id
