@@ -25,6 +25,7 @@ from proxy.holds.enforcement import Enforcer
 from proxy.holds.service import ApprovalService
 from proxy.inspection import PolicyInspector
 from proxy.live import LiveSessions
+from proxy.memory import give_back_forever
 from proxy.names import fold_name
 from proxy.notify import Notifier, parse_notify
 from proxy.oidc.identity import answered_for, describe_name
@@ -268,10 +269,13 @@ async def run(config: GatewayConfig, ready: Callable[[GatewayRuntime], None] | N
         loop.add_signal_handler(signum, stop.set)
     if ready is not None:
         ready(runtime)
+    # after a burst of sessions, their memory goes back to the system
+    trimmer = asyncio.ensure_future(give_back_forever(lambda: len(runtime.sessions.sessions)))
     try:
         await stop.wait()
         log.info("stop requested")
     finally:
+        trimmer.cancel()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         if watch is not None:
