@@ -35,6 +35,7 @@ SERVER_FIXTURES = {
     "sshd": "sshd",
     "slapd": "slapd",
     "postgres": "postgres",
+    "cluster": "postgres",  # a private PostgreSQL cluster from initdb (tests/fixtures/pgstate.py)
     "seaweed": "seaweedfs",  # tests/storage/s3/conftest.py
     "provider": "oidc_provider",  # tests/proxy/oidc/conftest.py
     "other_provider": "oidc_provider",
