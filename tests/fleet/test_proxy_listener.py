@@ -102,3 +102,24 @@ def test_trusted_networks_match_mapped_addresses() -> None:
     assert is_trusted("::1", trusted)
     assert not is_trusted("10.0.2.7", trusted)
     assert not is_trusted("not-an-address", trusted)
+
+
+async def test_a_caller_is_let_in_when_the_gateway_holds_over_a_thousand_descriptors(
+    harness: GatewayHarness,
+) -> None:
+    """A busy gateway holds more than 1023 descriptors (two sockets and a recording per
+    session); looking at what a caller from an address outside trusted_proxies sent first
+    must not use select(), which cannot take them."""
+    import os
+
+    harness.add_user("alice")
+    harness.add_target("web1")
+    harness.gateway_settings["trusted_proxies"] = ["192.0.2.1"]  # not this caller
+    await harness.start()
+    held = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+    try:
+        answer = await banner(harness.port, b"SSH-2.0-OpenSSH_9.2\r\n")
+        assert answer.startswith(b"SSH-2.0-"), answer
+    finally:
+        for fd in held:
+            os.close(fd)
