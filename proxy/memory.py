@@ -4,8 +4,8 @@ glibc's allocator keeps the heap a burst of sessions grew (their buffers, parsed
 recording queues) after they end, so a gateway's resident memory stays at its peak for good.
 `malloc_trim(0)` hands the free part back to the system. It runs in a worker thread (ctypes
 releases the GIL, so forwarding goes on), and only when a quarter of the sessions (or all of
-them) ended since the last trim: a steady gateway never pays for it. Elsewhere than glibc there is nothing to call, and nothing
-is done.
+them) ended since the last trim: a steady gateway never pays for it. Elsewhere than glibc
+there is nothing to call, and nothing is done.
 """
 
 from __future__ import annotations
