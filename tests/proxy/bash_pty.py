@@ -11,7 +11,6 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
-import select
 import signal
 import struct
 import termios
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from proxy.line_detector import CommandLine, Enter, Forward, LineDetector, Paste
+from tests.fixtures.waiting import readable
 
 PROMPT = "alice@web1:~$ "
 QUIET_SECONDS = 0.06
@@ -89,8 +89,7 @@ class BashSession:
         started = time.monotonic()
         deadline = started + max(READ_LIMIT_SECONDS, linger)
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.fd], [], [], QUIET_SECONDS)
-            if not ready:
+            if not readable(self.fd, QUIET_SECONDS):
                 lingered = time.monotonic() - started >= linger
                 if lingered and (received or linger) and (until is None or until in received):
                     break

@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import os
 import pty
-import select
 import sys
 import time
 
@@ -17,6 +16,7 @@ from hypothesis import strategies as st
 import storage.masking
 from storage.mask_stream import MaskStream
 from storage.masking import ESCAPE, MaskPolicy
+from tests.fixtures.waiting import readable
 
 
 @pytest.fixture(scope="module", autouse=True, params=["prefilter always", "prefilter never"])
@@ -297,10 +297,8 @@ def test_cat_of_a_file_of_secrets_through_a_real_pty(tmp_path):
     stream = MaskStream(MASKER)
     raw, forwarded = [], []
     deadline = time.monotonic() + 20
-    poller = select.poll()  # not select(): the descriptor may be past 1023 in a long test run
-    poller.register(fd, select.POLLIN)
     while time.monotonic() < deadline:
-        if not poller.poll(500):
+        if not readable(fd, 0.5):
             continue
         try:
             chunk = os.read(fd, 1024)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import pty
-import select
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 from storage.catalogue import SessionQuery, SqliteCatalogue
 from storage.reader import RecordingReader
 from storage.schema import EventType
+from tests.fixtures.waiting import readable
 
 
 @pytest.mark.sshd  # `up` starts the local target's sshd
@@ -40,8 +40,7 @@ def _read_until(fd: int, needle: bytes, timeout: float = 15) -> bytes:
     seen = b""
     deadline = time.monotonic() + timeout
     while needle not in seen and time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.1)
-        if ready:
+        if readable(fd, 0.1):
             try:
                 chunk = os.read(fd, 4096)
             except OSError:

@@ -7,7 +7,6 @@ through the gateway to the machine's PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-import select
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,6 +16,7 @@ import pytest
 from psycopg import errors, pq
 from psycopg.pq import TransactionStatus
 
+from tests.fixtures.waiting import readable, ready
 from tests.proxy.pg.harness import BOB_PASSWORD, DIRECT_DSN, PgHarness
 
 DENY_TRUNCATE = {
@@ -373,16 +373,15 @@ def _nonblocking_send_query(dsn: str, rounds: int) -> None:
             pgconn.nonblocking = 1
             pgconn.send_query(BIG_QUERY)
             while pgconn.flush():
-                readable, writable, _ = select.select([pgconn.socket], [pgconn.socket], [], 30)
-                assert readable or writable, "the gateway stopped reading the client"
-                if readable and not writable:
+                can_read, can_write = ready(pgconn.socket, 30)
+                assert can_read or can_write, "the gateway stopped reading the client"
+                if can_read and not can_write:
                     pgconn.consume_input()
             statuses = []
             while True:
                 pgconn.consume_input()
                 if pgconn.is_busy():
-                    readable, _, _ = select.select([pgconn.socket], [], [], 30)
-                    assert readable, "no answer from the gateway"
+                    assert readable(pgconn.socket, 30), "no answer from the gateway"
                     continue
                 result = pgconn.get_result()
                 if result is None:
