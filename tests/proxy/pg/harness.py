@@ -11,6 +11,8 @@ import asyncio
 import getpass
 import os
 import socket
+import ssl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,8 @@ from proxy.holds.broker import ApprovalBroker, Person
 from proxy.holds.control import ControlServer, socket_path
 from proxy.holds.enforcement import Enforcer
 from proxy.holds.service import ApprovalService
-from proxy.pg.scram import make_verifier
+from proxy.pg import wire
+from proxy.pg.scram import MECHANISM, ScramClient, make_verifier
 from proxy.pg.server import PgGateway
 from storage.masking import MaskPolicy
 from storage.reader import RecordingReader
@@ -236,3 +239,50 @@ class PgHarness:
                 return
             await asyncio.sleep(0.05)
         raise AssertionError("sessions did not end in time")
+
+
+# -- a hand-made client, as an attacker would write one -------------------------------------
+
+
+async def backend_messages(reader: asyncio.StreamReader, timeout: float = 20) -> AsyncIterator[Any]:
+    """The gateway's messages as they come, decoded; AssertionError if it closes first."""
+    messages = wire.MessageReader()
+    while True:
+        frame = messages.next()
+        if frame is None:
+            data = await asyncio.wait_for(reader.read(65536), timeout)
+            assert data, "the gateway closed the connection"
+            messages.feed(data)
+            continue
+        yield wire.decode_backend(frame)
+
+
+async def tls_login_start(
+    pg: PgHarness, user: str = "alice"
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TLS connection to the gateway (certificate not checked) with its StartupMessage sent."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", pg.port)
+    writer.write(wire.SSLRequest().encode())
+    assert await reader.readexactly(1) == b"S"
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    await writer.start_tls(context)
+    writer.write(
+        wire.StartupMessage(wire.PROTOCOL_3_0, {"user": user, "database": "test"}).encode()
+    )
+    return reader, writer
+
+
+def scram_reply(message: Any, scram: ScramClient, after_final: bytes = b"") -> bytes:
+    """What a SCRAM client sends on `message`: its two messages, then `after_final` (sent at
+    once on the server's last SCRAM message, without waiting for AuthenticationOk)."""
+    if not isinstance(message, wire.Authentication):
+        return b""
+    if message.code == wire.AuthCode.SASL:
+        return wire.PasswordMessage.sasl_initial_of(MECHANISM, scram.first()).encode()
+    if message.code == wire.AuthCode.SASL_CONTINUE:
+        return wire.PasswordMessage(scram.final(message.data)).encode()
+    if message.code == wire.AuthCode.SASL_FINAL:
+        return after_final
+    return b""

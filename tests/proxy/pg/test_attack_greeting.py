@@ -20,7 +20,14 @@ import pytest
 from proxy.pg import wire
 from proxy.session import GatewaySession, RecordingUnavailable
 from storage.schema import EventType
-from tests.proxy.pg.harness import BOB_PASSWORD, DIRECT_DSN, PgHarness
+from tests.proxy.pg.harness import (
+    BOB_PASSWORD,
+    DIRECT_DSN,
+    PgHarness,
+    backend_messages,
+    scram_reply,
+    tls_login_start,
+)
 
 TABLE = "hoop_attack_greeting"
 APP = "hoop-attack-greeting"
@@ -88,16 +95,8 @@ async def _greeted(
     reader, writer = await asyncio.open_connection("127.0.0.1", pg.port)
     params = {"user": "bob", "database": "test", "application_name": APP}
     writer.write(wire.StartupMessage(wire.PROTOCOL_3_0, params).encode())
-    messages = wire.MessageReader()
     key = None
-    while True:
-        frame = messages.next()
-        if frame is None:
-            data = await asyncio.wait_for(reader.read(65536), 10)
-            assert data, "the gateway closed the connection at login"
-            messages.feed(data)
-            continue
-        message = wire.decode_backend(frame)
+    async for message in backend_messages(reader, 10):
         if isinstance(message, wire.Authentication):
             if message.code == wire.AuthCode.CLEARTEXT_PASSWORD:
                 password = wire.PasswordMessage(BOB_PASSWORD.encode() + b"\x00").encode()
@@ -244,42 +243,18 @@ async def test_a_client_that_leaves_while_the_recording_opens_ends_cleanly(
 async def test_a_large_query_right_after_a_tls_login_while_the_recording_opens(
     pg: PgHarness, gate: Gate
 ) -> None:
-    import ssl
-
-    from proxy.pg.scram import MECHANISM, ScramClient
+    from proxy.pg.scram import ScramClient
     from tests.proxy.pg.harness import ALICE_PASSWORD
 
     await pg.start()
-    reader, writer = await asyncio.open_connection("127.0.0.1", pg.port)
-    writer.write(wire.SSLRequest().encode())
-    assert await reader.readexactly(1) == b"S"
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    await writer.start_tls(context)
-    params = {"user": "alice", "database": "test"}
-    writer.write(wire.StartupMessage(wire.PROTOCOL_3_0, params).encode())
+    reader, writer = await tls_login_start(pg)
     scram = ScramClient(ALICE_PASSWORD)
     query = wire.Query("/* " + "x" * 1_000_000 + " */ select 42").encode()
-    messages, results, released = wire.MessageReader(), [], False
+    results, released = [], False
     try:
-        while True:
-            frame = messages.next()
-            if frame is None:
-                data = await asyncio.wait_for(reader.read(65536), 20)
-                assert data, "the gateway closed the connection"
-                messages.feed(data)
-                continue
-            message = wire.decode_backend(frame)
-            if isinstance(message, wire.Authentication):
-                if message.code == wire.AuthCode.SASL:
-                    initial = wire.PasswordMessage.sasl_initial_of(MECHANISM, scram.first())
-                    writer.write(initial.encode())
-                elif message.code == wire.AuthCode.SASL_CONTINUE:
-                    writer.write(wire.PasswordMessage(scram.final(message.data)).encode())
-                elif message.code == wire.AuthCode.SASL_FINAL:
-                    writer.write(query)
-            elif isinstance(message, wire.ErrorResponse):
+        async for message in backend_messages(reader):
+            writer.write(scram_reply(message, scram, after_final=query))
+            if isinstance(message, wire.ErrorResponse):
                 raise AssertionError(message.message)
             elif isinstance(message, wire.ReadyForQuery) and not released:
                 released = True

@@ -17,7 +17,14 @@ from psycopg import errors, pq
 from psycopg.pq import TransactionStatus
 
 from tests.fixtures.waiting import readable, ready
-from tests.proxy.pg.harness import BOB_PASSWORD, DIRECT_DSN, PgHarness
+from tests.proxy.pg.harness import (
+    BOB_PASSWORD,
+    DIRECT_DSN,
+    PgHarness,
+    backend_messages,
+    scram_reply,
+    tls_login_start,
+)
 
 DENY_TRUNCATE = {
     "name": "no-truncate",
@@ -525,44 +532,19 @@ async def test_a_large_query_sent_right_after_a_tls_login_is_read(pg: PgHarness)
     """A client that sends a 1 MB query as soon as its SCRAM login is accepted, over TLS,
     while the gateway is still logging in to the target: the query piled up in the login
     stream, which paused the TCP transport under TLS, and nothing ever resumed it."""
-    import ssl
-
     from proxy.pg import wire
-    from proxy.pg.scram import MECHANISM, ScramClient
+    from proxy.pg.scram import ScramClient
     from tests.proxy.pg.harness import ALICE_PASSWORD
 
     await pg.start()
-    reader, writer = await asyncio.open_connection("127.0.0.1", pg.port)
-    writer.write(wire.SSLRequest().encode())
-    assert await reader.readexactly(1) == b"S"
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    await writer.start_tls(context)
-    params = {"user": "alice", "database": "test"}
-    writer.write(wire.StartupMessage(wire.PROTOCOL_3_0, params).encode())
+    reader, writer = await tls_login_start(pg)
     scram = ScramClient(ALICE_PASSWORD)
     query = wire.Query("/* " + "x" * 1_000_000 + " */ select 42").encode()
-    messages = wire.MessageReader()
     results: list[Any] = []
     try:
-        while True:
-            frame = messages.next()
-            if frame is None:
-                data = await asyncio.wait_for(reader.read(65536), 20)
-                assert data, "the gateway closed the connection"
-                messages.feed(data)
-                continue
-            message = wire.decode_backend(frame)
-            if isinstance(message, wire.Authentication):
-                if message.code == wire.AuthCode.SASL:
-                    initial = wire.PasswordMessage.sasl_initial_of(MECHANISM, scram.first())
-                    writer.write(initial.encode())
-                elif message.code == wire.AuthCode.SASL_CONTINUE:
-                    writer.write(wire.PasswordMessage(scram.final(message.data)).encode())
-                elif message.code == wire.AuthCode.SASL_FINAL:
-                    writer.write(query)  # at once, without waiting for AuthenticationOk
-            elif isinstance(message, wire.ErrorResponse):
+        async for message in backend_messages(reader):
+            writer.write(scram_reply(message, scram, after_final=query))
+            if isinstance(message, wire.ErrorResponse):
                 raise AssertionError(message.message)
             elif isinstance(message, wire.DataRow):
                 results.append(message.values)
@@ -583,17 +565,9 @@ async def test_a_query_sent_with_the_password_is_not_lost(pg: PgHarness) -> None
     reader, writer = await asyncio.open_connection("127.0.0.1", pg.port)
     params = {"user": "bob", "database": "test"}
     writer.write(wire.StartupMessage(wire.PROTOCOL_3_0, params).encode())
-    messages = wire.MessageReader()
     rows: list[Any] = []
     try:
-        while True:
-            frame = messages.next()
-            if frame is None:
-                data = await asyncio.wait_for(reader.read(65536), 20)
-                assert data, "the gateway closed the connection"
-                messages.feed(data)
-                continue
-            message = wire.decode_backend(frame)
+        async for message in backend_messages(reader):
             if isinstance(message, wire.Authentication) and message.code == 3:
                 password = wire.PasswordMessage(BOB_PASSWORD.encode() + b"\x00").encode()
                 writer.write(password + wire.Query("select 7").encode())
