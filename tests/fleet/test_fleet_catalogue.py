@@ -129,11 +129,7 @@ async def test_the_workstations_recordings_list_every_instances_sessions(
         await store.add_session(on_a, f"s3://bucket/recordings/{on_a.session_id}.hrec")
     finally:
         await store.close()
-    data_dir = tmp_path / "gw-b"
-    data_dir.mkdir()
-    (data_dir / "gateway.toml").write_text(
-        f'[gateway]\ndata_dir = "{data_dir}"\ninstance = "gw-b"\n[state]\nurl = "{state_url}"\n'
-    )
+    data_dir = _instance_dir(tmp_path, "gw-b", state_url)
     on_b = make_header(new_session_id(), user="bob", gateway_id="gw-b")
     SqliteCatalogue.in_data_dir(data_dir).add_session(on_b, data_dir / "b.hrec")
     app = Workstation(data_dir, offline=True)
@@ -175,11 +171,7 @@ async def test_the_workstation_on_b_finds_words_said_in_a_session_on_a(
         )
     finally:
         await store.close()
-    data_dir = tmp_path / "gw-b"
-    data_dir.mkdir()
-    (data_dir / "gateway.toml").write_text(
-        f'[gateway]\ndata_dir = "{data_dir}"\ninstance = "gw-b"\n[state]\nurl = "{state_url}"\n'
-    )
+    data_dir = _instance_dir(tmp_path, "gw-b", state_url)
     app = Workstation(data_dir, offline=True)
     async with app.run_test(size=(160, 30)) as pilot:
         await pilot.press("2")
@@ -192,6 +184,17 @@ async def test_the_workstation_on_b_finds_words_said_in_a_session_on_a(
         await _until(pilot, lambda: isinstance(app.screen, SearchResultsScreen))
         hits = app.screen.query_one("#hits", DataTable)
         assert hits.row_count == 1
+
+
+def _instance_dir(tmp_path: Path, instance: str, state_url: str) -> Path:
+    """A data directory whose gateway.toml names the instance and the shared state."""
+    data_dir = tmp_path / instance
+    data_dir.mkdir()
+    (data_dir / "gateway.toml").write_text(
+        f'[gateway]\ndata_dir = "{data_dir}"\ninstance = "{instance}"\n'
+        f'[state]\nurl = "{state_url}"\n'
+    )
+    return data_dir
 
 
 async def _until(pilot: Any, condition: Any, tries: int = 200) -> None:
