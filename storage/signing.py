@@ -22,6 +22,8 @@ PUBLIC_KEY_NAME = "recording_key.pub"
 # The key of stable mask tokens, beside the signing key: the gateway makes it, the replay of
 # old recordings reads it to mask them with today's rules the same way.
 MASK_KEY_NAME = "mask.key"
+# Signing keys already read, by path, with the (inode, size, mtime) they were read at.
+_LOADED: dict[Path, tuple[tuple[int, int, int], Ed25519PrivateKey]] = {}
 
 
 class SigningKeyError(Exception):
@@ -65,9 +67,6 @@ def load_or_create_signing_key(data_dir: Path) -> Ed25519PrivateKey:
     public_path = private_file(data_dir / PUBLIC_KEY_NAME)
     public_path.write_bytes(public + b" hoop-tui recording signer\n")
     return key
-
-
-_LOADED: dict[Path, tuple[tuple[int, int, int], Ed25519PrivateKey]] = {}
 
 
 def load_or_create_mask_key(data_dir: Path) -> bytes:

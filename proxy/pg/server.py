@@ -607,7 +607,6 @@ class Relay:
 
     async def run(self) -> None:
         conn = self.connection
-        assert conn.gsession is not None
         if not await self._recording_opened():
             return
         self.session = conn.new_session()
