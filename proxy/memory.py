@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import logging
 from collections.abc import Callable
 
@@ -22,12 +21,11 @@ LOOK_EVERY_S = 5.0
 
 
 def libc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, or None where there is none."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
+    """glibc's malloc_trim, or None where there is none. Looked up among the symbols the
+    process already has (the C library Python runs on), not with `ctypes.util.find_library`,
+    which starts ldconfig to find it."""
     try:
-        trim = ctypes.CDLL(name).malloc_trim
+        trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return None
     trim.argtypes = [ctypes.c_size_t]

@@ -10,6 +10,14 @@ such as `harness`, is marked at collection with the server's marker (`sshd`, `sl
 `postgres`, `seaweedfs`, `oidc_provider`) and with `servers`, so `pytest -m "not servers"`
 runs the pure tests alone (`-m "not sshd and not slapd and not postgres"` leaves out those
 three). A test that starts a server by itself carries the marker explicitly.
+
+Two more kinds of test are slow without a server: those that start real programs (bash, the
+hoop-tui CLI, asciinema, a child they kill) carry `programs`, and those under
+tests/hoop_tui/workstation, which drive the Textual app with its Pilot, are marked `tui`. Every
+other test is marked `quick`: `pytest -m quick` runs the pure logic alone, and
+`pytest -m "quick and not fuzz"` leaves out the Hypothesis property tests (marked `fuzz`) too,
+the inner loop of a few seconds. A quick test that starts a program fails and says which marker
+it needs, so the split stays true.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -48,10 +57,17 @@ SERVER_MARKERS = {
     "oidc_provider": "needs the test OpenID provider (node oidc-provider)",
     "servers": "needs any of the servers above: -m 'not servers' runs the pure tests",
 }
+OTHER_MARKERS = {
+    "programs": "starts real programs (bash, the hoop-tui CLI, asciinema, a child it kills)",
+    "tui": "drives the Textual workstation with its Pilot (tests/hoop_tui/workstation)",
+    "quick": "none of servers, programs and tui: pure logic, -m quick runs these alone",
+    "fuzz": "a Hypothesis property test (many generated inputs): -m 'quick and not fuzz'",
+}
+WORKSTATION_TESTS = Path(__file__).parent / "hoop_tui" / "workstation"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    for name, meaning in SERVER_MARKERS.items():
+    for name, meaning in {**SERVER_MARKERS, **OTHER_MARKERS}.items():
         config.addinivalue_line("markers", f"{name}: {meaning}")
 
 
@@ -64,6 +80,31 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         needs = set(SERVER_MARKERS) - {"servers"}
         if any(item.get_closest_marker(marker) for marker in needs):
             item.add_marker("servers")
+        if WORKSTATION_TESTS in item.path.parents:
+            item.add_marker("tui")
+        if not any(item.get_closest_marker(marker) for marker in ("servers", "programs", "tui")):
+            item.add_marker("quick")
+        if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
+            item.add_marker("fuzz")
+
+
+@pytest.fixture(autouse=True)
+def _quick_tests_start_no_program(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test marked quick that starts a program fails, naming the marker it needs."""
+    if request.node.get_closest_marker("quick") is None:
+        return
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(
+            "this test starts a program: mark it `programs` (pytest.mark.programs)"
+        )
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
+    monkeypatch.setattr(os, "fork", refuse)
+    monkeypatch.setattr(os, "forkpty", refuse)
+    monkeypatch.setattr(os, "posix_spawn", refuse)
 
 
 if os.environ.get("HOOP_TEST_LOOP") == "uvloop":

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.programs
+
 
 def hoop_quiet_env() -> dict[str, str]:
     """The environment a user has: no PYTHONWARNINGS that could hide or add warnings."""

@@ -26,7 +26,10 @@ from proxy.policy import (
 from proxy.shell import analyse_paste
 from tests.proxy.bash_pty import WAIT, BashSession, Held
 
-pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+pytestmark = [
+    pytest.mark.programs,
+    pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash"),
+]
 
 POLICY = parse_policy(
     {

@@ -206,6 +206,7 @@ async def test_a_hold_about_to_expire_and_expired_are_both_sent(gateway):
         hook.close()
 
 
+@pytest.mark.programs
 @pytest.mark.parametrize(
     ("entry", "key"),
     [

@@ -19,6 +19,8 @@ from proxy.line_detector import LineDetector
 from proxy.policy import Action, Basis, Review, Verdict
 from proxy.shell_gate import GuardGate
 
+pytestmark = pytest.mark.programs
+
 ALLOW = Verdict(Action.ALLOW, Basis.DEFAULT, "")
 
 

@@ -288,6 +288,7 @@ def test_no_whole_secret_passes_and_bytes_outside_matches_are_unchanged(pieces, 
 # -- a real terminal -------------------------------------------------------------------------
 
 
+@pytest.mark.programs
 def test_cat_of_a_file_of_secrets_through_a_real_pty(tmp_path):
     path = tmp_path / "secrets.txt"
     path.write_bytes(FILE * 20)

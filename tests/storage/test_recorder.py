@@ -80,6 +80,7 @@ def test_an_unwritable_data_dir_refuses_the_session(tmp_path):
         start_recording(blocker, _header())
 
 
+@pytest.mark.programs
 def test_sessions_of_a_crashed_gateway_are_recovered(tmp_path):
     child = subprocess.Popen(
         [

@@ -143,6 +143,7 @@ def test_many_recordings_share_a_few_threads_and_each_gets_its_security_frame(tm
             ]
 
 
+@pytest.mark.programs
 def test_writer_threads_go_away_when_no_recording_is_open(tmp_path):
     # In a child process: other tests' recordings in this one would keep threads alive.
     child = _run_child(
@@ -236,6 +237,7 @@ def _run_child(script: str, *args: str) -> subprocess.Popen[bytes]:
     )
 
 
+@pytest.mark.programs
 def test_a_full_disk_fails_closed(tmp_path):
     """The writer process may only write 200 KB (RLIMIT_FSIZE): the write fails with EFBIG,
     the owner is told, and record() refuses from then on."""
@@ -270,6 +272,7 @@ def test_a_full_disk_fails_closed(tmp_path):
     assert "told owner: [Errno 27] File too large" in text
 
 
+@pytest.mark.programs
 def test_kill_9_loses_at_most_the_last_second(tmp_path):
     """A writer process killed with SIGKILL leaves a file readable up to about one second
     before the kill: every event stamped earlier than that is there."""

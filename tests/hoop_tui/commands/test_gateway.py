@@ -16,7 +16,7 @@ from proxy.auth import verify_password
 from tests.fixtures.gateway import GatewayHarness, only_recording
 from tests.fixtures.processes import wait_for_port
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.programs, pytest.mark.timeout(60)]
 HOOP = [sys.executable, "-m", "hoop_tui.cli"]
 
 

@@ -17,6 +17,8 @@ from storage.reader import RecordingReader
 from storage.schema import EventType
 from tests.fixtures.waiting import readable
 
+pytestmark = pytest.mark.programs
+
 
 @pytest.mark.sshd  # `up` starts the local target's sshd
 def test_up_sets_up_records_verifies_and_shows_the_demo(tmp_path):

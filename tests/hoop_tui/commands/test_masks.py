@@ -14,6 +14,8 @@ from storage.schema import EventType
 from storage.signing import load_or_create_signing_key
 from tests.storage.helpers import make_header, write_recording
 
+pytestmark = pytest.mark.programs
+
 RULES = """
 [[masks]]
 name = "cards"

@@ -19,6 +19,8 @@ from storage.search import SearchIndex
 from storage.signing import load_or_create_signing_key
 from tests.storage.helpers import SAMPLE_EVENTS, make_header, write_recording
 
+pytestmark = pytest.mark.programs
+
 
 def hoop(*args: str, cwd: Path | None = None, stdin: str | None = None):
     return subprocess.run(

@@ -82,6 +82,7 @@ def test_parse_at() -> None:
     assert (parse_at("12.5"), parse_at("1:30"), parse_at("1:00:01")) == (12.5, 90.0, 3601.0)
 
 
+@pytest.mark.programs
 def test_play_writes_the_recorded_bytes(tmp_path: Path) -> None:
     cast = DATA / "utf8.cast"
     done = subprocess.run(
@@ -157,6 +158,7 @@ def test_run_playback_timing_pause_and_quit() -> None:
     assert [t for t, _ in fake.written] == [0.0, 1.0, 2.0, 3.0]
 
 
+@pytest.mark.programs
 def test_screen_applies_todays_masks_to_an_old_recording(tmp_path):
     """A rule added after the session still hides what was recorded before it."""
     import subprocess
@@ -204,6 +206,7 @@ def test_screen_applies_todays_masks_to_an_old_recording(tmp_path):
     assert "4111 1111 1111 1111" not in masked and "1111 on file" in masked
 
 
+@pytest.mark.programs
 def test_screen_in_a_smaller_terminal_shows_what_fits_and_says_so(tmp_path: Path) -> None:
     """`screen` printed every row of a 24-row recording into a 10-row terminal, scrolling the
     top away unsaid (issue 17, item 12); a pipe still gets every row."""

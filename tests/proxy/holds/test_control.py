@@ -93,6 +93,7 @@ async def test_the_socket_is_owner_only(gateway):
     assert mode == 0o600
 
 
+@pytest.mark.programs
 async def test_a_hold_is_pushed_at_once_and_released_from_the_command_line(gateway):
     watcher = await ControlClient.connect(socket_path(gateway.data_dir))
     assert await watcher.call("subscribe", topics=["holds"]) == ["holds"]
@@ -144,6 +145,7 @@ async def test_a_topic_is_watched_only_while_someone_subscribes_to_it(gateway):
     await watcher.close()
 
 
+@pytest.mark.programs
 async def test_deny_needs_a_reason_and_reaches_the_session(gateway):
     session = asyncio.ensure_future(_held(gateway, **_hold_request()))
     await asyncio.sleep(0.05)
@@ -155,6 +157,7 @@ async def test_deny_needs_a_reason_and_reaches_the_session(gateway):
     assert (await asyncio.wait_for(session, 5)).status is HoldStatus.DENIED
 
 
+@pytest.mark.programs
 async def test_self_approval_is_refused_with_the_reason(gateway):
     gateway.operators[OS_USER] = Person("alice", frozenset({"oncall"}))
     session = asyncio.ensure_future(_held(gateway, **_hold_request()))
@@ -187,6 +190,7 @@ async def test_a_hold_times_out_on_its_own(gateway):
     assert 0.25 < time.monotonic() - started < 2
 
 
+@pytest.mark.programs
 async def test_grants_from_request_to_revoke_end_sessions(gateway):
     gateway.operators[OS_USER] = Person("alice", frozenset({"dev"}))
     code, out, err = await hoop(
@@ -228,6 +232,7 @@ async def test_garbage_on_the_socket_gets_an_error_and_others_are_unaffected(gat
     await client.close()
 
 
+@pytest.mark.programs
 async def test_no_gateway_running_says_what_to_do(tmp_path):
     code, _, err = await hoop(tmp_path, "holds")
     assert code == 1
@@ -241,6 +246,7 @@ async def _ticket_client(gateway, ticket):
     return await ControlClient.connect(socket_path(gateway.data_dir), ticket=ticket)
 
 
+@pytest.mark.programs
 async def test_a_ticket_binds_the_connection_to_its_person_not_the_os_user(gateway):
     gateway.operators[OS_USER] = Person("admin", frozenset({"oncall", "admins"}))
     ticket = gateway.control.tickets.issue(BOB)
@@ -480,6 +486,7 @@ async def test_policy_max_grant_bounds_what_anyone_may_ask_for(harness):
     assert b"a grant lasts at most 1h ([policy] max_grant); ask for less" in console.seen
 
 
+@pytest.mark.programs
 def test_connections_open_at_shutdown_end_without_a_traceback(tmp_path):
     """Quitting `hoop-tui up` with the workstation attached printed a CancelledError traceback
     from the control socket (issue 17, item 5): asyncio cancels the connection's task at loop

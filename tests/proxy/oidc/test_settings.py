@@ -99,6 +99,7 @@ def test_the_device_flow_ends_with_a_reason(error: str, message: str) -> None:
         poll.answer(400, {"error": error})
 
 
+@pytest.mark.programs
 def test_policy_check_judges_an_agent_as_the_gateway_would(tmp_path: Path) -> None:
     import subprocess
     import sys

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from proxy.ssh.hostkeys import HostKeys
 
 
@@ -17,6 +19,7 @@ def test_keys_persist_with_owner_only_permissions(tmp_path: Path) -> None:
         assert (tmp_path / "ssh" / name).stat().st_mode & 0o777 == 0o600
 
 
+@pytest.mark.programs
 def test_target_certificate_names_the_target(tmp_path: Path) -> None:
     keys = HostKeys(tmp_path / "ssh")
     cert = keys.certificate(("web1",))
