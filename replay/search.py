@@ -11,15 +11,21 @@ holds masked text only.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import logging
+import os
+import pickle
 import queue
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from replay.export import EventLog, describe_event, strip_terminal_controls
 from storage.catalogue import SessionQuery, SqliteCatalogue
+from storage.objectstore import known_settings, remember
 from storage.reader import RecordingReader
 from storage.schema import EventType
 from storage.search import SEARCH_NAME, Entry, SearchIndex
@@ -64,32 +70,33 @@ def index_recording(index: SearchIndex, session_id: str, path: Path | str) -> in
         return index.replace(session_id, searchable(reader))
 
 
-def index_when_closed(data_dir: Path) -> Callable[[RecordingSummary], None]:
+def index_when_closed(data_dir: Path) -> Callable[[RecordingSummary, Path | str], None]:
     """What a gateway runs as a recording closes: queue it for the data directory's indexer
-    thread, so a long recording's index never delays the end of its session. An index that
-    fails is logged and caught up by the next `hoop-tui search`; the recording itself is never
-    at stake."""
+    thread, so a long recording's index never delays the end of its session. The file is read
+    where it was written, or at its catalogued location once that is gone (a spool file
+    shipped to the store). An index that fails is logged and caught up by the next
+    `hoop-tui search`; the recording itself is never at stake."""
     indexer = _indexer_of(data_dir / SEARCH_NAME)
-    return lambda summary: indexer.add(summary.header.session_id, summary.path)
+    return lambda summary, location: indexer.add(summary.header.session_id, summary.path, location)
 
 
 class _Indexer:
-    """One thread per search index, started on demand, that indexes closed recordings in the
-    order they closed, over one connection kept while work comes, and closed (the thread
-    ends) after `IDLE_S` without any: a burst of short sessions costs one connection and
-    one checkpoint, not one each, and an idle gateway holds no search.db open."""
+    """One thread per search index, started on demand, that has closed recordings indexed in
+    the order they closed by one `_IndexProcess` kept while work comes, and stopped (the thread
+    ends) after `IDLE_S` without any: a burst of short sessions costs one process and one
+    checkpoint, not one each, and an idle gateway holds no search.db open."""
 
-    IDLE_S = 1.0
+    IDLE_S = 2.0
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue[tuple[str, Path | str]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[str, Path, Path | str]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
-    def add(self, session_id: str, path: Path | str) -> None:
+    def add(self, session_id: str, path: Path, location: Path | str) -> None:
         with self._lock:
-            self._queue.put((session_id, path))
+            self._queue.put((session_id, path, location))
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name=f"index-{self.path.parent.name}", daemon=True
@@ -97,11 +104,11 @@ class _Indexer:
                 self._thread.start()
 
     def _run(self) -> None:
-        index: SearchIndex | None = None
+        child: _IndexProcess | None = None
         try:
             while True:
                 try:
-                    session_id, path = self._queue.get(timeout=self.IDLE_S)
+                    session_id, path, location = self._queue.get(timeout=self.IDLE_S)
                 except queue.Empty:
                     with self._lock:  # nothing came: end, unless add() got in just now
                         if self._queue.empty():
@@ -109,13 +116,97 @@ class _Indexer:
                             return
                     continue
                 try:
-                    index = index or SearchIndex(self.path)
-                    index_recording(index, session_id, path)
+                    child = child or _IndexProcess(self.path)
+                    child.index(session_id, path, location)
                 except Exception as exc:  # the next search indexes it again
                     log.warning("session %s not indexed for search: %s", session_id, exc)
+                    if child is not None and not child.alive():
+                        child = None
         finally:
-            if index is not None:
-                index.close()  # now, not when the collector finds it (open files)
+            if child is not None:
+                child.close()
+
+
+class _IndexProcess:
+    """A child Python, at a lower priority, that indexes recordings into one search index.
+
+    Indexing reads and decodes a whole recording: tens of CPU seconds for a 256 MB one. In the
+    gateway's own process that thread held the GIL against forwarding, and a bulk transfer
+    started while the one before it was indexed ran at a tenth of its speed. In a process of
+    its own it takes the other core, or what forwarding leaves. Jobs and answers are pickles on
+    its stdin and on a copy of its stdout (stdout itself goes to stderr, so a stray print
+    cannot break the stream); it ends when its stdin closes."""
+
+    def __init__(self, path: Path) -> None:
+        root = str(Path(__file__).resolve().parents[1])
+        paths = [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "replay.search", str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},
+        )
+        self._send(known_settings())
+
+    def _send(self, message: object) -> None:
+        assert self._process.stdin is not None
+        pickle.dump(message, self._process.stdin)
+        self._process.stdin.flush()
+
+    def index(self, session_id: str, path: Path, location: Path | str) -> int:
+        """Index one closed recording, read at `path` or, once that is gone, at `location`;
+        its entry count, or the child's error raised here."""
+        assert self._process.stdout is not None
+        self._send((session_id, str(path), str(location)))
+        try:
+            status, answer = pickle.load(self._process.stdout)
+        except (EOFError, pickle.UnpicklingError) as exc:
+            raise OSError(f"the indexing process ended (exit {self._process.poll()})") from exc
+        if status != "ok":
+            raise ValueError(answer)
+        return int(answer)
+
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            assert self._process.stdin is not None
+            self._process.stdin.close()
+        try:
+            self._process.wait(30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        if self._process.stdout is not None:
+            self._process.stdout.close()
+
+
+def _serve(path: Path, jobs: IO[bytes], answers: IO[bytes]) -> None:
+    """The child's side of `_IndexProcess`: the parent's object stores, then jobs until EOF."""
+    with contextlib.suppress(OSError):
+        os.nice(10)  # forwarding first
+    for settings in pickle.load(jobs):
+        remember(settings)
+    index = SearchIndex(path)
+    try:
+        while True:
+            try:
+                session_id, path, location = pickle.load(jobs)
+            except EOFError:
+                return
+            try:
+                try:
+                    entries = index_recording(index, session_id, path)
+                except FileNotFoundError:
+                    entries = index_recording(index, session_id, location)
+                answer: tuple[str, object] = ("ok", entries)
+            except Exception as exc:
+                answer = ("error", f"{type(exc).__name__}: {exc}")
+            pickle.dump(answer, answers)
+            answers.flush()
+    finally:
+        index.close()
 
 
 _INDEXERS: dict[Path, _Indexer] = {}
@@ -153,3 +244,9 @@ def index_missing(
         if update is not None:
             update(number + 1, len(todo))
     return len(todo) - len(problems), problems
+
+
+if __name__ == "__main__":
+    _answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    _serve(Path(sys.argv[1]), sys.stdin.buffer, _answers)

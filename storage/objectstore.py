@@ -226,11 +226,16 @@ def remember(settings: StoreSettings | None) -> None:
             _KNOWN.insert(0, settings)
 
 
+def known_settings() -> list[StoreSettings]:
+    """The stores this process knows, newest first (to hand to a child process)."""
+    with _KNOWN_LOCK:
+        return list(_KNOWN)
+
+
 def settings_for(url: str) -> StoreSettings:
     """The settings of the configured store holding `url`; without one, the bucket with the
     endpoint and region of the environment (AWS_ENDPOINT_URL, AWS_REGION)."""
-    with _KNOWN_LOCK:
-        known = list(_KNOWN)
+    known = known_settings()
     for settings in known:
         if settings.holds(url):
             return settings

@@ -51,7 +51,7 @@ def start_recording(
     *,
     on_failure: Callable[[BaseException], None] | None = None,
     catalogue: SqliteCatalogue | None = None,
-    after_close: Callable[[RecordingSummary], None] | None = None,
+    after_close: Callable[[RecordingSummary, Path | str], None] | None = None,
     store: StoreSettings | None = None,
 ) -> RecordingWriter:
     """Open a new recording and catalogue it. Raises RecordingFailed when either cannot be
@@ -85,7 +85,7 @@ def start_recording(
         def on_closed(summary: RecordingSummary) -> None:
             finish(summary)
             if after_close is not None:
-                after_close(summary)
+                after_close(summary, location)
 
         writer = RecordingWriter(
             path,

@@ -9,8 +9,11 @@ import os
 import threading
 from pathlib import Path
 
+import pytest
+
 from storage.catalogue import SessionQuery, SqliteCatalogue
 from storage.recorder import new_session_id
+from storage.search import SearchIndex
 from tests.storage.helpers import make_header
 
 
@@ -43,14 +46,19 @@ def test_threads_that_used_the_catalogue_keep_no_files_open(tmp_path: Path) -> N
             thread.join()
 
 
-def test_indexing_closed_recordings_leaves_no_files_open(tmp_path: Path) -> None:
-    """Closed recordings are indexed for search by one thread per index, which closes its
-    connection to search.db once no more work comes, not whenever the garbage collector gets
-    to it (the soak's idle gateway held 33 search.db files open after a burst of sessions)."""
+@pytest.mark.programs  # the indexing process
+def test_indexing_closed_recordings_leaves_no_files_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closed recordings are indexed for search in a process of their own (a large one would
+    hold the GIL against forwarding), driven by one thread per index, which ends it once no
+    more work comes: the soak's idle gateway once held 33 search.db files open after a burst
+    of sessions."""
     import gc
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    import replay.search
     from replay.search import index_when_closed
     from storage.writer import RecordingSummary
     from tests.storage.helpers import SAMPLE_EVENTS, write_recording
@@ -62,19 +70,29 @@ def test_indexing_closed_recordings_leaves_no_files_open(tmp_path: Path) -> None
         path = tmp_path / f"{header.session_id}.hrec"
         write_recording(path, SAMPLE_EVENTS, signer, header=header)
         summaries.append(RecordingSummary(path, header, path.stat().st_size, 0, 0, "closed"))
+
+    def not_here(*args: object) -> int:
+        raise AssertionError("indexed in the gateway's own process")
+
+    monkeypatch.setattr(replay.search, "index_recording", not_here)
     index_it = index_when_closed(tmp_path)
-    index_it(summaries[0])  # the file and its tables exist from here on
+    index_it(summaries[0], summaries[0].path)  # the file and its tables exist from here on
     _join_indexers()
     gc.collect()
     before = open_files()
     gc.disable()  # as between two collections of a busy gateway
     try:
         for summary in summaries[1:]:
-            index_it(summary)
+            index_it(summary, summary.path)
         _join_indexers()
         assert open_files() - before <= 0, open_files() - before
     finally:
         gc.enable()
+    indexed = SearchIndex.in_data_dir(tmp_path)
+    try:
+        assert indexed.indexed_sessions() == {s.header.session_id for s in summaries}
+    finally:
+        indexed.close()
 
 
 def _join_indexers() -> None:

@@ -18,6 +18,7 @@ from storage.catalogue import SessionQuery, SqliteCatalogue
 from storage.objectstore import is_url
 from storage.reader import RecordingReader
 from storage.recorder import CRASH_REASON
+from storage.search import SearchIndex
 from storage.signing import PUBLIC_KEY_NAME, load_public_key
 from storage.spool import shared_spool, spool_status
 from storage.verify import verify_recording
@@ -46,6 +47,19 @@ async def drained(harness: GatewayHarness, timeout: float = 60) -> None:
         await asyncio.sleep(0.05)
 
 
+async def indexed_by_the_gateway(harness: GatewayHarness, session_id: str) -> None:
+    """The gateway's indexing process (which gets the gateway's stores) indexed the session
+    as it closed, before any `hoop-tui search` could catch it up."""
+    index = SearchIndex.in_data_dir(harness.data_dir)
+    try:
+        deadline = time.monotonic() + 20
+        while session_id not in index.indexed_sessions():
+            assert time.monotonic() < deadline, "the gateway did not index the session"
+            await asyncio.sleep(0.1)
+    finally:
+        index.close()
+
+
 async def test_a_session_is_recorded_to_the_store_and_verified_and_replayed_from_it(
     harness, store_running
 ):
@@ -62,6 +76,7 @@ async def test_a_session_is_recorded_to_the_store_and_verified_and_replayed_from
     (row,) = json.loads(out)
     assert row["path"].startswith(harness.recordings["url"] + "/"), row["path"]
     assert row["recording_problem"] is None
+    await indexed_by_the_gateway(harness, row["id"])
     status, out, err = await harness.hoop("verify", row["id"])
     assert status == 0, out + err
     assert f"{row['path']}: OK" in out
