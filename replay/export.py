@@ -24,7 +24,10 @@ ANSI_PATTERN = re.compile(
     r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"
     r"|\x1b[()*+\-./][ -~]"
     r"|\x1b[0-~]"
-    r"|[\x00-\x08\x0b-\x1f\x7f]"
+    # other controls in runs, not one by one: a dump of NULs is millions of matches otherwise
+    # (38 s to index 256 MB of them); ESC stays out of the run so a sequence after it is seen
+    r"|[\x00-\x08\x0b-\x1a\x1c-\x1f\x7f]+"
+    r"|\x1b"
 )
 # Text drawn in place between a cursor save and restore: a status line that redraws itself
 # (the gateway's "held ... (0:07; Ctrl-C withdraws)"), shown once per change of its words.
