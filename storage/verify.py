@@ -168,8 +168,10 @@ def abrupt_end(row: SessionRow | None) -> bool:
     recovered after a crash (storage/recorder.py CRASH_REASON), or marked ended-unknown by
     another instance when this one stopped heart-beating (storage/pg_state.py)."""
     reason = (row.end_reason or "") if row is not None else ""
-    return row is not None and row.ended_at_us is not None and (
-        reason.endswith("(recovered)") or reason.startswith("ended-unknown")
+    return (
+        row is not None
+        and row.ended_at_us is not None
+        and (reason.endswith("(recovered)") or reason.startswith("ended-unknown"))
     )
 
 
