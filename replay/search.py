@@ -118,10 +118,13 @@ class _Indexer:
                 try:
                     child = child or _IndexProcess(self.path)
                     child.index(session_id, path, location)
-                except Exception as exc:  # the next search indexes it again
+                except ValueError as exc:  # this recording; the next search indexes it again
                     log.warning("session %s not indexed for search: %s", session_id, exc)
-                    if child is not None and not child.alive():
-                        child = None
+                except Exception as exc:  # the process: a new one for the next recording
+                    log.warning("session %s not indexed for search: %s", session_id, exc)
+                    if child is not None:
+                        child.close()
+                    child = None
         finally:
             if child is not None:
                 child.close()
@@ -141,12 +144,17 @@ class _IndexProcess:
         root = str(Path(__file__).resolve().parents[1])
         paths = [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "replay.search", str(path)],
+            # -P: not the working directory first on the path, where a `replay` could wait
+            [sys.executable, "-P", "-m", "replay.search", str(path)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},
         )
-        self._send(known_settings())
+        try:
+            self._send(known_settings())
+        except BaseException:
+            self.close()
+            raise
 
     def _send(self, message: object) -> None:
         assert self._process.stdin is not None
@@ -166,20 +174,18 @@ class _IndexProcess:
             raise ValueError(answer)
         return int(answer)
 
-    def alive(self) -> bool:
-        return self._process.poll() is None
-
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            assert self._process.stdin is not None
-            self._process.stdin.close()
+        """End the child: EOF on its stdin once its job is done, killed if not gone in 30 s."""
+        stdin, stdout = self._process.stdin, self._process.stdout
+        assert stdin is not None and stdout is not None
+        with contextlib.suppress(OSError):  # a child already gone: a broken pipe
+            stdin.close()
         try:
             self._process.wait(30)
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
-        if self._process.stdout is not None:
-            self._process.stdout.close()
+        stdout.close()
 
 
 def _serve(path: Path, jobs: IO[bytes], answers: IO[bytes]) -> None:

@@ -99,3 +99,30 @@ def _join_indexers() -> None:
     for thread in threading.enumerate():
         if thread.name.startswith("index-"):
             thread.join()
+
+
+@pytest.mark.programs  # the indexing process
+def test_a_recording_that_cannot_be_read_is_logged_and_the_next_is_indexed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from replay.search import index_when_closed
+    from storage.writer import RecordingSummary
+    from tests.storage.helpers import SAMPLE_EVENTS, write_recording
+
+    header = make_header(new_session_id())
+    path = tmp_path / f"{header.session_id}.hrec"
+    write_recording(path, SAMPLE_EVENTS, Ed25519PrivateKey.generate(), header=header)
+    good = RecordingSummary(path, header, path.stat().st_size, 0, 0, "closed")
+    gone = RecordingSummary(tmp_path / "gone.hrec", make_header(new_session_id()), 0, 0, 0, "x")
+    index_it = index_when_closed(tmp_path)
+    index_it(gone, tmp_path / "also-gone.hrec")  # neither where written nor where catalogued
+    index_it(good, good.path)
+    _join_indexers()
+    assert f"session {gone.header.session_id} not indexed for search" in caplog.text
+    indexed = SearchIndex.in_data_dir(tmp_path)
+    try:
+        assert indexed.indexed_sessions() == {header.session_id}
+    finally:
+        indexed.close()
