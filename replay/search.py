@@ -70,6 +70,17 @@ def index_recording(index: SearchIndex, session_id: str, path: Path | str) -> in
         return index.replace(session_id, searchable(reader))
 
 
+def index_either(
+    index: SearchIndex, session_id: str, path: Path | str, location: Path | str
+) -> int:
+    """Index a closed recording where it was written, or at its catalogued location once that
+    is gone (a spool file shipped to the store)."""
+    try:
+        return index_recording(index, session_id, path)
+    except FileNotFoundError:
+        return index_recording(index, session_id, location)
+
+
 def index_when_closed(data_dir: Path) -> Callable[[RecordingSummary, Path | str], None]:
     """What a gateway runs as a recording closes: queue it for the data directory's indexer
     thread, so a long recording's index never delays the end of its session. The file is read
@@ -77,7 +88,9 @@ def index_when_closed(data_dir: Path) -> Callable[[RecordingSummary, Path | str]
     shipped to the store). An index that fails is logged and caught up by the next
     `hoop-tui search`; the recording itself is never at stake."""
     indexer = _indexer_of(data_dir / SEARCH_NAME)
-    return lambda summary, location: indexer.add(summary.header.session_id, summary.path, location)
+    return lambda summary, location: indexer.add(
+        summary.header.session_id, summary.path, location, summary.size
+    )
 
 
 class _Indexer:
@@ -87,16 +100,19 @@ class _Indexer:
     checkpoint, not one each, and an idle gateway holds no search.db open."""
 
     IDLE_S = 2.0
+    # Up to this size a recording is indexed on the thread itself, in milliseconds: starting a
+    # process for it would cost more than it saves. Larger ones go to the process.
+    IN_PROCESS_BYTES = 1 << 20
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue[tuple[str, Path, Path | str]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[str, Path, Path | str, int]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
-    def add(self, session_id: str, path: Path, location: Path | str) -> None:
+    def add(self, session_id: str, path: Path, location: Path | str, size: int) -> None:
         with self._lock:
-            self._queue.put((session_id, path, location))
+            self._queue.put((session_id, path, location, size))
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name=f"index-{self.path.parent.name}", daemon=True
@@ -105,15 +121,23 @@ class _Indexer:
 
     def _run(self) -> None:
         child: _IndexProcess | None = None
+        index: SearchIndex | None = None
         try:
             while True:
                 try:
-                    session_id, path, location = self._queue.get(timeout=self.IDLE_S)
+                    session_id, path, location, size = self._queue.get(timeout=self.IDLE_S)
                 except queue.Empty:
                     with self._lock:  # nothing came: end, unless add() got in just now
                         if self._queue.empty():
                             self._thread = None
                             return
+                    continue
+                if size <= self.IN_PROCESS_BYTES:
+                    try:
+                        index = index or SearchIndex(self.path)
+                        index_either(index, session_id, path, location)
+                    except Exception as exc:  # the next search indexes it again
+                        log.warning("session %s not indexed for search: %s", session_id, exc)
                     continue
                 try:
                     child = child or _IndexProcess(self.path)
@@ -128,6 +152,8 @@ class _Indexer:
         finally:
             if child is not None:
                 child.close()
+            if index is not None:
+                index.close()  # now, not when the collector finds it (open files)
 
 
 class _IndexProcess:
@@ -202,11 +228,10 @@ def _serve(path: Path, jobs: IO[bytes], answers: IO[bytes]) -> None:
             except EOFError:
                 return
             try:
-                try:
-                    entries = index_recording(index, session_id, path)
-                except FileNotFoundError:
-                    entries = index_recording(index, session_id, location)
-                answer: tuple[str, object] = ("ok", entries)
+                answer: tuple[str, object] = (
+                    "ok",
+                    index_either(index, session_id, path, location),
+                )
             except Exception as exc:
                 answer = ("error", f"{type(exc).__name__}: {exc}")
             pickle.dump(answer, answers)

@@ -46,6 +46,9 @@ def test_threads_that_used_the_catalogue_keep_no_files_open(tmp_path: Path) -> N
             thread.join()
 
 
+BIG = 2 << 20  # a summary's size past which the indexing process takes the recording
+
+
 @pytest.mark.programs  # the indexing process
 def test_indexing_closed_recordings_leaves_no_files_open(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -69,7 +72,7 @@ def test_indexing_closed_recordings_leaves_no_files_open(
         header = make_header(new_session_id())
         path = tmp_path / f"{header.session_id}.hrec"
         write_recording(path, SAMPLE_EVENTS, signer, header=header)
-        summaries.append(RecordingSummary(path, header, path.stat().st_size, 0, 0, "closed"))
+        summaries.append(RecordingSummary(path, header, BIG, 0, 0, "closed"))
 
     def not_here(*args: object) -> int:
         raise AssertionError("indexed in the gateway's own process")
@@ -95,6 +98,30 @@ def test_indexing_closed_recordings_leaves_no_files_open(
         indexed.close()
 
 
+def test_a_small_recording_is_indexed_on_the_thread_without_a_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starting a process costs more than indexing a short session: up to a megabyte the
+    indexer's thread does it (quick tests may not start programs, so this one would fail)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from replay.search import index_when_closed
+    from storage.writer import RecordingSummary
+    from tests.storage.helpers import SAMPLE_EVENTS, write_recording
+
+    header = make_header(new_session_id())
+    path = tmp_path / f"{header.session_id}.hrec"
+    write_recording(path, SAMPLE_EVENTS, Ed25519PrivateKey.generate(), header=header)
+    index_it = index_when_closed(tmp_path)
+    index_it(RecordingSummary(path, header, path.stat().st_size, 0, 0, "closed"), path)
+    _join_indexers()
+    indexed = SearchIndex.in_data_dir(tmp_path)
+    try:
+        assert indexed.indexed_sessions() == {header.session_id}
+    finally:
+        indexed.close()
+
+
 def _join_indexers() -> None:
     for thread in threading.enumerate():
         if thread.name.startswith("index-"):
@@ -114,8 +141,8 @@ def test_a_recording_that_cannot_be_read_is_logged_and_the_next_is_indexed(
     header = make_header(new_session_id())
     path = tmp_path / f"{header.session_id}.hrec"
     write_recording(path, SAMPLE_EVENTS, Ed25519PrivateKey.generate(), header=header)
-    good = RecordingSummary(path, header, path.stat().st_size, 0, 0, "closed")
-    gone = RecordingSummary(tmp_path / "gone.hrec", make_header(new_session_id()), 0, 0, 0, "x")
+    good = RecordingSummary(path, header, BIG, 0, 0, "closed")
+    gone = RecordingSummary(tmp_path / "gone.hrec", make_header(new_session_id()), BIG, 0, 0, "x")
     index_it = index_when_closed(tmp_path)
     index_it(gone, tmp_path / "also-gone.hrec")  # neither where written nor where catalogued
     index_it(good, good.path)
