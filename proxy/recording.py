@@ -40,6 +40,7 @@ PASSWORD_PROMPT = re.compile(
 )
 PROMPT_TAIL = 160  # bytes of the last output line kept to recognise a prompt
 ENDS_SECRET = frozenset(b"\r\n\x03\x04")  # Enter, Ctrl-C, Ctrl-D end what was typed
+MIN_REPEATED = 4  # a silent answer this long is redacted where it is repeated; "y" is not
 
 
 @dataclass(slots=True)
@@ -48,6 +49,9 @@ class _Channel:
     secret: bool = False  # a password prompt was shown: keys typed now may not be echoed
     typed: bytearray = field(default_factory=bytearray)  # keys since, held to see if echoed
     stream: MaskStream | None = None
+    # the last silent answer, until the caller's next line: what repeats it (the gate's notice
+    # when it judged the answer as a command line, a program printing it) is redacted too
+    answer: bytes = b""
 
 
 @dataclass(slots=True)
@@ -62,7 +66,7 @@ class TypedSecrets:
         self, kind: EventType, fields: tuple[Any, ...]
     ) -> list[tuple[EventType, tuple[Any, ...]]]:
         if kind is EventType.OUTPUT:
-            return [*self._output(fields), (kind, fields)]
+            return [*self._output(fields), (kind, self._unrepeated(fields, 1))]
         if kind is EventType.INPUT and len(fields) >= 2 and isinstance(fields[1], bytes):
             return self._input(fields[0], fields[1])
         elif kind is EventType.CHANNEL_CLOSE and fields:
@@ -70,7 +74,7 @@ class TypedSecrets:
         elif kind is EventType.EXEC:
             return [(kind, self._masked(fields, 1))]
         elif kind is EventType.COMMAND:
-            return [(kind, self._masked(fields, 2))]
+            return [(kind, self._unrepeated(self._masked(fields, 2), 2))]
         elif kind is EventType.HOLD_REQUESTED:
             return [(kind, self._masked(fields, 1))]
         elif kind is EventType.SQL_STATEMENT:
@@ -120,13 +124,19 @@ class TypedSecrets:
             channel.typed += data
             return []
         answered = bool(channel.typed) or end > 0
+        answer = bytes(channel.typed) + data[:end]
         channel.typed, channel.secret = bytearray(), False
         recorded = [(EventType.INPUT, (number, REDACTED))] if answered else []
-        return recorded + self._plain(number, channel, data[end:])
+        recorded += self._plain(number, channel, data[end:])
+        if len(answer.strip()) >= MIN_REPEATED and not ENDS_SECRET & set(data[end + 1 :]):
+            channel.answer = answer.strip()
+        return recorded
 
     def _plain(
         self, number: int, channel: _Channel, data: bytes
     ) -> list[tuple[EventType, tuple[Any, ...]]]:
+        if ENDS_SECRET & set(data):
+            channel.answer = b""  # the caller's next line
         recorded = bytearray()
         if channel.stream is not None:
             out, _ = channel.stream.feed(data)
@@ -144,6 +154,19 @@ class TypedSecrets:
             out, _ = channel.stream.flush(final=True)
             events += [(EventType.INPUT, (number, out))] if out else []
         return events
+
+    def _unrepeated(self, fields: tuple[Any, ...], index: int) -> tuple[Any, ...]:
+        """`fields` with the channel's last silent answer redacted from `fields[index]`."""
+        channel = self._channels.get(fields[0]) if fields else None
+        if channel is None or not channel.answer or len(fields) <= index:
+            return fields
+        value = fields[index]
+        if isinstance(value, bytes | bytearray | memoryview):
+            value = bytes(value).replace(channel.answer, REDACTED)
+        elif isinstance(value, str):
+            answer = channel.answer.decode("utf-8", "replace")
+            value = value.replace(answer, REDACTED.decode())
+        return (*fields[:index], value, *fields[index + 1 :])
 
     def _masked(self, fields: tuple[Any, ...], index: int) -> tuple[Any, ...]:
         if len(fields) <= index:

@@ -174,3 +174,34 @@ def test_a_silent_answer_is_redacted_whatever_its_length_and_split() -> None:
         (EventType.INPUT, (0, REDACTED)),
         (EventType.CHANNEL_CLOSE, (0,)),
     ]
+
+
+def test_a_silent_answer_repeated_before_the_next_line_is_redacted_there_too() -> None:
+    """Under load the guard once judged a password typed at `read -s` as a command line: its
+    refusal notice and the COMMAND event repeated the answer into the recording and the live
+    watch. What repeats the last silent answer, until the caller's next line, is redacted."""
+    secrets = TypedSecrets(None)
+    secrets(EventType.OUTPUT, (0, b"Password: "))
+    assert secrets(EventType.INPUT, (0, b"hunter2-Sup3rSecret\r")) == [
+        (EventType.INPUT, (0, REDACTED)),
+        (EventType.INPUT, (0, b"\r")),
+    ]
+    (command,) = secrets(EventType.COMMAND, (0, "guard", "hunter2-Sup3rSecret"))
+    assert command == (EventType.COMMAND, (0, "guard", "[redacted]"))
+    notice = b"\r\ndenied: review: hunter2-Sup3rSecret: it needs review\r\n"
+    (output,) = secrets(EventType.OUTPUT, (0, notice))
+    assert output == (EventType.OUTPUT, (0, notice.replace(b"hunter2-Sup3rSecret", REDACTED)))
+    # the caller's next line: its output is the target's own again
+    assert secrets(EventType.INPUT, (0, b"echo hunter2-Sup3rSecret\r")) == [
+        (EventType.INPUT, (0, b"echo hunter2-Sup3rSecret\r"))
+    ]
+    later = (0, b"hunter2-Sup3rSecret\r\n")
+    assert secrets(EventType.OUTPUT, later) == [(EventType.OUTPUT, later)]
+
+
+def test_a_short_silent_answer_is_not_hunted_in_the_output() -> None:
+    secrets = TypedSecrets(None)
+    secrets(EventType.OUTPUT, (0, b"PIN: "))
+    secrets(EventType.INPUT, (0, b"y\r"))
+    out = (0, b"yes, every y stays\r\n")
+    assert secrets(EventType.OUTPUT, out) == [(EventType.OUTPUT, out)]
