@@ -25,13 +25,12 @@ import asyncio
 import itertools
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import proxy  # noqa: F401  (filters asyncssh's DSA warning before asyncssh loads)
-from bench.soak import Tally, fd_kinds, querier, settled, typist, usage
+from bench.soak import Tally, fd_kinds, querier, running_fleet, settled, typist, usage
 
 
 async def rounds(fleet: object, count: int, seconds: float, ssh: int, pg: int) -> list[dict]:
@@ -77,23 +76,8 @@ def main() -> int:
     parser.add_argument("--pg", type=int, default=25, help="PostgreSQL clients")
     args = parser.parse_args()
 
-    from tests.fixtures.pgstate import fresh_database
-    from tests.fixtures.processes import stop as stop_process
-    from tests.fixtures.sshd import start_sshd
-    from tests.fleet.harness import Fleet
-
-    with tempfile.TemporaryDirectory() as tmp, fresh_database() as url:
-        sshd = start_sshd(Path(tmp) / "sshd")
-        fleet = Fleet(
-            Path(tmp) / "fleet", sshd, url, heartbeat="1s", lost_after="5s", postgres=True
-        )
-        try:
-            fleet.start()
-            fleet.ssh_argv("alice", "ssh", "x")  # writes known_hosts
-            samples = asyncio.run(rounds(fleet, args.rounds, args.seconds, args.ssh, args.pg))
-        finally:
-            fleet.stop()
-            stop_process(sshd.process)
+    with running_fleet() as (fleet, _):
+        samples = asyncio.run(rounds(fleet, args.rounds, args.seconds, args.ssh, args.pg))
     print("idle memory after each round, MB (growth over the round before):")
     for name in fleet.instances:
         figures = [row[name]["rss_mb"] for row in samples]

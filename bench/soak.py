@@ -39,8 +39,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -273,16 +275,11 @@ async def catalogue(url: str) -> list[tuple[str, str | None, str]]:
         return [(r[0], r[1], r[2]) for r in await cur.fetchall()]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--ssh", type=int, default=200, help="typing SSH sessions")
-    parser.add_argument("--pg", type=int, default=50, help="PostgreSQL clients")
-    parser.add_argument(
-        "--warm-up-minutes", type=float, default=2.0, help="the unmeasured cycle before the run"
-    )
-    args = parser.parse_args()
-
+@contextlib.contextmanager
+def running_fleet() -> Iterator[tuple[Any, str]]:
+    """Two gateway instances behind HAProxy on a fresh state database of the machine's
+    PostgreSQL and a private sshd, with known_hosts written; (fleet, state url), all stopped
+    and dropped after."""
     from tests.fixtures.pgstate import fresh_database
     from tests.fixtures.processes import stop as stop_process
     from tests.fixtures.sshd import start_sshd
@@ -296,21 +293,33 @@ def main() -> int:
         try:
             fleet.start()
             fleet.ssh_argv("alice", "ssh", "x")  # writes known_hosts
-            started = time.monotonic()
-            result = asyncio.run(soak(fleet, args.minutes, args.ssh, args.pg, args.warm_up_minutes))
-            elapsed = time.monotonic() - started
-            time.sleep(3)  # a last heartbeat copies the catalogue rows
-            fleet.stop()
-            verified = {}
-            for name, instance in fleet.instances.items():
-                done = fleet.hoop_sync(
-                    name, "verify", "--all", "--data-dir", str(instance.data_dir)
-                )
-                verified[name] = (done.returncode, done.stdout.strip().splitlines()[-3:])
-            rows = asyncio.run(catalogue(url))
+            yield fleet, url
         finally:
             fleet.stop()
             stop_process(sshd.process)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--ssh", type=int, default=200, help="typing SSH sessions")
+    parser.add_argument("--pg", type=int, default=50, help="PostgreSQL clients")
+    parser.add_argument(
+        "--warm-up-minutes", type=float, default=2.0, help="the unmeasured cycle before the run"
+    )
+    args = parser.parse_args()
+
+    with running_fleet() as (fleet, url):
+        started = time.monotonic()
+        result = asyncio.run(soak(fleet, args.minutes, args.ssh, args.pg, args.warm_up_minutes))
+        elapsed = time.monotonic() - started
+        time.sleep(3)  # a last heartbeat copies the catalogue rows
+        fleet.stop()
+        verified = {}
+        for name, instance in fleet.instances.items():
+            done = fleet.hoop_sync(name, "verify", "--all", "--data-dir", str(instance.data_dir))
+            verified[name] = (done.returncode, done.stdout.strip().splitlines()[-3:])
+        rows = asyncio.run(catalogue(url))
     tally = result["tally"]
     assert isinstance(tally, Tally)
     ids = Counter(row[0] for row in rows)
